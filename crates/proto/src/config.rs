@@ -1,0 +1,241 @@
+//! Protocol timers and limits. Every queue, table and retry count has a named bound here.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::heal::HealingConfig;
+
+/// Settings of one protocol instance. The node daemon reads them from the `[protocol]`
+/// table of its TOML file (every key is shown in `examples/node.toml`); the twin builds
+/// them in code. [`Config::validate`] refuses inconsistent settings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Interval between link probes to each neighbour.
+    pub probe_interval_ms: u64,
+    /// A neighbour is declared down after this many probe intervals without hearing it.
+    pub probe_misses_max: u32,
+    /// When true the dead interval also grows with the measured RTT
+    /// (`srtt + 4 * rttvar + probe_interval`), so slow links are not declared dead early.
+    pub adaptive_timeout: bool,
+    /// Delay between a link-state change and the route computation it triggers, so a
+    /// burst of advertisements costs one computation.
+    pub spf_delay_ms: u64,
+    /// First retransmission delay of an unacknowledged advertisement (it doubles per try).
+    pub flood_retransmit_ms: u64,
+    /// Retransmissions of one advertisement to one neighbour before giving up on it.
+    pub flood_retransmits_max: u32,
+    /// Interval at which a node re-originates its advertisement even without change.
+    pub lsa_refresh_ms: u64,
+    /// Lifetime of an advertisement; it is aged out when not refreshed within it.
+    pub lsa_lifetime_ms: u64,
+    /// Shortest interval between two advertisements that only change link costs.
+    pub cost_update_interval_ms: u64,
+    /// Relative cost change (percent) that is worth a new advertisement.
+    pub cost_change_percent: u32,
+    /// Initial hop limit of application messages.
+    pub ttl_default: u8,
+    /// Largest application payload accepted, in bytes.
+    pub payload_bytes_max: usize,
+    /// Neighbours kept at once; more are refused.
+    pub neighbours_max: usize,
+    /// Advertisements kept in the link-state database; new origins beyond it are refused.
+    pub lsdb_entries_max: usize,
+    /// Transmits queued for the driver; beyond it new ones are dropped and counted.
+    pub transmit_queue_max: usize,
+    /// Events queued for the driver; beyond it the oldest is dropped and counted.
+    pub event_queue_max: usize,
+    /// Interval of LAN discovery beacons (0 disables beacons).
+    pub beacon_interval_ms: u64,
+    /// First redial delay after a failed or lost connection to a known peer address.
+    pub dial_backoff_min_ms: u64,
+    /// Largest redial delay.
+    pub dial_backoff_max_ms: u64,
+    /// Seed of the instance's random choices (timer jitter). The daemon draws it from
+    /// the OS; the twin derives it from the run's seed.
+    #[serde(skip)]
+    pub rng_seed: u64,
+    /// Initial sequence number of this node's advertisements. The daemon uses wall-clock
+    /// milliseconds so a restarted node outranks its old advertisements at once.
+    #[serde(skip)]
+    pub initial_sequence: u64,
+    /// The healing loop's thresholds.
+    pub healing: HealingConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            probe_interval_ms: 50,
+            probe_misses_max: 3,
+            adaptive_timeout: true,
+            spf_delay_ms: 5,
+            flood_retransmit_ms: 100,
+            flood_retransmits_max: 8,
+            lsa_refresh_ms: 30_000,
+            lsa_lifetime_ms: 120_000,
+            cost_update_interval_ms: 1_000,
+            cost_change_percent: 30,
+            ttl_default: 32,
+            payload_bytes_max: 1024,
+            neighbours_max: 64,
+            lsdb_entries_max: 16_384,
+            transmit_queue_max: 65_536,
+            event_queue_max: 4_096,
+            beacon_interval_ms: 250,
+            dial_backoff_min_ms: 100,
+            dial_backoff_max_ms: 2_000,
+            rng_seed: 0,
+            initial_sequence: 1,
+            healing: HealingConfig::default(),
+        }
+    }
+}
+
+/// A setting that cannot work, with the key and how to fix it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("protocol.{key} = {value}: {fix}")]
+pub struct ConfigError {
+    /// The offending key.
+    pub key: &'static str,
+    /// Its value, as written.
+    pub value: String,
+    /// What would be accepted.
+    pub fix: String,
+}
+
+fn check(ok: bool, key: &'static str, value: impl ToString, fix: &str) -> Result<(), ConfigError> {
+    if ok {
+        Ok(())
+    } else {
+        Err(ConfigError {
+            key,
+            value: value.to_string(),
+            fix: fix.to_owned(),
+        })
+    }
+}
+
+impl Config {
+    /// Refuse settings that cannot work together.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let c = self;
+        check(
+            (5..=60_000).contains(&c.probe_interval_ms),
+            "probe_interval_ms",
+            c.probe_interval_ms,
+            "use 5 to 60000",
+        )?;
+        check(
+            (2..=100).contains(&c.probe_misses_max),
+            "probe_misses_max",
+            c.probe_misses_max,
+            "use 2 to 100",
+        )?;
+        check(
+            c.spf_delay_ms <= 10_000,
+            "spf_delay_ms",
+            c.spf_delay_ms,
+            "use 0 to 10000",
+        )?;
+        check(
+            c.flood_retransmit_ms >= 1,
+            "flood_retransmit_ms",
+            c.flood_retransmit_ms,
+            "use at least 1",
+        )?;
+        check(
+            c.flood_retransmits_max <= 64,
+            "flood_retransmits_max",
+            c.flood_retransmits_max,
+            "use 0 to 64",
+        )?;
+        check(
+            c.lsa_lifetime_ms >= 2 * c.lsa_refresh_ms && c.lsa_refresh_ms >= 1_000,
+            "lsa_lifetime_ms",
+            c.lsa_lifetime_ms,
+            "use at least twice lsa_refresh_ms (and lsa_refresh_ms >= 1000), so refreshes arrive before expiry",
+        )?;
+        check(
+            c.lsa_lifetime_ms <= u64::from(u32::MAX),
+            "lsa_lifetime_ms",
+            c.lsa_lifetime_ms,
+            "use at most 4294967295",
+        )?;
+        check(
+            (1..=1000).contains(&c.cost_change_percent),
+            "cost_change_percent",
+            c.cost_change_percent,
+            "use 1 to 1000",
+        )?;
+        check(
+            c.ttl_default >= 1,
+            "ttl_default",
+            c.ttl_default,
+            "use 1 to 255",
+        )?;
+        check(
+            (1..=16_384).contains(&c.payload_bytes_max),
+            "payload_bytes_max",
+            c.payload_bytes_max,
+            "use 1 to 16384",
+        )?;
+        check(
+            (1..=1024).contains(&c.neighbours_max),
+            "neighbours_max",
+            c.neighbours_max,
+            "use 1 to 1024",
+        )?;
+        check(
+            (2..=1_000_000).contains(&c.lsdb_entries_max),
+            "lsdb_entries_max",
+            c.lsdb_entries_max,
+            "use 2 to 1000000",
+        )?;
+        check(
+            c.transmit_queue_max >= 16,
+            "transmit_queue_max",
+            c.transmit_queue_max,
+            "use at least 16",
+        )?;
+        check(
+            c.event_queue_max >= 16,
+            "event_queue_max",
+            c.event_queue_max,
+            "use at least 16",
+        )?;
+        check(
+            c.dial_backoff_min_ms >= 1 && c.dial_backoff_min_ms <= c.dial_backoff_max_ms,
+            "dial_backoff_min_ms",
+            c.dial_backoff_min_ms,
+            "use at least 1 and at most dial_backoff_max_ms",
+        )?;
+        self.healing.validate()
+    }
+
+    pub(crate) fn probe_interval(&self) -> Duration {
+        Duration::from_millis(self.probe_interval_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_is_valid() {
+        Config::default().validate().unwrap();
+    }
+
+    #[test]
+    fn refuses_short_lifetime() {
+        let config = Config {
+            lsa_lifetime_ms: 1_000,
+            ..Config::default()
+        };
+        let err = config.validate().unwrap_err();
+        assert_eq!(err.key, "lsa_lifetime_ms");
+        assert!(err.to_string().contains("twice"));
+    }
+}

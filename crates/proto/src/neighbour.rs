@@ -1,0 +1,299 @@
+//! Per-neighbour link state: probing, RTT and loss estimation, liveness, flap history.
+//! This is the *monitor* stage of the healing loop: it turns probes into link metrics.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::name::NodeName;
+use crate::time::Instant;
+
+/// Probes remembered per neighbour for matching acknowledgements and counting losses.
+const PROBES_IN_FLIGHT_MAX: usize = 8;
+/// Down transitions remembered per neighbour for flap detection.
+pub(crate) const FLAPS_REMEMBERED_MAX: usize = 32;
+/// Weight of one loss sample in the loss average.
+const LOSS_GAIN: f64 = 1.0 / 16.0;
+
+/// Where a neighbour stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NeighbourState {
+    /// A link exists but nothing has been heard on it yet.
+    Init,
+    /// Heard within the dead interval and advertised.
+    Up,
+    /// Silent for longer than the dead interval, or its link closed.
+    Down,
+    /// Alive, but not advertised because it flapped (see the healing loop).
+    Damped,
+}
+
+impl NeighbourState {
+    /// The state's name as the API and metrics show it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NeighbourState::Init => "init",
+            NeighbourState::Up => "up",
+            NeighbourState::Down => "down",
+            NeighbourState::Damped => "damped",
+        }
+    }
+}
+
+/// Why a neighbour was declared down.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DownReason {
+    /// Nothing was heard for longer than the dead interval.
+    ProbeTimeout {
+        /// How long it had been silent.
+        silent_ms: u64,
+        /// The dead interval in force.
+        dead_interval_ms: u64,
+    },
+    /// The driver reported that the connection closed.
+    LinkClosed,
+}
+
+impl std::fmt::Display for DownReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DownReason::ProbeTimeout {
+                silent_ms,
+                dead_interval_ms,
+            } => write!(
+                f,
+                "nothing heard for {silent_ms} ms (dead interval {dead_interval_ms} ms)"
+            ),
+            DownReason::LinkClosed => f.write_str("connection closed"),
+        }
+    }
+}
+
+/// A read-only view of one neighbour, for APIs and metrics.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct NeighbourView {
+    /// The neighbour's node name.
+    pub name: NodeName,
+    /// Its state.
+    pub state: NeighbourState,
+    /// Smoothed round-trip time, once measured.
+    pub srtt: Option<Duration>,
+    /// Estimated probe loss, 0 to 1.
+    pub loss: f64,
+    /// The cost this node would advertise for the link now.
+    pub cost: u32,
+    /// Whether a link (connection) to it is open.
+    pub link_open: bool,
+    /// Down transitions remembered in the flap window.
+    pub flaps: usize,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct ProbeRecord {
+    seq: u32,
+    acked: bool,
+}
+
+/// Everything this node knows about one neighbour.
+#[derive(Debug)]
+pub(crate) struct Neighbour {
+    pub(crate) name: NodeName,
+    pub(crate) state: NeighbourState,
+    pub(crate) link_open: bool,
+    pub(crate) last_heard: Instant,
+    srtt_us: Option<f64>,
+    rttvar_us: f64,
+    pub(crate) loss: f64,
+    probes: [Option<ProbeRecord>; PROBES_IN_FLIGHT_MAX],
+    /// Instants at which it went down, oldest first.
+    pub(crate) down_times: VecDeque<Instant>,
+    pub(crate) damped_until: Option<Instant>,
+    pub(crate) damp_count: u32,
+    /// The healing loop marked the link degraded (its cost carries a penalty).
+    pub(crate) degraded: bool,
+    /// Retransmission timer of advertisements queued to it (earliest possible due time).
+    pub(crate) retransmit_due: Option<Instant>,
+}
+
+impl Neighbour {
+    pub(crate) fn new(name: NodeName, now: Instant) -> Self {
+        Neighbour {
+            name,
+            state: NeighbourState::Init,
+            link_open: true,
+            last_heard: now,
+            srtt_us: None,
+            rttvar_us: 0.0,
+            loss: 0.0,
+            probes: [None; PROBES_IN_FLIGHT_MAX],
+            down_times: VecDeque::new(),
+            damped_until: None,
+            damp_count: 0,
+            degraded: false,
+            retransmit_due: None,
+        }
+    }
+
+    /// Record a probe sent; the probe it displaces counts as lost if never answered.
+    pub(crate) fn probe_sent(&mut self, seq: u32) {
+        let slot = seq as usize % PROBES_IN_FLIGHT_MAX;
+        if let Some(old) = self.probes[slot] {
+            let lost = if old.acked { 0.0 } else { 1.0 };
+            self.loss += LOSS_GAIN * (lost - self.loss);
+        }
+        self.probes[slot] = Some(ProbeRecord { seq, acked: false });
+    }
+
+    /// Record an acknowledgement; returns false for an unknown or repeated one.
+    pub(crate) fn probe_acked(&mut self, seq: u32, echo: Instant, now: Instant) -> bool {
+        let slot = seq as usize % PROBES_IN_FLIGHT_MAX;
+        match &mut self.probes[slot] {
+            Some(record) if record.seq == seq && !record.acked => record.acked = true,
+            _ => return false,
+        }
+        let sample = now.saturating_since(echo).as_micros() as f64;
+        match self.srtt_us {
+            None => {
+                self.srtt_us = Some(sample);
+                self.rttvar_us = sample / 2.0;
+            }
+            Some(srtt) => {
+                // RFC 6298 gains.
+                self.rttvar_us = 0.75 * self.rttvar_us + 0.25 * (srtt - sample).abs();
+                self.srtt_us = Some(0.875 * srtt + 0.125 * sample);
+            }
+        }
+        true
+    }
+
+    pub(crate) fn srtt(&self) -> Option<Duration> {
+        self.srtt_us.map(|us| Duration::from_micros(us as u64))
+    }
+
+    /// How long silence may last before the neighbour is declared down.
+    pub(crate) fn dead_interval(
+        &self,
+        probe_interval: Duration,
+        misses_max: u32,
+        adaptive: bool,
+    ) -> Duration {
+        let fixed = probe_interval * misses_max;
+        match (adaptive, self.srtt_us) {
+            (true, Some(srtt)) => {
+                let rtt_aware =
+                    Duration::from_micros((srtt + 4.0 * self.rttvar_us) as u64) + probe_interval;
+                fixed.max(rtt_aware)
+            }
+            _ => fixed,
+        }
+    }
+
+    /// The link's cost from RTT and loss: 10 per hop plus 1 per 100 µs of RTT, scaled up
+    /// by loss (a 20 % loss doubles it), and by 10 when the healing loop marked the link
+    /// degraded.
+    pub(crate) fn cost(&self) -> u32 {
+        let rtt_units = self.srtt_us.unwrap_or(0.0) / 100.0;
+        let loss = self.loss.clamp(0.0, 0.95);
+        let mut cost = (10.0 + rtt_units) * (1.0 + 4.0 * loss / (1.0 - loss));
+        if self.degraded {
+            cost *= 10.0;
+        }
+        cost.clamp(1.0, 1_000_000.0).round() as u32
+    }
+
+    /// Forget down transitions older than `window`.
+    pub(crate) fn flaps_within(&mut self, now: Instant, window: Duration) -> usize {
+        while self
+            .down_times
+            .front()
+            .is_some_and(|&t| now.saturating_since(t) > window)
+        {
+            self.down_times.pop_front();
+        }
+        self.down_times.len()
+    }
+
+    pub(crate) fn record_down(&mut self, now: Instant) {
+        if self.down_times.len() == FLAPS_REMEMBERED_MAX {
+            self.down_times.pop_front();
+        }
+        self.down_times.push_back(now);
+    }
+
+    pub(crate) fn view(&self) -> NeighbourView {
+        NeighbourView {
+            name: self.name.clone(),
+            state: self.state,
+            srtt: self.srtt(),
+            loss: self.loss,
+            cost: self.cost(),
+            link_open: self.link_open,
+            flaps: self.down_times.len(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn neighbour() -> Neighbour {
+        Neighbour::new(NodeName::new("b").unwrap(), Instant::ZERO)
+    }
+
+    #[test]
+    fn rtt_converges_and_loss_tracks_unanswered_probes() {
+        let mut n = neighbour();
+        for seq in 0..64u32 {
+            let sent = Instant::from_micros(u64::from(seq) * 50_000);
+            n.probe_sent(seq);
+            assert!(n.probe_acked(seq, sent, sent + Duration::from_millis(2)));
+        }
+        assert_eq!(n.srtt(), Some(Duration::from_millis(2)));
+        assert!(n.loss < 0.01);
+        assert!(
+            !n.probe_acked(63, Instant::ZERO, Instant::ZERO),
+            "a repeated ack is refused"
+        );
+        for seq in 64..200u32 {
+            n.probe_sent(seq); // never answered
+        }
+        assert!(n.loss > 0.9, "loss {}", n.loss);
+        assert!(n.cost() > 100);
+    }
+
+    #[test]
+    fn dead_interval_grows_with_rtt_when_adaptive() {
+        let mut n = neighbour();
+        let interval = Duration::from_millis(50);
+        assert_eq!(
+            n.dead_interval(interval, 3, true),
+            Duration::from_millis(150)
+        );
+        n.probe_sent(0);
+        n.probe_acked(0, Instant::ZERO, Instant::from_micros(400_000));
+        assert!(n.dead_interval(interval, 3, true) > Duration::from_millis(400));
+        assert_eq!(
+            n.dead_interval(interval, 3, false),
+            Duration::from_millis(150)
+        );
+    }
+
+    #[test]
+    fn flap_window_forgets_old_transitions() {
+        let mut n = neighbour();
+        for s in 0..5 {
+            n.record_down(Instant::from_micros(s * 1_000_000));
+        }
+        assert_eq!(
+            n.flaps_within(
+                Instant::from_micros(5_000_000),
+                Duration::from_millis(2_500)
+            ),
+            2
+        );
+    }
+}

@@ -1,0 +1,1210 @@
+//! [`Node`]: one protocol instance.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::config::{Config, ConfigError};
+use crate::crypto::Authenticator;
+use crate::heal::{self, Decision, DecisionKind, Observation, Symptom};
+use crate::lsdb::{InstallOutcome, LinkStateDb};
+use crate::name::NodeName;
+use crate::neighbour::{DownReason, Neighbour, NeighbourState, NeighbourView};
+use crate::rng::Rng;
+use crate::route::{compute_routes, RoutingTable};
+use crate::time::Instant;
+use crate::wire::{self, Data, Lsa, LsaLink, Message, SignedLsa, WireError};
+
+/// Interval of the aging sweep over the link-state database.
+const AGE_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+/// Peer addresses kept for dialing (static plus discovered).
+const PEERS_MAX: usize = 1024;
+
+/// Where a transmit goes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Destination {
+    /// A neighbour, over its authenticated link.
+    Neighbour(NodeName),
+    /// The LAN discovery beacon (UDP broadcast).
+    Beacon,
+}
+
+/// A message the driver must send.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Transmit {
+    /// Where to.
+    pub destination: Destination,
+    /// What ([`Message::encode`] gives the bytes).
+    pub message: Message,
+}
+
+/// An application message that reached this node.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Delivery {
+    /// The node that sent it.
+    pub source: NodeName,
+    /// The application channel (0: messages, 1: probe flows).
+    pub channel: u8,
+    /// The source's identifier of the message.
+    pub id: u64,
+    /// Hops it took (the initial hop limit minus what was left, plus one).
+    pub hops: u8,
+    /// The payload.
+    pub payload: Vec<u8>,
+}
+
+/// Something the driver should know or do.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Event {
+    /// Open a connection to this address; report back with
+    /// [`Node::handle_link_up`] or [`Node::handle_dial_failed`].
+    Dial {
+        /// The peer's address.
+        addr: SocketAddr,
+    },
+    /// A neighbour answered and is now advertised.
+    NeighbourUp {
+        /// The neighbour.
+        name: NodeName,
+    },
+    /// A neighbour is gone.
+    NeighbourDown {
+        /// The neighbour.
+        name: NodeName,
+        /// Why.
+        reason: DownReason,
+    },
+    /// The forwarding table changed ([`Node::routes`] has the new one).
+    RoutesChanged {
+        /// Destinations whose route changed.
+        changed: usize,
+        /// Destinations now reachable.
+        reachable: usize,
+    },
+    /// An application message arrived for this node.
+    Delivered(Delivery),
+    /// The healing loop decided something.
+    Healing(Decision),
+}
+
+/// Why something was dropped. Each reason is a metric label.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DropReason {
+    /// Bytes that are not a valid frame.
+    Malformed,
+    /// A frame of a protocol version this build does not speak.
+    UnknownVersion,
+    /// A frame above the size limit.
+    Oversized,
+    /// A message from a node that is not a neighbour.
+    NotNeighbour,
+    /// An advertisement whose signature or credential did not verify.
+    BadSignature,
+    /// An advertisement whose content is inconsistent (self-links, unsorted links).
+    BadAdvertisement,
+    /// An advertisement older than the one held.
+    StaleAdvertisement,
+    /// A new origin while the link-state database is full.
+    DatabaseFull,
+    /// A message for a destination without route.
+    NoRoute,
+    /// A message whose hop limit ran out.
+    TtlExpired,
+    /// The transmit queue was full.
+    TransmitQueueFull,
+    /// The event queue was full (the oldest event was dropped).
+    EventQueueFull,
+    /// An advertisement retransmitted the maximum number of times without acknowledgement.
+    RetransmitsExhausted,
+}
+
+impl DropReason {
+    /// All reasons, for metrics.
+    pub const ALL: [DropReason; 13] = [
+        DropReason::Malformed,
+        DropReason::UnknownVersion,
+        DropReason::Oversized,
+        DropReason::NotNeighbour,
+        DropReason::BadSignature,
+        DropReason::BadAdvertisement,
+        DropReason::StaleAdvertisement,
+        DropReason::DatabaseFull,
+        DropReason::NoRoute,
+        DropReason::TtlExpired,
+        DropReason::TransmitQueueFull,
+        DropReason::EventQueueFull,
+        DropReason::RetransmitsExhausted,
+    ];
+
+    /// The reason's metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DropReason::Malformed => "malformed",
+            DropReason::UnknownVersion => "unknown_version",
+            DropReason::Oversized => "oversized",
+            DropReason::NotNeighbour => "not_neighbour",
+            DropReason::BadSignature => "bad_signature",
+            DropReason::BadAdvertisement => "bad_advertisement",
+            DropReason::StaleAdvertisement => "stale_advertisement",
+            DropReason::DatabaseFull => "database_full",
+            DropReason::NoRoute => "no_route",
+            DropReason::TtlExpired => "ttl_expired",
+            DropReason::TransmitQueueFull => "transmit_queue_full",
+            DropReason::EventQueueFull => "event_queue_full",
+            DropReason::RetransmitsExhausted => "retransmits_exhausted",
+        }
+    }
+}
+
+/// Why [`Node::send`] refused a message.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    /// No advertisement of that node is known.
+    #[error("unknown node {0}: it is not in this node's link-state database")]
+    UnknownDestination(NodeName),
+    /// The node is known but unreachable now.
+    #[error("no route to {0} at the moment")]
+    NoRoute(NodeName),
+    /// The payload is larger than `payload_bytes_max`.
+    #[error("payload of {len} bytes exceeds payload_bytes_max = {max}")]
+    PayloadTooLarge {
+        /// The payload's length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+}
+
+/// Cumulative counters, for metrics and the twin's overhead figures.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Stats {
+    /// Frames handed in by the driver.
+    pub frames_received: u64,
+    /// Frames handed out to the driver.
+    pub frames_sent: u64,
+    /// Bytes of frames handed out.
+    pub bytes_sent: u64,
+    /// Advertisements this node originated.
+    pub lsa_originated: u64,
+    /// Advertisements received from neighbours.
+    pub lsa_received: u64,
+    /// Advertisements verified and installed.
+    pub lsa_installed: u64,
+    /// Advertisement copies sent (floods and retransmissions).
+    pub lsa_sent: u64,
+    /// Bytes of advertisement copies sent.
+    pub lsa_bytes_sent: u64,
+    /// Retransmissions among them.
+    pub lsa_retransmitted: u64,
+    /// Advertisements aged out of the database.
+    pub lsa_expired: u64,
+    /// Route computations run.
+    pub spf_runs: u64,
+    /// Route changes (destinations whose route changed, summed over computations).
+    pub route_changes: u64,
+    /// Application messages originated here.
+    pub data_originated: u64,
+    /// Application messages forwarded for others.
+    pub data_forwarded: u64,
+    /// Application messages delivered here.
+    pub data_delivered: u64,
+    /// Neighbour down transitions.
+    pub neighbour_down: u64,
+    /// Healing decisions by kind, in [`DecisionKind::ALL`] order.
+    pub decisions: [u64; 4],
+    /// Drops by reason, in [`DropReason::ALL`] order.
+    pub drops: [u64; 13],
+}
+
+impl Stats {
+    /// Drops counted for `reason`.
+    pub fn dropped(&self, reason: DropReason) -> u64 {
+        self.drops[DropReason::ALL
+            .iter()
+            .position(|r| *r == reason)
+            .unwrap_or(0)]
+    }
+
+    /// Decisions counted of `kind`.
+    pub fn decided(&self, kind: DecisionKind) -> u64 {
+        self.decisions[DecisionKind::ALL
+            .iter()
+            .position(|k| *k == kind)
+            .unwrap_or(0)]
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Peer {
+    addr: SocketAddr,
+    name: Option<NodeName>,
+    connected: bool,
+    next_dial_at: Option<Instant>,
+    backoff: Duration,
+}
+
+#[derive(Clone, Debug)]
+struct Retransmit {
+    sequence: u64,
+    next_at: Instant,
+    tries: u32,
+}
+
+/// One mesh node's protocol state machine.
+///
+/// Methods come in four kinds, like quinn-proto's `Connection`: getters
+/// ([`Node::routes`], [`Node::neighbours`], ...), inputs (`handle_*`), commands
+/// ([`Node::send`], [`Node::add_peer`]) and outputs (`poll_*`). After **every** input or
+/// command the driver calls, in this order:
+///
+/// 1. [`Node::poll_transmit`] until `None`, sending each message;
+/// 2. [`Node::poll_timeout`], and arms one timer for the deadline it returns;
+/// 3. [`Node::poll_event`] until `None`, acting on each event.
+///
+/// When the timer fires it calls [`Node::handle_timeout`] with the current time. Early or
+/// repeated calls to `handle_timeout` are harmless: nothing happens before its time.
+pub struct Node {
+    name: NodeName,
+    config: Config,
+    auth: Box<dyn Authenticator>,
+    rng: Rng,
+    neighbours: BTreeMap<NodeName, Neighbour>,
+    lsdb: LinkStateDb,
+    routes: RoutingTable,
+    /// Sequence number of the last advertisement originated.
+    sequence: u64,
+    /// The cost last advertised for each neighbour.
+    advertised: BTreeMap<NodeName, u32>,
+    last_origination: Instant,
+    /// Per neighbour: origin → advertisement awaiting acknowledgement.
+    retransmits: BTreeMap<NodeName, BTreeMap<NodeName, Retransmit>>,
+    spf_at: Option<Instant>,
+    next_probe_at: Instant,
+    probe_seq: u32,
+    next_refresh_at: Instant,
+    next_age_check_at: Instant,
+    beacon: Option<(u16, Instant)>,
+    peers: Vec<Peer>,
+    next_data_id: u64,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<Event>,
+    stats: Stats,
+}
+
+impl Node {
+    /// A node named `name` (its SPIFFE ID's node name), alone, at `now`.
+    pub fn new(
+        name: NodeName,
+        config: Config,
+        auth: Box<dyn Authenticator>,
+        now: Instant,
+    ) -> Result<Node, ConfigError> {
+        config.validate()?;
+        let mut node = Node {
+            name,
+            rng: Rng::seed(config.rng_seed),
+            lsdb: LinkStateDb::new(config.lsdb_entries_max),
+            sequence: config.initial_sequence.saturating_sub(1),
+            auth,
+            neighbours: BTreeMap::new(),
+            routes: RoutingTable::default(),
+            advertised: BTreeMap::new(),
+            last_origination: now,
+            retransmits: BTreeMap::new(),
+            spf_at: None,
+            next_probe_at: now,
+            probe_seq: 0,
+            next_refresh_at: now,
+            next_age_check_at: now + AGE_CHECK_INTERVAL,
+            beacon: None,
+            peers: Vec::new(),
+            next_data_id: 1,
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            stats: Stats::default(),
+            config,
+        };
+        node.originate(now);
+        Ok(node)
+    }
+
+    // ----- getters -----
+
+    /// This node's name.
+    pub fn name(&self) -> &NodeName {
+        &self.name
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The forwarding table.
+    pub fn routes(&self) -> &RoutingTable {
+        &self.routes
+    }
+
+    /// The link-state database.
+    pub fn lsdb(&self) -> &LinkStateDb {
+        &self.lsdb
+    }
+
+    /// Every neighbour this node knows, sorted by name.
+    pub fn neighbours(&self) -> Vec<NeighbourView> {
+        self.neighbours.values().map(Neighbour::view).collect()
+    }
+
+    /// Cumulative counters.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// Sequence number of this node's current advertisement.
+    pub fn sequence(&self) -> u64 {
+        self.sequence
+    }
+
+    /// Messages still queued for the driver (it should drain them with `poll_transmit`).
+    pub fn transmits_queued(&self) -> usize {
+        self.transmits.len()
+    }
+
+    // ----- commands -----
+
+    /// Keep a connection to the peer at `addr` (a static peer): dial it now and redial
+    /// it with backoff whenever the connection is lost.
+    pub fn add_peer(&mut self, now: Instant, addr: SocketAddr) {
+        if self.peers.iter().any(|p| p.addr == addr) || self.peers.len() >= PEERS_MAX {
+            return;
+        }
+        let backoff = Duration::from_millis(self.config.dial_backoff_min_ms);
+        self.peers.push(Peer {
+            addr,
+            name: None,
+            connected: false,
+            next_dial_at: Some(now),
+            backoff,
+        });
+    }
+
+    /// Start LAN discovery beacons announcing that our QUIC endpoint listens on `port`.
+    pub fn enable_beacons(&mut self, now: Instant, port: u16) {
+        if self.config.beacon_interval_ms > 0 {
+            self.beacon = Some((port, now));
+        }
+    }
+
+    /// Send `payload` to node `to` on `channel`. Returns the message's identifier.
+    pub fn send(
+        &mut self,
+        now: Instant,
+        to: &NodeName,
+        channel: u8,
+        payload: Vec<u8>,
+    ) -> Result<u64, SendError> {
+        let max = self.config.payload_bytes_max;
+        if payload.len() > max {
+            return Err(SendError::PayloadTooLarge {
+                len: payload.len(),
+                max,
+            });
+        }
+        let id = self.next_data_id;
+        let data = Data {
+            source: self.name.clone(),
+            destination: to.clone(),
+            ttl: self.config.ttl_default,
+            channel,
+            id,
+            payload,
+        };
+        if *to == self.name {
+            self.next_data_id += 1;
+            self.stats.data_originated += 1;
+            self.deliver(data, 0);
+            return Ok(id);
+        }
+        let Some(route) = self.routes.get(to) else {
+            return Err(if self.lsdb.get(to).is_some() {
+                SendError::NoRoute(to.clone())
+            } else {
+                SendError::UnknownDestination(to.clone())
+            });
+        };
+        let next_hop = route.next_hop.clone();
+        self.next_data_id += 1;
+        self.stats.data_originated += 1;
+        self.transmit(now, Destination::Neighbour(next_hop), Message::Data(data));
+        Ok(id)
+    }
+
+    // ----- inputs -----
+
+    /// A link (authenticated connection) to `neighbour` is up. `dialed` is the address
+    /// this node dialed to get it, if it dialed. Returns false if the link is refused
+    /// (the neighbour table is full, or it is this node itself); the driver closes it.
+    pub fn handle_link_up(
+        &mut self,
+        now: Instant,
+        neighbour: NodeName,
+        dialed: Option<SocketAddr>,
+    ) -> bool {
+        if neighbour == self.name {
+            return false;
+        }
+        if let Some(addr) = dialed {
+            if let Some(peer) = self.peers.iter_mut().find(|p| p.addr == addr) {
+                peer.name = Some(neighbour.clone());
+                peer.connected = true;
+                peer.next_dial_at = None;
+                peer.backoff = Duration::from_millis(self.config.dial_backoff_min_ms);
+            }
+        }
+        if let Some(n) = self.neighbours.get_mut(&neighbour) {
+            if !n.link_open {
+                n.link_open = true;
+                n.last_heard = now;
+                if n.state == NeighbourState::Down {
+                    n.state = NeighbourState::Init;
+                }
+            }
+        } else {
+            if self.neighbours.len() >= self.config.neighbours_max && !self.evict_down_neighbour() {
+                return false;
+            }
+            self.neighbours
+                .insert(neighbour.clone(), Neighbour::new(neighbour.clone(), now));
+        }
+        self.send_probe(now, &neighbour);
+        true
+    }
+
+    /// The link to `neighbour` closed.
+    pub fn handle_link_down(&mut self, now: Instant, neighbour: &NodeName) {
+        if let Some(n) = self.neighbours.get_mut(neighbour) {
+            n.link_open = false;
+        }
+        let backoff_min = Duration::from_millis(self.config.dial_backoff_min_ms);
+        for peer in self
+            .peers
+            .iter_mut()
+            .filter(|p| p.name.as_ref() == Some(neighbour) && p.connected)
+        {
+            peer.connected = false;
+            peer.next_dial_at = Some(now + backoff_min);
+        }
+        self.run_healing(now);
+    }
+
+    /// Dialing `addr` (after [`Event::Dial`]) failed; it is retried with backoff.
+    pub fn handle_dial_failed(&mut self, now: Instant, addr: SocketAddr) {
+        let jitter = self.rng.unit();
+        let max = Duration::from_millis(self.config.dial_backoff_max_ms);
+        if let Some(peer) = self.peers.iter_mut().find(|p| p.addr == addr) {
+            peer.connected = false;
+            peer.next_dial_at = Some(now + peer.backoff.mul_f64(0.5 + jitter));
+            peer.backoff = (peer.backoff * 2).min(max);
+        }
+    }
+
+    /// Bytes arrived from `from` over its authenticated link.
+    pub fn handle_datagram(&mut self, now: Instant, from: &NodeName, bytes: &[u8]) {
+        match Message::decode(bytes) {
+            Ok(message) => self.handle_message(now, from, message),
+            Err(error) => {
+                self.stats.frames_received += 1;
+                self.count_drop(wire_drop_reason(&error));
+            }
+        }
+    }
+
+    /// A decoded message arrived from `from` (the twin may skip encoding; the daemon
+    /// goes through [`Node::handle_datagram`]).
+    pub fn handle_message(&mut self, now: Instant, from: &NodeName, message: Message) {
+        self.stats.frames_received += 1;
+        let Some(n) = self.neighbours.get_mut(from) else {
+            self.count_drop(DropReason::NotNeighbour);
+            return;
+        };
+        n.last_heard = now;
+        let revived =
+            n.link_open && n.state != NeighbourState::Up && n.state != NeighbourState::Damped;
+        match message {
+            Message::Probe { seq, sent_us } => {
+                self.transmit(
+                    now,
+                    Destination::Neighbour(from.clone()),
+                    Message::ProbeAck {
+                        seq,
+                        echo_us: sent_us,
+                    },
+                );
+            }
+            Message::ProbeAck { seq, echo_us } => {
+                n.probe_acked(seq, Instant::from_micros(echo_us), now);
+            }
+            Message::Lsa { lifetime_ms, lsa } => self.receive_lsa(now, from, lifetime_ms, lsa),
+            Message::LsaAck { origin, sequence } => self.receive_ack(from, &origin, sequence),
+            Message::Data(data) => self.receive_data(now, data),
+            Message::Beacon { .. } => self.count_drop(DropReason::Malformed),
+        }
+        if revived {
+            self.neighbour_alive(now, from);
+        }
+    }
+
+    /// A LAN discovery beacon arrived from `from` (UDP source address).
+    pub fn handle_beacon(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) {
+        let (name, port) = match Message::decode(bytes) {
+            Ok(Message::Beacon { name, port }) => (name, port),
+            Ok(_) => return self.count_drop(DropReason::Malformed),
+            Err(error) => return self.count_drop(wire_drop_reason(&error)),
+        };
+        // Only the smaller name dials, so two nodes that hear each other open one link.
+        if name <= self.name || self.neighbours.get(&name).is_some_and(|n| n.link_open) {
+            return;
+        }
+        let addr = SocketAddr::new(from.ip(), port);
+        if !self
+            .peers
+            .iter()
+            .any(|p| p.addr == addr || p.name.as_ref() == Some(&name))
+        {
+            self.add_peer(now, addr);
+        }
+    }
+
+    /// Time passed: run every timer that is due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if now >= self.next_probe_at {
+            self.probe_all(now);
+        }
+        self.run_healing(now);
+        self.retransmit_due(now);
+        self.dial_due(now);
+        if let Some((port, at)) = self.beacon {
+            if now >= at {
+                self.transmit(
+                    now,
+                    Destination::Beacon,
+                    Message::Beacon {
+                        name: self.name.clone(),
+                        port,
+                    },
+                );
+                let interval = Duration::from_millis(self.config.beacon_interval_ms);
+                self.beacon = Some((port, now + interval.mul_f64(0.8 + 0.4 * self.rng.unit())));
+            }
+        }
+        if now >= self.next_refresh_at || self.cost_update_due(now) {
+            self.originate(now);
+        }
+        if now >= self.next_age_check_at {
+            self.age_out(now);
+        }
+        if self.spf_at.is_some_and(|at| now >= at) {
+            self.run_spf();
+        }
+    }
+
+    // ----- outputs -----
+
+    /// The next message to send, if any.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    /// The next event, if any.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// When [`Node::handle_timeout`] should be called next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let probe_interval = self.config.probe_interval();
+        let mut deadline = self.next_refresh_at.min(self.next_age_check_at);
+        let mut earliest = |t: Instant| deadline = deadline.min(t);
+        if self.neighbours.values().any(|n| n.link_open) {
+            earliest(self.next_probe_at);
+        }
+        for n in self.neighbours.values() {
+            if n.link_open && n.state != NeighbourState::Down {
+                let dead = n.dead_interval(
+                    probe_interval,
+                    self.config.probe_misses_max,
+                    self.config.adaptive_timeout,
+                );
+                earliest(n.last_heard + dead + Duration::from_micros(1));
+            }
+            if let Some(t) = n.damped_until {
+                earliest(t);
+            }
+            if let Some(t) = n.retransmit_due {
+                earliest(t);
+            }
+        }
+        for t in self.peers.iter().filter_map(|p| p.next_dial_at) {
+            earliest(t);
+        }
+        if let Some((_, t)) = self.beacon {
+            earliest(t);
+        }
+        if let Some(t) = self.spf_at {
+            earliest(t);
+        }
+        if self.advertised_costs_stale() {
+            earliest(
+                self.last_origination + Duration::from_millis(self.config.cost_update_interval_ms),
+            );
+        }
+        Some(deadline)
+    }
+
+    // ----- internals: queues and counters -----
+
+    fn transmit(&mut self, _now: Instant, destination: Destination, message: Message) {
+        if self.transmits.len() >= self.config.transmit_queue_max {
+            self.count_drop(DropReason::TransmitQueueFull);
+            return;
+        }
+        let len = message.encoded_len() as u64;
+        if let Message::Lsa { .. } = message {
+            self.stats.lsa_sent += 1;
+            self.stats.lsa_bytes_sent += len;
+        }
+        self.stats.frames_sent += 1;
+        self.stats.bytes_sent += len;
+        self.transmits.push_back(Transmit {
+            destination,
+            message,
+        });
+    }
+
+    fn emit(&mut self, event: Event) {
+        if self.events.len() >= self.config.event_queue_max {
+            self.events.pop_front();
+            self.count_drop(DropReason::EventQueueFull);
+        }
+        self.events.push_back(event);
+    }
+
+    fn count_drop(&mut self, reason: DropReason) {
+        if let Some(i) = DropReason::ALL.iter().position(|r| *r == reason) {
+            self.stats.drops[i] += 1;
+        }
+    }
+
+    fn evict_down_neighbour(&mut self) -> bool {
+        let victim = self
+            .neighbours
+            .values()
+            .find(|n| !n.link_open && n.state == NeighbourState::Down)
+            .map(|n| n.name.clone());
+        match victim {
+            Some(name) => {
+                self.neighbours.remove(&name);
+                self.retransmits.remove(&name);
+                true
+            }
+            None => false,
+        }
+    }
+
+    // ----- probing -----
+
+    fn probe_all(&mut self, now: Instant) {
+        let targets: Vec<NodeName> = self
+            .neighbours
+            .values()
+            .filter(|n| n.link_open)
+            .map(|n| n.name.clone())
+            .collect();
+        for name in &targets {
+            self.send_probe(now, name);
+        }
+        // ±10 % jitter keeps the probes of many nodes from synchronising.
+        let interval = self
+            .config
+            .probe_interval()
+            .mul_f64(0.9 + 0.2 * self.rng.unit());
+        self.next_probe_at = now + interval;
+    }
+
+    fn send_probe(&mut self, now: Instant, name: &NodeName) {
+        self.probe_seq = self.probe_seq.wrapping_add(1);
+        let seq = self.probe_seq;
+        if let Some(n) = self.neighbours.get_mut(name) {
+            n.probe_sent(seq);
+        }
+        self.transmit(
+            now,
+            Destination::Neighbour(name.clone()),
+            Message::Probe {
+                seq,
+                sent_us: now.as_micros(),
+            },
+        );
+    }
+
+    fn neighbour_alive(&mut self, now: Instant, name: &NodeName) {
+        let Some(n) = self.neighbours.get_mut(name) else {
+            return;
+        };
+        if n.damped_until.is_some_and(|until| now < until) {
+            n.state = NeighbourState::Damped;
+            return;
+        }
+        n.state = NeighbourState::Up;
+        self.emit(Event::NeighbourUp { name: name.clone() });
+        self.sync_database(now, name);
+        self.originate(now);
+    }
+
+    // ----- the healing loop -----
+
+    fn observe(&self, n: &Neighbour, now: Instant) -> Observation {
+        Observation {
+            state: n.state,
+            silent_for: now.saturating_since(n.last_heard),
+            dead_interval: n.dead_interval(
+                self.config.probe_interval(),
+                self.config.probe_misses_max,
+                self.config.adaptive_timeout,
+            ),
+            link_open: n.link_open,
+            loss: n.loss,
+            srtt: n.srtt(),
+            degraded: n.degraded,
+            flaps_in_window: n.down_times.len(),
+            damped_until: n.damped_until,
+        }
+    }
+
+    /// Monitor → analyse → plan → execute over every neighbour.
+    fn run_healing(&mut self, now: Instant) {
+        let window = Duration::from_millis(self.config.healing.flap_window_ms);
+        let mut plans = Vec::new();
+        for n in self.neighbours.values_mut() {
+            n.flaps_within(now, window);
+        }
+        for n in self.neighbours.values() {
+            let observation = self.observe(n, now);
+            if let Some(symptom) = heal::analyse(&observation, now, &self.config.healing) {
+                let decision =
+                    heal::plan(&n.name, &symptom, n.damp_count, now, &self.config.healing);
+                plans.push((symptom, decision));
+            }
+        }
+        let mut changed = false;
+        for (symptom, decision) in plans {
+            changed |= self.execute(now, &symptom, &decision);
+            let kind = DecisionKind::ALL
+                .iter()
+                .position(|k| *k == decision.kind)
+                .unwrap_or(0);
+            self.stats.decisions[kind] += 1;
+            self.emit(Event::Healing(decision));
+        }
+        if changed {
+            self.originate(now);
+        }
+    }
+
+    /// Apply one decision. Returns whether the advertisement must change.
+    fn execute(&mut self, now: Instant, symptom: &Symptom, decision: &Decision) -> bool {
+        let healing = self.config.healing.clone();
+        let Some(n) = self.neighbours.get_mut(&decision.neighbour) else {
+            return false;
+        };
+        match symptom {
+            Symptom::Dead(reason) => {
+                let was_advertised = n.state == NeighbourState::Up;
+                n.state = NeighbourState::Down;
+                n.record_down(now);
+                n.degraded = false;
+                self.stats.neighbour_down += 1;
+                let name = n.name.clone();
+                self.retransmits.remove(&name);
+                self.emit(Event::NeighbourDown {
+                    name,
+                    reason: reason.clone(),
+                });
+                was_advertised
+            }
+            Symptom::Degraded { .. } => {
+                n.degraded = true;
+                true
+            }
+            Symptom::Recovered { .. } => {
+                n.degraded = false;
+                true
+            }
+            Symptom::Flapping { .. } => {
+                n.damped_until = Some(now + heal::damp_period(n.damp_count, &healing));
+                n.damp_count = n.damp_count.saturating_add(1);
+                n.state = NeighbourState::Damped;
+                n.down_times.clear();
+                true
+            }
+            Symptom::DampingOver => {
+                n.damped_until = None;
+                n.state = NeighbourState::Up;
+                let name = n.name.clone();
+                self.emit(Event::NeighbourUp { name: name.clone() });
+                self.sync_database(now, &name);
+                true
+            }
+        }
+    }
+
+    // ----- link-state origination and flooding -----
+
+    fn current_links(&self) -> Vec<LsaLink> {
+        // BTreeMap iteration keeps links sorted by neighbour name, as the wire requires.
+        self.neighbours
+            .values()
+            .filter(|n| n.state == NeighbourState::Up)
+            .map(|n| LsaLink {
+                neighbour: n.name.clone(),
+                cost: n.cost(),
+            })
+            .collect()
+    }
+
+    fn advertised_costs_stale(&self) -> bool {
+        let percent = u64::from(self.config.cost_change_percent);
+        self.neighbours
+            .values()
+            .filter(|n| n.state == NeighbourState::Up)
+            .any(|n| {
+                self.advertised.get(&n.name).is_some_and(|&old| {
+                    let new = u64::from(n.cost());
+                    new.abs_diff(u64::from(old)) * 100 >= percent * u64::from(old.max(1))
+                })
+            })
+    }
+
+    fn cost_update_due(&self, now: Instant) -> bool {
+        now >= self.last_origination + Duration::from_millis(self.config.cost_update_interval_ms)
+            && self.advertised_costs_stale()
+    }
+
+    /// Originate, sign, install and flood a new advertisement of this node's links.
+    fn originate(&mut self, now: Instant) {
+        let links = self.current_links();
+        self.advertised = links
+            .iter()
+            .map(|l| (l.neighbour.clone(), l.cost))
+            .collect();
+        self.sequence += 1;
+        let lsa = Lsa {
+            origin: self.name.clone(),
+            sequence: self.sequence,
+            links,
+        };
+        let signature = self.auth.sign(&lsa.signed_bytes());
+        let signed = Arc::new(SignedLsa {
+            lsa,
+            credential: Arc::from(self.auth.credential()),
+            signature,
+        });
+        let expires_at = now + Duration::from_millis(self.config.lsa_lifetime_ms);
+        let outcome = self.lsdb.install(signed.clone(), expires_at);
+        debug_assert_eq!(outcome, InstallOutcome::Installed);
+        self.stats.lsa_originated += 1;
+        self.last_origination = now;
+        self.next_refresh_at = now + Duration::from_millis(self.config.lsa_refresh_ms);
+        self.flood(now, &signed, None);
+        self.schedule_spf(now);
+    }
+
+    /// Send `lsa` to every up neighbour except `except`, tracking acknowledgements.
+    fn flood(&mut self, now: Instant, lsa: &Arc<SignedLsa>, except: Option<&NodeName>) {
+        let targets: Vec<NodeName> = self
+            .neighbours
+            .values()
+            .filter(|n| n.state == NeighbourState::Up && Some(&n.name) != except)
+            .map(|n| n.name.clone())
+            .collect();
+        for target in targets {
+            self.send_lsa(now, &target, lsa);
+        }
+    }
+
+    fn send_lsa(&mut self, now: Instant, target: &NodeName, lsa: &Arc<SignedLsa>) {
+        let Some(entry) = self.lsdb.get(&lsa.lsa.origin) else {
+            return;
+        };
+        let lifetime_ms =
+            u32::try_from(entry.expires_at.saturating_since(now).as_millis()).unwrap_or(u32::MAX);
+        let rto = Duration::from_millis(self.config.flood_retransmit_ms);
+        let next_at = now + rto;
+        let list = self.retransmits.entry(target.clone()).or_default();
+        list.insert(
+            lsa.lsa.origin.clone(),
+            Retransmit {
+                sequence: lsa.lsa.sequence,
+                next_at,
+                tries: 0,
+            },
+        );
+        if let Some(n) = self.neighbours.get_mut(target) {
+            n.retransmit_due = Some(n.retransmit_due.map_or(next_at, |t| t.min(next_at)));
+        }
+        self.transmit(
+            now,
+            Destination::Neighbour(target.clone()),
+            Message::Lsa {
+                lifetime_ms,
+                lsa: lsa.clone(),
+            },
+        );
+    }
+
+    /// A neighbour just came up: send it the whole database.
+    fn sync_database(&mut self, now: Instant, name: &NodeName) {
+        let mut all: Vec<Arc<SignedLsa>> = self.lsdb.iter().map(|(_, e)| e.lsa.clone()).collect();
+        all.sort_by(|a, b| a.lsa.origin.cmp(&b.lsa.origin));
+        for lsa in &all {
+            self.send_lsa(now, name, lsa);
+        }
+    }
+
+    fn retransmit_due(&mut self, now: Instant) {
+        let due: Vec<NodeName> = self
+            .neighbours
+            .values()
+            .filter(|n| n.retransmit_due.is_some_and(|t| now >= t))
+            .map(|n| n.name.clone())
+            .collect();
+        for name in due {
+            self.retransmit_to(now, &name);
+        }
+    }
+
+    fn retransmit_to(&mut self, now: Instant, name: &NodeName) {
+        let rto = Duration::from_millis(self.config.flood_retransmit_ms);
+        let tries_max = self.config.flood_retransmits_max;
+        let mut resend = Vec::new();
+        let mut exhausted = 0u64;
+        let mut next_due: Option<Instant> = None;
+        if let Some(list) = self.retransmits.get_mut(name) {
+            list.retain(|origin, r| {
+                if now < r.next_at {
+                    next_due = Some(next_due.map_or(r.next_at, |t| t.min(r.next_at)));
+                    return true;
+                }
+                if r.tries >= tries_max {
+                    exhausted += 1;
+                    return false;
+                }
+                r.tries += 1;
+                r.next_at = now + rto * (1u32 << r.tries.min(6));
+                next_due = Some(next_due.map_or(r.next_at, |t| t.min(r.next_at)));
+                resend.push((origin.clone(), r.sequence));
+                true
+            });
+        }
+        if let Some(n) = self.neighbours.get_mut(name) {
+            n.retransmit_due = next_due;
+        }
+        for _ in 0..exhausted {
+            self.count_drop(DropReason::RetransmitsExhausted);
+        }
+        for (origin, sequence) in resend {
+            let Some(entry) = self.lsdb.get(&origin) else {
+                continue;
+            };
+            if entry.lsa.lsa.sequence != sequence {
+                continue;
+            }
+            let lsa = entry.lsa.clone();
+            let lifetime_ms = u32::try_from(entry.expires_at.saturating_since(now).as_millis())
+                .unwrap_or(u32::MAX);
+            self.stats.lsa_retransmitted += 1;
+            self.transmit(
+                now,
+                Destination::Neighbour(name.clone()),
+                Message::Lsa { lifetime_ms, lsa },
+            );
+        }
+    }
+
+    fn receive_ack(&mut self, from: &NodeName, origin: &NodeName, sequence: u64) {
+        if let Some(list) = self.retransmits.get_mut(from) {
+            if list.get(origin).is_some_and(|r| r.sequence <= sequence) {
+                list.remove(origin);
+            }
+        }
+    }
+
+    fn receive_lsa(
+        &mut self,
+        now: Instant,
+        from: &NodeName,
+        lifetime_ms: u32,
+        lsa: Arc<SignedLsa>,
+    ) {
+        self.stats.lsa_received += 1;
+        let origin = lsa.lsa.origin.clone();
+        let sequence = lsa.lsa.sequence;
+        if !well_formed(&lsa.lsa) {
+            return self.count_drop(DropReason::BadAdvertisement);
+        }
+        if let Err(_error) = self.auth.verify(
+            &origin,
+            &lsa.credential,
+            &lsa.lsa.signed_bytes(),
+            &lsa.signature,
+        ) {
+            return self.count_drop(DropReason::BadSignature);
+        }
+        self.transmit(
+            now,
+            Destination::Neighbour(from.clone()),
+            Message::LsaAck {
+                origin: origin.clone(),
+                sequence,
+            },
+        );
+        if origin == self.name {
+            // An advertisement of a former incarnation of this node: outrank it.
+            let ours = self.lsdb.get(&self.name).map(|e| e.lsa.clone());
+            let differs = ours.is_none_or(|ours| ours.lsa != lsa.lsa);
+            if sequence > self.sequence || (sequence == self.sequence && differs) {
+                self.sequence = sequence;
+                self.originate(now);
+            }
+            return;
+        }
+        let expires_at =
+            now + Duration::from_millis(u64::from(lifetime_ms).min(self.config.lsa_lifetime_ms));
+        match self.lsdb.install(lsa.clone(), expires_at) {
+            InstallOutcome::Installed => {
+                self.stats.lsa_installed += 1;
+                self.receive_ack(from, &origin, sequence);
+                self.flood(now, &lsa, Some(from));
+                self.schedule_spf(now);
+            }
+            InstallOutcome::Duplicate => self.receive_ack(from, &origin, sequence),
+            InstallOutcome::Stale(_) => {
+                self.count_drop(DropReason::StaleAdvertisement);
+                if let Some(newer) = self.lsdb.get(&origin).map(|e| e.lsa.clone()) {
+                    self.send_lsa(now, from, &newer);
+                }
+            }
+            InstallOutcome::Full => self.count_drop(DropReason::DatabaseFull),
+        }
+    }
+
+    fn age_out(&mut self, now: Instant) {
+        self.next_age_check_at = now + AGE_CHECK_INTERVAL;
+        let gone = self.lsdb.expire(now, &self.name);
+        if !gone.is_empty() {
+            self.stats.lsa_expired += gone.len() as u64;
+            for list in self.retransmits.values_mut() {
+                list.retain(|origin, _| !gone.contains(origin));
+            }
+            self.schedule_spf(now);
+        }
+    }
+
+    // ----- routing and forwarding -----
+
+    fn schedule_spf(&mut self, now: Instant) {
+        if self.spf_at.is_none() {
+            self.spf_at = Some(now + Duration::from_millis(self.config.spf_delay_ms));
+        }
+    }
+
+    fn run_spf(&mut self) {
+        self.spf_at = None;
+        let table = compute_routes(&self.name, &self.lsdb);
+        self.stats.spf_runs += 1;
+        let changed = table.changes_from(&self.routes);
+        if changed > 0 {
+            self.stats.route_changes += changed as u64;
+            self.routes = table;
+            let reachable = self.routes.len();
+            self.emit(Event::RoutesChanged { changed, reachable });
+        }
+    }
+
+    fn receive_data(&mut self, now: Instant, mut data: Data) {
+        if data.destination == self.name {
+            let hops = self
+                .config
+                .ttl_default
+                .saturating_sub(data.ttl)
+                .saturating_add(1);
+            return self.deliver(data, hops);
+        }
+        if data.ttl <= 1 {
+            return self.count_drop(DropReason::TtlExpired);
+        }
+        let Some(route) = self.routes.get(&data.destination) else {
+            return self.count_drop(DropReason::NoRoute);
+        };
+        let next_hop = route.next_hop.clone();
+        data.ttl -= 1;
+        self.stats.data_forwarded += 1;
+        self.transmit(now, Destination::Neighbour(next_hop), Message::Data(data));
+    }
+
+    fn deliver(&mut self, data: Data, hops: u8) {
+        self.stats.data_delivered += 1;
+        self.emit(Event::Delivered(Delivery {
+            source: data.source,
+            channel: data.channel,
+            id: data.id,
+            hops,
+            payload: data.payload,
+        }));
+    }
+
+    // ----- dialing -----
+
+    fn dial_due(&mut self, now: Instant) {
+        let mut dials = Vec::new();
+        for peer in &mut self.peers {
+            if peer.next_dial_at.is_some_and(|t| now >= t) {
+                let linked = peer
+                    .name
+                    .as_ref()
+                    .is_some_and(|name| self.neighbours.get(name).is_some_and(|n| n.link_open));
+                peer.next_dial_at = None;
+                if linked {
+                    peer.connected = true;
+                } else {
+                    dials.push(peer.addr);
+                }
+            }
+        }
+        for addr in dials {
+            self.emit(Event::Dial { addr });
+        }
+    }
+}
+
+/// Content checks that do not need the signature: links sorted and unique, no self-link.
+fn well_formed(lsa: &Lsa) -> bool {
+    lsa.links.len() <= wire::LINKS_MAX
+        && lsa
+            .links
+            .windows(2)
+            .all(|w| w[0].neighbour < w[1].neighbour)
+        && lsa.links.iter().all(|l| l.neighbour != lsa.origin)
+}
+
+fn wire_drop_reason(error: &WireError) -> DropReason {
+    match error {
+        WireError::UnknownVersion(_) => DropReason::UnknownVersion,
+        WireError::Oversized(_) => DropReason::Oversized,
+        _ => DropReason::Malformed,
+    }
+}

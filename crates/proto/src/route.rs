@@ -1,0 +1,244 @@
+//! Shortest paths over the link-state database.
+//!
+//! A link is used only when both ends advertise it (the two-way check), so a node
+//! cannot pull traffic towards itself by claiming links its neighbours do not confirm,
+//! and a dead node's stale advertisement stops attracting traffic as soon as its
+//! neighbours withdraw it.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
+
+use serde::Serialize;
+
+use crate::lsdb::LinkStateDb;
+use crate::name::NodeName;
+
+/// How to reach one destination.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Route {
+    /// The neighbour to hand messages to.
+    pub next_hop: NodeName,
+    /// Total path cost.
+    pub cost: u64,
+    /// Number of hops.
+    pub hops: u32,
+}
+
+/// The forwarding table: one route per reachable destination.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RoutingTable {
+    routes: BTreeMap<NodeName, Route>,
+}
+
+impl RoutingTable {
+    /// The route to `destination`.
+    pub fn get(&self, destination: &NodeName) -> Option<&Route> {
+        self.routes.get(destination)
+    }
+
+    /// All routes, sorted by destination.
+    pub fn iter(&self) -> impl Iterator<Item = (&NodeName, &Route)> {
+        self.routes.iter()
+    }
+
+    /// Number of reachable destinations.
+    pub fn len(&self) -> usize {
+        self.routes.len()
+    }
+
+    /// Whether no destination is reachable.
+    pub fn is_empty(&self) -> bool {
+        self.routes.is_empty()
+    }
+
+    /// Destinations whose route differs between `self` and `other`.
+    pub fn changes_from(&self, other: &RoutingTable) -> usize {
+        let changed = self
+            .routes
+            .iter()
+            .filter(|(d, r)| other.routes.get(*d) != Some(r))
+            .count();
+        let gone = other
+            .routes
+            .keys()
+            .filter(|d| !self.routes.contains_key(*d))
+            .count();
+        changed + gone
+    }
+}
+
+/// Dijkstra from `me` over two-way links of `lsdb`. Ties are broken by hop count, then
+/// by the next hop's name, so every run on the same database gives the same table.
+pub fn compute_routes(me: &NodeName, lsdb: &LinkStateDb) -> RoutingTable {
+    // Index origins so the inner loop works on integers.
+    let mut names: Vec<&NodeName> = lsdb.iter().map(|(origin, _)| origin).collect();
+    names.sort();
+    let index: HashMap<&NodeName, usize> = names.iter().enumerate().map(|(i, n)| (*n, i)).collect();
+    let Some(&source) = index.get(me) else {
+        return RoutingTable::default();
+    };
+    let mut best: Vec<Option<(u64, u32, usize)>> = vec![None; names.len()]; // (cost, hops, first hop)
+    let mut done = vec![false; names.len()];
+    let mut heap = BinaryHeap::new();
+    best[source] = Some((0, 0, source));
+    heap.push(Reverse((0u64, 0u32, source, source)));
+    while let Some(Reverse((cost, hops, first, u))) = heap.pop() {
+        if done[u] {
+            continue;
+        }
+        done[u] = true;
+        let Some(entry) = lsdb.get(names[u]) else {
+            continue;
+        };
+        for link in &entry.lsa.lsa.links {
+            let Some(&v) = index.get(&link.neighbour) else {
+                continue;
+            };
+            if done[v] || !confirms(lsdb, &link.neighbour, names[u]) {
+                continue;
+            }
+            let candidate = (
+                cost + u64::from(link.cost.max(1)),
+                hops + 1,
+                if u == source { v } else { first },
+            );
+            let better = match best[v] {
+                None => true,
+                Some((c, h, f)) => {
+                    (candidate.0, candidate.1, names[candidate.2]) < (c, h, names[f])
+                }
+            };
+            if better {
+                best[v] = Some(candidate);
+                heap.push(Reverse((candidate.0, candidate.1, candidate.2, v)));
+            }
+        }
+    }
+    let routes = best
+        .iter()
+        .enumerate()
+        .filter(|&(v, _)| v != source)
+        .filter_map(|(v, b)| {
+            b.map(|(cost, hops, first)| {
+                (
+                    names[v].clone(),
+                    Route {
+                        next_hop: names[first].clone(),
+                        cost,
+                        hops,
+                    },
+                )
+            })
+        })
+        .collect();
+    RoutingTable { routes }
+}
+
+/// Whether `node`'s advertisement lists a link back to `peer`.
+fn confirms(lsdb: &LinkStateDb, node: &NodeName, peer: &NodeName) -> bool {
+    lsdb.get(node)
+        .is_some_and(|entry| entry.lsa.lsa.has_link_to(peer))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::time::Instant;
+    use crate::wire::{Lsa, LsaLink, SignedLsa};
+    use std::sync::Arc;
+
+    fn n(s: &str) -> NodeName {
+        NodeName::new(s).unwrap()
+    }
+
+    fn db(links: &[(&str, &str, u32)], one_way: &[(&str, &str)]) -> LinkStateDb {
+        let mut adjacency: BTreeMap<&str, Vec<LsaLink>> = BTreeMap::new();
+        for &(a, b, cost) in links {
+            adjacency.entry(a).or_default().push(LsaLink {
+                neighbour: n(b),
+                cost,
+            });
+            if !one_way.contains(&(a, b)) {
+                adjacency.entry(b).or_default().push(LsaLink {
+                    neighbour: n(a),
+                    cost,
+                });
+            }
+        }
+        let mut db = LinkStateDb::new(100);
+        for (origin, mut links) in adjacency {
+            links.sort_by(|x, y| x.neighbour.cmp(&y.neighbour));
+            let lsa = Lsa {
+                origin: n(origin),
+                sequence: 1,
+                links,
+            };
+            db.install(
+                Arc::new(SignedLsa {
+                    lsa,
+                    credential: Arc::from(&[][..]),
+                    signature: vec![],
+                }),
+                Instant::ZERO,
+            );
+        }
+        db
+    }
+
+    #[test]
+    fn shortest_paths_and_hops() {
+        let db = db(
+            &[("a", "b", 1), ("b", "c", 1), ("a", "c", 5), ("c", "d", 1)],
+            &[],
+        );
+        let table = compute_routes(&n("a"), &db);
+        assert_eq!(
+            table.get(&n("c")),
+            Some(&Route {
+                next_hop: n("b"),
+                cost: 2,
+                hops: 2
+            })
+        );
+        assert_eq!(
+            table.get(&n("d")),
+            Some(&Route {
+                next_hop: n("b"),
+                cost: 3,
+                hops: 3
+            })
+        );
+        assert_eq!(table.len(), 3);
+    }
+
+    #[test]
+    fn one_way_links_are_not_used() {
+        // b claims a cheap link to c, but c does not confirm it.
+        let db = db(
+            &[("a", "b", 1), ("b", "c", 1), ("a", "c", 5)],
+            &[("b", "c")],
+        );
+        let table = compute_routes(&n("a"), &db);
+        assert_eq!(table.get(&n("c")).unwrap().next_hop, n("c"));
+    }
+
+    #[test]
+    fn ties_are_deterministic() {
+        let db = db(
+            &[("a", "c", 1), ("a", "b", 1), ("b", "d", 1), ("c", "d", 1)],
+            &[],
+        );
+        for _ in 0..5 {
+            assert_eq!(
+                compute_routes(&n("a"), &db).get(&n("d")).unwrap().next_hop,
+                n("b")
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_self_gives_empty_table() {
+        let db = db(&[("a", "b", 1)], &[]);
+        assert!(compute_routes(&n("zz"), &db).is_empty());
+    }
+}

@@ -1,0 +1,560 @@
+//! The wire format: versioned, every length prefixed and bounded, every decode checked.
+//!
+//! ```text
+//! frame   = version:u8 (=1) kind:u8 body
+//! name    = len:u8 bytes            (1..=64 bytes of [A-Za-z0-9._-])
+//! bytes16 = len:u16 bytes
+//! Probe    (1) = seq:u32 sent_us:u64
+//! ProbeAck (2) = seq:u32 echo_us:u64
+//! Lsa      (3) = lifetime_ms:u32 origin:name sequence:u64 count:u16 (neighbour:name cost:u32)*
+//!                credential:bytes16 signature:bytes16
+//! LsaAck   (4) = origin:name sequence:u64
+//! Data     (5) = src:name dst:name ttl:u8 channel:u8 id:u64 payload:bytes16
+//! Beacon   (6) = name:name port:u16
+//! ```
+//! All integers are big-endian. A frame with bytes left over after its body is refused.
+
+use std::sync::Arc;
+
+use crate::name::{NameError, NodeName};
+
+/// The only protocol version this build speaks.
+pub const VERSION: u8 = 1;
+/// Largest frame accepted from the network, in bytes.
+pub const FRAME_BYTES_MAX: usize = 65_535;
+/// Most links one advertisement may list.
+pub const LINKS_MAX: usize = 1024;
+/// Largest credential (certificate) carried with an advertisement.
+pub const CREDENTIAL_BYTES_MAX: usize = 8192;
+/// Largest signature carried with an advertisement.
+pub const SIGNATURE_BYTES_MAX: usize = 1024;
+/// Largest application payload the wire can carry (configuration may lower it).
+pub const PAYLOAD_BYTES_MAX: usize = 16_384;
+
+/// A frame that could not be decoded. Each is dropped and counted, never a panic.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WireError {
+    /// The frame ended inside a field.
+    #[error("frame truncated while reading {field}")]
+    Truncated {
+        /// The field being read.
+        field: &'static str,
+    },
+    /// The frame is longer than [`FRAME_BYTES_MAX`].
+    #[error("frame of {0} bytes exceeds the {FRAME_BYTES_MAX}-byte limit")]
+    Oversized(usize),
+    /// The version byte names a version this build does not speak.
+    #[error("unknown protocol version {0} (this build speaks {VERSION})")]
+    UnknownVersion(u8),
+    /// The kind byte names no message.
+    #[error("unknown message kind {0}")]
+    UnknownKind(u8),
+    /// A length field exceeds its bound.
+    #[error("{field} holds {len} items/bytes, more than the {max} allowed")]
+    TooLong {
+        /// The field.
+        field: &'static str,
+        /// Its declared length.
+        len: usize,
+        /// The bound.
+        max: usize,
+    },
+    /// A node name field is not a valid name.
+    #[error("bad node name in {field}: {source}")]
+    BadName {
+        /// The field.
+        field: &'static str,
+        /// Why the name is invalid.
+        source: NameError,
+    },
+    /// Bytes follow the end of the message.
+    #[error("{0} unexpected bytes after the end of the message")]
+    TrailingBytes(usize),
+}
+
+/// One link in an advertisement.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct LsaLink {
+    /// The neighbour at the other end.
+    pub neighbour: NodeName,
+    /// The link's cost (lower is better; derived from RTT and loss).
+    pub cost: u32,
+}
+
+/// The signed content of a link-state advertisement.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Lsa {
+    /// The node that originated it.
+    pub origin: NodeName,
+    /// Higher sequence numbers replace lower ones.
+    pub sequence: u64,
+    /// The origin's usable links, sorted by neighbour name.
+    pub links: Vec<LsaLink>,
+}
+
+impl Lsa {
+    /// The canonical bytes covered by the signature (the lifetime, which ages in flight,
+    /// is not covered).
+    pub fn signed_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(32 + self.links.len() * 16);
+        out.extend_from_slice(b"x0tta6bl4-lsa-v1");
+        put_name(&mut out, &self.origin);
+        out.extend_from_slice(&self.sequence.to_be_bytes());
+        put_links(&mut out, &self.links);
+        out
+    }
+
+    /// Whether the advertisement lists a link to `neighbour`.
+    pub fn has_link_to(&self, neighbour: &NodeName) -> bool {
+        self.links
+            .binary_search_by(|l| l.neighbour.cmp(neighbour))
+            .is_ok()
+    }
+}
+
+/// An advertisement with its origin's credential and signature.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SignedLsa {
+    /// The signed content.
+    pub lsa: Lsa,
+    /// The origin's credential (its DER certificate in the daemon).
+    pub credential: Arc<[u8]>,
+    /// The signature over [`Lsa::signed_bytes`].
+    pub signature: Vec<u8>,
+}
+
+/// An application message travelling hop by hop.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Data {
+    /// The node that sent it.
+    pub source: NodeName,
+    /// The node it is for.
+    pub destination: NodeName,
+    /// Hops left; a node that would forward it with 0 left drops it.
+    pub ttl: u8,
+    /// Application channel (0: messages, 1: probe flows).
+    pub channel: u8,
+    /// Identifier chosen by the source.
+    pub id: u64,
+    /// The payload.
+    pub payload: Vec<u8>,
+}
+
+/// Every message of the protocol.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Message {
+    /// A link probe.
+    Probe {
+        /// Probe sequence number.
+        seq: u32,
+        /// Sender's clock when sent, echoed back.
+        sent_us: u64,
+    },
+    /// The answer to a probe.
+    ProbeAck {
+        /// The probe's sequence number.
+        seq: u32,
+        /// The probe's `sent_us`.
+        echo_us: u64,
+    },
+    /// A link-state advertisement being flooded.
+    Lsa {
+        /// Remaining lifetime when sent.
+        lifetime_ms: u32,
+        /// The advertisement, shared between all copies of it.
+        lsa: Arc<SignedLsa>,
+    },
+    /// Acknowledges one advertisement.
+    LsaAck {
+        /// Its origin.
+        origin: NodeName,
+        /// Its sequence number.
+        sequence: u64,
+    },
+    /// An application message.
+    Data(Data),
+    /// A LAN discovery beacon.
+    Beacon {
+        /// The sender's node name.
+        name: NodeName,
+        /// The UDP port the sender's QUIC endpoint listens on.
+        port: u16,
+    },
+}
+
+const KIND_PROBE: u8 = 1;
+const KIND_PROBE_ACK: u8 = 2;
+const KIND_LSA: u8 = 3;
+const KIND_LSA_ACK: u8 = 4;
+const KIND_DATA: u8 = 5;
+const KIND_BEACON: u8 = 6;
+
+impl Message {
+    /// A short label for metrics and logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Message::Probe { .. } => "probe",
+            Message::ProbeAck { .. } => "probe_ack",
+            Message::Lsa { .. } => "lsa",
+            Message::LsaAck { .. } => "lsa_ack",
+            Message::Data(_) => "data",
+            Message::Beacon { .. } => "beacon",
+        }
+    }
+
+    /// Append the encoded frame to `out`.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        out.push(VERSION);
+        match self {
+            Message::Probe { seq, sent_us } => {
+                out.push(KIND_PROBE);
+                out.extend_from_slice(&seq.to_be_bytes());
+                out.extend_from_slice(&sent_us.to_be_bytes());
+            }
+            Message::ProbeAck { seq, echo_us } => {
+                out.push(KIND_PROBE_ACK);
+                out.extend_from_slice(&seq.to_be_bytes());
+                out.extend_from_slice(&echo_us.to_be_bytes());
+            }
+            Message::Lsa { lifetime_ms, lsa } => {
+                out.push(KIND_LSA);
+                out.extend_from_slice(&lifetime_ms.to_be_bytes());
+                put_name(out, &lsa.lsa.origin);
+                out.extend_from_slice(&lsa.lsa.sequence.to_be_bytes());
+                put_links(out, &lsa.lsa.links);
+                put_bytes16(out, &lsa.credential);
+                put_bytes16(out, &lsa.signature);
+            }
+            Message::LsaAck { origin, sequence } => {
+                out.push(KIND_LSA_ACK);
+                put_name(out, origin);
+                out.extend_from_slice(&sequence.to_be_bytes());
+            }
+            Message::Data(data) => {
+                out.push(KIND_DATA);
+                put_name(out, &data.source);
+                put_name(out, &data.destination);
+                out.push(data.ttl);
+                out.push(data.channel);
+                out.extend_from_slice(&data.id.to_be_bytes());
+                put_bytes16(out, &data.payload);
+            }
+            Message::Beacon { name, port } => {
+                out.push(KIND_BEACON);
+                put_name(out, name);
+                out.extend_from_slice(&port.to_be_bytes());
+            }
+        }
+    }
+
+    /// The encoded frame as a new vector.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.encoded_len());
+        self.encode(&mut out);
+        out
+    }
+
+    /// Length of the encoded frame in bytes (what a simulated link carries).
+    pub fn encoded_len(&self) -> usize {
+        let name = |n: &NodeName| 1 + n.as_str().len();
+        2 + match self {
+            Message::Probe { .. } | Message::ProbeAck { .. } => 12,
+            Message::Lsa { lsa, .. } => {
+                let links: usize = lsa.lsa.links.iter().map(|l| name(&l.neighbour) + 4).sum();
+                4 + name(&lsa.lsa.origin)
+                    + 8
+                    + 2
+                    + links
+                    + 2
+                    + lsa.credential.len()
+                    + 2
+                    + lsa.signature.len()
+            }
+            Message::LsaAck { origin, .. } => name(origin) + 8,
+            Message::Data(d) => name(&d.source) + name(&d.destination) + 10 + 2 + d.payload.len(),
+            Message::Beacon { name: n, .. } => name(n) + 2,
+        }
+    }
+
+    /// Decode one frame. Every length is checked against its bound before use.
+    pub fn decode(bytes: &[u8]) -> Result<Message, WireError> {
+        if bytes.len() > FRAME_BYTES_MAX {
+            return Err(WireError::Oversized(bytes.len()));
+        }
+        let mut r = Reader { bytes, pos: 0 };
+        let version = r.u8("version")?;
+        if version != VERSION {
+            return Err(WireError::UnknownVersion(version));
+        }
+        let message = match r.u8("kind")? {
+            KIND_PROBE => Message::Probe {
+                seq: r.u32("seq")?,
+                sent_us: r.u64("sent_us")?,
+            },
+            KIND_PROBE_ACK => Message::ProbeAck {
+                seq: r.u32("seq")?,
+                echo_us: r.u64("echo_us")?,
+            },
+            KIND_LSA => decode_lsa(&mut r)?,
+            KIND_LSA_ACK => Message::LsaAck {
+                origin: r.name("origin")?,
+                sequence: r.u64("sequence")?,
+            },
+            KIND_DATA => Message::Data(Data {
+                source: r.name("source")?,
+                destination: r.name("destination")?,
+                ttl: r.u8("ttl")?,
+                channel: r.u8("channel")?,
+                id: r.u64("id")?,
+                payload: r.bytes16("payload", PAYLOAD_BYTES_MAX)?.to_vec(),
+            }),
+            KIND_BEACON => Message::Beacon {
+                name: r.name("name")?,
+                port: r.u16("port")?,
+            },
+            other => return Err(WireError::UnknownKind(other)),
+        };
+        let left = bytes.len() - r.pos;
+        if left != 0 {
+            return Err(WireError::TrailingBytes(left));
+        }
+        Ok(message)
+    }
+}
+
+fn decode_lsa(r: &mut Reader<'_>) -> Result<Message, WireError> {
+    let lifetime_ms = r.u32("lifetime_ms")?;
+    let origin = r.name("origin")?;
+    let sequence = r.u64("sequence")?;
+    let count = usize::from(r.u16("link count")?);
+    if count > LINKS_MAX {
+        return Err(WireError::TooLong {
+            field: "links",
+            len: count,
+            max: LINKS_MAX,
+        });
+    }
+    let mut links = Vec::with_capacity(count);
+    for _ in 0..count {
+        links.push(LsaLink {
+            neighbour: r.name("link neighbour")?,
+            cost: r.u32("link cost")?,
+        });
+    }
+    let credential = Arc::from(r.bytes16("credential", CREDENTIAL_BYTES_MAX)?);
+    let signature = r.bytes16("signature", SIGNATURE_BYTES_MAX)?.to_vec();
+    let lsa = Lsa {
+        origin,
+        sequence,
+        links,
+    };
+    Ok(Message::Lsa {
+        lifetime_ms,
+        lsa: Arc::new(SignedLsa {
+            lsa,
+            credential,
+            signature,
+        }),
+    })
+}
+
+fn put_name(out: &mut Vec<u8>, name: &NodeName) {
+    let bytes = name.as_str().as_bytes();
+    debug_assert!(bytes.len() <= crate::name::NAME_LEN_MAX);
+    out.push(bytes.len() as u8);
+    out.extend_from_slice(bytes);
+}
+
+fn put_links(out: &mut Vec<u8>, links: &[LsaLink]) {
+    assert!(
+        links.len() <= LINKS_MAX,
+        "advertisement with {} links",
+        links.len()
+    );
+    out.extend_from_slice(&(links.len() as u16).to_be_bytes());
+    for link in links {
+        put_name(out, &link.neighbour);
+        out.extend_from_slice(&link.cost.to_be_bytes());
+    }
+}
+
+fn put_bytes16(out: &mut Vec<u8>, bytes: &[u8]) {
+    assert!(
+        bytes.len() <= usize::from(u16::MAX),
+        "field of {} bytes",
+        bytes.len()
+    );
+    out.extend_from_slice(&(bytes.len() as u16).to_be_bytes());
+    out.extend_from_slice(bytes);
+}
+
+struct Reader<'a> {
+    bytes: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize, field: &'static str) -> Result<&'a [u8], WireError> {
+        let end = self
+            .pos
+            .checked_add(n)
+            .filter(|&end| end <= self.bytes.len());
+        let end = end.ok_or(WireError::Truncated { field })?;
+        let slice = &self.bytes[self.pos..end];
+        self.pos = end;
+        Ok(slice)
+    }
+
+    fn array<const N: usize>(&mut self, field: &'static str) -> Result<[u8; N], WireError> {
+        let mut out = [0u8; N];
+        out.copy_from_slice(self.take(N, field)?);
+        Ok(out)
+    }
+
+    fn u8(&mut self, field: &'static str) -> Result<u8, WireError> {
+        Ok(self.array::<1>(field)?[0])
+    }
+
+    fn u16(&mut self, field: &'static str) -> Result<u16, WireError> {
+        Ok(u16::from_be_bytes(self.array(field)?))
+    }
+
+    fn u32(&mut self, field: &'static str) -> Result<u32, WireError> {
+        Ok(u32::from_be_bytes(self.array(field)?))
+    }
+
+    fn u64(&mut self, field: &'static str) -> Result<u64, WireError> {
+        Ok(u64::from_be_bytes(self.array(field)?))
+    }
+
+    fn bytes16(&mut self, field: &'static str, max: usize) -> Result<&'a [u8], WireError> {
+        let len = usize::from(self.u16(field)?);
+        if len > max {
+            return Err(WireError::TooLong { field, len, max });
+        }
+        self.take(len, field)
+    }
+
+    fn name(&mut self, field: &'static str) -> Result<NodeName, WireError> {
+        let len = usize::from(self.u8(field)?);
+        let raw = self.take(len, field)?;
+        let text = std::str::from_utf8(raw).map_err(|_| WireError::BadName {
+            field,
+            source: NameError::BadCharacter {
+                name: String::from_utf8_lossy(raw).into_owned(),
+                bad: '\u{FFFD}',
+            },
+        })?;
+        NodeName::new(text).map_err(|source| WireError::BadName { field, source })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn name(s: &str) -> NodeName {
+        NodeName::new(s).unwrap()
+    }
+
+    fn samples() -> Vec<Message> {
+        let lsa = Lsa {
+            origin: name("a"),
+            sequence: 9,
+            links: vec![
+                LsaLink {
+                    neighbour: name("b"),
+                    cost: 12,
+                },
+                LsaLink {
+                    neighbour: name("c"),
+                    cost: 3,
+                },
+            ],
+        };
+        vec![
+            Message::Probe { seq: 1, sent_us: 2 },
+            Message::ProbeAck { seq: 3, echo_us: 4 },
+            Message::Lsa {
+                lifetime_ms: 5000,
+                lsa: Arc::new(SignedLsa {
+                    lsa,
+                    credential: Arc::from(&b"cert"[..]),
+                    signature: vec![1, 2, 3],
+                }),
+            },
+            Message::LsaAck {
+                origin: name("a"),
+                sequence: 9,
+            },
+            Message::Data(Data {
+                source: name("a"),
+                destination: name("z"),
+                ttl: 7,
+                channel: 0,
+                id: 42,
+                payload: b"hi".to_vec(),
+            }),
+            Message::Beacon {
+                name: name("n1"),
+                port: 7000,
+            },
+        ]
+    }
+
+    #[test]
+    fn round_trips_and_lengths() {
+        for message in samples() {
+            let bytes = message.to_bytes();
+            assert_eq!(bytes.len(), message.encoded_len(), "{}", message.kind());
+            assert_eq!(Message::decode(&bytes).unwrap(), message);
+        }
+    }
+
+    #[test]
+    fn every_truncation_is_an_error() {
+        for message in samples() {
+            let bytes = message.to_bytes();
+            for cut in 0..bytes.len() {
+                assert!(
+                    Message::decode(&bytes[..cut]).is_err(),
+                    "{} cut at {cut}",
+                    message.kind()
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn rejects_version_kind_trailing_and_size() {
+        assert_eq!(Message::decode(&[2, 1]), Err(WireError::UnknownVersion(2)));
+        assert_eq!(Message::decode(&[1, 99]), Err(WireError::UnknownKind(99)));
+        let mut bytes = samples()[0].to_bytes();
+        bytes.push(0);
+        assert_eq!(Message::decode(&bytes), Err(WireError::TrailingBytes(1)));
+        assert_eq!(
+            Message::decode(&vec![1; FRAME_BYTES_MAX + 1]),
+            Err(WireError::Oversized(FRAME_BYTES_MAX + 1))
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn decode_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = Message::decode(&bytes);
+        }
+
+        #[test]
+        fn mutated_frames_never_panic(index in 0usize..6, flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..8)) {
+            let mut bytes = samples()[index].to_bytes();
+            for (at, value) in flips {
+                let at = at % bytes.len();
+                bytes[at] = value;
+            }
+            if let Ok(message) = Message::decode(&bytes) {
+                prop_assert_eq!(message.to_bytes(), bytes);
+            }
+        }
+    }
+}
