@@ -36,8 +36,10 @@ pub enum AuthError {
 /// The node's signing identity and the verifier of everyone else's.
 ///
 /// The daemon implements it with its X.509-SVID (the credential is the DER certificate,
-/// checked against the trust bundle); simulations may use [`SimAuthenticator`].
-pub trait Authenticator: Send {
+/// checked against the trust bundle); simulations may use [`SimAuthenticator`]. It is
+/// shared (`Sync`) so that a node's state can be cloned, as the twin does to start every
+/// iteration of a scenario from the same converged mesh.
+pub trait Authenticator: Send + Sync {
     /// The credential carried with this node's advertisements (e.g. its DER certificate).
     fn credential(&self) -> &[u8];
     /// Sign `message` with this node's key.
@@ -50,6 +52,18 @@ pub trait Authenticator: Send {
         message: &[u8],
         signature: &[u8],
     ) -> Result<(), AuthError>;
+}
+
+impl<T: Authenticator + ?Sized> Authenticator for Box<T> {
+    fn credential(&self) -> &[u8] {
+        (**self).credential()
+    }
+    fn sign(&self, message: &[u8]) -> Vec<u8> {
+        (**self).sign(message)
+    }
+    fn verify(&self, origin: &NodeName, credential: &[u8], message: &[u8], signature: &[u8]) -> Result<(), AuthError> {
+        (**self).verify(origin, credential, message, signature)
+    }
 }
 
 /// A keyed-hash authenticator for simulations and in-memory tests.

@@ -20,6 +20,9 @@ pub enum NameError {
     /// The name is longer than [`NAME_LEN_MAX`] bytes.
     #[error("node name is {0} bytes long: at most {NAME_LEN_MAX} are allowed")]
     TooLong(usize),
+    /// The name is `.` or `..`, which a SPIFFE ID path may not hold.
+    #[error("node name may not be \".\" or \"..\": SPIFFE IDs forbid them as path segments")]
+    DotSegment,
     /// The name holds a character outside `[A-Za-z0-9._-]`.
     #[error("node name {name:?} holds {bad:?}: only A-Z a-z 0-9 . _ - are allowed")]
     BadCharacter {
@@ -38,6 +41,9 @@ impl NodeName {
         }
         if name.len() > NAME_LEN_MAX {
             return Err(NameError::TooLong(name.len()));
+        }
+        if name == "." || name == ".." {
+            return Err(NameError::DotSegment);
         }
         if let Some(bad) = name
             .chars()

@@ -98,7 +98,7 @@ struct ProbeRecord {
 }
 
 /// Everything this node knows about one neighbour.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct Neighbour {
     pub(crate) name: NodeName,
     pub(crate) state: NeighbourState,

@@ -267,10 +267,11 @@ struct Retransmit {
 ///
 /// When the timer fires it calls [`Node::handle_timeout`] with the current time. Early or
 /// repeated calls to `handle_timeout` are harmless: nothing happens before its time.
+#[derive(Clone)]
 pub struct Node {
     name: NodeName,
     config: Config,
-    auth: Box<dyn Authenticator>,
+    auth: Arc<dyn Authenticator>,
     rng: Rng,
     neighbours: BTreeMap<NodeName, Neighbour>,
     lsdb: LinkStateDb,
@@ -300,7 +301,7 @@ impl Node {
     pub fn new(
         name: NodeName,
         config: Config,
-        auth: Box<dyn Authenticator>,
+        auth: impl Authenticator + 'static,
         now: Instant,
     ) -> Result<Node, ConfigError> {
         config.validate()?;
@@ -309,7 +310,7 @@ impl Node {
             rng: Rng::seed(config.rng_seed),
             lsdb: LinkStateDb::new(config.lsdb_entries_max),
             sequence: config.initial_sequence.saturating_sub(1),
-            auth,
+            auth: Arc::new(auth),
             neighbours: BTreeMap::new(),
             routes: RoutingTable::default(),
             advertised: BTreeMap::new(),

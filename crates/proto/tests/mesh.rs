@@ -304,9 +304,9 @@ fn beacons_lead_to_one_dial_from_the_smaller_name() {
     let auth = SimAuthenticator::new(SECRET, name(1));
     let now = x0tta6bl4_proto::Instant::from_micros(1);
     let mut small =
-        x0tta6bl4_proto::Node::new(name(1), config.clone(), Box::new(auth), now).unwrap();
+        x0tta6bl4_proto::Node::new(name(1), config.clone(), auth, now).unwrap();
     let auth = SimAuthenticator::new(SECRET, name(2));
-    let mut large = x0tta6bl4_proto::Node::new(name(2), config, Box::new(auth), now).unwrap();
+    let mut large = x0tta6bl4_proto::Node::new(name(2), config, auth, now).unwrap();
     small.enable_beacons(now, 7001);
     large.enable_beacons(now, 7002);
     small.handle_timeout(now);

@@ -71,7 +71,7 @@ impl Mesh {
             ..self.config.clone()
         };
         let auth = SimAuthenticator::new(SECRET, self.names[i].clone());
-        Node::new(self.names[i].clone(), config, Box::new(auth), self.now).unwrap()
+        Node::new(self.names[i].clone(), config, auth, self.now).unwrap()
     }
 
     fn key(a: usize, b: usize) -> (usize, usize) {

@@ -1,0 +1,207 @@
+//! The link-state [`Authenticator`] of a node: signs with the SVID key, verifies other
+//! nodes' signatures against their SVIDs.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::signature::EcdsaKeyPair;
+use rustls_pki_types::{CertificateDer, UnixTime};
+use webpki::{EndEntityCert, KeyUsage};
+use x0tta6bl4_proto::{AuthError, Authenticator, NodeName};
+
+use crate::svid::{self, Bundle, CERTIFICATE_LEN_MAX};
+
+/// Most verified credentials remembered; the oldest is forgotten first when full.
+pub const VERIFIED_CREDENTIALS_MAX: usize = 4096;
+
+/// SHA-256 of a credential's DER.
+type CredentialHash = [u8; 32];
+
+/// A credential that passed full validation.
+#[derive(Debug, Clone)]
+struct Verified {
+    name: NodeName,
+    not_before: i64,
+    not_after: i64,
+}
+
+/// Verified credentials by hash, bounded to [`VERIFIED_CREDENTIALS_MAX`] (FIFO eviction).
+#[derive(Debug, Default)]
+struct VerifiedCache {
+    entries: HashMap<CredentialHash, Verified>,
+    order: VecDeque<CredentialHash>,
+}
+
+impl VerifiedCache {
+    fn get(&self, hash: &CredentialHash) -> Option<&Verified> {
+        self.entries.get(hash)
+    }
+
+    fn insert(&mut self, hash: CredentialHash, verified: Verified) {
+        if self.entries.insert(hash, verified).is_some() {
+            return;
+        }
+        self.order.push_back(hash);
+        while self.order.len() > VERIFIED_CREDENTIALS_MAX {
+            if let Some(oldest) = self.order.pop_front() {
+                self.entries.remove(&oldest);
+            }
+        }
+        debug_assert_eq!(self.entries.len(), self.order.len());
+    }
+
+    fn remove(&mut self, hash: &CredentialHash) {
+        if self.entries.remove(hash).is_some() {
+            self.order.retain(|h| h != hash);
+        }
+    }
+}
+
+/// Signs with the node's SVID key; verifies with the trust bundle.
+pub(crate) struct SvidAuthenticator {
+    credential: Vec<u8>,
+    key: Arc<EcdsaKeyPair>,
+    random: SystemRandom,
+    bundle: Arc<Bundle>,
+    cache: Mutex<VerifiedCache>,
+}
+
+impl SvidAuthenticator {
+    pub(crate) fn new(credential: Vec<u8>, key: Arc<EcdsaKeyPair>, bundle: Arc<Bundle>) -> Self {
+        SvidAuthenticator {
+            credential,
+            key,
+            random: SystemRandom::new(),
+            bundle,
+            cache: Mutex::new(VerifiedCache::default()),
+        }
+    }
+
+    /// Validate `credential` as a node SVID now, from the cache when possible.
+    fn node_of(&self, origin: &NodeName, credential: &[u8]) -> Result<NodeName, AuthError> {
+        let untrusted = |reason: String| AuthError::UntrustedCredential {
+            origin: origin.to_string(),
+            reason,
+        };
+        if credential.len() > CERTIFICATE_LEN_MAX {
+            return Err(untrusted(format!(
+                "{} bytes; at most {CERTIFICATE_LEN_MAX}",
+                credential.len()
+            )));
+        }
+        let hash = sha256(credential);
+        let now = UnixTime::now();
+        let cached = self.lock_cache().get(&hash).cloned();
+        if let Some(verified) = cached {
+            // Only validity is rechecked: the chain and the SPIFFE rules passed before.
+            return match svid::check_validity(verified.not_before, verified.not_after, now) {
+                Ok(()) => Ok(verified.name),
+                Err(error) => {
+                    self.lock_cache().remove(&hash);
+                    Err(untrusted(error.to_string()))
+                }
+            };
+        }
+        let der = CertificateDer::from(credential);
+        let verified = self
+            .bundle
+            .verify(&der, &[], now, KeyUsage::client_auth())
+            .map_err(|error| untrusted(error.to_string()))?;
+        let name = verified
+            .spiffe_id
+            .node_name()
+            .ok_or_else(|| untrusted(format!("{} is not a node SPIFFE ID", verified.spiffe_id)))?;
+        let entry = Verified {
+            name: name.clone(),
+            not_before: verified.not_before,
+            not_after: verified.not_after,
+        };
+        self.lock_cache().insert(hash, entry);
+        Ok(name)
+    }
+
+    fn lock_cache(&self) -> std::sync::MutexGuard<'_, VerifiedCache> {
+        // The cache holds no invariant a panicking holder could break halfway.
+        self.cache
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl Authenticator for SvidAuthenticator {
+    fn credential(&self) -> &[u8] {
+        &self.credential
+    }
+
+    fn sign(&self, message: &[u8]) -> Vec<u8> {
+        match self.key.sign(&self.random, message) {
+            Ok(signature) => signature.as_ref().to_vec(),
+            Err(_) => {
+                // Fail closed: an empty signature never verifies.
+                tracing::error!("ECDSA signing with the SVID key failed");
+                Vec::new()
+            }
+        }
+    }
+
+    fn verify(
+        &self,
+        origin: &NodeName,
+        credential: &[u8],
+        message: &[u8],
+        signature: &[u8],
+    ) -> Result<(), AuthError> {
+        let name = self.node_of(origin, credential)?;
+        if &name != origin {
+            return Err(AuthError::WrongOrigin {
+                origin: origin.to_string(),
+                credential_name: name.to_string(),
+            });
+        }
+        let der = CertificateDer::from(credential);
+        let bad_signature = || AuthError::BadSignature {
+            origin: origin.to_string(),
+        };
+        let certificate = EndEntityCert::try_from(&der).map_err(|_| bad_signature())?;
+        certificate
+            .verify_signature(webpki::aws_lc_rs::ECDSA_P256_SHA256, message, signature)
+            .map_err(|_| bad_signature())
+    }
+}
+
+fn sha256(bytes: &[u8]) -> CredentialHash {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes);
+    let mut hash = [0u8; 32];
+    hash.copy_from_slice(digest.as_ref());
+    hash
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cache_is_bounded_and_forgets_the_oldest() {
+        let mut cache = VerifiedCache::default();
+        let name = NodeName::new("a").unwrap();
+        let entry = Verified {
+            name,
+            not_before: 0,
+            not_after: i64::MAX,
+        };
+        let hash = |i: usize| {
+            let mut h = [0u8; 32];
+            h[..8].copy_from_slice(&(i as u64).to_le_bytes());
+            h
+        };
+        for i in 0..VERIFIED_CREDENTIALS_MAX + 10 {
+            cache.insert(hash(i), entry.clone());
+        }
+        assert_eq!(cache.entries.len(), VERIFIED_CREDENTIALS_MAX);
+        assert!(cache.get(&hash(9)).is_none());
+        assert!(cache.get(&hash(10)).is_some());
+        cache.remove(&hash(10));
+        assert_eq!(cache.order.len(), VERIFIED_CREDENTIALS_MAX - 1);
+    }
+}

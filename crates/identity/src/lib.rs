@@ -1,0 +1,63 @@
+//! SPIFFE identity for x0tta6bl4 nodes: a trust-domain CA, X.509-SVIDs, and the rustls
+//! configurations that make every mesh link mutually authenticated.
+//!
+//! Key design decision: a node is identified by the URI SAN of its certificate,
+//! `spiffe://TRUST-DOMAIN/node/NAME`, never by a DNS name or an address. Every place
+//! that accepts a certificate — the TLS client's verifier, the TLS server's verifier and
+//! the link-state [`Authenticator`](x0tta6bl4_proto::Authenticator) — runs the same
+//! check: webpki path validation against the trust bundle, then the rules of the SPIFFE
+//! X509-SVID specification (exactly one URI SAN, a SPIFFE ID of our trust domain, a
+//! leaf with `CA=false`, `digitalSignature` and no `keyCertSign`/`cRLSign`, both TLS
+//! usages when EKU is present, valid now). Keys are ECDSA P-256; TLS is 1.3 only with
+//! the aws-lc-rs provider, which negotiates the hybrid post-quantum group X25519MLKEM768.
+//!
+//! Files (see [`CertificateAuthority`] for the CA directory): an SVID directory holds
+//! [`SVID_CERT_FILE`], [`SVID_KEY_FILE`] (mode 0600) and [`BUNDLE_FILE`].
+//!
+//! This is the minimum identity. Rotation, revocation and authorization policy come
+//! later; the trust bundle is therefore a list of CAs, every connection re-validates the
+//! peer (no TLS session resumption), and errors are `#[non_exhaustive]`.
+#![forbid(unsafe_code)]
+#![deny(unused_must_use)]
+#![warn(missing_docs)]
+
+mod auth;
+mod ca;
+mod error;
+mod files;
+mod node;
+mod spiffe;
+mod svid;
+mod tls;
+
+use rustls_pki_types::CertificateDer;
+
+pub use auth::VERIFIED_CREDENTIALS_MAX;
+pub use ca::{
+    CertificateAuthority, SvidFiles, CA_CERT_FILE, CA_CONFIG_FILE, CA_KEY_FILE, CA_TTL,
+    CLOCK_SKEW_ALLOWANCE, SVID_TTL_DEFAULT,
+};
+pub use error::{Error, SvidError};
+pub use node::NodeIdentity;
+pub use spiffe::{SpiffeId, SpiffeIdError, TrustDomain, SPIFFE_ID_LEN_MAX, TRUST_DOMAIN_LEN_MAX};
+
+/// The ALPN protocol of x0tta6bl4 links.
+pub const ALPN: &[u8] = b"x0tta6bl4/1";
+/// The SVID certificate file of an SVID directory.
+pub const SVID_CERT_FILE: &str = "svid.pem";
+/// The SVID private key file of an SVID directory (mode 0600).
+pub const SVID_KEY_FILE: &str = "svid_key.pem";
+/// The trust bundle file, in both CA and SVID directories.
+pub const BUNDLE_FILE: &str = "bundle.pem";
+
+/// The SPIFFE ID of a peer from the certificates it presented in a handshake (leaf
+/// first, as quinn's `peer_identity()` and rustls' `peer_certificates()` give them).
+///
+/// It only extracts the ID: the verifiers of [`NodeIdentity::server_config`] and
+/// [`NodeIdentity::client_config`] have already validated the chain. Use
+/// [`SpiffeId::node_name`] to get the peer's node name.
+pub fn peer_spiffe_id(certs: &[CertificateDer<'_>]) -> Result<SpiffeId, Error> {
+    let leaf = certs.first().ok_or(SvidError::Missing)?;
+    let x509 = svid::parse(leaf)?;
+    Ok(svid::spiffe_id_of(&x509)?)
+}

@@ -1,0 +1,210 @@
+//! A node's loaded SVID and the TLS configurations and authenticator built from it.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use aws_lc_rs::signature::{EcdsaKeyPair, KeyPair as _, ECDSA_P256_SHA256_ASN1_SIGNING};
+use rustls::crypto::CryptoProvider;
+use rustls::{ClientConfig, ServerConfig};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, UnixTime};
+use webpki::KeyUsage;
+use x0tta6bl4_proto::{Authenticator, NodeName};
+
+use crate::auth::SvidAuthenticator;
+use crate::ca::system_time;
+use crate::error::{Error, SvidError};
+use crate::files::{self, bad_file, FileRole};
+use crate::spiffe::{SpiffeId, TrustDomain};
+use crate::svid::{self, Bundle};
+use crate::tls::{self, SpiffeClientVerifier, SpiffeServerVerifier};
+use crate::{ALPN, BUNDLE_FILE, SVID_CERT_FILE, SVID_KEY_FILE};
+
+/// A node's X.509-SVID, loaded and validated: certificate chain, private key and trust
+/// bundle. Cheap to clone.
+#[derive(Clone)]
+pub struct NodeIdentity {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    dir: PathBuf,
+    /// Leaf first, then intermediates (none for SVIDs of the minimum CA).
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivatePkcs8KeyDer<'static>,
+    signing_key: Arc<EcdsaKeyPair>,
+    bundle: Arc<Bundle>,
+    spiffe_id: SpiffeId,
+    name: NodeName,
+    not_after: SystemTime,
+    provider: Arc<CryptoProvider>,
+}
+
+impl std::fmt::Debug for NodeIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeIdentity")
+            .field("dir", &self.inner.dir)
+            .field("spiffe_id", &self.inner.spiffe_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl NodeIdentity {
+    /// Load `dir/svid.pem`, `dir/svid_key.pem` and `dir/bundle.pem`, and check that they
+    /// form a node SVID (`spiffe://TD/node/NAME`) valid now, that chains to the bundle and
+    /// whose ECDSA P-256 key matches.
+    pub fn load(dir: &Path) -> Result<Self, Error> {
+        let hint = format!(
+            "run `x0tta6bl4 ca issue --dir CA --name NAME --out {}`",
+            dir.display()
+        );
+        let cert_path = dir.join(SVID_CERT_FILE);
+        let key_path = dir.join(SVID_KEY_FILE);
+        let bundle_path = dir.join(BUNDLE_FILE);
+        let role = |read| FileRole { read, hint: &hint };
+        let chain = files::read_certificates(&cert_path, role("read SVID certificate"))?;
+        let key = files::read_private_key(&key_path, role("read SVID key"))?;
+        let bundle_certificates =
+            files::read_certificates(&bundle_path, role("read trust bundle"))?;
+
+        let bundle = Bundle::new(bundle_certificates, tls::algorithms()).map_err(|e| {
+            let reason = format!("is not a usable trust bundle: {e}");
+            bad_file(&bundle_path, reason, &hint)
+        })?;
+        let signing_key =
+            EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, key.secret_pkcs8_der())
+                .map_err(|e| {
+                    bad_file(&key_path, format!("is not an ECDSA P-256 key: {e}"), &hint)
+                })?;
+        let (spiffe_id, name, not_after) = verify_own_svid(&bundle, &chain, &cert_path, &hint)?;
+        let x509 =
+            svid::parse(&chain[0]).map_err(|e| bad_file(&cert_path, e.to_string(), &hint))?;
+        if x509.public_key().subject_public_key.data.as_ref() != signing_key.public_key().as_ref() {
+            let reason = format!("does not match the certificate in {}", cert_path.display());
+            return Err(bad_file(&key_path, reason, &hint));
+        }
+        tracing::info!(%spiffe_id, not_after = %svid::rfc3339(not_after), "loaded node SVID");
+        Ok(NodeIdentity {
+            inner: Arc::new(Inner {
+                dir: dir.to_path_buf(),
+                chain,
+                key,
+                signing_key: Arc::new(signing_key),
+                bundle: Arc::new(bundle),
+                spiffe_id,
+                name,
+                not_after: system_time(not_after),
+                provider: tls::provider(),
+            }),
+        })
+    }
+
+    /// Our SPIFFE ID, `spiffe://TD/node/NAME`.
+    pub fn spiffe_id(&self) -> &SpiffeId {
+        &self.inner.spiffe_id
+    }
+
+    /// Our node name (the last segment of the SPIFFE ID).
+    pub fn name(&self) -> &NodeName {
+        &self.inner.name
+    }
+
+    /// Our trust domain, the only one whose SVIDs we accept.
+    pub fn trust_domain(&self) -> &TrustDomain {
+        self.inner.bundle.trust_domain()
+    }
+
+    /// End of the SVID's validity.
+    pub fn not_after(&self) -> SystemTime {
+        self.inner.not_after
+    }
+
+    /// Our leaf certificate (DER).
+    pub fn certificate(&self) -> &CertificateDer<'static> {
+        &self.inner.chain[0]
+    }
+
+    /// A TLS 1.3 server configuration that presents our SVID, offers ALPN [`ALPN`] and
+    /// requires a client certificate that is an SVID of our trust domain. Session
+    /// resumption is off, so every connection validates the peer's SVID afresh.
+    pub fn server_config(&self) -> Result<Arc<ServerConfig>, Error> {
+        let tls_error = |e: rustls::Error| Error::Crypto {
+            what: "building the TLS server configuration",
+            reason: e.to_string(),
+        };
+        let verifier = Arc::new(SpiffeClientVerifier::new(self.inner.bundle.clone()));
+        let mut config = ServerConfig::builder_with_provider(self.inner.provider.clone())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(tls_error)?
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(self.inner.chain.clone(), self.private_key())
+            .map_err(tls_error)?;
+        config.alpn_protocols = vec![ALPN.to_vec()];
+        config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+        config.send_tls13_tickets = 0;
+        Ok(Arc::new(config))
+    }
+
+    /// A TLS 1.3 client configuration that presents our SVID, offers ALPN [`ALPN`] and
+    /// accepts a server whose certificate is an SVID of our trust domain. The server name
+    /// given when connecting is not checked (SPIFFE authenticates by URI SAN): after the
+    /// handshake, call [`crate::peer_spiffe_id`] to learn who answered.
+    pub fn client_config(&self) -> Result<Arc<ClientConfig>, Error> {
+        let tls_error = |e: rustls::Error| Error::Crypto {
+            what: "building the TLS client configuration",
+            reason: e.to_string(),
+        };
+        let verifier = Arc::new(SpiffeServerVerifier::new(self.inner.bundle.clone()));
+        let mut config = ClientConfig::builder_with_provider(self.inner.provider.clone())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(tls_error)?
+            .dangerous()
+            .with_custom_certificate_verifier(verifier)
+            .with_client_auth_cert(self.inner.chain.clone(), self.private_key())
+            .map_err(tls_error)?;
+        config.alpn_protocols = vec![ALPN.to_vec()];
+        config.resumption = rustls::client::Resumption::disabled();
+        Ok(Arc::new(config))
+    }
+
+    /// The link-state authenticator: `credential()` is our leaf DER, `sign()` is ECDSA
+    /// P-256 SHA-256 with the SVID key, `verify()` accepts a credential that is a node SVID
+    /// of our trust domain naming the claimed origin (verified credentials are cached, up
+    /// to [`crate::VERIFIED_CREDENTIALS_MAX`]).
+    pub fn authenticator(&self) -> Box<dyn Authenticator> {
+        Box::new(SvidAuthenticator::new(
+            self.inner.chain[0].to_vec(),
+            self.inner.signing_key.clone(),
+            self.inner.bundle.clone(),
+        ))
+    }
+
+    fn private_key(&self) -> PrivateKeyDer<'static> {
+        PrivateKeyDer::Pkcs8(self.inner.key.clone_key())
+    }
+}
+
+/// Validate our own chain as a node SVID valid now. Returns its SPIFFE ID, node name and
+/// `not_after` (Unix seconds).
+fn verify_own_svid(
+    bundle: &Bundle,
+    chain: &[CertificateDer<'static>],
+    cert_path: &Path,
+    hint: &str,
+) -> Result<(SpiffeId, NodeName, i64), Error> {
+    let (leaf, intermediates) = chain
+        .split_first()
+        .ok_or_else(|| bad_file(cert_path, "is empty", hint))?;
+    let now = UnixTime::now();
+    let verified = bundle
+        .verify(leaf, intermediates, now, KeyUsage::client_auth())
+        .map_err(|e| {
+            let reason = format!("is not a valid SVID for {}: {e}", bundle.trust_domain());
+            bad_file(cert_path, reason, hint)
+        })?;
+    let Some(name) = verified.spiffe_id.node_name() else {
+        let reason = SvidError::NotANode(verified.spiffe_id).to_string();
+        return Err(bad_file(cert_path, reason, hint));
+    };
+    Ok((verified.spiffe_id, name, verified.not_after))
+}

@@ -1,0 +1,158 @@
+//! rustls certificate verifiers that authenticate peers by SPIFFE ID, not by DNS name.
+//!
+//! Both verifiers run [`Bundle::verify`]: webpki path validation against the trust
+//! bundle plus the X509-SVID leaf rules. Handshake signatures are checked with
+//! [`rustls::crypto::verify_tls13_signature`] and the aws-lc-rs provider's algorithms.
+
+use std::sync::Arc;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
+use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
+use webpki::KeyUsage;
+
+use crate::svid::Bundle;
+
+/// The crypto provider of every configuration: aws-lc-rs with its default cipher
+/// suites and key-exchange groups (X25519MLKEM768 preferred, see Cargo.toml).
+pub(crate) fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+}
+
+/// The provider's signature verification algorithms (for chains and handshakes).
+pub(crate) fn algorithms() -> WebPkiSupportedAlgorithms {
+    rustls::crypto::aws_lc_rs::default_provider().signature_verification_algorithms
+}
+
+/// Used by clients: accepts a server whose certificate is a leaf SVID of our trust
+/// domain, whatever server name the connection was opened with.
+#[derive(Debug)]
+pub(crate) struct SpiffeServerVerifier {
+    bundle: Arc<Bundle>,
+}
+
+impl SpiffeServerVerifier {
+    pub(crate) fn new(bundle: Arc<Bundle>) -> Self {
+        SpiffeServerVerifier { bundle }
+    }
+}
+
+impl ServerCertVerifier for SpiffeServerVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        match self
+            .bundle
+            .verify(end_entity, intermediates, now, KeyUsage::server_auth())
+        {
+            Ok(svid) => {
+                tracing::debug!(peer = %svid.spiffe_id, "server SVID verified");
+                Ok(ServerCertVerified::assertion())
+            }
+            Err(error) => {
+                tracing::debug!(%error, "server SVID rejected");
+                Err(error.into())
+            }
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, self.bundle.algorithms())
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, self.bundle.algorithms())
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.bundle.algorithms().supported_schemes()
+    }
+}
+
+/// Used by servers: requires a client certificate that is a leaf SVID of our trust domain.
+#[derive(Debug)]
+pub(crate) struct SpiffeClientVerifier {
+    bundle: Arc<Bundle>,
+    subjects: Vec<DistinguishedName>,
+}
+
+impl SpiffeClientVerifier {
+    pub(crate) fn new(bundle: Arc<Bundle>) -> Self {
+        let subjects = bundle.subjects();
+        SpiffeClientVerifier { bundle, subjects }
+    }
+}
+
+impl ClientCertVerifier for SpiffeClientVerifier {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        true
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        &self.subjects
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        match self
+            .bundle
+            .verify(end_entity, intermediates, now, KeyUsage::client_auth())
+        {
+            Ok(svid) => {
+                tracing::debug!(peer = %svid.spiffe_id, "client SVID verified");
+                Ok(ClientCertVerified::assertion())
+            }
+            Err(error) => {
+                tracing::debug!(%error, "client SVID rejected");
+                Err(error.into())
+            }
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, self.bundle.algorithms())
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, self.bundle.algorithms())
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.bundle.algorithms().supported_schemes()
+    }
+}
