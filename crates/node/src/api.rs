@@ -1,0 +1,315 @@
+//! The HTTP API (`docs/api.md` is the contract).
+//!
+//! GETs read the driver's snapshot and rings; `send`, `flows` and `topology` go to the
+//! driver through a bounded command queue and wait for its reply. Errors are JSON
+//! `{"error": ...}` saying what was wrong and how to fix it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{Query, State};
+use axum::http::{header, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use serde_json::{json, Value};
+use tokio::sync::{mpsc, oneshot, watch};
+use x0tta6bl4_proto::{NodeName, SendError};
+
+use crate::driver::{Command, FLOW_TARGETS_MAX};
+use crate::metrics::Metrics;
+use crate::state::{stopped, Shared};
+
+/// How long a request waits for the driver's reply.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
+/// Largest probe-flow interval accepted.
+const FLOW_INTERVAL_MS_MAX: u64 = 60_000;
+
+#[derive(Clone)]
+pub(crate) struct ApiState {
+    pub shared: Arc<Shared>,
+    pub commands: mpsc::Sender<Command>,
+    pub metrics: Arc<Metrics>,
+}
+
+/// An error answer: a status and `{"error": message}`.
+#[derive(Debug)]
+pub(crate) struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({ "error": self.1 }))).into_response()
+    }
+}
+
+impl ApiError {
+    fn bad_request(message: impl Into<String>) -> ApiError {
+        ApiError(StatusCode::BAD_REQUEST, message.into())
+    }
+}
+
+pub(crate) fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/health/live", get(live))
+        .route("/health/ready", get(ready))
+        .route("/metrics", get(metrics))
+        .route("/api/v1/status", get(status))
+        .route("/api/v1/peers", get(peers))
+        .route("/api/v1/routes", get(routes))
+        .route("/api/v1/topology", get(topology))
+        .route("/api/v1/send", post(send))
+        .route("/api/v1/messages", get(messages))
+        .route(
+            "/api/v1/flows",
+            post(start_flows).delete(stop_flows).get(flows),
+        )
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
+}
+
+/// Serve until `stop` turns true.
+pub(crate) async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    mut stop: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    axum::serve(listener, router)
+        .with_graceful_shutdown(async move { stopped(&mut stop).await })
+        .await
+}
+
+async fn not_found(method: Method, uri: Uri) -> ApiError {
+    ApiError(
+        StatusCode::NOT_FOUND,
+        format!("no endpoint {method} {uri}: see docs/api.md for the paths"),
+    )
+}
+
+async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
+    ApiError(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("{uri} does not take {method}: see docs/api.md"),
+    )
+}
+
+async fn live() -> Json<Value> {
+    Json(json!({ "status": "live" }))
+}
+
+async fn ready(State(state): State<ApiState>) -> (StatusCode, Json<Value>) {
+    let up = state.shared.snapshot().neighbours_up();
+    if state.shared.standalone || up > 0 {
+        return (StatusCode::OK, Json(json!({ "ready": true })));
+    }
+    let reason = "no neighbour is up yet: check that `peers` are reachable or enable discovery \
+                  (set standalone = true for a single-node mesh)";
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        Json(json!({ "ready": false, "reason": reason })),
+    )
+}
+
+async fn metrics(State(state): State<ApiState>) -> Response {
+    match state.metrics.render() {
+        Ok(text) => {
+            let content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+            ([(header::CONTENT_TYPE, content_type)], text).into_response()
+        }
+        Err(_) => ApiError(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "encoding metrics failed".into(),
+        )
+        .into_response(),
+    }
+}
+
+async fn status(State(state): State<ApiState>) -> Json<Value> {
+    let shared = &state.shared;
+    let messages_received = shared.messages().total;
+    let snapshot = shared.snapshot();
+    Json(json!({
+        "name": shared.name,
+        "spiffe_id": shared.spiffe_id,
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptime_s": shared.started.elapsed().as_secs(),
+        "neighbours_up": snapshot.neighbours_up(),
+        "neighbours": snapshot.neighbours.len(),
+        "routes": snapshot.routes.len(),
+        "lsdb_entries": snapshot.lsdb_entries,
+        "sequence": snapshot.sequence,
+        "messages_received": messages_received,
+    }))
+}
+
+async fn peers(State(state): State<ApiState>) -> Json<Value> {
+    Json(json!(state.shared.snapshot().neighbours))
+}
+
+async fn routes(State(state): State<ApiState>) -> Json<Value> {
+    Json(json!(state.shared.snapshot().routes))
+}
+
+async fn topology(State(state): State<ApiState>) -> Result<Json<Value>, ApiError> {
+    let (reply, answer) = oneshot::channel();
+    let topology = ask(&state, Command::Topology { reply }, answer).await?;
+    Ok(Json(json!(topology)))
+}
+
+async fn messages(State(state): State<ApiState>) -> Json<Value> {
+    let messages: Vec<_> = state.shared.messages().ring.iter().cloned().collect();
+    Json(json!(messages))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SendRequest {
+    to: NodeName,
+    payload: String,
+}
+
+async fn send(
+    State(state): State<ApiState>,
+    body: Bytes,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let request: SendRequest = parse_body(&body, r#"{"to": NAME, "payload": TEXT}"#)?;
+    let (reply, answer) = oneshot::channel();
+    let command = Command::Send {
+        to: request.to,
+        payload: request.payload.into_bytes(),
+        reply,
+    };
+    let receipt = ask(&state, command, answer).await?.map_err(send_error)?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({ "id": receipt.id, "next_hop": receipt.next_hop })),
+    ))
+}
+
+fn send_error(error: SendError) -> ApiError {
+    let status = match error {
+        SendError::UnknownDestination(_) => StatusCode::NOT_FOUND,
+        SendError::NoRoute(_) => StatusCode::SERVICE_UNAVAILABLE,
+        SendError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+    };
+    ApiError(status, error.to_string())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FlowsRequest {
+    targets: Vec<NodeName>,
+    #[serde(default = "default_flow_interval_ms")]
+    interval_ms: u64,
+}
+
+fn default_flow_interval_ms() -> u64 {
+    10
+}
+
+async fn start_flows(State(state): State<ApiState>, body: Bytes) -> Result<Json<Value>, ApiError> {
+    let request: FlowsRequest = parse_body(&body, r#"{"targets": [NAME...], "interval_ms": 10}"#)?;
+    if !(1..=FLOW_INTERVAL_MS_MAX).contains(&request.interval_ms) {
+        let message = format!(
+            "interval_ms = {}: use 1 to {FLOW_INTERVAL_MS_MAX}",
+            request.interval_ms
+        );
+        return Err(ApiError::bad_request(message));
+    }
+    let mut targets = request.targets;
+    targets.sort();
+    targets.dedup();
+    if targets.len() > FLOW_TARGETS_MAX {
+        let message = format!(
+            "{} targets: at most {FLOW_TARGETS_MAX} flows per node",
+            targets.len()
+        );
+        return Err(ApiError::bad_request(message));
+    }
+    let (reply, answer) = oneshot::channel();
+    let command = Command::StartFlows {
+        targets,
+        interval_ms: request.interval_ms,
+        reply,
+    };
+    let flows = ask(&state, command, answer).await?;
+    Ok(Json(json!({ "flows": flows })))
+}
+
+async fn stop_flows(State(state): State<ApiState>) -> Result<Json<Value>, ApiError> {
+    let (reply, answer) = oneshot::channel();
+    let flows = ask(&state, Command::StopFlows { reply }, answer).await?;
+    Ok(Json(json!({ "flows": flows })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FlowsQuery {
+    since_us: Option<u64>,
+}
+
+#[derive(Serialize)]
+struct FlowArrivals {
+    source: NodeName,
+    arrivals_us: Vec<u64>,
+}
+
+async fn flows(
+    State(state): State<ApiState>,
+    query: Result<Query<FlowsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Query(query) = query.map_err(|e| {
+        ApiError::bad_request(format!("{}: use ?since_us=MICROSECONDS", e.body_text()))
+    })?;
+    let since_us = query.since_us;
+    let flows = state.shared.flows();
+    let received: Vec<FlowArrivals> = flows
+        .received
+        .iter()
+        .map(|(source, ring)| {
+            let start = since_us.map_or(0, |since| ring.partition_point(|&t| t <= since));
+            FlowArrivals {
+                source: source.clone(),
+                arrivals_us: ring.range(start..).copied().collect(),
+            }
+        })
+        .collect();
+    let (interval_ms, sent, unroutable) = (flows.interval_ms, flows.sent, flows.unroutable);
+    drop(flows);
+    Ok(Json(
+        json!({ "interval_ms": interval_ms, "sent": sent, "unroutable": unroutable, "received": received }),
+    ))
+}
+
+/// Parse a JSON body whatever its content type; a 400 says what was wrong.
+fn parse_body<T: DeserializeOwned>(body: &[u8], expected: &str) -> Result<T, ApiError> {
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}; expected {expected}")))
+}
+
+/// Hand `command` to the driver and wait for its answer.
+async fn ask<T>(
+    state: &ApiState,
+    command: Command,
+    answer: oneshot::Receiver<T>,
+) -> Result<T, ApiError> {
+    let unavailable = |message: &str| ApiError(StatusCode::SERVICE_UNAVAILABLE, message.to_owned());
+    state
+        .commands
+        .try_send(command)
+        .map_err(|error| match error {
+            mpsc::error::TrySendError::Full(_) => {
+                unavailable("the node is busy (command queue full): retry shortly")
+            }
+            mpsc::error::TrySendError::Closed(_) => unavailable("the node is shutting down"),
+        })?;
+    match tokio::time::timeout(COMMAND_TIMEOUT, answer).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(_)) => Err(unavailable("the node is shutting down")),
+        Err(_) => Err(unavailable(
+            "the node did not answer within 2 s: it is overloaded, retry shortly",
+        )),
+    }
+}

@@ -1,0 +1,345 @@
+//! The node's TOML configuration (`examples/node.toml` shows and explains every key).
+//!
+//! Parse, then validate: [`load_config`] reads the file with serde (unknown keys are
+//! refused), resolves relative paths against the file's directory and then checks values
+//! that serde cannot (the protocol's own [`x0tta6bl4_proto::Config::validate`] included).
+//! Every error names the file, the key and, when it can be found, the line.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Static peers kept at once (a bound on the dial list, like proto's peer table).
+pub const PEERS_MAX: usize = 1024;
+
+/// The whole configuration of one node.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// UDP address of the QUIC endpoint for mesh links.
+    pub listen: SocketAddr,
+    /// TCP address of the HTTP API (health, metrics, `/api/v1`).
+    pub api_listen: SocketAddr,
+    /// Static peers (`IP:PORT` or `HOST:PORT`) this node keeps a link to: dialed at start
+    /// and redialed with backoff whenever the link is lost.
+    #[serde(default)]
+    pub peers: Vec<String>,
+    /// Ready without any neighbour (a single-node mesh).
+    #[serde(default)]
+    pub standalone: bool,
+    /// Where the node's SVID lives.
+    pub identity: IdentityConfig,
+    /// LAN discovery beacons.
+    #[serde(default)]
+    pub discovery: DiscoveryConfig,
+    /// The protocol core's settings (`[protocol]` and `[protocol.healing]`).
+    #[serde(default)]
+    pub protocol: x0tta6bl4_proto::Config,
+}
+
+/// `[identity]`: the node's X.509-SVID.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityConfig {
+    /// Directory holding `svid.pem`, `svid_key.pem` and `bundle.pem`; a relative path
+    /// is resolved against the configuration file's directory.
+    pub dir: PathBuf,
+}
+
+/// `[discovery]`: LAN beacons over UDP broadcast.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DiscoveryConfig {
+    /// Send and listen for beacons.
+    pub enabled: bool,
+    /// UDP port of the beacons, shared by every node on a host (SO_REUSEPORT).
+    pub port: u16,
+    /// Where beacons are sent (`127.255.255.255` reaches nodes on the loopback).
+    pub broadcast: Ipv4Addr,
+}
+
+impl Default for DiscoveryConfig {
+    fn default() -> Self {
+        DiscoveryConfig {
+            enabled: false,
+            port: 7946,
+            broadcast: Ipv4Addr::BROADCAST,
+        }
+    }
+}
+
+/// Why a configuration file was not accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read configuration file {}: {source} (check the path given to --config)", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The operating system's error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML, has an unknown key, a missing key or a value of the
+    /// wrong type.
+    #[error("{}:{line}:{column}: {message}", path.display())]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line of the offending text.
+        line: usize,
+        /// 1-based column of the offending text.
+        column: usize,
+        /// What is wrong, and what would be accepted.
+        message: String,
+    },
+    /// A value parsed but cannot work.
+    #[error("{}{}: `{key}`: {message}", path.display(), line.map(|l| format!(":{l}")).unwrap_or_default())]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line of the key, when found.
+        line: Option<usize>,
+        /// The dotted key, e.g. `protocol.probe_interval_ms`.
+        key: String,
+        /// What is wrong and how to fix it.
+        message: String,
+    },
+}
+
+/// Read, parse and validate the configuration file at `path`.
+pub fn load_config(path: &Path) -> Result<NodeConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    NodeConfig::from_toml(&text, path)
+}
+
+impl NodeConfig {
+    /// Parse and validate `text`, the content of the file at `path` (used in error
+    /// messages and to resolve relative paths).
+    pub fn from_toml(text: &str, path: &Path) -> Result<NodeConfig, ConfigError> {
+        let mut config: NodeConfig =
+            toml::from_str(text).map_err(|error| parse_error(text, path, &error))?;
+        let base = path.parent().unwrap_or(Path::new(""));
+        if config.identity.dir.is_relative() {
+            config.identity.dir = base.join(&config.identity.dir);
+        }
+        config
+            .validate()
+            .map_err(|(key, message)| ConfigError::Invalid {
+                path: path.to_owned(),
+                line: locate_key(text, &key),
+                key,
+                message,
+            })?;
+        Ok(config)
+    }
+
+    /// Check values serde accepted but the node cannot use; returns the dotted key and
+    /// how to fix it.
+    pub fn validate(&self) -> Result<(), (String, String)> {
+        if self.peers.len() > PEERS_MAX {
+            let message = format!(
+                "{} peers listed: at most {PEERS_MAX} are kept",
+                self.peers.len()
+            );
+            return Err(("peers".into(), message));
+        }
+        for peer in &self.peers {
+            parse_peer(peer).map_err(|message| ("peers".to_owned(), message))?;
+        }
+        if self.discovery.enabled && self.discovery.port == 0 {
+            let message = "port 0 cannot be shared by nodes: use a fixed port such as 7946";
+            return Err(("discovery.port".into(), message.into()));
+        }
+        self.protocol.validate().map_err(|error| {
+            (
+                format!("protocol.{}", error.key),
+                format!("{} = {}: {}", error.key, error.value, error.fix),
+            )
+        })
+    }
+}
+
+/// A static peer as written: a socket address or a `HOST:PORT` to resolve.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum PeerAddr {
+    /// An IP address and port.
+    Resolved(SocketAddr),
+    /// A host name and port, resolved (and retried) at run time.
+    Host(String),
+}
+
+pub(crate) fn parse_peer(peer: &str) -> Result<PeerAddr, String> {
+    if let Ok(addr) = peer.parse::<SocketAddr>() {
+        return Ok(PeerAddr::Resolved(addr));
+    }
+    let valid_host = |h: &str| {
+        !h.is_empty()
+            && h.len() <= 253
+            && h.chars()
+                .all(|c| c.is_ascii_alphanumeric() || ".-_".contains(c))
+    };
+    match peer.rsplit_once(':') {
+        Some((host, port)) if valid_host(host) && port.parse::<u16>().is_ok_and(|p| p != 0) => {
+            Ok(PeerAddr::Host(peer.to_owned()))
+        }
+        _ => Err(format!(
+            "{peer:?} is not a peer address: use IP:PORT (\"127.0.0.1:7002\", \"[::1]:7002\") or HOST:PORT (\"node-b:7001\")"
+        )),
+    }
+}
+
+fn parse_error(text: &str, path: &Path, error: &toml::de::Error) -> ConfigError {
+    let offset = error.span().map_or(0, |span| span.start).min(text.len());
+    let (line, column) = line_column(text, offset);
+    let table = table_at(text, offset);
+    let prefix = if table.is_empty() {
+        String::new()
+    } else {
+        format!("{table}.")
+    };
+    let message = error
+        .message()
+        .trim_end()
+        .replacen("unknown field `", &format!("unknown key `{prefix}"), 1)
+        .replacen("missing field `", &format!("missing key `{prefix}"), 1);
+    ConfigError::Parse {
+        path: path.to_owned(),
+        line,
+        column,
+        message,
+    }
+}
+
+/// 1-based line and column of byte `offset` in `text`.
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..floor_char_boundary(text, offset)];
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    (line, before[line_start..].chars().count() + 1)
+}
+
+fn floor_char_boundary(text: &str, mut offset: usize) -> usize {
+    while offset > 0 && !text.is_char_boundary(offset) {
+        offset -= 1;
+    }
+    offset
+}
+
+/// The `[table]` header in force at byte `offset` (empty at the top level).
+fn table_at(text: &str, offset: usize) -> String {
+    let before = &text[..floor_char_boundary(text, offset)];
+    // Lines before the one holding `offset`: an error on a header belongs to the parent.
+    let complete = &before[..before.rfind('\n').unwrap_or(0)];
+    complete
+        .lines()
+        .rev()
+        .find_map(table_header)
+        .unwrap_or_default()
+}
+
+fn table_header(line: &str) -> Option<String> {
+    let line = line.trim();
+    let inner = line.strip_prefix('[')?.split(']').next()?;
+    Some(inner.trim_matches(|c| c == '[' || c == ' ').to_owned())
+}
+
+/// 1-based line where the dotted `key` is set, for simple `key = value` files.
+fn locate_key(text: &str, key: &str) -> Option<usize> {
+    let (table, leaf) = key.rsplit_once('.').unwrap_or(("", key));
+    let mut current = String::new();
+    for (index, line) in text.lines().enumerate() {
+        if let Some(header) = table_header(line) {
+            current = header;
+            continue;
+        }
+        let Some((name, _)) = line.split_once('=') else {
+            continue;
+        };
+        if current == table && name.trim() == leaf {
+            return Some(index + 1);
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = "listen = \"127.0.0.1:7001\"\napi_listen = \"127.0.0.1:8001\"\n[identity]\ndir = \"svid\"\n";
+
+    #[test]
+    fn minimal_file_gets_defaults_and_resolves_paths() {
+        let config = NodeConfig::from_toml(MINIMAL, Path::new("/etc/x0/node.toml")).unwrap();
+        assert_eq!(config.identity.dir, Path::new("/etc/x0/svid"));
+        assert_eq!(config.protocol, x0tta6bl4_proto::Config::default());
+        assert!(!config.discovery.enabled);
+        assert!(config.peers.is_empty());
+    }
+
+    #[test]
+    fn unknown_key_names_file_line_and_table() {
+        let text = format!("{MINIMAL}[protocol]\nprobe_interval_ms = 20\nprobe_intervall_ms = 5\n");
+        let error = NodeConfig::from_toml(&text, Path::new("n.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.starts_with("n.toml:7:1: unknown key `protocol.probe_intervall_ms`"),
+            "{error}"
+        );
+        assert!(error.contains("expected one of"), "{error}");
+    }
+
+    #[test]
+    fn bad_values_are_located() {
+        let text = MINIMAL.replace("127.0.0.1:7001", "localhost");
+        let error = NodeConfig::from_toml(&text, Path::new("n.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(error.starts_with("n.toml:1:10:"), "{error}");
+        let text = format!("{MINIMAL}[protocol]\nprobe_interval_ms = 1\n");
+        let error = NodeConfig::from_toml(&text, Path::new("n.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.starts_with("n.toml:6: `protocol.probe_interval_ms`"),
+            "{error}"
+        );
+        let text = format!("peers = [\"nowhere\"]\n{MINIMAL}");
+        let error = NodeConfig::from_toml(&text, Path::new("n.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("n.toml:1: `peers`") && error.contains("HOST:PORT"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn missing_key_is_named() {
+        let text = MINIMAL.replace("api_listen = \"127.0.0.1:8001\"\n", "");
+        let error = NodeConfig::from_toml(&text, Path::new("n.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("missing key `api_listen`"), "{error}");
+    }
+
+    #[test]
+    fn peers_accept_addresses_and_host_names() {
+        assert_eq!(
+            parse_peer("10.0.0.1:7001"),
+            Ok(PeerAddr::Resolved("10.0.0.1:7001".parse().unwrap()))
+        );
+        assert_eq!(
+            parse_peer("node-b:7001"),
+            Ok(PeerAddr::Host("node-b:7001".into()))
+        );
+        assert!(parse_peer("node-b").is_err());
+        assert!(parse_peer("node-b:0").is_err());
+        assert!(parse_peer("a b:1").is_err());
+    }
+}

@@ -1,0 +1,598 @@
+//! The driver: one task owns the sans-IO [`Node`] and feeds it.
+//!
+//! Like quinn's `ConnectionDriver`, it makes no protocol decision. Every turn takes one
+//! input (a frame, a link event, a timer, an API command, a probe-flow tick), hands it
+//! to the node and then follows the call order documented on [`Node`]: drain
+//! `poll_transmit`, re-arm the one timer from `poll_timeout`, drain `poll_event`. Frames
+//! are taken in batches of at most [`IO_LOOP_BOUND`] per turn so timers and commands
+//! are not starved. Readers of the state (HTTP API, metrics) see a snapshot refreshed
+//! at most every [`SNAPSHOT_INTERVAL`].
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use prometheus_client::metrics::histogram::Histogram;
+use quinn::{Connection, Endpoint};
+use serde::Serialize;
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, oneshot, watch, Semaphore};
+use tracing::Instrument;
+use x0tta6bl4_proto::{
+    Delivery, Destination, Event, Instant, NeighbourView, Node, NodeName, SendError, Transmit,
+};
+
+use crate::state::{stopped, unix_micros, DriverDrop, MessageRecord, PeerView, RouteView, Shared};
+use crate::transport::{self, close, Input, LinkContext, NewLink};
+
+/// Inputs handled per turn before timers and commands get their chance.
+pub(crate) const IO_LOOP_BOUND: usize = 160;
+/// Shortest interval between two snapshot refreshes.
+pub(crate) const SNAPSHOT_INTERVAL: Duration = Duration::from_millis(10);
+/// A link heard within this is alive (see [`Driver::keep_old_link`]).
+const LINK_ALIVE: Duration = Duration::from_secs(1);
+/// Streams being written at once (frames too large for a datagram).
+const STREAM_SENDS_MAX: usize = 256;
+/// Rounds of event handling after one input (handling an event may feed the node).
+const EVENT_ROUNDS_MAX: usize = 64;
+/// Application channel of messages (`/api/v1/send`, `/api/v1/messages`).
+pub(crate) const MESSAGE_CHANNEL: u8 = 0;
+/// Application channel of data-plane probe flows.
+pub(crate) const FLOW_CHANNEL: u8 = 1;
+/// Probe-flow targets accepted at once.
+pub(crate) const FLOW_TARGETS_MAX: usize = 1024;
+
+/// What the HTTP API asks of the driver; each carries its reply channel.
+pub(crate) enum Command {
+    Send {
+        to: NodeName,
+        payload: Vec<u8>,
+        reply: oneshot::Sender<Result<SendReceipt, SendError>>,
+    },
+    StartFlows {
+        targets: Vec<NodeName>,
+        interval_ms: u64,
+        reply: oneshot::Sender<usize>,
+    },
+    StopFlows {
+        reply: oneshot::Sender<usize>,
+    },
+    Topology {
+        reply: oneshot::Sender<Topology>,
+    },
+}
+
+/// An accepted message.
+pub(crate) struct SendReceipt {
+    pub id: u64,
+    pub next_hop: NodeName,
+}
+
+/// Two-way links of the link-state database (`GET /api/v1/topology`).
+#[derive(Debug, Serialize)]
+pub(crate) struct Topology {
+    pub nodes: Vec<NodeName>,
+    pub links: Vec<TopologyLink>,
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct TopologyLink {
+    pub source: NodeName,
+    pub target: NodeName,
+    pub cost: u32,
+}
+
+struct Link {
+    id: u64,
+    conn: Connection,
+    dialed_by_me: bool,
+    last_heard: std::time::Instant,
+}
+
+struct Flows {
+    targets: Vec<NodeName>,
+    interval: Duration,
+    next_at: tokio::time::Instant,
+    seq: u64,
+}
+
+/// What the driver is built from.
+pub(crate) struct DriverParts {
+    pub node: Node,
+    pub clock: std::time::Instant,
+    pub endpoint: Endpoint,
+    pub context: LinkContext,
+    pub beacon: Option<(Arc<UdpSocket>, SocketAddr)>,
+    pub route_seconds: Histogram,
+}
+
+pub(crate) struct Driver {
+    node: Node,
+    /// The epoch of proto time.
+    clock: std::time::Instant,
+    endpoint: Endpoint,
+    context: LinkContext,
+    shared: Arc<Shared>,
+    beacon: Option<(Arc<UdpSocket>, SocketAddr)>,
+    route_seconds: Histogram,
+    links: HashMap<NodeName, Link>,
+    spiffe_ids: HashMap<NodeName, String>,
+    timer_at: tokio::time::Instant,
+    flows: Option<Flows>,
+    stream_permits: Arc<Semaphore>,
+    snapshot_at: tokio::time::Instant,
+    snapshot_pending: bool,
+    routes_dirty: bool,
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+impl Driver {
+    pub fn new(parts: DriverParts) -> Driver {
+        let shared = parts.context.shared.clone();
+        Driver {
+            node: parts.node,
+            clock: parts.clock,
+            endpoint: parts.endpoint,
+            context: parts.context,
+            shared,
+            beacon: parts.beacon,
+            route_seconds: parts.route_seconds,
+            links: HashMap::new(),
+            spiffe_ids: HashMap::new(),
+            timer_at: tokio::time::Instant::now(),
+            flows: None,
+            stream_permits: Arc::new(Semaphore::new(STREAM_SENDS_MAX)),
+            snapshot_at: tokio::time::Instant::now(),
+            snapshot_pending: true,
+            routes_dirty: true,
+        }
+    }
+
+    /// The node's clock: microseconds since the driver's epoch.
+    fn now(&self) -> Instant {
+        Instant::from_micros(u64::try_from(self.clock.elapsed().as_micros()).unwrap_or(u64::MAX))
+    }
+
+    /// Static peers and beacons, before the loop starts.
+    pub fn configure(&mut self, peers: &[SocketAddr], beacon_port: Option<u16>) {
+        let now = self.now();
+        for addr in peers {
+            self.node.add_peer(now, *addr);
+        }
+        if let Some(port) = beacon_port {
+            self.node.enable_beacons(now, port);
+        }
+        self.after_input();
+    }
+
+    /// Run until `stop` turns true.
+    pub async fn run(
+        mut self,
+        mut inputs: mpsc::Receiver<Input>,
+        mut commands: mpsc::Receiver<Command>,
+        mut stop: watch::Receiver<bool>,
+    ) {
+        self.after_input();
+        self.refresh_snapshot();
+        let mut commands_open = true;
+        loop {
+            let flow_at = self.flows.as_ref().map(|f| f.next_at);
+            let snapshot_at = self
+                .snapshot_pending
+                .then_some(self.snapshot_at + SNAPSHOT_INTERVAL);
+            let changed = tokio::select! {
+                biased;
+                () = stopped(&mut stop) => break,
+                () = tokio::time::sleep_until(self.timer_at) => {
+                    self.on_timeout();
+                    true
+                }
+                () = sleep_until(flow_at) => {
+                    self.on_flow_tick();
+                    true
+                }
+                command = commands.recv(), if commands_open => {
+                    match command {
+                        Some(command) => {
+                            self.on_command(command);
+                            // The caller may read right after: let it see its effect.
+                            self.refresh_snapshot();
+                        }
+                        None => commands_open = false,
+                    }
+                    true
+                }
+                input = inputs.recv() => {
+                    let Some(input) = input else { break };
+                    self.on_input(input);
+                    for _ in 1..IO_LOOP_BOUND {
+                        let Ok(input) = inputs.try_recv() else { break };
+                        self.on_input(input);
+                    }
+                    true
+                }
+                () = sleep_until(snapshot_at) => {
+                    self.refresh_snapshot();
+                    false
+                }
+            };
+            if changed {
+                self.snapshot_pending = true;
+                if tokio::time::Instant::now() >= self.snapshot_at + SNAPSHOT_INTERVAL {
+                    self.refresh_snapshot();
+                }
+            }
+        }
+        self.refresh_snapshot();
+    }
+
+    // ----- inputs -----
+
+    fn on_timeout(&mut self) {
+        let runs = self.node.stats().spf_runs;
+        let started = std::time::Instant::now();
+        self.node.handle_timeout(self.now());
+        if self.node.stats().spf_runs > runs {
+            self.route_seconds.observe(started.elapsed().as_secs_f64());
+        }
+        self.after_input();
+    }
+
+    fn on_input(&mut self, input: Input) {
+        let now = self.now();
+        match input {
+            Input::LinkUp(link) => self.on_link_up(link),
+            Input::LinkDown { id, name, error } => {
+                if self.links.get(&name).is_none_or(|link| link.id != id) {
+                    return; // a replaced or already closed connection
+                }
+                self.links.remove(&name);
+                tracing::info!(neighbour = %name, %error, "link closed");
+                self.node.handle_link_down(now, &name);
+            }
+            Input::Frame { id, name, bytes } => {
+                if let Some(link) = self.links.get_mut(&name).filter(|link| link.id == id) {
+                    link.last_heard = std::time::Instant::now();
+                }
+                self.node.handle_datagram(now, &name, &bytes);
+            }
+            Input::DialFailed { addr, error } => {
+                tracing::debug!(%addr, %error, "dial failed; retrying with backoff");
+                self.node.handle_dial_failed(now, addr);
+            }
+            Input::Beacon { from, bytes } => self.node.handle_beacon(now, from, &bytes),
+            Input::AddPeer(addr) => self.node.add_peer(now, addr),
+        }
+        self.after_input();
+    }
+
+    /// Keep one connection per neighbour (see [`Driver::keep_old_link`]).
+    fn on_link_up(&mut self, new: NewLink) {
+        let now = self.now();
+        if let Some(old) = self.links.get(&new.name) {
+            if self.keep_old_link(old, &new) {
+                tracing::debug!(neighbour = %new.name, "duplicate link closed; keeping the older one");
+                new.conn.close(close::DUPLICATE.into(), b"duplicate link");
+                if new.dialed.is_some() {
+                    // Tell proto which node the dialed address belongs to.
+                    self.node.handle_link_up(now, new.name, new.dialed);
+                }
+                return;
+            }
+            // Only the acceptor of the new link closes the old one: it learns of the new
+            // link after the dialer did, so the dialer never sees the old link close
+            // before it knows the new one (which would take the neighbour down). The
+            // dialer just forgets the old link; its close arrives later and is ignored.
+            if new.dialed.is_none() {
+                old.conn
+                    .close(close::DUPLICATE.into(), b"replaced by a newer link");
+            }
+            self.links.remove(&new.name);
+        }
+        if !self.node.handle_link_up(now, new.name.clone(), new.dialed) {
+            tracing::warn!(neighbour = %new.name, "link refused: neighbour table full (raise protocol.neighbours_max) or own name");
+            new.conn.close(close::REFUSED.into(), b"refused");
+            return;
+        }
+        tracing::debug!(neighbour = %new.name, remote = %new.conn.remote_address(), dialed = new.dialed.is_some(), "link up");
+        self.spiffe_ids.insert(new.name.clone(), new.spiffe_id);
+        let link = Link {
+            id: new.id,
+            conn: new.conn,
+            dialed_by_me: new.dialed.is_some(),
+            last_heard: std::time::Instant::now(),
+        };
+        self.links.insert(new.name, link);
+    }
+
+    /// A new connection replaces the old one, unless the old one is alive (heard within
+    /// [`LINK_ALIVE`]) and was dialed by the node with the smaller name while the new one
+    /// was dialed by the larger. Both ends apply the same rule, so simultaneous dials keep
+    /// the same connection, and a restarted peer's new connection replaces one that went
+    /// silent.
+    fn keep_old_link(&self, old: &Link, new: &NewLink) -> bool {
+        let alive = old.last_heard.elapsed() < LINK_ALIVE && old.conn.close_reason().is_none();
+        let me = self.node.name();
+        let smaller = me.min(&new.name);
+        let dialer = |by_me: bool| if by_me { me } else { &new.name };
+        alive && dialer(old.dialed_by_me) == smaller && dialer(new.dialed.is_some()) != smaller
+    }
+
+    fn on_command(&mut self, command: Command) {
+        match command {
+            Command::Send { to, payload, reply } => {
+                let next_hop = match self.node.routes().get(&to) {
+                    Some(route) => route.next_hop.clone(),
+                    None => to.clone(), // itself, or an error below
+                };
+                let result = self.node.send(self.now(), &to, MESSAGE_CHANNEL, payload);
+                let _ = reply.send(result.map(|id| SendReceipt { id, next_hop }));
+                self.after_input();
+            }
+            Command::StartFlows {
+                targets,
+                interval_ms,
+                reply,
+            } => {
+                let count = targets.len();
+                self.set_flows(targets, interval_ms);
+                let _ = reply.send(count);
+            }
+            Command::StopFlows { reply } => {
+                self.set_flows(Vec::new(), 0);
+                let _ = reply.send(0);
+            }
+            Command::Topology { reply } => {
+                let _ = reply.send(self.topology());
+            }
+        }
+    }
+
+    // ----- outputs -----
+
+    /// The call order of [`Node`]: transmits, timer, events; again while handling the
+    /// events fed the node.
+    fn after_input(&mut self) {
+        for _ in 0..EVENT_ROUNDS_MAX {
+            while let Some(transmit) = self.node.poll_transmit() {
+                self.transmit(transmit);
+            }
+            let deadline = self.node.poll_timeout();
+            self.timer_at = match deadline {
+                Some(deadline) => tokio::time::Instant::from_std(
+                    self.clock + Duration::from_micros(deadline.as_micros()),
+                ),
+                None => tokio::time::Instant::now() + Duration::from_secs(3600),
+            };
+            let mut fed = false;
+            while let Some(event) = self.node.poll_event() {
+                if self.on_event(event) {
+                    fed = true;
+                    break;
+                }
+            }
+            if !fed {
+                return;
+            }
+        }
+    }
+
+    fn transmit(&mut self, transmit: Transmit) {
+        let bytes = Bytes::from(transmit.message.to_bytes());
+        match transmit.destination {
+            Destination::Neighbour(name) => match self.links.get(&name) {
+                Some(link) => {
+                    transport::send(&link.conn, bytes, &self.stream_permits, &self.shared)
+                }
+                None => self.shared.counters.drop(DriverDrop::NoLink),
+            },
+            Destination::Beacon => {
+                let Some((socket, to)) = &self.beacon else {
+                    return;
+                };
+                if let Err(error) = socket.try_send_to(&bytes, *to) {
+                    tracing::debug!(%to, %error, "beacon send failed");
+                    self.shared.counters.drop(DriverDrop::SendFailed);
+                }
+            }
+        }
+    }
+
+    /// Act on one event; returns true if that fed the node an input.
+    fn on_event(&mut self, event: Event) -> bool {
+        match event {
+            Event::Dial { addr } => {
+                tracing::debug!(%addr, "dialing");
+                let dial = transport::dial(self.endpoint.clone(), addr, self.context.clone());
+                tokio::spawn(dial.in_current_span());
+            }
+            Event::NeighbourUp { name } => tracing::info!(neighbour = %name, "neighbour up"),
+            Event::NeighbourDown { name, reason } => {
+                tracing::warn!(neighbour = %name, %reason, "neighbour down");
+                // Close its connection so the dialer redials and a restarted or resumed
+                // peer gets a fresh link.
+                if let Some(link) = self.links.remove(&name) {
+                    link.conn
+                        .close(close::NEIGHBOUR_DOWN.into(), b"neighbour down");
+                    self.node.handle_link_down(self.now(), &name);
+                    return true;
+                }
+            }
+            Event::RoutesChanged { changed, reachable } => {
+                tracing::debug!(changed, reachable, "routes changed");
+                for (destination, route) in self.node.routes().iter() {
+                    tracing::trace!(%destination, next_hop = %route.next_hop, cost = route.cost, hops = route.hops, "route");
+                }
+                self.routes_dirty = true;
+            }
+            Event::Delivered(delivery) => self.on_delivery(delivery),
+            Event::Healing(decision) => tracing::info!(
+                kind = decision.kind.as_str(),
+                neighbour = %decision.neighbour,
+                reason = %decision.reason,
+                "healing decision"
+            ),
+        }
+        false
+    }
+
+    fn on_delivery(&mut self, delivery: Delivery) {
+        let at_us = unix_micros(SystemTime::now());
+        match delivery.channel {
+            MESSAGE_CHANNEL => self.shared.record_message(MessageRecord {
+                from: delivery.source,
+                id: delivery.id,
+                payload: String::from_utf8_lossy(&delivery.payload).into_owned(),
+                hops: delivery.hops,
+                received_at_us: at_us,
+            }),
+            FLOW_CHANNEL => self.shared.record_arrival(&delivery.source, at_us),
+            _ => self.shared.counters.drop(DriverDrop::UnknownChannel),
+        }
+    }
+
+    // ----- probe flows -----
+
+    fn set_flows(&mut self, targets: Vec<NodeName>, interval_ms: u64) {
+        let running = !targets.is_empty();
+        self.flows = running.then(|| Flows {
+            targets,
+            interval: Duration::from_millis(interval_ms),
+            next_at: tokio::time::Instant::now(),
+            seq: 0,
+        });
+        let mut flows = self.shared.flows();
+        flows.interval_ms = if running { interval_ms } else { 0 };
+        flows.sent = 0;
+        flows.unroutable = 0;
+    }
+
+    /// Send one probe to every flow target: payload = flow sequence number and send
+    /// time (Unix µs), both u64 big-endian.
+    fn on_flow_tick(&mut self) {
+        let Some(flows) = self.flows.as_mut() else {
+            return;
+        };
+        let now = tokio::time::Instant::now();
+        flows.next_at += flows.interval;
+        if flows.next_at <= now {
+            flows.next_at = now + flows.interval; // skip ticks missed while busy
+        }
+        let seq = flows.seq;
+        flows.seq += 1;
+        let targets = std::mem::take(&mut flows.targets);
+        let sent_us = unix_micros(SystemTime::now());
+        let (mut sent, mut unroutable) = (0u64, 0u64);
+        for target in &targets {
+            let mut payload = Vec::with_capacity(16);
+            payload.extend_from_slice(&seq.to_be_bytes());
+            payload.extend_from_slice(&sent_us.to_be_bytes());
+            match self.node.send(self.now(), target, FLOW_CHANNEL, payload) {
+                Ok(_) => sent += 1,
+                Err(_) => unroutable += 1,
+            }
+            self.after_input();
+        }
+        if let Some(flows) = self.flows.as_mut() {
+            flows.targets = targets;
+        }
+        let mut state = self.shared.flows();
+        state.sent += sent;
+        state.unroutable += unroutable;
+        drop(state);
+        self.shared
+            .counters
+            .flow_probes_sent
+            .fetch_add(sent, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    // ----- views -----
+
+    fn refresh_snapshot(&mut self) {
+        self.snapshot_at = tokio::time::Instant::now();
+        self.snapshot_pending = false;
+        let neighbours: Vec<PeerView> = self
+            .node
+            .neighbours()
+            .into_iter()
+            .map(|n| self.peer_view(n))
+            .collect();
+        // `neighbours()` is sorted by name.
+        self.spiffe_ids
+            .retain(|name, _| neighbours.binary_search_by(|n| n.name.cmp(name)).is_ok());
+        let routes = self.routes_dirty.then(|| {
+            let routes = self.node.routes().iter();
+            routes
+                .map(|(destination, route)| RouteView {
+                    destination: destination.clone(),
+                    next_hop: route.next_hop.clone(),
+                    cost: route.cost,
+                    hops: route.hops,
+                })
+                .collect()
+        });
+        self.routes_dirty = false;
+        let mut snapshot = self.shared.snapshot_mut();
+        snapshot.neighbours = neighbours;
+        if let Some(routes) = routes {
+            snapshot.routes = routes;
+        }
+        snapshot.lsdb_entries = self.node.lsdb().len();
+        snapshot.sequence = self.node.sequence();
+        snapshot.stats = self.node.stats().clone();
+    }
+
+    fn peer_view(&self, n: NeighbourView) -> PeerView {
+        PeerView {
+            spiffe_id: self.spiffe_ids.get(&n.name).cloned(),
+            addr: self
+                .links
+                .get(&n.name)
+                .map(|link| link.conn.remote_address()),
+            rtt_ms: n.srtt.map(|rtt| rtt.as_micros() as f64 / 1000.0),
+            loss: n.loss,
+            state: n.state.as_str(),
+            cost: n.cost,
+            name: n.name,
+        }
+    }
+
+    /// Links both ends advertise, once, `source < target`, at the larger cost.
+    fn topology(&self) -> Topology {
+        let lsdb = self.node.lsdb();
+        let mut nodes: Vec<NodeName> = lsdb.iter().map(|(origin, _)| origin.clone()).collect();
+        nodes.sort();
+        let mut links = Vec::new();
+        for (origin, entry) in lsdb.iter() {
+            for link in entry
+                .lsa
+                .lsa
+                .links
+                .iter()
+                .filter(|link| *origin < link.neighbour)
+            {
+                let back = lsdb
+                    .get(&link.neighbour)
+                    .and_then(|e| e.lsa.lsa.links.iter().find(|l| l.neighbour == *origin));
+                if let Some(back) = back {
+                    let cost = link.cost.max(back.cost);
+                    links.push(TopologyLink {
+                        source: origin.clone(),
+                        target: link.neighbour.clone(),
+                        cost,
+                    });
+                }
+            }
+        }
+        links.sort_by(|x, y| (&x.source, &x.target).cmp(&(&y.source, &y.target)));
+        Topology { nodes, links }
+    }
+}

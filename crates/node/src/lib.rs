@@ -1,0 +1,382 @@
+//! The x0tta6bl4 node daemon: drives the sans-IO protocol core over QUIC with mutual
+//! TLS, serves the HTTP API and Prometheus metrics.
+//!
+//! Key design decision: this crate makes no protocol decision. One task, the driver,
+//! owns the [`x0tta6bl4_proto::Node`] and turns I/O into its inputs and its outputs into
+//! I/O, in the call order documented on that type (as quinn's `ConnectionDriver` drives
+//! quinn-proto). Everything else (connection readers, the beacon socket, the HTTP API)
+//! talks to the driver through bounded queues and reads a snapshot it publishes, so the
+//! daemon runs the same code the digital twin simulates.
+//!
+//! Entry points: [`load_config`] then [`run`] (the `x0tta6bl4 node` command), or
+//! [`NodeHandle::start`] / [`NodeHandle::shutdown`] to embed nodes (tests, the demo).
+#![forbid(unsafe_code)]
+#![deny(unused_must_use)]
+#![warn(missing_docs)]
+
+mod api;
+mod config;
+mod discovery;
+mod driver;
+mod metrics;
+mod state;
+mod transport;
+
+use std::future::Future;
+use std::hash::{BuildHasher, Hasher};
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, SystemTime};
+
+use anyhow::Context;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tracing::Instrument;
+use x0tta6bl4_identity::NodeIdentity;
+use x0tta6bl4_proto::{Instant, NodeName, Stats};
+
+pub use config::{
+    load_config, ConfigError, DiscoveryConfig, IdentityConfig, NodeConfig, PEERS_MAX,
+};
+pub use metrics::PREFIX as METRICS_PREFIX;
+pub use state::{
+    MessageRecord, PeerView, RouteView, ARRIVALS_PER_SOURCE_MAX, FLOW_SOURCES_MAX, MESSAGES_MAX,
+};
+
+use config::{parse_peer, PeerAddr};
+use driver::{Driver, DriverParts};
+use state::{Counters, Shared, Snapshot};
+use transport::{Input, LinkContext};
+
+/// Frames, link events and beacons queued for the driver; frames beyond are dropped and
+/// counted (`dropped_total{reason="input_queue_full"}`), link events wait.
+const INPUT_QUEUE_MAX: usize = 8192;
+/// API commands queued for the driver; beyond, the API answers 503.
+const COMMAND_QUEUE_MAX: usize = 256;
+/// How long shutdown waits for peers to acknowledge the connection close.
+const CLOSE_WAIT: Duration = Duration::from_millis(500);
+/// How long shutdown waits for HTTP requests in progress.
+const API_DRAIN_WAIT: Duration = Duration::from_secs(2);
+/// Retry interval of static peers given by host name that did not resolve.
+const RESOLVE_RETRY: Duration = Duration::from_secs(1);
+
+/// A socket the node could not bind.
+#[derive(Debug, thiserror::Error)]
+pub enum BindError {
+    /// The QUIC endpoint (`listen`).
+    #[error("cannot bind QUIC endpoint on {addr}: {} (another node? change `listen`)", describe(.io))]
+    Quic {
+        /// The address.
+        addr: SocketAddr,
+        /// The operating system's error (described in the message, so not a `source`).
+        io: std::io::Error,
+    },
+    /// The HTTP API (`api_listen`).
+    #[error("cannot bind HTTP API on {addr}: {} (another node? change `api_listen`)", describe(.io))]
+    Api {
+        /// The address.
+        addr: SocketAddr,
+        /// The operating system's error (described in the message, so not a `source`).
+        io: std::io::Error,
+    },
+    /// The discovery beacon socket (`discovery.port`).
+    #[error("cannot bind discovery beacons on {addr}: {} (change `discovery.port` or disable discovery)", describe(.io))]
+    Beacon {
+        /// The address.
+        addr: SocketAddr,
+        /// The operating system's error (described in the message, so not a `source`).
+        io: std::io::Error,
+    },
+}
+
+fn describe(error: &std::io::Error) -> String {
+    match error.kind() {
+        std::io::ErrorKind::AddrInUse => "address already in use".into(),
+        std::io::ErrorKind::AddrNotAvailable => "address not available on this host".into(),
+        std::io::ErrorKind::PermissionDenied => {
+            "permission denied (ports below 1024 need privileges)".into()
+        }
+        _ => error.to_string(),
+    }
+}
+
+/// A running node.
+pub struct NodeHandle {
+    name: NodeName,
+    quic_addr: SocketAddr,
+    api_addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+impl NodeHandle {
+    /// Load the identity, bind every socket and start the node. Binding errors come back
+    /// here, before anything runs.
+    pub async fn start(config: NodeConfig) -> anyhow::Result<NodeHandle> {
+        let dir = &config.identity.dir;
+        let identity = NodeIdentity::load(dir).with_context(|| {
+            format!(
+                "cannot load the node identity from {} (set [identity] dir)",
+                dir.display()
+            )
+        })?;
+        let (endpoint, quic_addr) = transport::bind_endpoint(&identity, config.listen)?;
+        let sockets = Sockets::bind(&config).await?;
+        let api_addr = sockets.api.local_addr().context("HTTP API address")?;
+        let name = identity.name().clone();
+        let shared = Arc::new(shared_state(&identity, config.standalone));
+        let metrics = Arc::new(metrics::Metrics::new(shared.clone()));
+        let (inputs_tx, inputs_rx) = mpsc::channel(INPUT_QUEUE_MAX);
+        let (commands_tx, commands_rx) = mpsc::channel(COMMAND_QUEUE_MAX);
+        let (stop, stop_rx) = watch::channel(false);
+        let next_id = Arc::new(AtomicU64::new(1));
+        let context = LinkContext {
+            inputs: inputs_tx.clone(),
+            shared: shared.clone(),
+            next_id,
+        };
+        let broadcast = SocketAddr::from((config.discovery.broadcast, config.discovery.port));
+        let mut driver = Driver::new(DriverParts {
+            node: protocol_node(&config, &identity)?,
+            clock: std::time::Instant::now(),
+            endpoint: endpoint.clone(),
+            context: context.clone(),
+            beacon: sockets.beacon.clone().map(|socket| (socket, broadcast)),
+            route_seconds: metrics.route_computation_seconds.clone(),
+        });
+        let peers = static_peers(&config.peers, &inputs_tx, &stop_rx);
+        driver.configure(&peers, sockets.beacon.as_ref().map(|_| quic_addr.port()));
+
+        // Every log line of this node's tasks carries its name (several nodes may share
+        // a process: tests, the demo).
+        let span = tracing::info_span!("node", name = %name);
+        tokio::spawn(transport::accept_loop(endpoint.clone(), context).instrument(span.clone()));
+        if let Some(socket) = sockets.beacon {
+            let receive = discovery::receive(socket, inputs_tx, shared.clone(), stop_rx.clone());
+            tokio::spawn(receive.instrument(span.clone()));
+        }
+        let router = api::router(api::ApiState {
+            shared,
+            commands: commands_tx,
+            metrics,
+        });
+        let api = tokio::spawn(api::serve(sockets.api, router, stop_rx));
+        let supervisor = supervise(driver, inputs_rx, commands_rx, stop.clone(), endpoint, api);
+        let task = tokio::spawn(supervisor.instrument(span.clone()));
+        span.in_scope(|| tracing::info!(%quic_addr, %api_addr, "node started"));
+        Ok(NodeHandle {
+            name,
+            quic_addr,
+            api_addr,
+            stop,
+            task,
+        })
+    }
+
+    /// The node's name (from its SVID).
+    pub fn name(&self) -> &NodeName {
+        &self.name
+    }
+
+    /// The bound QUIC address (useful when `listen` has port 0).
+    pub fn quic_addr(&self) -> SocketAddr {
+        self.quic_addr
+    }
+
+    /// The bound HTTP API address (useful when `api_listen` has port 0).
+    pub fn api_addr(&self) -> SocketAddr {
+        self.api_addr
+    }
+
+    /// Stop the node: close every link (peers see the close at once), stop the API,
+    /// and wait for the tasks to end.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        let _ = self.stop.send(true);
+        self.task.await.context("node task panicked")?
+    }
+
+    /// Wait until the node stops by itself (a fatal error), without asking it to.
+    pub async fn stopped(&mut self) -> anyhow::Result<()> {
+        (&mut self.task).await.context("node task panicked")?
+    }
+}
+
+/// Run a node until `shutdown` completes or the process gets SIGTERM or SIGINT.
+pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let mut handle = NodeHandle::start(config).await?;
+    tokio::select! {
+        () = shutdown => tracing::info!("shutdown requested"),
+        () = terminate_signal() => tracing::info!("termination signal received"),
+        result = handle.stopped() => return result,
+    }
+    handle.shutdown().await
+}
+
+async fn terminate_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Run the driver; when it ends, close the endpoint and wait for the API.
+async fn supervise(
+    driver: Driver,
+    inputs: mpsc::Receiver<Input>,
+    commands: mpsc::Receiver<driver::Command>,
+    stop: watch::Sender<bool>,
+    endpoint: quinn::Endpoint,
+    api: JoinHandle<std::io::Result<()>>,
+) -> anyhow::Result<()> {
+    let driver = tokio::spawn(
+        driver
+            .run(inputs, commands, stop.subscribe())
+            .in_current_span(),
+    );
+    let driver_result = driver.await;
+    let _ = stop.send(true);
+    endpoint.close(transport::close::SHUTDOWN.into(), b"node shutting down");
+    let _ = tokio::time::timeout(CLOSE_WAIT, endpoint.wait_idle()).await;
+    let api_result = tokio::time::timeout(API_DRAIN_WAIT, api).await;
+    driver_result.context("driver task panicked")?;
+    match api_result {
+        Ok(Ok(Ok(()))) | Err(_) => Ok(()),
+        Ok(Ok(Err(error))) => Err(anyhow::Error::new(error).context("HTTP API failed")),
+        Ok(Err(error)) => Err(anyhow::Error::new(error).context("HTTP API task panicked")),
+    }
+}
+
+/// The sockets besides the QUIC endpoint.
+struct Sockets {
+    api: tokio::net::TcpListener,
+    beacon: Option<Arc<tokio::net::UdpSocket>>,
+}
+
+impl Sockets {
+    async fn bind(config: &NodeConfig) -> Result<Sockets, BindError> {
+        let addr = config.api_listen;
+        let api = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|io| BindError::Api { addr, io })?;
+        let beacon = match config.discovery.enabled {
+            true => Some(Arc::new(discovery::bind(config.discovery.port)?)),
+            false => None,
+        };
+        Ok(Sockets { api, beacon })
+    }
+}
+
+/// The protocol instance, seeded from the OS, its sequence numbers from the wall clock.
+fn protocol_node(
+    config: &NodeConfig,
+    identity: &NodeIdentity,
+) -> anyhow::Result<x0tta6bl4_proto::Node> {
+    let mut protocol = config.protocol.clone();
+    protocol.rng_seed = os_seed();
+    protocol.initial_sequence = unix_millis();
+    let name = identity.name().clone();
+    x0tta6bl4_proto::Node::new(name, protocol, identity.authenticator(), Instant::ZERO)
+        .context("invalid [protocol] settings")
+}
+
+fn shared_state(identity: &NodeIdentity, standalone: bool) -> Shared {
+    let snapshot = Snapshot {
+        neighbours: vec![],
+        routes: vec![],
+        lsdb_entries: 0,
+        sequence: 0,
+        stats: Stats::default(),
+    };
+    Shared {
+        name: identity.name().clone(),
+        spiffe_id: identity.spiffe_id().to_string(),
+        standalone,
+        started: std::time::Instant::now(),
+        svid_not_after: identity.not_after(),
+        snapshot: RwLock::new(snapshot),
+        messages: Mutex::default(),
+        flows: Mutex::default(),
+        counters: Counters::default(),
+    }
+}
+
+/// Static peers given as addresses; host names are resolved by tasks that hand the
+/// address to the driver once they resolve (retrying until the node stops).
+fn static_peers(
+    peers: &[String],
+    inputs: &mpsc::Sender<Input>,
+    stop: &watch::Receiver<bool>,
+) -> Vec<SocketAddr> {
+    let mut addrs = Vec::new();
+    for peer in peers {
+        match parse_peer(peer) {
+            Ok(PeerAddr::Resolved(addr)) => addrs.push(addr),
+            Ok(PeerAddr::Host(host)) => {
+                tokio::spawn(resolve_peer(host, inputs.clone(), stop.clone()));
+            }
+            Err(message) => tracing::warn!(%message, "static peer ignored"),
+        }
+    }
+    addrs
+}
+
+async fn resolve_peer(host: String, inputs: mpsc::Sender<Input>, mut stop: watch::Receiver<bool>) {
+    loop {
+        match tokio::net::lookup_host(&host)
+            .await
+            .map(|mut addrs| addrs.next())
+        {
+            Ok(Some(addr)) => {
+                tracing::info!(peer = %host, %addr, "static peer resolved");
+                let _ = inputs.send(Input::AddPeer(addr)).await;
+                return;
+            }
+            Ok(None) => tracing::warn!(peer = %host, "static peer has no address; retrying"),
+            Err(error) => {
+                tracing::warn!(peer = %host, %error, "static peer does not resolve; retrying")
+            }
+        }
+        tokio::select! {
+            () = state::stopped(&mut stop) => return,
+            () = tokio::time::sleep(RESOLVE_RETRY) => {}
+        }
+    }
+}
+
+/// A seed from OS randomness (std's hasher keys are drawn from it), time and pid.
+fn os_seed() -> u64 {
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos(),
+    );
+    hasher.write_u32(std::process::id());
+    hasher.finish()
+}
+
+/// Wall-clock milliseconds since the Unix epoch: the initial advertisement sequence
+/// number, so a restarted node outranks its former advertisements.
+fn unix_millis() -> u64 {
+    let since = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
+    u64::try_from(since.as_millis()).unwrap_or(u64::MAX).max(1)
+}

@@ -1,0 +1,308 @@
+//! Prometheus metrics (`docs/metrics.md` lists them).
+//!
+//! Proto keeps its own cumulative [`x0tta6bl4_proto::Stats`]; rather than mirror each
+//! increment, a [`Collector`] reads the driver's latest snapshot at scrape time and
+//! renders the counters and gauges from it. Only the route-computation histogram is a
+//! live metric the driver updates.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeGaugeValue, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
+use x0tta6bl4_proto::{DecisionKind, DropReason, NeighbourState, Stats};
+
+use crate::state::{DriverDrop, Handshake, Shared};
+
+/// Prefix of every metric name.
+pub const PREFIX: &str = "x0tta6bl4";
+
+/// The registry behind `/metrics` and the live metrics the driver updates.
+pub(crate) struct Metrics {
+    pub registry: Registry,
+    pub route_computation_seconds: Histogram,
+}
+
+impl Metrics {
+    pub fn new(shared: Arc<Shared>) -> Metrics {
+        let mut registry = Registry::with_prefix(PREFIX);
+        // 10 µs to ~1.3 s.
+        let route_computation_seconds = Histogram::new(exponential_buckets(1e-5, 2.0, 18));
+        registry.register(
+            "route_computation_seconds",
+            "Duration of protocol timer handling that ran a route computation (shortest paths over the link-state database)",
+            route_computation_seconds.clone(),
+        );
+        registry.register_collector(Box::new(NodeCollector { shared }));
+        Metrics {
+            registry,
+            route_computation_seconds,
+        }
+    }
+
+    /// The text exposition (OpenMetrics).
+    pub fn render(&self) -> Result<String, fmt::Error> {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
+        Ok(out)
+    }
+}
+
+struct NodeCollector {
+    shared: Arc<Shared>,
+}
+
+impl fmt::Debug for NodeCollector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("NodeCollector")
+    }
+}
+
+impl Collector for NodeCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
+        self.encode_node(&mut encoder)?;
+        self.encode_protocol(&mut encoder)?;
+        self.encode_driver(&mut encoder)
+    }
+}
+
+impl NodeCollector {
+    fn encode_node(&self, e: &mut DescriptorEncoder) -> fmt::Result {
+        let version = [("version", env!("CARGO_PKG_VERSION"))];
+        let mut family = e.encode_descriptor(
+            "build_info",
+            "Build information; always 1",
+            None,
+            MetricType::Gauge,
+        )?;
+        ConstGauge::new(1i64).encode(family.encode_family(&version)?)?;
+        let uptime = self.shared.started.elapsed().as_secs_f64();
+        gauge(
+            e,
+            "uptime_seconds",
+            "Seconds since the node started",
+            uptime,
+        )?;
+        let expiry = self
+            .shared
+            .svid_not_after
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default();
+        let help = "Expiry of the node's X.509-SVID, seconds since the Unix epoch";
+        gauge(
+            e,
+            "svid_expiry_timestamp_seconds",
+            help,
+            expiry.as_secs_f64(),
+        )
+    }
+
+    fn encode_protocol(&self, e: &mut DescriptorEncoder) -> fmt::Result {
+        let snapshot = self.shared.snapshot();
+        let states = [
+            NeighbourState::Init,
+            NeighbourState::Up,
+            NeighbourState::Down,
+            NeighbourState::Damped,
+        ];
+        let by_state = states.map(|s| {
+            let count = snapshot
+                .neighbours
+                .iter()
+                .filter(|n| n.state == s.as_str())
+                .count();
+            (s.as_str(), count as i64)
+        });
+        gauge_family(e, "neighbours", "Neighbours by state", "state", by_state)?;
+        let rtt = snapshot
+            .neighbours
+            .iter()
+            .filter_map(|n| Some((n.name.as_str(), n.rtt_ms? / 1000.0)));
+        let help = "Smoothed probe round-trip time per neighbour";
+        gauge_family(e, "link_rtt_seconds", help, "neighbour", rtt)?;
+        let loss = snapshot
+            .neighbours
+            .iter()
+            .map(|n| (n.name.as_str(), n.loss));
+        let help = "Estimated probe loss (0 to 1) per neighbour";
+        gauge_family(e, "link_loss_ratio", help, "neighbour", loss)?;
+        gauge(
+            e,
+            "routes",
+            "Destinations with a route",
+            snapshot.routes.len() as i64,
+        )?;
+        let help = "Advertisements in the link-state database";
+        gauge(e, "lsdb_entries", help, snapshot.lsdb_entries as i64)?;
+        let s = &snapshot.stats;
+        for (name, help, value) in stats_counters(s) {
+            counter(e, name, help, value)?;
+        }
+        let kinds = DecisionKind::ALL.map(|k| (k.as_str(), s.decided(k)));
+        counter_family(
+            e,
+            "healing_decisions",
+            "Healing-loop decisions by kind",
+            "kind",
+            kinds,
+        )
+    }
+
+    fn encode_driver(&self, e: &mut DescriptorEncoder) -> fmt::Result {
+        let stats = self.shared.snapshot().stats.clone();
+        let counters = &self.shared.counters;
+        let proto = DropReason::ALL
+            .iter()
+            .map(|r| (r.as_str(), stats.dropped(*r)));
+        let driver = DriverDrop::ALL
+            .iter()
+            .map(|r| (r.as_str(), counters.dropped(*r)));
+        let help = "Frames, messages and events dropped, by reason";
+        counter_family(e, "dropped", help, "reason", proto.chain(driver))?;
+        let results = Handshake::ALL.map(|r| (r.as_str(), counters.handshakes(r)));
+        let help = "QUIC handshakes by result (ok: peer SVID names a node)";
+        counter_family(e, "handshakes", help, "result", results)?;
+        let sent = counters
+            .flow_probes_sent
+            .load(std::sync::atomic::Ordering::Relaxed);
+        counter(
+            e,
+            "flow_probes_sent",
+            "Data-plane probe-flow messages sent by this node",
+            sent,
+        )
+    }
+}
+
+/// Proto's cumulative counters: name (without `_total`), help, value.
+fn stats_counters(s: &Stats) -> [(&'static str, &'static str, u64); 16] {
+    [
+        (
+            "lsa_originated",
+            "Link-state advertisements this node originated",
+            s.lsa_originated,
+        ),
+        (
+            "lsa_received",
+            "Link-state advertisements received from neighbours",
+            s.lsa_received,
+        ),
+        (
+            "lsa_installed",
+            "Received advertisements verified and installed",
+            s.lsa_installed,
+        ),
+        (
+            "lsa_sent",
+            "Advertisement copies sent (floods and retransmissions)",
+            s.lsa_sent,
+        ),
+        (
+            "lsa_sent_bytes",
+            "Bytes of advertisement copies sent",
+            s.lsa_bytes_sent,
+        ),
+        (
+            "lsa_retransmitted",
+            "Advertisement retransmissions",
+            s.lsa_retransmitted,
+        ),
+        (
+            "lsa_expired",
+            "Advertisements aged out of the database",
+            s.lsa_expired,
+        ),
+        ("route_computations", "Route computations run", s.spf_runs),
+        (
+            "route_changes",
+            "Route changes (destinations whose route changed, summed over computations)",
+            s.route_changes,
+        ),
+        (
+            "neighbour_down",
+            "Neighbour down transitions",
+            s.neighbour_down,
+        ),
+        (
+            "messages_forwarded",
+            "Application messages forwarded for others",
+            s.data_forwarded,
+        ),
+        (
+            "messages_delivered",
+            "Application messages delivered to this node",
+            s.data_delivered,
+        ),
+        (
+            "messages_originated",
+            "Application messages originated here",
+            s.data_originated,
+        ),
+        (
+            "frames_received",
+            "Protocol frames received over links",
+            s.frames_received,
+        ),
+        (
+            "frames_sent",
+            "Protocol frames sent over links and as beacons",
+            s.frames_sent,
+        ),
+        (
+            "frames_sent_bytes",
+            "Bytes of protocol frames sent",
+            s.bytes_sent,
+        ),
+    ]
+}
+
+fn gauge<V: EncodeGaugeValue>(
+    e: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    value: V,
+) -> fmt::Result {
+    let metric = ConstGauge::new(value);
+    metric.encode(e.encode_descriptor(name, help, None, metric.metric_type())?)
+}
+
+fn counter(e: &mut DescriptorEncoder, name: &str, help: &str, value: u64) -> fmt::Result {
+    let metric = ConstCounter::new(value);
+    metric.encode(e.encode_descriptor(name, help, None, metric.metric_type())?)
+}
+
+fn gauge_family<'a, V: EncodeGaugeValue>(
+    e: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    label: &str,
+    values: impl IntoIterator<Item = (&'a str, V)>,
+) -> fmt::Result {
+    let mut family = e.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    for (value_label, value) in values {
+        let labels = [(label, value_label)];
+        ConstGauge::new(value).encode(family.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+fn counter_family<'a>(
+    e: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    label: &str,
+    values: impl IntoIterator<Item = (&'a str, u64)>,
+) -> fmt::Result {
+    let mut family = e.encode_descriptor(name, help, None, MetricType::Counter)?;
+    for (value_label, value) in values {
+        let labels = [(label, value_label)];
+        ConstCounter::new(value).encode(family.encode_family(&labels)?)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,341 @@
+//! State shared between the driver (the only writer) and the HTTP API and metrics
+//! (readers): a snapshot of the protocol state, the received-message and probe-flow
+//! rings, and counters of what the driver itself dropped.
+//!
+//! Locks are `std::sync` locks held for a copy, never across an `.await`.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::SystemTime;
+
+use serde::Serialize;
+use x0tta6bl4_proto::{NodeName, Stats};
+
+/// Application messages kept for `GET /api/v1/messages` (the oldest is dropped).
+pub const MESSAGES_MAX: usize = 1000;
+/// Probe-flow arrivals kept per source (the oldest is dropped).
+pub const ARRIVALS_PER_SOURCE_MAX: usize = 60_000;
+/// Probe-flow sources tracked; arrivals from further sources are dropped and counted.
+pub const FLOW_SOURCES_MAX: usize = 256;
+
+/// One neighbour as `GET /api/v1/peers` shows it.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct PeerView {
+    /// Node name.
+    pub name: NodeName,
+    /// SPIFFE ID from its SVID (`null` if it never had a link since this node started).
+    pub spiffe_id: Option<String>,
+    /// Remote QUIC address of the open link.
+    pub addr: Option<SocketAddr>,
+    /// Smoothed round-trip time in milliseconds, once measured.
+    pub rtt_ms: Option<f64>,
+    /// Estimated probe loss, 0 to 1.
+    pub loss: f64,
+    /// `init`, `up`, `down` or `damped`.
+    pub state: &'static str,
+    /// The cost this node advertises for the link.
+    pub cost: u32,
+}
+
+/// One route as `GET /api/v1/routes` shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct RouteView {
+    /// Destination node.
+    pub destination: NodeName,
+    /// Neighbour messages are handed to.
+    pub next_hop: NodeName,
+    /// Path cost.
+    pub cost: u64,
+    /// Hops.
+    pub hops: u32,
+}
+
+/// The protocol state as of the driver's last refresh (at most ~10 ms old).
+#[derive(Clone, Debug)]
+pub(crate) struct Snapshot {
+    pub neighbours: Vec<PeerView>,
+    pub routes: Vec<RouteView>,
+    pub lsdb_entries: usize,
+    pub sequence: u64,
+    pub stats: Stats,
+}
+
+impl Snapshot {
+    pub fn neighbours_up(&self) -> usize {
+        self.neighbours.iter().filter(|n| n.state == "up").count()
+    }
+}
+
+/// One application message as `GET /api/v1/messages` shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct MessageRecord {
+    /// The source node.
+    pub from: NodeName,
+    /// The source's message identifier.
+    pub id: u64,
+    /// The payload (invalid UTF-8 is replaced by U+FFFD).
+    pub payload: String,
+    /// Hops it took.
+    pub hops: u8,
+    /// Arrival time, microseconds since the Unix epoch.
+    pub received_at_us: u64,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Messages {
+    pub ring: VecDeque<MessageRecord>,
+    /// Channel-0 messages received since start.
+    pub total: u64,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Flows {
+    /// Interval of this node's running flows (0 when none run).
+    pub interval_ms: u64,
+    /// Probes sent since the flows were (re)started.
+    pub sent: u64,
+    /// Probes that could not be sent (unknown or unreachable target).
+    pub unroutable: u64,
+    /// Arrival times (Unix µs, ascending) per source.
+    pub received: BTreeMap<NodeName, VecDeque<u64>>,
+}
+
+/// What the driver (not proto) dropped; the `reason` label of `dropped_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum DriverDrop {
+    /// A frame arrived while the driver's input queue was full.
+    InputQueueFull,
+    /// A transmit for a neighbour without open link.
+    NoLink,
+    /// A message too large for a datagram while too many stream sends were in flight.
+    StreamSendsFull,
+    /// QUIC refused a datagram or stream send (connection lost), or a beacon send failed.
+    SendFailed,
+    /// A stream that failed or exceeded the frame size limit while being read.
+    StreamReadFailed,
+    /// A probe-flow arrival from a source beyond `FLOW_SOURCES_MAX`.
+    FlowSourcesFull,
+    /// A delivered message on a channel this node does not serve.
+    UnknownChannel,
+}
+
+impl DriverDrop {
+    pub const ALL: [DriverDrop; 7] = [
+        DriverDrop::InputQueueFull,
+        DriverDrop::NoLink,
+        DriverDrop::StreamSendsFull,
+        DriverDrop::SendFailed,
+        DriverDrop::StreamReadFailed,
+        DriverDrop::FlowSourcesFull,
+        DriverDrop::UnknownChannel,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DriverDrop::InputQueueFull => "input_queue_full",
+            DriverDrop::NoLink => "no_link",
+            DriverDrop::StreamSendsFull => "stream_sends_full",
+            DriverDrop::SendFailed => "send_failed",
+            DriverDrop::StreamReadFailed => "stream_read_failed",
+            DriverDrop::FlowSourcesFull => "flow_sources_full",
+            DriverDrop::UnknownChannel => "unknown_channel",
+        }
+    }
+}
+
+/// Outcome of a QUIC handshake; the `result` label of `handshakes_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Handshake {
+    /// Completed, and the peer's SVID names a node.
+    Ok,
+    /// The handshake failed (TLS or certificate verification error, timeout).
+    Failed,
+    /// Completed, but the peer's certificate does not name a node.
+    Rejected,
+}
+
+impl Handshake {
+    pub const ALL: [Handshake; 3] = [Handshake::Ok, Handshake::Failed, Handshake::Rejected];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Handshake::Ok => "ok",
+            Handshake::Failed => "failed",
+            Handshake::Rejected => "rejected",
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    drops: [AtomicU64; DriverDrop::ALL.len()],
+    handshakes: [AtomicU64; Handshake::ALL.len()],
+    pub flow_probes_sent: AtomicU64,
+}
+
+impl Counters {
+    pub fn drop(&self, reason: DriverDrop) {
+        let index = DriverDrop::ALL
+            .iter()
+            .position(|r| *r == reason)
+            .unwrap_or(0);
+        self.drops[index].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn dropped(&self, reason: DriverDrop) -> u64 {
+        let index = DriverDrop::ALL
+            .iter()
+            .position(|r| *r == reason)
+            .unwrap_or(0);
+        self.drops[index].load(Ordering::Relaxed)
+    }
+
+    pub fn handshake(&self, result: Handshake) {
+        let index = Handshake::ALL
+            .iter()
+            .position(|r| *r == result)
+            .unwrap_or(0);
+        self.handshakes[index].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn handshakes(&self, result: Handshake) -> u64 {
+        let index = Handshake::ALL
+            .iter()
+            .position(|r| *r == result)
+            .unwrap_or(0);
+        self.handshakes[index].load(Ordering::Relaxed)
+    }
+}
+
+/// Everything the API and metrics read.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub name: NodeName,
+    pub spiffe_id: String,
+    pub standalone: bool,
+    pub started: std::time::Instant,
+    pub svid_not_after: SystemTime,
+    pub snapshot: RwLock<Snapshot>,
+    pub messages: Mutex<Messages>,
+    pub flows: Mutex<Flows>,
+    pub counters: Counters,
+}
+
+impl Shared {
+    pub fn snapshot(&self) -> RwLockReadGuard<'_, Snapshot> {
+        self.snapshot.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub fn snapshot_mut(&self) -> RwLockWriteGuard<'_, Snapshot> {
+        self.snapshot
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub fn messages(&self) -> MutexGuard<'_, Messages> {
+        self.messages.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub fn flows(&self) -> MutexGuard<'_, Flows> {
+        self.flows.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Record a delivered application message (channel 0).
+    pub fn record_message(&self, record: MessageRecord) {
+        let mut messages = self.messages();
+        if messages.ring.len() >= MESSAGES_MAX {
+            messages.ring.pop_front();
+        }
+        messages.ring.push_back(record);
+        messages.total += 1;
+    }
+
+    /// Record a probe-flow arrival from `source` at `at_us` (Unix µs). Arrivals stay
+    /// ascending even if the wall clock steps back.
+    pub fn record_arrival(&self, source: &NodeName, at_us: u64) {
+        let mut flows = self.flows();
+        if !flows.received.contains_key(source) && flows.received.len() >= FLOW_SOURCES_MAX {
+            drop(flows);
+            return self.counters.drop(DriverDrop::FlowSourcesFull);
+        }
+        let ring = flows.received.entry(source.clone()).or_default();
+        if ring.len() >= ARRIVALS_PER_SOURCE_MAX {
+            ring.pop_front();
+        }
+        let at_us = ring.back().map_or(at_us, |&last| last.max(at_us));
+        ring.push_back(at_us);
+    }
+}
+
+/// Completes once the stop signal turns true (or its sender is gone).
+pub(crate) async fn stopped(stop: &mut tokio::sync::watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stopped| *stopped).await;
+}
+
+/// Microseconds since the Unix epoch, by the wall clock.
+pub(crate) fn unix_micros(time: SystemTime) -> u64 {
+    let since = time
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
+    u64::try_from(since.as_micros()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shared() -> Shared {
+        let snapshot = Snapshot {
+            neighbours: vec![],
+            routes: vec![],
+            lsdb_entries: 0,
+            sequence: 0,
+            stats: Stats::default(),
+        };
+        Shared {
+            name: NodeName::new("a").unwrap(),
+            spiffe_id: "spiffe://t/node/a".into(),
+            standalone: false,
+            started: std::time::Instant::now(),
+            svid_not_after: SystemTime::now(),
+            snapshot: RwLock::new(snapshot),
+            messages: Mutex::default(),
+            flows: Mutex::default(),
+            counters: Counters::default(),
+        }
+    }
+
+    #[test]
+    fn rings_are_bounded_and_arrivals_ascend() {
+        let shared = shared();
+        let b = NodeName::new("b").unwrap();
+        for t in 0..(ARRIVALS_PER_SOURCE_MAX as u64 + 10) {
+            shared.record_arrival(&b, t);
+        }
+        shared.record_arrival(&b, 5); // the clock stepped back
+        let flows = shared.flows();
+        let ring = &flows.received[&b];
+        assert_eq!(ring.len(), ARRIVALS_PER_SOURCE_MAX);
+        assert!(ring.iter().zip(ring.iter().skip(1)).all(|(x, y)| x <= y));
+        drop(flows);
+        for i in 0..FLOW_SOURCES_MAX + 3 {
+            shared.record_arrival(&NodeName::new(&format!("s{i}")).unwrap(), 1);
+        }
+        assert_eq!(shared.flows().received.len(), FLOW_SOURCES_MAX);
+        assert_eq!(shared.counters.dropped(DriverDrop::FlowSourcesFull), 4);
+        for id in 0..MESSAGES_MAX as u64 + 1 {
+            let from = b.clone();
+            shared.record_message(MessageRecord {
+                from,
+                id,
+                payload: String::new(),
+                hops: 1,
+                received_at_us: 0,
+            });
+        }
+        assert_eq!(shared.messages().ring.len(), MESSAGES_MAX);
+        assert_eq!(shared.messages().ring.front().map(|m| m.id), Some(1));
+    }
+}

@@ -1,0 +1,321 @@
+//! QUIC transport: one endpoint (server and client), one task per connection.
+//!
+//! Connection tasks authenticate the peer's SVID, announce the link to the driver and
+//! then only read: datagrams and unidirectional streams become [`Input::Frame`]s. They
+//! make no protocol decision; the driver decides which link to keep and what to send.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
+use quinn::{Connection, ConnectionError, Endpoint, EndpointConfig, TransportConfig, VarInt};
+use rustls::pki_types::CertificateDer;
+use tokio::sync::mpsc;
+use tracing::Instrument;
+use x0tta6bl4_identity::NodeIdentity;
+use x0tta6bl4_proto::NodeName;
+
+use crate::state::{DriverDrop, Handshake, Shared};
+use crate::BindError;
+
+/// Server name the client presents; SPIFFE verifiers ignore DNS names.
+pub(crate) const SERVER_NAME: &str = "x0tta6bl4";
+/// Without traffic for this long a connection is closed (probes flow every 50 ms).
+const IDLE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Datagrams buffered per connection before the application reads them.
+const DATAGRAM_RECEIVE_BUFFER_BYTES: usize = 4 << 20;
+/// Datagrams buffered per connection for sending (the oldest is dropped beyond).
+const DATAGRAM_SEND_BUFFER_BYTES: usize = 1 << 20;
+/// Unidirectional streams a peer may have open to us at once (one per large frame).
+const UNI_STREAMS_MAX: u32 = 64;
+/// A dial whose handshake has not completed by then fails (quinn does not see ICMP
+/// port-unreachable, so a dead peer would otherwise hold the dial for the idle timeout).
+const DIAL_TIMEOUT: Duration = Duration::from_secs(1);
+/// Connections being accepted at once.
+const INCOMING_MAX: usize = 1024;
+
+/// Application close codes.
+pub(crate) mod close {
+    /// The node is shutting down.
+    pub const SHUTDOWN: u32 = 0;
+    /// The peer's certificate does not name a node.
+    pub const UNAUTHORISED: u32 = 1;
+    /// Another link to the same node was kept.
+    pub const DUPLICATE: u32 = 2;
+    /// The protocol refused the link (neighbour table full, or the node itself).
+    pub const REFUSED: u32 = 3;
+    /// The protocol declared the neighbour down.
+    pub const NEIGHBOUR_DOWN: u32 = 4;
+}
+
+/// What connection, dial and beacon tasks hand to the driver.
+pub(crate) enum Input {
+    /// A connection is established and its peer authenticated.
+    LinkUp(NewLink),
+    /// Connection `id` to `name` closed.
+    LinkDown {
+        id: u64,
+        name: NodeName,
+        error: ConnectionError,
+    },
+    /// Bytes from `name` over connection `id`.
+    Frame {
+        id: u64,
+        name: NodeName,
+        bytes: Bytes,
+    },
+    /// Dialing `addr` failed.
+    DialFailed { addr: SocketAddr, error: String },
+    /// A discovery beacon arrived.
+    Beacon { from: SocketAddr, bytes: Vec<u8> },
+    /// A static peer given by host name resolved to `addr`.
+    AddPeer(SocketAddr),
+}
+
+/// An authenticated connection, before the driver decided to keep it.
+pub(crate) struct NewLink {
+    pub id: u64,
+    pub name: NodeName,
+    pub spiffe_id: String,
+    pub conn: Connection,
+    /// The address this node dialed, `None` for an accepted connection.
+    pub dialed: Option<SocketAddr>,
+}
+
+/// What every connection task needs.
+#[derive(Clone)]
+pub(crate) struct LinkContext {
+    pub inputs: mpsc::Sender<Input>,
+    pub shared: Arc<Shared>,
+    pub next_id: Arc<AtomicU64>,
+}
+
+/// Bind the QUIC endpoint on `listen` with the identity's mTLS configurations; returns
+/// it and its bound address.
+pub(crate) fn bind_endpoint(
+    identity: &NodeIdentity,
+    listen: SocketAddr,
+) -> anyhow::Result<(Endpoint, SocketAddr)> {
+    let socket =
+        std::net::UdpSocket::bind(listen).map_err(|io| BindError::Quic { addr: listen, io })?;
+    let transport = Arc::new(transport_config());
+    let server_crypto = QuicServerConfig::try_from(identity.server_config()?).map_err(|e| {
+        anyhow::anyhow!("the identity's TLS server configuration cannot carry QUIC: {e}")
+    })?;
+    let mut server = quinn::ServerConfig::with_crypto(Arc::new(server_crypto));
+    server
+        .transport_config(transport.clone())
+        .max_incoming(INCOMING_MAX);
+    let client_crypto = QuicClientConfig::try_from(identity.client_config()?).map_err(|e| {
+        anyhow::anyhow!("the identity's TLS client configuration cannot carry QUIC: {e}")
+    })?;
+    let mut client = quinn::ClientConfig::new(Arc::new(client_crypto));
+    client.transport_config(transport);
+    let runtime =
+        quinn::default_runtime().ok_or_else(|| anyhow::anyhow!("no async runtime for QUIC"))?;
+    let mut endpoint = Endpoint::new(EndpointConfig::default(), Some(server), socket, runtime)
+        .map_err(|io| BindError::Quic { addr: listen, io })?;
+    endpoint.set_default_client_config(client);
+    let addr = endpoint
+        .local_addr()
+        .map_err(|io| BindError::Quic { addr: listen, io })?;
+    Ok((endpoint, addr))
+}
+
+fn transport_config() -> TransportConfig {
+    let mut transport = TransportConfig::default();
+    let idle_ms = u32::try_from(IDLE_TIMEOUT.as_millis()).unwrap_or(u32::MAX);
+    let idle = quinn::IdleTimeout::from(VarInt::from_u32(idle_ms));
+    transport
+        .max_idle_timeout(Some(idle))
+        .keep_alive_interval(None)
+        .datagram_receive_buffer_size(Some(DATAGRAM_RECEIVE_BUFFER_BYTES))
+        .datagram_send_buffer_size(DATAGRAM_SEND_BUFFER_BYTES)
+        .max_concurrent_uni_streams(UNI_STREAMS_MAX.into())
+        .max_concurrent_bidi_streams(0u32.into());
+    transport
+}
+
+/// Accept connections until the endpoint closes.
+pub(crate) async fn accept_loop(endpoint: Endpoint, context: LinkContext) {
+    while let Some(incoming) = endpoint.accept().await {
+        let context = context.clone();
+        let connection = async move {
+            let remote = incoming.remote_address();
+            match incoming.await {
+                Ok(conn) => established(conn, None, context).await,
+                Err(error) => {
+                    context.shared.counters.handshake(Handshake::Failed);
+                    tracing::debug!(%remote, %error, "incoming handshake failed");
+                }
+            }
+        };
+        tokio::spawn(connection.in_current_span());
+    }
+}
+
+/// Dial `addr`; report the link, or the failure, to the driver.
+pub(crate) async fn dial(endpoint: Endpoint, addr: SocketAddr, context: LinkContext) {
+    let connecting = match endpoint.connect(addr, SERVER_NAME) {
+        Ok(connecting) => connecting,
+        Err(error) => {
+            let error = error.to_string();
+            let _ = context.inputs.send(Input::DialFailed { addr, error }).await;
+            return;
+        }
+    };
+    let error = match tokio::time::timeout(DIAL_TIMEOUT, connecting).await {
+        Ok(Ok(conn)) => return established(conn, Some(addr), context).await,
+        Ok(Err(error)) => error.to_string(),
+        Err(_) => format!("no handshake within {DIAL_TIMEOUT:?}"),
+    };
+    context.shared.counters.handshake(Handshake::Failed);
+    let _ = context.inputs.send(Input::DialFailed { addr, error }).await;
+}
+
+/// Authenticate, announce, read until the connection closes, announce the close.
+async fn established(conn: Connection, dialed: Option<SocketAddr>, context: LinkContext) {
+    let remote = conn.remote_address();
+    let (name, spiffe_id) = match authenticate(&conn) {
+        Ok(peer) => peer,
+        Err(reason) => {
+            context.shared.counters.handshake(Handshake::Rejected);
+            tracing::warn!(%remote, %reason, "peer refused: its certificate does not name a node");
+            conn.close(
+                close::UNAUTHORISED.into(),
+                b"certificate does not name a node",
+            );
+            if let Some(addr) = dialed {
+                let _ = context
+                    .inputs
+                    .send(Input::DialFailed {
+                        addr,
+                        error: reason,
+                    })
+                    .await;
+            }
+            return;
+        }
+    };
+    context.shared.counters.handshake(Handshake::Ok);
+    let id = context.next_id.fetch_add(1, Ordering::Relaxed);
+    let link = NewLink {
+        id,
+        name: name.clone(),
+        spiffe_id,
+        conn: conn.clone(),
+        dialed,
+    };
+    if context.inputs.send(Input::LinkUp(link)).await.is_err() {
+        return; // the driver is gone: the node is stopping
+    }
+    let error = read_loop(&conn, id, &name, &context).await;
+    let _ = context
+        .inputs
+        .send(Input::LinkDown { id, name, error })
+        .await;
+}
+
+/// The peer's node name and SPIFFE ID from its (already verified) SVID.
+fn authenticate(conn: &Connection) -> Result<(NodeName, String), String> {
+    let identity = conn.peer_identity().ok_or("no peer certificate")?;
+    let certs = identity
+        .downcast::<Vec<CertificateDer<'static>>>()
+        .map_err(|_| "peer identity is not an X.509 certificate chain".to_owned())?;
+    let id = x0tta6bl4_identity::peer_spiffe_id(&certs).map_err(|e| e.to_string())?;
+    let name = id
+        .node_name()
+        .ok_or_else(|| format!("{id} is not a node SPIFFE ID (spiffe://TD/node/NAME)"))?;
+    Ok((name, id.to_string()))
+}
+
+/// Forward datagrams and streams until the connection closes; returns why it closed.
+async fn read_loop(
+    conn: &Connection,
+    id: u64,
+    name: &NodeName,
+    context: &LinkContext,
+) -> ConnectionError {
+    loop {
+        tokio::select! {
+            datagram = conn.read_datagram() => match datagram {
+                Ok(bytes) => forward(context, id, name, bytes),
+                Err(error) => return error,
+            },
+            stream = conn.accept_uni() => match stream {
+                Ok(recv) => {
+                    let (context, name) = (context.clone(), name.clone());
+                    tokio::spawn(read_stream(recv, id, name, context).in_current_span());
+                }
+                Err(error) => return error,
+            },
+        }
+    }
+}
+
+async fn read_stream(mut recv: quinn::RecvStream, id: u64, name: NodeName, context: LinkContext) {
+    match recv
+        .read_to_end(x0tta6bl4_proto::wire::FRAME_BYTES_MAX)
+        .await
+    {
+        Ok(bytes) => forward(&context, id, &name, Bytes::from(bytes)),
+        Err(error) => {
+            context.shared.counters.drop(DriverDrop::StreamReadFailed);
+            tracing::debug!(neighbour = %name, %error, "stream read failed");
+        }
+    }
+}
+
+/// Hand a frame to the driver; if its queue is full, drop the frame and count it.
+fn forward(context: &LinkContext, id: u64, name: &NodeName, bytes: Bytes) {
+    let frame = Input::Frame {
+        id,
+        name: name.clone(),
+        bytes,
+    };
+    if context.inputs.try_send(frame).is_err() {
+        context.shared.counters.drop(DriverDrop::InputQueueFull);
+    }
+}
+
+/// Send `bytes` to the peer of `conn`: a datagram when it fits, else a unidirectional
+/// stream written by a task (at most `permits` such tasks run at once).
+pub(crate) fn send(
+    conn: &Connection,
+    bytes: Bytes,
+    permits: &Arc<tokio::sync::Semaphore>,
+    shared: &Arc<Shared>,
+) {
+    let fits = conn
+        .max_datagram_size()
+        .is_some_and(|max| bytes.len() <= max);
+    if fits {
+        match conn.send_datagram(bytes.clone()) {
+            Ok(()) => return,
+            Err(quinn::SendDatagramError::TooLarge) => {} // the path MTU shrank: use a stream
+            Err(_) => return shared.counters.drop(DriverDrop::SendFailed),
+        }
+    }
+    let Ok(permit) = permits.clone().try_acquire_owned() else {
+        return shared.counters.drop(DriverDrop::StreamSendsFull);
+    };
+    let (conn, shared) = (conn.clone(), shared.clone());
+    let write = async move {
+        let _permit = permit;
+        let result: anyhow::Result<()> = async {
+            let mut stream = conn.open_uni().await?;
+            stream.write_all(&bytes).await?;
+            stream.finish()?;
+            Ok(())
+        }
+        .await;
+        if let Err(error) = result {
+            shared.counters.drop(DriverDrop::SendFailed);
+            tracing::debug!(remote = %conn.remote_address(), %error, "stream send failed");
+        }
+    };
+    tokio::spawn(write.in_current_span());
+}

@@ -1,0 +1,142 @@
+//! Helpers shared by the integration tests: a CA in a tempdir, configuration files,
+//! an HTTP client for the node API, and polling with a deadline.
+#![allow(dead_code)] // each test file uses a subset
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use x0tta6bl4_identity::{CertificateAuthority, TrustDomain};
+use x0tta6bl4_node::{load_config, NodeConfig, NodeHandle};
+use x0tta6bl4_proto::NodeName;
+
+/// Show the nodes' logs when `RUST_LOG` is set (e.g. `RUST_LOG=x0tta6bl4_node=debug`).
+pub fn logs() {
+    let filter = tracing_subscriber::EnvFilter::from_default_env();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_test_writer()
+        .try_init();
+}
+
+/// A CA and SVIDs for `names` under `dir`.
+pub fn issue(dir: &Path, names: &[&str]) {
+    logs();
+    let trust_domain = TrustDomain::new("mesh.test").unwrap();
+    let ca = CertificateAuthority::init(&dir.join("ca"), &trust_domain).unwrap();
+    for name in names {
+        let name = NodeName::new(name).unwrap();
+        ca.issue_node(&name, Duration::from_secs(3600), &dir.join(name.as_str()))
+            .unwrap();
+    }
+}
+
+/// Write a configuration file for node `name` (ports picked by the OS) and load it as
+/// the CLI would.
+pub fn config(dir: &Path, name: &str, peers: &[SocketAddr]) -> NodeConfig {
+    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    load_config(&write_config(dir, name, any, any, peers)).unwrap()
+}
+
+/// Write the configuration file of node `name`; returns its path.
+pub fn write_config(
+    dir: &Path,
+    name: &str,
+    listen: SocketAddr,
+    api_listen: SocketAddr,
+    peers: &[SocketAddr],
+) -> PathBuf {
+    let peers: Vec<String> = peers.iter().map(|p| format!("\"{p}\"")).collect();
+    let text = format!(
+        "listen = \"{listen}\"\napi_listen = \"{api_listen}\"\npeers = [{}]\n[identity]\ndir = \"{name}\"\n",
+        peers.join(", ")
+    );
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+pub struct Api {
+    pub client: reqwest::Client,
+    pub base: String,
+}
+
+impl Api {
+    pub fn new(node: &NodeHandle) -> Api {
+        Api::at(node.api_addr())
+    }
+
+    pub fn at(addr: SocketAddr) -> Api {
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(5))
+            .build()
+            .unwrap();
+        Api {
+            client,
+            base: format!("http://{addr}"),
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let response = self
+            .client
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn text(&self, path: &str) -> String {
+        self.client
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
+    pub async fn post(&self, path: &str, body: &str) -> (u16, Value) {
+        let url = format!("{}{path}", self.base);
+        let response = self
+            .client
+            .post(url)
+            .header("content-type", "application/json")
+            .body(body.to_owned())
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn route(&self, destination: &str) -> Option<Value> {
+        let (_, routes) = self.get("/api/v1/routes").await;
+        routes
+            .as_array()?
+            .iter()
+            .find(|r| r["destination"] == destination)
+            .cloned()
+    }
+}
+
+/// Poll `check` every 20 ms until it holds or `limit` passes; returns the time it took.
+pub async fn eventually<F, Fut>(limit: Duration, what: &str, mut check: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if check().await {
+            return start.elapsed();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("{what}: not true within {limit:?}");
+}

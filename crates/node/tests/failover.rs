@@ -1,0 +1,192 @@
+//! Data-plane MTTR with a crashed node: a diamond a–{b,c}–d where b and c run as child
+//! processes (this test binary re-executed) so one can be killed with SIGKILL, which
+//! closes nothing: the survivors must notice by probe timeout.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant, SystemTime};
+
+use common::{config, eventually, issue, write_config, Api};
+use x0tta6bl4_node::{load_config, NodeHandle};
+use x0tta6bl4_proto::measure::flow_outage_us;
+
+/// Set in a child process: the configuration file of the node it runs.
+const CHILD_CONFIG_ENV: &str = "X0TTA6BL4_TEST_CHILD_CONFIG";
+
+/// Not a test by itself: the body of a child process the failover test starts (a node
+/// that can be killed). Returns at once when run normally.
+#[test]
+fn child_node_process() {
+    let Ok(path) = std::env::var(CHILD_CONFIG_ENV) else {
+        return;
+    };
+    // The parent holds our stdin; when it dies, so do we (no orphans).
+    std::thread::spawn(|| {
+        let _ = std::io::copy(&mut std::io::stdin(), &mut std::io::sink());
+        std::process::exit(0);
+    });
+    let config = load_config(Path::new(&path)).unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime
+        .block_on(x0tta6bl4_node::run(config, std::future::pending()))
+        .unwrap();
+}
+
+/// A node in a child process, killed (SIGKILL) on drop.
+struct Child {
+    process: std::process::Child,
+    quic: SocketAddr,
+    api: SocketAddr,
+}
+
+impl Child {
+    fn start(dir: &Path, name: &str) -> Child {
+        let quic = std::net::UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let api = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let path = write_config(dir, name, quic, api, &[]);
+        let process = Command::new(std::env::current_exe().unwrap())
+            .args([
+                "child_node_process",
+                "--exact",
+                "--nocapture",
+                "--test-threads",
+                "1",
+            ])
+            .env(CHILD_CONFIG_ENV, path)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        Child { process, quic, api }
+    }
+
+    fn kill(&mut self) {
+        let _ = self.process.kill();
+        let _ = self.process.wait();
+    }
+}
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn unix_micros() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as u64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flow_heals_around_a_killed_node() {
+    let dir = tempfile::tempdir().unwrap();
+    issue(dir.path(), &["a", "b", "c", "d"]);
+    let mut b = Child::start(dir.path(), "b");
+    let mut c = Child::start(dir.path(), "c");
+    let a = NodeHandle::start(config(dir.path(), "a", &[b.quic, c.quic]))
+        .await
+        .unwrap();
+    let d = NodeHandle::start(config(dir.path(), "d", &[b.quic, c.quic]))
+        .await
+        .unwrap();
+    let (api_a, api_d) = (Api::new(&a), Api::new(&d));
+    for child in [&b, &c] {
+        wait_ready(&Api::at(child.api)).await;
+    }
+    eventually(
+        Duration::from_secs(10),
+        "a reaches d in two hops",
+        || async { api_a.route("d").await.is_some_and(|r| r["hops"] == 2) },
+    )
+    .await;
+
+    let (status, _) = api_a
+        .post("/api/v1/flows", r#"{"targets": ["d"], "interval_ms": 10}"#)
+        .await;
+    assert_eq!(status, 200);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let via = api_a.route("d").await.unwrap()["next_hop"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (victim, survivor) = if via == "b" {
+        (&mut b, "c")
+    } else {
+        (&mut c, "b")
+    };
+    let fault_at_us = unix_micros();
+    let killed_at = Instant::now();
+    victim.kill();
+
+    eventually(
+        Duration::from_secs(3),
+        "a reroutes through the survivor",
+        || async {
+            api_a
+                .route("d")
+                .await
+                .is_some_and(|r| r["next_hop"] == survivor)
+        },
+    )
+    .await;
+    let rerouted = killed_at.elapsed();
+    let outage_us = outage_at(&api_d, fault_at_us).await;
+    let outage_ms = outage_us / 1000;
+    eprintln!("killed {via}: a rerouted via {survivor} after {rerouted:?}; data-plane outage {outage_ms} ms");
+    assert!(
+        outage_us < 1_000_000,
+        "outage {outage_us} µs: expected well under 1 s with 50 ms probes"
+    );
+    a.shutdown().await.unwrap();
+    d.shutdown().await.unwrap();
+}
+
+async fn wait_ready(api: &Api) {
+    eventually(Duration::from_secs(10), "child node ready", || async {
+        let response = api
+            .client
+            .get(format!("{}/health/ready", api.base))
+            .send()
+            .await;
+        response.is_ok_and(|r| r.status() == 200)
+    })
+    .await;
+}
+
+/// The outage of the (only) flow arriving at `api`'s node around `fault_at_us`, once
+/// probes arrive again.
+async fn outage_at(api: &Api, fault_at_us: u64) -> u64 {
+    eventually(
+        Duration::from_secs(3),
+        "probes arrive again after the fault",
+        || async {
+            let (_, flows) = api
+                .get(&format!("/api/v1/flows?since_us={fault_at_us}"))
+                .await;
+            flows["received"][0]["arrivals_us"]
+                .as_array()
+                .is_some_and(|a| !a.is_empty())
+        },
+    )
+    .await;
+    let (_, flows) = api.get("/api/v1/flows").await;
+    let arrivals = flows["received"][0]["arrivals_us"].as_array().unwrap();
+    let arrivals: Vec<u64> = arrivals.iter().map(|t| t.as_u64().unwrap()).collect();
+    flow_outage_us(&arrivals, fault_at_us).expect("the flow had a baseline and recovered")
+}
