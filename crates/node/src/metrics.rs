@@ -82,6 +82,17 @@ impl NodeCollector {
             MetricType::Gauge,
         )?;
         ConstGauge::new(1i64).encode(family.encode_family(&version)?)?;
+        let identity = [
+            ("name", self.shared.name.as_str()),
+            ("spiffe_id", self.shared.spiffe_id.as_str()),
+        ];
+        let mut family = e.encode_descriptor(
+            "node_info",
+            "The node's identity; always 1 (joins a scrape target to its node name)",
+            None,
+            MetricType::Gauge,
+        )?;
+        ConstGauge::new(1i64).encode(family.encode_family(&identity)?)?;
         let uptime = self.shared.started.elapsed().as_secs_f64();
         gauge(
             e,

@@ -24,12 +24,18 @@ pub struct Config {
     pub spf_delay_ms: u64,
     /// First retransmission delay of an unacknowledged advertisement (it doubles per try).
     pub flood_retransmit_ms: u64,
+    /// Delay before acknowledgements leave, so one frame acknowledges many
+    /// advertisements (well below `flood_retransmit_ms`; 0 sends them at once).
+    pub ack_delay_ms: u64,
     /// Retransmissions of one advertisement to one neighbour before giving up on it.
     pub flood_retransmits_max: u32,
     /// Interval at which a node re-originates its advertisement even without change.
     pub lsa_refresh_ms: u64,
     /// Lifetime of an advertisement; it is aged out when not refreshed within it.
     pub lsa_lifetime_ms: u64,
+    /// Shortest interval between two originations of this node's advertisement; changes
+    /// within it are folded into one (it bounds flooding during bursts of link changes).
+    pub lsa_min_interval_ms: u64,
     /// Shortest interval between two advertisements that only change link costs.
     pub cost_update_interval_ms: u64,
     /// Relative cost change (percent) that is worth a new advertisement.
@@ -73,8 +79,10 @@ impl Default for Config {
             spf_delay_ms: 5,
             flood_retransmit_ms: 100,
             flood_retransmits_max: 8,
+            ack_delay_ms: 5,
             lsa_refresh_ms: 30_000,
             lsa_lifetime_ms: 120_000,
+            lsa_min_interval_ms: 10,
             cost_update_interval_ms: 1_000,
             cost_change_percent: 30,
             ttl_default: 32,

@@ -61,7 +61,13 @@ impl<T: Authenticator + ?Sized> Authenticator for Box<T> {
     fn sign(&self, message: &[u8]) -> Vec<u8> {
         (**self).sign(message)
     }
-    fn verify(&self, origin: &NodeName, credential: &[u8], message: &[u8], signature: &[u8]) -> Result<(), AuthError> {
+    fn verify(
+        &self,
+        origin: &NodeName,
+        credential: &[u8],
+        message: &[u8],
+        signature: &[u8],
+    ) -> Result<(), AuthError> {
         (**self).verify(origin, credential, message, signature)
     }
 }

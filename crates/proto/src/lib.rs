@@ -17,6 +17,7 @@
 
 mod config;
 mod crypto;
+mod hash;
 mod heal;
 mod lsdb;
 pub mod measure;

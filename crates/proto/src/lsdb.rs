@@ -1,6 +1,5 @@
 //! The link-state database: the newest verified advertisement of every origin.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::name::NodeName;
@@ -35,7 +34,7 @@ pub enum InstallOutcome {
 /// lives.
 #[derive(Clone, Debug)]
 pub struct LinkStateDb {
-    entries: HashMap<NodeName, Entry>,
+    entries: crate::hash::FastMap<NodeName, Entry>,
     entries_max: usize,
 }
 
@@ -44,7 +43,7 @@ impl LinkStateDb {
     pub fn new(entries_max: usize) -> Self {
         assert!(entries_max >= 1);
         LinkStateDb {
-            entries: HashMap::new(),
+            entries: crate::hash::FastMap::default(),
             entries_max,
         }
     }

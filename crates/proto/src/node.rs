@@ -22,6 +22,8 @@ use crate::wire::{self, Data, Lsa, LsaLink, Message, SignedLsa, WireError};
 const AGE_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 /// Peer addresses kept for dialing (static plus discovered).
 const PEERS_MAX: usize = 1024;
+/// Bytes of advertisements bundled into one update frame at most.
+const UPDATE_BYTES_MAX: usize = 16 * 1024;
 
 /// Where a transmit goes.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -247,6 +249,10 @@ struct Peer {
     backoff: Duration,
 }
 
+/// Advertisements awaiting acknowledgement from one neighbour, by origin. A fixed-key
+/// hasher keeps iteration order a function of history alone (determinism).
+type RetransmitList = crate::hash::FastMap<NodeName, Retransmit>;
+
 #[derive(Clone, Debug)]
 struct Retransmit {
     sequence: u64,
@@ -282,7 +288,7 @@ pub struct Node {
     advertised: BTreeMap<NodeName, u32>,
     last_origination: Instant,
     /// Per neighbour: origin → advertisement awaiting acknowledgement.
-    retransmits: BTreeMap<NodeName, BTreeMap<NodeName, Retransmit>>,
+    retransmits: BTreeMap<NodeName, RetransmitList>,
     spf_at: Option<Instant>,
     next_probe_at: Instant,
     probe_seq: u32,
@@ -292,6 +298,14 @@ pub struct Node {
     peers: Vec<Peer>,
     next_data_id: u64,
     transmits: VecDeque<Transmit>,
+    /// Advertisements and acknowledgements waiting to be bundled, per neighbour; they
+    /// leave as few frames as possible when the transmit queue runs dry.
+    staged_updates: BTreeMap<NodeName, Vec<(u32, Arc<SignedLsa>)>>,
+    staged_acks: BTreeMap<NodeName, Vec<(NodeName, u64)>>,
+    /// An origination held back by `lsa_min_interval_ms`.
+    origination_due: Option<Instant>,
+    /// When staged acknowledgements leave (`ack_delay_ms` after the first was staged).
+    ack_due: Option<Instant>,
     events: VecDeque<Event>,
     stats: Stats,
 }
@@ -325,11 +339,15 @@ impl Node {
             peers: Vec::new(),
             next_data_id: 1,
             transmits: VecDeque::new(),
+            staged_updates: BTreeMap::new(),
+            staged_acks: BTreeMap::new(),
+            origination_due: None,
+            ack_due: None,
             events: VecDeque::new(),
             stats: Stats::default(),
             config,
         };
-        node.originate(now);
+        node.originate_now(now);
         Ok(node)
     }
 
@@ -372,7 +390,7 @@ impl Node {
 
     /// Messages still queued for the driver (it should drain them with `poll_transmit`).
     pub fn transmits_queued(&self) -> usize {
-        self.transmits.len()
+        self.transmits.len() + self.staged_updates.len() + self.staged_acks.len()
     }
 
     // ----- commands -----
@@ -403,7 +421,7 @@ impl Node {
     /// Send `payload` to node `to` on `channel`. Returns the message's identifier.
     pub fn send(
         &mut self,
-        now: Instant,
+        _now: Instant,
         to: &NodeName,
         channel: u8,
         payload: Vec<u8>,
@@ -440,7 +458,7 @@ impl Node {
         let next_hop = route.next_hop.clone();
         self.next_data_id += 1;
         self.stats.data_originated += 1;
-        self.transmit(now, Destination::Neighbour(next_hop), Message::Data(data));
+        self.transmit(Destination::Neighbour(next_hop), Message::Data(data));
         Ok(id)
     }
 
@@ -538,7 +556,6 @@ impl Node {
         match message {
             Message::Probe { seq, sent_us } => {
                 self.transmit(
-                    now,
                     Destination::Neighbour(from.clone()),
                     Message::ProbeAck {
                         seq,
@@ -549,8 +566,16 @@ impl Node {
             Message::ProbeAck { seq, echo_us } => {
                 n.probe_acked(seq, Instant::from_micros(echo_us), now);
             }
-            Message::Lsa { lifetime_ms, lsa } => self.receive_lsa(now, from, lifetime_ms, lsa),
-            Message::LsaAck { origin, sequence } => self.receive_ack(from, &origin, sequence),
+            Message::LsUpdate { lsas } => {
+                for (lifetime_ms, lsa) in lsas {
+                    self.receive_lsa(now, from, lifetime_ms, lsa);
+                }
+            }
+            Message::LsAck { acks } => {
+                for (origin, sequence) in acks {
+                    self.receive_ack(from, &origin, sequence);
+                }
+            }
             Message::Data(data) => self.receive_data(now, data),
             Message::Beacon { .. } => self.count_drop(DropReason::Malformed),
         }
@@ -591,7 +616,6 @@ impl Node {
         if let Some((port, at)) = self.beacon {
             if now >= at {
                 self.transmit(
-                    now,
                     Destination::Beacon,
                     Message::Beacon {
                         name: self.name.clone(),
@@ -602,7 +626,11 @@ impl Node {
                 self.beacon = Some((port, now + interval.mul_f64(0.8 + 0.4 * self.rng.unit())));
             }
         }
-        if now >= self.next_refresh_at || self.cost_update_due(now) {
+        if self.ack_due.is_some_and(|at| now >= at) {
+            self.flush_acks();
+        }
+        let held_back = self.origination_due.is_some_and(|at| now >= at);
+        if held_back || now >= self.next_refresh_at || self.cost_update_due(now) {
             self.originate(now);
         }
         if now >= self.next_age_check_at {
@@ -617,6 +645,9 @@ impl Node {
 
     /// The next message to send, if any.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        if self.transmits.is_empty() {
+            self.flush_staged();
+        }
         self.transmits.pop_front()
     }
 
@@ -658,6 +689,12 @@ impl Node {
         if let Some(t) = self.spf_at {
             earliest(t);
         }
+        if let Some(t) = self.origination_due {
+            earliest(t);
+        }
+        if let Some(t) = self.ack_due {
+            earliest(t);
+        }
         if self.advertised_costs_stale() {
             earliest(
                 self.last_origination + Duration::from_millis(self.config.cost_update_interval_ms),
@@ -668,14 +705,14 @@ impl Node {
 
     // ----- internals: queues and counters -----
 
-    fn transmit(&mut self, _now: Instant, destination: Destination, message: Message) {
+    fn transmit(&mut self, destination: Destination, message: Message) {
         if self.transmits.len() >= self.config.transmit_queue_max {
             self.count_drop(DropReason::TransmitQueueFull);
             return;
         }
         let len = message.encoded_len() as u64;
-        if let Message::Lsa { .. } = message {
-            self.stats.lsa_sent += 1;
+        if let Message::LsUpdate { lsas } = &message {
+            self.stats.lsa_sent += lsas.len() as u64;
             self.stats.lsa_bytes_sent += len;
         }
         self.stats.frames_sent += 1;
@@ -743,7 +780,6 @@ impl Node {
             n.probe_sent(seq);
         }
         self.transmit(
-            now,
             Destination::Neighbour(name.clone()),
             Message::Probe {
                 seq,
@@ -802,8 +838,12 @@ impl Node {
             }
         }
         let mut changed = false;
+        let mut urgent = false;
         for (symptom, decision) in plans {
-            changed |= self.execute(now, &symptom, &decision);
+            let withdraws = matches!(decision.kind, DecisionKind::Withdraw | DecisionKind::Damp);
+            let did_change = self.execute(now, &symptom, &decision);
+            changed |= did_change;
+            urgent |= did_change && withdraws;
             let kind = DecisionKind::ALL
                 .iter()
                 .position(|k| *k == decision.kind)
@@ -811,7 +851,12 @@ impl Node {
             self.stats.decisions[kind] += 1;
             self.emit(Event::Healing(decision));
         }
-        if changed {
+        if urgent {
+            // Bad news travels at once: no pacing, and routes are recomputed now rather
+            // than after the usual delay, so nothing is forwarded to a lost neighbour.
+            self.originate_now(now);
+            self.run_spf();
+        } else if changed {
             self.originate(now);
         }
     }
@@ -895,8 +940,21 @@ impl Node {
             && self.advertised_costs_stale()
     }
 
-    /// Originate, sign, install and flood a new advertisement of this node's links.
+    /// Originate now, or as soon as `lsa_min_interval_ms` since the last origination
+    /// allows (changes in the meantime are folded into that one advertisement).
     fn originate(&mut self, now: Instant) {
+        let earliest =
+            self.last_origination + Duration::from_millis(self.config.lsa_min_interval_ms);
+        if now >= earliest {
+            self.originate_now(now);
+        } else if self.origination_due.is_none() {
+            self.origination_due = Some(earliest);
+        }
+    }
+
+    /// Originate, sign, install and flood a new advertisement of this node's links.
+    fn originate_now(&mut self, now: Instant) {
+        self.origination_due = None;
         let links = self.current_links();
         self.advertised = links
             .iter()
@@ -957,19 +1015,70 @@ impl Node {
         if let Some(n) = self.neighbours.get_mut(target) {
             n.retransmit_due = Some(n.retransmit_due.map_or(next_at, |t| t.min(next_at)));
         }
-        self.transmit(
-            now,
-            Destination::Neighbour(target.clone()),
-            Message::Lsa {
-                lifetime_ms,
-                lsa: lsa.clone(),
-            },
-        );
+        self.staged_updates
+            .entry(target.clone())
+            .or_default()
+            .push((lifetime_ms, lsa.clone()));
+    }
+
+    /// Turn staged advertisements and acknowledgements into as few frames as the
+    /// per-frame limits allow.
+    fn flush_staged(&mut self) {
+        for (target, lsas) in std::mem::take(&mut self.staged_updates) {
+            let mut bundle = Vec::new();
+            let mut bytes = 0;
+            for (lifetime_ms, lsa) in lsas {
+                let len = 4 + wire::signed_lsa_len(&lsa);
+                if !bundle.is_empty()
+                    && (bundle.len() == wire::UPDATE_LSAS_MAX || bytes + len > UPDATE_BYTES_MAX)
+                {
+                    let lsas = std::mem::take(&mut bundle);
+                    self.transmit(
+                        Destination::Neighbour(target.clone()),
+                        Message::LsUpdate { lsas },
+                    );
+                    bytes = 0;
+                }
+                bytes += len;
+                bundle.push((lifetime_ms, lsa));
+            }
+            if !bundle.is_empty() {
+                self.transmit(
+                    Destination::Neighbour(target.clone()),
+                    Message::LsUpdate { lsas: bundle },
+                );
+            }
+        }
+        if self.ack_due.is_none() {
+            self.flush_acks();
+        }
+    }
+
+    fn flush_acks(&mut self) {
+        self.ack_due = None;
+        for (target, acks) in std::mem::take(&mut self.staged_acks) {
+            for chunk in acks.chunks(wire::ACKS_MAX) {
+                self.transmit(
+                    Destination::Neighbour(target.clone()),
+                    Message::LsAck {
+                        acks: chunk.to_vec(),
+                    },
+                );
+            }
+        }
     }
 
     /// A neighbour just came up: send it the whole database.
+    /// Our own advertisement is left out: every caller originates right after, and that
+    /// (possibly held back by `lsa_min_interval_ms`) floods to the new neighbour too, so
+    /// a soon-outdated copy is not flooded through the whole mesh first.
     fn sync_database(&mut self, now: Instant, name: &NodeName) {
-        let mut all: Vec<Arc<SignedLsa>> = self.lsdb.iter().map(|(_, e)| e.lsa.clone()).collect();
+        let mut all: Vec<Arc<SignedLsa>> = self
+            .lsdb
+            .iter()
+            .filter(|(origin, _)| **origin != self.name)
+            .map(|(_, e)| e.lsa.clone())
+            .collect();
         all.sort_by(|a, b| a.lsa.origin.cmp(&b.lsa.origin));
         for lsa in &all {
             self.send_lsa(now, name, lsa);
@@ -1028,11 +1137,10 @@ impl Node {
             let lifetime_ms = u32::try_from(entry.expires_at.saturating_since(now).as_millis())
                 .unwrap_or(u32::MAX);
             self.stats.lsa_retransmitted += 1;
-            self.transmit(
-                now,
-                Destination::Neighbour(name.clone()),
-                Message::Lsa { lifetime_ms, lsa },
-            );
+            self.staged_updates
+                .entry(name.clone())
+                .or_default()
+                .push((lifetime_ms, lsa));
         }
     }
 
@@ -1054,32 +1162,47 @@ impl Node {
         self.stats.lsa_received += 1;
         let origin = lsa.lsa.origin.clone();
         let sequence = lsa.lsa.sequence;
+        // Duplicates and stale copies are settled by sequence number alone: only an
+        // advertisement that would change the database pays for signature verification.
+        if origin != self.name {
+            match self.lsdb.get(&origin).map(|e| e.lsa.lsa.sequence) {
+                Some(held) if held == sequence => {
+                    self.stage_ack(now, from, &origin, sequence);
+                    return self.receive_ack(from, &origin, sequence);
+                }
+                Some(held) if held > sequence => {
+                    self.count_drop(DropReason::StaleAdvertisement);
+                    if let Some(newer) = self.lsdb.get(&origin).map(|e| e.lsa.clone()) {
+                        self.send_lsa(now, from, &newer);
+                    }
+                    return;
+                }
+                _ => {}
+            }
+        }
         if !well_formed(&lsa.lsa) {
             return self.count_drop(DropReason::BadAdvertisement);
         }
-        if let Err(_error) = self.auth.verify(
-            &origin,
-            &lsa.credential,
-            &lsa.lsa.signed_bytes(),
-            &lsa.signature,
-        ) {
+        if self
+            .auth
+            .verify(
+                &origin,
+                &lsa.credential,
+                &lsa.lsa.signed_bytes(),
+                &lsa.signature,
+            )
+            .is_err()
+        {
             return self.count_drop(DropReason::BadSignature);
         }
-        self.transmit(
-            now,
-            Destination::Neighbour(from.clone()),
-            Message::LsaAck {
-                origin: origin.clone(),
-                sequence,
-            },
-        );
+        self.stage_ack(now, from, &origin, sequence);
         if origin == self.name {
             // An advertisement of a former incarnation of this node: outrank it.
             let ours = self.lsdb.get(&self.name).map(|e| e.lsa.clone());
             let differs = ours.is_none_or(|ours| ours.lsa != lsa.lsa);
             if sequence > self.sequence || (sequence == self.sequence && differs) {
                 self.sequence = sequence;
-                self.originate(now);
+                self.originate_now(now);
             }
             return;
         }
@@ -1092,14 +1215,21 @@ impl Node {
                 self.flood(now, &lsa, Some(from));
                 self.schedule_spf(now);
             }
-            InstallOutcome::Duplicate => self.receive_ack(from, &origin, sequence),
-            InstallOutcome::Stale(_) => {
-                self.count_drop(DropReason::StaleAdvertisement);
-                if let Some(newer) = self.lsdb.get(&origin).map(|e| e.lsa.clone()) {
-                    self.send_lsa(now, from, &newer);
-                }
-            }
             InstallOutcome::Full => self.count_drop(DropReason::DatabaseFull),
+            InstallOutcome::Duplicate | InstallOutcome::Stale(_) => {
+                debug_assert!(false, "duplicates and stale copies are handled above");
+            }
+        }
+    }
+
+    /// Acknowledgements wait `ack_delay_ms` so that one frame carries many of them.
+    fn stage_ack(&mut self, now: Instant, to: &NodeName, origin: &NodeName, sequence: u64) {
+        self.staged_acks
+            .entry(to.clone())
+            .or_default()
+            .push((origin.clone(), sequence));
+        if self.config.ack_delay_ms > 0 && self.ack_due.is_none() {
+            self.ack_due = Some(now + Duration::from_millis(self.config.ack_delay_ms));
         }
     }
 
@@ -1136,7 +1266,7 @@ impl Node {
         }
     }
 
-    fn receive_data(&mut self, now: Instant, mut data: Data) {
+    fn receive_data(&mut self, _now: Instant, mut data: Data) {
         if data.destination == self.name {
             let hops = self
                 .config
@@ -1154,7 +1284,7 @@ impl Node {
         let next_hop = route.next_hop.clone();
         data.ttl -= 1;
         self.stats.data_forwarded += 1;
-        self.transmit(now, Destination::Neighbour(next_hop), Message::Data(data));
+        self.transmit(Destination::Neighbour(next_hop), Message::Data(data));
     }
 
     fn deliver(&mut self, data: Data, hops: u8) {

@@ -6,7 +6,7 @@
 //! neighbours withdraw it.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::collections::{BTreeMap, BinaryHeap};
 
 use serde::Serialize;
 
@@ -68,49 +68,68 @@ impl RoutingTable {
 }
 
 /// Dijkstra from `me` over two-way links of `lsdb`. Ties are broken by hop count, then
-/// by the next hop's name, so every run on the same database gives the same table.
+/// by the next hop's name, so every run on the same database gives the same table,
+/// whatever order the database iterates in.
 pub fn compute_routes(me: &NodeName, lsdb: &LinkStateDb) -> RoutingTable {
-    // Index origins so the inner loop works on integers.
-    let mut names: Vec<&NodeName> = lsdb.iter().map(|(origin, _)| origin).collect();
-    names.sort();
-    let index: HashMap<&NodeName, usize> = names.iter().enumerate().map(|(i, n)| (*n, i)).collect();
+    // Work on integer indices: resolve every advertised link once, then keep only links
+    // whose other end advertises them back (the two-way check).
+    let names: Vec<&NodeName> = lsdb.iter().map(|(origin, _)| origin).collect();
+    let index: crate::hash::FastMap<&NodeName, u32> = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (*n, i as u32))
+        .collect();
     let Some(&source) = index.get(me) else {
         return RoutingTable::default();
     };
+    let advertised: Vec<Vec<(u32, u32)>> = names
+        .iter()
+        .map(|origin| {
+            let links = lsdb.get(origin).map_or(&[][..], |e| &e.lsa.lsa.links[..]);
+            let mut out: Vec<(u32, u32)> = links
+                .iter()
+                .filter_map(|l| index.get(&l.neighbour).map(|&v| (v, l.cost.max(1))))
+                .collect();
+            out.sort_unstable();
+            out
+        })
+        .collect();
+    let confirms = |v: u32, u: u32| {
+        advertised[v as usize]
+            .binary_search_by_key(&u, |&(w, _)| w)
+            .is_ok()
+    };
+    let source = source as usize;
     let mut best: Vec<Option<(u64, u32, usize)>> = vec![None; names.len()]; // (cost, hops, first hop)
     let mut done = vec![false; names.len()];
     let mut heap = BinaryHeap::new();
     best[source] = Some((0, 0, source));
-    heap.push(Reverse((0u64, 0u32, source, source)));
-    while let Some(Reverse((cost, hops, first, u))) = heap.pop() {
+    heap.push(Reverse((0u64, 0u32, source)));
+    while let Some(Reverse((cost, hops, u))) = heap.pop() {
         if done[u] {
             continue;
         }
         done[u] = true;
-        let Some(entry) = lsdb.get(names[u]) else {
-            continue;
-        };
-        for link in &entry.lsa.lsa.links {
-            let Some(&v) = index.get(&link.neighbour) else {
-                continue;
-            };
-            if done[v] || !confirms(lsdb, &link.neighbour, names[u]) {
+        let first = best[u].map_or(source, |b| b.2);
+        for &(v, link_cost) in &advertised[u] {
+            let v_index = v as usize;
+            if done[v_index] || !confirms(v, u as u32) {
                 continue;
             }
             let candidate = (
-                cost + u64::from(link.cost.max(1)),
+                cost + u64::from(link_cost),
                 hops + 1,
-                if u == source { v } else { first },
+                if u == source { v_index } else { first },
             );
-            let better = match best[v] {
+            let better = match best[v_index] {
                 None => true,
                 Some((c, h, f)) => {
                     (candidate.0, candidate.1, names[candidate.2]) < (c, h, names[f])
                 }
             };
             if better {
-                best[v] = Some(candidate);
-                heap.push(Reverse((candidate.0, candidate.1, candidate.2, v)));
+                best[v_index] = Some(candidate);
+                heap.push(Reverse((candidate.0, candidate.1, v_index)));
             }
         }
     }
@@ -132,12 +151,6 @@ pub fn compute_routes(me: &NodeName, lsdb: &LinkStateDb) -> RoutingTable {
         })
         .collect();
     RoutingTable { routes }
-}
-
-/// Whether `node`'s advertisement lists a link back to `peer`.
-fn confirms(lsdb: &LinkStateDb, node: &NodeName, peer: &NodeName) -> bool {
-    lsdb.get(node)
-        .is_some_and(|entry| entry.lsa.lsa.has_link_to(peer))
 }
 
 #[cfg(test)]

@@ -6,9 +6,10 @@
 //! bytes16 = len:u16 bytes
 //! Probe    (1) = seq:u32 sent_us:u64
 //! ProbeAck (2) = seq:u32 echo_us:u64
-//! Lsa      (3) = lifetime_ms:u32 origin:name sequence:u64 count:u16 (neighbour:name cost:u32)*
+//! LsUpdate (3) = count:u16 (lifetime_ms:u32 lsa)*           1..=64 advertisements
+//!   lsa        = origin:name sequence:u64 links:u16 (neighbour:name cost:u32)*
 //!                credential:bytes16 signature:bytes16
-//! LsaAck   (4) = origin:name sequence:u64
+//! LsAck    (4) = count:u16 (origin:name sequence:u64)*       1..=256 acknowledgements
 //! Data     (5) = src:name dst:name ttl:u8 channel:u8 id:u64 payload:bytes16
 //! Beacon   (6) = name:name port:u16
 //! ```
@@ -28,6 +29,10 @@ pub const LINKS_MAX: usize = 1024;
 pub const CREDENTIAL_BYTES_MAX: usize = 8192;
 /// Largest signature carried with an advertisement.
 pub const SIGNATURE_BYTES_MAX: usize = 1024;
+/// Most advertisements in one update frame.
+pub const UPDATE_LSAS_MAX: usize = 64;
+/// Most acknowledgements in one frame.
+pub const ACKS_MAX: usize = 256;
 /// Largest application payload the wire can carry (configuration may lower it).
 pub const PAYLOAD_BYTES_MAX: usize = 16_384;
 
@@ -157,19 +162,15 @@ pub enum Message {
         /// The probe's `sent_us`.
         echo_us: u64,
     },
-    /// A link-state advertisement being flooded.
-    Lsa {
-        /// Remaining lifetime when sent.
-        lifetime_ms: u32,
-        /// The advertisement, shared between all copies of it.
-        lsa: Arc<SignedLsa>,
+    /// Link-state advertisements being flooded, each with its remaining lifetime (ms).
+    LsUpdate {
+        /// The advertisements, shared between all copies of them.
+        lsas: Vec<(u32, Arc<SignedLsa>)>,
     },
-    /// Acknowledges one advertisement.
-    LsaAck {
-        /// Its origin.
-        origin: NodeName,
-        /// Its sequence number.
-        sequence: u64,
+    /// Acknowledges advertisements by origin and sequence number.
+    LsAck {
+        /// (origin, sequence) pairs.
+        acks: Vec<(NodeName, u64)>,
     },
     /// An application message.
     Data(Data),
@@ -195,8 +196,8 @@ impl Message {
         match self {
             Message::Probe { .. } => "probe",
             Message::ProbeAck { .. } => "probe_ack",
-            Message::Lsa { .. } => "lsa",
-            Message::LsaAck { .. } => "lsa_ack",
+            Message::LsUpdate { .. } => "ls_update",
+            Message::LsAck { .. } => "ls_ack",
             Message::Data(_) => "data",
             Message::Beacon { .. } => "beacon",
         }
@@ -216,19 +217,25 @@ impl Message {
                 out.extend_from_slice(&seq.to_be_bytes());
                 out.extend_from_slice(&echo_us.to_be_bytes());
             }
-            Message::Lsa { lifetime_ms, lsa } => {
+            Message::LsUpdate { lsas } => {
                 out.push(KIND_LSA);
-                out.extend_from_slice(&lifetime_ms.to_be_bytes());
-                put_name(out, &lsa.lsa.origin);
-                out.extend_from_slice(&lsa.lsa.sequence.to_be_bytes());
-                put_links(out, &lsa.lsa.links);
-                put_bytes16(out, &lsa.credential);
-                put_bytes16(out, &lsa.signature);
+                put_count(out, lsas.len(), UPDATE_LSAS_MAX);
+                for (lifetime_ms, lsa) in lsas {
+                    out.extend_from_slice(&lifetime_ms.to_be_bytes());
+                    put_name(out, &lsa.lsa.origin);
+                    out.extend_from_slice(&lsa.lsa.sequence.to_be_bytes());
+                    put_links(out, &lsa.lsa.links);
+                    put_bytes16(out, &lsa.credential);
+                    put_bytes16(out, &lsa.signature);
+                }
             }
-            Message::LsaAck { origin, sequence } => {
+            Message::LsAck { acks } => {
                 out.push(KIND_LSA_ACK);
-                put_name(out, origin);
-                out.extend_from_slice(&sequence.to_be_bytes());
+                put_count(out, acks.len(), ACKS_MAX);
+                for (origin, sequence) in acks {
+                    put_name(out, origin);
+                    out.extend_from_slice(&sequence.to_be_bytes());
+                }
             }
             Message::Data(data) => {
                 out.push(KIND_DATA);
@@ -259,18 +266,18 @@ impl Message {
         let name = |n: &NodeName| 1 + n.as_str().len();
         2 + match self {
             Message::Probe { .. } | Message::ProbeAck { .. } => 12,
-            Message::Lsa { lsa, .. } => {
-                let links: usize = lsa.lsa.links.iter().map(|l| name(&l.neighbour) + 4).sum();
-                4 + name(&lsa.lsa.origin)
-                    + 8
-                    + 2
-                    + links
-                    + 2
-                    + lsa.credential.len()
-                    + 2
-                    + lsa.signature.len()
+            Message::LsUpdate { lsas } => {
+                2 + lsas
+                    .iter()
+                    .map(|(_, lsa)| 4 + signed_lsa_len(lsa))
+                    .sum::<usize>()
             }
-            Message::LsaAck { origin, .. } => name(origin) + 8,
+            Message::LsAck { acks } => {
+                2 + acks
+                    .iter()
+                    .map(|(origin, _)| name(origin) + 8)
+                    .sum::<usize>()
+            }
             Message::Data(d) => name(&d.source) + name(&d.destination) + 10 + 2 + d.payload.len(),
             Message::Beacon { name: n, .. } => name(n) + 2,
         }
@@ -295,11 +302,15 @@ impl Message {
                 seq: r.u32("seq")?,
                 echo_us: r.u64("echo_us")?,
             },
-            KIND_LSA => decode_lsa(&mut r)?,
-            KIND_LSA_ACK => Message::LsaAck {
-                origin: r.name("origin")?,
-                sequence: r.u64("sequence")?,
-            },
+            KIND_LSA => decode_update(&mut r)?,
+            KIND_LSA_ACK => {
+                let count = r.count("acks", ACKS_MAX)?;
+                let mut acks = Vec::with_capacity(count);
+                for _ in 0..count {
+                    acks.push((r.name("ack origin")?, r.u64("ack sequence")?));
+                }
+                Message::LsAck { acks }
+            }
             KIND_DATA => Message::Data(Data {
                 source: r.name("source")?,
                 destination: r.name("destination")?,
@@ -322,40 +333,57 @@ impl Message {
     }
 }
 
-fn decode_lsa(r: &mut Reader<'_>) -> Result<Message, WireError> {
-    let lifetime_ms = r.u32("lifetime_ms")?;
-    let origin = r.name("origin")?;
-    let sequence = r.u64("sequence")?;
-    let count = usize::from(r.u16("link count")?);
-    if count > LINKS_MAX {
-        return Err(WireError::TooLong {
-            field: "links",
-            len: count,
-            max: LINKS_MAX,
-        });
-    }
-    let mut links = Vec::with_capacity(count);
+fn decode_update(r: &mut Reader<'_>) -> Result<Message, WireError> {
+    let count = r.count("advertisements", UPDATE_LSAS_MAX)?;
+    let mut lsas = Vec::with_capacity(count);
     for _ in 0..count {
-        links.push(LsaLink {
-            neighbour: r.name("link neighbour")?,
-            cost: r.u32("link cost")?,
-        });
+        let lifetime_ms = r.u32("lifetime_ms")?;
+        let origin = r.name("origin")?;
+        let sequence = r.u64("sequence")?;
+        let links_count = usize::from(r.u16("link count")?);
+        if links_count > LINKS_MAX {
+            return Err(WireError::TooLong {
+                field: "links",
+                len: links_count,
+                max: LINKS_MAX,
+            });
+        }
+        let mut links = Vec::with_capacity(links_count);
+        for _ in 0..links_count {
+            links.push(LsaLink {
+                neighbour: r.name("link neighbour")?,
+                cost: r.u32("link cost")?,
+            });
+        }
+        let credential = Arc::from(r.bytes16("credential", CREDENTIAL_BYTES_MAX)?);
+        let signature = r.bytes16("signature", SIGNATURE_BYTES_MAX)?.to_vec();
+        let lsa = Lsa {
+            origin,
+            sequence,
+            links,
+        };
+        lsas.push((
+            lifetime_ms,
+            Arc::new(SignedLsa {
+                lsa,
+                credential,
+                signature,
+            }),
+        ));
     }
-    let credential = Arc::from(r.bytes16("credential", CREDENTIAL_BYTES_MAX)?);
-    let signature = r.bytes16("signature", SIGNATURE_BYTES_MAX)?.to_vec();
-    let lsa = Lsa {
-        origin,
-        sequence,
-        links,
-    };
-    Ok(Message::Lsa {
-        lifetime_ms,
-        lsa: Arc::new(SignedLsa {
-            lsa,
-            credential,
-            signature,
-        }),
-    })
+    Ok(Message::LsUpdate { lsas })
+}
+
+/// Encoded length of one advertisement inside an update (without its lifetime).
+pub fn signed_lsa_len(lsa: &SignedLsa) -> usize {
+    let name = |n: &NodeName| 1 + n.as_str().len();
+    let links: usize = lsa.lsa.links.iter().map(|l| name(&l.neighbour) + 4).sum();
+    name(&lsa.lsa.origin) + 8 + 2 + links + 2 + lsa.credential.len() + 2 + lsa.signature.len()
+}
+
+fn put_count(out: &mut Vec<u8>, count: usize, max: usize) {
+    assert!(count <= max, "{count} items in a frame that holds {max}");
+    out.extend_from_slice(&(count as u16).to_be_bytes());
 }
 
 fn put_name(out: &mut Vec<u8>, name: &NodeName) {
@@ -427,6 +455,18 @@ impl<'a> Reader<'a> {
         Ok(u64::from_be_bytes(self.array(field)?))
     }
 
+    fn count(&mut self, field: &'static str, max: usize) -> Result<usize, WireError> {
+        let count = usize::from(self.u16(field)?);
+        if count == 0 || count > max {
+            return Err(WireError::TooLong {
+                field,
+                len: count,
+                max,
+            });
+        }
+        Ok(count)
+    }
+
     fn bytes16(&mut self, field: &'static str, max: usize) -> Result<&'a [u8], WireError> {
         let len = usize::from(self.u16(field)?);
         if len > max {
@@ -476,17 +516,18 @@ mod tests {
         vec![
             Message::Probe { seq: 1, sent_us: 2 },
             Message::ProbeAck { seq: 3, echo_us: 4 },
-            Message::Lsa {
-                lifetime_ms: 5000,
-                lsa: Arc::new(SignedLsa {
-                    lsa,
-                    credential: Arc::from(&b"cert"[..]),
-                    signature: vec![1, 2, 3],
-                }),
+            Message::LsUpdate {
+                lsas: vec![(
+                    5000,
+                    Arc::new(SignedLsa {
+                        lsa,
+                        credential: Arc::from(&b"cert"[..]),
+                        signature: vec![1, 2, 3],
+                    }),
+                )],
             },
-            Message::LsaAck {
-                origin: name("a"),
-                sequence: 9,
+            Message::LsAck {
+                acks: vec![(name("a"), 9), (name("b"), 1)],
             },
             Message::Data(Data {
                 source: name("a"),

@@ -195,9 +195,8 @@ fn forged_advertisements_are_refused() {
         credential: std::sync::Arc::from(attacker.credential()),
         signature,
     };
-    let frame = Message::Lsa {
-        lifetime_ms: 60_000,
-        lsa: std::sync::Arc::new(lsa),
+    let frame = Message::LsUpdate {
+        lsas: vec![(60_000, std::sync::Arc::new(lsa))],
     }
     .to_bytes();
     mesh.inject(0, 1, frame);
@@ -303,8 +302,7 @@ fn beacons_lead_to_one_dial_from_the_smaller_name() {
     let config = Config::default();
     let auth = SimAuthenticator::new(SECRET, name(1));
     let now = x0tta6bl4_proto::Instant::from_micros(1);
-    let mut small =
-        x0tta6bl4_proto::Node::new(name(1), config.clone(), auth, now).unwrap();
+    let mut small = x0tta6bl4_proto::Node::new(name(1), config.clone(), auth, now).unwrap();
     let auth = SimAuthenticator::new(SECRET, name(2));
     let mut large = x0tta6bl4_proto::Node::new(name(2), config, auth, now).unwrap();
     small.enable_beacons(now, 7001);

@@ -1,0 +1,176 @@
+//! Invariant checkers that see across nodes, which no single node can: loop-free
+//! forwarding, a route for every connected pair, agreeing link-state databases.
+
+use x0tta6bl4_proto::Rng;
+
+use crate::engine::{Sim, Status};
+
+/// Where following next hops from a source towards a destination ends.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Walk {
+    /// The destination was reached over these nodes (source first).
+    Reached(Vec<u32>),
+    /// A node on the way has no route.
+    NoRoute,
+    /// The next hops loop.
+    Loop,
+    /// A next hop is not running or its link carries no frames.
+    Broken,
+}
+
+/// Follow the forwarding tables from `source` to `destination`.
+pub fn walk(sim: &Sim, source: u32, destination: u32) -> Walk {
+    let target = sim.name(destination);
+    let mut path = vec![source];
+    let mut at = source;
+    let hops_max = sim.len();
+    while at != destination {
+        let Some(route) = sim.node(at).routes().get(target) else {
+            return Walk::NoRoute;
+        };
+        let Some(next) = sim.index_of(&route.next_hop) else {
+            return Walk::Broken;
+        };
+        let usable = sim.link_between(at, next).is_some_and(|l| sim.usable(l));
+        if !usable {
+            return Walk::Broken;
+        }
+        if path.len() > hops_max || path.contains(&next) {
+            return Walk::Loop;
+        }
+        path.push(next);
+        at = next;
+    }
+    Walk::Reached(path)
+}
+
+/// Component id of every running node over usable links (`u32::MAX` if not running).
+pub fn components(sim: &Sim) -> Vec<u32> {
+    let n = sim.len();
+    let mut component = vec![u32::MAX; n];
+    let mut next_id = 0;
+    let mut stack = Vec::new();
+    for start in 0..n as u32 {
+        if component[start as usize] != u32::MAX || sim.status(start) != Status::Running {
+            continue;
+        }
+        component[start as usize] = next_id;
+        stack.push(start);
+        while let Some(u) = stack.pop() {
+            for &l in sim.links_of(u) {
+                let link = &sim.links()[l as usize];
+                let v = if link.a == u { link.b } else { link.a };
+                if component[v as usize] == u32::MAX && sim.usable(l) {
+                    component[v as usize] = next_id;
+                    stack.push(v);
+                }
+            }
+        }
+        next_id += 1;
+    }
+    component
+}
+
+/// The result of a health check.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Health {
+    /// Pairs checked.
+    pub pairs_checked: usize,
+    /// Connected pairs without a working path.
+    pub unreachable_pairs: usize,
+    /// Pairs whose next hops loop.
+    pub loops: usize,
+    /// Running nodes whose number of routes differs from their component's size - 1.
+    pub route_count_mismatches: usize,
+    /// Node pairs in one component whose link-state database digests differ.
+    pub lsdb_disagreements: usize,
+}
+
+impl Health {
+    /// Whether every invariant holds.
+    pub fn ok(&self) -> bool {
+        self.unreachable_pairs == 0 && self.loops == 0 && self.route_count_mismatches == 0
+    }
+}
+
+/// Check the invariants. With `pairs_max` below the number of connected pairs, a seeded
+/// sample of pairs is walked (large meshes); route counts are always checked in full.
+pub fn check(sim: &Sim, pairs_max: usize, rng: &mut Rng) -> Health {
+    let component = components(sim);
+    let mut sizes = std::collections::HashMap::new();
+    for &c in component.iter().filter(|&&c| c != u32::MAX) {
+        *sizes.entry(c).or_insert(0usize) += 1;
+    }
+    let running: Vec<u32> = (0..sim.len() as u32)
+        .filter(|&i| component[i as usize] != u32::MAX)
+        .collect();
+    let mut health = Health::default();
+    for &i in &running {
+        // A route to a crashed node may linger until its advertisement ages out, so
+        // count only routes to running nodes in the same component.
+        let routed = sim
+            .node(i)
+            .routes()
+            .iter()
+            .filter(|(d, _)| {
+                sim.index_of(d)
+                    .is_some_and(|j| component[j as usize] == component[i as usize])
+            })
+            .count();
+        if routed + 1 != sizes[&component[i as usize]] {
+            health.route_count_mismatches += 1;
+        }
+    }
+    let total_pairs = running.len() * running.len().saturating_sub(1);
+    let check_pair = |s: u32, d: u32, health: &mut Health| {
+        if s == d || component[s as usize] != component[d as usize] {
+            return;
+        }
+        health.pairs_checked += 1;
+        match walk(sim, s, d) {
+            Walk::Reached(_) => {}
+            Walk::Loop => health.loops += 1,
+            Walk::NoRoute | Walk::Broken => health.unreachable_pairs += 1,
+        }
+    };
+    if total_pairs <= pairs_max {
+        for &s in &running {
+            for &d in &running {
+                check_pair(s, d, &mut health);
+            }
+        }
+    } else {
+        for _ in 0..pairs_max {
+            let s = running[rng.below(running.len() as u64) as usize];
+            let d = running[rng.below(running.len() as u64) as usize];
+            check_pair(s, d, &mut health);
+        }
+    }
+    health
+}
+
+/// Count node pairs, among up to `nodes_max` sampled running nodes, whose link-state
+/// databases differ while they are in the same component.
+pub fn lsdb_disagreements(sim: &Sim, nodes_max: usize) -> usize {
+    let component = components(sim);
+    let running: Vec<u32> = (0..sim.len() as u32)
+        .filter(|&i| component[i as usize] != u32::MAX)
+        .collect();
+    let step = (running.len() / nodes_max.max(1)).max(1);
+    let sample: Vec<u32> = running.iter().copied().step_by(step).collect();
+    let digests: Vec<_> = sample
+        .iter()
+        .map(|&i| sim.node(i).lsdb().digest())
+        .collect();
+    let mut disagreements = 0;
+    for a in 0..sample.len() {
+        for b in (a + 1)..sample.len() {
+            if component[sample[a] as usize] == component[sample[b] as usize]
+                && digests[a] != digests[b]
+            {
+                disagreements += 1;
+            }
+        }
+    }
+    disagreements
+}

@@ -1,0 +1,860 @@
+//! The discrete-event engine: N protocol instances, one simulated clock, link models.
+//!
+//! The engine is a driver of `x0tta6bl4_proto::Node` exactly like the daemon: it feeds
+//! inputs, drains `poll_transmit`, re-arms one timer per node from `poll_timeout`, and
+//! acts on `poll_event` (dials, connection closes on neighbour-down, deliveries). It
+//! models what the daemon's transport does around the core — QUIC handshakes taking one
+//! round trip, connection close frames, stateless resets after a restart, dial timeouts
+//! — so that timings in the twin are the timings of the real node.
+//!
+//! Determinism: every random choice comes from one seeded [`Rng`], events at the same
+//! instant run in insertion order, and no hash map is iterated where order matters. The
+//! same seed gives the same history, byte for byte.
+
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::time::Duration;
+
+use x0tta6bl4_proto::{
+    Config, Destination, Event, Instant, Message, Node, NodeName, Rng, SimAuthenticator,
+};
+
+use crate::topology::{LinkParams, Topology};
+
+/// Frames buffered for a paused node before further ones are dropped.
+const PAUSED_INBOX_MAX: usize = 10_000;
+/// The UDP port every simulated node "listens" on.
+const SIM_PORT: u16 = 7000;
+
+/// Settings of the engine itself (the protocol's are in [`Config`]).
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    /// Protocol configuration of every node (seed and sequence are set per node).
+    pub protocol: Config,
+    /// Seed of the whole run.
+    pub seed: u64,
+    /// How long a dial to an unreachable peer takes to fail (the daemon's QUIC
+    /// handshake timeout).
+    pub dial_timeout: Duration,
+}
+
+impl SimConfig {
+    /// Defaults matching the node daemon.
+    pub fn new(seed: u64) -> Self {
+        SimConfig {
+            protocol: Config::default(),
+            seed,
+            dial_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Whether a simulated node runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Status {
+    /// Processing frames and timers.
+    Running,
+    /// Stopped (SIGSTOP): frames queue up, timers wait.
+    Paused,
+    /// Gone (SIGKILL / power off): its state is lost.
+    Crashed,
+}
+
+#[derive(Clone)]
+struct SimNode {
+    node: Node,
+    status: Status,
+    timer_at: Option<Instant>,
+    inbox: VecDeque<(u32, Message)>,
+    incarnation: u32,
+}
+
+/// One simulated link (both directions share the parameters).
+#[derive(Clone, Debug)]
+pub struct SimLink {
+    /// One end (the dialer).
+    pub a: u32,
+    /// The other end.
+    pub b: u32,
+    /// Latency, jitter, loss and bandwidth.
+    pub params: LinkParams,
+    /// Whether frames cross it at all.
+    pub up: bool,
+    /// Directional filters for asymmetric partitions: `[a→b blocked, b→a blocked]`.
+    pub blocked: [bool; 2],
+    busy_until: [Instant; 2],
+    /// The open connection: (id, incarnation of a, incarnation of b).
+    conn: Option<(u64, u32, u32)>,
+}
+
+#[derive(Clone)]
+enum Pending {
+    Frame {
+        to: u32,
+        from: u32,
+        link: u32,
+        conn: u64,
+        message: Message,
+    },
+    Timer {
+        node: u32,
+    },
+    Handshake {
+        dialer: u32,
+        target: u32,
+        link: u32,
+        addr: SocketAddr,
+    },
+    DialFailed {
+        dialer: u32,
+        addr: SocketAddr,
+        incarnation: u32,
+    },
+    Close {
+        to: u32,
+        from: u32,
+        link: u32,
+        conn: u64,
+    },
+    Callback(u64),
+}
+
+/// The event queue: a binary heap of small (time, sequence, slot) keys over a slab of
+/// payloads, so heap operations move 24 bytes instead of whole frames. Ties in time
+/// are broken by insertion sequence, which keeps runs deterministic.
+#[derive(Clone, Default)]
+struct EventQueue {
+    heap: BinaryHeap<std::cmp::Reverse<(u64, u64, u32)>>,
+    slab: Vec<Option<Pending>>,
+    free: Vec<u32>,
+    seq: u64,
+}
+
+impl EventQueue {
+    fn push(&mut self, at: Instant, what: Pending) {
+        let slot = match self.free.pop() {
+            Some(slot) => {
+                self.slab[slot as usize] = Some(what);
+                slot
+            }
+            None => {
+                self.slab.push(Some(what));
+                (self.slab.len() - 1) as u32
+            }
+        };
+        self.seq += 1;
+        self.heap
+            .push(std::cmp::Reverse((at.as_micros(), self.seq, slot)));
+    }
+
+    fn peek_time(&self) -> Option<Instant> {
+        self.heap
+            .peek()
+            .map(|std::cmp::Reverse((at, _, _))| Instant::from_micros(*at))
+    }
+
+    fn pop(&mut self) -> Option<(Instant, Pending)> {
+        let std::cmp::Reverse((at, _, slot)) = self.heap.pop()?;
+        let what = self.slab[slot as usize]
+            .take()
+            .expect("queued slot holds its event");
+        self.free.push(slot);
+        Some((Instant::from_micros(at), what))
+    }
+
+    fn len(&self) -> usize {
+        self.heap.len()
+    }
+}
+
+/// Counters of one run.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SimStats {
+    /// Queue events processed.
+    pub events: u64,
+    /// Control frames (everything but application data) put on links.
+    pub control_frames: u64,
+    /// Bytes of those frames.
+    pub control_bytes: u64,
+    /// Data frames put on links.
+    pub data_frames: u64,
+    /// Frames lost on links (loss, link down, partition).
+    pub frames_lost: u64,
+    /// Neighbour-down events reported by nodes.
+    pub neighbour_down: u64,
+    /// Route-change events reported by nodes.
+    pub route_changes: u64,
+}
+
+/// Application-level observations the scenario layer wants from the engine.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Observed {
+    /// A probe-flow message arrived: (source, destination, payload).
+    FlowArrival {
+        /// Sending node.
+        source: u32,
+        /// Receiving node.
+        destination: u32,
+    },
+    /// A node declared a neighbour down.
+    NeighbourDown {
+        /// The node.
+        node: u32,
+        /// The neighbour.
+        neighbour: u32,
+        /// Whether the link could carry frames both ways at that instant (a down event
+        /// on a usable link to a running neighbour is a false alarm).
+        link_usable: bool,
+    },
+}
+
+/// The digital twin's engine. Cloning it forks the whole simulated world.
+#[derive(Clone)]
+pub struct Sim {
+    now: Instant,
+    nodes: Vec<SimNode>,
+    names: Vec<NodeName>,
+    index: HashMap<NodeName, u32>,
+    /// All links; `adjacency[i]` lists the links of node i.
+    links: Vec<SimLink>,
+    adjacency: Vec<Vec<u32>>,
+    pair: HashMap<(u32, u32), u32>,
+    queue: EventQueue,
+    next_conn: u64,
+    rng: Rng,
+    config: SimConfig,
+    stats: SimStats,
+    observed: Vec<(Instant, Observed)>,
+    callbacks_due: Vec<u64>,
+}
+
+impl Sim {
+    /// Build the engine over `topology`; nodes start at once and dial their links.
+    pub fn new(topology: &Topology, config: SimConfig) -> Sim {
+        let n = topology.names.len();
+        let names: Vec<NodeName> = topology.names.clone();
+        let index = names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.clone(), i as u32))
+            .collect();
+        let mut sim = Sim {
+            now: Instant::from_micros(1_000_000),
+            nodes: Vec::with_capacity(n),
+            names,
+            index,
+            links: Vec::with_capacity(topology.links.len()),
+            adjacency: vec![Vec::new(); n],
+            pair: HashMap::new(),
+            queue: EventQueue::default(),
+            next_conn: 1,
+            rng: Rng::seed(config.seed),
+            stats: SimStats::default(),
+            observed: Vec::new(),
+            callbacks_due: Vec::new(),
+            config,
+        };
+        for link in &topology.links {
+            let id = sim.links.len() as u32;
+            sim.links.push(SimLink {
+                a: link.a,
+                b: link.b,
+                params: link.params.clone(),
+                up: true,
+                blocked: [false; 2],
+                busy_until: [Instant::ZERO; 2],
+                conn: None,
+            });
+            sim.adjacency[link.a as usize].push(id);
+            sim.adjacency[link.b as usize].push(id);
+            sim.pair
+                .insert((link.a.min(link.b), link.a.max(link.b)), id);
+        }
+        for i in 0..n as u32 {
+            let node = sim.make_node(i);
+            sim.nodes.push(SimNode {
+                node,
+                status: Status::Running,
+                timer_at: None,
+                inbox: VecDeque::new(),
+                incarnation: 0,
+            });
+        }
+        for i in 0..n as u32 {
+            sim.add_dialed_peers(i);
+            sim.drain(i);
+        }
+        sim
+    }
+
+    fn make_node(&mut self, i: u32) -> Node {
+        let name = self.names[i as usize].clone();
+        let protocol = Config {
+            rng_seed: self.rng.next_u64(),
+            // As the daemon: wall-clock milliseconds, so a restart outranks old state.
+            initial_sequence: self.now.as_micros() / 1_000 + 1,
+            ..self.config.protocol.clone()
+        };
+        let auth = SimAuthenticator::new(self.config.seed, name.clone());
+        Node::new(name, protocol, auth, self.now).expect("protocol config validated by the caller")
+    }
+
+    fn add_dialed_peers(&mut self, i: u32) {
+        let now = self.now;
+        for &l in &self.adjacency[i as usize] {
+            let link = &self.links[l as usize];
+            if link.a == i {
+                self.nodes[i as usize].node.add_peer(now, addr_of(link.b));
+            }
+        }
+    }
+
+    /// Re-seed the engine's own random choices (loss, jitter), e.g. per iteration.
+    pub fn reseed(&mut self, seed: u64) {
+        self.rng = Rng::seed(seed);
+    }
+
+    // ----- getters -----
+
+    /// Current simulated time.
+    pub fn now(&self) -> Instant {
+        self.now
+    }
+
+    /// Number of nodes.
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Whether the simulation has no nodes.
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    /// The protocol instance of node `i`.
+    pub fn node(&self, i: u32) -> &Node {
+        &self.nodes[i as usize].node
+    }
+
+    /// The name of node `i`.
+    pub fn name(&self, i: u32) -> &NodeName {
+        &self.names[i as usize]
+    }
+
+    /// The index of the node called `name`.
+    pub fn index_of(&self, name: &NodeName) -> Option<u32> {
+        self.index.get(name).copied()
+    }
+
+    /// Status of node `i`.
+    pub fn status(&self, i: u32) -> Status {
+        self.nodes[i as usize].status
+    }
+
+    /// All links.
+    pub fn links(&self) -> &[SimLink] {
+        &self.links
+    }
+
+    /// Links of node `i`.
+    pub fn links_of(&self, i: u32) -> &[u32] {
+        &self.adjacency[i as usize]
+    }
+
+    /// The link between `a` and `b`.
+    pub fn link_between(&self, a: u32, b: u32) -> Option<u32> {
+        self.pair.get(&(a.min(b), a.max(b))).copied()
+    }
+
+    /// Entries in the event queue (including stale timer entries).
+    pub fn queue_len(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> &SimStats {
+        &self.stats
+    }
+
+    /// Observations since the last call.
+    pub fn take_observed(&mut self) -> Vec<(Instant, Observed)> {
+        std::mem::take(&mut self.observed)
+    }
+
+    /// Whether frames can cross link `l` from `from` to the other end right now.
+    pub fn usable(&self, l: u32) -> bool {
+        let link = &self.links[l as usize];
+        link.up
+            && !link.blocked[0]
+            && !link.blocked[1]
+            && self.nodes[link.a as usize].status == Status::Running
+            && self.nodes[link.b as usize].status == Status::Running
+    }
+
+    // ----- faults -----
+
+    /// Crash node `i`: its state is lost and nobody is told.
+    pub fn crash(&mut self, i: u32) {
+        let sim_node = &mut self.nodes[i as usize];
+        sim_node.status = Status::Crashed;
+        sim_node.inbox.clear();
+        sim_node.timer_at = None;
+    }
+
+    /// Restart a crashed node as a fresh process.
+    pub fn restart(&mut self, i: u32) {
+        assert_eq!(
+            self.nodes[i as usize].status,
+            Status::Crashed,
+            "restart needs a crashed node"
+        );
+        let node = self.make_node(i);
+        let sim_node = &mut self.nodes[i as usize];
+        sim_node.node = node;
+        sim_node.status = Status::Running;
+        sim_node.incarnation += 1;
+        self.add_dialed_peers(i);
+        self.after_input(i);
+    }
+
+    /// Pause node `i` (SIGSTOP).
+    pub fn pause(&mut self, i: u32) {
+        if self.nodes[i as usize].status == Status::Running {
+            self.nodes[i as usize].status = Status::Paused;
+        }
+    }
+
+    /// Resume a paused node (SIGCONT): it handles what queued up, then its timers.
+    pub fn resume(&mut self, i: u32) {
+        if self.nodes[i as usize].status != Status::Paused {
+            return;
+        }
+        self.nodes[i as usize].status = Status::Running;
+        let now = self.now;
+        while let Some((from, message)) = self.nodes[i as usize].inbox.pop_front() {
+            let from_name = self.names[from as usize].clone();
+            self.nodes[i as usize]
+                .node
+                .handle_message(now, &from_name, message);
+        }
+        self.nodes[i as usize].node.handle_timeout(now);
+        self.after_input(i);
+    }
+
+    /// Take link `l` down or up (frames stop crossing; nobody is told).
+    pub fn set_link_up(&mut self, l: u32, up: bool) {
+        self.links[l as usize].up = up;
+    }
+
+    /// Block one direction of link `l` (`a_to_b` picks which).
+    pub fn set_blocked(&mut self, l: u32, a_to_b: bool, blocked: bool) {
+        self.links[l as usize].blocked[usize::from(!a_to_b)] = blocked;
+    }
+
+    /// Change a link's loss probability.
+    pub fn set_link_loss(&mut self, l: u32, loss: f64) {
+        self.links[l as usize].params.loss = loss.clamp(0.0, 1.0);
+    }
+
+    /// Change a link's latency.
+    pub fn set_link_latency(&mut self, l: u32, latency: Duration) {
+        self.links[l as usize].params.latency = latency;
+    }
+
+    // ----- the data plane -----
+
+    /// Send an application message from `from` to `to` on `channel`.
+    pub fn send(&mut self, from: u32, to: u32, channel: u8, payload: Vec<u8>) -> bool {
+        if self.nodes[from as usize].status != Status::Running {
+            return false;
+        }
+        let now = self.now;
+        let to_name = self.names[to as usize].clone();
+        let ok = self.nodes[from as usize]
+            .node
+            .send(now, &to_name, channel, payload)
+            .is_ok();
+        self.after_input(from);
+        ok
+    }
+
+    /// Ask to be woken at `at` (see [`Sim::run_until`]): returns the callback's id.
+    pub fn schedule_callback(&mut self, at: Instant, id: u64) {
+        self.push(at.max(self.now), Pending::Callback(id));
+    }
+
+    // ----- running -----
+
+    /// Process events up to and including `until`, or until a callback fires; returns
+    /// the callbacks that fired (empty when `until` was reached).
+    pub fn run_until(&mut self, until: Instant) -> Vec<u64> {
+        while let Some(at) = self.queue.peek_time() {
+            if at > until {
+                break;
+            }
+            let (at, what) = self.queue.pop().expect("peeked");
+            debug_assert!(at >= self.now, "time went backwards");
+            self.now = at;
+            self.stats.events += 1;
+            self.process(what);
+            if !self.callbacks_due.is_empty() {
+                return std::mem::take(&mut self.callbacks_due);
+            }
+        }
+        self.now = self.now.max(until);
+        Vec::new()
+    }
+
+    /// Run for `duration` of simulated time, ignoring callbacks.
+    pub fn run_for(&mut self, duration: Duration) {
+        let end = self.now + duration;
+        while self.now < end || self.queue.peek_time().is_some_and(|at| at <= end) {
+            let fired = self.run_until(end);
+            if fired.is_empty() {
+                break;
+            }
+        }
+    }
+
+    fn push(&mut self, at: Instant, what: Pending) {
+        self.queue.push(at, what);
+    }
+
+    fn process(&mut self, what: Pending) {
+        match what {
+            Pending::Frame {
+                to,
+                from,
+                link,
+                conn,
+                message,
+            } => self.deliver_frame(to, from, link, conn, message),
+            Pending::Timer { node } => self.fire_timer(node),
+            Pending::Handshake {
+                dialer,
+                target,
+                link,
+                addr,
+            } => self.complete_handshake(dialer, target, link, addr),
+            Pending::DialFailed {
+                dialer,
+                addr,
+                incarnation,
+            } => {
+                let sim_node = &mut self.nodes[dialer as usize];
+                if sim_node.status == Status::Running && sim_node.incarnation == incarnation {
+                    sim_node.node.handle_dial_failed(self.now, addr);
+                    self.after_input(dialer);
+                }
+            }
+            Pending::Close {
+                to,
+                from,
+                link,
+                conn,
+            } => {
+                // Applies unless a newer connection replaced the closed one meanwhile.
+                let current = self.links[link as usize].conn.is_none_or(|c| c.0 == conn);
+                if current && self.nodes[to as usize].status == Status::Running {
+                    self.links[link as usize].conn = None;
+                    let from_name = self.names[from as usize].clone();
+                    self.nodes[to as usize]
+                        .node
+                        .handle_link_down(self.now, &from_name);
+                    self.after_input(to);
+                }
+            }
+            Pending::Callback(id) => self.callbacks_due.push(id),
+        }
+    }
+
+    fn fire_timer(&mut self, i: u32) {
+        let now = self.now;
+        let sim_node = &mut self.nodes[i as usize];
+        if sim_node.status != Status::Running || sim_node.timer_at != Some(now) {
+            return; // stale timer entry
+        }
+        sim_node.timer_at = None;
+        sim_node.node.handle_timeout(now);
+        self.after_input(i);
+    }
+
+    fn deliver_frame(&mut self, to: u32, from: u32, link: u32, conn: u64, message: Message) {
+        let l = &self.links[link as usize];
+        let Some((open, inc_a, inc_b)) = l.conn else {
+            return;
+        };
+        if open != conn {
+            return; // the connection it was sent on is gone
+        }
+        let incarnation = if l.a == to { inc_a } else { inc_b };
+        match self.nodes[to as usize].status {
+            Status::Crashed => {}
+            _ if self.nodes[to as usize].incarnation != incarnation => {
+                // A restarted process answers a frame of the old connection with a
+                // stateless reset: the sender learns at once that the connection is gone.
+                let latency = self.links[link as usize].params.latency;
+                self.push(
+                    self.now + latency,
+                    Pending::Close {
+                        to: from,
+                        from: to,
+                        link,
+                        conn,
+                    },
+                );
+            }
+            Status::Paused => {
+                let inbox = &mut self.nodes[to as usize].inbox;
+                if inbox.len() < PAUSED_INBOX_MAX {
+                    inbox.push_back((from, message));
+                }
+            }
+            Status::Running => {
+                let from_name = self.names[from as usize].clone();
+                self.nodes[to as usize]
+                    .node
+                    .handle_message(self.now, &from_name, message);
+                self.after_input(to);
+            }
+        }
+    }
+
+    fn complete_handshake(&mut self, dialer: u32, target: u32, link: u32, addr: SocketAddr) {
+        let reachable = self.links[link as usize].up
+            && self.nodes[target as usize].status == Status::Running
+            && self.nodes[dialer as usize].status == Status::Running;
+        if !reachable {
+            return; // the dial-failure timer already queued reports it
+        }
+        self.next_conn += 1;
+        let l = &mut self.links[link as usize];
+        let (inc_a, inc_b) = (
+            self.nodes[l.a as usize].incarnation,
+            self.nodes[l.b as usize].incarnation,
+        );
+        l.conn = Some((self.next_conn, inc_a, inc_b));
+        let now = self.now;
+        let (dialer_name, target_name) = (
+            self.names[dialer as usize].clone(),
+            self.names[target as usize].clone(),
+        );
+        if !self.nodes[dialer as usize]
+            .node
+            .handle_link_up(now, target_name, Some(addr))
+        {
+            self.links[link as usize].conn = None;
+        }
+        self.nodes[target as usize]
+            .node
+            .handle_link_up(now, dialer_name, None);
+        self.after_input(dialer);
+        self.after_input(target);
+    }
+
+    /// After any input to node `i`: drain transmits, re-arm the timer, act on events.
+    fn after_input(&mut self, i: u32) {
+        self.drain(i);
+    }
+
+    fn drain(&mut self, i: u32) {
+        // Acting on events may feed the node more input (a connection close), so repeat
+        // until it is quiet; each round strictly consumes queued output.
+        loop {
+            while let Some(transmit) = self.nodes[i as usize].node.poll_transmit() {
+                if let Destination::Neighbour(to) = transmit.destination {
+                    self.put_on_link(i, &to, transmit.message);
+                }
+            }
+            if let Some(at) = self.nodes[i as usize].node.poll_timeout() {
+                let at = at.max(self.now + Duration::from_micros(1));
+                if self.nodes[i as usize].timer_at != Some(at) {
+                    self.nodes[i as usize].timer_at = Some(at);
+                    self.push(at, Pending::Timer { node: i });
+                }
+            }
+            let events: Vec<Event> =
+                std::iter::from_fn(|| self.nodes[i as usize].node.poll_event()).collect();
+            if events.is_empty() {
+                break;
+            }
+            for event in events {
+                self.on_event(i, event);
+            }
+        }
+    }
+
+    fn put_on_link(&mut self, from: u32, to_name: &NodeName, message: Message) {
+        let Some(&to) = self.index.get(to_name) else {
+            return;
+        };
+        let Some(l) = self.link_between(from, to) else {
+            return;
+        };
+        let link = &mut self.links[l as usize];
+        let Some((conn, ..)) = link.conn else { return };
+        let bytes = message.encoded_len() as u64;
+        if let Message::Data(_) = message {
+            self.stats.data_frames += 1;
+        } else {
+            self.stats.control_frames += 1;
+            self.stats.control_bytes += bytes;
+        }
+        let direction = usize::from(link.a != from);
+        let lossy = link.params.loss > 0.0 && self.rng.unit() < link.params.loss;
+        if !link.up || link.blocked[direction] || lossy {
+            self.stats.frames_lost += 1;
+            return;
+        }
+        let mut at = self.now;
+        if link.params.bandwidth_bps > 0 {
+            let transmission =
+                Duration::from_secs_f64(bytes as f64 * 8.0 / link.params.bandwidth_bps as f64);
+            let start = link.busy_until[direction].max(self.now);
+            link.busy_until[direction] = start + transmission;
+            at = link.busy_until[direction];
+        }
+        let jitter = link.params.jitter.mul_f64(self.rng.unit());
+        at = at + link.params.latency + jitter;
+        self.push(
+            at,
+            Pending::Frame {
+                to,
+                from,
+                link: l,
+                conn,
+                message,
+            },
+        );
+    }
+
+    fn on_event(&mut self, i: u32, event: Event) {
+        match event {
+            Event::Dial { addr } => self.dial(i, addr),
+            Event::NeighbourDown { name, .. } => {
+                self.stats.neighbour_down += 1;
+                let Some(&j) = self.index.get(&name) else {
+                    return;
+                };
+                let link_usable = self.link_between(i, j).is_some_and(|l| self.usable(l));
+                self.observed.push((
+                    self.now,
+                    Observed::NeighbourDown {
+                        node: i,
+                        neighbour: j,
+                        link_usable,
+                    },
+                ));
+                self.close_connection(i, j);
+            }
+            Event::RoutesChanged { .. } => self.stats.route_changes += 1,
+            Event::Delivered(delivery) if delivery.channel == 1 => {
+                if let Some(&source) = self.index.get(&delivery.source) {
+                    self.observed.push((
+                        self.now,
+                        Observed::FlowArrival {
+                            source,
+                            destination: i,
+                        },
+                    ));
+                }
+            }
+            Event::Delivered(_) | Event::NeighbourUp { .. } | Event::Healing(_) => {}
+        }
+    }
+
+    /// As the daemon: a neighbour declared down gets its connection closed; the close
+    /// frame reaches the other end if the link still carries frames.
+    fn close_connection(&mut self, i: u32, j: u32) {
+        let Some(l) = self.link_between(i, j) else {
+            return;
+        };
+        let now = self.now;
+        let j_name = self.names[j as usize].clone();
+        // Each end holds its own connection handle: i closes its end even when the
+        // other end closed first (its close frame may have been lost on a dead link).
+        self.nodes[i as usize].node.handle_link_down(now, &j_name);
+        let Some((conn, ..)) = self.links[l as usize].conn.take() else {
+            return;
+        };
+        if self.links[l as usize].up && self.nodes[j as usize].status == Status::Running {
+            let latency = self.links[l as usize].params.latency;
+            self.push(
+                now + latency,
+                Pending::Close {
+                    to: j,
+                    from: i,
+                    link: l,
+                    conn,
+                },
+            );
+        }
+    }
+
+    fn dial(&mut self, dialer: u32, addr: SocketAddr) {
+        let incarnation = self.nodes[dialer as usize].incarnation;
+        let failed_at = self.now + self.config.dial_timeout;
+        let Some(target) = index_of_addr(addr).filter(|&t| (t as usize) < self.nodes.len()) else {
+            self.push(
+                failed_at,
+                Pending::DialFailed {
+                    dialer,
+                    addr,
+                    incarnation,
+                },
+            );
+            return;
+        };
+        let Some(l) = self.link_between(dialer, target) else {
+            self.push(
+                failed_at,
+                Pending::DialFailed {
+                    dialer,
+                    addr,
+                    incarnation,
+                },
+            );
+            return;
+        };
+        let link = &self.links[l as usize];
+        let answers = link.up && self.nodes[target as usize].status == Status::Running;
+        if answers {
+            // One round trip for the QUIC + TLS 1.3 handshake.
+            let rtt = link.params.latency * 2;
+            self.push(
+                self.now + rtt,
+                Pending::Handshake {
+                    dialer,
+                    target,
+                    link: l,
+                    addr,
+                },
+            );
+        } else {
+            self.push(
+                failed_at,
+                Pending::DialFailed {
+                    dialer,
+                    addr,
+                    incarnation,
+                },
+            );
+        }
+    }
+}
+
+/// The simulated address of node `i`.
+pub fn addr_of(i: u32) -> SocketAddr {
+    let [_, b, c, d] = i.to_be_bytes();
+    SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(10, b, c, d), SIM_PORT))
+}
+
+fn index_of_addr(addr: SocketAddr) -> Option<u32> {
+    match addr {
+        SocketAddr::V4(v4) if v4.port() == SIM_PORT => {
+            let [a, b, c, d] = v4.ip().octets();
+            (a == 10).then(|| u32::from_be_bytes([0, b, c, d]))
+        }
+        _ => None,
+    }
+}

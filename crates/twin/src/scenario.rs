@@ -1,0 +1,697 @@
+//! Failure scenarios, one iteration's timeline, and the data-plane measurement.
+//!
+//! An iteration forks the converged mesh (a clone of the engine), starts probe flows
+//! between node pairs whose path crosses the elements the fault will break, lets them
+//! run for a baseline, applies the fault plan, and runs until every affected flow
+//! delivers again (or a bound passes). Outages are computed by
+//! `x0tta6bl4_proto::measure`, the code the demo and the chaos lab use.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use x0tta6bl4_proto::measure::flow_outage_us;
+use x0tta6bl4_proto::{Instant, Rng};
+
+use crate::check::{self, walk, Walk};
+use crate::engine::{Observed, Sim};
+
+/// How many nodes fail.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Count {
+    /// This many.
+    Nodes(usize),
+    /// This percentage of all nodes (at least one).
+    Percent(f64),
+}
+
+/// A failure scenario with its parameters.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Scenario {
+    /// `count` nodes crash at once.
+    NodeFailure {
+        /// How many.
+        count: Count,
+    },
+    /// `count` links fail silently at once.
+    LinkFailure {
+        /// How many.
+        count: usize,
+    },
+    /// The mesh splits into `groups` groups for `hold`, then heals.
+    Partition {
+        /// Number of groups.
+        groups: usize,
+        /// How long the split lasts.
+        hold: Duration,
+    },
+    /// One node crashes; each neighbour of a crashed node crashes with probability `p`
+    /// after `delay`, wave after wave, up to `max_fraction` of the mesh.
+    Cascade {
+        /// Spread probability per neighbour.
+        probability: f64,
+        /// Delay between waves.
+        delay: Duration,
+        /// Largest fraction of nodes that may fail.
+        max_fraction: f64,
+    },
+    /// `links` links go down and up every `period`, `cycles` times.
+    Flap {
+        /// Links that flap.
+        links: usize,
+        /// Half-period: time down, then time up.
+        period: Duration,
+        /// Down/up cycles.
+        cycles: u32,
+    },
+    /// `links` links get `loss` and `delay` added.
+    Degrade {
+        /// Links degraded.
+        links: usize,
+        /// Loss probability added.
+        loss: f64,
+        /// One-way delay added.
+        delay: Duration,
+    },
+}
+
+/// Help text for scenario names and their parameters.
+pub const SCENARIO_HELP: &str = "\
+node-failure[:count=K|percent=P]            K nodes (default 1) or P % of nodes crash at once
+link-failure[:count=K]                      K links (default 1) fail silently at once
+partition[:groups=G,hold_ms=T]              split into G groups (default 2) for T ms (default 2000), then heal
+cascade[:p=P,delay_ms=D,max_fraction=F]     one crash spreads to each neighbour with probability P (default 0.3)
+                                            every D ms (default 100), up to F of the mesh (default 0.2)
+flap[:links=K,period_ms=T,cycles=C]         K links (default 1) go down and up every T ms (default 500), C times (default 4)
+degrade[:links=K,loss=L,delay_ms=D]         K links (default 3) get loss L (default 0.3) and D ms (default 0) extra delay";
+
+/// A scenario specification that cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("scenario {spec:?}: {reason}")]
+pub struct ScenarioError {
+    /// What was given.
+    pub spec: String,
+    /// What is wrong and what would work.
+    pub reason: String,
+}
+
+/// Parse `key=value,key=value` parameters, refusing keys not in `allowed`.
+pub fn parse_params(
+    spec: &str,
+    params: &str,
+    allowed: &[&str],
+) -> Result<BTreeMap<String, f64>, ScenarioError> {
+    let err = |reason: String| ScenarioError {
+        spec: spec.to_owned(),
+        reason,
+    };
+    let mut out = BTreeMap::new();
+    for part in params.split(',').filter(|p| !p.trim().is_empty()) {
+        let (key, value) = part
+            .split_once('=')
+            .ok_or_else(|| err(format!("parameter {part:?} needs the form key=value")))?;
+        let key = key.trim();
+        if !allowed.contains(&key) {
+            return Err(err(format!(
+                "unknown parameter {key:?}; this one takes {}",
+                allowed.join(", ")
+            )));
+        }
+        let value: f64 = value
+            .trim()
+            .trim_end_matches('%')
+            .parse()
+            .map_err(|_| err(format!("{key}={value:?} is not a number")))?;
+        if !value.is_finite() || value < 0.0 {
+            return Err(err(format!("{key}={value} must be a non-negative number")));
+        }
+        out.insert(key.to_owned(), value);
+    }
+    Ok(out)
+}
+
+impl std::str::FromStr for Scenario {
+    type Err = ScenarioError;
+
+    fn from_str(spec: &str) -> Result<Scenario, ScenarioError> {
+        let (name, params) = spec.split_once(':').unwrap_or((spec, ""));
+        let err = |reason: String| ScenarioError {
+            spec: spec.to_owned(),
+            reason,
+        };
+        let ms = |v: f64| Duration::from_secs_f64(v / 1e3);
+        let scenario = match name {
+            "node-failure" => {
+                let p = parse_params(spec, params, &["count", "percent"])?;
+                match (p.get("count"), p.get("percent")) {
+                    (Some(_), Some(_)) => return Err(err("give count or percent, not both".into())),
+                    (_, Some(&pct)) if pct <= 0.0 || pct >= 100.0 => return Err(err(format!("percent={pct}: use more than 0 and less than 100"))),
+                    (_, Some(&pct)) => Scenario::NodeFailure { count: Count::Percent(pct) },
+                    (Some(&k), _) if k < 1.0 || k.fract() != 0.0 => return Err(err(format!("count={k}: use a whole number >= 1"))),
+                    (Some(&k), _) => Scenario::NodeFailure { count: Count::Nodes(k as usize) },
+                    (None, None) => Scenario::NodeFailure { count: Count::Nodes(1) },
+                }
+            }
+            "link-failure" => {
+                let p = parse_params(spec, params, &["count"])?;
+                Scenario::LinkFailure { count: whole(spec, "count", p.get("count").copied().unwrap_or(1.0), 1)? }
+            }
+            "partition" => {
+                let p = parse_params(spec, params, &["groups", "hold_ms"])?;
+                Scenario::Partition {
+                    groups: whole(spec, "groups", p.get("groups").copied().unwrap_or(2.0), 2)?,
+                    hold: ms(p.get("hold_ms").copied().unwrap_or(2_000.0)),
+                }
+            }
+            "cascade" => {
+                let p = parse_params(spec, params, &["p", "delay_ms", "max_fraction"])?;
+                let probability = p.get("p").copied().unwrap_or(0.3);
+                let max_fraction = p.get("max_fraction").copied().unwrap_or(0.2);
+                if probability > 1.0 || !(max_fraction > 0.0 && max_fraction < 1.0) {
+                    return Err(err("p must be in 0..1 and max_fraction in (0, 1)".into()));
+                }
+                Scenario::Cascade { probability, delay: ms(p.get("delay_ms").copied().unwrap_or(100.0)), max_fraction }
+            }
+            "flap" => {
+                let p = parse_params(spec, params, &["links", "period_ms", "cycles"])?;
+                Scenario::Flap {
+                    links: whole(spec, "links", p.get("links").copied().unwrap_or(1.0), 1)?,
+                    period: ms(p.get("period_ms").copied().unwrap_or(500.0).max(1.0)),
+                    cycles: whole(spec, "cycles", p.get("cycles").copied().unwrap_or(4.0), 1)? as u32,
+                }
+            }
+            "degrade" => {
+                let p = parse_params(spec, params, &["links", "loss", "delay_ms"])?;
+                let loss = p.get("loss").copied().unwrap_or(0.3);
+                if loss > 1.0 {
+                    return Err(err(format!("loss={loss}: use a fraction in 0..1 (e.g. 0.3)")));
+                }
+                Scenario::Degrade {
+                    links: whole(spec, "links", p.get("links").copied().unwrap_or(3.0), 1)?,
+                    loss,
+                    delay: ms(p.get("delay_ms").copied().unwrap_or(0.0)),
+                }
+            }
+            other => {
+                return Err(err(format!(
+                    "unknown scenario {other:?}; use one of node-failure, link-failure, partition, cascade, flap, degrade"
+                )))
+            }
+        };
+        Ok(scenario)
+    }
+}
+
+fn whole(spec: &str, key: &str, value: f64, min: usize) -> Result<usize, ScenarioError> {
+    if value.fract() != 0.0 || value < min as f64 {
+        return Err(ScenarioError {
+            spec: spec.to_owned(),
+            reason: format!("{key}={value}: use a whole number >= {min}"),
+        });
+    }
+    Ok(value as usize)
+}
+
+/// One step of a fault plan.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Action {
+    /// Crash a node.
+    Crash(u32),
+    /// Take a link down.
+    LinkDown(u32),
+    /// Bring a link back.
+    LinkUp(u32),
+    /// Set a link's loss and latency.
+    Degrade(u32, f64, Duration),
+}
+
+/// What a fault breaks and when: actions at offsets from the fault instant.
+#[derive(Clone, Debug, Default)]
+pub struct FaultPlan {
+    /// Actions, sorted by offset.
+    pub actions: Vec<(Duration, Action)>,
+    /// Nodes that fail at some point (flows to or from them are not measured).
+    pub failed_nodes: BTreeSet<u32>,
+    /// Links the fault disturbs (flows whose path crosses them are measured).
+    pub disturbed_links: BTreeSet<u32>,
+    /// For partitions: each node's group; flows are measured within a group.
+    pub group: Option<Vec<u32>>,
+    /// Single fault instant (MTTR per ARCHITECTURE.md) or several disruptions (the
+    /// longest gap after the first counts).
+    pub single_shot: bool,
+}
+
+impl Scenario {
+    /// Check the scenario fits a mesh of `nodes` nodes and `links` links.
+    pub fn validate(&self, nodes: usize, links: usize) -> Result<(), ScenarioError> {
+        let err = |reason: String| {
+            Err(ScenarioError {
+                spec: format!("{self:?}"),
+                reason,
+            })
+        };
+        match self {
+            Scenario::NodeFailure {
+                count: Count::Nodes(k),
+            } if *k >= nodes => err(format!(
+                "{k} failures with {nodes} nodes: fail fewer nodes than the mesh has"
+            )),
+            Scenario::LinkFailure { count }
+            | Scenario::Flap { links: count, .. }
+            | Scenario::Degrade { links: count, .. }
+                if *count > links =>
+            {
+                err(format!(
+                    "{count} links with only {links} in the mesh: use fewer"
+                ))
+            }
+            Scenario::Partition { groups, .. } if *groups > nodes => err(format!(
+                "{groups} groups with {nodes} nodes: use fewer groups"
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// Draw the concrete faults of one iteration.
+    pub fn plan(&self, sim: &Sim, rng: &mut Rng) -> FaultPlan {
+        let n = sim.len() as u32;
+        let mut plan = FaultPlan {
+            single_shot: true,
+            ..FaultPlan::default()
+        };
+        match self {
+            Scenario::NodeFailure { count } => {
+                let k = match count {
+                    Count::Nodes(k) => *k,
+                    Count::Percent(p) => ((f64::from(n) * p / 100.0).round() as usize).max(1),
+                };
+                for v in choose(rng, n, k.min(n as usize - 1)) {
+                    plan.actions.push((Duration::ZERO, Action::Crash(v)));
+                    plan.failed_nodes.insert(v);
+                }
+            }
+            Scenario::LinkFailure { count } => {
+                for l in choose(rng, sim.links().len() as u32, *count) {
+                    plan.actions.push((Duration::ZERO, Action::LinkDown(l)));
+                    plan.disturbed_links.insert(l);
+                }
+            }
+            Scenario::Partition { groups, hold } => {
+                let group = partition_groups(sim, *groups as u32, rng);
+                for (l, link) in sim.links().iter().enumerate() {
+                    if group[link.a as usize] != group[link.b as usize] {
+                        plan.actions
+                            .push((Duration::ZERO, Action::LinkDown(l as u32)));
+                        plan.actions.push((*hold, Action::LinkUp(l as u32)));
+                        plan.disturbed_links.insert(l as u32);
+                    }
+                }
+                plan.group = Some(group);
+            }
+            Scenario::Cascade {
+                probability,
+                delay,
+                max_fraction,
+            } => {
+                plan.single_shot = false;
+                let limit = ((f64::from(n) * max_fraction) as usize).clamp(1, n as usize - 1);
+                let mut wave = vec![rng.below(u64::from(n)) as u32];
+                let mut at = Duration::ZERO;
+                while !wave.is_empty() && plan.failed_nodes.len() < limit {
+                    let mut next = Vec::new();
+                    for &v in &wave {
+                        if plan.failed_nodes.len() >= limit || !plan.failed_nodes.insert(v) {
+                            continue;
+                        }
+                        plan.actions.push((at, Action::Crash(v)));
+                        for &l in sim.links_of(v) {
+                            let link = &sim.links()[l as usize];
+                            let u = if link.a == v { link.b } else { link.a };
+                            if !plan.failed_nodes.contains(&u) && rng.unit() < *probability {
+                                next.push(u);
+                            }
+                        }
+                    }
+                    wave = next;
+                    at += *delay;
+                }
+            }
+            Scenario::Flap {
+                links,
+                period,
+                cycles,
+            } => {
+                plan.single_shot = false;
+                for l in choose(rng, sim.links().len() as u32, *links) {
+                    plan.disturbed_links.insert(l);
+                    for c in 0..*cycles {
+                        plan.actions.push((*period * (2 * c), Action::LinkDown(l)));
+                        plan.actions
+                            .push((*period * (2 * c + 1), Action::LinkUp(l)));
+                    }
+                }
+            }
+            Scenario::Degrade { links, loss, delay } => {
+                plan.single_shot = false;
+                for l in choose(rng, sim.links().len() as u32, *links) {
+                    plan.disturbed_links.insert(l);
+                    let link = &sim.links()[l as usize];
+                    let new_loss = 1.0 - (1.0 - link.params.loss) * (1.0 - loss);
+                    plan.actions.push((
+                        Duration::ZERO,
+                        Action::Degrade(l, new_loss, link.params.latency + *delay),
+                    ));
+                }
+            }
+        }
+        plan.actions.sort_by_key(|(at, _)| *at);
+        plan
+    }
+}
+
+/// `k` distinct values from `0..n`, seeded.
+fn choose(rng: &mut Rng, n: u32, k: usize) -> Vec<u32> {
+    let mut chosen = BTreeSet::new();
+    let k = k.min(n as usize);
+    while chosen.len() < k {
+        chosen.insert(rng.below(u64::from(n)) as u32);
+    }
+    let mut out: Vec<u32> = chosen.into_iter().collect();
+    // Shuffle so the order does not favour low indices.
+    for i in (1..out.len()).rev() {
+        out.swap(i, rng.below(i as u64 + 1) as usize);
+    }
+    out
+}
+
+/// Grow `groups` regions by breadth-first search from random seeds, so each group is
+/// connected the way a real network split (a cut between sites) is.
+fn partition_groups(sim: &Sim, groups: u32, rng: &mut Rng) -> Vec<u32> {
+    let n = sim.len();
+    let mut group = vec![u32::MAX; n];
+    let mut frontier: Vec<std::collections::VecDeque<u32>> = Vec::new();
+    for (g, seed) in choose(rng, n as u32, groups as usize)
+        .into_iter()
+        .enumerate()
+    {
+        group[seed as usize] = g as u32;
+        frontier.push(std::collections::VecDeque::from([seed]));
+    }
+    let mut progress = true;
+    while progress {
+        progress = false;
+        for (g, queue) in frontier.iter_mut().enumerate() {
+            if let Some(u) = queue.pop_front() {
+                progress = true;
+                for &l in sim.links_of(u) {
+                    let link = &sim.links()[l as usize];
+                    let v = if link.a == u { link.b } else { link.a };
+                    if group[v as usize] == u32::MAX {
+                        group[v as usize] = g as u32;
+                        queue.push_back(v);
+                    }
+                }
+            }
+        }
+    }
+    for g in group.iter_mut().filter(|g| **g == u32::MAX) {
+        *g = 0;
+    }
+    group
+}
+
+/// Options of one iteration's measurement.
+#[derive(Clone, Debug)]
+pub struct Measurement {
+    /// Interval between probes of one flow.
+    pub flow_interval: Duration,
+    /// Most flows measured per iteration.
+    pub flows_max: usize,
+    /// Time flows run before the fault.
+    pub baseline: Duration,
+    /// Longest time waited for flows to recover after the last fault action.
+    pub recovery_max: Duration,
+    /// Time flows keep running after they all recovered.
+    pub tail: Duration,
+    /// Pairs walked by the health check after the run (a sample beyond it).
+    pub check_pairs_max: usize,
+}
+
+impl Default for Measurement {
+    fn default() -> Self {
+        Measurement {
+            flow_interval: Duration::from_millis(10),
+            flows_max: 100,
+            baseline: Duration::from_millis(200),
+            recovery_max: Duration::from_secs(10),
+            tail: Duration::from_millis(200),
+            check_pairs_max: 5_000,
+        }
+    }
+}
+
+/// What one iteration measured.
+#[derive(Clone, Debug, Default)]
+pub struct IterationResult {
+    /// Outage per measured flow that recovered: (source, destination, ms).
+    pub outages: Vec<(u32, u32, f64)>,
+    /// Flows that never delivered again within the bound.
+    pub unhealed_flows: usize,
+    /// Time from the fault until the last route change among survivors, in ms.
+    pub reconverged_ms: f64,
+    /// Connected pairs without a working path at the end.
+    pub unreachable_pairs_after_heal: usize,
+    /// Neighbour-down events on links that worked (false alarms).
+    pub false_down_events: usize,
+    /// All neighbour-down events.
+    pub down_events: usize,
+    /// Simulated time of the iteration.
+    pub sim_time: Duration,
+    /// Control frames and bytes sent during the iteration.
+    pub control_frames: u64,
+    /// Bytes of those.
+    pub control_bytes: u64,
+}
+
+/// Pick flows whose current path crosses what the plan breaks.
+pub fn affected_flows(
+    sim: &Sim,
+    plan: &FaultPlan,
+    flows_max: usize,
+    rng: &mut Rng,
+) -> Vec<(u32, u32)> {
+    let n = sim.len() as u32;
+    let survivors: Vec<u32> = (0..n).filter(|v| !plan.failed_nodes.contains(v)).collect();
+    let sources: Vec<u32> = if survivors.len() <= 64 {
+        survivors.clone()
+    } else {
+        (0..64)
+            .map(|_| survivors[rng.below(survivors.len() as u64) as usize])
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect()
+    };
+    let same_group = |s: u32, d: u32| {
+        plan.group
+            .as_ref()
+            .is_none_or(|g| g[s as usize] == g[d as usize])
+    };
+    let mut affected = Vec::new();
+    for &s in &sources {
+        for &d in &survivors {
+            if s == d || !same_group(s, d) {
+                continue;
+            }
+            let Walk::Reached(path) = walk(sim, s, d) else {
+                continue;
+            };
+            let crosses_node = path[1..path.len() - 1]
+                .iter()
+                .any(|v| plan.failed_nodes.contains(v));
+            let crosses_link = path.windows(2).any(|w| {
+                sim.link_between(w[0], w[1])
+                    .is_some_and(|l| plan.disturbed_links.contains(&l))
+            });
+            if crosses_node || crosses_link {
+                affected.push((s, d));
+            }
+        }
+    }
+    // A seeded sample keeps the cost bounded on large meshes.
+    for i in (1..affected.len()).rev() {
+        affected.swap(i, rng.below(i as u64 + 1) as usize);
+    }
+    affected.truncate(flows_max);
+    affected.sort_unstable();
+    affected
+}
+
+/// Run one iteration on `sim` (a fork of the converged mesh).
+pub fn run_iteration(
+    sim: &mut Sim,
+    plan: &FaultPlan,
+    flows: &[(u32, u32)],
+    m: &Measurement,
+    rng: &mut Rng,
+) -> IterationResult {
+    let start = sim.now();
+    let stats_before = sim.stats().clone();
+    let fault_at = start + m.baseline;
+    let last_action = plan.actions.last().map_or(Duration::ZERO, |(at, _)| *at);
+    let deadline = fault_at + last_action + m.recovery_max;
+    let mut arrivals: BTreeMap<(u32, u32), Vec<u64>> =
+        flows.iter().map(|&f| (f, Vec::new())).collect();
+    let mut actions = plan.actions.iter().peekable();
+    let mut result = IterationResult::default();
+    let mut last_route_change = fault_at;
+    let mut recovered_at: Option<Instant> = None;
+    let mut tick = start;
+    let routes_before: u64 = sim.stats().route_changes;
+    let mut route_changes_seen = routes_before;
+    sim.take_observed();
+    loop {
+        while let Some((offset, action)) = actions.peek() {
+            if fault_at + *offset > tick {
+                break;
+            }
+            apply(sim, action);
+            actions.next();
+        }
+        for &(s, d) in flows {
+            sim.send(s, d, 1, Vec::new());
+        }
+        tick = tick + m.flow_interval;
+        sim.run_until(tick);
+        for (at, observed) in sim.take_observed() {
+            match observed {
+                Observed::FlowArrival {
+                    source,
+                    destination,
+                } => {
+                    if let Some(list) = arrivals.get_mut(&(source, destination)) {
+                        list.push(at.as_micros());
+                    }
+                }
+                Observed::NeighbourDown { link_usable, .. } => {
+                    result.down_events += 1;
+                    result.false_down_events += usize::from(link_usable);
+                }
+            }
+        }
+        if sim.stats().route_changes != route_changes_seen {
+            route_changes_seen = sim.stats().route_changes;
+            last_route_change = sim.now();
+        }
+        let faults_done = actions.peek().is_none();
+        let last_fault = fault_at + last_action;
+        let all_back = arrivals
+            .values()
+            .all(|a| a.last().is_some_and(|&t| t > last_fault.as_micros()));
+        if faults_done && all_back && recovered_at.is_none() && tick > last_fault {
+            recovered_at = Some(tick);
+        }
+        if recovered_at.is_some_and(|t| tick >= t + m.tail) || tick >= deadline {
+            break;
+        }
+    }
+    for (&(s, d), list) in &arrivals {
+        let outage = if plan.single_shot {
+            flow_outage_us(list, fault_at.as_micros())
+        } else {
+            longest_gap_after_us(list, fault_at.as_micros())
+        };
+        let healed = list
+            .last()
+            .is_some_and(|&t| t > (fault_at + last_action).as_micros());
+        match outage {
+            Some(us) if healed => result.outages.push((s, d, us as f64 / 1e3)),
+            _ => result.unhealed_flows += 1,
+        }
+    }
+    result.reconverged_ms = last_route_change.saturating_since(fault_at).as_secs_f64() * 1e3;
+    result.unreachable_pairs_after_heal =
+        check::check(sim, m.check_pairs_max, rng).unreachable_pairs;
+    result.sim_time = sim.now().saturating_since(start);
+    result.control_frames = sim.stats().control_frames - stats_before.control_frames;
+    result.control_bytes = sim.stats().control_bytes - stats_before.control_bytes;
+    result
+}
+
+/// The longest gap between consecutive arrivals that ends after `from_us` (for
+/// scenarios with several disruptions). `None` without arrivals on both sides.
+pub fn longest_gap_after_us(arrivals_us: &[u64], from_us: u64) -> Option<u64> {
+    let first = arrivals_us.partition_point(|&t| t <= from_us);
+    if first == 0 || first == arrivals_us.len() {
+        return None;
+    }
+    arrivals_us[first - 1..]
+        .windows(2)
+        .map(|w| w[1] - w[0])
+        .max()
+}
+
+fn apply(sim: &mut Sim, action: &Action) {
+    match *action {
+        Action::Crash(v) => sim.crash(v),
+        Action::LinkDown(l) => sim.set_link_up(l, false),
+        Action::LinkUp(l) => sim.set_link_up(l, true),
+        Action::Degrade(l, loss, latency) => {
+            sim.set_link_loss(l, loss);
+            sim.set_link_latency(l, latency);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_names_and_parameters() {
+        assert_eq!(
+            "node-failure".parse::<Scenario>().unwrap(),
+            Scenario::NodeFailure {
+                count: Count::Nodes(1)
+            }
+        );
+        assert_eq!(
+            "node-failure:percent=5".parse::<Scenario>().unwrap(),
+            Scenario::NodeFailure {
+                count: Count::Percent(5.0)
+            }
+        );
+        assert_eq!(
+            "partition:groups=3".parse::<Scenario>().unwrap(),
+            Scenario::Partition {
+                groups: 3,
+                hold: Duration::from_secs(2)
+            }
+        );
+        for bad in [
+            "meteor",
+            "node-failure:count=0",
+            "node-failure:count=1.5",
+            "node-failure:speed=3",
+            "degrade:loss=2",
+            "flap:links",
+            "cascade:p=7",
+        ] {
+            let err = bad.parse::<Scenario>().unwrap_err();
+            assert!(!err.reason.is_empty(), "{bad}");
+        }
+        let err = Scenario::NodeFailure {
+            count: Count::Nodes(10),
+        }
+        .validate(10, 20)
+        .unwrap_err();
+        assert!(err.reason.contains("fewer"));
+    }
+
+    #[test]
+    fn longest_gap() {
+        assert_eq!(
+            longest_gap_after_us(&[0, 10, 20, 100, 110, 300, 310], 15),
+            Some(190)
+        );
+        assert_eq!(longest_gap_after_us(&[0, 10], 15), None);
+    }
+}
