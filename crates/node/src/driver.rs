@@ -24,6 +24,7 @@ use x0tta6bl4_proto::{
     Delivery, Destination, Event, Instant, NeighbourView, Node, NodeName, SendError, Transmit,
 };
 
+use crate::outage::OutageTracker;
 use crate::state::{stopped, unix_micros, DriverDrop, MessageRecord, PeerView, RouteView, Shared};
 use crate::transport::{self, close, Input, LinkContext, NewLink};
 
@@ -106,6 +107,7 @@ pub(crate) struct DriverParts {
     pub context: LinkContext,
     pub beacon: Option<(Arc<UdpSocket>, SocketAddr)>,
     pub route_seconds: Histogram,
+    pub outage_seconds: Histogram,
 }
 
 pub(crate) struct Driver {
@@ -117,6 +119,8 @@ pub(crate) struct Driver {
     shared: Arc<Shared>,
     beacon: Option<(Arc<UdpSocket>, SocketAddr)>,
     route_seconds: Histogram,
+    outage_seconds: Histogram,
+    outages: OutageTracker,
     links: HashMap<NodeName, Link>,
     spiffe_ids: HashMap<NodeName, String>,
     timer_at: tokio::time::Instant,
@@ -145,6 +149,8 @@ impl Driver {
             shared,
             beacon: parts.beacon,
             route_seconds: parts.route_seconds,
+            outage_seconds: parts.outage_seconds,
+            outages: OutageTracker::default(),
             links: HashMap::new(),
             spiffe_ids: HashMap::new(),
             timer_at: tokio::time::Instant::now(),
@@ -454,7 +460,16 @@ impl Driver {
                 hops: delivery.hops,
                 received_at_us: at_us,
             }),
-            FLOW_CHANNEL => self.shared.record_arrival(&delivery.source, at_us),
+            FLOW_CHANNEL => {
+                self.shared.record_arrival(&delivery.source, at_us);
+                let outage = self
+                    .outages
+                    .arrival(&delivery.source, &delivery.payload, at_us);
+                if let Some(outage_us) = outage {
+                    tracing::debug!(source = %delivery.source, outage_us, "probe flow recovered");
+                    self.outage_seconds.observe(outage_us as f64 / 1e6);
+                }
+            }
             _ => self.shared.counters.drop(DriverDrop::UnknownChannel),
         }
     }

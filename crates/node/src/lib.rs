@@ -19,6 +19,7 @@ mod config;
 mod discovery;
 mod driver;
 mod metrics;
+mod outage;
 mod state;
 mod transport;
 
@@ -144,6 +145,7 @@ impl NodeHandle {
             context: context.clone(),
             beacon: sockets.beacon.clone().map(|socket| (socket, broadcast)),
             route_seconds: metrics.route_computation_seconds.clone(),
+            outage_seconds: metrics.flow_outage_seconds.clone(),
         });
         let peers = static_peers(&config.peers, &inputs_tx, &stop_rx);
         driver.configure(&peers, sockets.beacon.as_ref().map(|_| quic_addr.port()));

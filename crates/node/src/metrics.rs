@@ -2,8 +2,8 @@
 //!
 //! Proto keeps its own cumulative [`x0tta6bl4_proto::Stats`]; rather than mirror each
 //! increment, a [`Collector`] reads the driver's latest snapshot at scrape time and
-//! renders the counters and gauges from it. Only the route-computation histogram is a
-//! live metric the driver updates.
+//! renders the counters and gauges from it. Only the two histograms (route computation
+//! time, probe-flow outages) are live metrics the driver updates.
 
 use std::fmt;
 use std::sync::Arc;
@@ -18,6 +18,7 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 use x0tta6bl4_proto::{DecisionKind, DropReason, NeighbourState, Stats};
 
+use crate::outage::OUTAGE_BUCKETS_SECONDS;
 use crate::state::{DriverDrop, Handshake, Shared};
 
 /// Prefix of every metric name.
@@ -27,6 +28,7 @@ pub const PREFIX: &str = "x0tta6bl4";
 pub(crate) struct Metrics {
     pub registry: Registry,
     pub route_computation_seconds: Histogram,
+    pub flow_outage_seconds: Histogram,
 }
 
 impl Metrics {
@@ -39,10 +41,17 @@ impl Metrics {
             "Duration of protocol timer handling that ran a route computation (shortest paths over the link-state database)",
             route_computation_seconds.clone(),
         );
+        let flow_outage_seconds = Histogram::new(OUTAGE_BUCKETS_SECONDS);
+        registry.register(
+            "flow_outage_seconds",
+            "Outages of probe flows received by this node: the gap between the last probe delivered before and the first after, when longer than 3 sender intervals",
+            flow_outage_seconds.clone(),
+        );
         registry.register_collector(Box::new(NodeCollector { shared }));
         Metrics {
             registry,
             route_computation_seconds,
+            flow_outage_seconds,
         }
     }
 

@@ -52,16 +52,12 @@ pub type FastMap<K, V> = std::collections::HashMap<K, V, BuildHasherDefault<Fast
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::hash::{BuildHasher, Hash};
+    use std::hash::BuildHasher;
 
     #[test]
     fn equal_keys_hash_equal_and_differ_otherwise() {
         let build = BuildHasherDefault::<FastHasher>::default();
-        let hash = |s: &str| {
-            let mut h = build.build_hasher();
-            s.hash(&mut h);
-            h.finish()
-        };
+        let hash = |s: &str| build.hash_one(s);
         assert_eq!(hash("n0001"), hash("n0001"));
         assert_ne!(hash("n0001"), hash("n0002"));
         assert_ne!(hash("n00010000"), hash("n00010001"));

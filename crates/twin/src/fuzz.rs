@@ -46,7 +46,7 @@ impl FuzzCase {
             3 => format!("random-geometric:latency_ms={}{loss}", 1 + rng.below(5)),
             _ => format!(
                 "erdos-renyi:connectivity={:.3}{loss}",
-                (2.0 + rng.unit() * 3.0) / nodes as f64
+                ((2.0 + rng.unit() * 3.0) / nodes as f64).min(1.0)
             ),
         };
         let scenario = match rng.below(6) {

@@ -73,7 +73,7 @@ fn bad(message: impl Into<String>) -> TopologyError {
 impl Topology {
     /// `n` nodes named `n0001`…, no links.
     pub fn with_nodes(n: usize) -> Result<Topology, TopologyError> {
-        if n < 2 || n > NODES_MAX {
+        if !(2..=NODES_MAX).contains(&n) {
             return Err(bad(format!("--nodes {n}: use 2 to {NODES_MAX}")));
         }
         let width = n.to_string().len().max(4);

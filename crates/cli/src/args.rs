@@ -1,0 +1,446 @@
+//! The command line, defined once: every subcommand and flag with its short help (the
+//! first line of its doc comment, shown by `-h`) and long help (the whole comment, shown
+//! by `--help`). Parsing only mirrors the command line; each command validates its own
+//! arguments and turns them into checked settings.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  success
+  1  failure (a node, the network or the demo did not do what was asked, e.g. the mesh did not heal)
+  2  usage or configuration error (bad flag, bad value, malformed config file)";
+
+/// x0tta6bl4: a self-healing, zero-trust mesh network.
+///
+/// Every node is one process. Nodes authenticate each other with SPIFFE X.509 SVIDs over
+/// mutually authenticated QUIC, flood signed link-state, route messages hop by hop and
+/// repair their routes when nodes or links fail. Start with `x0tta6bl4 demo`.
+#[derive(Debug, Parser)]
+#[command(name = "x0tta6bl4", version, after_help = EXIT_CODES, propagate_version = true)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a mesh node daemon from a TOML configuration file.
+    ///
+    /// The node listens for QUIC links on `listen`, dials every address in `peers`,
+    /// authenticates peers with the SVID in `[identity] dir` and serves its HTTP API on
+    /// `api_listen` (see docs/api.md). `examples/node.toml` shows and explains every key.
+    /// It runs until Ctrl-C or SIGTERM.
+    #[command(after_help = EXIT_CODES)]
+    Node(NodeArgs),
+    /// Create a trust-domain CA and issue node SVIDs.
+    #[command(subcommand)]
+    Ca(CaCommand),
+    /// Show a running node's peers and routes as tables.
+    ///
+    /// Reads `/api/v1/status`, `/api/v1/peers` and `/api/v1/routes` from the node's HTTP
+    /// API. With `--json`, prints one JSON object {"status", "peers", "routes"} instead.
+    #[command(after_help = EXIT_CODES)]
+    Status(StatusArgs),
+    /// Send a text message through the mesh to a node, by name.
+    ///
+    /// The node at `--api` routes the message hop by hop to `--to`; the destination
+    /// lists it at `/api/v1/messages`. Fails when the destination is unknown (HTTP 404)
+    /// or currently unreachable (HTTP 503).
+    #[command(after_help = EXIT_CODES)]
+    Send(SendArgs),
+    /// Start a throwaway mesh on loopback, kill nodes and measure how fast it heals.
+    ///
+    /// Makes a temporary CA and one SVID per node, starts N node processes in a seeded
+    /// random connected topology (each node knows only some others, so paths have several
+    /// hops), waits until every node has a route to every other, starts probe flows
+    /// between all pairs (one message every 10 ms), kills K nodes with SIGKILL (chosen so
+    /// the survivors stay connected, preferring nodes that carry the most flows in the
+    /// routes just before the fault), and measures the data-plane outage of every flow
+    /// whose path crossed a killed node (MTTR). Prints a summary, or one JSON object with `--json`. Removes every process
+    /// and file it made, also on error and on Ctrl-C. Exits 0 only when the mesh healed:
+    /// every affected flow recovered and every pair of survivors is reachable again.
+    #[command(after_help = EXIT_CODES)]
+    Demo(DemoArgs),
+    /// Digital twin: the real protocol code in simulated time, at scale.
+    ///
+    /// Every simulated node runs the same protocol state machine as the daemon, driven
+    /// by a discrete-event clock over modelled links (latency, jitter, loss, bandwidth,
+    /// up/down). MTTR is measured on the simulated data plane with probe flows, exactly
+    /// as the demo measures it on real processes. The same seed gives the same results.
+    #[command(subcommand)]
+    Twin(TwinCommand),
+}
+
+/// `x0tta6bl4 twin ...`.
+#[derive(Debug, Subcommand)]
+pub enum TwinCommand {
+    /// Run a failure scenario many times over a topology and report MTTR statistics.
+    ///
+    /// Converges the mesh once, then runs each iteration on a copy of the converged
+    /// mesh: probe flows (one message every 10 ms) between pairs whose path crosses what
+    /// the scenario breaks, the fault, and the outage of each flow on the data plane.
+    #[command(after_long_help = twin_run_help())]
+    Run(TwinRunArgs),
+    /// Fuzz the protocol: random topologies with random faults, one seed each.
+    ///
+    /// Safety is checked at every step while faults run (sequence numbers never go
+    /// back, no route through a neighbour that is not up); after the faults the mesh must
+    /// converge within 10 simulated seconds. Every failing seed is printed with the
+    /// command that replays it; the exit code is 1 when any seed failed.
+    #[command(after_help = EXIT_CODES)]
+    Fuzz(TwinFuzzArgs),
+    /// What-if tuning: sweep probe interval and miss threshold on a lossy mesh.
+    ///
+    /// For every combination, counts false neighbour-down events over a fault-free soak
+    /// and measures node-failure MTTR, then recommends the fastest timers whose false
+    /// alarms stay within one per link per hour.
+    #[command(after_long_help = twin_topology_help())]
+    Tune(TwinTuneArgs),
+    /// Print the topology the twin would simulate (nodes and links) without running it.
+    #[command(after_long_help = twin_topology_help())]
+    Topology(TwinTopologyArgs),
+}
+
+fn twin_run_help() -> String {
+    format!(
+        "Topologies (--topology KIND[:key=value,...]):\n{}\n\nScenarios (--scenario NAME[:key=value,...]):\n{}\n\n{EXIT_CODES}",
+        x0tta6bl4_twin::TOPOLOGY_HELP,
+        x0tta6bl4_twin::SCENARIO_HELP
+    )
+}
+
+fn twin_topology_help() -> String {
+    format!(
+        "Topologies (--topology KIND[:key=value,...]):\n{}\n\n{EXIT_CODES}",
+        x0tta6bl4_twin::TOPOLOGY_HELP
+    )
+}
+
+/// `x0tta6bl4 twin run`.
+#[derive(Debug, Args)]
+pub struct TwinRunArgs {
+    /// Topology: random-geometric, erdos-renyi, grid, ring, scale-free, file:PATH,
+    /// node:URL or prometheus:URL, with parameters after a colon (see below).
+    #[arg(long, value_name = "KIND[:params]", default_value = "erdos-renyi")]
+    pub topology: String,
+    /// Number of nodes of generated topologies.
+    #[arg(long, value_name = "N", default_value_t = 100)]
+    pub nodes: usize,
+    /// Scenario: node-failure, link-failure, partition, cascade, flap or degrade, with
+    /// parameters after a colon (see below).
+    #[arg(long, value_name = "NAME[:params]", default_value = "node-failure")]
+    pub scenario: String,
+    /// Iterations of the scenario, each on a copy of the converged mesh.
+    #[arg(long, value_name = "K", default_value_t = 20)]
+    pub iterations: usize,
+    /// Seed of the whole run (topology, faults, every random choice).
+    #[arg(long, value_name = "S", default_value_t = 1)]
+    pub seed: u64,
+    /// Print one JSON object with the results instead of a summary.
+    ///
+    /// Keys: nodes, links, topology, scenario, iterations, seed, mttr_ms {mean, p50, p95,
+    /// p99, max, samples}, converged_ms, reconverged_ms {...}, unreachable_pairs_after_heal,
+    /// unhealed_flows, false_down_events, control_messages_per_node_per_second,
+    /// control_bytes_per_node_per_second, sim_seconds, wall_seconds,
+    /// sim_seconds_per_wall_second.
+    #[arg(long)]
+    pub json: bool,
+    /// Write every outage sample as CSV (iteration,source,destination,outage_ms).
+    #[arg(long, value_name = "FILE")]
+    pub csv: Option<PathBuf>,
+    /// Write the MTTR distribution (histogram and CDF) as an SVG plot.
+    #[arg(long, value_name = "FILE.svg")]
+    pub plot: Option<PathBuf>,
+    /// Write the results in Prometheus text format (x0tta6bl4_twin_* metrics), e.g. for
+    /// a node_exporter textfile collector feeding the digital-twin dashboard.
+    #[arg(long, value_name = "FILE")]
+    pub metrics_out: Option<PathBuf>,
+    /// Most probe flows measured per iteration.
+    #[arg(long, value_name = "F", default_value_t = 100)]
+    pub flows: usize,
+    /// Probe interval of the simulated nodes (the node's protocol.probe_interval_ms).
+    #[arg(long, value_name = "MS", default_value_t = 50)]
+    pub probe_interval_ms: u64,
+    /// Missed probes before a neighbour is declared down (protocol.probe_misses_max).
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    pub probe_misses: u32,
+    /// Worker threads for iterations (results do not depend on it; default: all cores).
+    #[arg(long, value_name = "T")]
+    pub threads: Option<usize>,
+}
+
+/// `x0tta6bl4 twin fuzz`.
+#[derive(Debug, Args)]
+pub struct TwinFuzzArgs {
+    /// Number of seeds to run.
+    #[arg(long, value_name = "N", default_value_t = 100)]
+    pub seeds: u64,
+    /// First seed (CI passes one derived from the commit hash).
+    #[arg(long, value_name = "S", default_value_t = 0)]
+    pub seed: u64,
+    /// Print one JSON object {seeds, first_seed, failed: [...]} instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `x0tta6bl4 twin tune`.
+#[derive(Debug, Args)]
+pub struct TwinTuneArgs {
+    /// Loss on every link, as a percentage (5%) or a fraction (0.05).
+    #[arg(long, value_name = "RATE", default_value = "5%")]
+    pub loss: String,
+    /// Topology to tune on (see `twin run --help`).
+    #[arg(long, value_name = "KIND[:params]", default_value = "grid")]
+    pub topology: String,
+    /// Number of nodes of generated topologies.
+    #[arg(long, value_name = "N", default_value_t = 36)]
+    pub nodes: usize,
+    /// Node-failure iterations per timer combination.
+    #[arg(long, value_name = "K", default_value_t = 5)]
+    pub iterations: usize,
+    /// Simulated seconds of fault-free running over which false alarms are counted.
+    #[arg(long, value_name = "SECONDS", default_value_t = 300)]
+    pub soak_s: u64,
+    /// Probe intervals to try, comma-separated.
+    #[arg(
+        long,
+        value_name = "MS,...",
+        value_delimiter = ',',
+        default_value = "20,50,100,200"
+    )]
+    pub intervals_ms: Vec<u64>,
+    /// Miss thresholds to try, comma-separated.
+    #[arg(
+        long,
+        value_name = "N,...",
+        value_delimiter = ',',
+        default_value = "2,3,4,6,8"
+    )]
+    pub misses: Vec<u32>,
+    /// Seed.
+    #[arg(long, value_name = "S", default_value_t = 1)]
+    pub seed: u64,
+    /// Print one JSON object {loss, rows, recommended} instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `x0tta6bl4 twin topology`.
+#[derive(Debug, Args)]
+pub struct TwinTopologyArgs {
+    /// Topology (see `twin run --help`).
+    #[arg(long, value_name = "KIND[:params]", default_value = "erdos-renyi")]
+    pub topology: String,
+    /// Number of nodes of generated topologies.
+    #[arg(long, value_name = "N", default_value_t = 100)]
+    pub nodes: usize,
+    /// Seed of generated topologies.
+    #[arg(long, value_name = "S", default_value_t = 1)]
+    pub seed: u64,
+    /// Print {"nodes": [...], "links": [{"source", "target", "latency_ms", "loss"}]}
+    /// instead of a summary.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `x0tta6bl4 node`.
+#[derive(Debug, Args)]
+pub struct NodeArgs {
+    /// The node's TOML configuration file.
+    ///
+    /// Keys: listen, api_listen, peers, standalone, [identity] dir, [protocol] timers.
+    /// `examples/node.toml` shows and explains every key.
+    #[arg(long, short = 'c', value_name = "FILE")]
+    pub config: PathBuf,
+    /// Only load and validate the configuration, print "ok" and exit.
+    ///
+    /// Checks the TOML syntax, every key and every value (the protocol settings
+    /// included); reads no identity file and binds no socket. Exits 2 on a bad config.
+    #[arg(long)]
+    pub check_config: bool,
+    /// Log filter, e.g. `info` or `x0tta6bl4_node=debug,info` (default: $RUST_LOG, else info).
+    ///
+    /// Uses the tracing-subscriber EnvFilter syntax. When given, it overrides $RUST_LOG.
+    /// Logs go to standard error.
+    #[arg(long, value_name = "FILTER")]
+    pub log_level: Option<String>,
+}
+
+/// `x0tta6bl4 ca ...`.
+#[derive(Debug, Subcommand)]
+pub enum CaCommand {
+    /// Create a new trust-domain CA in a directory.
+    ///
+    /// Writes the CA certificate, its private key and the trust bundle into DIR
+    /// (created if missing). Refuses to overwrite an existing CA.
+    #[command(after_help = EXIT_CODES)]
+    Init(CaInitArgs),
+    /// Issue an X.509-SVID for a node: spiffe://TRUST-DOMAIN/node/NAME.
+    ///
+    /// Writes svid.pem (the certificate), svid_key.pem (its private key) and bundle.pem
+    /// (the trust bundle) into the output directory, which a node config names as
+    /// `[identity] dir`.
+    #[command(after_help = EXIT_CODES)]
+    Issue(CaIssueArgs),
+}
+
+/// `x0tta6bl4 ca init`.
+#[derive(Debug, Args)]
+pub struct CaInitArgs {
+    /// The trust domain name, e.g. `example.org` (lowercase a-z, 0-9, '.', '-', '_').
+    #[arg(long, value_name = "TD")]
+    pub trust_domain: String,
+    /// The directory to create the CA in.
+    #[arg(long, value_name = "DIR")]
+    pub dir: PathBuf,
+}
+
+/// `x0tta6bl4 ca issue`.
+#[derive(Debug, Args)]
+pub struct CaIssueArgs {
+    /// The CA directory made by `x0tta6bl4 ca init`.
+    #[arg(long, value_name = "DIR")]
+    pub dir: PathBuf,
+    /// The node name (1 to 64 characters of A-Z a-z 0-9 . _ -).
+    #[arg(long, value_name = "NAME")]
+    pub name: String,
+    /// Where to write svid.pem, svid_key.pem and bundle.pem (default: DIR/NAME).
+    #[arg(long, value_name = "DIR2")]
+    pub out: Option<PathBuf>,
+    /// How long the SVID is valid, e.g. `24h`, `90m`, `7d`, `3600s`.
+    #[arg(long, value_name = "DURATION", default_value = "24h", value_parser = parse_duration)]
+    pub ttl: Duration,
+}
+
+/// `x0tta6bl4 status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// The node's HTTP API, e.g. `http://127.0.0.1:8001` (its `api_listen`).
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "X0TTA6BL4_API",
+        default_value = "http://127.0.0.1:8001"
+    )]
+    pub api: String,
+    /// Print one JSON object {"status", "peers", "routes"} instead of tables.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `x0tta6bl4 send`.
+#[derive(Debug, Args)]
+pub struct SendArgs {
+    /// The HTTP API of the node that sends, e.g. `http://127.0.0.1:8001`.
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "X0TTA6BL4_API",
+        default_value = "http://127.0.0.1:8001"
+    )]
+    pub api: String,
+    /// The destination node's name.
+    #[arg(long, value_name = "NAME")]
+    pub to: String,
+    /// The message text.
+    #[arg(value_name = "TEXT")]
+    pub text: String,
+}
+
+/// `x0tta6bl4 demo`.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Number of node processes to start (at least 2).
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    pub nodes: usize,
+    /// Number of nodes to kill with SIGKILL (the survivors must stay connected).
+    #[arg(long, value_name = "K", default_value_t = 2)]
+    pub kill: usize,
+    /// Seed of the topology and of the choice of victims (default: drawn and printed).
+    ///
+    /// The same seed gives the same topology, and the same victims as long as the routes
+    /// before the fault are the same (route costs follow measured RTTs), so a run that
+    /// does not heal can be replayed.
+    #[arg(long, value_name = "S")]
+    pub seed: Option<u64>,
+    /// Mean number of links per node in the random topology (at least 2).
+    #[arg(long, value_name = "D", default_value_t = 3.0)]
+    pub degree: f64,
+    /// Print one JSON object with the results instead of a summary (no progress display).
+    ///
+    /// Keys: nodes, killed, converged_ms, healed, mttr_ms {mean, p50, p95, p99, max,
+    /// samples}, unreachable_pairs_after_heal, and extra details.
+    #[arg(long)]
+    pub json: bool,
+    /// Keep the temporary directory (CA, SVIDs, configs, node logs) and print its path.
+    #[arg(long)]
+    pub keep_dir: bool,
+}
+
+/// Parse `24h`, `90m`, `7d`, `3600s` or a bare number of seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let hint = "write a whole number followed by s, m, h or d, e.g. 24h";
+    let value: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration: {hint}"))?;
+    let unit_s: u64 = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        other => return Err(format!("unknown unit {other:?} in {text:?}: {hint}")),
+    };
+    let seconds = value
+        .checked_mul(unit_s)
+        .ok_or_else(|| format!("{text:?} is too long: {hint}"))?;
+    if seconds == 0 {
+        return Err(format!("{text:?} is zero: {hint}"));
+    }
+    Ok(Duration::from_secs(seconds))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("24h"), Ok(Duration::from_secs(86_400)));
+        assert_eq!(parse_duration("90m"), Ok(Duration::from_secs(5_400)));
+        assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(604_800)));
+        assert_eq!(parse_duration("3600"), Ok(Duration::from_secs(3_600)));
+        assert!(parse_duration("0h").is_err());
+        assert!(parse_duration("h").is_err());
+        assert!(parse_duration("5w").is_err());
+        assert!(parse_duration("99999999999999999999d").is_err());
+    }
+
+    #[test]
+    fn demo_defaults() {
+        let cli = Cli::try_parse_from(["x0tta6bl4", "demo"]).unwrap();
+        let Command::Demo(demo) = cli.command else {
+            panic!("not demo")
+        };
+        assert_eq!(
+            (demo.nodes, demo.kill, demo.seed, demo.json),
+            (10, 2, None, false)
+        );
+    }
+}

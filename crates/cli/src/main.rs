@@ -1,0 +1,104 @@
+//! The `x0tta6bl4` command: the node daemon, the CA, a person's view of a node, and
+//! the self-healing demo.
+//!
+//! Key design decision: this binary only glues. The protocol lives in
+//! `x0tta6bl4-proto`, identity in `x0tta6bl4-identity`, the daemon in `x0tta6bl4-node`;
+//! here are the command-line definitions ([`args`]), the error format and exit codes
+//! ([`problem`]), and the demo's orchestration ([`demo`]), whose decisions (topology,
+//! victims, MTTR) are pure functions tested on their own.
+#![forbid(unsafe_code)]
+#![deny(unused_must_use)]
+
+mod api;
+mod args;
+mod ca;
+mod demo;
+mod node_cmd;
+mod problem;
+mod status;
+mod twin_cmd;
+
+use std::process::ExitCode;
+
+use clap::Parser as _;
+
+use args::{CaCommand, Cli, Command, DemoArgs, TwinCommand};
+use problem::{problem, report, Exit};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            let error = anyhow::Error::new(error).context(problem(
+                Exit::Failure,
+                "cannot start the async runtime",
+                "tokio",
+                "check the process limits (threads, file descriptors)",
+            ));
+            return report(&error);
+        }
+    };
+    match runtime.block_on(dispatch(cli.command)) {
+        Ok(code) => code,
+        Err(error) => report(&error),
+    }
+}
+
+async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Node(args) => node_cmd::run(&args).await?,
+        Command::Ca(CaCommand::Init(args)) => ca::init(&args)?,
+        Command::Ca(CaCommand::Issue(args)) => ca::issue(&args)?,
+        Command::Status(args) => status::status(&args).await?,
+        Command::Send(args) => status::send(&args).await?,
+        Command::Demo(args) => return run_demo(&args).await,
+        Command::Twin(TwinCommand::Run(args)) => return twin_cmd::run(&args).await,
+        Command::Twin(TwinCommand::Fuzz(args)) => return twin_cmd::fuzz(&args).await,
+        Command::Twin(TwinCommand::Tune(args)) => return twin_cmd::tune_cmd(&args).await,
+        Command::Twin(TwinCommand::Topology(args)) => twin_cmd::topology(&args).await?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Run the demo until it ends or Ctrl-C; exit 0 only when the mesh healed.
+async fn run_demo(args: &DemoArgs) -> anyhow::Result<ExitCode> {
+    let report = tokio::select! {
+        report = demo::run(args) => report?,
+        _ = node_cmd::shutdown_signal() => {
+            return Err(problem(
+                Exit::Failure,
+                "interrupted",
+                "Ctrl-C or SIGTERM",
+                "every node was stopped and every file removed",
+            )
+            .into());
+        }
+    };
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        print!("{}", report.summary());
+    }
+    if report.healed {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let replay = format!(
+        "x0tta6bl4 demo --nodes {} --kill {} --degree {} --seed {}",
+        args.nodes, args.kill, args.degree, report.seed
+    );
+    Err(problem(
+        Exit::Failure,
+        "the mesh did not heal",
+        format!(
+            "{} affected flows never recovered, {} survivor pairs unreachable",
+            report.unhealed_flows.len(),
+            report.unreachable_pairs_after_heal
+        ),
+        format!("replay with `{replay} --keep-dir` and read the node logs"),
+    )
+    .into())
+}

@@ -1,0 +1,476 @@
+//! `x0tta6bl4 twin`: the digital twin's commands. The twin crate does the work; this
+//! module fetches live topologies (a node's API, Prometheus), shows progress and writes
+//! the outputs (JSON, CSV, SVG).
+
+use std::io::Write as _;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use indicatif::{ProgressBar, ProgressStyle};
+use x0tta6bl4_proto::Rng;
+use x0tta6bl4_twin::fuzz::{run_case, FuzzCase};
+use x0tta6bl4_twin::tune::{tune, TuneOptions};
+use x0tta6bl4_twin::{plot, prometheus, LinkParams, RunOptions, Scenario, Topology, TopologySpec};
+
+use crate::api::Api;
+use crate::args::{TwinFuzzArgs, TwinRunArgs, TwinTopologyArgs, TwinTuneArgs};
+use crate::problem::{problem, Exit};
+
+fn usage(
+    what: impl Into<String>,
+    place: impl std::fmt::Display,
+    fix: impl Into<String>,
+) -> anyhow::Error {
+    problem(Exit::Usage, what, place, fix).into()
+}
+
+fn progress_bar(len: u64, hidden: bool, message: &str) -> ProgressBar {
+    if hidden {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(len);
+    let style = ProgressStyle::with_template("{spinner} {msg} [{bar:30}] {pos}/{len} ({elapsed})")
+        .unwrap_or_else(|_| ProgressStyle::default_bar());
+    bar.set_style(style.progress_chars("=> "));
+    bar.set_message(message.to_owned());
+    bar.enable_steady_tick(Duration::from_millis(200));
+    bar
+}
+
+/// Build the topology a spec names, fetching live ones.
+pub async fn load_topology(spec_text: &str, nodes: usize, seed: u64) -> anyhow::Result<Topology> {
+    let spec: TopologySpec = spec_text.parse().map_err(|e| {
+        usage(
+            format!("{e}"),
+            format!("--topology {spec_text}"),
+            "see `x0tta6bl4 twin run --help` for names and parameters",
+        )
+    })?;
+    let mut rng = Rng::seed(seed ^ 0x7070);
+    match &spec {
+        TopologySpec::Node(url) => {
+            let api = Api::new(url)?;
+            let doc: serde_json::Value = api
+                .get("/api/v1/topology")
+                .await
+                .context(format!("reading the live topology of {url}"))?;
+            Topology::from_json(&doc.to_string(), &LinkParams::default()).map_err(|e| {
+                usage(
+                    format!("{e}"),
+                    url,
+                    "point node: at a running x0tta6bl4 node's API",
+                )
+            })
+        }
+        TopologySpec::Prometheus(url) => topology_from_prometheus(url).await,
+        _ => spec.build(nodes, &mut rng).map_err(|e| {
+            usage(
+                format!("{e}"),
+                format!("--topology {spec_text}"),
+                "see `x0tta6bl4 twin run --help`",
+            )
+        }),
+    }
+}
+
+async fn topology_from_prometheus(url: &str) -> anyhow::Result<Topology> {
+    let api = Api::new(url)?;
+    let mut answers = Vec::new();
+    for query in prometheus::QUERIES {
+        let answer: serde_json::Value = api
+            .get(&format!("/api/v1/query?query={query}"))
+            .await
+            .map_err(|e| {
+                usage(
+                    format!("cannot query Prometheus: {e:#}"),
+                    url,
+                    "check the URL and that Prometheus runs",
+                )
+            })?;
+        answers.push(answer.to_string());
+    }
+    prometheus::topology_from_prometheus(&answers[0], &answers[1], &answers[2]).map_err(|e| {
+        usage(
+            format!("{e}"),
+            url,
+            "make Prometheus scrape every node's /metrics",
+        )
+    })
+}
+
+/// `twin run`.
+pub async fn run(args: &TwinRunArgs) -> anyhow::Result<ExitCode> {
+    let scenario: Scenario = args.scenario.parse().map_err(|e| {
+        usage(
+            format!("{e}"),
+            format!("--scenario {}", args.scenario),
+            "see `x0tta6bl4 twin run --help` for names and parameters",
+        )
+    })?;
+    if args.iterations == 0 {
+        return Err(usage(
+            "--iterations 0",
+            "--iterations",
+            "run at least one iteration",
+        ));
+    }
+    let topology = load_topology(&args.topology, args.nodes, args.seed).await?;
+    scenario
+        .validate(topology.len(), topology.links.len())
+        .map_err(|e| {
+            usage(
+                e.reason,
+                format!("--scenario {}", args.scenario),
+                "fail fewer elements than the mesh has",
+            )
+        })?;
+    let mut options = RunOptions::new(args.seed);
+    options.iterations = args.iterations;
+    options.measurement.flows_max = args.flows;
+    options.sim.protocol.probe_interval_ms = args.probe_interval_ms;
+    options.sim.protocol.probe_misses_max = args.probe_misses;
+    options.sim.protocol.validate().map_err(|e| {
+        usage(
+            e.to_string(),
+            "--probe-interval-ms / --probe-misses",
+            "use values the node accepts",
+        )
+    })?;
+    if let Some(threads) = args.threads {
+        options.threads = threads.max(1);
+    }
+    let hidden = args.json;
+    let (topology_spec, scenario_spec) = (args.topology.clone(), args.scenario.clone());
+    let report = tokio::task::spawn_blocking(move || {
+        let bar = progress_bar(options.iterations as u64, hidden, "iterations");
+        let report = x0tta6bl4_twin::run(
+            &topology,
+            &topology_spec,
+            &scenario,
+            &scenario_spec,
+            &options,
+            &mut |done| bar.set_position(done as u64),
+        );
+        bar.finish_and_clear();
+        report
+    })
+    .await?
+    .map_err(|e| {
+        problem(
+            Exit::Failure,
+            format!("{e}"),
+            "twin run",
+            "replay with the same --seed and inspect the topology",
+        )
+    })?;
+    if let Some(path) = &args.csv {
+        let mut csv = String::from("iteration,source,destination,outage_ms\n");
+        for (k, s, d, ms) in &report.samples {
+            csv.push_str(&format!("{k},{s},{d},{ms:.3}\n"));
+        }
+        std::fs::write(path, csv).map_err(|e| {
+            usage(
+                format!("cannot write CSV: {e}"),
+                path.display(),
+                "choose a writable path",
+            )
+        })?;
+    }
+    if let Some(path) = &args.plot {
+        let samples: Vec<f64> = report.samples.iter().map(|s| s.3).collect();
+        let title = format!(
+            "twin MTTR: {} nodes, {}, {} iterations, seed {}",
+            report.nodes, report.scenario, report.iterations, report.seed
+        );
+        std::fs::write(path, plot::mttr_svg(&title, &[("twin", &samples)])).map_err(|e| {
+            usage(
+                format!("cannot write plot: {e}"),
+                path.display(),
+                "choose a writable path",
+            )
+        })?;
+    }
+    if let Some(path) = &args.metrics_out {
+        std::fs::write(path, metrics_text(&report)).map_err(|e| {
+            usage(
+                format!("cannot write metrics: {e}"),
+                path.display(),
+                "choose a writable path",
+            )
+        })?;
+    }
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        print!("{}", summary(&report));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn summary(r: &x0tta6bl4_twin::Report) -> String {
+    let m = &r.mttr_ms;
+    format!(
+        "twin: {} nodes, {} links ({}), scenario {}, {} iterations, seed {}\n\
+         converged after      {:.0} ms (simulated)\n\
+         MTTR                 mean {:.1} ms  p50 {:.1}  p95 {:.1}  p99 {:.1}  max {:.1}  ({} flows)\n\
+         reconverged          p50 {:.0} ms  p95 {:.0} ms after the fault\n\
+         unhealed flows       {}\n\
+         unreachable pairs    {} after the scenario\n\
+         false neighbour-down {}\n\
+         control plane        {:.1} messages, {:.0} bytes per node per second\n\
+         speed                {:.1} simulated s in {:.1} s wall ({:.2} simulated s per wall s)\n",
+        r.nodes, r.links, r.topology, r.scenario, r.iterations, r.seed, r.converged_ms, m.mean, m.p50, m.p95, m.p99, m.max, m.samples,
+        r.reconverged_ms.p50, r.reconverged_ms.p95, r.unhealed_flows, r.unreachable_pairs_after_heal, r.false_down_events,
+        r.control_messages_per_node_per_second, r.control_bytes_per_node_per_second, r.sim_seconds, r.wall_seconds, r.sim_seconds_per_wall_second,
+    )
+}
+
+/// `twin fuzz`.
+pub async fn fuzz(args: &TwinFuzzArgs) -> anyhow::Result<ExitCode> {
+    if args.seeds == 0 {
+        return Err(usage("--seeds 0", "--seeds", "fuzz at least one seed"));
+    }
+    let (start, count, hidden) = (args.seed, args.seeds, args.json);
+    let failures = tokio::task::spawn_blocking(move || {
+        let bar = progress_bar(count, hidden, "seeds");
+        let mut failures = Vec::new();
+        for seed in start..start.saturating_add(count) {
+            let case = FuzzCase::from_seed(seed);
+            if let Err(reason) = run_case(&case) {
+                bar.suspend(|| {
+                    eprintln!(
+                        "seed {seed} failed: {reason}\n  replay: {}",
+                        case.replay_command()
+                    )
+                });
+                failures.push((case, reason));
+            }
+            bar.inc(1);
+        }
+        bar.finish_and_clear();
+        failures
+    })
+    .await?;
+    if args.json {
+        let list: Vec<_> = failures
+            .iter()
+            .map(|(c, reason)| serde_json::json!({"seed": c.seed, "nodes": c.nodes, "topology": c.topology, "scenario": c.scenario, "reason": reason, "replay": c.replay_command()}))
+            .collect();
+        println!(
+            "{}",
+            serde_json::json!({"seeds": count, "first_seed": start, "failed": list})
+        );
+    } else {
+        let mut out = std::io::stdout().lock();
+        writeln!(
+            out,
+            "twin fuzz: {} of {count} seeds failed (seeds {start}..{})",
+            failures.len(),
+            start.saturating_add(count)
+        )?;
+        for (case, reason) in &failures {
+            writeln!(
+                out,
+                "FAIL seed {} ({} nodes, {}, {}): {reason}\n  replay: {}",
+                case.seed,
+                case.nodes,
+                case.topology,
+                case.scenario,
+                case.replay_command()
+            )?;
+        }
+    }
+    Ok(if failures.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// `twin tune`.
+pub async fn tune_cmd(args: &TwinTuneArgs) -> anyhow::Result<ExitCode> {
+    let loss_text = args.loss.trim();
+    let loss = match loss_text.strip_suffix('%') {
+        Some(pct) => pct.trim().parse::<f64>().map(|p| p / 100.0),
+        None => loss_text.parse::<f64>(),
+    }
+    .map_err(|_| {
+        usage(
+            format!("--loss {loss_text:?} is not a loss rate"),
+            "--loss",
+            "write a percentage like 5% or a fraction like 0.05",
+        )
+    })?;
+    if !(0.0..0.9).contains(&loss) {
+        return Err(usage(
+            format!("--loss {loss_text}: out of range"),
+            "--loss",
+            "use 0% to 90%",
+        ));
+    }
+    let topology = load_topology(&args.topology, args.nodes, args.seed).await?;
+    if args.intervals_ms.is_empty()
+        || args.misses.is_empty()
+        || args
+            .intervals_ms
+            .iter()
+            .any(|&i| !(5..=60_000).contains(&i))
+        || args.misses.iter().any(|&m| !(2..=100).contains(&m))
+    {
+        return Err(usage(
+            "timer values out of range",
+            "--intervals-ms / --misses",
+            "use probe intervals of 5 to 60000 ms and miss thresholds of 2 to 100",
+        ));
+    }
+    let options = TuneOptions {
+        loss,
+        iterations: args.iterations.max(1),
+        soak: Duration::from_secs(args.soak_s.max(1)),
+        seed: args.seed,
+        intervals_ms: args.intervals_ms.clone(),
+        misses: args.misses.clone(),
+        ..TuneOptions::default()
+    };
+    let hidden = args.json;
+    let (rows, best) = tokio::task::spawn_blocking(move || {
+        let total = options.intervals_ms.len() * options.misses.len();
+        let bar = progress_bar(total as u64, hidden, "timer combinations");
+        let result = tune(&topology, &options, &mut |done, _| {
+            bar.set_position(done as u64)
+        });
+        bar.finish_and_clear();
+        result
+    })
+    .await?
+    .map_err(|e| {
+        problem(
+            Exit::Failure,
+            format!("{e}"),
+            "twin tune",
+            "try a smaller --nodes or another --seed",
+        )
+    })?;
+    let chosen = &rows[best];
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({"loss": loss, "rows": rows, "recommended": chosen})
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "twin tune: loss {:.1}% on every link, {} iterations of node-failure per row, {} s soak",
+        loss * 100.0,
+        args.iterations,
+        args.soak_s
+    )?;
+    writeln!(
+        out,
+        "{:>9} {:>7} {:>10} {:>10} {:>18} {:>12}",
+        "probe_ms", "misses", "MTTR p50", "MTTR p95", "false down/link/h", "ctrl B/node/s"
+    )?;
+    for r in &rows {
+        writeln!(
+            out,
+            "{:>9} {:>7} {:>10.1} {:>10.1} {:>18.2} {:>12.0}",
+            r.probe_interval_ms,
+            r.probe_misses_max,
+            r.mttr_p50_ms,
+            r.mttr_p95_ms,
+            r.false_down_per_link_hour,
+            r.control_bytes_per_node_per_second
+        )?;
+    }
+    writeln!(
+        out,
+        "recommended: [protocol] probe_interval_ms = {}, probe_misses_max = {} (MTTR p95 {:.1} ms, {:.2} false neighbour-down per link per hour)",
+        chosen.probe_interval_ms, chosen.probe_misses_max, chosen.mttr_p95_ms, chosen.false_down_per_link_hour
+    )?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `twin topology`.
+pub async fn topology(args: &TwinTopologyArgs) -> anyhow::Result<()> {
+    let topology = load_topology(&args.topology, args.nodes, args.seed).await?;
+    if args.json {
+        let links: Vec<_> = topology
+            .links
+            .iter()
+            .map(|l| {
+                serde_json::json!({
+                    "source": topology.names[l.a as usize],
+                    "target": topology.names[l.b as usize],
+                    "latency_ms": l.params.latency.as_secs_f64() * 1e3,
+                    "loss": l.params.loss,
+                })
+            })
+            .collect();
+        println!(
+            "{}",
+            serde_json::json!({"nodes": topology.names, "links": links})
+        );
+    } else {
+        let components = topology.components().len();
+        println!(
+            "{} nodes, {} links, {components} connected component(s) ({})",
+            topology.len(),
+            topology.links.len(),
+            args.topology
+        );
+    }
+    Ok(())
+}
+
+/// The run's results in Prometheus text format (`deploy/monitoring/twin-metrics.txt`
+/// lists the names the digital-twin dashboard reads).
+pub fn metrics_text(r: &x0tta6bl4_twin::Report) -> String {
+    let labels = format!(
+        "scenario=\"{}\",topology=\"{}\"",
+        escape_label(&r.scenario),
+        escape_label(&r.topology)
+    );
+    let mut out = String::new();
+    out.push_str("# HELP x0tta6bl4_twin_mttr_seconds Data-plane outage of measured flows in the twin, by quantile.\n# TYPE x0tta6bl4_twin_mttr_seconds gauge\n");
+    for (q, v) in [
+        ("0.5", r.mttr_ms.p50),
+        ("0.95", r.mttr_ms.p95),
+        ("0.99", r.mttr_ms.p99),
+    ] {
+        out.push_str(&format!(
+            "x0tta6bl4_twin_mttr_seconds{{{labels},quantile=\"{q}\"}} {}\n",
+            v / 1e3
+        ));
+    }
+    let single = [
+        (
+            "converged_seconds",
+            "Simulated time until the mesh first converged.",
+            r.converged_ms / 1e3,
+        ),
+        (
+            "unreachable_pairs",
+            "Connected pairs without a working path after the scenario, summed over iterations.",
+            r.unreachable_pairs_after_heal as f64,
+        ),
+        ("nodes", "Simulated nodes.", r.nodes as f64),
+        (
+            "sim_seconds_per_wall_second",
+            "Simulated seconds per wall-clock second of the run.",
+            r.sim_seconds_per_wall_second,
+        ),
+    ];
+    for (name, help, value) in single {
+        out.push_str(&format!("# HELP x0tta6bl4_twin_{name} {help}\n# TYPE x0tta6bl4_twin_{name} gauge\nx0tta6bl4_twin_{name}{{{labels}}} {value}\n"));
+    }
+    out
+}
+
+fn escape_label(text: &str) -> String {
+    text.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}

@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# Install what the tests need, then run every check CI runs: formatting, clippy with
+# warnings as errors, and the whole workspace's tests. Safe to rerun; works offline
+# once everything is installed.
+#
+# To add a dependency of the tests, add one line below, e.g.
+#   APT_PACKAGES+=(prometheus)   # promtool, for the alerting-rule tests
+#   PIP_PACKAGES+=(numpy)        # for the plotting scripts
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+APT_PACKAGES=()
+PIP_PACKAGES=()
+
+# Debian packages: installed only when missing, so an offline rerun does not touch apt.
+install_apt() {
+    local missing=()
+    for package in "$@"; do
+        dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" \
+            || missing+=("$package")
+    done
+    if ((${#missing[@]} > 0)); then
+        echo "installing Debian packages: ${missing[*]}"
+        local sudo=""
+        if [[ $(id -u) -ne 0 ]]; then sudo="sudo"; fi
+        $sudo apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}"
+    fi
+}
+
+# PyPI packages: installed only when missing.
+install_pip() {
+    local missing=()
+    for package in "$@"; do
+        python3 -c "import importlib.metadata as m, sys; m.version(sys.argv[1])" "$package" \
+            2>/dev/null || missing+=("$package")
+    done
+    if ((${#missing[@]} > 0)); then
+        echo "installing PyPI packages: ${missing[*]}"
+        python3 -m pip install --quiet "${missing[@]}" \
+            || python3 -m pip install --quiet --break-system-packages "${missing[@]}"
+    fi
+}
+
+# rustfmt and clippy come with the toolchain; add them when rustup can.
+install_rust_components() {
+    for component in rustfmt clippy; do
+        local probe="cargo fmt --version"
+        [[ $component == clippy ]] && probe="cargo clippy --version"
+        if ! $probe >/dev/null 2>&1; then
+            rustup component add "$component"
+        fi
+    done
+}
+
+if ((${#APT_PACKAGES[@]} > 0)); then install_apt "${APT_PACKAGES[@]}"; fi
+if ((${#PIP_PACKAGES[@]} > 0)); then install_pip "${PIP_PACKAGES[@]}"; fi
+install_rust_components
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy"
+cargo clippy --workspace --all-targets -- -D warnings
+echo "== tests"
+if cargo nextest --version >/dev/null 2>&1; then
+    # nextest runs no doctests: run them first, so the last summary is nextest's.
+    cargo test --workspace --doc
+    cargo nextest run --workspace --no-fail-fast
+else
+    cargo test --workspace --no-fail-fast
+fi
