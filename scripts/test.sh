@@ -10,6 +10,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 APT_PACKAGES=()
+APT_PACKAGES+=(prometheus) # a real Prometheus server for the twin's --topology prometheus: test
 PIP_PACKAGES=()
 
 # Debian packages: installed only when missing, so an offline rerun does not touch apt.

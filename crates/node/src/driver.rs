@@ -417,7 +417,9 @@ impl Driver {
         match event {
             Event::Dial { addr } => {
                 tracing::debug!(%addr, "dialing");
-                let dial = transport::dial(self.endpoint.clone(), addr, self.context.clone());
+                let timeout = Duration::from_millis(self.node.config().dial_timeout_ms);
+                let dial =
+                    transport::dial(self.endpoint.clone(), addr, timeout, self.context.clone());
                 tokio::spawn(dial.in_current_span());
             }
             Event::NeighbourUp { name } => tracing::info!(neighbour = %name, "neighbour up"),

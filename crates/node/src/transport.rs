@@ -31,9 +31,6 @@ const DATAGRAM_RECEIVE_BUFFER_BYTES: usize = 4 << 20;
 const DATAGRAM_SEND_BUFFER_BYTES: usize = 1 << 20;
 /// Unidirectional streams a peer may have open to us at once (one per large frame).
 const UNI_STREAMS_MAX: u32 = 64;
-/// A dial whose handshake has not completed by then fails (quinn does not see ICMP
-/// port-unreachable, so a dead peer would otherwise hold the dial for the idle timeout).
-const DIAL_TIMEOUT: Duration = Duration::from_secs(1);
 /// Connections being accepted at once.
 const INCOMING_MAX: usize = 1024;
 
@@ -157,8 +154,15 @@ pub(crate) async fn accept_loop(endpoint: Endpoint, context: LinkContext) {
     }
 }
 
-/// Dial `addr`; report the link, or the failure, to the driver.
-pub(crate) async fn dial(endpoint: Endpoint, addr: SocketAddr, context: LinkContext) {
+/// Dial `addr`; report the link, or the failure, to the driver. A dial whose handshake
+/// has not completed within `timeout` (`protocol.dial_timeout_ms`) fails: quinn does not
+/// see ICMP port-unreachable, so a dead peer would otherwise hold it for the idle timeout.
+pub(crate) async fn dial(
+    endpoint: Endpoint,
+    addr: SocketAddr,
+    timeout: Duration,
+    context: LinkContext,
+) {
     let connecting = match endpoint.connect(addr, SERVER_NAME) {
         Ok(connecting) => connecting,
         Err(error) => {
@@ -167,10 +171,10 @@ pub(crate) async fn dial(endpoint: Endpoint, addr: SocketAddr, context: LinkCont
             return;
         }
     };
-    let error = match tokio::time::timeout(DIAL_TIMEOUT, connecting).await {
+    let error = match tokio::time::timeout(timeout, connecting).await {
         Ok(Ok(conn)) => return established(conn, Some(addr), context).await,
         Ok(Err(error)) => error.to_string(),
-        Err(_) => format!("no handshake within {DIAL_TIMEOUT:?}"),
+        Err(_) => format!("no handshake within {timeout:?}"),
     };
     context.shared.counters.handshake(Handshake::Failed);
     let _ = context.inputs.send(Input::DialFailed { addr, error }).await;

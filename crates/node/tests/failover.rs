@@ -153,6 +153,20 @@ async fn flow_heals_around_a_killed_node() {
         outage_us < 1_000_000,
         "outage {outage_us} µs: expected well under 1 s with 50 ms probes"
     );
+    // The receiver's histogram saw the same outage (its gap between arrivals).
+    let metrics = api_d.text("/metrics").await;
+    let value = |name: &str| -> f64 {
+        let line = metrics.lines().find(|l| l.starts_with(&format!("{name} ")));
+        let line = line.unwrap_or_else(|| panic!("{name} missing from /metrics"));
+        line.split(' ').nth(1).unwrap().parse().unwrap()
+    };
+    let count = value("x0tta6bl4_flow_outage_seconds_count");
+    let sum = value("x0tta6bl4_flow_outage_seconds_sum");
+    assert!(count >= 1.0, "no outage observed: {count}");
+    assert!(
+        sum >= outage_us as f64 / 1e6 - 1e-6,
+        "outage sum {sum} s below the measured outage {outage_us} µs"
+    );
     a.shutdown().await.unwrap();
     d.shutdown().await.unwrap();
 }

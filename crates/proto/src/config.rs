@@ -58,6 +58,9 @@ pub struct Config {
     pub dial_backoff_min_ms: u64,
     /// Largest redial delay.
     pub dial_backoff_max_ms: u64,
+    /// A dial whose handshake has not completed within this fails and is retried (the
+    /// daemon's transport applies it; the twin models it).
+    pub dial_timeout_ms: u64,
     /// Seed of the instance's random choices (timer jitter). The daemon draws it from
     /// the OS; the twin derives it from the run's seed.
     #[serde(skip)]
@@ -94,6 +97,7 @@ impl Default for Config {
             beacon_interval_ms: 250,
             dial_backoff_min_ms: 100,
             dial_backoff_max_ms: 2_000,
+            dial_timeout_ms: 1_000,
             rng_seed: 0,
             initial_sequence: 1,
             healing: HealingConfig::default(),
@@ -218,6 +222,12 @@ impl Config {
             "dial_backoff_min_ms",
             c.dial_backoff_min_ms,
             "use at least 1 and at most dial_backoff_max_ms",
+        )?;
+        check(
+            (10..=60_000).contains(&c.dial_timeout_ms),
+            "dial_timeout_ms",
+            c.dial_timeout_ms,
+            "use 10 to 60000",
         )?;
         self.healing.validate()
     }

@@ -8,17 +8,26 @@
 use serde::{Deserialize, Serialize};
 
 /// The outage of one flow around a fault at `fault_at_us`, given the arrival times of
-/// its probes in microseconds, sorted ascending. `None` when no probe arrived after the
-/// fault (the flow never recovered) or none arrived before it (no baseline).
+/// its probes in microseconds, sorted ascending: the longest gap between consecutive
+/// arrivals that ends after the fault. For a single disruption that is the gap between
+/// the last probe delivered before the path broke and the first delivered after it.
+/// (The gap spanning the fault instant alone is not enough: probes already past the
+/// failed element when it failed still arrive just after the fault instant.)
+/// `None` when no probe arrived after the fault (the flow never recovered) or none
+/// arrived before it (no baseline).
 pub fn flow_outage_us(arrivals_us: &[u64], fault_at_us: u64) -> Option<u64> {
     debug_assert!(
         arrivals_us.windows(2).all(|w| w[0] <= w[1]),
         "arrivals must be sorted"
     );
     let after = arrivals_us.partition_point(|&t| t <= fault_at_us);
-    let last_before = *arrivals_us.get(after.checked_sub(1)?)?;
-    let first_after = *arrivals_us.get(after)?;
-    Some(first_after - last_before)
+    if after == 0 || after == arrivals_us.len() {
+        return None;
+    }
+    arrivals_us[after - 1..]
+        .windows(2)
+        .map(|w| w[1] - w[0])
+        .max()
 }
 
 /// Summary statistics of outage samples, in milliseconds.
@@ -79,6 +88,8 @@ mod tests {
     fn outage_is_gap_around_fault() {
         let arrivals = [0, 10, 20, 30, 250, 260];
         assert_eq!(flow_outage_us(&arrivals, 35), Some(220));
+        // A probe in flight at the fault arrives just after it: the outage follows it.
+        assert_eq!(flow_outage_us(&[0, 10, 20, 37, 250, 260], 35), Some(213));
         assert_eq!(
             flow_outage_us(&arrivals, 30),
             Some(220),

@@ -53,17 +53,40 @@ impl RoutingTable {
 
     /// Destinations whose route differs between `self` and `other`.
     pub fn changes_from(&self, other: &RoutingTable) -> usize {
-        let changed = self
-            .routes
-            .iter()
-            .filter(|(d, r)| other.routes.get(*d) != Some(r))
-            .count();
-        let gone = other
-            .routes
-            .keys()
-            .filter(|d| !self.routes.contains_key(*d))
-            .count();
-        changed + gone
+        // Both tables iterate in destination order: merge them in one pass.
+        let (mut mine, mut theirs) = (
+            self.routes.iter().peekable(),
+            other.routes.iter().peekable(),
+        );
+        let mut changes = 0;
+        loop {
+            match (mine.peek(), theirs.peek()) {
+                (None, None) => return changes,
+                (Some(_), None) => {
+                    mine.next();
+                    changes += 1;
+                }
+                (None, Some(_)) => {
+                    theirs.next();
+                    changes += 1;
+                }
+                (Some((a, ra)), Some((b, rb))) => match a.cmp(b) {
+                    std::cmp::Ordering::Less => {
+                        mine.next();
+                        changes += 1;
+                    }
+                    std::cmp::Ordering::Greater => {
+                        theirs.next();
+                        changes += 1;
+                    }
+                    std::cmp::Ordering::Equal => {
+                        changes += usize::from(ra != rb);
+                        mine.next();
+                        theirs.next();
+                    }
+                },
+            }
+        }
     }
 }
 

@@ -33,9 +33,6 @@ pub struct SimConfig {
     pub protocol: Config,
     /// Seed of the whole run.
     pub seed: u64,
-    /// How long a dial to an unreachable peer takes to fail (the daemon's QUIC
-    /// handshake timeout).
-    pub dial_timeout: Duration,
 }
 
 impl SimConfig {
@@ -44,7 +41,6 @@ impl SimConfig {
         SimConfig {
             protocol: Config::default(),
             seed,
-            dial_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -793,7 +789,8 @@ impl Sim {
 
     fn dial(&mut self, dialer: u32, addr: SocketAddr) {
         let incarnation = self.nodes[dialer as usize].incarnation;
-        let failed_at = self.now + self.config.dial_timeout;
+        // As the daemon: a dial without a completed handshake fails after this.
+        let failed_at = self.now + Duration::from_millis(self.config.protocol.dial_timeout_ms);
         let Some(target) = index_of_addr(addr).filter(|&t| (t as usize) < self.nodes.len()) else {
             self.push(
                 failed_at,
