@@ -13,6 +13,11 @@ pub struct Entry {
     pub lsa: Arc<SignedLsa>,
     /// When it ages out unless refreshed.
     pub expires_at: Instant,
+    /// The origin's slot (see [`LinkStateDb::slot_name`]).
+    pub(crate) slot: u32,
+    /// The advertised links as (neighbour slot, cost), sorted by slot: resolved once at
+    /// install, so route computations need no name lookups.
+    pub(crate) adjacency: Arc<[(u32, u32)]>,
 }
 
 /// The result of offering an advertisement to the database.
@@ -35,6 +40,11 @@ pub enum InstallOutcome {
 #[derive(Clone, Debug)]
 pub struct LinkStateDb {
     entries: crate::hash::FastMap<NodeName, Entry>,
+    /// Origins in name order with their slots, so route tables come out sorted.
+    order: Vec<(NodeName, u32)>,
+    /// A small integer per name seen (as origin or neighbour), stable while it is held.
+    slots: crate::hash::FastMap<NodeName, u32>,
+    slot_names: Vec<NodeName>,
     entries_max: usize,
 }
 
@@ -44,29 +54,109 @@ impl LinkStateDb {
         assert!(entries_max >= 1);
         LinkStateDb {
             entries: crate::hash::FastMap::default(),
+            order: Vec::new(),
+            slots: crate::hash::FastMap::default(),
+            slot_names: Vec::new(),
             entries_max,
         }
     }
 
     /// Offer an advertisement (already verified by the caller).
     pub fn install(&mut self, lsa: Arc<SignedLsa>, expires_at: Instant) -> InstallOutcome {
-        let full = self.entries.len() >= self.entries_max;
-        match self.entries.get_mut(&lsa.lsa.origin) {
-            Some(entry) if entry.lsa.lsa.sequence > lsa.lsa.sequence => {
-                InstallOutcome::Stale(entry.lsa.lsa.sequence)
+        let held = self
+            .entries
+            .get(&lsa.lsa.origin)
+            .map(|e| e.lsa.lsa.sequence);
+        match held {
+            Some(sequence) if sequence > lsa.lsa.sequence => {
+                return InstallOutcome::Stale(sequence)
             }
-            Some(entry) if entry.lsa.lsa.sequence == lsa.lsa.sequence => InstallOutcome::Duplicate,
-            Some(entry) => {
-                *entry = Entry { lsa, expires_at };
-                InstallOutcome::Installed
-            }
-            None if full => InstallOutcome::Full,
-            None => {
-                self.entries
-                    .insert(lsa.lsa.origin.clone(), Entry { lsa, expires_at });
-                InstallOutcome::Installed
-            }
+            Some(sequence) if sequence == lsa.lsa.sequence => return InstallOutcome::Duplicate,
+            None if self.entries.len() >= self.entries_max => return InstallOutcome::Full,
+            _ => {}
         }
+        let slot = self.slot_of(&lsa.lsa.origin);
+        let mut adjacency: Vec<(u32, u32)> = lsa
+            .lsa
+            .links
+            .iter()
+            .map(|l| (self.slot_of(&l.neighbour), l.cost.max(1)))
+            .collect();
+        adjacency.sort_unstable();
+        let origin = lsa.lsa.origin.clone();
+        let entry = Entry {
+            lsa,
+            expires_at,
+            slot,
+            adjacency: adjacency.into(),
+        };
+        if self.entries.insert(origin.clone(), entry).is_none() {
+            let at = self
+                .order
+                .binary_search_by(|(n, _)| n.cmp(&origin))
+                .unwrap_or_else(|at| at);
+            self.order.insert(at, (origin, slot));
+        }
+        InstallOutcome::Installed
+    }
+
+    fn slot_of(&mut self, name: &NodeName) -> u32 {
+        if let Some(&slot) = self.slots.get(name) {
+            return slot;
+        }
+        let slot = self.slot_names.len() as u32;
+        self.slots.insert(name.clone(), slot);
+        self.slot_names.push(name.clone());
+        slot
+    }
+
+    /// Reassign slots from the names still in use once many have gone, so the slot
+    /// table stays bounded by what the database holds.
+    fn compact_slots(&mut self) {
+        let links: usize = self.entries.values().map(|e| e.adjacency.len()).sum();
+        if self.slot_names.len() <= 2 * (self.entries.len() + links) + 1024 {
+            return;
+        }
+        self.slots.clear();
+        self.slot_names.clear();
+        let mut entries = std::mem::take(&mut self.entries);
+        let mut origins: Vec<NodeName> = entries.keys().cloned().collect();
+        origins.sort();
+        for origin in &origins {
+            let entry = entries.get_mut(origin).expect("listed origin");
+            entry.slot = self.slot_of(origin);
+            let mut adjacency: Vec<(u32, u32)> = entry
+                .lsa
+                .lsa
+                .links
+                .iter()
+                .map(|l| (self.slot_of(&l.neighbour), l.cost.max(1)))
+                .collect();
+            adjacency.sort_unstable();
+            entry.adjacency = adjacency.into();
+        }
+        self.entries = entries;
+        self.order = origins.iter().map(|o| (o.clone(), self.slots[o])).collect();
+    }
+
+    /// The name of a slot.
+    pub(crate) fn slot_name(&self, slot: u32) -> &NodeName {
+        &self.slot_names[slot as usize]
+    }
+
+    /// Number of slots handed out.
+    pub(crate) fn slot_count(&self) -> usize {
+        self.slot_names.len()
+    }
+
+    /// The slot of `name`, if it has one.
+    pub(crate) fn slot(&self, name: &NodeName) -> Option<u32> {
+        self.slots.get(name).copied()
+    }
+
+    /// Origins with their slots, in name order.
+    pub(crate) fn ordered(&self) -> &[(NodeName, u32)] {
+        &self.order
     }
 
     /// The entry of `origin`.
@@ -76,7 +166,12 @@ impl LinkStateDb {
 
     /// Remove the entry of `origin`.
     pub fn remove(&mut self, origin: &NodeName) -> Option<Entry> {
-        self.entries.remove(origin)
+        if let Ok(at) = self.order.binary_search_by(|(n, _)| n.cmp(origin)) {
+            self.order.remove(at);
+        }
+        let removed = self.entries.remove(origin);
+        self.compact_slots();
+        removed
     }
 
     /// Remove every entry whose lifetime is over (except `keep`, the node's own),
@@ -90,7 +185,7 @@ impl LinkStateDb {
             .collect();
         gone.sort();
         for origin in &gone {
-            self.entries.remove(origin);
+            self.remove(origin);
         }
         gone
     }
@@ -186,6 +281,28 @@ mod tests {
             vec![NodeName::new("n1").unwrap()]
         );
         assert_eq!(db.len(), 1);
+    }
+
+    #[test]
+    fn slots_stay_bounded_as_origins_come_and_go() {
+        let mut db = LinkStateDb::new(10_000);
+        for round in 0..50u64 {
+            for i in 0..100u8 {
+                let mut offered = (*lsa(i, round + 1)).clone();
+                offered.lsa.origin = NodeName::new(&format!("r{round}-{i}")).unwrap();
+                db.install(Arc::new(offered), Instant::ZERO);
+            }
+            let gone: Vec<NodeName> = db.iter().map(|(o, _)| o.clone()).collect();
+            for origin in gone {
+                db.remove(&origin);
+            }
+        }
+        assert!(
+            db.slot_count() <= 2 * 100 + 1024,
+            "{} slots",
+            db.slot_count()
+        );
+        assert!(db.is_empty() && db.ordered().is_empty());
     }
 
     proptest! {

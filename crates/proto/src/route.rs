@@ -94,37 +94,26 @@ impl RoutingTable {
 /// by the next hop's name, so every run on the same database gives the same table,
 /// whatever order the database iterates in.
 pub fn compute_routes(me: &NodeName, lsdb: &LinkStateDb) -> RoutingTable {
-    // Work on integer indices: resolve every advertised link once, then keep only links
-    // whose other end advertises them back (the two-way check).
-    let names: Vec<&NodeName> = lsdb.iter().map(|(origin, _)| origin).collect();
-    let index: crate::hash::FastMap<&NodeName, u32> = names
-        .iter()
-        .enumerate()
-        .map(|(i, n)| (*n, i as u32))
-        .collect();
-    let Some(&source) = index.get(me) else {
+    // Work on the database's integer slots: every advertisement's links were resolved
+    // to slots when it was installed. A link counts only when its other end advertises
+    // it back (the two-way check).
+    let Some(source) = lsdb.slot(me).filter(|_| lsdb.get(me).is_some()) else {
         return RoutingTable::default();
     };
-    let advertised: Vec<Vec<(u32, u32)>> = names
-        .iter()
-        .map(|origin| {
-            let links = lsdb.get(origin).map_or(&[][..], |e| &e.lsa.lsa.links[..]);
-            let mut out: Vec<(u32, u32)> = links
-                .iter()
-                .filter_map(|l| index.get(&l.neighbour).map(|&v| (v, l.cost.max(1))))
-                .collect();
-            out.sort_unstable();
-            out
-        })
-        .collect();
+    let slots = lsdb.slot_count();
+    let mut advertised: Vec<&[(u32, u32)]> = vec![&[]; slots];
+    for (_, entry) in lsdb.iter() {
+        advertised[entry.slot as usize] = &entry.adjacency;
+    }
     let confirms = |v: u32, u: u32| {
         advertised[v as usize]
             .binary_search_by_key(&u, |&(w, _)| w)
             .is_ok()
     };
+    let name = |slot: usize| lsdb.slot_name(slot as u32);
     let source = source as usize;
-    let mut best: Vec<Option<(u64, u32, usize)>> = vec![None; names.len()]; // (cost, hops, first hop)
-    let mut done = vec![false; names.len()];
+    let mut best: Vec<Option<(u64, u32, usize)>> = vec![None; slots]; // (cost, hops, first hop)
+    let mut done = vec![false; slots];
     let mut heap = BinaryHeap::new();
     best[source] = Some((0, 0, source));
     heap.push(Reverse((0u64, 0u32, source)));
@@ -134,7 +123,7 @@ pub fn compute_routes(me: &NodeName, lsdb: &LinkStateDb) -> RoutingTable {
         }
         done[u] = true;
         let first = best[u].map_or(source, |b| b.2);
-        for &(v, link_cost) in &advertised[u] {
+        for &(v, link_cost) in advertised[u] {
             let v_index = v as usize;
             if done[v_index] || !confirms(v, u as u32) {
                 continue;
@@ -146,9 +135,7 @@ pub fn compute_routes(me: &NodeName, lsdb: &LinkStateDb) -> RoutingTable {
             );
             let better = match best[v_index] {
                 None => true,
-                Some((c, h, f)) => {
-                    (candidate.0, candidate.1, names[candidate.2]) < (c, h, names[f])
-                }
+                Some((c, h, f)) => (candidate.0, candidate.1, name(candidate.2)) < (c, h, name(f)),
             };
             if better {
                 best[v_index] = Some(candidate);
@@ -156,16 +143,17 @@ pub fn compute_routes(me: &NodeName, lsdb: &LinkStateDb) -> RoutingTable {
             }
         }
     }
-    let routes = best
+    // Destinations in name order, so the map is built from a sorted sequence.
+    let routes = lsdb
+        .ordered()
         .iter()
-        .enumerate()
-        .filter(|&(v, _)| v != source)
-        .filter_map(|(v, b)| {
-            b.map(|(cost, hops, first)| {
+        .filter(|&&(_, slot)| slot as usize != source)
+        .filter_map(|(destination, slot)| {
+            best[*slot as usize].map(|(cost, hops, first)| {
                 (
-                    names[v].clone(),
+                    destination.clone(),
                     Route {
-                        next_hop: names[first].clone(),
+                        next_hop: name(first).clone(),
                         cost,
                         hops,
                     },

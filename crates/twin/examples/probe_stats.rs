@@ -20,7 +20,7 @@ fn main() {
         base.stats().events
     );
     let scenario: Scenario = "node-failure".parse().unwrap();
-    for k in 0..12 {
+    for k in 0..4 {
         let w = std::time::Instant::now();
         let mut sim = base.clone();
         let t_clone = w.elapsed();

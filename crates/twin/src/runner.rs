@@ -127,7 +127,16 @@ pub fn converge(
     loop {
         sim.run_for(step);
         let elapsed = sim.now().saturating_since(start);
-        let health = check::check(&sim, pairs_max, &mut rng);
+        // Walks first (cheap); the full check with route counts only once they pass.
+        let paths_ok = check::check_paths(&sim, pairs_max, &mut rng).ok();
+        let health = if paths_ok {
+            check::check(&sim, pairs_max, &mut rng)
+        } else {
+            check::Health {
+                loops: 1,
+                ..check::Health::default()
+            }
+        };
         if health.ok() {
             return Ok((sim, elapsed));
         }

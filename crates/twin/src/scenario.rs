@@ -624,7 +624,7 @@ pub fn run_iteration(
             && recovered_at.is_none()
             && tick > last_fault
             && every_50ms
-            && check::check(sim, 500, rng).ok()
+            && check::check_paths(sim, 500, rng).ok()
         {
             recovered_at = Some(tick);
         }
