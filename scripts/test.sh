@@ -70,3 +70,4 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
     cargo test --workspace --no-fail-fast
 fi
+./deploy/tests/run.sh
