@@ -76,19 +76,13 @@ impl LinkStateDb {
             _ => {}
         }
         let slot = self.slot_of(&lsa.lsa.origin);
-        let mut adjacency: Vec<(u32, u32)> = lsa
-            .lsa
-            .links
-            .iter()
-            .map(|l| (self.slot_of(&l.neighbour), l.cost.max(1)))
-            .collect();
-        adjacency.sort_unstable();
+        let adjacency = self.resolve(&lsa);
         let origin = lsa.lsa.origin.clone();
         let entry = Entry {
             lsa,
             expires_at,
             slot,
-            adjacency: adjacency.into(),
+            adjacency,
         };
         if self.entries.insert(origin.clone(), entry).is_none() {
             let at = self
@@ -98,6 +92,18 @@ impl LinkStateDb {
             self.order.insert(at, (origin, slot));
         }
         InstallOutcome::Installed
+    }
+
+    /// The advertisement's links as (neighbour slot, cost), sorted by slot.
+    fn resolve(&mut self, lsa: &SignedLsa) -> Arc<[(u32, u32)]> {
+        let mut adjacency: Vec<(u32, u32)> = lsa
+            .lsa
+            .links
+            .iter()
+            .map(|l| (self.slot_of(&l.neighbour), l.cost.max(1)))
+            .collect();
+        adjacency.sort_unstable();
+        adjacency.into()
     }
 
     fn slot_of(&mut self, name: &NodeName) -> u32 {
@@ -125,15 +131,7 @@ impl LinkStateDb {
         for origin in &origins {
             let entry = entries.get_mut(origin).expect("listed origin");
             entry.slot = self.slot_of(origin);
-            let mut adjacency: Vec<(u32, u32)> = entry
-                .lsa
-                .lsa
-                .links
-                .iter()
-                .map(|l| (self.slot_of(&l.neighbour), l.cost.max(1)))
-                .collect();
-            adjacency.sort_unstable();
-            entry.adjacency = adjacency.into();
+            entry.adjacency = self.resolve(&entry.lsa);
         }
         self.entries = entries;
         self.order = origins.iter().map(|o| (o.clone(), self.slots[o])).collect();

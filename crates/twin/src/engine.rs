@@ -789,53 +789,42 @@ impl Sim {
 
     fn dial(&mut self, dialer: u32, addr: SocketAddr) {
         let incarnation = self.nodes[dialer as usize].incarnation;
-        // As the daemon: a dial without a completed handshake fails after this.
-        let failed_at = self.now + Duration::from_millis(self.config.protocol.dial_timeout_ms);
-        let Some(target) = index_of_addr(addr).filter(|&t| (t as usize) < self.nodes.len()) else {
-            self.push(
-                failed_at,
-                Pending::DialFailed {
-                    dialer,
-                    addr,
-                    incarnation,
-                },
-            );
-            return;
-        };
-        let Some(l) = self.link_between(dialer, target) else {
-            self.push(
-                failed_at,
-                Pending::DialFailed {
-                    dialer,
-                    addr,
-                    incarnation,
-                },
-            );
-            return;
-        };
-        let link = &self.links[l as usize];
-        let answers = link.up && self.nodes[target as usize].status == Status::Running;
-        if answers {
-            // One round trip for the QUIC + TLS 1.3 handshake.
-            let rtt = link.params.latency * 2;
-            self.push(
-                self.now + rtt,
-                Pending::Handshake {
-                    dialer,
-                    target,
-                    link: l,
-                    addr,
-                },
-            );
-        } else {
-            self.push(
-                failed_at,
-                Pending::DialFailed {
-                    dialer,
-                    addr,
-                    incarnation,
-                },
-            );
+        let target = index_of_addr(addr).filter(|&t| (t as usize) < self.nodes.len());
+        let answering = target.and_then(|t| {
+            let l = self.link_between(dialer, t)?;
+            let link = &self.links[l as usize];
+            (link.up && self.nodes[t as usize].status == Status::Running).then_some((
+                t,
+                l,
+                link.params.latency,
+            ))
+        });
+        match answering {
+            Some((target, link, latency)) => {
+                // One round trip for the QUIC + TLS 1.3 handshake.
+                self.push(
+                    self.now + latency * 2,
+                    Pending::Handshake {
+                        dialer,
+                        target,
+                        link,
+                        addr,
+                    },
+                );
+            }
+            None => {
+                // As the daemon: a dial without a completed handshake fails after this.
+                let failed_at =
+                    self.now + Duration::from_millis(self.config.protocol.dial_timeout_ms);
+                self.push(
+                    failed_at,
+                    Pending::DialFailed {
+                        dialer,
+                        addr,
+                        incarnation,
+                    },
+                );
+            }
         }
     }
 }

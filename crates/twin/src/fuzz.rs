@@ -9,7 +9,7 @@ use x0tta6bl4_proto::{NeighbourState, Rng};
 
 use crate::check;
 use crate::engine::{Sim, SimConfig, Status};
-use crate::scenario::{Action, Scenario};
+use crate::scenario::Scenario;
 use crate::spec::TopologySpec;
 
 /// Simulated time allowed for convergence before and after the faults (the bound is
@@ -107,15 +107,7 @@ pub fn run_case(case: &FuzzCase) -> Result<(), String> {
             sim.run_for(step);
             check_safety(&sim, &mut sequences)?;
         }
-        match *action {
-            Action::Crash(v) => sim.crash(v),
-            Action::LinkDown(l) => sim.set_link_up(l, false),
-            Action::LinkUp(l) => sim.set_link_up(l, true),
-            Action::Degrade(l, loss, latency) => {
-                sim.set_link_loss(l, loss);
-                sim.set_link_latency(l, latency);
-            }
-        }
+        action.apply(&mut sim);
     }
     // Faults over: repair every link's loss so liveness can be demanded.
     for l in 0..sim.links().len() as u32 {

@@ -74,39 +74,27 @@ pub fn topology_from_prometheus(
             (b.to_owned(), a.to_owned())
         }
     };
-    for s in series(rtt, QUERIES[1])? {
-        let (Some(node), Some(neighbour)) = (
-            s.metric
-                .get("instance")
-                .and_then(|i| name_of_instance.get(i)),
-            s.metric.get("neighbour"),
-        ) else {
-            continue;
+    // Each series is (reporting node's instance, neighbour label, value).
+    let link_values =
+        |answer: &str, query: &str| -> Result<Vec<((String, String), f64)>, TopologyError> {
+            Ok(series(answer, query)?
+                .into_iter()
+                .filter_map(|s| {
+                    let node = name_of_instance.get(s.metric.get("instance")?)?;
+                    let value = s.value.1.parse::<f64>().ok()?;
+                    Some((key(node, s.metric.get("neighbour")?), value))
+                })
+                .collect())
         };
-        let Ok(seconds) = s.value.1.parse::<f64>() else {
-            continue;
-        };
+    for (link, seconds) in link_values(rtt, QUERIES[1])? {
         links
-            .entry(key(node, neighbour))
+            .entry(link)
             .or_insert((Vec::new(), 0.0))
             .0
             .push(seconds);
     }
-    for s in series(loss, QUERIES[2])? {
-        let (Some(node), Some(neighbour)) = (
-            s.metric
-                .get("instance")
-                .and_then(|i| name_of_instance.get(i)),
-            s.metric.get("neighbour"),
-        ) else {
-            continue;
-        };
-        let Ok(ratio) = s.value.1.parse::<f64>() else {
-            continue;
-        };
-        let entry = links
-            .entry(key(node, neighbour))
-            .or_insert((Vec::new(), 0.0));
+    for (link, ratio) in link_values(loss, QUERIES[2])? {
+        let entry = links.entry(link).or_insert((Vec::new(), 0.0));
         entry.1 = entry.1.max(ratio.clamp(0.0, 1.0));
     }
     let mut doc_links = Vec::new();

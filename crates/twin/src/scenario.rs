@@ -224,6 +224,21 @@ pub enum Action {
     Degrade(u32, f64, Duration),
 }
 
+impl Action {
+    /// Carry the action out on the simulated world.
+    pub fn apply(&self, sim: &mut Sim) {
+        match *self {
+            Action::Crash(v) => sim.crash(v),
+            Action::LinkDown(l) => sim.set_link_up(l, false),
+            Action::LinkUp(l) => sim.set_link_up(l, true),
+            Action::Degrade(l, loss, latency) => {
+                sim.set_link_loss(l, loss);
+                sim.set_link_latency(l, latency);
+            }
+        }
+    }
+}
+
 /// What a fault breaks and when: actions at offsets from the fault instant.
 #[derive(Clone, Debug, Default)]
 pub struct FaultPlan {
@@ -433,9 +448,9 @@ impl Default for Measurement {
         Measurement {
             flow_interval: Duration::from_millis(10),
             flows_max: 100,
-            baseline: Duration::from_millis(100),
+            baseline: Duration::from_millis(60),
             recovery_max: Duration::from_secs(10),
-            tail: Duration::from_millis(100),
+            tail: Duration::from_millis(50),
             check_pairs_max: 5_000,
         }
     }
@@ -582,7 +597,7 @@ pub fn run_iteration(
             if fault_at + *offset > tick {
                 break;
             }
-            apply(sim, action);
+            action.apply(sim);
             actions.next();
         }
         for &(s, d) in flows {
@@ -659,18 +674,6 @@ pub fn run_iteration(
     result.control_frames = sim.stats().control_frames - stats_before.control_frames;
     result.control_bytes = sim.stats().control_bytes - stats_before.control_bytes;
     result
-}
-
-fn apply(sim: &mut Sim, action: &Action) {
-    match *action {
-        Action::Crash(v) => sim.crash(v),
-        Action::LinkDown(l) => sim.set_link_up(l, false),
-        Action::LinkUp(l) => sim.set_link_up(l, true),
-        Action::Degrade(l, loss, latency) => {
-            sim.set_link_loss(l, loss);
-            sim.set_link_latency(l, latency);
-        }
-    }
 }
 
 #[cfg(test)]

@@ -1,4 +1,5 @@
-//! Time one shortest-path computation over an n-node link-state database.
+//! Time one shortest-path computation over an n-node link-state database:
+//! `cargo bench -p x0tta6bl4-twin --bench spf -- 1000`.
 use std::sync::Arc;
 use x0tta6bl4_proto::wire::{Lsa, LsaLink, SignedLsa};
 use x0tta6bl4_proto::{compute_routes, Instant, LinkStateDb, Rng};
@@ -44,5 +45,9 @@ fn main() {
     for _ in 0..runs {
         std::hint::black_box(compute_routes(&t.names[0], &db));
     }
-    println!("compute_routes n={n}: {:?} per run", w.elapsed() / runs);
+    println!("command: cargo bench -p x0tta6bl4-twin --bench spf -- {n}");
+    println!(
+        "compute_routes over {n} nodes: {:?} per run ({runs} runs)",
+        w.elapsed() / runs
+    );
 }
