@@ -9,6 +9,9 @@ use serde::Deserialize;
 
 use crate::topology::{LinkParams, Topology, TopologyError};
 
+/// A link as (smaller name, larger name).
+type LinkKey = (String, String);
+
 /// The instant queries whose answers [`topology_from_prometheus`] needs, in order:
 /// node identities, link RTTs, link losses.
 pub const QUERIES: [&str; 3] = [
@@ -75,17 +78,16 @@ pub fn topology_from_prometheus(
         }
     };
     // Each series is (reporting node's instance, neighbour label, value).
-    let link_values =
-        |answer: &str, query: &str| -> Result<Vec<((String, String), f64)>, TopologyError> {
-            Ok(series(answer, query)?
-                .into_iter()
-                .filter_map(|s| {
-                    let node = name_of_instance.get(s.metric.get("instance")?)?;
-                    let value = s.value.1.parse::<f64>().ok()?;
-                    Some((key(node, s.metric.get("neighbour")?), value))
-                })
-                .collect())
-        };
+    let link_values = |answer: &str, query: &str| -> Result<Vec<(LinkKey, f64)>, TopologyError> {
+        Ok(series(answer, query)?
+            .into_iter()
+            .filter_map(|s| {
+                let node = name_of_instance.get(s.metric.get("instance")?)?;
+                let value = s.value.1.parse::<f64>().ok()?;
+                Some((key(node, s.metric.get("neighbour")?), value))
+            })
+            .collect())
+    };
     for (link, seconds) in link_values(rtt, QUERIES[1])? {
         links
             .entry(link)
