@@ -55,6 +55,6 @@ async fn nodes_on_one_segment_find_each_other_by_beacons() {
         "found each other only after {took:?}"
     );
     for node in nodes {
-        node.shutdown().await;
+        node.shutdown().await.unwrap();
     }
 }
