@@ -1,6 +1,7 @@
 //! Scale benchmark of the digital twin. Prints measured figures; run with
-//! `cargo bench -p x0tta6bl4-twin --bench scale` (add `-- quick` for a short run,
-//! `-- 1k` or `-- 10k` for one of the two cases).
+//! `cargo bench -p x0tta6bl4-twin --bench scale` (add `-- quick` for a short run;
+//! `-- 10k` runs the 10,000-node case instead, which needs far more memory than 2 cores
+//! and 24 GiB offer today).
 //!
 //! Targets (issue: digital twin): 1,000 nodes × node-failure × 100 iterations in under
 //! 60 s of wall time on 2 cores; 10,000 nodes converge and run one node-failure
@@ -68,7 +69,6 @@ fn main() {
         .collect();
     let quick = args.iter().any(|a| a == "quick");
     let only_10k = args.iter().any(|a| a == "10k");
-    let only_1k = args.iter().any(|a| a == "1k");
     println!(
         "command: cargo bench -p x0tta6bl4-twin --bench scale{}",
         if args.is_empty() {
@@ -84,7 +84,10 @@ fn main() {
     if !only_10k {
         case(1_000, 100, 1);
     }
-    if !only_1k {
+    // Every simulated node holds a full link-state database and routing table, so memory
+    // grows with the square of the mesh: at 10,000 nodes that is far beyond this machine
+    // (about 1.7 MiB per node at 1,000 nodes). Run it only when asked.
+    if only_10k {
         case(10_000, 1, 1);
     }
 }
