@@ -668,8 +668,14 @@ pub fn run_iteration(
         }
     }
     result.reconverged_ms = last_route_change.saturating_since(fault_at).as_secs_f64() * 1e3;
-    result.unreachable_pairs_after_heal =
-        check::check(sim, m.check_pairs_max, rng).unreachable_pairs;
+    // Pairs nobody probed may still be converging: give them until the same deadline.
+    result.unreachable_pairs_after_heal = loop {
+        let unreachable = check::check(sim, m.check_pairs_max, rng).unreachable_pairs;
+        if unreachable == 0 || sim.now() >= deadline {
+            break unreachable;
+        }
+        sim.run_for(Duration::from_millis(50));
+    };
     result.sim_time = sim.now().saturating_since(start);
     result.control_frames = sim.stats().control_frames - stats_before.control_frames;
     result.control_bytes = sim.stats().control_bytes - stats_before.control_bytes;
