@@ -844,3 +844,71 @@ fn index_of_addr(addr: SocketAddr) -> Option<u32> {
         _ => None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::check;
+
+    fn converged_ring(n: usize, seed: u64) -> Sim {
+        let topology = Topology::ring(n, &crate::topology::LinkParams::default()).unwrap();
+        let (sim, _) =
+            crate::runner::converge(&topology, &SimConfig::new(seed), Duration::from_secs(5))
+                .unwrap();
+        sim
+    }
+
+    fn healthy(sim: &Sim) -> bool {
+        check::check(sim, 10_000, &mut Rng::seed(0)).ok()
+    }
+
+    #[test]
+    fn a_restarted_node_rejoins() {
+        let mut sim = converged_ring(6, 1);
+        sim.crash(2);
+        sim.run_for(Duration::from_millis(500));
+        assert!(healthy(&sim), "survivors route around the crash");
+        assert_eq!(sim.node(1).routes().len(), 4);
+        sim.restart(2);
+        sim.run_for(Duration::from_secs(3));
+        assert!(healthy(&sim));
+        assert_eq!(
+            sim.node(1).routes().len(),
+            5,
+            "the restarted node is reachable again"
+        );
+    }
+
+    #[test]
+    fn a_paused_node_is_declared_down_and_comes_back() {
+        let mut sim = converged_ring(6, 2);
+        sim.pause(3);
+        sim.run_for(Duration::from_millis(600));
+        let downs = sim
+            .take_observed()
+            .iter()
+            .filter(|(_, o)| matches!(o, Observed::NeighbourDown { neighbour: 3, .. }))
+            .count();
+        assert_eq!(downs, 2, "both neighbours declare the paused node down");
+        sim.resume(3);
+        sim.run_for(Duration::from_secs(3));
+        assert!(healthy(&sim));
+        assert_eq!(sim.node(0).routes().len(), 5);
+    }
+
+    #[test]
+    fn same_seed_same_history() {
+        let history = |seed| {
+            let mut sim = converged_ring(8, seed);
+            sim.crash(4);
+            sim.run_for(Duration::from_millis(400));
+            (
+                sim.stats().clone(),
+                (0..8)
+                    .map(|i| sim.node(i).routes().clone())
+                    .collect::<Vec<_>>(),
+            )
+        };
+        assert_eq!(history(5), history(5));
+    }
+}
