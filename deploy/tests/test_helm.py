@@ -62,6 +62,14 @@ def node_toml(objects: list[dict]) -> str:
     return one(objects, "ConfigMap")["data"]["node.toml"]
 
 
+def write_config(objects: list[dict], path) -> None:
+    """Write the ConfigMap's files as the pod sees them: node.toml at `path`, the policy
+    it names beside it."""
+    data = one(objects, "ConfigMap")["data"]
+    path.write_text(data["node.toml"])
+    (path.parent / "policy.toml").write_text(data["policy.toml"])
+
+
 def flat_keys(table: dict, prefix: str = "") -> set[str]:
     keys = set()
     for key, value in table.items():
@@ -170,7 +178,7 @@ def test_node_toml_has_exactly_the_documented_keys(chart, tmp_path):
     assert rendered["protocol"] == EXAMPLE["protocol"]
     assert rendered["discovery"] == EXAMPLE["discovery"]
     config = tmp_path / "node.toml"
-    config.write_text(text)
+    write_config(render(chart, values), config)
     assert run("node", "--config", config, "--check-config").stdout.strip() == "ok"
 
 
@@ -205,7 +213,7 @@ def test_rendered_config_runs_a_node(chart, tmp_path):
     assert {p.name for p in (tmp_path / "svid").iterdir()} == {"svid.pem", "svid_key.pem", "bundle.pem"}
 
     node = Node(tmp_path, ca, "x0tta6bl4-0")
-    node.config.write_text(node_toml(objects))
+    write_config(objects, node.config)
     container = one_container(pod, "node")
     assert container["args"][:3] == ["node", "--config", "/etc/x0tta6bl4/node.toml"]
     node.api_port = api_port

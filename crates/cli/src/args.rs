@@ -75,6 +75,107 @@ pub enum Command {
     /// as the demo measures it on real processes. The same seed gives the same results.
     #[command(subcommand)]
     Twin(TwinCommand),
+    /// Chaos lab: real nodes in Linux network namespaces, broken on purpose (needs root).
+    ///
+    /// Starts one node process per namespace, one veth pair per link, injects a fault,
+    /// measures the data-plane outage of every flow that crossed it (MTTR), runs the twin
+    /// on the same topology and fault, and can run Debian's babeld the same way.
+    #[command(subcommand)]
+    Lab(LabCommand),
+}
+
+/// `x0tta6bl4 lab ...`.
+#[derive(Debug, Subcommand)]
+pub enum LabCommand {
+    /// Run a fault K times on real nodes and report MTTR next to the twin (and babeld).
+    ///
+    /// Needs root, `ip` (iproute2) and `nft` (nftables); `--router babeld|both` also
+    /// needs `babeld`. Every namespace, veth, rule, process and file is removed at the
+    /// end, also on error and Ctrl-C. Exit 0 only when every router healed.
+    #[command(after_long_help = lab_run_help())]
+    Run(LabRunArgs),
+    /// Count false neighbour-down events over a long fault-free run with loss on every link.
+    #[command(after_help = EXIT_CODES)]
+    Soak(LabSoakArgs),
+    /// Internal: the UDP probe agent the lab runs in each namespace for babeld.
+    #[command(hide = true)]
+    ProbeAgent(LabProbeAgentArgs),
+}
+
+fn lab_run_help() -> String {
+    format!(
+        "Topologies (--topology KIND[:key=value,...]):\n{}\n\nFaults (--scenario NAME[:key=value,...]):\n{}\n\n{EXIT_CODES}",
+        x0tta6bl4_twin::TOPOLOGY_HELP,
+        x0tta6bl4_lab::FAULT_HELP
+    )
+}
+
+/// `x0tta6bl4 lab run`.
+#[derive(Debug, Args)]
+pub struct LabRunArgs {
+    /// Topology: ring, grid, erdos-renyi, random-geometric, scale-free or file:PATH.
+    #[arg(long, value_name = "KIND[:params]", default_value = "ring")]
+    pub topology: String,
+    /// Number of nodes (each is a namespace and a process; at most 64).
+    #[arg(long, value_name = "N", default_value_t = 4)]
+    pub nodes: usize,
+    /// Fault: node-kill, node-pause, node-restart, link-down, partition, asym-partition,
+    /// loss, delay, bandwidth, cpu-stress, mem-stress or byzantine (see below).
+    #[arg(long, value_name = "FAULT[:params]", default_value = "node-kill")]
+    pub scenario: String,
+    /// Iterations of the fault per router.
+    #[arg(long, value_name = "K", default_value_t = 1)]
+    pub iterations: usize,
+    /// Seed of the topology and of the faulted elements.
+    #[arg(long, value_name = "S", default_value_t = 1)]
+    pub seed: u64,
+    /// Router: x0tta6bl4, babeld (hello matched to our 50 ms probes), babeld-default
+    /// (4 s hello) or both (all three, one after the other).
+    #[arg(long, value_name = "ROUTER", default_value = "x0tta6bl4")]
+    pub router: String,
+    /// Print one JSON object: {topology, nodes, scenario, iterations, seed, routers:
+    /// {x0tta6bl4|babeld|babeld-default: {mttr_ms {mean, p50, p95, p99, max, samples},
+    /// false_down_events, unreachable_pairs_after_heal}}, twin {mttr_ms, error_p50,
+    /// error_p95}}.
+    #[arg(long)]
+    pub json: bool,
+    /// Write the MTTR CDFs of every router and the twin as an SVG plot.
+    #[arg(long, value_name = "FILE.svg")]
+    pub plot: Option<PathBuf>,
+}
+
+/// `x0tta6bl4 lab soak`.
+#[derive(Debug, Args)]
+pub struct LabSoakArgs {
+    /// Minutes to run (fractions allowed, e.g. 0.5).
+    #[arg(long, value_name = "M", default_value_t = 10.0)]
+    pub minutes: f64,
+    /// Loss on every link, as a percentage (5%) or a fraction (0.05).
+    #[arg(long, value_name = "RATE", default_value = "5%")]
+    pub loss: String,
+    /// Topology.
+    #[arg(long, value_name = "KIND[:params]", default_value = "ring")]
+    pub topology: String,
+    /// Number of nodes.
+    #[arg(long, value_name = "N", default_value_t = 4)]
+    pub nodes: usize,
+    /// Print one JSON object instead of a summary.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `x0tta6bl4 lab probe-agent` (internal).
+#[derive(Debug, Args)]
+pub struct LabProbeAgentArgs {
+    /// This agent's name, carried in every datagram.
+    #[arg(long)]
+    pub name: String,
+    /// Target IPv4 addresses, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    pub targets: Vec<std::net::Ipv4Addr>,
+    /// Interval between two probes to each target.
+    #[arg(long, default_value_t = 10)]
+    pub interval_ms: u64,
 }
 
 /// `x0tta6bl4 twin ...`.
@@ -270,6 +371,12 @@ pub struct NodeArgs {
     /// Logs go to standard error.
     #[arg(long, value_name = "FILTER")]
     pub log_level: Option<String>,
+    /// Enable fault injection (for the chaos lab): delay, jitter and loss on frames sent.
+    ///
+    /// FILE is TOML with delay_ms, jitter_ms, loss and neighbours (all optional), re-read
+    /// every 100 ms; a missing file means no fault. Never use it in production.
+    #[arg(long, value_name = "FILE")]
+    pub chaos: Option<PathBuf>,
 }
 
 /// `x0tta6bl4 ca ...`.
@@ -288,6 +395,130 @@ pub enum CaCommand {
     /// `[identity] dir`.
     #[command(after_help = EXIT_CODES)]
     Issue(CaIssueArgs),
+    /// Show a certificate's SPIFFE ID, validity, key type and issuer.
+    ///
+    /// With --bundle, also check whether that trust bundle verifies it now (as a leaf
+    /// SVID, or as one of the bundle's CAs); exits 1 when it does not.
+    #[command(after_help = EXIT_CODES)]
+    Inspect(CaInspectArgs),
+    /// Create a one-time join token for a node (printed once; only its hash is stored).
+    ///
+    /// The token (x0t1.SECRET.CA_SHA256) also pins the CA certificate, so a joining node
+    /// needs nothing else: `x0tta6bl4 ca join --server ADDR --token TOKEN --out DIR`.
+    #[command(after_help = EXIT_CODES)]
+    Token(CaTokenArgs),
+    /// Run the CA as a service: nodes join with a token and renew with their SVID.
+    ///
+    /// TLS 1.3 over TCP; issues short-lived SVIDs (--svid-ttl, default 1h). State
+    /// (tokens) lives in DIR and survives restarts. Runs until Ctrl-C or SIGTERM.
+    #[command(after_help = EXIT_CODES)]
+    Serve(CaServeArgs),
+    /// Join the trust domain: redeem a token at a CA service and write the SVID.
+    ///
+    /// Writes svid.pem, svid_key.pem (generated here; the key never leaves this host)
+    /// and bundle.pem into --out, which a node config names as `[identity] dir`.
+    #[command(after_help = EXIT_CODES)]
+    Join(CaJoinArgs),
+    /// Revoke a node: a CA-signed revocation that floods through the mesh.
+    ///
+    /// Records the name in DIR/revocations.toml (the CA service then issues it nothing)
+    /// and prints the revocation as JSON. With --api, posts it to that node, which
+    /// verifies it, drops its link to the node, refuses its reconnects and floods it to
+    /// its neighbours; every node does the same.
+    #[command(after_help = EXIT_CODES)]
+    Revoke(CaRevokeArgs),
+    /// Rotate the CA root in three steps, without taking the mesh down.
+    ///
+    /// No flag: prepare (a new root joins bundle.pem; the old one still signs).
+    /// --activate, once every node renewed: the new root signs, both are trusted.
+    /// --retire, once every node renewed again: the old root leaves the bundle.
+    /// Nodes receive the bundle with each renewal; `ca serve` follows without restart.
+    #[command(name = "rotate-root", after_help = EXIT_CODES)]
+    RotateRoot(CaRotateRootArgs),
+}
+
+/// `x0tta6bl4 ca rotate-root`.
+#[derive(Debug, Args)]
+pub struct CaRotateRootArgs {
+    /// The CA directory made by `x0tta6bl4 ca init`.
+    #[arg(long, value_name = "DIR")]
+    pub dir: PathBuf,
+    /// Step 2: sign with the prepared root from now on.
+    #[arg(long)]
+    pub activate: bool,
+    /// Step 3: drop the former root from the bundle.
+    #[arg(long)]
+    pub retire: bool,
+}
+
+/// `x0tta6bl4 ca revoke`.
+#[derive(Debug, Args)]
+pub struct CaRevokeArgs {
+    /// The CA directory made by `x0tta6bl4 ca init`.
+    #[arg(long, value_name = "DIR")]
+    pub dir: PathBuf,
+    /// The node to revoke.
+    #[arg(long, value_name = "NAME")]
+    pub name: String,
+    /// A node's HTTP API to hand the revocation to, e.g. `http://127.0.0.1:8001`.
+    #[arg(long, value_name = "URL")]
+    pub api: Option<String>,
+}
+
+/// `x0tta6bl4 ca token`.
+#[derive(Debug, Args)]
+pub struct CaTokenArgs {
+    /// The CA directory made by `x0tta6bl4 ca init`.
+    #[arg(long, value_name = "DIR")]
+    pub dir: PathBuf,
+    /// The node name the token admits (1 to 64 characters of A-Z a-z 0-9 . _ -).
+    #[arg(long, value_name = "NAME")]
+    pub name: String,
+    /// How long the token can be redeemed, e.g. `10m`, `1h`.
+    #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = parse_duration)]
+    pub ttl: Duration,
+}
+
+/// `x0tta6bl4 ca serve`.
+#[derive(Debug, Args)]
+pub struct CaServeArgs {
+    /// The CA directory made by `x0tta6bl4 ca init`.
+    #[arg(long, value_name = "DIR")]
+    pub dir: PathBuf,
+    /// TCP address to listen on, e.g. `0.0.0.0:8443`.
+    #[arg(long, value_name = "ADDR")]
+    pub listen: std::net::SocketAddr,
+    /// Lifetime of the SVIDs issued, e.g. `1h`, `30m`.
+    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = parse_duration)]
+    pub svid_ttl: Duration,
+}
+
+/// `x0tta6bl4 ca join`.
+#[derive(Debug, Args)]
+pub struct CaJoinArgs {
+    /// The CA service's address (its `ca serve --listen`).
+    #[arg(long, value_name = "ADDR")]
+    pub server: std::net::SocketAddr,
+    /// The token printed by `x0tta6bl4 ca token`.
+    #[arg(long, value_name = "TOKEN")]
+    pub token: String,
+    /// Where to write svid.pem, svid_key.pem and bundle.pem.
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+}
+
+/// `x0tta6bl4 ca inspect`.
+#[derive(Debug, Args)]
+pub struct CaInspectArgs {
+    /// The PEM certificate file, e.g. DIR/svid.pem (leaf first, then intermediates).
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+    /// A CA or SVID directory holding bundle.pem (or a bundle file) to verify against.
+    #[arg(long, value_name = "DIR")]
+    pub bundle: Option<PathBuf>,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `x0tta6bl4 ca init`.

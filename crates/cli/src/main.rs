@@ -13,6 +13,7 @@ mod api;
 mod args;
 mod ca;
 mod demo;
+mod lab_cmd;
 mod node_cmd;
 mod problem;
 mod status;
@@ -22,7 +23,7 @@ use std::process::ExitCode;
 
 use clap::Parser as _;
 
-use args::{CaCommand, Cli, Command, DemoArgs, TwinCommand};
+use args::{CaCommand, Cli, Command, DemoArgs, LabCommand, TwinCommand};
 use problem::{problem, report, Exit};
 
 fn main() -> ExitCode {
@@ -53,6 +54,12 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Node(args) => node_cmd::run(&args).await?,
         Command::Ca(CaCommand::Init(args)) => ca::init(&args)?,
         Command::Ca(CaCommand::Issue(args)) => ca::issue(&args)?,
+        Command::Ca(CaCommand::Inspect(args)) => return ca::inspect(&args),
+        Command::Ca(CaCommand::Token(args)) => ca::token(&args)?,
+        Command::Ca(CaCommand::Serve(args)) => ca::serve(&args).await?,
+        Command::Ca(CaCommand::Join(args)) => ca::join(&args).await?,
+        Command::Ca(CaCommand::Revoke(args)) => ca::revoke(&args).await?,
+        Command::Ca(CaCommand::RotateRoot(args)) => ca::rotate_root(&args)?,
         Command::Status(args) => status::status(&args).await?,
         Command::Send(args) => status::send(&args).await?,
         Command::Demo(args) => return run_demo(&args).await,
@@ -60,6 +67,9 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Twin(TwinCommand::Fuzz(args)) => return twin_cmd::fuzz(&args).await,
         Command::Twin(TwinCommand::Tune(args)) => return twin_cmd::tune_cmd(&args).await,
         Command::Twin(TwinCommand::Topology(args)) => twin_cmd::topology(&args).await?,
+        Command::Lab(LabCommand::Run(args)) => return lab_cmd::run(&args).await,
+        Command::Lab(LabCommand::Soak(args)) => return lab_cmd::soak(&args).await,
+        Command::Lab(LabCommand::ProbeAgent(args)) => return lab_cmd::probe_agent(&args),
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -19,7 +19,7 @@ const PARENT_CHECK_INTERVAL: Duration = Duration::from_millis(250);
 /// Run `node`.
 pub async fn run(args: &NodeArgs) -> anyhow::Result<()> {
     let file = args.config.display();
-    let config = x0tta6bl4_node::load_config(&args.config).problem(
+    let mut config = x0tta6bl4_node::load_config(&args.config).problem(
         Exit::Usage,
         "invalid node configuration",
         &file,
@@ -29,6 +29,7 @@ pub async fn run(args: &NodeArgs) -> anyhow::Result<()> {
         println!("ok");
         return Ok(());
     }
+    config.chaos.clone_from(&args.chaos);
     init_logging(args.log_level.as_deref())?;
     watch_parent();
     x0tta6bl4_node::run(config, shutdown_signal())
@@ -42,7 +43,7 @@ pub async fn run(args: &NodeArgs) -> anyhow::Result<()> {
 }
 
 /// Log to standard error, filtered by `--log-level`, else $RUST_LOG, else `info`.
-fn init_logging(level: Option<&str>) -> anyhow::Result<()> {
+pub fn init_logging(level: Option<&str>) -> anyhow::Result<()> {
     let filter = match level {
         Some(level) => EnvFilter::try_new(level).problem(
             Exit::Usage,

@@ -2,7 +2,7 @@
 //! nodes' signatures against their SVIDs.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::EcdsaKeyPair;
@@ -58,23 +58,79 @@ impl VerifiedCache {
     }
 }
 
+/// The credential and key an authenticator signs with, replaceable when the SVID is
+/// renewed ([`SignerHandle::replace`]).
+///
+/// [`Authenticator::credential`] returns a borrow, so each credential is leaked once
+/// (about 1 KiB per renewal: with hourly SVIDs renewed at half-life, 48 KiB a day).
+pub(crate) struct Signer {
+    credential: RwLock<&'static [u8]>,
+    key: RwLock<Arc<EcdsaKeyPair>>,
+    /// The trust bundle credentials are verified against (renewals may bring a new one,
+    /// during a root rotation).
+    bundle: RwLock<Arc<Bundle>>,
+}
+
+/// Replaces the credential and key of the authenticator it came with
+/// ([`crate::NodeIdentity::authenticator_with_handle`]).
+#[derive(Clone)]
+pub struct SignerHandle {
+    signer: Arc<Signer>,
+}
+
+impl std::fmt::Debug for SignerHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SignerHandle").finish_non_exhaustive()
+    }
+}
+
+impl SignerHandle {
+    /// Sign from now on with `identity`'s SVID (after a renewal).
+    pub fn replace(&self, identity: &crate::NodeIdentity) {
+        let credential: &'static [u8] =
+            Box::leak(identity.certificate().to_vec().into_boxed_slice());
+        *self
+            .signer
+            .key
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = identity.signing_key();
+        *self
+            .signer
+            .bundle
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = identity.bundle();
+        *self
+            .signer
+            .credential
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = credential;
+    }
+}
+
 /// Signs with the node's SVID key; verifies with the trust bundle.
 pub(crate) struct SvidAuthenticator {
-    credential: Vec<u8>,
-    key: Arc<EcdsaKeyPair>,
+    signer: Arc<Signer>,
     random: SystemRandom,
-    bundle: Arc<Bundle>,
     cache: Mutex<VerifiedCache>,
 }
 
 impl SvidAuthenticator {
     pub(crate) fn new(credential: Vec<u8>, key: Arc<EcdsaKeyPair>, bundle: Arc<Bundle>) -> Self {
+        let signer = Arc::new(Signer {
+            credential: RwLock::new(Box::leak(credential.into_boxed_slice())),
+            key: RwLock::new(key),
+            bundle: RwLock::new(bundle),
+        });
         SvidAuthenticator {
-            credential,
-            key,
+            signer,
             random: SystemRandom::new(),
-            bundle,
             cache: Mutex::new(VerifiedCache::default()),
+        }
+    }
+
+    pub(crate) fn handle(&self) -> SignerHandle {
+        SignerHandle {
+            signer: self.signer.clone(),
         }
     }
 
@@ -104,8 +160,13 @@ impl SvidAuthenticator {
             };
         }
         let der = CertificateDer::from(credential);
-        let verified = self
+        let bundle = self
+            .signer
             .bundle
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let verified = bundle
             .verify(&der, &[], now, KeyUsage::client_auth())
             .map_err(|error| untrusted(error.to_string()))?;
         let name = verified
@@ -131,11 +192,21 @@ impl SvidAuthenticator {
 
 impl Authenticator for SvidAuthenticator {
     fn credential(&self) -> &[u8] {
-        &self.credential
+        *self
+            .signer
+            .credential
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     fn sign(&self, message: &[u8]) -> Vec<u8> {
-        match self.key.sign(&self.random, message) {
+        let key = self
+            .signer
+            .key
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        match key.sign(&self.random, message) {
             Ok(signature) => signature.as_ref().to_vec(),
             Err(_) => {
                 // Fail closed: an empty signature never verifies.

@@ -288,6 +288,38 @@ impl CertificateAuthority {
         Ok(files)
     }
 
+    /// Sign an SVID for node `name` over a public key from a signing request; returns
+    /// the certificate PEM and its `not_after` (Unix seconds).
+    pub(crate) fn sign_public_key(
+        &self,
+        name: &NodeName,
+        public_key: &impl rcgen::PublicKeyData,
+        ttl: Duration,
+    ) -> Result<(String, i64), Error> {
+        let spiffe_id = SpiffeId::for_node(&self.trust_domain, name).map_err(|e| {
+            Error::Config(format!(
+                "node name {name:?} cannot be a SPIFFE path segment: it {e}"
+            ))
+        })?;
+        let now = unix_now();
+        let not_after = self.check_ttl(ttl, now)?;
+        let params = leaf_params(&spiffe_id, name, now, not_after)?;
+        let certificate =
+            params
+                .signed_by(public_key, &self.issuer)
+                .map_err(|e| Error::Crypto {
+                    what: "signing the SVID",
+                    reason: e.to_string(),
+                })?;
+        tracing::info!(%spiffe_id, not_after = %svid::rfc3339(not_after), "issued node SVID over a signing request");
+        Ok((certificate.pem(), not_after))
+    }
+
+    /// The bytes of `bundle.pem`.
+    pub(crate) fn bundle_pem(&self) -> &[u8] {
+        &self.bundle_pem
+    }
+
     /// The SVID's `not_after` for `ttl`, refused when it is zero or outlives the CA.
     fn check_ttl(&self, ttl: Duration, now: i64) -> Result<i64, Error> {
         if ttl.as_secs() == 0 {
@@ -396,14 +428,14 @@ fn read_ca_key(
     Ok(key)
 }
 
-fn generate_key(what: &'static str) -> Result<KeyPair, Error> {
+pub(crate) fn generate_key(what: &'static str) -> Result<KeyPair, Error> {
     KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(|e| Error::Crypto {
         what,
         reason: e.to_string(),
     })
 }
 
-fn ca_params(
+pub(crate) fn ca_params(
     trust_domain: &TrustDomain,
     now: i64,
     not_after: i64,

@@ -14,9 +14,12 @@
 //! Files (see [`CertificateAuthority`] for the CA directory): an SVID directory holds
 //! [`SVID_CERT_FILE`], [`SVID_KEY_FILE`] (mode 0600) and [`BUNDLE_FILE`].
 //!
-//! This is the minimum identity. Rotation, revocation and authorization policy come
-//! later; the trust bundle is therefore a list of CAs, every connection re-validates the
-//! peer (no TLS session resumption), and errors are `#[non_exhaustive]`.
+//! Around that core: the CA service ([`join`], [`renew`], join tokens, `ca serve`),
+//! three-step root rotation ([`RotationStep`]), CA-signed [`Revocation`]s, the
+//! authorization [`Policy`], and key-exchange modes that record the negotiated group
+//! ([`KxMode`], [`KxRecord`]). The trust bundle is a list of CAs (two during a
+//! rotation), every connection re-validates the peer (no TLS session resumption), and
+//! errors are `#[non_exhaustive]`. docs/identity.md is the operator's view.
 #![forbid(unsafe_code)]
 #![deny(unused_must_use)]
 #![warn(missing_docs)]
@@ -25,20 +28,39 @@ mod auth;
 mod ca;
 mod error;
 mod files;
+mod inspect;
+mod kx;
 mod node;
+mod policy;
+mod revocation;
+mod rotation;
+mod service;
 mod spiffe;
 mod svid;
 mod tls;
 
 use rustls_pki_types::CertificateDer;
 
-pub use auth::VERIFIED_CREDENTIALS_MAX;
+pub use auth::{SignerHandle, VERIFIED_CREDENTIALS_MAX};
 pub use ca::{
     CertificateAuthority, SvidFiles, CA_CERT_FILE, CA_CONFIG_FILE, CA_KEY_FILE, CA_TTL,
     CLOCK_SKEW_ALLOWANCE, SVID_TTL_DEFAULT,
 };
 pub use error::{Error, SvidError};
+pub use inspect::{inspect_certificate, BundleCheck, CertificateReport};
+pub use kx::{is_post_quantum_group, KxMode, KxRecord};
 pub use node::NodeIdentity;
+pub use policy::{
+    Action, Decision, Policy, PolicyError, Verdict, POLICY_FILE_LEN_MAX, POLICY_RULES_MAX,
+};
+pub use revocation::{Revocation, REVOCATIONS_FILE, REVOCATION_LEN_MAX, REVOCATION_MAGIC};
+pub use rotation::{
+    RotationStep, NEXT_CA_CERT_FILE, NEXT_CA_KEY_FILE, RETIRED_CA_CERT_FILE, RETIRED_CA_KEY_FILE,
+};
+pub use service::{
+    join, renew, serve_from_dir, EXCHANGE_TIMEOUT, LINE_LEN_MAX, SERVICE_SVID_TTL_DEFAULT,
+    TOKENS_FILE, TOKENS_MAX,
+};
 pub use spiffe::{SpiffeId, SpiffeIdError, TrustDomain, SPIFFE_ID_LEN_MAX, TRUST_DOMAIN_LEN_MAX};
 
 /// The ALPN protocol of x0tta6bl4 links.

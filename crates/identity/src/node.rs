@@ -11,10 +11,11 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, UnixTi
 use webpki::KeyUsage;
 use x0tta6bl4_proto::{Authenticator, NodeName};
 
-use crate::auth::SvidAuthenticator;
+use crate::auth::{SignerHandle, SvidAuthenticator};
 use crate::ca::system_time;
 use crate::error::{Error, SvidError};
 use crate::files::{self, bad_file, FileRole};
+use crate::kx::{self, KxMode, KxRecord};
 use crate::spiffe::{SpiffeId, TrustDomain};
 use crate::svid::{self, Bundle};
 use crate::tls::{self, SpiffeClientVerifier, SpiffeServerVerifier};
@@ -36,6 +37,7 @@ struct Inner {
     bundle: Arc<Bundle>,
     spiffe_id: SpiffeId,
     name: NodeName,
+    not_before: SystemTime,
     not_after: SystemTime,
     provider: Arc<CryptoProvider>,
 }
@@ -76,7 +78,8 @@ impl NodeIdentity {
                 .map_err(|e| {
                     bad_file(&key_path, format!("is not an ECDSA P-256 key: {e}"), &hint)
                 })?;
-        let (spiffe_id, name, not_after) = verify_own_svid(&bundle, &chain, &cert_path, &hint)?;
+        let (spiffe_id, name, not_before, not_after) =
+            verify_own_svid(&bundle, &chain, &cert_path, &hint)?;
         let x509 =
             svid::parse(&chain[0]).map_err(|e| bad_file(&cert_path, e.to_string(), &hint))?;
         if x509.public_key().subject_public_key.data.as_ref() != signing_key.public_key().as_ref() {
@@ -93,10 +96,16 @@ impl NodeIdentity {
                 bundle: Arc::new(bundle),
                 spiffe_id,
                 name,
+                not_before: system_time(not_before),
                 not_after: system_time(not_after),
                 provider: tls::provider(),
             }),
         })
+    }
+
+    /// The SVID directory this identity was loaded from.
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
     }
 
     /// Our SPIFFE ID, `spiffe://TD/node/NAME`.
@@ -128,12 +137,58 @@ impl NodeIdentity {
     /// requires a client certificate that is an SVID of our trust domain. Session
     /// resumption is off, so every connection validates the peer's SVID afresh.
     pub fn server_config(&self) -> Result<Arc<ServerConfig>, Error> {
+        self.server_config_with(self.inner.provider.clone())
+    }
+
+    /// A TLS 1.3 server configuration for the node's HTTP API: presents our SVID, offers
+    /// ALPN `http/1.1`, and verifies a client SVID of our trust domain when one is
+    /// presented (optional at the TLS level: the API decides per path).
+    pub fn api_server_config(&self) -> Result<Arc<ServerConfig>, Error> {
+        let tls_error = |e: rustls::Error| Error::Crypto {
+            what: "building the API TLS configuration",
+            reason: e.to_string(),
+        };
+        let verifier = Arc::new(SpiffeClientVerifier::optional(self.inner.bundle.clone()));
+        let mut config = ServerConfig::builder_with_provider(self.inner.provider.clone())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(tls_error)?
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(self.inner.chain.clone(), self.private_key())
+            .map_err(tls_error)?;
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(Arc::new(config))
+    }
+
+    /// [`Self::server_config`] for one connection: key exchange restricted to `kx`'s
+    /// groups, and the returned [`KxRecord`] tells which group the handshake used.
+    pub fn server_config_recorded(
+        &self,
+        kx: KxMode,
+    ) -> Result<(Arc<ServerConfig>, KxRecord), Error> {
+        let (provider, record) = kx::recording_provider(kx);
+        Ok((self.server_config_with(Arc::new(provider))?, record))
+    }
+
+    /// [`Self::client_config`] for one connection: key exchange restricted to `kx`'s
+    /// groups, and the returned [`KxRecord`] tells which group the handshake used.
+    pub fn client_config_recorded(
+        &self,
+        kx: KxMode,
+    ) -> Result<(Arc<ClientConfig>, KxRecord), Error> {
+        let (provider, record) = kx::recording_provider(kx);
+        Ok((self.client_config_with(Arc::new(provider))?, record))
+    }
+
+    fn server_config_with(
+        &self,
+        provider: Arc<CryptoProvider>,
+    ) -> Result<Arc<ServerConfig>, Error> {
         let tls_error = |e: rustls::Error| Error::Crypto {
             what: "building the TLS server configuration",
             reason: e.to_string(),
         };
         let verifier = Arc::new(SpiffeClientVerifier::new(self.inner.bundle.clone()));
-        let mut config = ServerConfig::builder_with_provider(self.inner.provider.clone())
+        let mut config = ServerConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13])
             .map_err(tls_error)?
             .with_client_cert_verifier(verifier)
@@ -150,12 +205,19 @@ impl NodeIdentity {
     /// given when connecting is not checked (SPIFFE authenticates by URI SAN): after the
     /// handshake, call [`crate::peer_spiffe_id`] to learn who answered.
     pub fn client_config(&self) -> Result<Arc<ClientConfig>, Error> {
+        self.client_config_with(self.inner.provider.clone())
+    }
+
+    fn client_config_with(
+        &self,
+        provider: Arc<CryptoProvider>,
+    ) -> Result<Arc<ClientConfig>, Error> {
         let tls_error = |e: rustls::Error| Error::Crypto {
             what: "building the TLS client configuration",
             reason: e.to_string(),
         };
         let verifier = Arc::new(SpiffeServerVerifier::new(self.inner.bundle.clone()));
-        let mut config = ClientConfig::builder_with_provider(self.inner.provider.clone())
+        let mut config = ClientConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13])
             .map_err(tls_error)?
             .dangerous()
@@ -179,7 +241,41 @@ impl NodeIdentity {
         ))
     }
 
-    fn private_key(&self) -> PrivateKeyDer<'static> {
+    /// Our certificate chain, leaf first.
+    pub(crate) fn chain(&self) -> &[CertificateDer<'static>] {
+        &self.inner.chain
+    }
+
+    /// The CA certificates of our trust bundle.
+    pub(crate) fn bundle_certificates(&self) -> impl Iterator<Item = &CertificateDer<'static>> {
+        self.inner.bundle.certificates()
+    }
+
+    pub(crate) fn bundle(&self) -> Arc<Bundle> {
+        self.inner.bundle.clone()
+    }
+
+    pub(crate) fn signing_key(&self) -> Arc<EcdsaKeyPair> {
+        self.inner.signing_key.clone()
+    }
+
+    /// [`Self::authenticator`] and a handle that switches it to a renewed SVID.
+    pub fn authenticator_with_handle(&self) -> (Box<dyn Authenticator>, SignerHandle) {
+        let authenticator = SvidAuthenticator::new(
+            self.inner.chain[0].to_vec(),
+            self.inner.signing_key.clone(),
+            self.inner.bundle.clone(),
+        );
+        let handle = authenticator.handle();
+        (Box::new(authenticator), handle)
+    }
+
+    /// Start of the SVID's validity.
+    pub fn not_before(&self) -> SystemTime {
+        self.inner.not_before
+    }
+
+    pub(crate) fn private_key(&self) -> PrivateKeyDer<'static> {
         PrivateKeyDer::Pkcs8(self.inner.key.clone_key())
     }
 }
@@ -191,7 +287,7 @@ fn verify_own_svid(
     chain: &[CertificateDer<'static>],
     cert_path: &Path,
     hint: &str,
-) -> Result<(SpiffeId, NodeName, i64), Error> {
+) -> Result<(SpiffeId, NodeName, i64, i64), Error> {
     let (leaf, intermediates) = chain
         .split_first()
         .ok_or_else(|| bad_file(cert_path, "is empty", hint))?;
@@ -206,5 +302,10 @@ fn verify_own_svid(
         let reason = SvidError::NotANode(verified.spiffe_id).to_string();
         return Err(bad_file(cert_path, reason, hint));
     };
-    Ok((verified.spiffe_id, name, verified.not_after))
+    Ok((
+        verified.spiffe_id,
+        name,
+        verified.not_before,
+        verified.not_after,
+    ))
 }

@@ -15,10 +15,13 @@ use webpki::KeyUsage;
 
 use crate::svid::Bundle;
 
-/// The crypto provider of every configuration: aws-lc-rs with its default cipher
-/// suites and key-exchange groups (X25519MLKEM768 preferred, see Cargo.toml).
+/// The crypto provider of configurations built without a [`crate::KxMode`]: aws-lc-rs
+/// with its default cipher suites and the groups of [`crate::KxMode::Hybrid`]
+/// (X25519MLKEM768 preferred, X25519 as the fallback).
 pub(crate) fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+    let mut provider = rustls::crypto::aws_lc_rs::default_provider();
+    provider.kx_groups = crate::KxMode::Hybrid.groups();
+    Arc::new(provider)
 }
 
 /// The provider's signature verification algorithms (for chains and handshakes).
@@ -91,12 +94,26 @@ impl ServerCertVerifier for SpiffeServerVerifier {
 pub(crate) struct SpiffeClientVerifier {
     bundle: Arc<Bundle>,
     subjects: Vec<DistinguishedName>,
+    mandatory: bool,
 }
 
 impl SpiffeClientVerifier {
     pub(crate) fn new(bundle: Arc<Bundle>) -> Self {
         let subjects = bundle.subjects();
-        SpiffeClientVerifier { bundle, subjects }
+        SpiffeClientVerifier {
+            bundle,
+            subjects,
+            mandatory: true,
+        }
+    }
+
+    /// A verifier that lets clients without a certificate in (the CA service's joins),
+    /// and verifies those that present one.
+    pub(crate) fn optional(bundle: Arc<Bundle>) -> Self {
+        SpiffeClientVerifier {
+            mandatory: false,
+            ..SpiffeClientVerifier::new(bundle)
+        }
     }
 }
 
@@ -106,7 +123,7 @@ impl ClientCertVerifier for SpiffeClientVerifier {
     }
 
     fn client_auth_mandatory(&self) -> bool {
-        true
+        self.mandatory
     }
 
     fn root_hint_subjects(&self) -> &[DistinguishedName] {

@@ -536,3 +536,87 @@ fn peer_spiffe_id_needs_a_certificate() {
     let id: SpiffeId = "spiffe://mesh.test/node/a".parse().unwrap();
     assert_eq!(id.node_name(), Some(name("a")));
 }
+
+#[test]
+fn example_policy_file_is_valid() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/policy.toml");
+    let td: TrustDomain = "example.org".parse().unwrap();
+    let policy = x0tta6bl4_identity::Policy::load(&path, &td).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(policy.rules(), 4);
+    let id = |s: &str| SpiffeId::parse(s).unwrap();
+    assert!(!policy
+        .neighbour(&id("spiffe://example.org/node/quarantine-7"))
+        .allowed());
+    assert!(policy
+        .neighbour(&id("spiffe://partner.example/node/gw-1"))
+        .allowed());
+    assert!(!policy
+        .neighbour(&id("spiffe://partner.example/node/gw-2"))
+        .allowed());
+    assert!(!policy.api(None, "POST", "/api/v1/send").allowed());
+}
+
+#[test]
+fn revocations_verify_against_the_bundle_and_refuse_forgeries() {
+    let root = tempfile::tempdir().unwrap();
+    let (ca, nodes) = ca_with_nodes(root.path(), &["a", "b"]);
+    let revocation = ca.revoke(&name("b")).unwrap();
+    assert!(ca.is_revoked(&name("b")).unwrap());
+    assert!(!ca.is_revoked(&name("a")).unwrap());
+    let bytes = revocation.to_bytes();
+    let decoded = x0tta6bl4_identity::Revocation::from_bytes(&bytes).unwrap();
+    assert_eq!(decoded.verify(&nodes[0]), Ok(name("b")));
+
+    // Another CA's revocation, a tampered target, garbage: refused.
+    let other = CertificateAuthority::init(&root.path().join("other"), &td()).unwrap();
+    let foreign = other.revoke(&name("b")).unwrap();
+    assert!(foreign
+        .verify(&nodes[0])
+        .unwrap_err()
+        .contains("does not verify"));
+    let mut tampered = revocation.clone();
+    tampered.target = "spiffe://mesh.test/node/a".into();
+    assert!(tampered.verify(&nodes[0]).is_err());
+    let mut tampered = revocation.clone();
+    tampered.issued_at += 1;
+    assert!(tampered.verify(&nodes[0]).is_err());
+    for garbage in [
+        &b""[..],
+        b"\xffX0REVOKE1{",
+        b"\xffX0REVOKE1{\"target\":\"x\",\"issued_at\":1,\"signature\":\"zz\"}",
+        &[0xff; 5000],
+    ] {
+        assert!(x0tta6bl4_identity::Revocation::from_bytes(garbage).is_err());
+    }
+}
+
+proptest::proptest! {
+    #[test]
+    fn revocation_decoder_never_panics(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..600)) {
+        let mut framed = x0tta6bl4_identity::REVOCATION_MAGIC.to_vec();
+        framed.extend(&bytes);
+        let _ = x0tta6bl4_identity::Revocation::from_bytes(&bytes);
+        let _ = x0tta6bl4_identity::Revocation::from_bytes(&framed);
+    }
+}
+
+proptest::proptest! {
+    #[test]
+    fn policy_parser_never_panics(text in "\\PC{0,400}") {
+        let td: TrustDomain = "mesh.test".parse().unwrap();
+        let _ = x0tta6bl4_identity::Policy::parse(&text, "p.toml", &td);
+    }
+
+    #[test]
+    fn policy_patterns_never_panic(from in "[a-z*/:.-]{0,60}", path in "[a-z*/.-]{0,40}") {
+        let td: TrustDomain = "mesh.test".parse().unwrap();
+        let text = format!(
+            "[[rule]]\nname = \"r\"\neffect = \"deny\"\nactions = [\"api\"]\nfrom = {from:?}\nendpoints = [{:?}]\n",
+            format!("GET /{path}")
+        );
+        if let Ok(policy) = x0tta6bl4_identity::Policy::parse(&text, "p.toml", &td) {
+            let id = SpiffeId::parse("spiffe://mesh.test/node/a").unwrap();
+            let _ = policy.api(Some(&id), "GET", &format!("/{path}"));
+        }
+    }
+}

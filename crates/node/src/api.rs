@@ -32,6 +32,10 @@ pub(crate) struct ApiState {
     pub shared: Arc<Shared>,
     pub commands: mpsc::Sender<Command>,
     pub metrics: Arc<Metrics>,
+    /// `[identity] api_mtls`: callers must present an SVID.
+    pub mtls: bool,
+    /// `[identity] api_open`: `/health/*` and `/metrics` answer without one.
+    pub open: bool,
 }
 
 /// An error answer: a status and `{"error": message}`.
@@ -60,6 +64,7 @@ pub(crate) fn router(state: ApiState) -> Router {
         .route("/api/v1/routes", get(routes))
         .route("/api/v1/topology", get(topology))
         .route("/api/v1/send", post(send))
+        .route("/api/v1/revocations", post(revoke).get(revoked))
         .route("/api/v1/messages", get(messages))
         .route(
             "/api/v1/flows",
@@ -67,18 +72,66 @@ pub(crate) fn router(state: ApiState) -> Router {
         )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            authorize,
+        ))
         .with_state(state)
+}
+
+/// The authorization policy's `api` check; `/health/*` and `/metrics` stay open.
+async fn authorize(
+    State(state): State<ApiState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let path = request.uri().path();
+    let probe = path.starts_with("/health/") || path == "/metrics";
+    let connection = request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<crate::api_tls::Caller>>();
+    let caller = connection.and_then(|info| info.0.id.clone());
+    if probe && (!state.mtls || state.open) {
+        return next.run(request).await;
+    }
+    if state.mtls && caller.is_none() {
+        let message = format!(
+            "{} {path} needs a client certificate: this API requires mutual TLS with an SVID",
+            request.method()
+        );
+        return ApiError(StatusCode::UNAUTHORIZED, message).into_response();
+    }
+    let method = request.method().as_str();
+    if state.shared.policy.api(caller.as_ref(), method, path) {
+        return next.run(request).await;
+    }
+    let who = caller.map_or("anonymous callers".to_owned(), |id| id.to_string());
+    let message = format!("the authorization policy denies {method} {path} to {who}");
+    ApiError(StatusCode::FORBIDDEN, message).into_response()
 }
 
 /// Serve until `stop` turns true.
 pub(crate) async fn serve(
     listener: tokio::net::TcpListener,
     router: Router,
+    tls: Option<Arc<rustls::ServerConfig>>,
     mut stop: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(async move { stopped(&mut stop).await })
-        .await
+    let stop = async move { stopped(&mut stop).await };
+    match tls {
+        None => {
+            axum::serve(listener, router)
+                .with_graceful_shutdown(stop)
+                .await
+        }
+        Some(config) => {
+            let listener = crate::api_tls::TlsListener::new(listener, config);
+            let service = router.into_make_service_with_connect_info::<crate::api_tls::Caller>();
+            axum::serve(listener, service)
+                .with_graceful_shutdown(stop)
+                .await
+        }
+    }
 }
 
 async fn not_found(method: Method, uri: Uri) -> ApiError {
@@ -163,6 +216,28 @@ async fn messages(State(state): State<ApiState>) -> Json<Value> {
     Json(json!(messages))
 }
 
+/// `GET /api/v1/revocations`: the names of the nodes this node holds as revoked.
+async fn revoked(State(state): State<ApiState>) -> Json<Value> {
+    Json(json!(state.shared.policy.revoked()))
+}
+
+/// `POST /api/v1/revocations`: a CA revocation (JSON), verified and flooded.
+async fn revoke(State(state): State<ApiState>, body: Bytes) -> Result<Json<Value>, ApiError> {
+    let revocation: x0tta6bl4_identity::Revocation = parse_body(
+        &body,
+        r#"{"target", "issued_at", "signature"} from `x0tta6bl4 ca revoke`"#,
+    )?;
+    let (reply, answer) = oneshot::channel();
+    let command = Command::Revoke {
+        bytes: revocation.to_bytes(),
+        reply,
+    };
+    let outcome = ask(&state, command, answer).await?;
+    let outcome =
+        outcome.map_err(|e| ApiError(StatusCode::FORBIDDEN, format!("revocation refused: {e}")))?;
+    Ok(Json(json!({ "result": outcome })))
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct SendRequest {
@@ -175,6 +250,13 @@ async fn send(
     body: Bytes,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let request: SendRequest = parse_body(&body, r#"{"to": NAME, "payload": TEXT}"#)?;
+    if !state.shared.policy.send(&state.shared.name, &request.to) {
+        let message = format!(
+            "the authorization policy denies sending from {} to {}",
+            state.shared.name, request.to
+        );
+        return Err(ApiError(StatusCode::FORBIDDEN, message));
+    }
     let (reply, answer) = oneshot::channel();
     let command = Command::Send {
         to: request.to,

@@ -36,6 +36,10 @@ pub struct NodeConfig {
     /// The protocol core's settings (`[protocol]` and `[protocol.healing]`).
     #[serde(default)]
     pub protocol: x0tta6bl4_proto::Config,
+    /// Fault injection (`x0tta6bl4 node --chaos FILE`, for the chaos lab): the file that
+    /// sets delay, jitter and loss on frames sent (see `chaos`). Not a TOML key.
+    #[serde(skip)]
+    pub chaos: Option<std::path::PathBuf>,
 }
 
 /// `[identity]`: the node's X.509-SVID.
@@ -45,6 +49,29 @@ pub struct IdentityConfig {
     /// Directory holding `svid.pem`, `svid_key.pem` and `bundle.pem`; a relative path
     /// is resolved against the configuration file's directory.
     pub dir: PathBuf,
+    /// Key-exchange groups links may use: `hybrid` (X25519MLKEM768, X25519 fallback),
+    /// `classical-allowed` (also P-256 and P-384) or `strict-pq` (post-quantum only).
+    #[serde(default)]
+    pub kx: x0tta6bl4_identity::KxMode,
+    /// Authorization policy file (docs/identity.md); relative to the configuration
+    /// file's directory. Without it: allow the node's own trust domain, deny the rest.
+    #[serde(default)]
+    pub policy: Option<PathBuf>,
+    /// The CA service (`x0tta6bl4 ca serve`) that renews the SVID at half its life; the
+    /// renewed files replace those in `dir`. Without it the SVID is never renewed.
+    #[serde(default)]
+    pub ca_server: Option<SocketAddr>,
+    /// Serve the HTTP API over TLS with our SVID and identify callers by their client
+    /// SVID (the policy's `api` rules then decide per endpoint).
+    #[serde(default)]
+    pub api_mtls: bool,
+    /// With `api_mtls`: `/health/*` and `/metrics` answer callers without a certificate.
+    #[serde(default = "default_true")]
+    pub api_open: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 /// `[discovery]`: LAN beacons over UDP broadcast.
@@ -125,6 +152,9 @@ impl NodeConfig {
         let base = path.parent().unwrap_or(Path::new(""));
         if config.identity.dir.is_relative() {
             config.identity.dir = base.join(&config.identity.dir);
+        }
+        if let Some(policy) = config.identity.policy.as_mut().filter(|p| p.is_relative()) {
+            *policy = base.join(&*policy);
         }
         config
             .validate()

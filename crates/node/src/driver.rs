@@ -63,6 +63,12 @@ pub(crate) enum Command {
     Topology {
         reply: oneshot::Sender<Topology>,
     },
+    /// A CA revocation (`x0tta6bl4_identity::Revocation::to_bytes`) to verify, act on
+    /// and flood.
+    Revoke {
+        bytes: Vec<u8>,
+        reply: oneshot::Sender<Result<String, String>>,
+    },
 }
 
 /// An accepted message.
@@ -90,6 +96,7 @@ struct Link {
     conn: Connection,
     dialed_by_me: bool,
     last_heard: std::time::Instant,
+    kx_group: Option<String>,
 }
 
 struct Flows {
@@ -108,6 +115,8 @@ pub(crate) struct DriverParts {
     pub beacon: Option<(Arc<UdpSocket>, SocketAddr)>,
     pub route_seconds: Histogram,
     pub outage_seconds: Histogram,
+    /// Fault injection on frames sent, when started with `--chaos`.
+    pub chaos: Option<Arc<crate::chaos::Chaos>>,
 }
 
 pub(crate) struct Driver {
@@ -120,9 +129,12 @@ pub(crate) struct Driver {
     beacon: Option<(Arc<UdpSocket>, SocketAddr)>,
     route_seconds: Histogram,
     outage_seconds: Histogram,
+    chaos: Option<Arc<crate::chaos::Chaos>>,
     outages: OutageTracker,
     links: HashMap<NodeName, Link>,
     spiffe_ids: HashMap<NodeName, String>,
+    /// The policy generation the open links were checked against.
+    policy_generation: u64,
     timer_at: tokio::time::Instant,
     flows: Option<Flows>,
     stream_permits: Arc<Semaphore>,
@@ -150,9 +162,11 @@ impl Driver {
             beacon: parts.beacon,
             route_seconds: parts.route_seconds,
             outage_seconds: parts.outage_seconds,
+            chaos: parts.chaos,
             outages: OutageTracker::default(),
             links: HashMap::new(),
             spiffe_ids: HashMap::new(),
+            policy_generation: 0,
             timer_at: tokio::time::Instant::now(),
             flows: None,
             stream_permits: Arc::new(Semaphore::new(STREAM_SENDS_MAX)),
@@ -261,14 +275,29 @@ impl Driver {
                     return; // a replaced or already closed connection
                 }
                 self.links.remove(&name);
-                tracing::info!(neighbour = %name, %error, "link closed");
-                self.node.handle_link_down(now, &name);
+                // Simultaneous dials: the peer closed this link as the duplicate of one
+                // it keeps, whose LinkUp may still be on its way here. Not a failure; if
+                // no link follows, the probes declare the neighbour down.
+                let duplicate = matches!(&error, quinn::ConnectionError::ApplicationClosed(c)
+                    if c.error_code == quinn::VarInt::from_u32(close::DUPLICATE));
+                if duplicate {
+                    tracing::debug!(neighbour = %name, "link closed as a duplicate by the peer");
+                } else {
+                    tracing::info!(neighbour = %name, %error, "link closed");
+                    self.node.handle_link_down(now, &name);
+                }
             }
             Input::Frame { id, name, bytes } => {
                 if let Some(link) = self.links.get_mut(&name).filter(|link| link.id == id) {
                     link.last_heard = std::time::Instant::now();
                 }
-                self.node.handle_datagram(now, &name, &bytes);
+                if bytes.starts_with(x0tta6bl4_identity::REVOCATION_MAGIC) {
+                    if let Err(error) = self.on_revocation(&bytes, Some(&name)) {
+                        tracing::warn!(neighbour = %name, %error, "revocation refused");
+                    }
+                } else {
+                    self.node.handle_datagram(now, &name, &bytes);
+                }
             }
             Input::DialFailed { addr, error } => {
                 tracing::debug!(%addr, %error, "dial failed; retrying with backoff");
@@ -278,6 +307,39 @@ impl Driver {
             Input::AddPeer(addr) => self.node.add_peer(now, addr),
         }
         self.after_input();
+    }
+
+    /// A revocation from neighbour `from` (or from the API): verify it against the trust
+    /// bundle; if it is new, drop the link to the revoked node (the protocol then
+    /// withdraws it from link-state), refuse its reconnects (policy) and flood it to
+    /// every other neighbour.
+    fn on_revocation(&mut self, bytes: &[u8], from: Option<&NodeName>) -> Result<String, String> {
+        let revocation = x0tta6bl4_identity::Revocation::from_bytes(bytes)?;
+        let target = revocation.verify(&self.context.tls.current())?;
+        if !self.shared.policy.revoke(&target) {
+            return Ok(format!("node {target} was already revoked"));
+        }
+        crate::policy::persist_revocation(self.context.tls.current().dir(), &revocation);
+        if &target == self.node.name() {
+            tracing::error!("this node's identity was revoked: its neighbours will cut it off");
+        }
+        if let Some(link) = self.links.remove(&target) {
+            link.conn.close(close::REVOKED.into(), b"revoked");
+            self.node.handle_link_down(self.now(), &target);
+        }
+        let flood = Bytes::copy_from_slice(bytes);
+        for (name, link) in &self.links {
+            if Some(name) != from {
+                transport::send_stream(
+                    &link.conn,
+                    flood.clone(),
+                    &self.stream_permits,
+                    &self.shared,
+                );
+            }
+        }
+        tracing::warn!(node = %target, "revocation accepted: link dropped, reconnects refused");
+        Ok(format!("node {target} revoked"))
     }
 
     /// Keep one connection per neighbour (see [`Driver::keep_old_link`]).
@@ -315,6 +377,7 @@ impl Driver {
             conn: new.conn,
             dialed_by_me: new.dialed.is_some(),
             last_heard: std::time::Instant::now(),
+            kx_group: new.kx_group,
         };
         self.links.insert(new.name, link);
     }
@@ -351,6 +414,10 @@ impl Driver {
                 let count = targets.len();
                 self.set_flows(targets, interval_ms);
                 let _ = reply.send(count);
+            }
+            Command::Revoke { bytes, reply } => {
+                let _ = reply.send(self.on_revocation(&bytes, None));
+                self.after_input();
             }
             Command::StopFlows { reply } => {
                 self.set_flows(Vec::new(), 0);
@@ -391,13 +458,41 @@ impl Driver {
         }
     }
 
+    /// Send a frame on `link`, through the fault-injection layer when it is on.
+    fn send_on(&self, name: &NodeName, link: &Link, bytes: Bytes) {
+        let verdict = self
+            .chaos
+            .as_ref()
+            .map_or(crate::chaos::Verdict::Send, |c| c.decide(name.as_str()));
+        if let Some(chaos) = &self.chaos {
+            for extra in chaos.byzantine_extras(name.as_str(), &bytes) {
+                transport::send(&link.conn, extra, &self.stream_permits, &self.shared);
+            }
+        }
+        match verdict {
+            crate::chaos::Verdict::Send => {
+                transport::send(&link.conn, bytes, &self.stream_permits, &self.shared)
+            }
+            crate::chaos::Verdict::Drop => {}
+            crate::chaos::Verdict::Delay(delay) => {
+                let (conn, permits, shared) = (
+                    link.conn.clone(),
+                    self.stream_permits.clone(),
+                    self.shared.clone(),
+                );
+                tokio::spawn(async move {
+                    tokio::time::sleep(delay).await;
+                    transport::send(&conn, bytes, &permits, &shared);
+                });
+            }
+        }
+    }
+
     fn transmit(&mut self, transmit: Transmit) {
         let bytes = Bytes::from(transmit.message.to_bytes());
         match transmit.destination {
             Destination::Neighbour(name) => match self.links.get(&name) {
-                Some(link) => {
-                    transport::send(&link.conn, bytes, &self.stream_permits, &self.shared)
-                }
+                Some(link) => self.send_on(&name, link, bytes),
                 None => self.shared.counters.drop(DriverDrop::NoLink),
             },
             Destination::Beacon => {
@@ -455,6 +550,7 @@ impl Driver {
     fn on_delivery(&mut self, delivery: Delivery) {
         let at_us = unix_micros(SystemTime::now());
         match delivery.channel {
+            MESSAGE_CHANNEL if !self.shared.policy.send(&delivery.source, self.node.name()) => {}
             MESSAGE_CHANNEL => self.shared.record_message(MessageRecord {
                 from: delivery.source,
                 id: delivery.id,
@@ -533,7 +629,37 @@ impl Driver {
 
     // ----- views -----
 
+    /// After a policy reload, close the links whose peer may no longer be a neighbour.
+    fn recheck_links(&mut self) {
+        let generation = self.shared.policy.generation();
+        if generation == self.policy_generation {
+            return;
+        }
+        self.policy_generation = generation;
+        let denied: Vec<NodeName> = self
+            .links
+            .keys()
+            .filter(|name| {
+                let id = self.spiffe_ids.get(*name);
+                let id = id.and_then(|id| x0tta6bl4_identity::SpiffeId::parse(id).ok());
+                !id.is_some_and(|id| self.shared.policy.neighbour(&id))
+            })
+            .cloned()
+            .collect();
+        for name in denied {
+            if let Some(link) = self.links.remove(&name) {
+                tracing::info!(neighbour = %name, "link closed: the reloaded policy denies it");
+                link.conn.close(
+                    close::UNAUTHORISED.into(),
+                    b"refused by authorization policy",
+                );
+                self.node.handle_link_down(self.now(), &name);
+            }
+        }
+    }
+
     fn refresh_snapshot(&mut self) {
+        self.recheck_links();
         self.snapshot_at = tokio::time::Instant::now();
         self.snapshot_pending = false;
         let neighbours: Vec<PeerView> = self
@@ -578,6 +704,7 @@ impl Driver {
             loss: n.loss,
             state: n.state.as_str(),
             cost: n.cost,
+            kx_group: self.links.get(&n.name).and_then(|l| l.kx_group.clone()),
             name: n.name,
         }
     }

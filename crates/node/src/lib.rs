@@ -15,11 +15,15 @@
 #![warn(missing_docs)]
 
 mod api;
+mod api_tls;
+pub mod chaos;
 mod config;
 mod discovery;
 mod driver;
 mod metrics;
 mod outage;
+mod policy;
+mod renewal;
 mod state;
 mod transport;
 
@@ -48,7 +52,7 @@ pub use state::{
 use config::{parse_peer, PeerAddr};
 use driver::{Driver, DriverParts};
 use state::{Counters, Shared, Snapshot};
-use transport::{Input, LinkContext};
+use transport::{Input, LinkContext, LinkTls};
 
 /// Frames, link events and beacons queued for the driver; frames beyond are dropped and
 /// counted (`dropped_total{reason="input_queue_full"}`), link events wait.
@@ -122,11 +126,20 @@ impl NodeHandle {
                 dir.display()
             )
         })?;
-        let (endpoint, quic_addr) = transport::bind_endpoint(&identity, config.listen)?;
+        let tls = Arc::new(LinkTls::new(identity.clone(), config.identity.kx));
+        tls.refill();
+        let (authenticator, signer) = identity.authenticator_with_handle();
+        let renewal_tls = tls.clone();
+        let (endpoint, quic_addr) = transport::bind_endpoint(&tls, config.listen)?;
         let sockets = Sockets::bind(&config).await?;
         let api_addr = sockets.api.local_addr().context("HTTP API address")?;
         let name = identity.name().clone();
-        let shared = Arc::new(shared_state(&identity, config.standalone));
+        let policy =
+            policy::NodePolicy::load(config.identity.policy.as_deref(), identity.trust_domain())
+                .context("invalid authorization policy (set [identity] policy)")?;
+        policy.load_revocations(&identity);
+        let policy = Arc::new(policy);
+        let shared = Arc::new(shared_state(&identity, config.standalone, policy.clone()));
         let metrics = Arc::new(metrics::Metrics::new(shared.clone()));
         let (inputs_tx, inputs_rx) = mpsc::channel(INPUT_QUEUE_MAX);
         let (commands_tx, commands_rx) = mpsc::channel(COMMAND_QUEUE_MAX);
@@ -136,16 +149,18 @@ impl NodeHandle {
             inputs: inputs_tx.clone(),
             shared: shared.clone(),
             next_id,
+            tls,
         };
         let broadcast = SocketAddr::from((config.discovery.broadcast, config.discovery.port));
         let mut driver = Driver::new(DriverParts {
-            node: protocol_node(&config, &identity)?,
+            node: protocol_node(&config, &identity, authenticator)?,
             clock: std::time::Instant::now(),
             endpoint: endpoint.clone(),
             context: context.clone(),
             beacon: sockets.beacon.clone().map(|socket| (socket, broadcast)),
             route_seconds: metrics.route_computation_seconds.clone(),
             outage_seconds: metrics.flow_outage_seconds.clone(),
+            chaos: config.chaos.clone().map(chaos::Chaos::watch),
         });
         let peers = static_peers(&config.peers, &inputs_tx, &stop_rx);
         driver.configure(&peers, sockets.beacon.as_ref().map(|_| quic_addr.port()));
@@ -154,6 +169,17 @@ impl NodeHandle {
         // a process: tests, the demo).
         let span = tracing::info_span!("node", name = %name);
         tokio::spawn(transport::accept_loop(endpoint.clone(), context).instrument(span.clone()));
+        tokio::spawn(policy::watch(policy, stop_rx.clone()).instrument(span.clone()));
+        if let Some(server) = config.identity.ca_server {
+            let renewal = renewal::Renewal {
+                server,
+                dir: config.identity.dir.clone(),
+                tls: renewal_tls,
+                shared: shared.clone(),
+                signer,
+            };
+            tokio::spawn(renewal.run(stop_rx.clone()).instrument(span.clone()));
+        }
         if let Some(socket) = sockets.beacon {
             let receive = discovery::receive(socket, inputs_tx, shared.clone(), stop_rx.clone());
             tokio::spawn(receive.instrument(span.clone()));
@@ -162,8 +188,14 @@ impl NodeHandle {
             shared,
             commands: commands_tx,
             metrics,
+            mtls: config.identity.api_mtls,
+            open: config.identity.api_open,
         });
-        let api = tokio::spawn(api::serve(sockets.api, router, stop_rx));
+        let api_tls = match config.identity.api_mtls {
+            true => Some(identity.api_server_config()?),
+            false => None,
+        };
+        let api = tokio::spawn(api::serve(sockets.api, router, api_tls, stop_rx));
         let supervisor = supervise(driver, inputs_rx, commands_rx, stop.clone(), endpoint, api);
         let task = tokio::spawn(supervisor.instrument(span.clone()));
         span.in_scope(|| tracing::info!(%quic_addr, %api_addr, "node started"));
@@ -288,16 +320,21 @@ impl Sockets {
 fn protocol_node(
     config: &NodeConfig,
     identity: &NodeIdentity,
+    authenticator: Box<dyn x0tta6bl4_proto::Authenticator>,
 ) -> anyhow::Result<x0tta6bl4_proto::Node> {
     let mut protocol = config.protocol.clone();
     protocol.rng_seed = os_seed();
     protocol.initial_sequence = unix_millis();
     let name = identity.name().clone();
-    x0tta6bl4_proto::Node::new(name, protocol, identity.authenticator(), Instant::ZERO)
+    x0tta6bl4_proto::Node::new(name, protocol, authenticator, Instant::ZERO)
         .context("invalid [protocol] settings")
 }
 
-fn shared_state(identity: &NodeIdentity, standalone: bool) -> Shared {
+fn shared_state(
+    identity: &NodeIdentity,
+    standalone: bool,
+    policy: Arc<policy::NodePolicy>,
+) -> Shared {
     let snapshot = Snapshot {
         neighbours: vec![],
         routes: vec![],
@@ -310,11 +347,12 @@ fn shared_state(identity: &NodeIdentity, standalone: bool) -> Shared {
         spiffe_id: identity.spiffe_id().to_string(),
         standalone,
         started: std::time::Instant::now(),
-        svid_not_after: identity.not_after(),
+        svid_not_after: Mutex::new(identity.not_after()),
         snapshot: RwLock::new(snapshot),
         messages: Mutex::default(),
         flows: Mutex::default(),
         counters: Counters::default(),
+        policy,
     }
 }
 

@@ -112,6 +112,8 @@ impl NodeCollector {
         let expiry = self
             .shared
             .svid_not_after
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .duration_since(SystemTime::UNIX_EPOCH)
             .unwrap_or_default();
         let help = "Expiry of the node's X.509-SVID, seconds since the Unix epoch";
@@ -188,6 +190,20 @@ impl NodeCollector {
         let results = Handshake::ALL.map(|r| (r.as_str(), counters.handshakes(r)));
         let help = "QUIC handshakes by result (ok: peer SVID names a node)";
         counter_family(e, "handshakes", help, "result", results)?;
+        let groups = counters.kx_handshakes();
+        let groups = groups.iter().map(|(group, n)| (group.as_str(), *n));
+        let help = "Successful QUIC handshakes by negotiated key-exchange group";
+        counter_family(e, "kx_handshakes", help, "group", groups)?;
+        let policy = &self.shared.policy;
+        let help = "Authorization policy decisions by decision (allow, deny) and action (neighbour, send, api)";
+        let mut family =
+            e.encode_descriptor("policy_decisions", help, None, MetricType::Counter)?;
+        for (decision, action, count) in policy.decisions() {
+            let labels = [("decision", decision), ("action", action)];
+            ConstCounter::new(count).encode(family.encode_family(&labels)?)?;
+        }
+        let help = "Authorization policy reloads by result (ok; rejected: the old policy stayed)";
+        counter_family(e, "policy_reloads", help, "result", policy.reloads())?;
         let sent = counters
             .flow_probes_sent
             .load(std::sync::atomic::Ordering::Relaxed);

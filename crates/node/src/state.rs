@@ -7,6 +7,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::sync::{Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::SystemTime;
 
@@ -37,6 +38,8 @@ pub struct PeerView {
     pub state: &'static str,
     /// The cost this node advertises for the link.
     pub cost: u32,
+    /// Key-exchange group of the open link's handshake, e.g. `X25519MLKEM768`.
+    pub kx_group: Option<String>,
 }
 
 /// One route as `GET /api/v1/routes` shows it.
@@ -173,6 +176,8 @@ pub(crate) struct Counters {
     drops: [AtomicU64; DriverDrop::ALL.len()],
     handshakes: [AtomicU64; Handshake::ALL.len()],
     pub flow_probes_sent: AtomicU64,
+    /// Successful handshakes by key-exchange group (few distinct groups exist).
+    kx_groups: Mutex<BTreeMap<String, u64>>,
 }
 
 impl Counters {
@@ -200,6 +205,27 @@ impl Counters {
         self.handshakes[index].fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Count a successful handshake under its key-exchange group (`unknown` if none
+    /// was recorded).
+    pub fn kx_handshake(&self, group: Option<&str>) {
+        let mut groups = self
+            .kx_groups
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        *groups
+            .entry(group.unwrap_or("unknown").to_owned())
+            .or_default() += 1;
+    }
+
+    /// Successful handshakes by key-exchange group, sorted by group.
+    pub fn kx_handshakes(&self) -> Vec<(String, u64)> {
+        let groups = self
+            .kx_groups
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        groups.iter().map(|(g, n)| (g.clone(), *n)).collect()
+    }
+
     pub fn handshakes(&self, result: Handshake) -> u64 {
         let index = Handshake::ALL
             .iter()
@@ -216,11 +242,14 @@ pub(crate) struct Shared {
     pub spiffe_id: String,
     pub standalone: bool,
     pub started: std::time::Instant,
-    pub svid_not_after: SystemTime,
+    /// Updated when the SVID is renewed.
+    pub svid_not_after: Mutex<SystemTime>,
     pub snapshot: RwLock<Snapshot>,
     pub messages: Mutex<Messages>,
     pub flows: Mutex<Flows>,
     pub counters: Counters,
+    /// The authorization policy in force.
+    pub policy: Arc<crate::policy::NodePolicy>,
 }
 
 impl Shared {
@@ -299,11 +328,12 @@ mod tests {
             spiffe_id: "spiffe://t/node/a".into(),
             standalone: false,
             started: std::time::Instant::now(),
-            svid_not_after: SystemTime::now(),
+            svid_not_after: Mutex::new(SystemTime::now()),
             snapshot: RwLock::new(snapshot),
             messages: Mutex::default(),
             flows: Mutex::default(),
             counters: Counters::default(),
+            policy: Arc::new(crate::policy::NodePolicy::load(None, &"t".parse().unwrap()).unwrap()),
         }
     }
 

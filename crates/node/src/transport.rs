@@ -15,7 +15,7 @@ use quinn::{Connection, ConnectionError, Endpoint, EndpointConfig, TransportConf
 use rustls::pki_types::CertificateDer;
 use tokio::sync::mpsc;
 use tracing::Instrument;
-use x0tta6bl4_identity::NodeIdentity;
+use x0tta6bl4_identity::{KxMode, KxRecord, NodeIdentity};
 use x0tta6bl4_proto::NodeName;
 
 use crate::state::{DriverDrop, Handshake, Shared};
@@ -46,6 +46,8 @@ pub(crate) mod close {
     pub const REFUSED: u32 = 3;
     /// The protocol declared the neighbour down.
     pub const NEIGHBOUR_DOWN: u32 = 4;
+    /// The peer was revoked by the CA.
+    pub const REVOKED: u32 = 5;
 }
 
 /// What connection, dial and beacon tasks hand to the driver.
@@ -80,6 +82,8 @@ pub(crate) struct NewLink {
     pub conn: Connection,
     /// The address this node dialed, `None` for an accepted connection.
     pub dialed: Option<SocketAddr>,
+    /// The key-exchange group the handshake negotiated, e.g. `X25519MLKEM768`.
+    pub kx_group: Option<String>,
 }
 
 /// What every connection task needs.
@@ -88,29 +92,116 @@ pub(crate) struct LinkContext {
     pub inputs: mpsc::Sender<Input>,
     pub shared: Arc<Shared>,
     pub next_id: Arc<AtomicU64>,
+    pub tls: Arc<LinkTls>,
+}
+
+/// Builds one TLS configuration per handshake, so that each records the key-exchange
+/// group it negotiated (quinn does not expose it; see `x0tta6bl4_identity::KxRecord`).
+pub(crate) struct LinkTls {
+    /// Replaced when the SVID is renewed: new handshakes use the new one at once.
+    pub identity: std::sync::RwLock<NodeIdentity>,
+    pub kx: KxMode,
+    pub transport: Arc<TransportConfig>,
+    /// One configuration of each side built ahead, so that a handshake does not wait
+    /// for its configuration to be built (refilled while the handshake runs).
+    spare_server: std::sync::Mutex<Option<(quinn::ServerConfig, KxRecord)>>,
+    spare_client: std::sync::Mutex<Option<(quinn::ClientConfig, KxRecord)>>,
+}
+
+fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl LinkTls {
+    pub(crate) fn new(identity: NodeIdentity, kx: KxMode) -> LinkTls {
+        let transport = Arc::new(transport_config());
+        LinkTls {
+            identity: std::sync::RwLock::new(identity),
+            kx,
+            transport,
+            spare_server: std::sync::Mutex::new(None),
+            spare_client: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// Build the next handshake's configurations ahead of time.
+    pub(crate) fn refill(&self) {
+        if lock(&self.spare_server).is_none() {
+            let built = self.build_server().ok();
+            *lock(&self.spare_server) = built;
+        }
+        if lock(&self.spare_client).is_none() {
+            let built = self.build_client().ok();
+            *lock(&self.spare_client) = built;
+        }
+    }
+
+    /// The identity new handshakes present.
+    pub(crate) fn current(&self) -> NodeIdentity {
+        let identity = self.identity.read();
+        identity
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Present `identity` in new handshakes (existing links keep theirs).
+    pub(crate) fn replace(&self, identity: NodeIdentity) {
+        let mut current = self
+            .identity
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *current = identity;
+        drop(current);
+        *lock(&self.spare_server) = None;
+        *lock(&self.spare_client) = None;
+    }
+
+    fn server(&self) -> anyhow::Result<(quinn::ServerConfig, KxRecord)> {
+        let spare = lock(&self.spare_server).take();
+        spare.map_or_else(|| self.build_server(), Ok)
+    }
+
+    fn client(&self) -> anyhow::Result<(quinn::ClientConfig, KxRecord)> {
+        let spare = lock(&self.spare_client).take();
+        spare.map_or_else(|| self.build_client(), Ok)
+    }
+
+    fn build_server(&self) -> anyhow::Result<(quinn::ServerConfig, KxRecord)> {
+        let (tls, record) = self.current().server_config_recorded(self.kx)?;
+        let crypto = QuicServerConfig::try_from(tls)?;
+        let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+        server
+            .transport_config(self.transport.clone())
+            .max_incoming(INCOMING_MAX);
+        Ok((server, record))
+    }
+
+    fn build_client(&self) -> anyhow::Result<(quinn::ClientConfig, KxRecord)> {
+        let (tls, record) = self.current().client_config_recorded(self.kx)?;
+        let crypto = QuicClientConfig::try_from(tls)?;
+        let mut client = quinn::ClientConfig::new(Arc::new(crypto));
+        client.transport_config(self.transport.clone());
+        Ok((client, record))
+    }
 }
 
 /// Bind the QUIC endpoint on `listen` with the identity's mTLS configurations; returns
-/// it and its bound address.
+/// it and its bound address. Handshakes use per-connection configurations from `tls`;
+/// these defaults only set the endpoint's limits.
 pub(crate) fn bind_endpoint(
-    identity: &NodeIdentity,
+    tls: &LinkTls,
     listen: SocketAddr,
 ) -> anyhow::Result<(Endpoint, SocketAddr)> {
     let socket =
         std::net::UdpSocket::bind(listen).map_err(|io| BindError::Quic { addr: listen, io })?;
-    let transport = Arc::new(transport_config());
-    let server_crypto = QuicServerConfig::try_from(identity.server_config()?).map_err(|e| {
+    let (server, _) = tls.server().map_err(|e| {
         anyhow::anyhow!("the identity's TLS server configuration cannot carry QUIC: {e}")
     })?;
-    let mut server = quinn::ServerConfig::with_crypto(Arc::new(server_crypto));
-    server
-        .transport_config(transport.clone())
-        .max_incoming(INCOMING_MAX);
-    let client_crypto = QuicClientConfig::try_from(identity.client_config()?).map_err(|e| {
+    let (client, _) = tls.client().map_err(|e| {
         anyhow::anyhow!("the identity's TLS client configuration cannot carry QUIC: {e}")
     })?;
-    let mut client = quinn::ClientConfig::new(Arc::new(client_crypto));
-    client.transport_config(transport);
     let runtime =
         quinn::default_runtime().ok_or_else(|| anyhow::anyhow!("no async runtime for QUIC"))?;
     let mut endpoint = Endpoint::new(EndpointConfig::default(), Some(server), socket, runtime)
@@ -142,11 +233,21 @@ pub(crate) async fn accept_loop(endpoint: Endpoint, context: LinkContext) {
         let context = context.clone();
         let connection = async move {
             let remote = incoming.remote_address();
-            match incoming.await {
-                Ok(conn) => established(conn, None, context).await,
+            let (config, record) = match context.tls.server() {
+                Ok(built) => built,
+                Err(error) => {
+                    tracing::error!(%remote, %error, "cannot build the TLS configuration");
+                    return incoming.refuse();
+                }
+            };
+            let connecting = incoming.accept_with(Arc::new(config));
+            context.tls.refill();
+            match async { connecting?.await }.await {
+                Ok(conn) => established(conn, None, record, context).await,
                 Err(error) => {
                     context.shared.counters.handshake(Handshake::Failed);
-                    tracing::debug!(%remote, %error, "incoming handshake failed");
+                    // The reason (e.g. "certificate rejected: expired ...") is the error.
+                    tracing::info!(%remote, %error, "incoming handshake refused");
                 }
             }
         };
@@ -163,7 +264,11 @@ pub(crate) async fn dial(
     timeout: Duration,
     context: LinkContext,
 ) {
-    let connecting = match endpoint.connect(addr, SERVER_NAME) {
+    let connecting = context.tls.client().and_then(|(config, record)| {
+        let connecting = endpoint.connect_with(config, addr, SERVER_NAME)?;
+        Ok((connecting, record))
+    });
+    let (connecting, record) = match connecting {
         Ok(connecting) => connecting,
         Err(error) => {
             let error = error.to_string();
@@ -171,8 +276,9 @@ pub(crate) async fn dial(
             return;
         }
     };
+    context.tls.refill();
     let error = match tokio::time::timeout(timeout, connecting).await {
-        Ok(Ok(conn)) => return established(conn, Some(addr), context).await,
+        Ok(Ok(conn)) => return established(conn, Some(addr), record, context).await,
         Ok(Err(error)) => error.to_string(),
         Err(_) => format!("no handshake within {timeout:?}"),
     };
@@ -181,8 +287,16 @@ pub(crate) async fn dial(
 }
 
 /// Authenticate, announce, read until the connection closes, announce the close.
-async fn established(conn: Connection, dialed: Option<SocketAddr>, context: LinkContext) {
+async fn established(
+    conn: Connection,
+    dialed: Option<SocketAddr>,
+    record: KxRecord,
+    context: LinkContext,
+) {
     let remote = conn.remote_address();
+    // The handshake is over: read the group and release the record's slot.
+    let kx_group = record.group();
+    drop(record);
     let (name, spiffe_id) = match authenticate(&conn) {
         Ok(peer) => peer,
         Err(reason) => {
@@ -204,7 +318,28 @@ async fn established(conn: Connection, dialed: Option<SocketAddr>, context: Link
             return;
         }
     };
+    let allowed = x0tta6bl4_identity::SpiffeId::parse(&spiffe_id)
+        .is_ok_and(|id| context.shared.policy.neighbour(&id));
+    if !allowed {
+        context.shared.counters.handshake(Handshake::Rejected);
+        conn.close(
+            close::UNAUTHORISED.into(),
+            b"refused by authorization policy",
+        );
+        if let Some(addr) = dialed {
+            let error = format!("authorization policy denies {spiffe_id} as a neighbour");
+            let _ = context.inputs.send(Input::DialFailed { addr, error }).await;
+        }
+        return;
+    }
     context.shared.counters.handshake(Handshake::Ok);
+    context.shared.counters.kx_handshake(kx_group.as_deref());
+    if !kx_group
+        .as_deref()
+        .is_some_and(x0tta6bl4_identity::is_post_quantum_group)
+    {
+        tracing::warn!(neighbour = %name, group = ?kx_group, "link uses a classical key exchange: it is not protected against a quantum adversary");
+    }
     let id = context.next_id.fetch_add(1, Ordering::Relaxed);
     let link = NewLink {
         id,
@@ -212,6 +347,7 @@ async fn established(conn: Connection, dialed: Option<SocketAddr>, context: Link
         spiffe_id,
         conn: conn.clone(),
         dialed,
+        kx_group,
     };
     if context.inputs.send(Input::LinkUp(link)).await.is_err() {
         return; // the driver is gone: the node is stopping
@@ -303,6 +439,17 @@ pub(crate) fn send(
             Err(_) => return shared.counters.drop(DriverDrop::SendFailed),
         }
     }
+    send_stream(conn, bytes, permits, shared);
+}
+
+/// Send `bytes` on a new unidirectional stream: delivered reliably, unlike a datagram
+/// (revocations go this way).
+pub(crate) fn send_stream(
+    conn: &Connection,
+    bytes: Bytes,
+    permits: &Arc<tokio::sync::Semaphore>,
+    shared: &Arc<Shared>,
+) {
     let Ok(permit) = permits.clone().try_acquire_owned() else {
         return shared.counters.drop(DriverDrop::StreamSendsFull);
     };

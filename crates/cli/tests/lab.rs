@@ -1,0 +1,263 @@
+//! The chaos lab against real namespaces and real node processes (needs root; CI runs
+//! as root). Every automated fault of the catalogue has a scenario here that asserts the
+//! mesh healed: every affected flow delivered again and no survivor pair unreachable.
+
+mod common;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use common::{code, run, stderr, stdout};
+
+/// Labs share the machine's two cores: one at a time keeps the MTTR honest. A directory
+/// made atomically is the lock, so it also holds across processes (cargo nextest runs
+/// every test in its own process); a lock whose owner died is taken over.
+struct LabLock(PathBuf);
+
+impl LabLock {
+    fn take() -> LabLock {
+        let dir = std::env::temp_dir().join("x0tta6bl4-lab-tests.lock");
+        let me = std::process::id().to_string();
+        loop {
+            if std::fs::create_dir(&dir).is_ok() {
+                std::fs::write(dir.join("pid"), &me).unwrap();
+                return LabLock(dir);
+            }
+            let owner = std::fs::read_to_string(dir.join("pid")).unwrap_or_default();
+            let alive =
+                !owner.is_empty() && std::path::Path::new(&format!("/proc/{owner}")).exists();
+            if !alive && !owner.is_empty() {
+                let _ = std::fs::remove_dir_all(&dir);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for LabLock {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// One lab at a time within this process too (the lock directory is per process).
+static LAB: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(2) == Some("0"))
+        })
+        .unwrap_or(false)
+}
+
+fn have(tool: &str) -> bool {
+    std::process::Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// Run `lab run ... --json` and return the parsed object (asserting exit 0).
+fn lab_json(args: &[&str]) -> serde_json::Value {
+    let _one_at_a_time = LAB.lock().unwrap_or_else(|e| e.into_inner());
+    let _one_per_machine = LabLock::take();
+    let mut all = vec!["lab", "run", "--json"];
+    all.extend_from_slice(args);
+    let output = run(&all);
+    assert_eq!(code(&output), 0, "{all:?}: {}", stderr(&output));
+    serde_json::from_str(&stdout(&output)).expect("one JSON object")
+}
+
+fn keys(value: &serde_json::Value) -> Vec<String> {
+    value
+        .as_object()
+        .expect("an object")
+        .keys()
+        .cloned()
+        .collect()
+}
+
+fn assert_router(report: &serde_json::Value, name: &str) {
+    let r = &report["routers"][name];
+    let mut k = keys(r);
+    k.sort();
+    assert_eq!(
+        k,
+        [
+            "false_down_events",
+            "mttr_ms",
+            "unreachable_pairs_after_heal"
+        ],
+        "{report}"
+    );
+    let mut m = keys(&r["mttr_ms"]);
+    m.sort();
+    assert_eq!(
+        m,
+        ["max", "mean", "p50", "p95", "p99", "samples"],
+        "{report}"
+    );
+    assert_eq!(r["unreachable_pairs_after_heal"], 0, "{report}");
+}
+
+fn skip_unless_root() -> bool {
+    if !is_root() || !have("nft") {
+        eprintln!("skipped: the chaos lab needs root and nft");
+        return true;
+    }
+    false
+}
+
+#[test]
+fn ring_of_four_node_kill_heals_with_the_issue_json() {
+    if skip_unless_root() {
+        return;
+    }
+    let report = lab_json(&[
+        "--topology",
+        "ring",
+        "--nodes",
+        "4",
+        "--scenario",
+        "node-kill",
+        "--iterations",
+        "2",
+        "--seed",
+        "3",
+    ]);
+    let mut top = keys(&report);
+    top.sort();
+    assert_eq!(
+        top,
+        [
+            "iterations",
+            "nodes",
+            "routers",
+            "scenario",
+            "seed",
+            "topology",
+            "twin"
+        ]
+    );
+    assert_eq!(keys(&report["routers"]), ["x0tta6bl4"]);
+    assert_router(&report, "x0tta6bl4");
+    let mut twin = keys(&report["twin"]);
+    twin.sort();
+    assert_eq!(twin, ["error_p50", "error_p95", "mttr_ms"]);
+    assert_eq!(
+        (report["nodes"].as_u64(), report["seed"].as_u64()),
+        (Some(4), Some(3))
+    );
+}
+
+#[test]
+fn every_automated_fault_heals_on_a_ring() {
+    if skip_unless_root() || !have("stress-ng") {
+        eprintln!("skipped: needs root, nft and stress-ng");
+        return;
+    }
+    for fault in [
+        "node-kill",
+        "node-pause:hold_ms=600",
+        "node-restart",
+        "link-down",
+        "partition:hold_ms=600",
+        "asym-partition:hold_ms=600",
+        "loss:rate=0.2",
+        "delay:delay_ms=60,jitter_ms=10",
+        "bandwidth:mbps=1",
+        "cpu-stress:hold_ms=500",
+        "mem-stress:hold_ms=500",
+        "byzantine:hold_ms=1000",
+    ] {
+        // A ring of six: every node and link carries transit flows, so each fault
+        // has affected flows to measure whichever element the seed picks.
+        let report = lab_json(&["--topology", "ring", "--nodes", "6", "--scenario", fault]);
+        assert_router(&report, "x0tta6bl4");
+        let samples = report["routers"]["x0tta6bl4"]["mttr_ms"]["samples"]
+            .as_u64()
+            .unwrap();
+        assert!(samples > 0, "{fault}: no affected flow measured: {report}");
+        let p95 = report["routers"]["x0tta6bl4"]["mttr_ms"]["p95"]
+            .as_f64()
+            .unwrap();
+        assert!(p95 < 2_000.0, "{fault}: {report}");
+    }
+}
+
+#[test]
+fn babeld_side_by_side_on_a_tiny_ring() {
+    if skip_unless_root() || !have("babeld") {
+        eprintln!("skipped: needs root, nft and babeld");
+        return;
+    }
+    let plot = tempfile::NamedTempFile::new().unwrap();
+    let report = lab_json(&[
+        "--topology",
+        "ring",
+        "--nodes",
+        "5",
+        "--scenario",
+        "node-kill",
+        "--router",
+        "babeld",
+        "--plot",
+        plot.path().to_str().unwrap(),
+    ]);
+    assert_eq!(keys(&report["routers"]), ["babeld"]);
+    assert_router(&report, "babeld");
+    let svg = std::fs::read_to_string(plot.path()).unwrap();
+    assert!(svg.starts_with("<svg") && svg.contains("babeld"), "{svg}");
+}
+
+#[test]
+fn a_short_soak_counts_false_alarms() {
+    if skip_unless_root() {
+        return;
+    }
+    let _one_at_a_time = LAB.lock().unwrap_or_else(|e| e.into_inner());
+    let _one_per_machine = LabLock::take();
+    let output = run(&["lab", "soak", "--minutes", "0.1", "--loss", "5%", "--json"]);
+    assert_eq!(code(&output), 0, "{}", stderr(&output));
+    let report: serde_json::Value = serde_json::from_str(&stdout(&output)).expect("JSON");
+    assert_eq!(report["loss"], 0.05);
+    assert!(report["seconds"].as_f64().unwrap() >= 5.0, "{report}");
+    assert!(report["false_down_events"].as_u64().is_some(), "{report}");
+}
+
+#[test]
+fn bad_input_is_refused_with_what_to_do() {
+    let output = run(&["lab", "run", "--scenario", "meteor"]);
+    assert_eq!(code(&output), 2);
+    assert!(
+        stderr(&output).contains("unknown fault \"meteor\""),
+        "{}",
+        stderr(&output)
+    );
+    for fault in ["svid-expiry", "revoke"] {
+        let output = run(&["lab", "run", "--scenario", fault]);
+        assert_eq!(code(&output), 2);
+        let text = stderr(&output);
+        assert!(
+            text.contains("not yet available") && text.contains("identity issue"),
+            "{text}"
+        );
+    }
+    let output = run(&["lab", "run", "--router", "ospf"]);
+    assert_eq!(code(&output), 2, "{}", stderr(&output));
+    let output = run(&["lab", "soak", "--minutes", "0", "--loss", "5%"]);
+    assert_eq!(code(&output), 2, "{}", stderr(&output));
+    let output = run(&["lab", "soak", "--minutes", "1", "--loss", "150%"]);
+    assert_eq!(code(&output), 2, "{}", stderr(&output));
+    let output = run(&["lab", "run", "--nodes", "500"]);
+    assert_eq!(code(&output), 2);
+    assert!(
+        stderr(&output).contains("at most 64"),
+        "{}",
+        stderr(&output)
+    );
+}

@@ -1,0 +1,124 @@
+//! What `lab run` reports; `--json` prints [`LabReport`] and nothing else.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use x0tta6bl4_proto::measure::MttrSummary;
+
+/// One router's results over every iteration.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct RouterReport {
+    /// Outage of every affected flow, in ms.
+    pub mttr_ms: MttrSummary,
+    /// Neighbour-down events not explained by the fault (x0tta6bl4 only: from each
+    /// node's `x0tta6bl4_neighbour_down_total`; 0 for babeld, which exports no such count).
+    pub false_down_events: u64,
+    /// Survivor pairs without a loop-free path after the heal, summed over iterations.
+    pub unreachable_pairs_after_heal: usize,
+    /// Every outage sample, ms.
+    #[serde(skip)]
+    pub samples: Vec<f64>,
+    /// Affected flows that never delivered again.
+    #[serde(skip)]
+    pub unhealed_flows: usize,
+}
+
+/// The twin's prediction for the same topology, timers and fault.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct TwinSide {
+    /// The twin's MTTR (None when the fault has no twin model).
+    pub mttr_ms: Option<MttrSummary>,
+    /// |twin p50 - lab p50| / lab p50 (x0tta6bl4), a fraction.
+    pub error_p50: Option<f64>,
+    /// |twin p95 - lab p95| / lab p95 (x0tta6bl4), a fraction.
+    pub error_p95: Option<f64>,
+    /// Every twin sample, ms.
+    #[serde(skip)]
+    pub samples: Vec<f64>,
+}
+
+/// One `lab run`.
+#[derive(Clone, Debug, Serialize)]
+pub struct LabReport {
+    /// The topology as given.
+    pub topology: String,
+    /// Nodes started.
+    pub nodes: usize,
+    /// The fault as given.
+    pub scenario: String,
+    /// Iterations per router.
+    pub iterations: usize,
+    /// The run's seed.
+    pub seed: u64,
+    /// Results per router that ran (`x0tta6bl4`, `babeld`, `babeld-default`).
+    pub routers: BTreeMap<String, RouterReport>,
+    /// The twin side by side.
+    pub twin: TwinSide,
+}
+
+impl LabReport {
+    /// Whether every router healed: no unreachable survivor pair, no unhealed flow.
+    pub fn healed(&self) -> bool {
+        self.routers
+            .values()
+            .all(|r| r.unreachable_pairs_after_heal == 0 && r.unhealed_flows == 0)
+    }
+
+    /// A summary for people.
+    pub fn summary(&self) -> String {
+        let mut text = format!(
+            "chaos lab: {} nodes ({}), fault {}, {} iterations, seed {}\n",
+            self.nodes, self.topology, self.scenario, self.iterations, self.seed
+        );
+        text.push_str("router            samples   mean ms    p50 ms    p95 ms    p99 ms    max ms  false-down  unreachable\n");
+        let mut row = |name: &str, m: &MttrSummary, false_down: String, unreachable: String| {
+            text.push_str(&format!(
+                "{name:<16} {:>8} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {false_down:>11} {unreachable:>12}\n",
+                m.samples, m.mean, m.p50, m.p95, m.p99, m.max
+            ));
+        };
+        for (name, r) in &self.routers {
+            row(
+                name,
+                &r.mttr_ms,
+                r.false_down_events.to_string(),
+                r.unreachable_pairs_after_heal.to_string(),
+            );
+        }
+        if let Some(t) = &self.twin.mttr_ms {
+            row("twin", t, "-".into(), "-".into());
+        }
+        for (name, r) in self.routers.iter().filter(|(_, r)| r.unhealed_flows > 0) {
+            text.push_str(&format!(
+                "{name}: {} affected flows never delivered again\n",
+                r.unhealed_flows
+            ));
+        }
+        if let (Some(e50), Some(e95)) = (self.twin.error_p50, self.twin.error_p95) {
+            text.push_str(&format!(
+                "twin relative error: p50 {:.1} %, p95 {:.1} %\n",
+                e50 * 100.0,
+                e95 * 100.0
+            ));
+        }
+        if let Some(x0) = self.routers.get("x0tta6bl4") {
+            for babel in ["babeld", "babeld-default"] {
+                if let Some(b) = self.routers.get(babel) {
+                    if b.mttr_ms.p95 > 0.0 {
+                        text.push_str(&format!(
+                            "MTTR ratio x0tta6bl4 / {babel}: p50 {:.3}, p95 {:.3}\n",
+                            x0.mttr_ms.p50 / b.mttr_ms.p50.max(1e-9),
+                            x0.mttr_ms.p95 / b.mttr_ms.p95
+                        ));
+                    }
+                }
+            }
+        }
+        text.push_str(if self.healed() {
+            "healed: yes\n"
+        } else {
+            "healed: NO\n"
+        });
+        text
+    }
+}

@@ -1,0 +1,599 @@
+//! The routers under test, each a set of processes in the lab's namespaces: x0tta6bl4
+//! nodes (this very binary, `node --config`) or Debian's babeld with a probe agent per
+//! namespace. [`Fleet`] owns the processes: dropping it kills and reaps every one.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{Read as _, Write as _};
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use x0tta6bl4_identity::{CertificateAuthority, TrustDomain};
+use x0tta6bl4_proto::NodeName;
+use x0tta6bl4_twin::Topology;
+
+use crate::net::{cmd, Net};
+use crate::paths::{Arrivals, Routes};
+use crate::probe::parse_agent_output;
+use crate::LabError;
+
+/// UDP port of the x0tta6bl4 nodes' QUIC endpoints.
+const QUIC_PORT: u16 = 7_000;
+/// TCP port of the nodes' HTTP APIs (on their management address).
+const API_PORT: u16 = 8_000;
+/// Environment variable the node watches to exit when the lab is gone.
+const PARENT_PID_ENV: &str = "X0TTA6BL4_PARENT_PID";
+/// Lines of a log shown on failure.
+const LOG_TAIL_LINES: usize = 12;
+
+/// Which daemon routes.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Kind {
+    /// x0tta6bl4 nodes.
+    X0tta6bl4,
+    /// babeld with this hello interval in seconds (None: its default, 4 s).
+    Babeld(Option<f64>),
+}
+
+impl Kind {
+    /// The key of this router in the report.
+    pub fn key(&self) -> &'static str {
+        match self {
+            Kind::X0tta6bl4 => "x0tta6bl4",
+            Kind::Babeld(Some(_)) => "babeld",
+            Kind::Babeld(None) => "babeld-default",
+        }
+    }
+}
+
+/// Processes, one slot per node.
+pub struct Fleet {
+    kind: Kind,
+    exe: PathBuf,
+    dir: PathBuf,
+    children: Vec<Option<Child>>,
+    agents: Vec<Option<Child>>,
+    http: reqwest::Client,
+    names: Vec<String>,
+}
+
+#[derive(Serialize)]
+struct NodeToml {
+    listen: String,
+    api_listen: String,
+    peers: Vec<String>,
+    identity: IdentityToml,
+    discovery: DiscoveryToml,
+}
+
+#[derive(Serialize)]
+struct IdentityToml {
+    dir: PathBuf,
+}
+
+#[derive(Serialize)]
+struct DiscoveryToml {
+    enabled: bool,
+}
+
+#[derive(Deserialize)]
+struct RouteRow {
+    destination: String,
+    next_hop: String,
+}
+
+#[derive(Deserialize)]
+struct PeerRow {
+    rtt_ms: Option<f64>,
+}
+
+#[derive(Deserialize)]
+struct FlowsReport {
+    #[serde(default)]
+    received: Vec<FlowArrivals>,
+}
+
+#[derive(Deserialize)]
+struct FlowArrivals {
+    source: String,
+    arrivals_us: Vec<u64>,
+}
+
+impl Fleet {
+    /// Prepare a router's files under `dir` (CA, SVIDs and configs for x0tta6bl4).
+    pub fn new(
+        kind: Kind,
+        exe: &Path,
+        dir: &Path,
+        net: &Net,
+        topology: &Topology,
+    ) -> Result<Fleet, LabError> {
+        let dir = dir.join(kind.key());
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| LabError::failed(format!("cannot create {}: {e}", dir.display())))?;
+        let names: Vec<String> = topology.names.iter().map(|n| n.to_string()).collect();
+        if kind == Kind::X0tta6bl4 {
+            write_x0_configs(&dir, net, &names)?;
+        }
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(3))
+            .no_proxy()
+            .build()
+            .map_err(|e| LabError::failed(format!("cannot build an HTTP client: {e}")))?;
+        Ok(Fleet {
+            kind,
+            exe: exe.to_owned(),
+            dir,
+            children: (0..names.len()).map(|_| None).collect(),
+            agents: (0..names.len()).map(|_| None).collect(),
+            http,
+            names,
+        })
+    }
+
+    fn log(&self, i: usize) -> PathBuf {
+        self.dir.join(format!("{}.log", self.names[i]))
+    }
+
+    /// Start node `i`'s router process in its namespace.
+    pub fn start(&mut self, i: usize, net: &Net) -> Result<(), LabError> {
+        let ns = &net.nodes[i].ns;
+        let log = self.log(i);
+        let out = File::options()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .map_err(|e| LabError::failed(format!("cannot open {}: {e}", log.display())))?;
+        let err = out
+            .try_clone()
+            .map_err(|e| LabError::failed(e.to_string()))?;
+        let mut command = Command::new("ip");
+        command.args(["netns", "exec", ns]);
+        match self.kind {
+            Kind::X0tta6bl4 => {
+                command
+                    .arg(&self.exe)
+                    .arg("node")
+                    .arg("--config")
+                    .arg(self.dir.join(&self.names[i]).join("node.toml"))
+                    .arg("--chaos")
+                    .arg(self.chaos_file(i));
+                command.env(PARENT_PID_ENV, std::process::id().to_string());
+            }
+            Kind::Babeld(hello) => {
+                let state = self.dir.join(format!("{}.state", self.names[i]));
+                // No pid file: a SIGKILLed babeld would leave one behind and its restart
+                // would refuse to start.
+                command
+                    .arg("babeld")
+                    .args(["-I", ""])
+                    .arg("-S")
+                    .arg(&state)
+                    .args(["-d", "0"]);
+                if let Some(h) = hello {
+                    command.args(["-h", &format!("{h}"), "-H", &format!("{h}")]);
+                }
+                command.args([
+                    "-C",
+                    "redistribute local ip 10.215.0.0/16 ge 32 allow",
+                    "-C",
+                    "redistribute local deny",
+                ]);
+                for e in net.edges.iter() {
+                    if e.a == i {
+                        command.arg(&e.if_a);
+                    } else if e.b == i {
+                        command.arg(&e.if_b);
+                    }
+                }
+            }
+        }
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .map_err(|e| {
+                LabError::failed(format!(
+                    "cannot start the {} router of {}: {e}",
+                    self.kind.key(),
+                    self.names[i]
+                ))
+            })?;
+        self.children[i] = Some(child);
+        Ok(())
+    }
+
+    fn chaos_file(&self, i: usize) -> PathBuf {
+        self.dir.join(&self.names[i]).join("chaos.toml")
+    }
+
+    /// Delay frames node `i` sends to `neighbour` (x0tta6bl4's `--chaos` layer); zero
+    /// delay and jitter lift the fault.
+    pub fn set_delay(
+        &self,
+        i: usize,
+        neighbour: usize,
+        delay_ms: u64,
+        jitter_ms: u64,
+    ) -> Result<(), LabError> {
+        let text = format!(
+            "delay_ms = {delay_ms}\njitter_ms = {jitter_ms}\nneighbours = [\"{}\"]\n",
+            self.names[neighbour]
+        );
+        let path = self.chaos_file(i);
+        std::fs::write(&path, text)
+            .map_err(|e| LabError::failed(format!("cannot write {}: {e}", path.display())))
+    }
+
+    /// Make node `i` Byzantine (forged and replayed frames to every neighbour) or honest.
+    pub fn set_byzantine(&self, i: usize, on: bool) -> Result<(), LabError> {
+        let path = self.chaos_file(i);
+        std::fs::write(&path, format!("byzantine = {on}\n"))
+            .map_err(|e| LabError::failed(format!("cannot write {}: {e}", path.display())))
+    }
+
+    /// SIGKILL node `i` and reap it.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut child) = self.children[i].take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Send SIGSTOP (`stop`) or SIGCONT to node `i`.
+    pub fn signal(&mut self, i: usize, stop: bool) -> Result<(), LabError> {
+        let Some(child) = self.children[i].as_ref() else {
+            return Ok(());
+        };
+        let pid = child.id().to_string();
+        cmd("kill", &[if stop { "-STOP" } else { "-CONT" }, &pid]).map(|_| ())
+    }
+
+    /// The first node supposed to run that has exited, with its log tail.
+    pub fn first_exited(&mut self) -> Option<String> {
+        for i in 0..self.children.len() {
+            let exited = self.children[i]
+                .as_mut()
+                .is_some_and(|c| matches!(c.try_wait(), Ok(Some(_))));
+            if exited {
+                self.children[i] = None;
+                return Some(format!(
+                    "{} {} exited; last lines of {}:\n{}",
+                    self.kind.key(),
+                    self.names[i],
+                    self.log(i).display(),
+                    log_tail(&self.log(i))
+                ));
+            }
+        }
+        None
+    }
+
+    /// Every listed node's forwarding table as node indices.
+    pub async fn routes(&self, net: &Net, nodes: &[usize]) -> Routes {
+        let mut routes = Routes::new();
+        for &i in nodes {
+            let table = match self.kind {
+                Kind::X0tta6bl4 => self.x0_routes(net, i).await,
+                Kind::Babeld(_) => kernel_routes(net, i),
+            };
+            if let Some(table) = table {
+                routes.insert(i, table);
+            }
+        }
+        routes
+    }
+
+    async fn x0_routes(&self, net: &Net, i: usize) -> Option<BTreeMap<usize, usize>> {
+        let url = format!("http://{}:{API_PORT}/api/v1/routes", net.nodes[i].mgmt);
+        let rows: Vec<RouteRow> = self.http.get(url).send().await.ok()?.json().await.ok()?;
+        let index = |name: &str| self.names.iter().position(|n| n == name);
+        Some(
+            rows.iter()
+                .filter_map(|r| Some((index(&r.destination)?, index(&r.next_hop)?)))
+                .collect(),
+        )
+    }
+
+    /// Start probe flows between every ordered pair of `nodes`, every `interval`.
+    pub async fn start_flows(
+        &mut self,
+        net: &Net,
+        nodes: &[usize],
+        interval: Duration,
+    ) -> Result<(), LabError> {
+        for &i in nodes {
+            let targets: Vec<usize> = nodes.iter().copied().filter(|&t| t != i).collect();
+            match self.kind {
+                Kind::X0tta6bl4 => {
+                    let names: Vec<&str> =
+                        targets.iter().map(|&t| self.names[t].as_str()).collect();
+                    let url = format!("http://{}:{API_PORT}/api/v1/flows", net.nodes[i].mgmt);
+                    let body = serde_json::json!({"targets": names, "interval_ms": interval.as_millis() as u64});
+                    let answer = self
+                        .http
+                        .post(&url)
+                        .json(&body)
+                        .send()
+                        .await
+                        .map_err(|e| LabError::failed(format!("POST {url}: {e}")))?;
+                    if !answer.status().is_success() {
+                        return Err(LabError::failed(format!(
+                            "POST {url} answered {}",
+                            answer.status()
+                        )));
+                    }
+                }
+                Kind::Babeld(_) => self.start_agent(net, i, &targets, interval)?,
+            }
+        }
+        Ok(())
+    }
+
+    fn start_agent(
+        &mut self,
+        net: &Net,
+        i: usize,
+        targets: &[usize],
+        interval: Duration,
+    ) -> Result<(), LabError> {
+        let list: Vec<String> = targets
+            .iter()
+            .map(|&t| net.nodes[t].id.to_string())
+            .collect();
+        let child = Command::new("ip")
+            .args(["netns", "exec", &net.nodes[i].ns])
+            .arg(&self.exe)
+            .args([
+                "lab",
+                "probe-agent",
+                "--name",
+                &i.to_string(),
+                "--interval-ms",
+                &interval.as_millis().to_string(),
+                "--targets",
+                &list.join(","),
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(|e| {
+                LabError::failed(format!(
+                    "cannot start the probe agent of {}: {e}",
+                    self.names[i]
+                ))
+            })?;
+        self.agents[i] = Some(child);
+        Ok(())
+    }
+
+    /// Stop the flows and return the arrivals after `since_us` at every listed node.
+    pub async fn collect(
+        &mut self,
+        net: &Net,
+        nodes: &[usize],
+        since_us: u64,
+    ) -> Result<Arrivals, LabError> {
+        let mut arrivals = Arrivals::new();
+        for &i in nodes {
+            match self.kind {
+                Kind::X0tta6bl4 => {
+                    let url = format!(
+                        "http://{}:{API_PORT}/api/v1/flows?since_us={since_us}",
+                        net.nodes[i].mgmt
+                    );
+                    let report: FlowsReport = self
+                        .http
+                        .get(&url)
+                        .send()
+                        .await
+                        .map_err(|e| LabError::failed(format!("GET {url}: {e}")))?
+                        .json()
+                        .await
+                        .map_err(|e| LabError::failed(format!("GET {url}: {e}")))?;
+                    for flow in report.received {
+                        if let Some(s) = self.names.iter().position(|n| *n == flow.source) {
+                            arrivals.insert((s, i), flow.arrivals_us);
+                        }
+                    }
+                    let stop = format!("http://{}:{API_PORT}/api/v1/flows", net.nodes[i].mgmt);
+                    let _ = self.http.delete(stop).send().await;
+                }
+                Kind::Babeld(_) => {
+                    for (source, list) in self.stop_agent(i)? {
+                        if let Ok(s) = source.parse::<usize>() {
+                            arrivals.insert(
+                                (s, i),
+                                list.into_iter().filter(|&t| t > since_us).collect(),
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        Ok(arrivals)
+    }
+
+    fn stop_agent(&mut self, i: usize) -> Result<crate::probe::AgentArrivals, LabError> {
+        let Some(mut child) = self.agents[i].take() else {
+            return Ok(Default::default());
+        };
+        drop(child.stdin.take());
+        let mut text = String::new();
+        if let Some(mut out) = child.stdout.take() {
+            let _ = out.read_to_string(&mut text);
+        }
+        let _ = child.wait();
+        parse_agent_output(&text)
+    }
+
+    /// Mean measured RTT over every node's up neighbours (x0tta6bl4 only).
+    pub async fn mean_rtt_ms(&self, net: &Net, nodes: &[usize]) -> Option<f64> {
+        let mut rtts = Vec::new();
+        for &i in nodes {
+            let url = format!("http://{}:{API_PORT}/api/v1/peers", net.nodes[i].mgmt);
+            let Ok(answer) = self.http.get(url).send().await else {
+                continue;
+            };
+            let Ok(peers) = answer.json::<Vec<PeerRow>>().await else {
+                continue;
+            };
+            rtts.extend(peers.iter().filter_map(|p| p.rtt_ms));
+        }
+        (!rtts.is_empty()).then(|| rtts.iter().sum::<f64>() / rtts.len() as f64)
+    }
+
+    /// Sum of `x0tta6bl4_neighbour_down_total` over `nodes` (0 for babeld).
+    pub async fn neighbour_downs(&self, net: &Net, nodes: &[usize]) -> u64 {
+        if self.kind != Kind::X0tta6bl4 {
+            return 0;
+        }
+        let mut total = 0;
+        for &i in nodes {
+            let url = format!("http://{}:{API_PORT}/metrics", net.nodes[i].mgmt);
+            let Ok(answer) = self.http.get(url).send().await else {
+                continue;
+            };
+            let Ok(text) = answer.text().await else {
+                continue;
+            };
+            total += metric_value(&text, "x0tta6bl4_neighbour_down_total");
+        }
+        total
+    }
+
+    /// Kill every process.
+    pub fn stop_all(&mut self) {
+        for slot in self.children.iter_mut().chain(self.agents.iter_mut()) {
+            if let Some(mut child) = slot.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        self.stop_all();
+    }
+}
+
+fn write_x0_configs(dir: &Path, net: &Net, names: &[String]) -> Result<(), LabError> {
+    let fail = |what: String| LabError::failed(what);
+    let trust_domain: TrustDomain = "lab.x0tta6bl4.mesh"
+        .parse()
+        .map_err(|e| fail(format!("trust domain: {e}")))?;
+    let ca = CertificateAuthority::init(&dir.join("ca"), &trust_domain)
+        .map_err(|e| fail(format!("cannot create the lab CA: {e}")))?;
+    for (i, name) in names.iter().enumerate() {
+        let node_dir = dir.join(name);
+        let node_name = NodeName::new(name).map_err(|e| fail(format!("node name {name}: {e}")))?;
+        ca.issue_node(&node_name, Duration::from_secs(24 * 3600), &node_dir)
+            .map_err(|e| fail(format!("cannot issue the SVID of {name}: {e}")))?;
+        let peers = net
+            .edges
+            .iter()
+            .filter(|e| e.a == i)
+            .map(|e| format!("{}:{QUIC_PORT}", e.addr_b))
+            .collect();
+        let toml = NodeToml {
+            listen: format!("0.0.0.0:{QUIC_PORT}"),
+            api_listen: format!("{}:{API_PORT}", net.nodes[i].mgmt),
+            peers,
+            identity: IdentityToml {
+                dir: node_dir.clone(),
+            },
+            discovery: DiscoveryToml { enabled: false },
+        };
+        let text = toml::to_string(&toml).map_err(|e| fail(format!("node config: {e}")))?;
+        let path = node_dir.join("node.toml");
+        let mut file = File::create(&path)
+            .map_err(|e| fail(format!("cannot write {}: {e}", path.display())))?;
+        file.write_all(text.as_bytes())
+            .map_err(|e| fail(format!("cannot write {}: {e}", path.display())))?;
+    }
+    Ok(())
+}
+
+/// The value of a counter without labels in OpenMetrics text (0 when absent).
+pub fn metric_value(text: &str, name: &str) -> u64 {
+    text.lines()
+        .filter_map(|l| l.strip_prefix(name))
+        .filter_map(|rest| rest.split_whitespace().next())
+        .filter_map(|v| v.parse::<f64>().ok())
+        .map(|v| v as u64)
+        .sum()
+}
+
+/// A node's kernel routes to other nodes' identity addresses, as node indices.
+fn kernel_routes(net: &Net, i: usize) -> Option<BTreeMap<usize, usize>> {
+    let text = cmd("ip", &["-n", &net.nodes[i].ns, "-4", "route", "show"]).ok()?;
+    Some(parse_kernel_routes(
+        &text,
+        |a| net.node_of_id(a),
+        |a| net.node_of_edge_addr(a),
+    ))
+}
+
+/// Parse `ip -4 route show` lines `DEST via GW ...` into destination -> next hop.
+pub fn parse_kernel_routes(
+    text: &str,
+    node_of_id: impl Fn(Ipv4Addr) -> Option<usize>,
+    node_of_gateway: impl Fn(Ipv4Addr) -> Option<usize>,
+) -> BTreeMap<usize, usize> {
+    let mut table = BTreeMap::new();
+    for line in text.lines() {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let (Some(dest), Some(pos)) = (words.first(), words.iter().position(|w| *w == "via"))
+        else {
+            continue;
+        };
+        let dest = dest.trim_end_matches("/32");
+        let (Ok(dest), Some(Ok(gw))) = (
+            dest.parse::<Ipv4Addr>(),
+            words.get(pos + 1).map(|g| g.parse::<Ipv4Addr>()),
+        ) else {
+            continue;
+        };
+        if let (Some(d), Some(hop)) = (node_of_id(dest), node_of_gateway(gw)) {
+            table.insert(d, hop);
+        }
+    }
+    table
+}
+
+/// The last lines of a log, for an error message.
+pub fn log_tail(log: &Path) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    if lines.is_empty() {
+        return "(the log is empty)".to_owned();
+    }
+    lines[lines.len().saturating_sub(LOG_TAIL_LINES)..].join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernel_routes_parse() {
+        let text = "10.214.0.0/30 dev mgmt proto kernel scope link src 10.214.0.2\n\
+                    10.215.0.2 via 10.213.0.2 dev p1 proto babel onlink\n\
+                    10.215.0.3 via 10.213.0.6 dev p3 proto babel onlink\n";
+        let id = |a: Ipv4Addr| Some(a.octets()[3] as usize - 1);
+        let gw = |a: Ipv4Addr| match a.octets()[3] {
+            2 => Some(1),
+            6 => Some(3),
+            _ => None,
+        };
+        let table = parse_kernel_routes(text, id, gw);
+        assert_eq!(table, BTreeMap::from([(1, 1), (2, 3)]));
+    }
+}

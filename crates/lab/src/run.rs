@@ -1,0 +1,672 @@
+//! `lab run`: build the namespaces once, then for each router start its processes, run
+//! the fault's iterations and measure; finally run the twin on the same topology.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use x0tta6bl4_proto::measure::{relative_error, MttrSummary};
+use x0tta6bl4_proto::Rng;
+use x0tta6bl4_twin::{RunOptions, Topology, TopologySpec};
+
+use crate::fault::{Fault, Plan};
+use crate::net::{cmd, have_tool, remove_stale, Net};
+use crate::paths::{self, Routes};
+use crate::probe::unix_now_us;
+use crate::report::{LabReport, RouterReport, TwinSide};
+use crate::routers::{Fleet, Kind};
+use crate::LabError;
+
+/// Interval of the probe flows.
+pub const PROBE_INTERVAL: Duration = Duration::from_millis(10);
+/// Flows run this long before the fault.
+const BASELINE: Duration = Duration::from_millis(600);
+/// Flows run this long after the routes healed.
+const SETTLE: Duration = Duration::from_millis(800);
+/// A probe past the failed element may still arrive this long after the fault (µs).
+const IN_FLIGHT_US: u64 = 2_000;
+/// Interval between route polls.
+const POLL: Duration = Duration::from_millis(20);
+/// Hello interval of babeld matched to our probe interval (protocol default 50 ms).
+const MATCHED_HELLO_S: f64 = 0.05;
+
+/// Which routers run.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum RouterChoice {
+    /// x0tta6bl4 only.
+    X0tta6bl4,
+    /// babeld with matched timers.
+    Babeld,
+    /// babeld at its default timers.
+    BabeldDefault,
+    /// x0tta6bl4, babeld matched and babeld default, one after the other.
+    Both,
+}
+
+impl std::str::FromStr for RouterChoice {
+    type Err = LabError;
+
+    fn from_str(s: &str) -> Result<Self, LabError> {
+        Ok(match s {
+            "x0tta6bl4" => RouterChoice::X0tta6bl4,
+            "babeld" => RouterChoice::Babeld,
+            "babeld-default" => RouterChoice::BabeldDefault,
+            "both" => RouterChoice::Both,
+            other => {
+                return Err(LabError::usage(
+                    format!("unknown router {other:?}"),
+                    "use x0tta6bl4, babeld, babeld-default or both",
+                ))
+            }
+        })
+    }
+}
+
+impl RouterChoice {
+    fn kinds(self) -> Vec<Kind> {
+        match self {
+            RouterChoice::X0tta6bl4 => vec![Kind::X0tta6bl4],
+            RouterChoice::Babeld => vec![Kind::Babeld(Some(MATCHED_HELLO_S))],
+            RouterChoice::BabeldDefault => vec![Kind::Babeld(None)],
+            RouterChoice::Both => vec![
+                Kind::X0tta6bl4,
+                Kind::Babeld(Some(MATCHED_HELLO_S)),
+                Kind::Babeld(None),
+            ],
+        }
+    }
+}
+
+/// A lab run's settings.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// `KIND[:params]`, the twin's topology names.
+    pub topology: String,
+    /// Nodes of generated topologies.
+    pub nodes: usize,
+    /// `FAULT[:params]`.
+    pub scenario: String,
+    /// Iterations per router.
+    pub iterations: usize,
+    /// Seed of topology and faults.
+    pub seed: u64,
+    /// Which routers.
+    pub router: RouterChoice,
+    /// The `x0tta6bl4` executable (nodes and probe agents are started from it).
+    pub exe: PathBuf,
+}
+
+/// Check the arguments and build the topology (no side effects).
+pub fn prepare(options: &Options) -> Result<(Fault, Topology), LabError> {
+    let fault: Fault = options.scenario.parse()?;
+    if options.iterations == 0 {
+        return Err(LabError::usage(
+            "--iterations 0",
+            "run at least one iteration",
+        ));
+    }
+    let spec: TopologySpec = options.topology.parse().map_err(|e| {
+        LabError::usage(
+            format!("{e}"),
+            "see `x0tta6bl4 lab run --help` for topologies",
+        )
+    })?;
+    if matches!(spec, TopologySpec::Node(_) | TopologySpec::Prometheus(_)) {
+        return Err(LabError::usage(
+            "the lab builds its own topology",
+            "use a generated topology or file:PATH",
+        ));
+    }
+    if options.nodes > crate::net::NODES_MAX {
+        return Err(LabError::usage(
+            format!("--nodes {} is more than the lab can hold", options.nodes),
+            format!(
+                "use at most {} nodes (each is a process and a namespace)",
+                crate::net::NODES_MAX
+            ),
+        ));
+    }
+    // The twin CLI seeds topologies the same way, so `twin run` draws the same graph.
+    let mut rng = Rng::seed(options.seed ^ 0x7070);
+    let topology = spec
+        .build(options.nodes, &mut rng)
+        .map_err(|e| LabError::usage(format!("{e}"), "see `x0tta6bl4 lab run --help`"))?;
+    if topology.len() > crate::net::NODES_MAX {
+        return Err(LabError::usage(
+            format!("{} nodes is more than the lab can hold", topology.len()),
+            format!("use at most {} nodes", crate::net::NODES_MAX),
+        ));
+    }
+    Ok((fault, topology))
+}
+
+fn check_environment(kinds: &[Kind], fault: &Fault) -> Result<(), LabError> {
+    if let Some(e) = crate::not_root_message(crate::effective_uid()) {
+        return Err(e);
+    }
+    let mut tools = vec!["ip", "nft"];
+    if matches!(fault, Fault::CpuStress { .. } | Fault::MemStress { .. }) {
+        tools.push("stress-ng");
+    }
+    if matches!(fault, Fault::Bandwidth { .. }) {
+        tools.push("tc");
+    }
+    if kinds.iter().any(|k| matches!(k, Kind::Babeld(_))) {
+        tools.push("babeld");
+    }
+    for tool in tools {
+        if !have_tool(tool) {
+            return Err(crate::missing_tool_message(tool));
+        }
+    }
+    Ok(())
+}
+
+/// Run the lab; `progress` gets one line per step. Everything created is removed
+/// before this returns, and when the future is dropped.
+pub async fn run(
+    options: &Options,
+    progress: &mut (dyn FnMut(&str) + Send),
+) -> Result<LabReport, LabError> {
+    let (fault, topology) = prepare(options)?;
+    let kinds = options.router.kinds();
+    if matches!(fault, Fault::Delay { .. } | Fault::Byzantine { .. })
+        && kinds.iter().any(|k| matches!(k, Kind::Babeld(_)))
+    {
+        return Err(LabError::usage(
+            "the delay and byzantine faults use x0tta6bl4's --chaos fault-injection layer, which babeld lacks",
+            "run it with --router x0tta6bl4 (tc netem is not available on these machines)",
+        ));
+    }
+    check_environment(&kinds, &fault)?;
+    remove_stale();
+    // Declared before the net and fleets, so it is removed after them.
+    let workspace = tempfile::Builder::new()
+        .prefix("x0tta6bl4-lab-")
+        .tempdir()
+        .map_err(|e| LabError::failed(format!("cannot create a temporary directory: {e}")))?;
+    progress(&format!(
+        "building {} namespaces and {} veth pairs",
+        topology.len(),
+        topology.links.len()
+    ));
+    let net = Net::build(&topology)?;
+    let mut report = LabReport {
+        topology: options.topology.clone(),
+        nodes: topology.len(),
+        scenario: options.scenario.clone(),
+        iterations: options.iterations,
+        seed: options.seed,
+        routers: Default::default(),
+        twin: TwinSide::default(),
+    };
+    let mut latency_ms = None;
+    for kind in kinds {
+        let mut fleet = Fleet::new(kind, &options.exe, workspace.path(), &net, &topology)?;
+        let mut lab = Lab {
+            net: &net,
+            topology: &topology,
+            fault: &fault,
+            kind,
+            fleet: &mut fleet,
+            stress: Vec::new(),
+        };
+        let result = lab.run_router(options, progress, &mut latency_ms).await;
+        drop(lab);
+        fleet.stop_all();
+        reset(&net, &topology);
+        report.routers.insert(kind.key().to_owned(), result?);
+    }
+    report.twin = twin_side(
+        options,
+        &fault,
+        &topology,
+        latency_ms,
+        report.routers.get("x0tta6bl4"),
+        progress,
+    );
+    Ok(report)
+}
+
+/// Undo every fault so the next router starts on a clean network.
+fn reset(net: &Net, topology: &Topology) {
+    net.clear_link_faults();
+    for l in 0..topology.links.len() {
+        let _ = net.set_link(l, true);
+    }
+    for i in 0..topology.len() {
+        let _ = net.unisolate(i);
+        let _ = cmd(
+            "ip",
+            &["-n", &net.nodes[i].ns, "route", "flush", "proto", "babel"],
+        );
+    }
+}
+
+struct Lab<'a> {
+    net: &'a Net,
+    topology: &'a Topology,
+    fault: &'a Fault,
+    kind: Kind,
+    fleet: &'a mut Fleet,
+    /// stress-ng processes of a running stress fault.
+    stress: Vec<std::process::Child>,
+}
+
+impl Drop for Lab<'_> {
+    fn drop(&mut self) {
+        self.stop_stress();
+    }
+}
+
+impl Lab<'_> {
+    fn timeout(&self) -> Duration {
+        match self.kind {
+            Kind::Babeld(None) => Duration::from_secs(120),
+            _ => Duration::from_secs(30),
+        }
+    }
+
+    async fn run_router(
+        &mut self,
+        options: &Options,
+        progress: &mut (dyn FnMut(&str) + Send),
+        latency_ms: &mut Option<f64>,
+    ) -> Result<RouterReport, LabError> {
+        let key = self.kind.key();
+        progress(&format!("{key}: starting {} routers", self.topology.len()));
+        let all: Vec<usize> = (0..self.topology.len()).collect();
+        for &i in &all {
+            self.fleet.start(i, self.net)?;
+        }
+        let started = Instant::now();
+        self.wait_routes(&all, &[]).await?;
+        progress(&format!(
+            "{key}: converged in {} ms",
+            started.elapsed().as_millis()
+        ));
+        if self.kind == Kind::X0tta6bl4 {
+            *latency_ms = self
+                .fleet
+                .mean_rtt_ms(self.net, &all)
+                .await
+                .map(|rtt| rtt / 2.0);
+        }
+        let mut rng = Rng::seed(options.seed ^ 0x006c_6162);
+        let mut out = RouterReport::default();
+        for k in 0..options.iterations {
+            progress(&format!(
+                "{key}: iteration {}/{} ({})",
+                k + 1,
+                options.iterations,
+                options.scenario
+            ));
+            let plan = self.fault.plan(self.topology, &mut rng)?;
+            self.iteration(&plan, &mut out).await?;
+        }
+        out.mttr_ms = MttrSummary::from_ms(&out.samples);
+        Ok(out)
+    }
+
+    async fn iteration(&mut self, plan: &Plan, out: &mut RouterReport) -> Result<(), LabError> {
+        let all: Vec<usize> = (0..self.topology.len()).collect();
+        let survivors: Vec<usize> = all
+            .iter()
+            .copied()
+            .filter(|v| !plan.nodes.contains(v))
+            .collect();
+        let since_us = unix_now_us();
+        self.fleet
+            .start_flows(self.net, &survivors, PROBE_INTERVAL)
+            .await?;
+        tokio::time::sleep(BASELINE).await;
+        let before: Routes = self.fleet.routes(self.net, &all).await;
+        let flows = paths::affected(&before, self.topology, plan);
+        let downs_before = self.fleet.neighbour_downs(self.net, &survivors).await;
+        self.apply(plan)?;
+        let fault_us = unix_now_us() + IN_FLIGHT_US;
+        let hold = self.fault.hold();
+        let heal_us = if hold.is_zero() {
+            fault_us
+        } else {
+            tokio::time::sleep(hold).await;
+            self.lift_held(plan)?;
+            unix_now_us()
+        };
+        let avoid = if *self.fault == Fault::NodeKill {
+            plan.nodes.clone()
+        } else {
+            Vec::new()
+        };
+        self.wait_routes(&survivors, &avoid).await?;
+        tokio::time::sleep(SETTLE).await;
+        let after = self.fleet.routes(self.net, &all).await;
+        let arrivals = self.fleet.collect(self.net, &survivors, since_us).await?;
+        let downs_after = self.fleet.neighbour_downs(self.net, &survivors).await;
+        let (samples, unhealed) = paths::outages(&flows, &arrivals, plan, fault_us, heal_us);
+        out.samples.extend(samples);
+        out.unhealed_flows += unhealed;
+        out.unreachable_pairs_after_heal +=
+            paths::unreachable_pairs(&after, &survivors, &avoid).len();
+        let expected = self.expected_downs(plan);
+        out.false_down_events += downs_after
+            .saturating_sub(downs_before)
+            .saturating_sub(expected);
+        self.recover(plan)?;
+        self.wait_routes(&all, &[]).await
+    }
+
+    /// Neighbour-down events the fault itself causes.
+    fn expected_downs(&self, plan: &Plan) -> u64 {
+        let degree = |v: usize| {
+            self.topology
+                .links
+                .iter()
+                .filter(|l| l.a as usize == v || l.b as usize == v)
+                .count()
+        };
+        let nodes: usize = plan.nodes.iter().map(|&v| degree(v)).sum();
+        (nodes + 2 * plan.links.len()) as u64
+    }
+
+    fn apply(&mut self, plan: &Plan) -> Result<(), LabError> {
+        match self.fault {
+            Fault::NodeKill => {
+                for &v in &plan.nodes {
+                    self.net.isolate(v)?;
+                    self.fleet.kill(v);
+                }
+            }
+            Fault::NodePause { .. } => {
+                for &v in &plan.nodes {
+                    self.fleet.signal(v, true)?;
+                }
+            }
+            Fault::NodeRestart => {
+                for &v in &plan.nodes {
+                    self.fleet.kill(v);
+                    if matches!(self.kind, Kind::Babeld(_)) {
+                        let _ = cmd(
+                            "ip",
+                            &[
+                                "-n",
+                                &self.net.nodes[v].ns,
+                                "route",
+                                "flush",
+                                "proto",
+                                "babel",
+                            ],
+                        );
+                    }
+                    self.fleet.start(v, self.net)?;
+                }
+            }
+            Fault::LinkDown => {
+                for &l in &plan.links {
+                    self.net.set_link(l, false)?;
+                }
+            }
+            Fault::Partition { .. } => {
+                for &l in &plan.links {
+                    self.net.drop_on_link(l, true, true, 1.0)?;
+                }
+            }
+            Fault::AsymPartition { .. } => {
+                let groups = plan.groups.as_deref().unwrap_or(&[]);
+                for &l in &plan.links {
+                    // Drop only what flows from group 0 to group 1.
+                    let link = &self.topology.links[l];
+                    let a_first = groups.get(link.a as usize) == Some(&0);
+                    self.net.drop_on_link(l, a_first, !a_first, 1.0)?;
+                }
+            }
+            Fault::Delay {
+                delay_ms,
+                jitter_ms,
+            } => {
+                for &l in &plan.links {
+                    let link = &self.topology.links[l];
+                    let (a, b) = (link.a as usize, link.b as usize);
+                    self.fleet.set_delay(a, b, *delay_ms, *jitter_ms)?;
+                    self.fleet.set_delay(b, a, *delay_ms, *jitter_ms)?;
+                }
+            }
+            Fault::Byzantine { .. } => {
+                for &v in &plan.stressed {
+                    self.fleet.set_byzantine(v, true)?;
+                }
+            }
+            Fault::Bandwidth { mbps } => {
+                for &l in &plan.links {
+                    self.net.set_bandwidth(l, Some(*mbps))?;
+                }
+            }
+            Fault::CpuStress { hold } | Fault::MemStress { hold } => {
+                let load: &[&str] = if matches!(self.fault, Fault::CpuStress { .. }) {
+                    &["--cpu", "1", "--cpu-load", "90"]
+                } else {
+                    &["--vm", "1", "--vm-bytes", "25%"]
+                };
+                let timeout = format!("{}s", hold.as_secs() + 5);
+                for &v in &plan.stressed {
+                    let child = std::process::Command::new("ip")
+                        .args([
+                            "netns",
+                            "exec",
+                            &self.net.nodes[v].ns,
+                            "stress-ng",
+                            "--quiet",
+                            "--timeout",
+                            &timeout,
+                        ])
+                        .args(load)
+                        .stdin(std::process::Stdio::null())
+                        .stdout(std::process::Stdio::null())
+                        .stderr(std::process::Stdio::null())
+                        .spawn()
+                        .map_err(|e| LabError::failed(format!("cannot start stress-ng: {e}")))?;
+                    self.stress.push(child);
+                }
+            }
+            Fault::Loss { rate } => {
+                for &l in &plan.links {
+                    self.net.drop_on_link(l, true, true, *rate)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// SIGTERM, so stress-ng stops its workers too (SIGKILL would orphan them).
+    fn stop_stress(&mut self) {
+        for mut child in self.stress.drain(..) {
+            let _ = cmd("kill", &["-TERM", &child.id().to_string()]);
+            let _ = child.wait();
+        }
+    }
+
+    /// Lift a fault that holds for a while (pause, partitions, stress).
+    fn lift_held(&mut self, plan: &Plan) -> Result<(), LabError> {
+        match self.fault {
+            Fault::NodePause { .. } => {
+                for &v in &plan.nodes {
+                    self.fleet.signal(v, false)?;
+                }
+            }
+            Fault::Partition { .. } | Fault::AsymPartition { .. } => self.net.clear_link_faults(),
+            Fault::CpuStress { .. } | Fault::MemStress { .. } => self.stop_stress(),
+            Fault::Byzantine { .. } => {
+                for &v in &plan.stressed {
+                    self.fleet.set_byzantine(v, false)?;
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Bring the mesh back to full strength for the next iteration.
+    fn recover(&mut self, plan: &Plan) -> Result<(), LabError> {
+        match self.fault {
+            Fault::NodeKill => {
+                for &v in &plan.nodes {
+                    self.net.unisolate(v)?;
+                    if matches!(self.kind, Kind::Babeld(_)) {
+                        let _ = cmd(
+                            "ip",
+                            &[
+                                "-n",
+                                &self.net.nodes[v].ns,
+                                "route",
+                                "flush",
+                                "proto",
+                                "babel",
+                            ],
+                        );
+                    }
+                    self.fleet.start(v, self.net)?;
+                }
+            }
+            Fault::LinkDown => {
+                for &l in &plan.links {
+                    self.net.set_link(l, true)?;
+                }
+            }
+            Fault::Loss { .. } => self.net.clear_link_faults(),
+            Fault::Bandwidth { .. } => {
+                for &l in &plan.links {
+                    self.net.set_bandwidth(l, None)?;
+                }
+            }
+            Fault::Delay { .. } => {
+                for &l in &plan.links {
+                    let link = &self.topology.links[l];
+                    let (a, b) = (link.a as usize, link.b as usize);
+                    self.fleet.set_delay(a, b, 0, 0)?;
+                    self.fleet.set_delay(b, a, 0, 0)?;
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Wait until every node of `nodes` routes to every other of `nodes` along a
+    /// loop-free path avoiding `avoid`.
+    async fn wait_routes(&mut self, nodes: &[usize], avoid: &[usize]) -> Result<(), LabError> {
+        let deadline = Instant::now() + self.timeout();
+        loop {
+            if let Some(exited) = self.fleet.first_exited() {
+                return Err(LabError::failed(exited));
+            }
+            let all: Vec<usize> = (0..self.topology.len()).collect();
+            let routes = self.fleet.routes(self.net, &all).await;
+            let lacking = paths::unreachable_pairs(&routes, nodes, avoid);
+            if lacking.is_empty() {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                let names: Vec<String> = lacking
+                    .iter()
+                    .take(8)
+                    .map(|(s, d)| {
+                        format!("{}->{}", self.topology.names[*s], self.topology.names[*d])
+                    })
+                    .collect();
+                return Err(LabError::failed(format!(
+                    "{}: routes did not converge within {} s; missing {} paths, e.g. {}",
+                    self.kind.key(),
+                    self.timeout().as_secs(),
+                    lacking.len(),
+                    names.join(", ")
+                )));
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+}
+
+/// Run the twin on the same topology (links at the measured latency), timers and fault.
+fn twin_side(
+    options: &Options,
+    fault: &Fault,
+    topology: &Topology,
+    latency_ms: Option<f64>,
+    lab: Option<&RouterReport>,
+    progress: &mut (dyn FnMut(&str) + Send),
+) -> TwinSide {
+    let Some((scenario, scenario_spec)) = fault.twin_scenario() else {
+        return TwinSide::default();
+    };
+    progress("twin: running the same topology and fault in simulated time");
+    let mut twin_topology = topology.clone();
+    for link in &mut twin_topology.links {
+        if let Some(ms) = latency_ms {
+            link.params.latency = Duration::from_secs_f64(ms.max(0.0) / 1e3);
+        }
+        link.params.jitter = Duration::ZERO;
+    }
+    let mut run_options = RunOptions::new(options.seed);
+    run_options.iterations = options.iterations;
+    run_options.measurement.flow_interval = PROBE_INTERVAL;
+    let Ok(twin) = x0tta6bl4_twin::run(
+        &twin_topology,
+        &options.topology,
+        &scenario,
+        &scenario_spec,
+        &run_options,
+        &mut |_| {},
+    ) else {
+        return TwinSide::default();
+    };
+    let samples: Vec<f64> = twin.samples.iter().map(|s| s.3).collect();
+    let (error_p50, error_p95) = match lab {
+        Some(lab) if lab.mttr_ms.samples > 0 => (
+            relative_error(twin.mttr_ms.p50, lab.mttr_ms.p50),
+            relative_error(twin.mttr_ms.p95, lab.mttr_ms.p95),
+        ),
+        _ => (None, None),
+    };
+    TwinSide {
+        mttr_ms: Some(twin.mttr_ms),
+        error_p50,
+        error_p95,
+        samples,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options(topology: &str, nodes: usize, scenario: &str) -> Options {
+        Options {
+            topology: topology.into(),
+            nodes,
+            scenario: scenario.into(),
+            iterations: 1,
+            seed: 1,
+            router: RouterChoice::X0tta6bl4,
+            exe: PathBuf::from("/bin/false"),
+        }
+    }
+
+    #[test]
+    fn bad_input_is_refused_before_touching_the_machine() {
+        assert!(prepare(&options("ring", 4, "node-kill")).is_ok());
+        for (topology, nodes, scenario) in [
+            ("ring", 4, "meteor"),
+            ("torus", 4, "node-kill"),
+            ("ring", 500, "node-kill"),
+            ("node:http://x", 4, "node-kill"),
+            ("ring", 4, "revoke"),
+        ] {
+            let e = prepare(&options(topology, nodes, scenario)).unwrap_err();
+            assert!(
+                matches!(e, LabError::Usage { .. }),
+                "{topology} {scenario}: {e}"
+            );
+        }
+        assert!("babel".parse::<RouterChoice>().is_err());
+        assert_eq!("both".parse::<RouterChoice>().unwrap().kinds().len(), 3);
+    }
+}

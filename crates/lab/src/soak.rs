@@ -1,0 +1,159 @@
+//! `lab soak`: x0tta6bl4 nodes on a fault-free mesh with loss on every link, for a
+//! long time; every neighbour-down event is a false alarm.
+
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::net::{have_tool, remove_stale, Net};
+use crate::routers::{Fleet, Kind};
+use crate::LabError;
+
+/// Settings of a soak.
+#[derive(Clone, Debug)]
+pub struct SoakOptions {
+    /// Topology spec.
+    pub topology: String,
+    /// Nodes.
+    pub nodes: usize,
+    /// Loss on every link: `5%` or `0.05`.
+    pub loss: String,
+    /// How long.
+    pub duration: Duration,
+    /// The `x0tta6bl4` executable.
+    pub exe: std::path::PathBuf,
+}
+
+/// What a soak counted.
+#[derive(Clone, Debug, Serialize)]
+pub struct SoakReport {
+    /// The topology as given.
+    pub topology: String,
+    /// Nodes.
+    pub nodes: usize,
+    /// Links.
+    pub links: usize,
+    /// Loss on every link, a fraction.
+    pub loss: f64,
+    /// Seconds soaked (after convergence).
+    pub seconds: f64,
+    /// Neighbour-down events over the soak, all false.
+    pub false_down_events: u64,
+    /// The same per link and hour.
+    pub false_down_per_link_hour: f64,
+}
+
+impl SoakReport {
+    /// A summary for people.
+    pub fn summary(&self) -> String {
+        format!(
+            "soak: {} nodes ({}), {} links, {:.1} % loss on every link, {:.0} s: {} false neighbour-down events ({:.3} per link-hour)\n",
+            self.nodes, self.topology, self.links, self.loss * 100.0, self.seconds, self.false_down_events, self.false_down_per_link_hour
+        )
+    }
+}
+
+/// Parse `5%` or `0.05`.
+pub fn parse_loss(text: &str) -> Result<f64, LabError> {
+    let bad = || {
+        LabError::usage(
+            format!("--loss {text:?} is not a loss rate"),
+            "write a percentage like 5% or a fraction like 0.05",
+        )
+    };
+    let value = match text.trim().strip_suffix('%') {
+        Some(pct) => pct.trim().parse::<f64>().map_err(|_| bad())? / 100.0,
+        None => text.trim().parse::<f64>().map_err(|_| bad())?,
+    };
+    if !(0.0..1.0).contains(&value) {
+        return Err(bad());
+    }
+    Ok(value)
+}
+
+/// Run a soak.
+pub async fn soak(
+    options: &SoakOptions,
+    progress: &mut (dyn FnMut(&str) + Send),
+) -> Result<SoakReport, LabError> {
+    let loss = parse_loss(&options.loss)?;
+    let (_, topology) = crate::run::prepare(&crate::run::Options {
+        topology: options.topology.clone(),
+        nodes: options.nodes,
+        scenario: "node-kill".into(),
+        iterations: 1,
+        seed: 1,
+        router: crate::run::RouterChoice::X0tta6bl4,
+        exe: options.exe.clone(),
+    })?;
+    if let Some(e) = crate::not_root_message(crate::effective_uid()) {
+        return Err(e);
+    }
+    for tool in ["ip", "nft"] {
+        if !have_tool(tool) {
+            return Err(crate::missing_tool_message(tool));
+        }
+    }
+    remove_stale();
+    let workspace = tempfile::Builder::new()
+        .prefix("x0tta6bl4-soak-")
+        .tempdir()
+        .map_err(|e| LabError::failed(format!("cannot create a temporary directory: {e}")))?;
+    let net = Net::build(&topology)?;
+    let mut fleet = Fleet::new(
+        Kind::X0tta6bl4,
+        &options.exe,
+        workspace.path(),
+        &net,
+        &topology,
+    )?;
+    let all: Vec<usize> = (0..topology.len()).collect();
+    for &i in &all {
+        fleet.start(i, &net)?;
+    }
+    progress("waiting for convergence");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for l in 0..topology.links.len() {
+        net.drop_on_link(l, true, true, loss)?;
+    }
+    let before = fleet.neighbour_downs(&net, &all).await;
+    let started = Instant::now();
+    while started.elapsed() < options.duration {
+        if let Some(exited) = fleet.first_exited() {
+            return Err(LabError::failed(exited));
+        }
+        progress(&format!(
+            "soaking: {} s of {} s",
+            started.elapsed().as_secs(),
+            options.duration.as_secs()
+        ));
+        tokio::time::sleep(Duration::from_secs(1).min(options.duration)).await;
+    }
+    let after = fleet.neighbour_downs(&net, &all).await;
+    let seconds = started.elapsed().as_secs_f64();
+    let false_down_events = after.saturating_sub(before);
+    let links = topology.links.len();
+    Ok(SoakReport {
+        topology: options.topology.clone(),
+        nodes: topology.len(),
+        links,
+        loss,
+        seconds,
+        false_down_events,
+        false_down_per_link_hour: false_down_events as f64
+            / (links as f64 * seconds / 3600.0).max(1e-9),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loss_rates() {
+        assert_eq!(parse_loss("5%").unwrap(), 0.05);
+        assert_eq!(parse_loss("0.1").unwrap(), 0.1);
+        assert!(parse_loss("100%").is_err());
+        assert!(parse_loss("five").is_err());
+    }
+}

@@ -1,0 +1,104 @@
+//! SVID renewal (`[identity] ca_server`): at half of the SVID's life the node asks the CA
+//! service for a new one with a fresh key, authenticating with the current SVID. The
+//! renewed files replace those in `[identity] dir`; new handshakes present the new SVID
+//! at once, link-state is signed with it from then on, and existing links are left alone
+//! (their peers validated the old SVID, which stays valid until it expires), so no
+//! message is lost.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use x0tta6bl4_identity::SignerHandle;
+
+use crate::transport::LinkTls;
+
+/// Shortest wait between attempts after a failed renewal.
+const RETRY_MIN: Duration = Duration::from_secs(1);
+/// Longest wait between attempts after a failed renewal.
+const RETRY_MAX: Duration = Duration::from_secs(60);
+
+pub(crate) struct Renewal {
+    pub server: SocketAddr,
+    pub dir: PathBuf,
+    pub tls: Arc<LinkTls>,
+    pub signer: SignerHandle,
+    pub shared: Arc<crate::state::Shared>,
+}
+
+impl Renewal {
+    /// When the current SVID should be renewed: half-way through its validity.
+    fn due(&self) -> SystemTime {
+        let identity = self.tls.current();
+        // Certificates start CLOCK_SKEW_ALLOWANCE before they were issued.
+        let issued = identity.not_before() + x0tta6bl4_identity::CLOCK_SKEW_ALLOWANCE;
+        let life = identity
+            .not_after()
+            .duration_since(issued)
+            .unwrap_or_default();
+        issued + life / 2
+    }
+
+    /// Renew at every half-life until `stop` turns true.
+    pub(crate) async fn run(self, mut stop: tokio::sync::watch::Receiver<bool>) {
+        let mut retry = RETRY_MIN;
+        loop {
+            let wait = self
+                .due()
+                .duration_since(SystemTime::now())
+                .unwrap_or_default();
+            tracing::debug!(?wait, server = %self.server, "next SVID renewal");
+            tokio::select! {
+                _ = crate::state::stopped(&mut stop) => return,
+                () = tokio::time::sleep(wait) => {}
+            }
+            let (server, dir) = (self.server, self.dir.clone());
+            let renewed =
+                tokio::task::spawn_blocking(move || x0tta6bl4_identity::renew(server, &dir)).await;
+            match renewed {
+                Ok(Ok(identity)) => {
+                    retry = RETRY_MIN;
+                    let not_after = humantime(identity.not_after());
+                    self.signer.replace(&identity);
+                    *self
+                        .shared
+                        .svid_not_after
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner) = identity.not_after();
+                    self.tls.replace(identity);
+                    tracing::info!(server = %self.server, %not_after, "SVID renewed: new handshakes use it");
+                }
+                Ok(Err(error)) => {
+                    tracing::warn!(server = %self.server, %error, ?retry, "SVID renewal failed; retrying");
+                    retry = self.back_off(retry, &mut stop).await;
+                }
+                Err(error) => {
+                    tracing::error!(%error, "SVID renewal task failed");
+                    retry = self.back_off(retry, &mut stop).await;
+                }
+            }
+        }
+    }
+
+    /// Wait `retry` (or until stopped); returns the next, doubled, delay.
+    async fn back_off(
+        &self,
+        retry: Duration,
+        stop: &mut tokio::sync::watch::Receiver<bool>,
+    ) -> Duration {
+        tokio::select! {
+            _ = crate::state::stopped(stop) => {}
+            () = tokio::time::sleep(retry) => {}
+        }
+        (retry * 2).min(RETRY_MAX)
+    }
+}
+
+fn humantime(time: SystemTime) -> String {
+    let secs = time
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
+    format!("@{secs}")
+}
