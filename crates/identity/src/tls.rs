@@ -51,19 +51,15 @@ impl ServerCertVerifier for SpiffeServerVerifier {
         _ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        match self
-            .bundle
-            .verify(end_entity, intermediates, now, KeyUsage::server_auth())
-        {
-            Ok(svid) => {
-                tracing::debug!(peer = %svid.spiffe_id, "server SVID verified");
-                Ok(ServerCertVerified::assertion())
-            }
-            Err(error) => {
-                tracing::debug!(%error, "server SVID rejected");
-                Err(error.into())
-            }
-        }
+        verify_peer(
+            &self.bundle,
+            end_entity,
+            intermediates,
+            now,
+            KeyUsage::server_auth(),
+            "server",
+        )?;
+        Ok(ServerCertVerified::assertion())
     }
 
     fn verify_tls12_signature(
@@ -86,6 +82,28 @@ impl ServerCertVerifier for SpiffeServerVerifier {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.bundle.algorithms().supported_schemes()
+    }
+}
+
+/// Verify a peer's certificate as a leaf SVID of the bundle's trust domain, logging the
+/// outcome; `role` names the peer's side of the handshake.
+fn verify_peer(
+    bundle: &Bundle,
+    end_entity: &CertificateDer<'_>,
+    intermediates: &[CertificateDer<'_>],
+    now: UnixTime,
+    usage: KeyUsage,
+    role: &str,
+) -> Result<(), rustls::Error> {
+    match bundle.verify(end_entity, intermediates, now, usage) {
+        Ok(svid) => {
+            tracing::debug!(peer = %svid.spiffe_id, "{role} SVID verified");
+            Ok(())
+        }
+        Err(error) => {
+            tracing::debug!(%error, "{role} SVID rejected");
+            Err(error.into())
+        }
     }
 }
 
@@ -136,19 +154,15 @@ impl ClientCertVerifier for SpiffeClientVerifier {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
-        match self
-            .bundle
-            .verify(end_entity, intermediates, now, KeyUsage::client_auth())
-        {
-            Ok(svid) => {
-                tracing::debug!(peer = %svid.spiffe_id, "client SVID verified");
-                Ok(ClientCertVerified::assertion())
-            }
-            Err(error) => {
-                tracing::debug!(%error, "client SVID rejected");
-                Err(error.into())
-            }
-        }
+        verify_peer(
+            &self.bundle,
+            end_entity,
+            intermediates,
+            now,
+            KeyUsage::client_auth(),
+            "client",
+        )?;
+        Ok(ClientCertVerified::assertion())
     }
 
     fn verify_tls12_signature(

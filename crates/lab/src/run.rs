@@ -384,20 +384,7 @@ impl Lab<'_> {
             Fault::NodeRestart => {
                 for &v in &plan.nodes {
                     self.fleet.kill(v);
-                    if matches!(self.kind, Kind::Babeld(_)) {
-                        let _ = cmd(
-                            "ip",
-                            &[
-                                "-n",
-                                &self.net.nodes[v].ns,
-                                "route",
-                                "flush",
-                                "proto",
-                                "babel",
-                            ],
-                        );
-                    }
-                    self.fleet.start(v, self.net)?;
+                    self.start_again(v)?;
                 }
             }
             Fault::LinkDown => {
@@ -504,26 +491,32 @@ impl Lab<'_> {
         Ok(())
     }
 
+    /// Start node `v` again; for babeld, first flush the kernel routes its killed
+    /// process left behind.
+    fn start_again(&mut self, v: usize) -> Result<(), LabError> {
+        if matches!(self.kind, Kind::Babeld(_)) {
+            let _ = cmd(
+                "ip",
+                &[
+                    "-n",
+                    &self.net.nodes[v].ns,
+                    "route",
+                    "flush",
+                    "proto",
+                    "babel",
+                ],
+            );
+        }
+        self.fleet.start(v, self.net)
+    }
+
     /// Bring the mesh back to full strength for the next iteration.
     fn recover(&mut self, plan: &Plan) -> Result<(), LabError> {
         match self.fault {
             Fault::NodeKill => {
                 for &v in &plan.nodes {
                     self.net.unisolate(v)?;
-                    if matches!(self.kind, Kind::Babeld(_)) {
-                        let _ = cmd(
-                            "ip",
-                            &[
-                                "-n",
-                                &self.net.nodes[v].ns,
-                                "route",
-                                "flush",
-                                "proto",
-                                "babel",
-                            ],
-                        );
-                    }
-                    self.fleet.start(v, self.net)?;
+                    self.start_again(v)?;
                 }
             }
             Fault::LinkDown => {
