@@ -27,7 +27,7 @@ VARIANTS = {
                   "identity": {"spire": {"enabled": True}},
                   "networkPolicy": {"meshFromCIDRs": ["10.0.0.0/24"]}},
     "join-token": {"identity": {"source": "joinToken",
-                                "joinToken": {"caServer": "https://ca.example.org:8443", "token": "s3cret"},
+                                "joinToken": {"caServer": "ca.example.org:8443", "tokens": {"x0tta6bl4-0": "s3cret"}},
                                 "spire": {"enabled": True, "csiDriver": "csi.spiffe.io"}},
                    "serviceMonitor": {"labels": {"release": "prometheus"}},
                    "replicas": 5, "node": {"seedPeers": 2, "peers": ["203.0.113.7:7001"]}},
@@ -246,9 +246,9 @@ def test_values_outside_the_schema_are_refused_naming_the_field(chart, values, f
 
 def test_join_token_needs_a_token(chart):
     with pytest.raises(helm.HelmError) as refused:
-        chart.render({"identity": {"source": "joinToken", "joinToken": {"caServer": "https://ca:1"}}},
+        chart.render({"identity": {"source": "joinToken", "joinToken": {"caServer": "ca:1"}}},
                      name=RELEASE, namespace=NAMESPACE)
-    assert "identity.joinToken.token" in str(refused.value)
+    assert "identity.joinToken.tokens" in str(refused.value)
 
 
 def test_node_refuses_what_the_schema_cannot_see(chart, tmp_path):

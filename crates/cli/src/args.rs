@@ -496,12 +496,21 @@ pub struct CaServeArgs {
 /// `x0tta6bl4 ca join`.
 #[derive(Debug, Args)]
 pub struct CaJoinArgs {
-    /// The CA service's address (its `ca serve --listen`).
-    #[arg(long, value_name = "ADDR")]
-    pub server: std::net::SocketAddr,
+    /// The CA service's address, HOST:PORT (its `ca serve --listen`).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub server: String,
     /// The token printed by `x0tta6bl4 ca token`.
-    #[arg(long, value_name = "TOKEN")]
-    pub token: String,
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        required_unless_present = "token_file",
+        conflicts_with = "token_file"
+    )]
+    pub token: Option<String>,
+    /// Read the token from this file instead (e.g. a mounted Kubernetes Secret), so it
+    /// does not appear in the process list.
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
     /// Where to write svid.pem, svid_key.pem and bundle.pem.
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,

@@ -232,7 +232,33 @@ pub async fn revoke(args: &CaRevokeArgs) -> anyhow::Result<()> {
 
 /// Run `ca join`.
 pub async fn join(args: &CaJoinArgs) -> anyhow::Result<()> {
-    let (server, token, out) = (args.server, args.token.clone(), args.out.clone());
+    let token = match (&args.token, &args.token_file) {
+        (Some(token), _) => token.clone(),
+        (None, Some(file)) => std::fs::read_to_string(file)
+            .map_err(|e| {
+                crate::problem::problem(
+                    crate::problem::Exit::Usage,
+                    format!("cannot read the join token: {e}"),
+                    file.display(),
+                    "point --token-file at the file holding the token from `x0tta6bl4 ca token`",
+                )
+            })?
+            .trim()
+            .to_owned(),
+        (None, None) => unreachable!("clap requires --token or --token-file"),
+    };
+    let server = std::net::ToSocketAddrs::to_socket_addrs(args.server.as_str())
+        .ok()
+        .and_then(|mut addrs| addrs.next())
+        .ok_or_else(|| {
+            crate::problem::problem(
+                crate::problem::Exit::Usage,
+                "cannot resolve the CA service's address",
+                format!("--server {}", args.server),
+                "give HOST:PORT or IP:PORT of `x0tta6bl4 ca serve --listen`",
+            )
+        })?;
+    let out = args.out.clone();
     let identity =
         tokio::task::spawn_blocking(move || x0tta6bl4_identity::join(server, &token, &out))
             .await?

@@ -284,8 +284,13 @@ def identity() -> dict:
               [target(f"x0tta6bl4_node_info{{{NODE_FILTER}}}", format="table", instant=True)]),
         panel(l, "timeseries", "Handshakes by result",
               "ok: peer SVID names a node; failed: TLS/verification failed or timeout; "
-              "rejected: SPIFFE ID is not a node's. The key-exchange group is not exported (quinn 0.11).",
+              "rejected: SPIFFE ID is not a node's.",
               [target(f"sum by (result) (rate(x0tta6bl4_handshakes_total{{{NODE_FILTER}}}[{RATE}]))", "{{result}}")],
+              unit="ops"),
+        panel(l, "timeseries", "Handshakes by key-exchange group",
+              "X25519MLKEM768 is the post-quantum hybrid; anything else is a classical fallback "
+              "([identity] kx).",
+              [target(f"sum by (group) (rate(x0tta6bl4_kx_handshakes_total{{{NODE_FILTER}}}[{RATE}]))", "{{group}}")],
               unit="ops"),
         panel(l, "timeseries", "Advertisements refused",
               "Per node and reason: forged (bad_signature), inconsistent (bad_advertisement), "
@@ -294,9 +299,12 @@ def identity() -> dict:
                       f'{NODE_FILTER}, reason=~"bad_signature|bad_advertisement|not_neighbour"}}[{RATE}]))',
                       "{{instance}} {{reason}}")],
               unit="ops"),
-        text_panel(l, "Authorization policy",
-                   "Policy decisions (allow/deny per SPIFFE ID) come with the identity issue; "
-                   "the node does not export them yet (docs/metrics.md)."),
+        panel(l, "timeseries", "Policy decisions",
+              "Authorization decisions by outcome and action (neighbour, send, api); the node "
+              "logs each with the rule that decided it.",
+              [target(f"sum by (decision, action) (rate(x0tta6bl4_policy_decisions_total{{{NODE_FILTER}}}[{RATE}]))",
+                      "{{decision}} {{action}}")],
+              unit="ops"),
     ]
     return dashboard("x0tta6bl4-identity", "x0tta6bl4 / Identity",
                      "SVID lifetimes, mutual-TLS handshakes and refused advertisements.",
