@@ -181,7 +181,14 @@ fn every_automated_fault_heals_on_a_ring() {
         let samples = report["routers"]["x0tta6bl4"]["mttr_ms"]["samples"]
             .as_u64()
             .unwrap();
-        assert!(samples > 0, "{fault}: no affected flow measured: {report}");
+        // CPU and memory pressure need not break any flow (a 2-core machine may absorb
+        // them), so only faults that cut paths must show affected flows.
+        let may_spare_every_flow =
+            fault.starts_with("cpu-stress") || fault.starts_with("mem-stress");
+        assert!(
+            samples > 0 || may_spare_every_flow,
+            "{fault}: no affected flow measured: {report}"
+        );
         let p95 = report["routers"]["x0tta6bl4"]["mttr_ms"]["p95"]
             .as_f64()
             .unwrap();
