@@ -1,5 +1,8 @@
 //! CA, SVID files, mutual TLS handshakes in memory and the link-state authenticator.
 
+mod common;
+
+use common::handshake;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -9,7 +12,7 @@ use rcgen::{
     SanType,
 };
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::{ClientConfig, ClientConnection, ServerConfig, ServerConnection};
+use rustls::{ClientConfig, ServerConfig};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
 use x0tta6bl4_identity::{
     peer_spiffe_id, CertificateAuthority, Error, NodeIdentity, SpiffeId, TrustDomain, ALPN,
@@ -37,42 +40,6 @@ fn ca_with_nodes(root: &Path, names: &[&str]) -> (CertificateAuthority, Vec<Node
         })
         .collect();
     (ca, nodes)
-}
-
-/// Drive a handshake between two in-memory connections; the first error either side
-/// reports ends it.
-fn handshake(
-    client_config: Arc<ClientConfig>,
-    server_config: Arc<ServerConfig>,
-) -> Result<(ClientConnection, ServerConnection), rustls::Error> {
-    let server_name = ServerName::try_from("ignored.invalid").unwrap();
-    let mut client = ClientConnection::new(client_config, server_name)?;
-    let mut server = ServerConnection::new(server_config)?;
-    for _ in 0..16 {
-        let mut bytes = Vec::new();
-        while client.wants_write() {
-            client.write_tls(&mut bytes).unwrap();
-        }
-        let mut reader = bytes.as_slice();
-        while !reader.is_empty() {
-            server.read_tls(&mut reader).unwrap();
-        }
-        server.process_new_packets()?;
-
-        let mut bytes = Vec::new();
-        while server.wants_write() {
-            server.write_tls(&mut bytes).unwrap();
-        }
-        let mut reader = bytes.as_slice();
-        while !reader.is_empty() {
-            client.read_tls(&mut reader).unwrap();
-        }
-        client.process_new_packets()?;
-        if !client.is_handshaking() && !server.is_handshaking() && !client.wants_write() {
-            return Ok((client, server));
-        }
-    }
-    panic!("handshake did not finish in 16 rounds");
 }
 
 #[test]

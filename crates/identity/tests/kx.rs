@@ -1,13 +1,16 @@
 //! Post-quantum key exchange: real TLS 1.3 handshakes in memory between configurations
 //! of each `KxMode`, and peers restricted to classical groups.
 
+mod common;
+
+use common::handshake;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{aws_lc_rs, SupportedKxGroup};
-use rustls::{ClientConfig, ClientConnection, NamedGroup, ServerConfig, ServerConnection};
+use rustls::{ClientConfig, NamedGroup, ServerConfig};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use x0tta6bl4_identity::{CertificateAuthority, KxMode, NodeIdentity, TrustDomain};
 use x0tta6bl4_proto::NodeName;
@@ -22,39 +25,6 @@ fn nodes(root: &Path) -> (NodeIdentity, NodeIdentity) {
         NodeIdentity::load(&root.join(n)).unwrap()
     };
     (load("a"), load("b"))
-}
-
-fn handshake(
-    client_config: Arc<ClientConfig>,
-    server_config: Arc<ServerConfig>,
-) -> Result<(ClientConnection, ServerConnection), rustls::Error> {
-    let server_name = ServerName::try_from("ignored.invalid").unwrap();
-    let mut client = ClientConnection::new(client_config, server_name)?;
-    let mut server = ServerConnection::new(server_config)?;
-    for _ in 0..16 {
-        let mut bytes = Vec::new();
-        while client.wants_write() {
-            client.write_tls(&mut bytes).unwrap();
-        }
-        let mut reader = bytes.as_slice();
-        while !reader.is_empty() {
-            server.read_tls(&mut reader).unwrap();
-        }
-        server.process_new_packets()?;
-        let mut bytes = Vec::new();
-        while server.wants_write() {
-            server.write_tls(&mut bytes).unwrap();
-        }
-        let mut reader = bytes.as_slice();
-        while !reader.is_empty() {
-            client.read_tls(&mut reader).unwrap();
-        }
-        client.process_new_packets()?;
-        if !client.is_handshaking() && !server.is_handshaking() && !client.wants_write() {
-            return Ok((client, server));
-        }
-    }
-    panic!("handshake did not finish in 16 rounds");
 }
 
 fn svid_of(dir: &Path) -> (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>) {
