@@ -2,6 +2,7 @@
 //! the demo. Every request has a timeout; every failure names the URL.
 
 use std::fmt;
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -86,18 +87,38 @@ struct SendRequest<'a> {
 impl Api {
     /// A client for the API at `url` (`http://HOST:PORT`; `HOST:PORT` alone also works).
     pub fn new(url: &str) -> anyhow::Result<Self> {
+        Self::with_svid(url, None)
+    }
+
+    /// A client for the API at `url` that, given an SVID directory (`svid.pem`,
+    /// `svid_key.pem`, `bundle.pem`), speaks HTTPS with mutual TLS: it presents that SVID
+    /// and accepts only a server whose certificate is an SVID of the bundle's trust
+    /// domain, as a node with `[identity] api_mtls = true` expects. `HOST:PORT` alone
+    /// then means `https://HOST:PORT`.
+    pub fn with_svid(url: &str, svid: Option<&Path>) -> anyhow::Result<Self> {
         let url = url.trim().trim_end_matches('/');
-        let base = if url.contains("://") {
-            url.to_owned()
-        } else {
-            format!("http://{url}")
+        let base = match (url.contains("://"), svid) {
+            (true, _) => url.to_owned(),
+            (false, None) => format!("http://{url}"),
+            (false, Some(_)) => format!("https://{url}"),
         };
-        reqwest::Url::parse(&base).with_context(|| format!("{base:?} is not a URL"))?;
-        let http = reqwest::Client::builder()
+        let parsed =
+            reqwest::Url::parse(&base).with_context(|| format!("{base:?} is not a URL"))?;
+        x0tta6bl4_identity::install_default_crypto_provider();
+        let mut builder = reqwest::Client::builder()
             .timeout(REQUEST_TIMEOUT)
-            .no_proxy()
-            .build()
-            .context("cannot build an HTTP client")?;
+            .no_proxy();
+        if let Some(dir) = svid {
+            if parsed.scheme() != "https" {
+                anyhow::bail!("{base:?} is plain HTTP but an SVID was given: use https://");
+            }
+            let identity = x0tta6bl4_identity::NodeIdentity::load(dir)
+                .with_context(|| format!("cannot load the SVID in {}", dir.display()))?;
+            let mut tls = (*identity.client_config()?).clone();
+            tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+            builder = builder.use_preconfigured_tls(tls);
+        }
+        let http = builder.build().context("cannot build an HTTP client")?;
         Ok(Api { base, http })
     }
 

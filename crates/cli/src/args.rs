@@ -463,6 +463,11 @@ pub struct CaRevokeArgs {
     /// A node's HTTP API to hand the revocation to, e.g. `http://127.0.0.1:8001`.
     #[arg(long, value_name = "URL")]
     pub api: Option<String>,
+    /// An SVID directory (svid.pem, svid_key.pem, bundle.pem) for a node whose API
+    /// requires mutual TLS (`[identity] api_mtls = true`): the request presents this SVID
+    /// over HTTPS and the policy's `api` rules decide (e.g. a directory from `ca issue`).
+    #[arg(long, value_name = "DIR", env = "X0TTA6BL4_SVID")]
+    pub svid: Option<PathBuf>,
 }
 
 /// `x0tta6bl4 ca token`.
@@ -569,6 +574,11 @@ pub struct StatusArgs {
         default_value = "http://127.0.0.1:8001"
     )]
     pub api: String,
+    /// An SVID directory (svid.pem, svid_key.pem, bundle.pem) for a node whose API
+    /// requires mutual TLS (`[identity] api_mtls = true`): the request presents this SVID
+    /// over HTTPS and the policy's `api` rules decide (e.g. a directory from `ca issue`).
+    #[arg(long, value_name = "DIR", env = "X0TTA6BL4_SVID")]
+    pub svid: Option<PathBuf>,
     /// Print one JSON object {"status", "peers", "routes"} instead of tables.
     #[arg(long)]
     pub json: bool,
@@ -585,6 +595,11 @@ pub struct SendArgs {
         default_value = "http://127.0.0.1:8001"
     )]
     pub api: String,
+    /// An SVID directory (svid.pem, svid_key.pem, bundle.pem) for a node whose API
+    /// requires mutual TLS (`[identity] api_mtls = true`): the request presents this SVID
+    /// over HTTPS and the policy's `api` rules decide (e.g. a directory from `ca issue`).
+    #[arg(long, value_name = "DIR", env = "X0TTA6BL4_SVID")]
+    pub svid: Option<PathBuf>,
     /// The destination node's name.
     #[arg(long, value_name = "NAME")]
     pub to: String,

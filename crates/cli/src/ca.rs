@@ -202,6 +202,11 @@ pub async fn revoke(args: &CaRevokeArgs) -> anyhow::Result<()> {
         &args.name,
         "use 1 to 64 characters of A-Z a-z 0-9 . _ -",
     )?;
+    // A bad --api or --svid is refused before anything is recorded.
+    let api = match &args.api {
+        Some(url) => Some((url, crate::status::api_for(url, args.svid.as_deref())?)),
+        None => None,
+    };
     let ca = open_ca(&args.dir)?;
     let revocation = ca.revoke(&name).map_err(|e| {
         identity_problem(
@@ -212,8 +217,7 @@ pub async fn revoke(args: &CaRevokeArgs) -> anyhow::Result<()> {
         )
     })?;
     println!("{}", serde_json::to_string(&revocation)?);
-    if let Some(url) = &args.api {
-        let api = crate::api::Api::new(url)?;
+    if let Some((url, api)) = api {
         let answer: serde_json::Value = api
             .post("/api/v1/revocations", &revocation)
             .await

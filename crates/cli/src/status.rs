@@ -19,7 +19,7 @@ const ROUTE_COLUMNS: [&str; 4] = ["destination", "next_hop", "cost", "hops"];
 
 /// Run `status`.
 pub async fn status(args: &StatusArgs) -> anyhow::Result<()> {
-    let api = api_for(&args.api)?;
+    let api = api_for(&args.api, args.svid.as_deref())?;
     let fix = "check that the node runs and that --api matches its api_listen";
     let unreachable = "cannot read the node's state";
     let status: Value =
@@ -49,7 +49,7 @@ pub async fn status(args: &StatusArgs) -> anyhow::Result<()> {
 
 /// Run `send`.
 pub async fn send(args: &SendArgs) -> anyhow::Result<()> {
-    let api = api_for(&args.api)?;
+    let api = api_for(&args.api, args.svid.as_deref())?;
     match api.send(&args.to, &args.text).await {
         Ok(answer) => {
             let id = cell(answer.get("id"));
@@ -92,12 +92,13 @@ fn send_problem(error: anyhow::Error, to: &str, base: &str) -> anyhow::Error {
     error.context(problem(exit, format!("cannot send to {to}"), base, fix))
 }
 
-fn api_for(url: &str) -> anyhow::Result<Api> {
-    Api::new(url).problem(
+/// The API client for `--api URL [--svid DIR]`, or a usage problem saying how to fix them.
+pub(crate) fn api_for(url: &str, svid: Option<&std::path::Path>) -> anyhow::Result<Api> {
+    Api::with_svid(url, svid).problem(
         Exit::Usage,
-        "invalid --api",
+        "invalid --api or --svid",
         url,
-        "give the node's API as http://HOST:PORT",
+        "give the node's API as http://HOST:PORT, or https://HOST:PORT with --svid DIR naming an SVID directory",
     )
 }
 

@@ -416,3 +416,124 @@ fn ca_rotate_root_runs_its_three_steps_in_order() {
     ]);
     assert_eq!(code(&output), 0, "{}", stdout(&output));
 }
+
+/// `status`, `send` and `ca revoke --api` reach a node whose API requires mutual TLS
+/// when given an SVID directory (`--svid`); the policy decides per caller.
+#[test]
+fn status_and_send_present_an_svid_to_an_api_that_requires_mutual_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca");
+    ca_init(&ca, "example.org");
+    for name in ["n", "op", "guest"] {
+        ca_issue(&ca, name, &dir.path().join(name));
+    }
+    std::fs::write(
+        dir.path().join("policy.toml"),
+        r#"
+default = "deny"
+
+[[rule]]
+name = "operator"
+effect = "allow"
+actions = ["api"]
+from = "spiffe://example.org/node/op"
+endpoints = ["GET /api/v1/**", "POST /api/v1/send", "POST /api/v1/revocations"]
+
+[[rule]]
+name = "n-sends"
+effect = "allow"
+actions = ["send"]
+from = "spiffe://example.org/node/n"
+"#,
+    )
+    .unwrap();
+    let ports = common::free_ports(1);
+    let (quic, api) = ports[0];
+    let config = dir.path().join("n.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"{quic}\"\napi_listen = \"{api}\"\nstandalone = true\n[identity]\n\
+             dir = \"n\"\npolicy = \"policy.toml\"\napi_mtls = true\n"
+        ),
+    )
+    .unwrap();
+    let log = dir.path().join("n.log");
+    let out = std::fs::File::create(&log).unwrap();
+    let mut node = common::bin()
+        .args(["node", "--config", path(&config)])
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .spawn()
+        .unwrap();
+    let url = format!("https://{api}");
+    let op = dir.path().join("op");
+    let status = || run(&["status", "--api", &url, "--svid", path(&op), "--json"]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let output = loop {
+        let output = status();
+        if code(&output) == 0 || std::time::Instant::now() > deadline {
+            break output;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let logs = || std::fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(code(&output), 0, "{}\n{}", stderr(&output), logs());
+    let report: serde_json::Value = serde_json::from_str(&stdout(&output)).unwrap();
+    assert_eq!(report["status"]["name"], "n", "{report}");
+
+    // The policy allows the operator to send (here to an unknown node: 404, not 403).
+    let output = run(&[
+        "send",
+        "--api",
+        &url,
+        "--svid",
+        path(&op),
+        "--to",
+        "nobody",
+        "hi",
+    ]);
+    assert_eq!(code(&output), 1);
+    assert!(stderr(&output).contains("404"), "{}", stderr(&output));
+
+    // Another SVID of the domain is identified and refused by the policy.
+    let guest = dir.path().join("guest");
+    let output = run(&["status", "--api", &url, "--svid", path(&guest)]);
+    assert_eq!(code(&output), 1);
+    assert!(stderr(&output).contains("403"), "{}", stderr(&output));
+
+    // Without an SVID there is no answer over plain HTTP; an SVID with http:// is refused
+    // before any request.
+    let output = run(&["status", "--api", &format!("http://{api}")]);
+    assert_eq!(code(&output), 1, "{}", stdout(&output));
+    let output = run(&[
+        "status",
+        "--api",
+        &format!("http://{api}"),
+        "--svid",
+        path(&op),
+    ]);
+    assert_eq!(code(&output), 2);
+    assert!(
+        stderr(&output).contains("use https://"),
+        "{}",
+        stderr(&output)
+    );
+
+    // A revocation posted with the operator's SVID is taken.
+    let output = run(&[
+        "ca",
+        "revoke",
+        "--dir",
+        path(&ca),
+        "--name",
+        "guest",
+        "--api",
+        &url,
+        "--svid",
+        path(&op),
+    ]);
+    assert_eq!(code(&output), 0, "{}", stderr(&output));
+    let _ = node.kill();
+    let _ = node.wait();
+}

@@ -83,3 +83,14 @@ pub fn peer_spiffe_id(certs: &[CertificateDer<'_>]) -> Result<SpiffeId, Error> {
     let x509 = svid::parse(leaf)?;
     Ok(svid::spiffe_id_of(&x509)?)
 }
+
+/// Make aws-lc-rs (the provider every configuration of this crate uses, with the
+/// post-quantum hybrid group) the process-wide default rustls provider, for libraries
+/// that look the default up rather than take a provider, such as reqwest's rustls
+/// backend. Idempotent; an already installed default is kept.
+pub fn install_default_crypto_provider() {
+    if rustls::crypto::CryptoProvider::get_default().is_none() {
+        // Losing a race with another thread installing it is fine: one default wins.
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    }
+}

@@ -118,6 +118,7 @@ impl Fleet {
         if kind == Kind::X0tta6bl4 {
             write_x0_configs(&dir, net, &names)?;
         }
+        x0tta6bl4_identity::install_default_crypto_provider();
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(3))
             .no_proxy()

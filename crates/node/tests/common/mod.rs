@@ -68,6 +68,7 @@ impl Api {
     }
 
     pub fn at(addr: SocketAddr) -> Api {
+        x0tta6bl4_identity::install_default_crypto_provider();
         let client = reqwest::Client::builder()
             .no_proxy()
             .timeout(Duration::from_secs(5))
