@@ -19,7 +19,7 @@ const ROUTE_COLUMNS: [&str; 4] = ["destination", "next_hop", "cost", "hops"];
 
 /// Run `status`.
 pub async fn status(args: &StatusArgs) -> anyhow::Result<()> {
-    let api = api_for(&args.api)?;
+    let api = api_for(&args.api, args.cert_dir.as_deref())?;
     let fix = "check that the node runs and that --api matches its api_listen";
     let unreachable = "cannot read the node's state";
     let status: Value =
@@ -49,7 +49,7 @@ pub async fn status(args: &StatusArgs) -> anyhow::Result<()> {
 
 /// Run `send`.
 pub async fn send(args: &SendArgs) -> anyhow::Result<()> {
-    let api = api_for(&args.api)?;
+    let api = api_for(&args.api, args.cert_dir.as_deref())?;
     match api.send(&args.to, &args.text).await {
         Ok(answer) => {
             let id = cell(answer.get("id"));
@@ -92,12 +92,27 @@ fn send_problem(error: anyhow::Error, to: &str, base: &str) -> anyhow::Error {
     error.context(problem(exit, format!("cannot send to {to}"), base, fix))
 }
 
-fn api_for(url: &str) -> anyhow::Result<Api> {
-    Api::new(url).problem(
+/// The API client of `status` and `send`: plain HTTP, or with `--cert-dir` mutual TLS
+/// with the SVID in that directory (for a node with `[identity] api_mtls`).
+fn api_for(url: &str, cert_dir: Option<&std::path::Path>) -> anyhow::Result<Api> {
+    let tls = match cert_dir {
+        None => None,
+        Some(dir) => {
+            let identity = x0tta6bl4_identity::NodeIdentity::load(dir).problem(
+                Exit::Usage,
+                "cannot load the SVID of --cert-dir",
+                dir.display(),
+                "give an SVID directory (svid.pem, svid_key.pem, bundle.pem), e.g. from \
+                 `x0tta6bl4 ca issue --name ops-1`",
+            )?;
+            Some(identity.api_client_config()?)
+        }
+    };
+    Api::with_tls(url, tls).problem(
         Exit::Usage,
         "invalid --api",
         url,
-        "give the node's API as http://HOST:PORT",
+        "give the node's API as http://HOST:PORT, or https://HOST:PORT with --cert-dir",
     )
 }
 
