@@ -31,6 +31,9 @@ VARIANTS = {
                                 "spire": {"enabled": True, "csiDriver": "csi.spiffe.io"}},
                    "serviceMonitor": {"labels": {"release": "prometheus"}},
                    "replicas": 5, "node": {"seedPeers": 2, "peers": ["203.0.113.7:7001"]}},
+    "spire": {"identity": {"source": "spire", "spire": {"enabled": True}}},
+    "federation": {"node": {"federation": {
+        "partner.example": "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"}}},
     "minimal": {"replicas": 1, "serviceMonitor": {"enabled": False},
                 "podDisruptionBudget": {"enabled": False}, "networkPolicy": {"enabled": False}},
 }
@@ -237,11 +240,48 @@ def test_rendered_config_runs_a_node(chart, tmp_path):
     ({"node": {"peers": ["nowhere"]}}, "/node/peers/0"),
     ({"identity": {"source": "joinToken"}}, "/identity/joinToken/caServer"),
     ({"identity": {"ttl": "one day"}}, "/identity/ttl"),
+    ({"identity": {"source": "spire"}}, "/identity/spire/enabled"),
+    ({"node": {"federation": {"Partner": "-----BEGIN CERTIFICATE-----"}}}, "Partner"),
+    ({"node": {"federation": {"partner.example": "not pem"}}}, "/node/federation/partner.example"),
 ])
 def test_values_outside_the_schema_are_refused_naming_the_field(chart, values, field):
     with pytest.raises(helm.HelmValuesError) as refused:
         chart.render(values, name=RELEASE, namespace=NAMESPACE)
     assert field in str(refused.value)
+
+
+def test_spire_source_runs_the_node_in_workload_api_mode(chart):
+    """identity.source spire: no init container and no CA or token volume; the node's
+    config says source = "workload-api", finds the SPIRE socket through
+    SPIFFE_ENDPOINT_SOCKET and may write its state directory."""
+    objects = render(chart, VARIANTS["spire"])
+    pod = one(objects, "StatefulSet")["spec"]["template"]
+    assert "initContainers" not in pod["spec"]
+    volumes = {v["name"] for v in pod["spec"]["volumes"]}
+    assert "ca" not in volumes and "join-token" not in volumes
+    config = tomllib.loads(node_toml(objects))
+    assert config["identity"]["source"] == "workload-api"
+    container = one_container(pod, "node")
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["SPIFFE_ENDPOINT_SOCKET"].startswith("unix:///run/spire/sockets/")
+    mounts = {m["name"]: m for m in container["volumeMounts"]}
+    assert mounts["identity"]["readOnly"] is False
+
+
+def test_federated_bundles_are_files_beside_the_config(chart):
+    """Every file node.toml names (policy, federated bundles) is projected into the
+    config volume from the ConfigMap."""
+    objects = render(chart, VARIANTS["federation"])
+    config = tomllib.loads(node_toml(objects))
+    assert config["identity"]["source"] == "files"
+    assert config["identity"]["federation"] == {"partner.example": "federation-partner.example.pem"}
+    pod = one(objects, "StatefulSet")["spec"]["template"]
+    volume = next(v for v in pod["spec"]["volumes"] if v["name"] == "config")
+    projected = {item["path"] for item in volume["configMap"]["items"]}
+    data = one(objects, "ConfigMap")["data"]
+    assert projected == {"node.toml", config["identity"]["policy"], "federation-partner.example.pem"}
+    assert projected <= set(data)
+    assert data["federation-partner.example.pem"].startswith("-----BEGIN CERTIFICATE-----")
 
 
 def test_join_token_needs_a_token(chart):

@@ -114,9 +114,7 @@ impl Api {
             }
             let identity = x0tta6bl4_identity::NodeIdentity::load(dir)
                 .with_context(|| format!("cannot load the SVID in {}", dir.display()))?;
-            let mut tls = (*identity.client_config()?).clone();
-            tls.alpn_protocols = vec![b"http/1.1".to_vec()];
-            builder = builder.use_preconfigured_tls(tls);
+            builder = builder.use_preconfigured_tls(identity.api_client_config()?);
         }
         let http = builder.build().context("cannot build an HTTP client")?;
         Ok(Api { base, http })

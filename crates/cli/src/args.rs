@@ -413,6 +413,15 @@ pub enum CaCommand {
     /// (tokens) lives in DIR and survives restarts. Runs until Ctrl-C or SIGTERM.
     #[command(after_help = EXIT_CODES)]
     Serve(CaServeArgs),
+    /// Serve the SPIFFE Workload API on a unix socket, backed by this CA.
+    ///
+    /// For nodes with `[identity] source = "workload-api"` where no SPIRE agent runs:
+    /// every caller of `FetchX509SVID` (with the `workload.spiffe.io: true` header, as
+    /// the specification requires) receives an SVID of node NAME, its key, the trust
+    /// bundle and the --federate bundles; the SVID is re-issued at half its life and
+    /// streamed to every caller. Runs until Ctrl-C or SIGTERM.
+    #[command(name = "workload-api", after_help = EXIT_CODES)]
+    WorkloadApi(CaWorkloadApiArgs),
     /// Join the trust domain: redeem a token at a CA service and write the SVID.
     ///
     /// Writes svid.pem, svid_key.pem (generated here; the key never leaves this host)
@@ -496,6 +505,28 @@ pub struct CaServeArgs {
     /// Lifetime of the SVIDs issued, e.g. `1h`, `30m`.
     #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = parse_duration)]
     pub svid_ttl: Duration,
+}
+
+/// `x0tta6bl4 ca workload-api`.
+#[derive(Debug, Args)]
+pub struct CaWorkloadApiArgs {
+    /// The CA directory made by `x0tta6bl4 ca init`.
+    #[arg(long, value_name = "DIR")]
+    pub dir: PathBuf,
+    /// The unix socket to serve on (a stale socket file is replaced), e.g.
+    /// `/run/x0tta6bl4/workload.sock`; nodes name it `unix:///run/x0tta6bl4/workload.sock`.
+    #[arg(long, value_name = "PATH")]
+    pub socket: PathBuf,
+    /// The node name of the SVIDs handed out (spiffe://TD/node/NAME).
+    #[arg(long, value_name = "NAME")]
+    pub name: String,
+    /// Lifetime of each SVID, e.g. `1h`, `30m`, `10s`; re-issued at half of it.
+    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = parse_duration)]
+    pub ttl: Duration,
+    /// A federated trust domain's bundle to hand out, TRUST_DOMAIN=PEM_FILE (repeat for
+    /// several), e.g. `partner.example=partner-bundle.pem`.
+    #[arg(long = "federate", value_name = "TD=FILE")]
+    pub federate: Vec<String>,
 }
 
 /// `x0tta6bl4 ca join`.

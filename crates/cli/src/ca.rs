@@ -9,7 +9,7 @@ use x0tta6bl4_proto::NodeName;
 
 use crate::args::{
     CaInitArgs, CaInspectArgs, CaIssueArgs, CaJoinArgs, CaRevokeArgs, CaRotateRootArgs,
-    CaServeArgs, CaTokenArgs,
+    CaServeArgs, CaTokenArgs, CaWorkloadApiArgs,
 };
 use crate::problem::{problem, Exit, ProblemExt};
 
@@ -158,6 +158,61 @@ pub async fn serve(args: &CaServeArgs) -> anyhow::Result<()> {
         () = accept => Ok(()),
         () = crate::node_cmd::shutdown_signal() => Ok(()),
     }
+}
+
+/// Run `ca workload-api`: the SPIFFE Workload API on a unix socket, backed by the CA.
+pub async fn workload_api(args: &CaWorkloadApiArgs) -> anyhow::Result<()> {
+    crate::node_cmd::init_logging(None)?;
+    let name: NodeName = args.name.parse().problem(
+        Exit::Usage,
+        "invalid --name",
+        &args.name,
+        "use 1 to 64 characters of A-Z a-z 0-9 . _ -",
+    )?;
+    let ca = open_ca(&args.dir)?;
+    let mut federated = Vec::with_capacity(args.federate.len());
+    for entry in &args.federate {
+        let parsed = entry.split_once('=').and_then(|(domain, file)| {
+            let domain: TrustDomain = domain.parse().ok()?;
+            Some((domain, std::path::PathBuf::from(file)))
+        });
+        federated.push(parsed.ok_or_else(|| {
+            problem(
+                Exit::Usage,
+                "invalid --federate",
+                entry,
+                "write TRUST_DOMAIN=PEM_FILE, e.g. partner.example=partner-bundle.pem",
+            )
+        })?);
+    }
+    let settings = x0tta6bl4_node::workload_api::ServerSettings {
+        ca_dir: args.dir.clone(),
+        name,
+        ttl: args.ttl,
+        federated,
+    };
+    let fix = "check --socket, the CA directory and the --federate files";
+    let server = x0tta6bl4_node::workload_api::bind(&args.socket, settings)
+        .await
+        .problem(
+            Exit::Failure,
+            "cannot start the Workload API server",
+            args.socket.display(),
+            fix,
+        )?;
+    println!(
+        "SPIFFE Workload API for spiffe://{}/node/{} on unix://{}",
+        ca.trust_domain(),
+        args.name,
+        args.socket.display()
+    );
+    let shutdown = crate::node_cmd::shutdown_signal();
+    server.run(shutdown).await.problem(
+        Exit::Failure,
+        "the Workload API server failed",
+        args.socket.display(),
+        fix,
+    )
 }
 
 /// Run `ca rotate-root`: one step of a root rotation.

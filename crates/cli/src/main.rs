@@ -57,6 +57,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Ca(CaCommand::Inspect(args)) => return ca::inspect(&args),
         Command::Ca(CaCommand::Token(args)) => ca::token(&args)?,
         Command::Ca(CaCommand::Serve(args)) => ca::serve(&args).await?,
+        Command::Ca(CaCommand::WorkloadApi(args)) => ca::workload_api(&args).await?,
         Command::Ca(CaCommand::Join(args)) => ca::join(&args).await?,
         Command::Ca(CaCommand::Revoke(args)) => ca::revoke(&args).await?,
         Command::Ca(CaCommand::RotateRoot(args)) => ca::rotate_root(&args)?,

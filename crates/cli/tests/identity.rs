@@ -537,3 +537,125 @@ from = "spiffe://example.org/node/n"
     let _ = node.kill();
     let _ = node.wait();
 }
+
+/// `ca workload-api` and a node in Workload API mode, as real processes over a real unix
+/// socket; the node finds the socket through `SPIFFE_ENDPOINT_SOCKET`.
+#[test]
+fn a_node_gets_its_svid_from_ca_workload_api() {
+    use std::process::Stdio;
+    use std::time::{Duration, Instant};
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca");
+    ca_init(&ca, "example.org");
+    let socket = dir.path().join("workload.sock");
+    let server_log = std::fs::File::create(dir.path().join("server.log")).unwrap();
+    let mut server = common::bin()
+        .args([
+            "ca",
+            "workload-api",
+            "--dir",
+            path(&ca),
+            "--socket",
+            path(&socket),
+        ])
+        .args(["--name", "w1", "--ttl", "1h"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(server_log)
+        .spawn()
+        .unwrap();
+    let ports = common::free_ports(1);
+    let config = dir.path().join("node.toml");
+    let text = format!(
+        "listen = \"{}\"\napi_listen = \"{}\"\nstandalone = true\n[identity]\ndir = \"state\"\nsource = \"workload-api\"\n",
+        ports[0].0, ports[0].1
+    );
+    std::fs::write(&config, text).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !socket.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let node_log = dir.path().join("node.log");
+    let mut node = common::bin()
+        .args(["node", "--config", path(&config)])
+        .env(
+            "SPIFFE_ENDPOINT_SOCKET",
+            format!("unix://{}", socket.display()),
+        )
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&node_log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut status = String::new();
+    while Instant::now() < deadline + Duration::from_secs(10) {
+        if std::net::TcpStream::connect(ports[0].1).is_ok() {
+            let (code, body) = common::http(ports[0].1, "GET", "/api/v1/status", None);
+            if code == 200 {
+                status = body;
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = node.kill();
+    let _ = node.wait();
+    let _ = server.kill();
+    let _ = server.wait();
+    let logs = std::fs::read_to_string(&node_log).unwrap_or_default();
+    assert!(
+        status.contains("\"spiffe_id\":\"spiffe://example.org/node/w1\""),
+        "status {status:?}\nnode log:\n{logs}"
+    );
+}
+
+#[test]
+fn ca_workload_api_refuses_bad_arguments() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca");
+    ca_init(&ca, "example.org");
+    let socket = dir.path().join("s.sock");
+    let output = run(&[
+        "ca",
+        "workload-api",
+        "--dir",
+        path(&ca),
+        "--socket",
+        path(&socket),
+        "--name",
+        "n",
+        "--federate",
+        "partner.example",
+    ]);
+    assert_eq!(code(&output), 2, "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("invalid --federate"),
+        "{}",
+        stderr(&output)
+    );
+
+    let missing = dir.path().join("nope.pem");
+    let federate = format!("partner.example={}", missing.display());
+    let output = run(&[
+        "ca",
+        "workload-api",
+        "--dir",
+        path(&ca),
+        "--socket",
+        path(&socket),
+        "--name",
+        "n",
+        "--federate",
+        &federate,
+    ]);
+    assert_eq!(code(&output), 1, "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains(path(&missing)),
+        "{}",
+        stderr(&output)
+    );
+    assert!(
+        !socket.exists(),
+        "the socket was created although the server refused to start"
+    );
+}

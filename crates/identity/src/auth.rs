@@ -10,7 +10,8 @@ use rustls_pki_types::{CertificateDer, UnixTime};
 use webpki::{EndEntityCert, KeyUsage};
 use x0tta6bl4_proto::{AuthError, Authenticator, NodeName};
 
-use crate::svid::{self, Bundle, CERTIFICATE_LEN_MAX};
+use crate::federation::{NameBindings, TrustBundles};
+use crate::svid::{self, CERTIFICATE_LEN_MAX};
 
 /// Most verified credentials remembered; the oldest is forgotten first when full.
 pub const VERIFIED_CREDENTIALS_MAX: usize = 4096;
@@ -66,9 +67,12 @@ impl VerifiedCache {
 pub(crate) struct Signer {
     credential: RwLock<&'static [u8]>,
     key: RwLock<Arc<EcdsaKeyPair>>,
-    /// The trust bundle credentials are verified against (renewals may bring a new one,
-    /// during a root rotation).
-    bundle: RwLock<Arc<Bundle>>,
+    /// The trust bundles credentials are verified against (renewals may bring a new
+    /// one, during a root rotation), picked by the credential's trust domain.
+    bundle: RwLock<Arc<TrustBundles>>,
+    /// Node name → trust domain: a credential of another domain claiming a bound name
+    /// is refused.
+    bindings: Arc<NameBindings>,
 }
 
 /// Replaces the credential and key of the authenticator it came with
@@ -98,7 +102,7 @@ impl SignerHandle {
             .signer
             .bundle
             .write()
-            .unwrap_or_else(PoisonError::into_inner) = identity.bundle();
+            .unwrap_or_else(PoisonError::into_inner) = identity.trust_bundles();
         *self
             .signer
             .credential
@@ -107,7 +111,8 @@ impl SignerHandle {
     }
 }
 
-/// Signs with the node's SVID key; verifies with the trust bundle.
+/// Signs with the node's SVID key; verifies with the trust bundle of the credential's
+/// trust domain (ours or a federated one), and binds node names to trust domains.
 pub(crate) struct SvidAuthenticator {
     signer: Arc<Signer>,
     random: SystemRandom,
@@ -115,11 +120,17 @@ pub(crate) struct SvidAuthenticator {
 }
 
 impl SvidAuthenticator {
-    pub(crate) fn new(credential: Vec<u8>, key: Arc<EcdsaKeyPair>, bundle: Arc<Bundle>) -> Self {
+    pub(crate) fn new(
+        credential: Vec<u8>,
+        key: Arc<EcdsaKeyPair>,
+        bundle: Arc<TrustBundles>,
+        bindings: Arc<NameBindings>,
+    ) -> Self {
         let signer = Arc::new(Signer {
             credential: RwLock::new(Box::leak(credential.into_boxed_slice())),
             key: RwLock::new(key),
             bundle: RwLock::new(bundle),
+            bindings,
         });
         SvidAuthenticator {
             signer,
@@ -169,10 +180,11 @@ impl SvidAuthenticator {
         let verified = bundle
             .verify(&der, &[], now, KeyUsage::client_auth())
             .map_err(|error| untrusted(error.to_string()))?;
-        let name = verified
-            .spiffe_id
-            .node_name()
-            .ok_or_else(|| untrusted(format!("{} is not a node SPIFFE ID", verified.spiffe_id)))?;
+        let name = self
+            .signer
+            .bindings
+            .bind(&verified.spiffe_id)
+            .map_err(untrusted)?;
         let entry = Verified {
             name: name.clone(),
             not_before: verified.not_before,

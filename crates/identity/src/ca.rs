@@ -20,7 +20,7 @@ use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
     Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
 };
-use rustls_pki_types::CertificateDer;
+use rustls_pki_types::{CertificateDer, PrivatePkcs8KeyDer};
 use x0tta6bl4_proto::NodeName;
 
 use crate::error::Error;
@@ -68,6 +68,20 @@ pub struct SvidFiles {
     pub key: PathBuf,
     /// `OUT/bundle.pem`: the trust bundle.
     pub bundle: PathBuf,
+    /// The SPIFFE ID of the SVID, `spiffe://TD/node/NAME`.
+    pub spiffe_id: SpiffeId,
+    /// End of the SVID's validity.
+    pub not_after: SystemTime,
+}
+
+/// An SVID issued in memory ([`CertificateAuthority::issue_node_der`]).
+pub struct IssuedSvid {
+    /// The certificate chain, leaf first (DER).
+    pub chain: Vec<CertificateDer<'static>>,
+    /// The private key (PKCS#8 DER).
+    pub key: PrivatePkcs8KeyDer<'static>,
+    /// The CAs of the trust bundle (DER).
+    pub bundle: Vec<CertificateDer<'static>>,
     /// The SPIFFE ID of the SVID, `spiffe://TD/node/NAME`.
     pub spiffe_id: SpiffeId,
     /// End of the SVID's validity.
@@ -222,14 +236,27 @@ impl CertificateAuthority {
         system_time(self.not_after)
     }
 
-    /// Issue an SVID `spiffe://TD/node/NAME` valid for `ttl` and write `out_dir/svid.pem`,
-    /// `out_dir/svid_key.pem` (mode 0600) and `out_dir/bundle.pem`, replacing older ones.
-    pub fn issue_node(
+    /// Issue an SVID `spiffe://TD/node/NAME` valid for `ttl`, in memory (DER), with a
+    /// fresh key: what a SPIFFE Workload API server hands a workload.
+    pub fn issue_node_der(&self, name: &NodeName, ttl: Duration) -> Result<IssuedSvid, Error> {
+        let (certificate, key, spiffe_id, not_after) = self.issue(name, ttl)?;
+        let bundle = rustls_pemfile::certs(&mut self.bundle_pem.as_slice())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| Error::Config(format!("bundle.pem of the CA: {e}")))?;
+        Ok(IssuedSvid {
+            chain: vec![certificate.der().clone()],
+            key: PrivatePkcs8KeyDer::from(key.serialize_der()),
+            bundle,
+            spiffe_id,
+            not_after: system_time(not_after),
+        })
+    }
+
+    fn issue(
         &self,
         name: &NodeName,
         ttl: Duration,
-        out_dir: &Path,
-    ) -> Result<SvidFiles, Error> {
+    ) -> Result<(rcgen::Certificate, KeyPair, SpiffeId, i64), Error> {
         let spiffe_id = SpiffeId::for_node(&self.trust_domain, name).map_err(|e| {
             Error::Config(format!(
                 "node name {name:?} cannot be a SPIFFE path segment: it {e}"
@@ -245,7 +272,19 @@ impl CertificateAuthority {
                 what: "signing the SVID",
                 reason: e.to_string(),
             })?;
+        tracing::info!(%spiffe_id, not_after = %svid::rfc3339(not_after), "issued node SVID");
+        Ok((certificate, key, spiffe_id, not_after))
+    }
 
+    /// Issue an SVID `spiffe://TD/node/NAME` valid for `ttl` and write `out_dir/svid.pem`,
+    /// `out_dir/svid_key.pem` (mode 0600) and `out_dir/bundle.pem`, replacing older ones.
+    pub fn issue_node(
+        &self,
+        name: &NodeName,
+        ttl: Duration,
+        out_dir: &Path,
+    ) -> Result<SvidFiles, Error> {
+        let (certificate, key, spiffe_id, not_after) = self.issue(name, ttl)?;
         let hint = "choose an output directory you can write to";
         files::create_dir(out_dir, "create SVID directory", hint)?;
         let files = SvidFiles {
@@ -279,12 +318,7 @@ impl CertificateAuthority {
             "write trust bundle",
             hint,
         )?;
-        tracing::info!(
-            spiffe_id = %files.spiffe_id,
-            out = %out_dir.display(),
-            not_after = %svid::rfc3339(not_after),
-            "issued node SVID"
-        );
+        tracing::debug!(spiffe_id = %files.spiffe_id, out = %out_dir.display(), "wrote node SVID");
         Ok(files)
     }
 

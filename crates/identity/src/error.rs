@@ -93,6 +93,18 @@ pub enum SvidError {
         /// Our trust domain.
         expected: TrustDomain,
     },
+    /// The SPIFFE ID is in a trust domain that is neither ours nor federated.
+    #[error(
+        "SPIFFE ID {found} is in trust domain {}, which is neither ours ({local}) nor \
+         federated: add its bundle to [identity] federation to trust it",
+        found.trust_domain()
+    )]
+    UnknownTrustDomain {
+        /// The SPIFFE ID found.
+        found: SpiffeId,
+        /// Our trust domain.
+        local: TrustDomain,
+    },
     /// A leaf SVID's SPIFFE ID has no path.
     #[error("leaf SPIFFE ID {0} has no path: leaf SVIDs identify a workload by their path")]
     RootPath(SpiffeId),

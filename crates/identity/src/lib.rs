@@ -6,7 +6,7 @@
 //! that accepts a certificate — the TLS client's verifier, the TLS server's verifier and
 //! the link-state [`Authenticator`](x0tta6bl4_proto::Authenticator) — runs the same
 //! check: webpki path validation against the trust bundle, then the rules of the SPIFFE
-//! X509-SVID specification (exactly one URI SAN, a SPIFFE ID of our trust domain, a
+//! X509-SVID specification (exactly one URI SAN, a SPIFFE ID of the bundle's trust domain, a
 //! leaf with `CA=false`, `digitalSignature` and no `keyCertSign`/`cRLSign`, both TLS
 //! usages when EKU is present, valid now). Keys are ECDSA P-256; TLS is 1.3 only with
 //! the aws-lc-rs provider, which negotiates the hybrid post-quantum group X25519MLKEM768.
@@ -19,7 +19,9 @@
 //! authorization [`Policy`], and key-exchange modes that record the negotiated group
 //! ([`KxMode`], [`KxRecord`]). The trust bundle is a list of CAs (two during a
 //! rotation), every connection re-validates the peer (no TLS session resumption), and
-//! errors are `#[non_exhaustive]`. docs/identity.md is the operator's view.
+//! errors are `#[non_exhaustive]`. Federation ([`FederatedBundles`]): peers of other
+//! trust domains are verified against their own domain's bundle, and [`NameBindings`]
+//! keeps two domains' nodes of one name apart. docs/identity.md is the operator's view.
 #![forbid(unsafe_code)]
 #![deny(unused_must_use)]
 #![warn(missing_docs)]
@@ -27,6 +29,7 @@
 mod auth;
 mod ca;
 mod error;
+mod federation;
 mod files;
 mod inspect;
 mod kx;
@@ -43,10 +46,13 @@ use rustls_pki_types::CertificateDer;
 
 pub use auth::{SignerHandle, VERIFIED_CREDENTIALS_MAX};
 pub use ca::{
-    CertificateAuthority, SvidFiles, CA_CERT_FILE, CA_CONFIG_FILE, CA_KEY_FILE, CA_TTL,
+    CertificateAuthority, IssuedSvid, SvidFiles, CA_CERT_FILE, CA_CONFIG_FILE, CA_KEY_FILE, CA_TTL,
     CLOCK_SKEW_ALLOWANCE, SVID_TTL_DEFAULT,
 };
 pub use error::{Error, SvidError};
+pub use federation::{
+    parse_federation, FederatedBundles, NameBindings, FEDERATED_DOMAINS_MAX, NAME_BINDINGS_MAX,
+};
 pub use inspect::{inspect_certificate, BundleCheck, CertificateReport};
 pub use kx::{is_post_quantum_group, KxMode, KxRecord};
 pub use node::NodeIdentity;

@@ -210,7 +210,8 @@ impl CertificateAuthority {
             files::read_certificates(&self.dir().join(BUNDLE_FILE), role("read trust bundle"))?;
         let bundle = Bundle::new(bundle_certs, tls::algorithms())
             .map_err(|e| service_error("loading the bundle", e))?;
-        let verifier = Arc::new(tls::SpiffeClientVerifier::optional(Arc::new(bundle)));
+        let trust = crate::federation::TrustBundles::local(Arc::new(bundle));
+        let verifier = Arc::new(tls::SpiffeClientVerifier::optional(Arc::new(trust)));
         let config = rustls::ServerConfig::builder_with_provider(tls::provider())
             .with_protocol_versions(&[&rustls::version::TLS13])
             .map_err(|e| service_error("building the service TLS configuration", e))?

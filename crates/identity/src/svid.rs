@@ -1,7 +1,9 @@
 //! X.509-SVID validation: the SPIFFE X509-SVID rules on leaf and signing certificates,
 //! and path validation against the trust bundle with webpki. The TLS verifiers, the
 //! link-state authenticator and [`crate::NodeIdentity::load`] all go through
-//! [`Bundle::verify`], so the three apply exactly the same rules.
+//! [`Bundle::verify`] (the first two by way of the federation module's `TrustBundles`,
+//! which picks the bundle of the peer's trust domain), so the three apply exactly the
+//! same rules.
 
 use rustls::crypto::WebPkiSupportedAlgorithms;
 use rustls_pki_types::{CertificateDer, TrustAnchor, UnixTime};

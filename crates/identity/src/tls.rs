@@ -1,7 +1,8 @@
 //! rustls certificate verifiers that authenticate peers by SPIFFE ID, not by DNS name.
 //!
-//! Both verifiers run [`Bundle::verify`]: webpki path validation against the trust
-//! bundle plus the X509-SVID leaf rules. Handshake signatures are checked with
+//! Both verifiers run [`TrustBundles::verify`]: webpki path validation against the
+//! bundle of the peer's trust domain (ours or a federated one) plus the X509-SVID leaf
+//! rules. Handshake signatures are checked with
 //! [`rustls::crypto::verify_tls13_signature`] and the aws-lc-rs provider's algorithms.
 
 use std::sync::Arc;
@@ -13,7 +14,7 @@ use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 use webpki::KeyUsage;
 
-use crate::svid::Bundle;
+use crate::federation::TrustBundles;
 
 /// The crypto provider of configurations built without a [`crate::KxMode`]: aws-lc-rs
 /// with its default cipher suites and the groups of [`crate::KxMode::Hybrid`]
@@ -30,14 +31,15 @@ pub(crate) fn algorithms() -> WebPkiSupportedAlgorithms {
 }
 
 /// Used by clients: accepts a server whose certificate is a leaf SVID of our trust
-/// domain, whatever server name the connection was opened with.
+/// domain or of a federated one (chaining to that domain's bundle), whatever server
+/// name the connection was opened with.
 #[derive(Debug)]
 pub(crate) struct SpiffeServerVerifier {
-    bundle: Arc<Bundle>,
+    bundle: Arc<TrustBundles>,
 }
 
 impl SpiffeServerVerifier {
-    pub(crate) fn new(bundle: Arc<Bundle>) -> Self {
+    pub(crate) fn new(bundle: Arc<TrustBundles>) -> Self {
         SpiffeServerVerifier { bundle }
     }
 }
@@ -85,10 +87,10 @@ impl ServerCertVerifier for SpiffeServerVerifier {
     }
 }
 
-/// Verify a peer's certificate as a leaf SVID of the bundle's trust domain, logging the
+/// Verify a peer's certificate as a leaf SVID of its trust domain's bundle, logging the
 /// outcome; `role` names the peer's side of the handshake.
 fn verify_peer(
-    bundle: &Bundle,
+    bundle: &TrustBundles,
     end_entity: &CertificateDer<'_>,
     intermediates: &[CertificateDer<'_>],
     now: UnixTime,
@@ -107,16 +109,17 @@ fn verify_peer(
     }
 }
 
-/// Used by servers: requires a client certificate that is a leaf SVID of our trust domain.
+/// Used by servers: requires a client certificate that is a leaf SVID of our trust domain
+/// or of a federated one.
 #[derive(Debug)]
 pub(crate) struct SpiffeClientVerifier {
-    bundle: Arc<Bundle>,
+    bundle: Arc<TrustBundles>,
     subjects: Vec<DistinguishedName>,
     mandatory: bool,
 }
 
 impl SpiffeClientVerifier {
-    pub(crate) fn new(bundle: Arc<Bundle>) -> Self {
+    pub(crate) fn new(bundle: Arc<TrustBundles>) -> Self {
         let subjects = bundle.subjects();
         SpiffeClientVerifier {
             bundle,
@@ -127,7 +130,7 @@ impl SpiffeClientVerifier {
 
     /// A verifier that lets clients without a certificate in (the CA service's joins),
     /// and verifies those that present one.
-    pub(crate) fn optional(bundle: Arc<Bundle>) -> Self {
+    pub(crate) fn optional(bundle: Arc<TrustBundles>) -> Self {
         SpiffeClientVerifier {
             mandatory: false,
             ..SpiffeClientVerifier::new(bundle)

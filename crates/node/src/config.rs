@@ -5,6 +5,7 @@
 //! that serde cannot (the protocol's own [`x0tta6bl4_proto::Config::validate`] included).
 //! Every error names the file, the key and, when it can be found, the line.
 
+use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
@@ -47,8 +48,22 @@ pub struct NodeConfig {
 #[serde(deny_unknown_fields)]
 pub struct IdentityConfig {
     /// Directory holding `svid.pem`, `svid_key.pem` and `bundle.pem`; a relative path
-    /// is resolved against the configuration file's directory.
+    /// is resolved against the configuration file's directory. With `source =
+    /// "workload-api"` it holds only the node's state (`revocations.jsonl`).
     pub dir: PathBuf,
+    /// Where the SVID comes from: `files` (`dir`, renewed by `ca_server`) or
+    /// `workload-api` (a SPIFFE Workload API endpoint, which also renews it).
+    #[serde(default)]
+    pub source: IdentitySource,
+    /// The Workload API endpoint with `source = "workload-api"`: `unix:///PATH` or
+    /// `unix:PATH`. Default: the `SPIFFE_ENDPOINT_SOCKET` environment variable.
+    #[serde(default)]
+    pub workload_api_socket: Option<String>,
+    /// Federated trust domains: trust domain name → PEM bundle file of its CAs
+    /// (relative to the configuration file's directory). Peers of such a domain are
+    /// verified against its bundle; the policy decides what they may do.
+    #[serde(default)]
+    pub federation: BTreeMap<String, PathBuf>,
     /// Key-exchange groups links may use: `hybrid` (X25519MLKEM768, X25519 fallback),
     /// `classical-allowed` (also P-256 and P-384) or `strict-pq` (post-quantum only).
     #[serde(default)]
@@ -68,6 +83,17 @@ pub struct IdentityConfig {
     /// With `api_mtls`: `/health/*` and `/metrics` answer callers without a certificate.
     #[serde(default = "default_true")]
     pub api_open: bool,
+}
+
+/// `[identity] source`: where the node's SVID comes from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum IdentitySource {
+    /// `svid.pem`, `svid_key.pem` and `bundle.pem` in `[identity] dir`.
+    #[default]
+    Files,
+    /// The SPIFFE Workload API (`FetchX509SVID` over a unix socket).
+    WorkloadApi,
 }
 
 fn default_true() -> bool {
@@ -156,6 +182,11 @@ impl NodeConfig {
         if let Some(policy) = config.identity.policy.as_mut().filter(|p| p.is_relative()) {
             *policy = base.join(&*policy);
         }
+        for bundle in config.identity.federation.values_mut() {
+            if bundle.is_relative() {
+                *bundle = base.join(&*bundle);
+            }
+        }
         config
             .validate()
             .map_err(|(key, message)| ConfigError::Invalid {
@@ -180,6 +211,7 @@ impl NodeConfig {
         for peer in &self.peers {
             parse_peer(peer).map_err(|message| ("peers".to_owned(), message))?;
         }
+        self.validate_identity()?;
         if self.discovery.enabled && self.discovery.port == 0 {
             let message = "port 0 cannot be shared by nodes: use a fixed port such as 7946";
             return Err(("discovery.port".into(), message.into()));
@@ -190,6 +222,37 @@ impl NodeConfig {
                 format!("{} = {}: {}", error.key, error.value, error.fix),
             )
         })
+    }
+}
+
+impl NodeConfig {
+    fn validate_identity(&self) -> Result<(), (String, String)> {
+        let identity = &self.identity;
+        x0tta6bl4_identity::parse_federation(&identity.federation)
+            .map_err(|message| ("identity.federation".to_owned(), message))?;
+        if identity.federation.len() > x0tta6bl4_identity::FEDERATED_DOMAINS_MAX {
+            let message = format!(
+                "{} trust domains: at most {} are supported",
+                identity.federation.len(),
+                x0tta6bl4_identity::FEDERATED_DOMAINS_MAX
+            );
+            return Err(("identity.federation".into(), message));
+        }
+        if let Some(socket) = &identity.workload_api_socket {
+            crate::workload_api::socket_path(socket)
+                .map_err(|message| ("identity.workload_api_socket".to_owned(), message))?;
+        }
+        if identity.source == IdentitySource::WorkloadApi && !identity.federation.is_empty() {
+            let message = "with source = \"workload-api\" the federated bundles come from the \
+                           Workload API: remove federation";
+            return Err(("identity.federation".into(), message.into()));
+        }
+        if identity.source == IdentitySource::WorkloadApi && identity.ca_server.is_some() {
+            let message = "the Workload API renews the SVID: remove ca_server, or set \
+                           source = \"files\"";
+            return Err(("identity.ca_server".into(), message.into()));
+        }
+        Ok(())
     }
 }
 

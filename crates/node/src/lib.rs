@@ -26,6 +26,7 @@ mod policy;
 mod renewal;
 mod state;
 mod transport;
+pub mod workload_api;
 
 use std::future::Future;
 use std::hash::{BuildHasher, Hasher};
@@ -42,7 +43,8 @@ use x0tta6bl4_identity::NodeIdentity;
 use x0tta6bl4_proto::{Instant, NodeName, Stats};
 
 pub use config::{
-    load_config, ConfigError, DiscoveryConfig, IdentityConfig, NodeConfig, PEERS_MAX,
+    load_config, ConfigError, DiscoveryConfig, IdentityConfig, IdentitySource, NodeConfig,
+    PEERS_MAX,
 };
 pub use metrics::PREFIX as METRICS_PREFIX;
 pub use state::{
@@ -106,6 +108,50 @@ fn describe(error: &std::io::Error) -> String {
     }
 }
 
+/// The node's identity at start: from `[identity] dir` (with the federated bundles of
+/// `[identity] federation`), or the first answer of the Workload API, whose open stream
+/// is returned to follow its updates.
+async fn initial_identity(
+    config: &IdentityConfig,
+) -> anyhow::Result<(NodeIdentity, Option<workload_api::WorkloadClient>)> {
+    let dir = &config.dir;
+    if config.source == config::IdentitySource::WorkloadApi {
+        let endpoint = workload_api::endpoint(config.workload_api_socket.as_deref())
+            .map_err(anyhow::Error::msg)?;
+        std::fs::create_dir_all(dir).with_context(|| {
+            format!(
+                "cannot create the state directory {} (set [identity] dir)",
+                dir.display()
+            )
+        })?;
+        let mut client = workload_api::WorkloadClient::connect(&endpoint).await?;
+        let first = tokio::time::timeout(workload_api::FETCH_TIMEOUT, client.next())
+            .await
+            .map_err(|_| {
+                anyhow::anyhow!(
+                    "SPIFFE Workload API at {endpoint}: no SVID within {:?}",
+                    workload_api::FETCH_TIMEOUT
+                )
+            })??
+            .with_context(|| {
+                format!("SPIFFE Workload API at {endpoint}: the stream closed before any SVID")
+            })?;
+        let identity = workload_api::identity_of(&first, dir, &endpoint)?;
+        return Ok((identity, Some(client)));
+    }
+    let identity = NodeIdentity::load(dir).with_context(|| {
+        format!(
+            "cannot load the node identity from {} (set [identity] dir)",
+            dir.display()
+        )
+    })?;
+    let domains =
+        x0tta6bl4_identity::parse_federation(&config.federation).map_err(anyhow::Error::msg)?;
+    let federated = x0tta6bl4_identity::FederatedBundles::load(&domains)
+        .context("invalid federated trust bundle (set [identity] federation)")?;
+    Ok((identity.with_federation(&federated)?, None))
+}
+
 /// A running node.
 pub struct NodeHandle {
     name: NodeName,
@@ -119,24 +165,22 @@ impl NodeHandle {
     /// Load the identity, bind every socket and start the node. Binding errors come back
     /// here, before anything runs.
     pub async fn start(config: NodeConfig) -> anyhow::Result<NodeHandle> {
-        let dir = &config.identity.dir;
-        let identity = NodeIdentity::load(dir).with_context(|| {
-            format!(
-                "cannot load the node identity from {} (set [identity] dir)",
-                dir.display()
-            )
-        })?;
+        let (identity, workload) = initial_identity(&config.identity).await?;
         let tls = Arc::new(LinkTls::new(identity.clone(), config.identity.kx));
         tls.refill();
-        let (authenticator, signer) = identity.authenticator_with_handle();
+        let bindings = x0tta6bl4_identity::NameBindings::new(identity.spiffe_id());
+        let (authenticator, signer) = identity.authenticator_with_bindings(bindings.clone());
         let renewal_tls = tls.clone();
         let (endpoint, quic_addr) = transport::bind_endpoint(&tls, config.listen)?;
         let sockets = Sockets::bind(&config).await?;
         let api_addr = sockets.api.local_addr().context("HTTP API address")?;
         let name = identity.name().clone();
-        let policy =
-            policy::NodePolicy::load(config.identity.policy.as_deref(), identity.trust_domain())
-                .context("invalid authorization policy (set [identity] policy)")?;
+        let policy = policy::NodePolicy::load(
+            config.identity.policy.as_deref(),
+            identity.trust_domain(),
+            bindings,
+        )
+        .context("invalid authorization policy (set [identity] policy)")?;
         policy.load_revocations(&identity);
         let policy = Arc::new(policy);
         let shared = Arc::new(shared_state(&identity, config.standalone, policy.clone()));
@@ -177,8 +221,23 @@ impl NodeHandle {
                 tls: renewal_tls,
                 shared: shared.clone(),
                 signer,
+                federated: identity.federated().clone(),
             };
             tokio::spawn(renewal.run(stop_rx.clone()).instrument(span.clone()));
+        } else if let Some(client) = workload {
+            let shared = shared.clone();
+            let source = format!("SPIFFE Workload API {}", client.endpoint());
+            let apply = move |identity: NodeIdentity| {
+                renewal::install(identity, &renewal_tls, &signer, &shared, &source);
+            };
+            let follow = workload_api::follow(
+                client,
+                identity.spiffe_id().clone(),
+                config.identity.dir.clone(),
+                apply,
+                stop_rx.clone(),
+            );
+            tokio::spawn(follow.instrument(span.clone()));
         }
         if let Some(socket) = sockets.beacon {
             let receive = discovery::receive(socket, inputs_tx, shared.clone(), stop_rx.clone());

@@ -14,7 +14,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, SystemTime};
 
-use x0tta6bl4_identity::{Action, Decision, Policy, PolicyError, SpiffeId, TrustDomain, Verdict};
+use x0tta6bl4_identity::{
+    Action, Decision, NameBindings, Policy, PolicyError, SpiffeId, TrustDomain, Verdict,
+};
 use x0tta6bl4_proto::NodeName;
 
 /// How often the policy file's modification time is checked.
@@ -25,6 +27,8 @@ const POLL_INTERVAL: Duration = Duration::from_secs(1);
 pub struct NodePolicy {
     file: Option<PathBuf>,
     trust_domain: TrustDomain,
+    /// Node name → trust domain (federation), shared with the link-state authenticator.
+    bindings: Arc<NameBindings>,
     current: RwLock<Arc<Policy>>,
     /// `[decision][action]`, in the order of `Decision::ALL` and `Action::ALL`.
     decisions: [[AtomicU64; 3]; 2],
@@ -37,8 +41,13 @@ pub struct NodePolicy {
 }
 
 impl NodePolicy {
-    /// Load `file` (or the default policy without one) for a node of `trust_domain`.
-    pub fn load(file: Option<&Path>, trust_domain: &TrustDomain) -> Result<Self, PolicyError> {
+    /// Load `file` (or the default policy without one) for a node of `trust_domain`,
+    /// whose node names are bound to trust domains in `bindings`.
+    pub fn load(
+        file: Option<&Path>,
+        trust_domain: &TrustDomain,
+        bindings: Arc<NameBindings>,
+    ) -> Result<Self, PolicyError> {
         let policy = match file {
             Some(path) => Policy::load(path, trust_domain)?,
             None => Policy::default_for(trust_domain),
@@ -49,6 +58,7 @@ impl NodePolicy {
         Ok(NodePolicy {
             file: file.map(Path::to_path_buf),
             trust_domain: trust_domain.clone(),
+            bindings,
             current: RwLock::new(Arc::new(policy)),
             decisions: Default::default(),
             reloads: Default::default(),
@@ -116,32 +126,43 @@ impl NodePolicy {
         })
     }
 
-    /// May `peer` become a neighbour?
+    /// May `peer` become a neighbour? Checks revocation, the policy, and that no node
+    /// of another trust domain holds its name (binding the name when it is free).
     pub fn neighbour(&self, peer: &SpiffeId) -> bool {
         let revoked = peer
             .node_name()
             .filter(|_| peer.trust_domain() == &self.trust_domain)
             .and_then(|n| self.revoked_verdict(&n));
-        let verdict = revoked.unwrap_or_else(|| self.policy().neighbour(peer));
+        let mut verdict = revoked.unwrap_or_else(|| self.policy().neighbour(peer));
+        if verdict.allowed() {
+            if let Err(reason) = self.bindings.bind(peer) {
+                verdict = Verdict {
+                    decision: Decision::Deny,
+                    reason,
+                };
+            }
+        }
         self.record(Action::Neighbour, &verdict, || format!("neighbour {peer}"))
     }
 
-    /// May node `from` send an application message to node `to` (both of our trust
-    /// domain)?
+    /// May node `from` send an application message to node `to`? Each name stands for
+    /// the SPIFFE ID it is bound to (our trust domain when unbound).
     pub fn send(&self, from: &NodeName, to: &NodeName) -> bool {
-        let (Ok(from_id), Ok(to_id)) = (
-            SpiffeId::for_node(&self.trust_domain, from),
-            SpiffeId::for_node(&self.trust_domain, to),
-        ) else {
+        let (Some(from_id), Some(to_id)) =
+            (self.bindings.spiffe_id(from), self.bindings.spiffe_id(to))
+        else {
             let verdict = Verdict {
                 decision: Decision::Deny,
                 reason: "node name is not a SPIFFE path segment".into(),
             };
             return self.record(Action::Send, &verdict, || format!("send {from} -> {to}"));
         };
-        let revoked = self
-            .revoked_verdict(from)
-            .or_else(|| self.revoked_verdict(to));
+        let revoked_local = |id: &SpiffeId, name: &NodeName| {
+            (id.trust_domain() == &self.trust_domain)
+                .then(|| self.revoked_verdict(name))
+                .flatten()
+        };
+        let revoked = revoked_local(&from_id, from).or_else(|| revoked_local(&to_id, to));
         let verdict = revoked.unwrap_or_else(|| self.policy().send(&from_id, &to_id));
         self.record(Action::Send, &verdict, || {
             format!("send {from_id} -> {to_id}")

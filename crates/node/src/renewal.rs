@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use x0tta6bl4_identity::SignerHandle;
+use x0tta6bl4_identity::{FederatedBundles, NodeIdentity, SignerHandle};
 
 use crate::transport::LinkTls;
 
@@ -25,6 +25,28 @@ pub(crate) struct Renewal {
     pub tls: Arc<LinkTls>,
     pub signer: SignerHandle,
     pub shared: Arc<crate::state::Shared>,
+    /// `[identity] federation`, kept across renewals.
+    pub federated: FederatedBundles,
+}
+
+/// Use `identity` from now on: link-state is signed with it, new handshakes present it
+/// (existing links keep the SVID they were opened with). Shared by renewal from the CA
+/// service and by the Workload API's updates.
+pub(crate) fn install(
+    identity: NodeIdentity,
+    tls: &LinkTls,
+    signer: &SignerHandle,
+    shared: &crate::state::Shared,
+    source: &str,
+) {
+    let not_after = humantime(identity.not_after());
+    signer.replace(&identity);
+    *shared
+        .svid_not_after
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = identity.not_after();
+    tls.replace(identity);
+    tracing::info!(%source, %not_after, "SVID renewed: new handshakes use it");
 }
 
 impl Renewal {
@@ -54,20 +76,16 @@ impl Renewal {
                 () = tokio::time::sleep(wait) => {}
             }
             let (server, dir) = (self.server, self.dir.clone());
-            let renewed =
-                tokio::task::spawn_blocking(move || x0tta6bl4_identity::renew(server, &dir)).await;
+            let federated = self.federated.clone();
+            let renewed = tokio::task::spawn_blocking(move || {
+                x0tta6bl4_identity::renew(server, &dir)?.with_federation(&federated)
+            })
+            .await;
             match renewed {
                 Ok(Ok(identity)) => {
                     retry = RETRY_MIN;
-                    let not_after = humantime(identity.not_after());
-                    self.signer.replace(&identity);
-                    *self
-                        .shared
-                        .svid_not_after
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner) = identity.not_after();
-                    self.tls.replace(identity);
-                    tracing::info!(server = %self.server, %not_after, "SVID renewed: new handshakes use it");
+                    let source = format!("CA service {}", self.server);
+                    install(identity, &self.tls, &self.signer, &self.shared, &source);
                 }
                 Ok(Err(error)) => {
                     tracing::warn!(server = %self.server, %error, ?retry, "SVID renewal failed; retrying");

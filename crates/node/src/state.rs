@@ -333,7 +333,14 @@ mod tests {
             messages: Mutex::default(),
             flows: Mutex::default(),
             counters: Counters::default(),
-            policy: Arc::new(crate::policy::NodePolicy::load(None, &"t".parse().unwrap()).unwrap()),
+            policy: Arc::new(
+                crate::policy::NodePolicy::load(
+                    None,
+                    &"t".parse().unwrap(),
+                    x0tta6bl4_identity::NameBindings::new(&"spiffe://t/node/a".parse().unwrap()),
+                )
+                .unwrap(),
+            ),
         }
     }
 
