@@ -120,7 +120,8 @@ pub struct LabRunArgs {
     #[arg(long, value_name = "N", default_value_t = 4)]
     pub nodes: usize,
     /// Fault: node-kill, node-pause, node-restart, link-down, partition, asym-partition,
-    /// loss, delay, bandwidth, cpu-stress, mem-stress or byzantine (see below).
+    /// loss, delay, bandwidth, cpu-stress, mem-stress, svid-expiry, revoke or byzantine
+    /// (see below).
     #[arg(long, value_name = "FAULT[:params]", default_value = "node-kill")]
     pub scenario: String,
     /// Iterations of the fault per router.
@@ -136,7 +137,8 @@ pub struct LabRunArgs {
     /// Print one JSON object: {topology, nodes, scenario, iterations, seed, routers:
     /// {x0tta6bl4|babeld|babeld-default: {mttr_ms {mean, p50, p95, p99, max, samples},
     /// false_down_events, unreachable_pairs_after_heal}}, twin {mttr_ms, error_p50,
-    /// error_p95}}.
+    /// error_p95}}. svid-expiry and revoke add to x0tta6bl4's entry identity
+    /// {links_closed, reconnects_refused, readmitted}.
     #[arg(long)]
     pub json: bool,
     /// Write the MTTR CDFs of every router and the twin as an SVG plot.
@@ -159,7 +161,14 @@ pub struct LabSoakArgs {
     /// Number of nodes.
     #[arg(long, value_name = "N", default_value_t = 4)]
     pub nodes: usize,
-    /// Print one JSON object instead of a summary.
+    /// Router: x0tta6bl4, babeld (hello matched to our 50 ms probes), babeld-default
+    /// (4 s hello) or both (x0tta6bl4, then babeld matched; M minutes each). babeld's
+    /// neighbour-down events are read from its local interface (`monitor`): a neighbour
+    /// whose cost turns 65535 (infinity) or that is flushed while usable.
+    #[arg(long, value_name = "ROUTER", default_value = "x0tta6bl4")]
+    pub router: String,
+    /// Print one JSON object instead of a summary: {topology, nodes, links, loss,
+    /// routers: {NAME: {seconds, false_down_events, false_down_per_link_hour}}}.
     #[arg(long)]
     pub json: bool,
 }

@@ -141,9 +141,14 @@ pub async fn soak(args: &LabSoakArgs) -> anyhow::Result<ExitCode> {
         )
         .into());
     }
+    let router: RouterChoice = args
+        .router
+        .parse()
+        .map_err(|e| lab_problem(e, "--router"))?;
     let exe = std::env::current_exe()
         .map_err(|e| anyhow::anyhow!("cannot find the path of this executable: {e}"))?;
     let options = x0tta6bl4_lab::soak::SoakOptions {
+        router,
         topology: args.topology.clone(),
         nodes: args.nodes,
         loss: args.loss.clone(),

@@ -100,3 +100,14 @@ pub fn install_default_crypto_provider() {
         let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     }
 }
+
+/// When the SVID a peer presented stops being valid: the first instant the verifiers of
+/// [`NodeIdentity::server_config`] and [`NodeIdentity::client_config`] refuse it (one
+/// second past the leaf's notAfter, which they compare in whole seconds).
+///
+/// Like [`peer_spiffe_id`], it only reads the leaf of an already validated chain.
+pub fn peer_svid_expiry(certs: &[CertificateDer<'_>]) -> Result<std::time::SystemTime, Error> {
+    let leaf = certs.first().ok_or(SvidError::Missing)?;
+    let (_, not_after) = svid::validity(&svid::parse(leaf)?);
+    Ok(svid::refused_from(not_after))
+}

@@ -381,6 +381,21 @@ impl NodeIdentity {
         self.inner.not_before
     }
 
+    /// Verify `leaf`, a certificate a neighbour sends over a link it already
+    /// authenticated (its renewed SVID), as the handshake verifiers would verify it now:
+    /// a leaf SVID of our trust domain chaining to our bundle. Returns its SPIFFE ID and
+    /// the instant it stops being valid (as [`crate::peer_svid_expiry`]).
+    pub fn verify_peer_svid(
+        &self,
+        leaf: &CertificateDer<'_>,
+    ) -> Result<(SpiffeId, SystemTime), Error> {
+        let verified =
+            self.inner
+                .bundle
+                .verify(leaf, &[], UnixTime::now(), KeyUsage::client_auth())?;
+        Ok((verified.spiffe_id, svid::refused_from(verified.not_after)))
+    }
+
     pub(crate) fn private_key(&self) -> PrivateKeyDer<'static> {
         PrivateKeyDer::Pkcs8(self.inner.key.clone_key())
     }

@@ -364,6 +364,12 @@ pub(crate) fn check_validity(
     Ok(())
 }
 
+/// The first instant [`check_validity`] refuses a certificate whose notAfter is
+/// `not_after` (Unix seconds): it compares whole seconds.
+pub(crate) fn refused_from(not_after: i64) -> std::time::SystemTime {
+    crate::ca::system_time(not_after.saturating_add(1))
+}
+
 /// Unix seconds as RFC 3339 (UTC), for messages.
 pub(crate) fn rfc3339(unix_secs: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp(unix_secs)

@@ -485,3 +485,58 @@ proptest::proptest! {
         }
     }
 }
+
+/// One node identity for the SVID-update decoder property below (built once).
+fn update_fixture() -> &'static (tempfile::TempDir, NodeIdentity, Vec<u8>) {
+    static FIXTURE: std::sync::OnceLock<(tempfile::TempDir, NodeIdentity, Vec<u8>)> =
+        std::sync::OnceLock::new();
+    FIXTURE.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let td: TrustDomain = "mesh.test".parse().unwrap();
+        let ca = CertificateAuthority::init(&dir.path().join("ca"), &td).unwrap();
+        for name in ["a", "b"] {
+            let name = NodeName::new(name).unwrap();
+            ca.issue_node(
+                &name,
+                Duration::from_secs(3600),
+                &dir.path().join(name.as_str()),
+            )
+            .unwrap();
+        }
+        let a = NodeIdentity::load(&dir.path().join("a")).unwrap();
+        let b = NodeIdentity::load(&dir.path().join("b")).unwrap();
+        let leaf = b.certificate().to_vec();
+        (dir, a, leaf)
+    })
+}
+
+proptest::proptest! {
+    /// What a neighbour sends as its renewed SVID (the node's SVID-update frame) is checked
+    /// by `verify_peer_svid`: any bytes, and any corruption of a real leaf, give an answer,
+    /// never a panic, and a corrupted leaf is never accepted as another valid SVID.
+    #[test]
+    fn svid_update_verification_never_panics(
+        bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..900),
+        flips in proptest::collection::vec((proptest::prelude::any::<usize>(), 1u8..=255), 1..6),
+    ) {
+        let (_, identity, leaf) = update_fixture();
+        let _ = identity.verify_peer_svid(&CertificateDer::from(bytes.as_slice()));
+        let mut corrupted = leaf.clone();
+        for (index, xor) in flips {
+            let at = index % corrupted.len();
+            corrupted[at] ^= xor;
+        }
+        let verdict = identity.verify_peer_svid(&CertificateDer::from(corrupted.as_slice()));
+        proptest::prop_assert!(verdict.is_err(), "a corrupted leaf was accepted");
+    }
+}
+
+#[test]
+fn svid_update_verification_accepts_the_real_leaf() {
+    let (_, identity, leaf) = update_fixture();
+    let (id, expiry) = identity
+        .verify_peer_svid(&CertificateDer::from(leaf.as_slice()))
+        .unwrap();
+    assert_eq!(id.to_string(), "spiffe://mesh.test/node/b");
+    assert!(expiry > SystemTime::now() + Duration::from_secs(3000));
+}

@@ -21,7 +21,7 @@ pub mod run;
 pub mod soak;
 
 pub use fault::{Fault, FAULT_HELP};
-pub use report::{LabReport, RouterReport, TwinSide};
+pub use report::{IdentityEffect, LabReport, RouterReport, TwinSide};
 pub use run::{run, Options, RouterChoice};
 
 /// Why the lab could not run or finish, split by who has to act.

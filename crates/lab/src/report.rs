@@ -10,8 +10,9 @@ use x0tta6bl4_proto::measure::MttrSummary;
 pub struct RouterReport {
     /// Outage of every affected flow, in ms.
     pub mttr_ms: MttrSummary,
-    /// Neighbour-down events not explained by the fault (x0tta6bl4 only: from each
-    /// node's `x0tta6bl4_neighbour_down_total`; 0 for babeld, which exports no such count).
+    /// Neighbour-down events at survivors not explained by the fault: from each node's
+    /// `x0tta6bl4_neighbour_down_total`, or babeld's `flush neighbour` lines on its
+    /// local interface.
     pub false_down_events: u64,
     /// Survivor pairs without a loop-free path after the heal, summed over iterations.
     pub unreachable_pairs_after_heal: usize,
@@ -21,6 +22,33 @@ pub struct RouterReport {
     /// Affected flows that never delivered again.
     #[serde(skip)]
     pub unhealed_flows: usize,
+    /// Identity faults (`svid-expiry`, `revoke`) only: how the mesh stopped trusting
+    /// the node, summed over iterations.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub identity: Option<IdentityEffect>,
+}
+
+/// How the mesh stopped trusting a node whose identity failed, counted at its
+/// neighbours.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct IdentityEffect {
+    /// Open links they closed because of it
+    /// (`x0tta6bl4_identity_link_closes_total{reason="peer_svid_expired"|"revoked"}`).
+    pub links_closed: u64,
+    /// Its reconnects they refused afterwards: failed handshakes (expired SVID) or
+    /// policy denials (revoked).
+    pub reconnects_refused: u64,
+    /// Iterations after whose heal a survivor still linked or routed to it (must be 0).
+    pub readmitted: u64,
+}
+
+impl IdentityEffect {
+    /// Add another iteration's counts.
+    pub fn add(&mut self, other: &IdentityEffect) {
+        self.links_closed += other.links_closed;
+        self.reconnects_refused += other.reconnects_refused;
+        self.readmitted += other.readmitted;
+    }
 }
 
 /// The twin's prediction for the same topology, timers and fault.
@@ -57,11 +85,14 @@ pub struct LabReport {
 }
 
 impl LabReport {
-    /// Whether every router healed: no unreachable survivor pair, no unhealed flow.
+    /// Whether every router healed: no unreachable survivor pair, no unhealed flow, and
+    /// a node whose identity failed kept out.
     pub fn healed(&self) -> bool {
-        self.routers
-            .values()
-            .all(|r| r.unreachable_pairs_after_heal == 0 && r.unhealed_flows == 0)
+        self.routers.values().all(|r| {
+            r.unreachable_pairs_after_heal == 0
+                && r.unhealed_flows == 0
+                && r.identity.as_ref().is_none_or(|i| i.readmitted == 0)
+        })
     }
 
     /// A summary for people.
@@ -87,6 +118,14 @@ impl LabReport {
         }
         if let Some(t) = &self.twin.mttr_ms {
             row("twin", t, "-".into(), "-".into());
+        }
+        for (name, r) in &self.routers {
+            if let Some(i) = &r.identity {
+                text.push_str(&format!(
+                    "{name}: identity: {} links closed, {} reconnects refused, readmitted in {} iterations\n",
+                    i.links_closed, i.reconnects_refused, i.readmitted
+                ));
+            }
         }
         for (name, r) in self.routers.iter().filter(|(_, r)| r.unhealed_flows > 0) {
             text.push_str(&format!(

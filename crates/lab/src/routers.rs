@@ -1,14 +1,23 @@
 //! The routers under test, each a set of processes in the lab's namespaces: x0tta6bl4
 //! nodes (this very binary, `node --config`) or Debian's babeld with a probe agent per
 //! namespace. [`Fleet`] owns the processes: dropping it kills and reaps every one.
+//!
+//! Neighbour-down events are counted for both: x0tta6bl4 nodes export
+//! `x0tta6bl4_neighbour_down_total`; babeld exports no counter, so the lab follows each
+//! babeld's local configuration interface (`-g PATH`, request `monitor`) and counts a
+//! down each time a neighbour turns unusable: its cost becomes 65535 (babeld's
+//! infinity, e.g. fewer than 2 of the last 3 hellos heard on a wired link) or it is
+//! flushed, having been usable.
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{Read as _, Write as _};
+use std::io::{BufRead as _, Read as _, Write as _};
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 use x0tta6bl4_identity::{CertificateAuthority, TrustDomain};
@@ -28,6 +37,14 @@ const API_PORT: u16 = 8_000;
 const PARENT_PID_ENV: &str = "X0TTA6BL4_PARENT_PID";
 /// Lines of a log shown on failure.
 const LOG_TAIL_LINES: usize = 12;
+/// Lifetime of the SVIDs the lab issues (identity faults issue shorter ones).
+pub(crate) const SVID_TTL: Duration = Duration::from_secs(24 * 3600);
+/// Neighbours a babeld monitor remembers (unusable ones are forgotten beyond).
+const NEIGHBOURS_TRACKED_MAX: usize = 1024;
+/// babeld's infinite cost: the neighbour cannot be used.
+const BABEL_INFINITY: u32 = 65_535;
+/// How long a babeld monitor waits for its daemon's local socket to appear.
+const MONITOR_CONNECT_WAIT: Duration = Duration::from_secs(10);
 
 /// Which daemon routes.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -58,6 +75,9 @@ pub struct Fleet {
     agents: Vec<Option<Child>>,
     http: reqwest::Client,
     names: Vec<String>,
+    /// babeld only: neighbour-down events seen on each node's local interface, across
+    /// restarts (see [`neighbour_line`]).
+    flushes: Vec<Arc<AtomicU64>>,
 }
 
 #[derive(Serialize)]
@@ -87,6 +107,8 @@ struct RouteRow {
 
 #[derive(Deserialize)]
 struct PeerRow {
+    name: String,
+    state: String,
     rtt_ms: Option<f64>,
 }
 
@@ -131,6 +153,7 @@ impl Fleet {
             children: (0..names.len()).map(|_| None).collect(),
             agents: (0..names.len()).map(|_| None).collect(),
             http,
+            flushes: (0..names.len()).map(|_| Arc::default()).collect(),
             names,
         })
     }
@@ -166,6 +189,8 @@ impl Fleet {
             }
             Kind::Babeld(hello) => {
                 let state = self.dir.join(format!("{}.state", self.names[i]));
+                // A SIGKILLed babeld leaves its socket behind; the restart must bind anew.
+                let _ = std::fs::remove_file(self.monitor_socket(i));
                 // No pid file: a SIGKILLed babeld would leave one behind and its restart
                 // would refuse to start.
                 command
@@ -173,6 +198,8 @@ impl Fleet {
                     .args(["-I", ""])
                     .arg("-S")
                     .arg(&state)
+                    .arg("-g")
+                    .arg(self.monitor_socket(i))
                     .args(["-d", "0"]);
                 if let Some(h) = hello {
                     command.args(["-h", &format!("{h}"), "-H", &format!("{h}")]);
@@ -205,7 +232,99 @@ impl Fleet {
                 ))
             })?;
         self.children[i] = Some(child);
+        if matches!(self.kind, Kind::Babeld(_)) {
+            self.monitor(i)?;
+        }
         Ok(())
+    }
+
+    fn monitor_socket(&self, i: usize) -> PathBuf {
+        self.dir.join(format!("{}.sock", self.names[i]))
+    }
+
+    /// Follow babeld `i`'s local interface until it exits, counting its neighbours'
+    /// transitions from usable to unusable into `self.flushes[i]`.
+    fn monitor(&self, i: usize) -> Result<(), LabError> {
+        let (path, flushes) = (self.monitor_socket(i), self.flushes[i].clone());
+        let follow = move || {
+            let started = std::time::Instant::now();
+            let stream = loop {
+                match std::os::unix::net::UnixStream::connect(&path) {
+                    Ok(stream) => break stream,
+                    Err(_) if started.elapsed() < MONITOR_CONNECT_WAIT => {
+                        std::thread::sleep(Duration::from_millis(20))
+                    }
+                    Err(error) => {
+                        return tracing::warn!(path = %path.display(), %error, "babeld monitor not reachable")
+                    }
+                }
+            };
+            let mut writer = &stream;
+            if writer.write_all(b"monitor\n").is_err() {
+                return;
+            }
+            let mut usable = std::collections::HashMap::<String, bool>::new();
+            for line in std::io::BufReader::new(&stream).lines() {
+                let Ok(line) = line else { return };
+                let Some((id, now)) = neighbour_line(&line) else {
+                    continue;
+                };
+                if usable.insert(id.to_owned(), now) == Some(true) && !now {
+                    flushes.fetch_add(1, Ordering::Relaxed);
+                }
+                if usable.len() > NEIGHBOURS_TRACKED_MAX {
+                    usable.retain(|_, up| *up);
+                }
+            }
+        };
+        std::thread::Builder::new()
+            .name(format!("babeld-monitor-{}", self.names[i]))
+            .spawn(follow)
+            .map(|_| ())
+            .map_err(|e| LabError::failed(format!("cannot start a babeld monitor: {e}")))
+    }
+
+    /// Issue node `i` a new SVID valid for `ttl` (x0tta6bl4 only), as `x0tta6bl4 ca
+    /// issue` would; the node presents it once restarted. Returns its notAfter.
+    pub fn issue_svid(&self, i: usize, ttl: Duration) -> Result<SystemTime, LabError> {
+        let ca = CertificateAuthority::open(&self.dir.join("ca"))
+            .map_err(|e| LabError::failed(format!("cannot open the lab CA: {e}")))?;
+        issue_one(&ca, &self.names[i], ttl, &self.dir.join(&self.names[i]))
+    }
+
+    /// Revoke node `victim` with `x0tta6bl4 ca revoke --api`, handing the revocation to
+    /// node `via`, which floods it.
+    pub fn revoke(&self, net: &Net, victim: usize, via: usize) -> Result<(), LabError> {
+        let api = format!("http://{}:{API_PORT}", net.nodes[via].mgmt);
+        let output = Command::new(&self.exe)
+            .args(["ca", "revoke", "--dir"])
+            .arg(self.dir.join("ca"))
+            .args(["--name", &self.names[victim], "--api", &api])
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| LabError::failed(format!("cannot run `x0tta6bl4 ca revoke`: {e}")))?;
+        if !output.status.success() {
+            return Err(LabError::failed(format!(
+                "`x0tta6bl4 ca revoke --name {} --api {api}` failed: {}",
+                self.names[victim],
+                String::from_utf8_lossy(&output.stderr).trim()
+            )));
+        }
+        Ok(())
+    }
+
+    /// A new CA and fresh SVIDs for every node, and no revocation kept: the way back
+    /// from a revocation, which is permanent (every node must be restarted).
+    pub fn rebuild_identities(&self, net: &Net) -> Result<(), LabError> {
+        let remove = |path: PathBuf| {
+            std::fs::remove_dir_all(&path)
+                .map_err(|e| LabError::failed(format!("cannot remove {}: {e}", path.display())))
+        };
+        remove(self.dir.join("ca"))?;
+        for name in &self.names {
+            remove(self.dir.join(name))?;
+        }
+        write_x0_configs(&self.dir, net, &self.names)
     }
 
     fn chaos_file(&self, i: usize) -> PathBuf {
@@ -449,11 +568,21 @@ impl Fleet {
         (!rtts.is_empty()).then(|| rtts.iter().sum::<f64>() / rtts.len() as f64)
     }
 
-    /// Sum of `x0tta6bl4_neighbour_down_total` over `nodes` (0 for babeld).
+    /// Neighbour-down events at `nodes` since they were first started: the sum of
+    /// `x0tta6bl4_neighbour_down_total`, or babeld's `flush neighbour` lines.
     pub async fn neighbour_downs(&self, net: &Net, nodes: &[usize]) -> u64 {
         if self.kind != Kind::X0tta6bl4 {
-            return 0;
+            return nodes
+                .iter()
+                .map(|&i| self.flushes[i].load(Ordering::Relaxed))
+                .sum();
         }
+        self.metric_sum(net, nodes, "x0tta6bl4_neighbour_down_total")
+            .await
+    }
+
+    /// Sum of the counter `name` (with its labels, if any) over `nodes` (x0tta6bl4).
+    pub async fn metric_sum(&self, net: &Net, nodes: &[usize], name: &str) -> u64 {
         let mut total = 0;
         for &i in nodes {
             let url = format!("http://{}:{API_PORT}/metrics", net.nodes[i].mgmt);
@@ -463,9 +592,30 @@ impl Fleet {
             let Ok(text) = answer.text().await else {
                 continue;
             };
-            total += metric_value(&text, "x0tta6bl4_neighbour_down_total");
+            total += metric_value(&text, name);
         }
         total
+    }
+
+    /// Nodes of `nodes` that hold `peer` as an up neighbour (x0tta6bl4 only).
+    pub async fn linked_to(&self, net: &Net, nodes: &[usize], peer: usize) -> Vec<usize> {
+        let mut linked = Vec::new();
+        for &i in nodes {
+            let url = format!("http://{}:{API_PORT}/api/v1/peers", net.nodes[i].mgmt);
+            let Ok(answer) = self.http.get(url).send().await else {
+                continue;
+            };
+            let Ok(peers) = answer.json::<Vec<PeerRow>>().await else {
+                continue;
+            };
+            if peers
+                .iter()
+                .any(|p| p.name == self.names[peer] && p.state == "up")
+            {
+                linked.push(i);
+            }
+        }
+        linked
     }
 
     /// Kill every process.
@@ -494,9 +644,7 @@ fn write_x0_configs(dir: &Path, net: &Net, names: &[String]) -> Result<(), LabEr
         .map_err(|e| fail(format!("cannot create the lab CA: {e}")))?;
     for (i, name) in names.iter().enumerate() {
         let node_dir = dir.join(name);
-        let node_name = NodeName::new(name).map_err(|e| fail(format!("node name {name}: {e}")))?;
-        ca.issue_node(&node_name, Duration::from_secs(24 * 3600), &node_dir)
-            .map_err(|e| fail(format!("cannot issue the SVID of {name}: {e}")))?;
+        issue_one(&ca, name, SVID_TTL, &node_dir)?;
         let peers = net
             .edges
             .iter()
@@ -522,7 +670,43 @@ fn write_x0_configs(dir: &Path, net: &Net, names: &[String]) -> Result<(), LabEr
     Ok(())
 }
 
-/// The value of a counter without labels in OpenMetrics text (0 when absent).
+fn issue_one(
+    ca: &CertificateAuthority,
+    name: &str,
+    ttl: Duration,
+    out: &Path,
+) -> Result<SystemTime, LabError> {
+    let fail = |what: String| LabError::failed(what);
+    let node_name = NodeName::new(name).map_err(|e| fail(format!("node name {name}: {e}")))?;
+    let files = ca
+        .issue_node(&node_name, ttl, out)
+        .map_err(|e| fail(format!("cannot issue the SVID of {name}: {e}")))?;
+    Ok(files.not_after)
+}
+
+/// A babeld local-interface line about a neighbour (`add|change neighbour ID ... cost C`,
+/// `flush neighbour ID ...`): its ID and whether it is usable now.
+pub fn neighbour_line(line: &str) -> Option<(&str, bool)> {
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let (verb, id) = match words.as_slice() {
+        [verb, "neighbour", id, ..] => (*verb, *id),
+        _ => return None,
+    };
+    match verb {
+        "flush" => Some((id, false)),
+        "add" | "change" => {
+            let cost = words
+                .windows(2)
+                .find(|w| w[0] == "cost")
+                .and_then(|w| w[1].parse::<u32>().ok())?;
+            Some((id, cost < BABEL_INFINITY))
+        }
+        _ => None,
+    }
+}
+
+/// The value of the series `name` in OpenMetrics text, labels written out if it has
+/// any (`x0tta6bl4_handshakes_total{result="failed"}`); 0 when absent.
 pub fn metric_value(text: &str, name: &str) -> u64 {
     text.lines()
         .filter_map(|l| l.strip_prefix(name))
@@ -582,6 +766,22 @@ pub fn log_tail(log: &Path) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn babeld_neighbour_lines_parse() {
+        let up = "change neighbour 561d94d25810 address fe80::a49c if p4 reach fff0 ureach 0000 rxcost 96 txcost 96 cost 96";
+        assert_eq!(neighbour_line(up), Some(("561d94d25810", true)));
+        let down = "change neighbour 561d94d25810 address fe80::a49c if p4 reach 8000 ureach 0000 rxcost 65535 txcost 96 cost 65535";
+        assert_eq!(neighbour_line(down), Some(("561d94d25810", false)));
+        let flush = "flush neighbour 561d94d25810 address fe80::a49c if p4";
+        assert_eq!(neighbour_line(flush), Some(("561d94d25810", false)));
+        assert_eq!(neighbour_line("add interface p4 up true"), None);
+        assert_eq!(
+            neighbour_line("add route 1 prefix 10.215.0.2/32 metric 96"),
+            None
+        );
+        assert_eq!(neighbour_line("change neighbour x cost"), None);
+    }
 
     #[test]
     fn kernel_routes_parse() {

@@ -2,7 +2,7 @@
 //! the fault's iterations and measure; finally run the twin on the same topology.
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use x0tta6bl4_proto::measure::{relative_error, MttrSummary};
 use x0tta6bl4_proto::Rng;
@@ -12,7 +12,7 @@ use crate::fault::{Fault, Plan};
 use crate::net::{cmd, have_tool, remove_stale, Net};
 use crate::paths::{self, Routes};
 use crate::probe::unix_now_us;
-use crate::report::{LabReport, RouterReport, TwinSide};
+use crate::report::{IdentityEffect, LabReport, RouterReport, TwinSide};
 use crate::routers::{Fleet, Kind};
 use crate::LabError;
 
@@ -27,7 +27,7 @@ const IN_FLIGHT_US: u64 = 2_000;
 /// Interval between route polls.
 const POLL: Duration = Duration::from_millis(20);
 /// Hello interval of babeld matched to our probe interval (protocol default 50 ms).
-const MATCHED_HELLO_S: f64 = 0.05;
+pub(crate) const MATCHED_HELLO_S: f64 = 0.05;
 
 /// Which routers run.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -169,13 +169,13 @@ pub async fn run(
 ) -> Result<LabReport, LabError> {
     let (fault, topology) = prepare(options)?;
     let kinds = options.router.kinds();
-    if matches!(fault, Fault::Delay { .. } | Fault::Byzantine { .. })
-        && kinds.iter().any(|k| matches!(k, Kind::Babeld(_)))
-    {
-        return Err(LabError::usage(
-            "the delay and byzantine faults use x0tta6bl4's --chaos fault-injection layer, which babeld lacks",
-            "run it with --router x0tta6bl4 (tc netem is not available on these machines)",
-        ));
+    if let Some(why) = fault.x0tta6bl4_only() {
+        if kinds.iter().any(|k| matches!(k, Kind::Babeld(_))) {
+            return Err(LabError::usage(
+                format!("not applicable to babeld: {why}"),
+                "run it with --router x0tta6bl4",
+            ));
+        }
     }
     check_environment(&kinds, &fault)?;
     remove_stale();
@@ -228,7 +228,7 @@ pub async fn run(
 }
 
 /// Undo every fault so the next router starts on a clean network.
-fn reset(net: &Net, topology: &Topology) {
+pub(crate) fn reset(net: &Net, topology: &Topology) {
     net.clear_link_faults();
     for l in 0..topology.links.len() {
         let _ = net.set_link(l, true);
@@ -314,6 +314,7 @@ impl Lab<'_> {
             .copied()
             .filter(|v| !plan.nodes.contains(v))
             .collect();
+        let expiry = self.arm_expiry(plan).await?;
         let since_us = unix_now_us();
         self.fleet
             .start_flows(self.net, &survivors, PROBE_INTERVAL)
@@ -322,8 +323,19 @@ impl Lab<'_> {
         let before: Routes = self.fleet.routes(self.net, &all).await;
         let flows = paths::affected(&before, self.topology, plan);
         let downs_before = self.fleet.neighbour_downs(self.net, &survivors).await;
-        self.apply(plan)?;
-        let fault_us = unix_now_us() + IN_FLIGHT_US;
+        let identity_before = self.identity_counts(plan).await;
+        let fault_us = match expiry {
+            Some(expiry) => Self::until_expiry(expiry).await?,
+            None if *self.fault == Fault::Revoke => {
+                let fault_us = unix_now_us() + IN_FLIGHT_US;
+                self.apply(plan)?;
+                fault_us
+            }
+            None => {
+                self.apply(plan)?;
+                unix_now_us() + IN_FLIGHT_US
+            }
+        };
         let hold = self.fault.hold();
         let heal_us = if hold.is_zero() {
             fault_us
@@ -332,7 +344,7 @@ impl Lab<'_> {
             self.lift_held(plan)?;
             unix_now_us()
         };
-        let avoid = if *self.fault == Fault::NodeKill {
+        let avoid = if self.fault.removes_nodes() {
             plan.nodes.clone()
         } else {
             Vec::new()
@@ -351,8 +363,133 @@ impl Lab<'_> {
         out.false_down_events += downs_after
             .saturating_sub(downs_before)
             .saturating_sub(expected);
+        if let Some(before) = identity_before {
+            let effect = self.identity_effect(plan, &after, &survivors, before).await;
+            out.identity
+                .get_or_insert_with(Default::default)
+                .add(&effect);
+        }
         self.recover(plan)?;
         self.wait_routes(&all, &[]).await
+    }
+
+    /// svid-expiry: give the victims an SVID that expires in the fault's `ttl`, with no
+    /// renewal, and restart them with it. Returns when the verifiers refuse it.
+    async fn arm_expiry(&mut self, plan: &Plan) -> Result<Option<SystemTime>, LabError> {
+        let Fault::SvidExpiry { ttl } = *self.fault else {
+            return Ok(None);
+        };
+        let mut expiry = None;
+        for &v in &plan.nodes {
+            let not_after = self.fleet.issue_svid(v, ttl)?;
+            // The verifiers compare whole seconds: refused from notAfter + 1 s (as
+            // `x0tta6bl4_identity::peer_svid_expiry` says).
+            expiry = Some(not_after + Duration::from_secs(1));
+            self.fleet.kill(v);
+            self.start_again(v)?;
+        }
+        let all: Vec<usize> = (0..self.topology.len()).collect();
+        self.wait_routes(&all, &[]).await?;
+        let left = expiry
+            .and_then(|e| e.duration_since(SystemTime::now()).ok())
+            .unwrap_or_default();
+        let needed = BASELINE + Duration::from_millis(500);
+        if left < needed {
+            return Err(LabError::usage(
+                format!(
+                    "svid-expiry:ttl_s={} is too short: after the node restarted with its \
+                     short SVID and the mesh converged, {} ms were left, the baseline needs {} ms",
+                    ttl.as_secs(),
+                    left.as_millis(),
+                    needed.as_millis()
+                ),
+                "raise ttl_s",
+            ));
+        }
+        Ok(expiry)
+    }
+
+    /// Wait for the SVID's expiry; it is the fault instant (Unix µs, with the in-flight
+    /// allowance).
+    async fn until_expiry(expiry: SystemTime) -> Result<u64, LabError> {
+        let left = expiry
+            .duration_since(SystemTime::now())
+            .map_err(|_| LabError::failed("the SVID expired before the baseline ended"))?;
+        tokio::time::sleep(left).await;
+        let expiry_us = expiry
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_micros();
+        Ok(u64::try_from(expiry_us).unwrap_or(u64::MAX) + IN_FLIGHT_US)
+    }
+
+    /// Topology neighbours of the fault's nodes that survive it.
+    fn victim_neighbours(&self, plan: &Plan) -> Vec<usize> {
+        let mut out: Vec<usize> = Vec::new();
+        for link in &self.topology.links {
+            let (a, b) = (link.a as usize, link.b as usize);
+            for (v, n) in [(a, b), (b, a)] {
+                if plan.nodes.contains(&v) && !plan.nodes.contains(&n) && !out.contains(&n) {
+                    out.push(n);
+                }
+            }
+        }
+        out
+    }
+
+    /// Identity faults: the series counting the links closed because of the fault, and
+    /// the reconnects refused after it.
+    fn identity_series(&self) -> Option<(&'static str, &'static str)> {
+        match self.fault {
+            Fault::SvidExpiry { .. } => Some((
+                "x0tta6bl4_identity_link_closes_total{reason=\"peer_svid_expired\"}",
+                "x0tta6bl4_handshakes_total{result=\"failed\"}",
+            )),
+            Fault::Revoke => Some((
+                "x0tta6bl4_identity_link_closes_total{reason=\"revoked\"}",
+                "x0tta6bl4_policy_decisions_total{decision=\"deny\",action=\"neighbour\"}",
+            )),
+            _ => None,
+        }
+    }
+
+    /// Identity faults: (links closed, reconnects refused) at the victims' neighbours.
+    async fn identity_counts(&self, plan: &Plan) -> Option<(u64, u64)> {
+        let (closes, refusals) = self.identity_series()?;
+        let neighbours = self.victim_neighbours(plan);
+        Some((
+            self.fleet.metric_sum(self.net, &neighbours, closes).await,
+            self.fleet.metric_sum(self.net, &neighbours, refusals).await,
+        ))
+    }
+
+    /// What an identity fault did: links closed, reconnects refused, and whether a
+    /// survivor still links or routes to a victim after the heal.
+    async fn identity_effect(
+        &self,
+        plan: &Plan,
+        after: &Routes,
+        survivors: &[usize],
+        before: (u64, u64),
+    ) -> IdentityEffect {
+        let now = self.identity_counts(plan).await.unwrap_or(before);
+        let mut readmitted = false;
+        for &v in &plan.nodes {
+            let routed = survivors
+                .iter()
+                .any(|s| after.get(s).is_some_and(|table| table.contains_key(&v)));
+            let linked = !self
+                .fleet
+                .linked_to(self.net, survivors, v)
+                .await
+                .is_empty();
+            readmitted |= routed || linked;
+        }
+        IdentityEffect {
+            links_closed: now.0.saturating_sub(before.0),
+            reconnects_refused: now.1.saturating_sub(before.1),
+            readmitted: u64::from(readmitted),
+        }
     }
 
     /// Neighbour-down events the fault itself causes.
@@ -459,6 +596,20 @@ impl Lab<'_> {
                     self.net.drop_on_link(l, true, true, *rate)?;
                 }
             }
+            Fault::Revoke => {
+                for &v in &plan.nodes {
+                    let via = self
+                        .victim_neighbours(plan)
+                        .first()
+                        .copied()
+                        .ok_or_else(|| {
+                            LabError::failed("the revoked node has no neighbour to hand it to")
+                        })?;
+                    self.fleet.revoke(self.net, v, via)?;
+                }
+            }
+            // Armed before the baseline; it fires by itself at the SVID's notAfter.
+            Fault::SvidExpiry { .. } => {}
         }
         Ok(())
     }
@@ -536,6 +687,24 @@ impl Lab<'_> {
                     let (a, b) = (link.a as usize, link.b as usize);
                     self.fleet.set_delay(a, b, 0, 0)?;
                     self.fleet.set_delay(b, a, 0, 0)?;
+                }
+            }
+            // An expired SVID cannot renew itself (renewal authenticates with it): the
+            // node is re-enrolled with a fresh SVID and restarted.
+            Fault::SvidExpiry { .. } => {
+                for &v in &plan.nodes {
+                    self.fleet.issue_svid(v, crate::routers::SVID_TTL)?;
+                    self.fleet.kill(v);
+                    self.start_again(v)?;
+                }
+            }
+            // A revocation is permanent and every node keeps it: the lab rebuilds the
+            // mesh's identities (new CA, fresh SVIDs) and restarts every node.
+            Fault::Revoke => {
+                self.fleet.stop_all();
+                self.fleet.rebuild_identities(self.net)?;
+                for v in 0..self.topology.len() {
+                    self.fleet.start(v, self.net)?;
                 }
             }
             _ => {}
@@ -651,7 +820,7 @@ mod tests {
             ("torus", 4, "node-kill"),
             ("ring", 500, "node-kill"),
             ("node:http://x", 4, "node-kill"),
-            ("ring", 4, "revoke"),
+            ("ring", 4, "svid-expiry:ttl_s=0"),
         ] {
             let e = prepare(&options(topology, nodes, scenario)).unwrap_err();
             assert!(

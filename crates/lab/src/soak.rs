@@ -1,12 +1,15 @@
-//! `lab soak`: x0tta6bl4 nodes on a fault-free mesh with loss on every link, for a
-//! long time; every neighbour-down event is a false alarm.
+//! `lab soak`: routers on a fault-free mesh with loss on every link, for a long time;
+//! every neighbour-down event is a false alarm. `--router both` soaks x0tta6bl4 and then
+//! babeld with its hello interval matched to our probes, each for the whole duration.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
 use crate::net::{have_tool, remove_stale, Net};
 use crate::routers::{Fleet, Kind};
+use crate::run::{RouterChoice, MATCHED_HELLO_S};
 use crate::LabError;
 
 /// Settings of a soak.
@@ -18,8 +21,10 @@ pub struct SoakOptions {
     pub nodes: usize,
     /// Loss on every link: `5%` or `0.05`.
     pub loss: String,
-    /// How long.
+    /// How long, per router.
     pub duration: Duration,
+    /// Which routers (`both`: x0tta6bl4, then babeld at matched timers).
+    pub router: RouterChoice,
     /// The `x0tta6bl4` executable.
     pub exe: std::path::PathBuf,
 }
@@ -35,9 +40,16 @@ pub struct SoakReport {
     pub links: usize,
     /// Loss on every link, a fraction.
     pub loss: f64,
+    /// Counts per router soaked (`x0tta6bl4`, `babeld`, `babeld-default`).
+    pub routers: BTreeMap<String, SoakCount>,
+}
+
+/// One router's false alarms over its soak.
+#[derive(Clone, Debug, Serialize)]
+pub struct SoakCount {
     /// Seconds soaked (after convergence).
     pub seconds: f64,
-    /// Neighbour-down events over the soak, all false.
+    /// Neighbour-down events over the soak, all false (babeld: `flush neighbour`).
     pub false_down_events: u64,
     /// The same per link and hour.
     pub false_down_per_link_hour: f64,
@@ -46,10 +58,29 @@ pub struct SoakReport {
 impl SoakReport {
     /// A summary for people.
     pub fn summary(&self) -> String {
-        format!(
-            "soak: {} nodes ({}), {} links, {:.1} % loss on every link, {:.0} s: {} false neighbour-down events ({:.3} per link-hour)\n",
-            self.nodes, self.topology, self.links, self.loss * 100.0, self.seconds, self.false_down_events, self.false_down_per_link_hour
-        )
+        let mut text = format!(
+            "soak: {} nodes ({}), {} links, {:.1} % loss on every link\n",
+            self.nodes,
+            self.topology,
+            self.links,
+            self.loss * 100.0
+        );
+        for (name, r) in &self.routers {
+            text.push_str(&format!(
+                "{name:<16} {:.0} s: {} false neighbour-down events ({:.3} per link-hour)\n",
+                r.seconds, r.false_down_events, r.false_down_per_link_hour
+            ));
+        }
+        text
+    }
+}
+
+fn soak_kinds(router: RouterChoice) -> Vec<Kind> {
+    match router {
+        RouterChoice::X0tta6bl4 => vec![Kind::X0tta6bl4],
+        RouterChoice::Babeld => vec![Kind::Babeld(Some(MATCHED_HELLO_S))],
+        RouterChoice::BabeldDefault => vec![Kind::Babeld(None)],
+        RouterChoice::Both => vec![Kind::X0tta6bl4, Kind::Babeld(Some(MATCHED_HELLO_S))],
     }
 }
 
@@ -83,13 +114,15 @@ pub async fn soak(
         scenario: "node-kill".into(),
         iterations: 1,
         seed: 1,
-        router: crate::run::RouterChoice::X0tta6bl4,
+        router: options.router,
         exe: options.exe.clone(),
     })?;
     if let Some(e) = crate::not_root_message(crate::effective_uid()) {
         return Err(e);
     }
-    for tool in ["ip", "nft"] {
+    let kinds = soak_kinds(options.router);
+    let babeld = kinds.iter().any(|k| matches!(k, Kind::Babeld(_)));
+    for tool in ["ip", "nft"].into_iter().chain(babeld.then_some("babeld")) {
         if !have_tool(tool) {
             return Err(crate::missing_tool_message(tool));
         }
@@ -100,23 +133,42 @@ pub async fn soak(
         .tempdir()
         .map_err(|e| LabError::failed(format!("cannot create a temporary directory: {e}")))?;
     let net = Net::build(&topology)?;
-    let mut fleet = Fleet::new(
-        Kind::X0tta6bl4,
-        &options.exe,
-        workspace.path(),
-        &net,
-        &topology,
-    )?;
-    let all: Vec<usize> = (0..topology.len()).collect();
+    let mut report = SoakReport {
+        topology: options.topology.clone(),
+        nodes: topology.len(),
+        links: topology.links.len(),
+        loss,
+        routers: BTreeMap::new(),
+    };
+    for kind in kinds {
+        let mut fleet = Fleet::new(kind, &options.exe, workspace.path(), &net, &topology)?;
+        let count = soak_one(&mut fleet, &net, options, loss, progress).await;
+        fleet.stop_all();
+        crate::run::reset(&net, &topology);
+        report.routers.insert(kind.key().to_owned(), count?);
+    }
+    Ok(report)
+}
+
+/// Start one router's nodes, converge, put the loss on every link and count.
+async fn soak_one(
+    fleet: &mut Fleet,
+    net: &Net,
+    options: &SoakOptions,
+    loss: f64,
+    progress: &mut (dyn FnMut(&str) + Send),
+) -> Result<SoakCount, LabError> {
+    let all: Vec<usize> = (0..net.nodes.len()).collect();
     for &i in &all {
-        fleet.start(i, &net)?;
+        fleet.start(i, net)?;
     }
     progress("waiting for convergence");
     tokio::time::sleep(Duration::from_secs(3)).await;
-    for l in 0..topology.links.len() {
+    let links = net.edges.len();
+    for l in 0..links {
         net.drop_on_link(l, true, true, loss)?;
     }
-    let before = fleet.neighbour_downs(&net, &all).await;
+    let before = fleet.neighbour_downs(net, &all).await;
     let started = Instant::now();
     while started.elapsed() < options.duration {
         if let Some(exited) = fleet.first_exited() {
@@ -129,15 +181,10 @@ pub async fn soak(
         ));
         tokio::time::sleep(Duration::from_secs(1).min(options.duration)).await;
     }
-    let after = fleet.neighbour_downs(&net, &all).await;
+    let after = fleet.neighbour_downs(net, &all).await;
     let seconds = started.elapsed().as_secs_f64();
     let false_down_events = after.saturating_sub(before);
-    let links = topology.links.len();
-    Ok(SoakReport {
-        topology: options.topology.clone(),
-        nodes: topology.len(),
-        links,
-        loss,
+    Ok(SoakCount {
         seconds,
         false_down_events,
         false_down_per_link_hour: false_down_events as f64

@@ -7,6 +7,12 @@
 //! are taken in batches of at most [`IO_LOOP_BOUND`] per turn so timers and commands
 //! are not starved. Readers of the state (HTTP API, metrics) see a snapshot refreshed
 //! at most every [`SNAPSHOT_INTERVAL`].
+//!
+//! Zero trust holds for open links too: each link remembers when its peer's SVID stops
+//! being valid, and the driver closes it at that instant (see [`Driver::close_expired`]);
+//! the handshake verifiers then refuse the peer's reconnects until it has a fresh SVID.
+//! A node that renews its SVID sends the new certificate on its open links (an SVID
+//! update, verified like a handshake's), so renewal keeps every link.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -25,7 +31,9 @@ use x0tta6bl4_proto::{
 };
 
 use crate::outage::OutageTracker;
-use crate::state::{stopped, unix_micros, DriverDrop, MessageRecord, PeerView, RouteView, Shared};
+use crate::state::{
+    stopped, unix_micros, DriverDrop, IdentityClose, MessageRecord, PeerView, RouteView, Shared,
+};
 use crate::transport::{self, close, Input, LinkContext, NewLink};
 
 /// Inputs handled per turn before timers and commands get their chance.
@@ -97,6 +105,8 @@ struct Link {
     dialed_by_me: bool,
     last_heard: std::time::Instant,
     kx_group: Option<String>,
+    /// When the peer's SVID stops being valid: the link is closed then.
+    peer_svid_expiry: SystemTime,
 }
 
 struct Flows {
@@ -135,6 +145,8 @@ pub(crate) struct Driver {
     spiffe_ids: HashMap<NodeName, String>,
     /// The policy generation the open links were checked against.
     policy_generation: u64,
+    /// The expiry of our SVID as last sent to the neighbours (a renewal changes it).
+    announced_not_after: SystemTime,
     timer_at: tokio::time::Instant,
     flows: Option<Flows>,
     stream_permits: Arc<Semaphore>,
@@ -153,6 +165,7 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
 impl Driver {
     pub fn new(parts: DriverParts) -> Driver {
         let shared = parts.context.shared.clone();
+        let announced_not_after = parts.context.tls.current().not_after();
         Driver {
             node: parts.node,
             clock: parts.clock,
@@ -167,6 +180,7 @@ impl Driver {
             links: HashMap::new(),
             spiffe_ids: HashMap::new(),
             policy_generation: 0,
+            announced_not_after,
             timer_at: tokio::time::Instant::now(),
             flows: None,
             stream_permits: Arc::new(Semaphore::new(STREAM_SENDS_MAX)),
@@ -205,6 +219,7 @@ impl Driver {
         let mut commands_open = true;
         loop {
             let flow_at = self.flows.as_ref().map(|f| f.next_at);
+            let expiry_at = self.next_peer_expiry();
             let snapshot_at = self
                 .snapshot_pending
                 .then_some(self.snapshot_at + SNAPSHOT_INTERVAL);
@@ -217,6 +232,10 @@ impl Driver {
                 }
                 () = sleep_until(flow_at) => {
                     self.on_flow_tick();
+                    true
+                }
+                () = sleep_until(expiry_at) => {
+                    self.close_expired();
                     true
                 }
                 command = commands.recv(), if commands_open => {
@@ -295,6 +314,10 @@ impl Driver {
                     if let Err(error) = self.on_revocation(&bytes, Some(&name)) {
                         tracing::warn!(neighbour = %name, %error, "revocation refused");
                     }
+                } else if bytes.starts_with(transport::SVID_UPDATE_MAGIC) {
+                    if let Err(error) = self.on_svid_update(&bytes, &name, id) {
+                        tracing::warn!(neighbour = %name, %error, "SVID update refused");
+                    }
                 } else {
                     self.node.handle_datagram(now, &name, &bytes);
                 }
@@ -325,6 +348,7 @@ impl Driver {
         }
         if let Some(link) = self.links.remove(&target) {
             link.conn.close(close::REVOKED.into(), b"revoked");
+            self.shared.counters.identity_close(IdentityClose::Revoked);
             self.node.handle_link_down(self.now(), &target);
         }
         let flood = Bytes::copy_from_slice(bytes);
@@ -340,6 +364,90 @@ impl Driver {
         }
         tracing::warn!(node = %target, "revocation accepted: link dropped, reconnects refused");
         Ok(format!("node {target} revoked"))
+    }
+
+    /// A neighbour's renewed SVID over link `id`: verified as a handshake would verify
+    /// it, and naming that neighbour, it moves the link's expiry.
+    fn on_svid_update(&mut self, bytes: &[u8], from: &NodeName, id: u64) -> Result<(), String> {
+        if bytes.len() > transport::SVID_UPDATE_LEN_MAX {
+            return Err(format!(
+                "{} bytes; at most {}",
+                bytes.len(),
+                transport::SVID_UPDATE_LEN_MAX
+            ));
+        }
+        let leaf =
+            rustls::pki_types::CertificateDer::from(&bytes[transport::SVID_UPDATE_MAGIC.len()..]);
+        let (spiffe_id, expiry) = self
+            .context
+            .tls
+            .current()
+            .verify_peer_svid(&leaf)
+            .map_err(|e| e.to_string())?;
+        if spiffe_id.node_name().as_ref() != Some(from) {
+            return Err(format!("it names {spiffe_id}, not the neighbour"));
+        }
+        if let Some(link) = self.links.get_mut(from).filter(|link| link.id == id) {
+            link.peer_svid_expiry = link.peer_svid_expiry.max(expiry);
+            tracing::debug!(neighbour = %from, "neighbour renewed its SVID: link kept");
+        }
+        Ok(())
+    }
+
+    /// After our SVID was renewed, send the new certificate on every open link.
+    fn announce_renewal(&mut self) {
+        let identity = self.context.tls.current();
+        if identity.not_after() == self.announced_not_after {
+            return;
+        }
+        self.announced_not_after = identity.not_after();
+        let mut update = transport::SVID_UPDATE_MAGIC.to_vec();
+        update.extend_from_slice(identity.certificate());
+        let update = Bytes::from(update);
+        for link in self.links.values() {
+            transport::send_stream(
+                &link.conn,
+                update.clone(),
+                &self.stream_permits,
+                &self.shared,
+            );
+        }
+        tracing::info!(
+            neighbours = self.links.len(),
+            "renewed SVID sent on every link"
+        );
+    }
+
+    /// When the first open link's peer SVID stops being valid, on the tokio clock.
+    fn next_peer_expiry(&self) -> Option<tokio::time::Instant> {
+        let first = self.links.values().map(|l| l.peer_svid_expiry).min()?;
+        let left = first.duration_since(SystemTime::now()).unwrap_or_default();
+        Some(tokio::time::Instant::now() + left)
+    }
+
+    /// Close every link whose peer's SVID is no longer valid: the protocol takes the
+    /// neighbour down and floods it, and the verifiers refuse its reconnects.
+    fn close_expired(&mut self) {
+        let now = SystemTime::now();
+        let expired: Vec<NodeName> = self
+            .links
+            .iter()
+            .filter(|(_, link)| link.peer_svid_expiry <= now)
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in expired {
+            let Some(link) = self.links.remove(&name) else {
+                continue;
+            };
+            tracing::warn!(neighbour = %name, "link closed: the peer's SVID expired");
+            link.conn
+                .close(close::PEER_SVID_EXPIRED.into(), b"your SVID expired");
+            self.shared
+                .counters
+                .identity_close(IdentityClose::PeerSvidExpired);
+            self.node.handle_link_down(self.now(), &name);
+        }
+        self.after_input();
     }
 
     /// Keep one connection per neighbour (see [`Driver::keep_old_link`]).
@@ -378,6 +486,7 @@ impl Driver {
             dialed_by_me: new.dialed.is_some(),
             last_heard: std::time::Instant::now(),
             kx_group: new.kx_group,
+            peer_svid_expiry: new.svid_expiry,
         };
         self.links.insert(new.name, link);
     }
@@ -653,6 +762,9 @@ impl Driver {
                     close::UNAUTHORISED.into(),
                     b"refused by authorization policy",
                 );
+                self.shared
+                    .counters
+                    .identity_close(IdentityClose::PolicyDenied);
                 self.node.handle_link_down(self.now(), &name);
             }
         }
@@ -660,6 +772,7 @@ impl Driver {
 
     fn refresh_snapshot(&mut self) {
         self.recheck_links();
+        self.announce_renewal();
         self.snapshot_at = tokio::time::Instant::now();
         self.snapshot_pending = false;
         let neighbours: Vec<PeerView> = self

@@ -19,7 +19,7 @@ use prometheus_client::registry::Registry;
 use x0tta6bl4_proto::{DecisionKind, DropReason, NeighbourState, Stats};
 
 use crate::outage::OUTAGE_BUCKETS_SECONDS;
-use crate::state::{DriverDrop, Handshake, Shared};
+use crate::state::{DriverDrop, Handshake, IdentityClose, Shared};
 
 /// Prefix of every metric name.
 pub const PREFIX: &str = "x0tta6bl4";
@@ -190,6 +190,9 @@ impl NodeCollector {
         let results = Handshake::ALL.map(|r| (r.as_str(), counters.handshakes(r)));
         let help = "QUIC handshakes by result (ok: peer SVID names a node)";
         counter_family(e, "handshakes", help, "result", results)?;
+        let closes = IdentityClose::ALL.map(|r| (r.as_str(), counters.identity_closes(r)));
+        let help = "Open links closed because the peer stopped being trusted, by reason (peer_svid_expired, revoked, policy_denied)";
+        counter_family(e, "identity_link_closes", help, "reason", closes)?;
         let groups = counters.kx_handshakes();
         let groups = groups.iter().map(|(group, n)| (group.as_str(), *n));
         let help = "Successful QUIC handshakes by negotiated key-exchange group";

@@ -1,9 +1,9 @@
 //! SVID renewal (`[identity] ca_server`): at half of the SVID's life the node asks the CA
 //! service for a new one with a fresh key, authenticating with the current SVID. The
 //! renewed files replace those in `[identity] dir`; new handshakes present the new SVID
-//! at once, link-state is signed with it from then on, and existing links are left alone
-//! (their peers validated the old SVID, which stays valid until it expires), so no
-//! message is lost.
+//! at once, link-state is signed with it from then on, and existing links are kept: the
+//! driver sends the new certificate on each (an SVID update, which the peer verifies
+//! like a handshake's and which moves the link's expiry), so no message is lost.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -171,10 +171,39 @@ impl Handshake {
     }
 }
 
+/// Why this node closed an open link because it stopped trusting the peer's identity;
+/// the `reason` label of `identity_link_closes_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum IdentityClose {
+    /// The peer's SVID passed its notAfter.
+    PeerSvidExpired,
+    /// A CA revocation of the peer arrived.
+    Revoked,
+    /// A reloaded authorization policy no longer allows the peer as a neighbour.
+    PolicyDenied,
+}
+
+impl IdentityClose {
+    pub const ALL: [IdentityClose; 3] = [
+        IdentityClose::PeerSvidExpired,
+        IdentityClose::Revoked,
+        IdentityClose::PolicyDenied,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IdentityClose::PeerSvidExpired => "peer_svid_expired",
+            IdentityClose::Revoked => "revoked",
+            IdentityClose::PolicyDenied => "policy_denied",
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
     drops: [AtomicU64; DriverDrop::ALL.len()],
     handshakes: [AtomicU64; Handshake::ALL.len()],
+    identity_closes: [AtomicU64; IdentityClose::ALL.len()],
     pub flow_probes_sent: AtomicU64,
     /// Successful handshakes by key-exchange group (few distinct groups exist).
     kx_groups: Mutex<BTreeMap<String, u64>>,
@@ -224,6 +253,22 @@ impl Counters {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         groups.iter().map(|(g, n)| (g.clone(), *n)).collect()
+    }
+
+    pub fn identity_close(&self, reason: IdentityClose) {
+        let index = IdentityClose::ALL
+            .iter()
+            .position(|r| *r == reason)
+            .unwrap_or(0);
+        self.identity_closes[index].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn identity_closes(&self, reason: IdentityClose) -> u64 {
+        let index = IdentityClose::ALL
+            .iter()
+            .position(|r| *r == reason)
+            .unwrap_or(0);
+        self.identity_closes[index].load(Ordering::Relaxed)
     }
 
     pub fn handshakes(&self, result: Handshake) -> u64 {

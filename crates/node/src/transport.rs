@@ -48,7 +48,16 @@ pub(crate) mod close {
     pub const NEIGHBOUR_DOWN: u32 = 4;
     /// The peer was revoked by the CA.
     pub const REVOKED: u32 = 5;
+    /// The peer's SVID expired while the link was open.
+    pub const PEER_SVID_EXPIRED: u32 = 6;
 }
+
+/// First bytes of an SVID update: a node's renewed leaf certificate (DER), sent on its
+/// open links so that its neighbours keep them past the old SVID's notAfter. Never the
+/// first byte of a protocol frame (its version); distinct from the revocation magic.
+pub(crate) const SVID_UPDATE_MAGIC: &[u8] = b"\xffX0SVIDUP1";
+/// Longest SVID update accepted, in bytes.
+pub(crate) const SVID_UPDATE_LEN_MAX: usize = 8 * 1024;
 
 /// What connection, dial and beacon tasks hand to the driver.
 pub(crate) enum Input {
@@ -84,6 +93,8 @@ pub(crate) struct NewLink {
     pub dialed: Option<SocketAddr>,
     /// The key-exchange group the handshake negotiated, e.g. `X25519MLKEM768`.
     pub kx_group: Option<String>,
+    /// When the peer's SVID stops being valid (`x0tta6bl4_identity::peer_svid_expiry`).
+    pub svid_expiry: std::time::SystemTime,
 }
 
 /// What every connection task needs.
@@ -297,7 +308,7 @@ async fn established(
     // The handshake is over: read the group and release the record's slot.
     let kx_group = record.group();
     drop(record);
-    let (name, spiffe_id) = match authenticate(&conn) {
+    let (name, spiffe_id, svid_expiry) = match authenticate(&conn) {
         Ok(peer) => peer,
         Err(reason) => {
             context.shared.counters.handshake(Handshake::Rejected);
@@ -348,6 +359,7 @@ async fn established(
         conn: conn.clone(),
         dialed,
         kx_group,
+        svid_expiry,
     };
     if context.inputs.send(Input::LinkUp(link)).await.is_err() {
         return; // the driver is gone: the node is stopping
@@ -359,8 +371,8 @@ async fn established(
         .await;
 }
 
-/// The peer's node name and SPIFFE ID from its (already verified) SVID.
-fn authenticate(conn: &Connection) -> Result<(NodeName, String), String> {
+/// The peer's node name, SPIFFE ID and SVID expiry from its (already verified) SVID.
+fn authenticate(conn: &Connection) -> Result<(NodeName, String, std::time::SystemTime), String> {
     let identity = conn.peer_identity().ok_or("no peer certificate")?;
     let certs = identity
         .downcast::<Vec<CertificateDer<'static>>>()
@@ -369,7 +381,8 @@ fn authenticate(conn: &Connection) -> Result<(NodeName, String), String> {
     let name = id
         .node_name()
         .ok_or_else(|| format!("{id} is not a node SPIFFE ID (spiffe://TD/node/NAME)"))?;
-    Ok((name, id.to_string()))
+    let expiry = x0tta6bl4_identity::peer_svid_expiry(&certs).map_err(|e| e.to_string())?;
+    Ok((name, id.to_string(), expiry))
 }
 
 /// Forward datagrams and streams until the connection closes; returns why it closed.

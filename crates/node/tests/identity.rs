@@ -269,6 +269,15 @@ async fn renewal_at_half_life_under_traffic_loses_no_message() {
         svid_expiry(&api_a).await > first_expiry,
         "x0tta6bl4_svid_expiry_timestamp_seconds did not follow the renewal"
     );
+    // The link outlived the first SVIDs: each side sent its renewed one on it.
+    for api in [&api_a, &api_b] {
+        let metrics = api.text("/metrics").await;
+        assert!(
+            metrics
+                .contains("x0tta6bl4_identity_link_closes_total{reason=\"peer_svid_expired\"} 0"),
+            "{metrics}"
+        );
+    }
 
     // The SVIDs a and b started with have expired: c can only link up and route if
     // they present and sign with renewed ones.
@@ -614,4 +623,68 @@ async fn revocations_survive_a_restart_and_forgeries_are_refused() {
         serde_json::json!(["gone"])
     );
     node.shutdown().await.unwrap();
+}
+
+/// Zero trust on open links: when a neighbour's SVID passes its notAfter, the node
+/// closes the link at that instant (logged and counted), the neighbour goes down, and
+/// its reconnects are refused while it has no fresh SVID.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_link_closes_when_the_peers_svid_expires_and_stays_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    issue(dir.path(), &["a", "b"]);
+    let ca = x0tta6bl4_identity::CertificateAuthority::open(&dir.path().join("ca")).unwrap();
+    let b_name = x0tta6bl4_proto::NodeName::new("b").unwrap();
+    // Renewal withheld: b has no CA service, so this SVID is its last.
+    let b_svid = ca
+        .issue_node(&b_name, Duration::from_secs(5), &dir.path().join("b"))
+        .unwrap();
+    // The verifiers compare whole seconds: the SVID is refused from notAfter + 1 s.
+    let expiry = b_svid.not_after + Duration::from_secs(1);
+    let b = NodeHandle::start(common::config(dir.path(), "b", &[]))
+        .await
+        .unwrap();
+    let a = NodeHandle::start(common::config(dir.path(), "a", &[b.quic_addr()]))
+        .await
+        .unwrap();
+    let api = Api::new(&a);
+    let b_up = || async {
+        let (_, peers) = api.get("/api/v1/peers").await;
+        peers
+            .as_array()
+            .is_some_and(|p| p.iter().any(|p| p["name"] == "b" && p["state"] == "up"))
+    };
+    eventually(Duration::from_secs(4), "b up at a before its expiry", b_up).await;
+    assert!(std::time::SystemTime::now() < expiry, "b came up too late");
+    let expired_closes = "x0tta6bl4_identity_link_closes_total{reason=\"peer_svid_expired\"} 1";
+    assert!(!api.text("/metrics").await.contains(expired_closes));
+
+    let left = expiry
+        .duration_since(std::time::SystemTime::now())
+        .unwrap_or_default();
+    tokio::time::sleep(left).await;
+    let closed_after = eventually(Duration::from_secs(2), "expiry close counted", || async {
+        api.text("/metrics").await.contains(expired_closes)
+    })
+    .await;
+    assert!(
+        closed_after < Duration::from_millis(500),
+        "closed {closed_after:?} after the expiry"
+    );
+    eventually(Duration::from_secs(2), "b down at a", || async {
+        !b_up().await
+    })
+    .await;
+
+    // a keeps redialing its static peer b; every handshake is refused.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(!b_up().await, "b got back in with an expired SVID");
+    let metrics = api.text("/metrics").await;
+    let failed = metrics
+        .lines()
+        .find(|l| l.starts_with("x0tta6bl4_handshakes_total{result=\"failed\"}"))
+        .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .unwrap_or(0);
+    assert!(failed >= 1, "no refused reconnect counted:\n{metrics}");
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
 }
