@@ -36,16 +36,8 @@ pub fn init(args: &CaInitArgs) -> anyhow::Result<()> {
 
 /// Run `ca issue`.
 pub fn issue(args: &CaIssueArgs) -> anyhow::Result<()> {
-    let name: NodeName = args.name.parse().problem(
-        Exit::Usage,
-        "invalid --name",
-        &args.name,
-        "use 1 to 64 characters of A-Z a-z 0-9 . _ -",
-    )?;
-    let dir = args.dir.display();
-    let fix = "create one with `x0tta6bl4 ca init` or fix --dir";
-    let ca = CertificateAuthority::open(&args.dir)
-        .map_err(|e| identity_problem(e, "cannot open the CA", &dir, fix))?;
+    let name = node_name_arg(&args.name)?;
+    let ca = open_ca(&args.dir)?;
     let out = args
         .out
         .clone()
@@ -73,6 +65,16 @@ pub fn issue(args: &CaIssueArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `--name`, checked as a node name.
+fn node_name_arg(name: &str) -> anyhow::Result<NodeName> {
+    name.parse().problem(
+        Exit::Usage,
+        "invalid --name",
+        name,
+        "use 1 to 64 characters of A-Z a-z 0-9 . _ -",
+    )
+}
+
 fn open_ca(dir: &std::path::Path) -> anyhow::Result<CertificateAuthority> {
     let fix = "create one with `x0tta6bl4 ca init` or fix --dir";
     CertificateAuthority::open(dir)
@@ -81,12 +83,7 @@ fn open_ca(dir: &std::path::Path) -> anyhow::Result<CertificateAuthority> {
 
 /// Run `ca token`: print the token alone on stdout (scripts capture it).
 pub fn token(args: &CaTokenArgs) -> anyhow::Result<()> {
-    let name: NodeName = args.name.parse().problem(
-        Exit::Usage,
-        "invalid --name",
-        &args.name,
-        "use 1 to 64 characters of A-Z a-z 0-9 . _ -",
-    )?;
+    let name = node_name_arg(&args.name)?;
     let ca = open_ca(&args.dir)?;
     let token = ca.create_token(&name, args.ttl).map_err(|e| {
         identity_problem(
@@ -163,12 +160,7 @@ pub async fn serve(args: &CaServeArgs) -> anyhow::Result<()> {
 /// Run `ca workload-api`: the SPIFFE Workload API on a unix socket, backed by the CA.
 pub async fn workload_api(args: &CaWorkloadApiArgs) -> anyhow::Result<()> {
     crate::node_cmd::init_logging(None)?;
-    let name: NodeName = args.name.parse().problem(
-        Exit::Usage,
-        "invalid --name",
-        &args.name,
-        "use 1 to 64 characters of A-Z a-z 0-9 . _ -",
-    )?;
+    let name = node_name_arg(&args.name)?;
     let ca = open_ca(&args.dir)?;
     let mut federated = Vec::with_capacity(args.federate.len());
     for entry in &args.federate {
@@ -251,12 +243,7 @@ pub fn rotate_root(args: &CaRotateRootArgs) -> anyhow::Result<()> {
 
 /// Run `ca revoke`: record and print the revocation; with --api, hand it to a node.
 pub async fn revoke(args: &CaRevokeArgs) -> anyhow::Result<()> {
-    let name: NodeName = args.name.parse().problem(
-        Exit::Usage,
-        "invalid --name",
-        &args.name,
-        "use 1 to 64 characters of A-Z a-z 0-9 . _ -",
-    )?;
+    let name = node_name_arg(&args.name)?;
     // A bad --api or --svid is refused before anything is recorded.
     let api = match &args.api {
         Some(url) => Some((url, crate::status::api_for(url, args.svid.as_deref())?)),

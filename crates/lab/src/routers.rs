@@ -552,15 +552,18 @@ impl Fleet {
         parse_agent_output(&text)
     }
 
+    /// Node `i`'s `GET /api/v1/peers`, or `None` when it does not answer (x0tta6bl4 only).
+    async fn peers(&self, net: &Net, i: usize) -> Option<Vec<PeerRow>> {
+        let url = format!("http://{}:{API_PORT}/api/v1/peers", net.nodes[i].mgmt);
+        let answer = self.http.get(url).send().await.ok()?;
+        answer.json::<Vec<PeerRow>>().await.ok()
+    }
+
     /// Mean measured RTT over every node's up neighbours (x0tta6bl4 only).
     pub async fn mean_rtt_ms(&self, net: &Net, nodes: &[usize]) -> Option<f64> {
         let mut rtts = Vec::new();
         for &i in nodes {
-            let url = format!("http://{}:{API_PORT}/api/v1/peers", net.nodes[i].mgmt);
-            let Ok(answer) = self.http.get(url).send().await else {
-                continue;
-            };
-            let Ok(peers) = answer.json::<Vec<PeerRow>>().await else {
+            let Some(peers) = self.peers(net, i).await else {
                 continue;
             };
             rtts.extend(peers.iter().filter_map(|p| p.rtt_ms));
@@ -601,11 +604,7 @@ impl Fleet {
     pub async fn linked_to(&self, net: &Net, nodes: &[usize], peer: usize) -> Vec<usize> {
         let mut linked = Vec::new();
         for &i in nodes {
-            let url = format!("http://{}:{API_PORT}/api/v1/peers", net.nodes[i].mgmt);
-            let Ok(answer) = self.http.get(url).send().await else {
-                continue;
-            };
-            let Ok(peers) = answer.json::<Vec<PeerRow>>().await else {
+            let Some(peers) = self.peers(net, i).await else {
                 continue;
             };
             if peers

@@ -242,24 +242,8 @@ async fn renewal_at_half_life_under_traffic_loses_no_message() {
     .await;
 
     let first_expiry = svid_expiry(&api_a).await;
-    let started = std::time::Instant::now();
-    let mut sent = 0;
-    while started.elapsed() < Duration::from_secs(7) {
-        let body = format!(r#"{{"to": "b", "payload": "m{sent}"}}"#);
-        let (status, answer) = api_a.post("/api/v1/send", &body).await;
-        assert_eq!(status, 202, "message {sent}: {answer}");
-        sent += 1;
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    eventually(
-        Duration::from_secs(5),
-        "every message delivered",
-        || async {
-            let (_, messages) = api_b.get("/api/v1/messages").await;
-            messages.as_array().map_or(0, Vec::len) == sent
-        },
-    )
-    .await;
+    let sent = api_a.send_steadily("b", Duration::from_secs(7)).await;
+    api_b.wait_delivered(sent).await;
     assert_ne!(
         serial(&dir.path().join("a")),
         first_serial,

@@ -100,24 +100,8 @@ async fn node_from_the_workload_api_links_and_follows_reissued_svids() {
     let first_expiry = svid_expiry(&api_a).await;
     let handshakes_before = handshakes_ok(&api_b).await;
 
-    let started = std::time::Instant::now();
-    let mut sent = 0;
-    while started.elapsed() < Duration::from_millis(4500) {
-        let body = format!(r#"{{"to": "a", "payload": "m{sent}"}}"#);
-        let (status, answer) = api_b.post("/api/v1/send", &body).await;
-        assert_eq!(status, 202, "message {sent}: {answer}");
-        sent += 1;
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    eventually(
-        Duration::from_secs(5),
-        "every message delivered",
-        || async {
-            let (_, messages) = api_a.get("/api/v1/messages").await;
-            messages.as_array().map_or(0, Vec::len) == sent
-        },
-    )
-    .await;
+    let sent = api_b.send_steadily("a", Duration::from_millis(4500)).await;
+    api_a.wait_delivered(sent).await;
     let moved = svid_expiry(&api_a).await - first_expiry;
     assert!(moved >= 2.0, "the node did not take the re-issued SVIDs");
     println!("{sent} messages through SVID re-issues, all delivered; SVID expiry moved {moved} s");

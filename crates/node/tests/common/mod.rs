@@ -116,6 +116,34 @@ impl Api {
         (status, response.json().await.unwrap_or(Value::Null))
     }
 
+    /// Send messages `m0`, `m1`, ... to `to` every 20 ms for `span`, each accepted (202);
+    /// returns how many were sent.
+    pub async fn send_steadily(&self, to: &str, span: Duration) -> usize {
+        let started = Instant::now();
+        let mut sent = 0;
+        while started.elapsed() < span {
+            let body = format!(r#"{{"to": "{to}", "payload": "m{sent}"}}"#);
+            let (status, answer) = self.post("/api/v1/send", &body).await;
+            assert_eq!(status, 202, "message {sent}: {answer}");
+            sent += 1;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        sent
+    }
+
+    /// Wait until this node has received exactly `sent` messages: none lost.
+    pub async fn wait_delivered(&self, sent: usize) {
+        eventually(
+            Duration::from_secs(5),
+            "every message delivered",
+            || async {
+                let (_, messages) = self.get("/api/v1/messages").await;
+                messages.as_array().map_or(0, Vec::len) == sent
+            },
+        )
+        .await;
+    }
+
     pub async fn route(&self, destination: &str) -> Option<Value> {
         let (_, routes) = self.get("/api/v1/routes").await;
         routes
