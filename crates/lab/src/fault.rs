@@ -297,17 +297,21 @@ impl Fault {
     pub fn twin_scenario(&self) -> Option<(Scenario, String)> {
         let ms = |d: &Duration| d.as_millis();
         Some(match self {
-            // For routing, an identity fault is a node leaving the mesh at the fault
-            // instant: its neighbours close their links to it at once.
-            Fault::NodeKill
-            | Fault::NodePause { .. }
-            | Fault::NodeRestart
-            | Fault::SvidExpiry { .. }
-            | Fault::Revoke => (
+            Fault::NodeKill | Fault::NodePause { .. } | Fault::NodeRestart => (
                 Scenario::NodeFailure {
                     count: Count::Nodes(1),
+                    closed: false,
                 },
                 "node-failure:count=1".to_owned(),
+            ),
+            // For routing, an identity fault is a node leaving the mesh at the fault
+            // instant: its neighbours close their links to it at once.
+            Fault::SvidExpiry { .. } | Fault::Revoke => (
+                Scenario::NodeFailure {
+                    count: Count::Nodes(1),
+                    closed: true,
+                },
+                "node-failure:count=1,closed=1".to_owned(),
             ),
             Fault::LinkDown => (
                 Scenario::LinkFailure { count: 1 },

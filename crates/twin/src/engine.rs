@@ -397,6 +397,21 @@ impl Sim {
         sim_node.timer_at = None;
     }
 
+    /// Cut node `i` off the mesh as a revocation or an expired SVID does: every neighbour
+    /// closes its connection to it at once (as the daemon does on either), then the node
+    /// is gone for routing (its reconnects would be refused), like a crash.
+    pub fn expel(&mut self, i: u32) {
+        for &l in &self.links_of(i).to_vec() {
+            let link = &self.links[l as usize];
+            let j = if link.a == i { link.b } else { link.a };
+            if self.nodes[j as usize].status == Status::Running {
+                self.close_connection(j, i);
+                self.after_input(j);
+            }
+        }
+        self.crash(i);
+    }
+
     /// Restart a crashed node as a fresh process.
     pub fn restart(&mut self, i: u32) {
         assert_eq!(

@@ -87,6 +87,7 @@ pub fn tune(
             run.iterations = options.iterations;
             let scenario = Scenario::NodeFailure {
                 count: crate::scenario::Count::Nodes(1),
+                closed: false,
             };
             let report = runner::run(&lossy, "tune", &scenario, "node-failure", &run, &mut |_| {})?;
             rows.push(TuneRow {
