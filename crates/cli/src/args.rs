@@ -283,6 +283,14 @@ pub struct TwinRunArgs {
     /// Worker threads for iterations (results do not depend on it; default: all cores).
     #[arg(long, value_name = "T")]
     pub threads: Option<usize>,
+    /// How the mesh first converges: cold (every node boots alone and floods; the
+    /// protocol alone) or snapshot (nodes bring their links up through the protocol,
+    /// then every node takes the set of all nodes' advertisements as a state transfer,
+    /// each advertisement verified as if flooded, and the run checks that every node's
+    /// link-state database agrees). A cold start floods every advertisement over every
+    /// link, which dominates at thousands of nodes; use snapshot there.
+    #[arg(long, value_name = "cold|snapshot", default_value = "cold")]
+    pub start: x0tta6bl4_twin::Start,
 }
 
 /// `x0tta6bl4 twin fuzz`.

@@ -140,6 +140,7 @@ pub async fn run(args: &TwinRunArgs) -> anyhow::Result<ExitCode> {
     if let Some(threads) = args.threads {
         options.threads = threads.max(1);
     }
+    options.start = args.start;
     let hidden = args.json;
     let (topology_spec, scenario_spec) = (args.topology.clone(), args.scenario.clone());
     let report = tokio::task::spawn_blocking(move || {

@@ -174,6 +174,31 @@ fn writes_csv_plot_and_metrics() {
 }
 
 #[test]
+fn a_snapshot_start_converges_and_unknown_starts_are_refused() {
+    let args = [
+        "twin",
+        "run",
+        "--topology",
+        "grid",
+        "--nodes",
+        "16",
+        "--iterations",
+        "2",
+        "--seed",
+        "9",
+        "--start",
+        "snapshot",
+        "--json",
+    ];
+    let report = json(&run(&args));
+    assert_eq!(report["unreachable_pairs_after_heal"], 0);
+    assert!(report["mttr_ms"]["samples"].as_u64().unwrap() > 0);
+    let out = run(&["twin", "run", "--start", "warm"]);
+    assert_eq!(code(&out), 2);
+    assert!(stderr(&out).contains("use cold"), "{}", stderr(&out));
+}
+
+#[test]
 fn bad_input_gets_one_clear_line_and_exit_2() {
     let cases: [(&[&str], &str); 6] = [
         (&["twin", "run", "--topology", "torus"], "unknown topology"),

@@ -32,7 +32,7 @@ pub mod wire;
 pub use config::{Config, ConfigError};
 pub use crypto::{AuthError, Authenticator, SimAuthenticator};
 pub use heal::{Decision, DecisionKind, HealingConfig};
-pub use lsdb::{InstallOutcome, LinkStateDb};
+pub use lsdb::{InstallOutcome, LinkStateDb, LinkStateSnapshot};
 pub use name::{NameError, NodeName};
 pub use neighbour::{DownReason, NeighbourState, NeighbourView};
 pub use node::{Delivery, Destination, DropReason, Event, Node, SendError, Stats, Transmit};

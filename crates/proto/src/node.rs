@@ -10,7 +10,7 @@ use serde::Serialize;
 use crate::config::{Config, ConfigError};
 use crate::crypto::Authenticator;
 use crate::heal::{self, Decision, DecisionKind, Observation, Symptom};
-use crate::lsdb::{InstallOutcome, LinkStateDb};
+use crate::lsdb::{InstallOutcome, LinkStateDb, LinkStateSnapshot};
 use crate::name::NodeName;
 use crate::neighbour::{DownReason, Neighbour, NeighbourState, NeighbourView};
 use crate::rng::Rng;
@@ -24,6 +24,9 @@ const AGE_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 const PEERS_MAX: usize = 1024;
 /// Bytes of advertisements bundled into one update frame at most.
 const UPDATE_BYTES_MAX: usize = 16 * 1024;
+
+/// Capacity a drained retransmission list keeps (more is given back).
+const RETRANSMIT_CAPACITY_KEPT: usize = 64;
 
 /// Where a transmit goes.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -448,14 +451,13 @@ impl Node {
             self.deliver(data, 0);
             return Ok(id);
         }
-        let Some(route) = self.routes.get(to) else {
+        let Some(next_hop) = self.routes.next_hop(to).cloned() else {
             return Err(if self.lsdb.get(to).is_some() {
                 SendError::NoRoute(to.clone())
             } else {
                 SendError::UnknownDestination(to.clone())
             });
         };
-        let next_hop = route.next_hop.clone();
         self.next_data_id += 1;
         self.stats.data_originated += 1;
         self.transmit(Destination::Neighbour(next_hop), Message::Data(data));
@@ -603,6 +605,40 @@ impl Node {
         {
             self.add_peer(now, addr);
         }
+    }
+
+    /// State transfer: install the advertisements of `snapshot` that are newer than the
+    /// ones held, each through the checks a flooded one passes (well-formed content,
+    /// signature verified against its credential; failures are counted as drops), then
+    /// compute routes at once. This node's own advertisement in the snapshot is ignored:
+    /// its own is authoritative.
+    ///
+    /// Nothing is flooded or acknowledged: the snapshot did not come from a neighbour,
+    /// and whoever hands it out hands it to every node. The digital twin uses it to start
+    /// a large mesh from the advertisements its nodes originated (see `x0tta6bl4-twin`);
+    /// the daemon does not. Advertisements installed so get the full `lsa_lifetime_ms`.
+    pub fn handle_link_state_snapshot(&mut self, now: Instant, snapshot: &LinkStateSnapshot) {
+        let expires_at = now + Duration::from_millis(self.config.lsa_lifetime_ms);
+        let mut refused = Vec::new();
+        let auth = self.auth.as_ref();
+        let outcomes = self
+            .lsdb
+            .install_snapshot(snapshot, &self.name, expires_at, |lsa| {
+                admit(auth, lsa)
+                    .map_err(|reason| refused.push(reason))
+                    .is_ok()
+            });
+        for reason in refused {
+            self.count_drop(reason);
+        }
+        for outcome in outcomes {
+            match outcome {
+                InstallOutcome::Installed => self.stats.lsa_installed += 1,
+                InstallOutcome::Full => self.count_drop(DropReason::DatabaseFull),
+                InstallOutcome::Duplicate | InstallOutcome::Stale(_) => {}
+            }
+        }
+        self.run_spf();
     }
 
     /// Time passed: run every timer that is due at `now`.
@@ -1148,6 +1184,11 @@ impl Node {
         if let Some(list) = self.retransmits.get_mut(from) {
             if list.get(origin).is_some_and(|r| r.sequence <= sequence) {
                 list.remove(origin);
+                if list.is_empty() && list.capacity() > RETRANSMIT_CAPACITY_KEPT {
+                    // A database sync fills the list with every origin once; give the
+                    // memory back when it drains (the twin holds thousands of nodes).
+                    list.shrink_to_fit();
+                }
             }
         }
     }
@@ -1180,20 +1221,8 @@ impl Node {
                 _ => {}
             }
         }
-        if !well_formed(&lsa.lsa) {
-            return self.count_drop(DropReason::BadAdvertisement);
-        }
-        if self
-            .auth
-            .verify(
-                &origin,
-                &lsa.credential,
-                &lsa.lsa.signed_bytes(),
-                &lsa.signature,
-            )
-            .is_err()
-        {
-            return self.count_drop(DropReason::BadSignature);
+        if let Err(reason) = admit(self.auth.as_ref(), &lsa) {
+            return self.count_drop(reason);
         }
         self.stage_ack(now, from, &origin, sequence);
         if origin == self.name {
@@ -1278,10 +1307,9 @@ impl Node {
         if data.ttl <= 1 {
             return self.count_drop(DropReason::TtlExpired);
         }
-        let Some(route) = self.routes.get(&data.destination) else {
+        let Some(next_hop) = self.routes.next_hop(&data.destination).cloned() else {
             return self.count_drop(DropReason::NoRoute);
         };
-        let next_hop = route.next_hop.clone();
         data.ttl -= 1;
         self.stats.data_forwarded += 1;
         self.transmit(Destination::Neighbour(next_hop), Message::Data(data));
@@ -1320,6 +1348,21 @@ impl Node {
             self.emit(Event::Dial { addr });
         }
     }
+}
+
+/// The checks every advertisement passes before it may change the database, however it
+/// arrived: well-formed content, then a signature that verifies.
+fn admit(auth: &dyn Authenticator, lsa: &SignedLsa) -> Result<(), DropReason> {
+    if !well_formed(&lsa.lsa) {
+        return Err(DropReason::BadAdvertisement);
+    }
+    auth.verify(
+        &lsa.lsa.origin,
+        &lsa.credential,
+        &lsa.lsa.signed_bytes(),
+        &lsa.signature,
+    )
+    .map_err(|_| DropReason::BadSignature)
 }
 
 /// Content checks that do not need the signature: links sorted and unique, no self-link.

@@ -152,3 +152,48 @@ fn a_link_only_one_end_reports_carries_no_traffic() {
     mesh.run_for(ms(500));
     assert_eq!(routes(&mesh), before);
 }
+
+#[test]
+fn a_snapshot_passes_the_same_checks_as_a_flood() {
+    let mut mesh = mesh(24);
+    let held = |mesh: &Mesh, origin: usize| {
+        let entry = mesh.nodes[0].lsdb().get(&name(origin)).unwrap();
+        entry.lsa.lsa.clone()
+    };
+    // Node 3, properly signed, newer: it no longer lists node 1.
+    let mut genuine = held(&mesh, 3);
+    genuine.sequence += 1;
+    genuine.links.retain(|l| l.neighbour != name(1));
+    // Node 2's advertisement, newer, but signed with node 3's key.
+    let mut forged = held(&mesh, 2);
+    forged.sequence += 1;
+    forged.links.clear();
+    let installed_before = mesh.nodes[0].stats().lsa_installed;
+    let bad_before = mesh.nodes[0].stats().dropped(DropReason::BadSignature);
+    let mut lsas: Vec<Arc<SignedLsa>> = (0..4)
+        .map(|i| mesh.nodes[0].lsdb().get(&name(i)).unwrap().lsa.clone())
+        .collect();
+    lsas.push(Arc::new(signed(genuine.clone(), 3)));
+    lsas.push(Arc::new(signed(forged, 3)));
+    let snapshot = x0tta6bl4_proto::LinkStateSnapshot::new(lsas);
+    assert_eq!(
+        snapshot.len(),
+        4,
+        "one advertisement per origin, the newest"
+    );
+    let now = mesh.now;
+    let queued_before = mesh.nodes[0].transmits_queued();
+    mesh.nodes[0].handle_link_state_snapshot(now, &snapshot);
+    let node = &mesh.nodes[0];
+    assert_eq!(node.stats().lsa_installed, installed_before + 1);
+    assert_eq!(
+        node.stats().dropped(DropReason::BadSignature),
+        bad_before + 1
+    );
+    assert_eq!(node.lsdb().get(&name(3)).unwrap().lsa.lsa, genuine);
+    assert_eq!(node.lsdb().get(&name(2)).unwrap().lsa.lsa, held(&mesh, 2));
+    // Routes were recomputed at once: 3 is now reached over 1 - 2 - 3.
+    let route = node.routes().get(&name(3)).unwrap();
+    assert_eq!((route.next_hop.clone(), route.hops), (name(1), 3));
+    assert_eq!(node.transmits_queued(), queued_before, "nothing flooded");
+}

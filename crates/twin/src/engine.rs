@@ -11,12 +11,13 @@
 //! instant run in insertion order, and no hash map is iterated where order matters. The
 //! same seed gives the same history, byte for byte.
 
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::Duration;
 
 use x0tta6bl4_proto::{
-    Config, Destination, Event, Instant, Message, Node, NodeName, Rng, SimAuthenticator,
+    Config, Destination, Event, Instant, LinkStateSnapshot, Message, Node, NodeName, Rng,
+    SimAuthenticator,
 };
 
 use crate::topology::{LinkParams, Topology};
@@ -115,18 +116,36 @@ enum Pending {
     Callback(u64),
 }
 
-/// The event queue: a binary heap of small (time, sequence, slot) keys over a slab of
-/// payloads, so heap operations move 24 bytes instead of whole frames. Ties in time
+/// The event queue: a radix heap of small (time, sequence, slot) keys over a slab of
+/// payloads, so queue operations move 24 bytes instead of whole frames. Ties in time
 /// are broken by insertion sequence, which keeps runs deterministic.
+///
+/// Simulated time never goes back, so nothing is pushed before the last time popped
+/// (`last`): an event is filed under the highest bit in which its time differs from
+/// `last`, and only the lowest non-empty bucket is ever re-filed, when the events at
+/// `last` (`due`, in sequence order) run out. That takes O(log time span) amortised per
+/// event instead of a binary heap's O(log queue length) cache misses; the order is the
+/// heap's exactly.
 #[derive(Clone, Default)]
 struct EventQueue {
-    heap: BinaryHeap<std::cmp::Reverse<(u64, u64, u32)>>,
+    last: u64,
+    /// Events at `last`, in sequence order: (sequence, slot).
+    due: VecDeque<(u64, u32)>,
+    /// `buckets[b]`: events whose time first differs from `last` in bit `b - 1`.
+    buckets: Vec<Vec<(u64, u64, u32)>>,
+    /// The earliest time queued, once asked for while `due` is empty.
+    earliest: Option<u64>,
+    len: usize,
     slab: Vec<Option<Pending>>,
     free: Vec<u32>,
     seq: u64,
 }
 
 impl EventQueue {
+    fn bucket(&self, at: u64) -> usize {
+        (u64::BITS - (at ^ self.last).leading_zeros()) as usize
+    }
+
     fn push(&mut self, at: Instant, what: Pending) {
         let slot = match self.free.pop() {
             Some(slot) => {
@@ -139,27 +158,77 @@ impl EventQueue {
             }
         };
         self.seq += 1;
-        self.heap
-            .push(std::cmp::Reverse((at.as_micros(), self.seq, slot)));
+        let at = at.as_micros();
+        assert!(at >= self.last, "an event before the time last popped");
+        if at == self.last {
+            self.due.push_back((self.seq, slot));
+        } else {
+            if self.buckets.is_empty() {
+                self.buckets.resize_with(u64::BITS as usize + 1, Vec::new);
+            }
+            let bucket = self.bucket(at);
+            self.buckets[bucket].push((at, self.seq, slot));
+        }
+        self.earliest = self.earliest.map(|t| t.min(at));
+        self.len += 1;
     }
 
-    fn peek_time(&self) -> Option<Instant> {
-        self.heap
-            .peek()
-            .map(|std::cmp::Reverse((at, _, _))| Instant::from_micros(*at))
+    fn peek_time(&mut self) -> Option<Instant> {
+        if self.len == 0 {
+            return None;
+        }
+        if !self.due.is_empty() {
+            return Some(Instant::from_micros(self.last));
+        }
+        let earliest = match self.earliest {
+            Some(t) => t,
+            None => {
+                let lowest = self.buckets.iter().find(|b| !b.is_empty())?;
+                lowest.iter().map(|&(at, _, _)| at).min()?
+            }
+        };
+        self.earliest = Some(earliest);
+        Some(Instant::from_micros(earliest))
+    }
+
+    /// Move the earliest events into `due` (only when it is empty).
+    fn refill(&mut self) -> Option<()> {
+        let lowest = self.buckets.iter().position(|b| !b.is_empty())?;
+        let mut events = std::mem::take(&mut self.buckets[lowest]);
+        self.last = events.iter().map(|&(at, _, _)| at).min()?;
+        let mut due = Vec::new();
+        for (at, seq, slot) in events.drain(..) {
+            if at == self.last {
+                due.push((seq, slot));
+            } else {
+                let bucket = self.bucket(at);
+                self.buckets[bucket].push((at, seq, slot));
+            }
+        }
+        if self.buckets[lowest].is_empty() {
+            self.buckets[lowest] = events; // keep the allocation
+        }
+        due.sort_unstable();
+        self.due.extend(due);
+        Some(())
     }
 
     fn pop(&mut self) -> Option<(Instant, Pending)> {
-        let std::cmp::Reverse((at, _, slot)) = self.heap.pop()?;
+        if self.due.is_empty() {
+            self.refill()?;
+        }
+        let (_, slot) = self.due.pop_front()?;
+        self.len -= 1;
+        self.earliest = None;
         let what = self.slab[slot as usize]
             .take()
             .expect("queued slot holds its event");
         self.free.push(slot);
-        Some((Instant::from_micros(at), what))
+        Some((Instant::from_micros(self.last), what))
     }
 
     fn len(&self) -> usize {
-        self.heap.len()
+        self.len
     }
 }
 
@@ -222,6 +291,9 @@ pub struct Sim {
     stats: SimStats,
     observed: Vec<(Instant, Observed)>,
     callbacks_due: Vec<u64>,
+    /// While `Some`, link-state updates are held here instead of crossing links (see
+    /// [`Sim::hold_link_state`]): (sender, receiver, frame), in the order sent.
+    held_updates: Option<Vec<(u32, NodeName, Message)>>,
 }
 
 impl Sim {
@@ -248,6 +320,7 @@ impl Sim {
             stats: SimStats::default(),
             observed: Vec::new(),
             callbacks_due: Vec::new(),
+            held_updates: None,
             config,
         };
         for link in &topology.links {
@@ -470,6 +543,68 @@ impl Sim {
     /// Change a link's latency.
     pub fn set_link_latency(&mut self, l: u32, latency: Duration) {
         self.links[l as usize].params.latency = latency;
+    }
+
+    // ----- starting from a snapshot -----
+
+    /// Hold every link-state update (flood, database sync, retransmission) at its sender
+    /// instead of putting it on the link, until [`Sim::install_link_state_snapshot`].
+    /// Probes, acknowledgements and data flow as usual.
+    pub fn hold_link_state(&mut self) {
+        self.held_updates.get_or_insert_with(Vec::new);
+    }
+
+    /// Whether every running node advertises each of its topology links (as many as
+    /// `neighbours_max` allows): its own advertisement is the one a converged mesh holds.
+    pub fn own_advertisements_complete(&self) -> bool {
+        let neighbours_max = self.config.protocol.neighbours_max;
+        (0..self.nodes.len() as u32).all(|i| {
+            let sim_node = &self.nodes[i as usize];
+            let node = &sim_node.node;
+            let advertised = node
+                .lsdb()
+                .get(node.name())
+                .map_or(0, |entry| entry.lsa.lsa.links.len());
+            sim_node.status != Status::Running
+                || advertised == self.adjacency[i as usize].len().min(neighbours_max)
+        })
+    }
+
+    /// State transfer to every running node: the current own advertisement of every
+    /// running node, as one [`LinkStateSnapshot`], goes through
+    /// `Node::handle_link_state_snapshot` (the same verification and acceptance checks
+    /// as a flooded advertisement; routes computed at once), on `threads` threads (the
+    /// nodes are independent, so the result does not depend on it). Then the updates
+    /// held since [`Sim::hold_link_state`] go out in the order they were sent: their
+    /// receivers now hold them already and acknowledge them as duplicates.
+    pub fn install_link_state_snapshot(&mut self, threads: usize) -> LinkStateSnapshot {
+        let running = |n: &&SimNode| n.status == Status::Running;
+        let own = self.nodes.iter().filter(running).filter_map(|n| {
+            let entry = n.node.lsdb().get(n.node.name())?;
+            Some(entry.lsa.clone())
+        });
+        let snapshot = LinkStateSnapshot::new(own);
+        let now = self.now;
+        let chunk = self.nodes.len().div_ceil(threads.max(1)).max(1);
+        std::thread::scope(|scope| {
+            for part in self.nodes.chunks_mut(chunk) {
+                let snapshot = &snapshot;
+                scope.spawn(move || {
+                    for sim_node in part.iter_mut().filter(|n| n.status == Status::Running) {
+                        sim_node.node.handle_link_state_snapshot(now, snapshot);
+                    }
+                });
+            }
+        });
+        for (from, to, message) in self.held_updates.take().unwrap_or_default() {
+            self.put_on_link(from, &to, message);
+        }
+        for i in 0..self.nodes.len() as u32 {
+            if self.nodes[i as usize].status == Status::Running {
+                self.after_input(i);
+            }
+        }
+        snapshot
     }
 
     // ----- the data plane -----
@@ -696,6 +831,10 @@ impl Sim {
     }
 
     fn put_on_link(&mut self, from: u32, to_name: &NodeName, message: Message) {
+        if let (Some(held), Message::LsUpdate { .. }) = (&mut self.held_updates, &message) {
+            held.push((from, to_name.clone(), message));
+            return;
+        }
         let Some(&to) = self.index.get(to_name) else {
             return;
         };
