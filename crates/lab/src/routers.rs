@@ -559,16 +559,15 @@ impl Fleet {
         answer.json::<Vec<PeerRow>>().await.ok()
     }
 
-    /// Mean measured RTT over every node's up neighbours (x0tta6bl4 only).
-    pub async fn mean_rtt_ms(&self, net: &Net, nodes: &[usize]) -> Option<f64> {
+    /// Every RTT the nodes of `nodes` measured to their neighbours (x0tta6bl4 only).
+    pub async fn rtts_ms(&self, net: &Net, nodes: &[usize]) -> Vec<f64> {
         let mut rtts = Vec::new();
         for &i in nodes {
-            let Some(peers) = self.peers(net, i).await else {
-                continue;
-            };
-            rtts.extend(peers.iter().filter_map(|p| p.rtt_ms));
+            if let Some(peers) = self.peers(net, i).await {
+                rtts.extend(peers.iter().filter_map(|p| p.rtt_ms));
+            }
         }
-        (!rtts.is_empty()).then(|| rtts.iter().sum::<f64>() / rtts.len() as f64)
+        rtts
     }
 
     /// Neighbour-down events at `nodes` since they were first started: the sum of

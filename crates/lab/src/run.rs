@@ -284,15 +284,9 @@ impl Lab<'_> {
             "{key}: converged in {} ms",
             started.elapsed().as_millis()
         ));
-        if self.kind == Kind::X0tta6bl4 {
-            *latency_ms = self
-                .fleet
-                .mean_rtt_ms(self.net, &all)
-                .await
-                .map(|rtt| rtt / 2.0);
-        }
         let mut rng = Rng::seed(options.seed ^ 0x006c_6162);
         let mut out = RouterReport::default();
+        let mut rtts_ms = Vec::new();
         for k in 0..options.iterations {
             progress(&format!(
                 "{key}: iteration {}/{} ({})",
@@ -301,13 +295,24 @@ impl Lab<'_> {
                 options.scenario
             ));
             let plan = self.fault.plan(self.topology, &mut rng)?;
-            self.iteration(&plan, &mut out).await?;
+            self.iteration(&plan, &mut out, &mut rtts_ms).await?;
+        }
+        // The twin's link latency: half the median round trip the nodes measured just
+        // before each fault, under the same load (flows running) as the iterations.
+        rtts_ms.sort_by(f64::total_cmp);
+        if let Some(&median) = rtts_ms.get(rtts_ms.len() / 2) {
+            *latency_ms = Some(median / 2.0);
         }
         out.mttr_ms = MttrSummary::from_ms(&out.samples);
         Ok(out)
     }
 
-    async fn iteration(&mut self, plan: &Plan, out: &mut RouterReport) -> Result<(), LabError> {
+    async fn iteration(
+        &mut self,
+        plan: &Plan,
+        out: &mut RouterReport,
+        rtts_ms: &mut Vec<f64>,
+    ) -> Result<(), LabError> {
         let all: Vec<usize> = (0..self.topology.len()).collect();
         let survivors: Vec<usize> = all
             .iter()
@@ -321,6 +326,9 @@ impl Lab<'_> {
             .await?;
         tokio::time::sleep(BASELINE).await;
         let before: Routes = self.fleet.routes(self.net, &all).await;
+        if self.kind == Kind::X0tta6bl4 {
+            rtts_ms.extend(self.fleet.rtts_ms(self.net, &all).await);
+        }
         let flows = paths::affected(&before, self.topology, plan);
         let downs_before = self.fleet.neighbour_downs(self.net, &survivors).await;
         let identity_before = self.identity_counts(plan).await;
