@@ -242,8 +242,9 @@ pub struct TwinRunArgs {
     /// Number of nodes of generated topologies.
     #[arg(long, value_name = "N", default_value_t = 100)]
     pub nodes: usize,
-    /// Scenario: node-failure, link-failure, partition, cascade, flap or degrade, with
-    /// parameters after a colon (see below).
+    /// Scenario: node-failure, link-failure, partition, cascade, flap, degrade,
+    /// asym-partition, bandwidth, slow-node or byzantine, with parameters after a colon
+    /// (see below).
     #[arg(long, value_name = "NAME[:params]", default_value = "node-failure")]
     pub scenario: String,
     /// Iterations of the scenario, each on a copy of the converged mesh.

@@ -197,6 +197,11 @@ fn every_automated_fault_heals_on_a_ring() {
             .as_f64()
             .unwrap();
         assert!(p95 < 2_000.0, "{fault}: {report}");
+        // Every lab run has the twin's prediction for the same fault next to it.
+        assert!(
+            report["twin"]["mttr_ms"]["samples"].as_u64() > Some(0) || may_spare_every_flow,
+            "{fault}: no twin prediction: {report}"
+        );
     }
 }
 

@@ -71,6 +71,10 @@ fn every_scenario_runs_and_heals() {
         "cascade:p=0.5",
         "flap:period_ms=200,cycles=2",
         "degrade:links=2,loss=0.5",
+        "asym-partition:hold_ms=500",
+        "bandwidth:links=2,mbps=0.1",
+        "slow-node:delay_ms=10,jitter_ms=5,hold_ms=500",
+        "byzantine:hold_ms=300",
     ] {
         let out = run(&[
             "twin",

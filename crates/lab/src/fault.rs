@@ -5,8 +5,8 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use x0tta6bl4_proto::Rng;
-use x0tta6bl4_twin::scenario::{parse_params, Count};
-use x0tta6bl4_twin::{Scenario, Topology};
+use x0tta6bl4_twin::scenario::parse_params;
+use x0tta6bl4_twin::{Scenario, Targets, Topology};
 
 use crate::LabError;
 
@@ -120,6 +120,16 @@ pub enum Fault {
     Revoke,
 }
 
+/// What the lab measured that the twin's models take as parameters.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Calibration {
+    /// One-way link latency: half the median RTT the nodes measured before the faults.
+    pub latency_ms: Option<f64>,
+    /// How much later a stressed node handled its frames: the rise of its median RTT
+    /// to its neighbours under the load (cpu-stress, mem-stress).
+    pub processing_delay_ms: Option<f64>,
+}
+
 /// What one iteration breaks.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Plan {
@@ -131,6 +141,18 @@ pub struct Plan {
     pub stressed: Vec<usize>,
     /// Group of every node, for partitions.
     pub groups: Option<Vec<usize>>,
+}
+
+impl Plan {
+    /// The same elements as the twin's fault targets.
+    pub fn twin_targets(&self) -> Targets {
+        let index = |v: &usize| *v as u32;
+        Targets {
+            nodes: self.nodes.iter().chain(&self.stressed).map(index).collect(),
+            links: self.links.iter().map(index).collect(),
+            groups: self.groups.as_ref().map(|g| g.iter().map(index).collect()),
+        }
+    }
 }
 
 impl std::str::FromStr for Fault {
@@ -280,6 +302,11 @@ impl Fault {
         }
     }
 
+    /// Whether the fault loads a node's host (its frames are handled late).
+    pub fn stresses_host(&self) -> bool {
+        matches!(self, Fault::CpuStress { .. } | Fault::MemStress { .. })
+    }
+
     /// How long the fault holds before it is lifted (zero: lifted after the heal).
     pub fn hold(&self) -> Duration {
         match self {
@@ -293,64 +320,45 @@ impl Fault {
         }
     }
 
-    /// The twin scenario that models this fault, when there is one.
-    pub fn twin_scenario(&self) -> Option<(Scenario, String)> {
+    /// The twin scenario that models this fault: its `twin run --scenario` text, parsed
+    /// by the twin. `calibration` carries what the lab measured that the model needs.
+    pub fn twin_scenario(&self, calibration: &Calibration) -> Result<(Scenario, String), LabError> {
         let ms = |d: &Duration| d.as_millis();
-        Some(match self {
-            Fault::NodeKill | Fault::NodePause { .. } | Fault::NodeRestart => (
-                Scenario::NodeFailure {
-                    count: Count::Nodes(1),
-                    closed: false,
-                },
-                "node-failure:count=1".to_owned(),
-            ),
+        let spec = match self {
+            Fault::NodeKill | Fault::NodePause { .. } | Fault::NodeRestart => {
+                "node-failure:count=1".to_owned()
+            }
             // For routing, an identity fault is a node leaving the mesh at the fault
             // instant: its neighbours close their links to it at once.
-            Fault::SvidExpiry { .. } | Fault::Revoke => (
-                Scenario::NodeFailure {
-                    count: Count::Nodes(1),
-                    closed: true,
-                },
-                "node-failure:count=1,closed=1".to_owned(),
-            ),
-            Fault::LinkDown => (
-                Scenario::LinkFailure { count: 1 },
-                "link-failure:count=1".into(),
-            ),
-            Fault::Partition { groups, hold } => (
-                Scenario::Partition {
-                    groups: *groups,
-                    hold: *hold,
-                },
-                format!("partition:groups={groups},hold_ms={}", ms(hold)),
-            ),
-            Fault::AsymPartition { .. }
-            | Fault::Bandwidth { .. }
-            | Fault::CpuStress { .. }
-            | Fault::MemStress { .. }
-            | Fault::Byzantine { .. } => return None,
+            Fault::SvidExpiry { .. } | Fault::Revoke => "node-failure:count=1,closed=1".to_owned(),
+            Fault::LinkDown => "link-failure:count=1".to_owned(),
+            Fault::Partition { groups, hold } => {
+                format!("partition:groups={groups},hold_ms={}", ms(hold))
+            }
+            Fault::AsymPartition { hold } => format!("asym-partition:hold_ms={}", ms(hold)),
+            // The chaos layer adds delay_ms plus a uniform 0..jitter_ms: its mean.
             Fault::Delay {
                 delay_ms,
                 jitter_ms,
-            } => (
-                Scenario::Degrade {
-                    links: 1,
-                    loss: 0.0,
-                    delay: Duration::from_secs_f64(
-                        (*delay_ms as f64 + *jitter_ms as f64 / 2.0) / 1e3,
-                    ),
-                },
-                format!("degrade:links=1,loss=0,delay_ms={delay_ms}"),
+            } => format!(
+                "degrade:links=1,loss=0,delay_ms={}",
+                *delay_ms as f64 + *jitter_ms as f64 / 2.0
             ),
-            Fault::Loss { rate } => (
-                Scenario::Degrade {
-                    links: 1,
-                    loss: *rate,
-                    delay: Duration::ZERO,
-                },
-                format!("degrade:links=1,loss={rate}"),
+            Fault::Loss { rate } => format!("degrade:links=1,loss={rate}"),
+            Fault::Bandwidth { mbps } => format!("bandwidth:links=1,mbps={mbps}"),
+            // A loaded host handles the node's frames late: by a uniform 0..2D, where D is
+            // the extra round-trip time the node measured under the load.
+            Fault::CpuStress { hold } | Fault::MemStress { hold } => format!(
+                "slow-node:count=1,delay_ms=0,jitter_ms={:.3},hold_ms={}",
+                2.0 * calibration.processing_delay_ms.unwrap_or(0.0).max(0.0),
+                ms(hold)
             ),
-        })
+            Fault::Byzantine { hold } => format!("byzantine:count=1,hold_ms={}", ms(hold)),
+        };
+        let scenario = spec.parse::<Scenario>().map_err(|e| {
+            LabError::failed(format!("the twin refused the scenario of this fault: {e}"))
+        })?;
+        Ok((scenario, spec))
     }
 
     /// Draw what this iteration breaks; the survivors stay connected for node and link
@@ -521,8 +529,15 @@ mod tests {
             "loss:rate=5%".parse::<Fault>().unwrap(),
             Fault::Loss { rate: 0.05 }
         );
+        let calibration = Calibration {
+            latency_ms: Some(0.5),
+            processing_delay_ms: Some(3.0),
+        };
         for name in CATALOGUE {
-            assert!(name.parse::<Fault>().is_ok(), "{name} is in the catalogue");
+            let fault = name.parse::<Fault>().unwrap();
+            // Every lab run has its twin counterpart.
+            let (_, spec) = fault.twin_scenario(&calibration).unwrap();
+            assert!(!spec.is_empty(), "{name}");
         }
         assert_eq!(
             "svid-expiry".parse::<Fault>().unwrap(),
@@ -539,7 +554,7 @@ mod tests {
             assert!(fault.x0tta6bl4_only().is_some(), "{name}");
         }
         assert!(Fault::NodeKill.x0tta6bl4_only().is_none());
-        assert!(Fault::Revoke.removes_nodes() && Fault::Revoke.twin_scenario().is_some());
+        assert!(Fault::Revoke.removes_nodes());
         let e = "meteor".parse::<Fault>().unwrap_err().to_string();
         assert!(
             e.contains("unknown fault") && e.contains("node-kill"),

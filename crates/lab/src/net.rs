@@ -320,7 +320,12 @@ impl Net {
         from_b: bool,
         rate: f64,
     ) -> Result<(), LabError> {
-        let e = &self.edges[l];
+        self.drop_on_links(&[(l, from_a, from_b)], rate).map(|_| ())
+    }
+
+    /// [`Net::drop_on_link`] for several links `(l, from_a, from_b)` at one instant (see
+    /// [`NftBatch`]); returns that instant (Unix µs).
+    pub fn drop_on_links(&self, links: &[(usize, bool, bool)], rate: f64) -> Result<u64, LabError> {
         let condition = if rate < 1.0 {
             format!(
                 "numgen random mod 1000 < {} ",
@@ -329,19 +334,41 @@ impl Net {
         } else {
             String::new()
         };
-        // a's side: what leaves a toward b; b's side (when both): what leaves b toward a.
-        let ends = [(from_a, e.a, &e.if_a), (from_b, e.b, &e.if_b)];
-        for (_, node, ifname) in ends.into_iter().filter(|end| end.0) {
-            let ns = &self.nodes[node].ns;
-            let rules = format!(
-                "table inet {FAULT_TABLE} {{\n chain f {{ type filter hook forward priority -10; policy accept; }}\n \
-                 chain o {{ type filter hook output priority -10; policy accept; }}\n}}\n\
-                 add rule inet {FAULT_TABLE} f oifname \"{ifname}\" {condition}drop\n\
-                 add rule inet {FAULT_TABLE} o oifname \"{ifname}\" {condition}drop\n"
-            );
-            nft(ns, &rules)?;
+        let mut batch = NftBatch::default();
+        for &(l, from_a, from_b) in links {
+            let e = &self.edges[l];
+            // a's side: what leaves a toward b; b's side (when both): what leaves b toward a.
+            let ends = [(from_a, e.a, &e.if_a), (from_b, e.b, &e.if_b)];
+            for (_, node, ifname) in ends.into_iter().filter(|end| end.0) {
+                batch.add(
+                    &self.nodes[node].ns,
+                    &format!(
+                        "table inet {FAULT_TABLE} {{\n chain f {{ type filter hook forward priority -10; policy accept; }}\n \
+                         chain o {{ type filter hook output priority -10; policy accept; }}\n}}\n\
+                         add rule inet {FAULT_TABLE} f oifname \"{ifname}\" {condition}drop\n\
+                         add rule inet {FAULT_TABLE} o oifname \"{ifname}\" {condition}drop\n"
+                    ),
+                );
+            }
         }
-        Ok(())
+        batch.fire()
+    }
+
+    /// Lift the link faults on `links` (both ends) at one instant; returns it (Unix µs).
+    pub fn lift_link_faults(&self, links: &[usize]) -> Result<u64, LabError> {
+        let mut batch = NftBatch::default();
+        for &l in links {
+            let e = &self.edges[l];
+            for node in [e.a, e.b] {
+                batch.add(
+                    &self.nodes[node].ns,
+                    // Declared first, so the delete also works where the fault put no
+                    // rule (one end of an asymmetric partition); nft 1.0.6 lacks `destroy`.
+                    &format!("table inet {FAULT_TABLE}\ndelete table inet {FAULT_TABLE}\n"),
+                );
+            }
+        }
+        batch.fire()
     }
 
     /// Limit both ends of link `l` to `mbps` with `tc tbf`, or remove the limit (None).
@@ -392,29 +419,74 @@ impl Net {
 }
 
 fn nft(ns: &str, rules: &str) -> Result<(), LabError> {
-    use std::io::Write as _;
-    let mut child = Command::new("ip")
-        .args(["netns", "exec", ns, "nft", "-f", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| LabError::failed(format!("cannot run nft in {ns}: {e}")))?;
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin
-            .write_all(rules.as_bytes())
-            .map_err(|e| LabError::failed(format!("cannot feed nft in {ns}: {e}")))?;
+    let mut batch = NftBatch::default();
+    batch.add(ns, rules);
+    batch.fire().map(|_| ())
+}
+
+/// nftables rule sets for several namespaces, made to take effect at (nearly) one
+/// instant. Run one after the other, `ip netns exec ... nft` processes take 5-15 ms each,
+/// so lifting a partition of a 16-node mesh would spread over more than 100 ms and the
+/// heal instant would be wrong by as much. Instead every process is started and handed
+/// its rules first; `nft -f -` reads its whole input before it applies it as one
+/// transaction, so closing all the inputs together applies the rules within the few
+/// milliseconds the processes need to run, not to start.
+#[derive(Default)]
+pub struct NftBatch {
+    rules: std::collections::BTreeMap<String, String>,
+}
+
+impl NftBatch {
+    /// Add `rules` for namespace `ns` (appended to what it has in the batch).
+    pub fn add(&mut self, ns: &str, rules: &str) {
+        self.rules.entry(ns.to_owned()).or_default().push_str(rules);
     }
-    let output = child
-        .wait_with_output()
-        .map_err(|e| LabError::failed(format!("nft in {ns}: {e}")))?;
-    if !output.status.success() {
-        return Err(LabError::failed(format!(
-            "nft in {ns} refused the rules: {}",
-            String::from_utf8_lossy(&output.stderr).trim()
-        )));
+
+    /// Apply every namespace's rules; returns the middle of the window in which they took
+    /// effect (Unix µs).
+    pub fn fire(self) -> Result<u64, LabError> {
+        use std::io::Write as _;
+        let mut started = Vec::new();
+        for (ns, rules) in &self.rules {
+            let mut child = Command::new("ip")
+                .args(["netns", "exec", ns, "nft", "-f", "-"])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .map_err(|e| LabError::failed(format!("cannot run nft in {ns}: {e}")))?;
+            let mut stdin = child
+                .stdin
+                .take()
+                .ok_or_else(|| LabError::failed(format!("nft in {ns}: no standard input")))?;
+            stdin
+                .write_all(rules.as_bytes())
+                .map_err(|e| LabError::failed(format!("cannot feed nft in {ns}: {e}")))?;
+            started.push((ns, child, stdin));
+        }
+        let from = crate::probe::unix_now_us();
+        let mut waiting = Vec::new();
+        for (ns, child, stdin) in started {
+            drop(stdin);
+            waiting.push((ns, child));
+        }
+        let mut errors = Vec::new();
+        for (ns, child) in waiting {
+            match child.wait_with_output() {
+                Ok(output) if output.status.success() => {}
+                Ok(output) => errors.push(format!(
+                    "nft in {ns} refused the rules: {}",
+                    String::from_utf8_lossy(&output.stderr).trim()
+                )),
+                Err(e) => errors.push(format!("nft in {ns}: {e}")),
+            }
+        }
+        let to = crate::probe::unix_now_us();
+        match errors.is_empty() {
+            true => Ok(from + (to - from) / 2),
+            false => Err(LabError::failed(errors.join("; "))),
+        }
     }
-    Ok(())
 }
 
 impl Drop for Net {

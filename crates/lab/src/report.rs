@@ -63,6 +63,9 @@ pub struct TwinSide {
     /// Every twin sample, ms.
     #[serde(skip)]
     pub samples: Vec<f64>,
+    /// What the twin ran: its scenario and the lab's measurements it took.
+    #[serde(skip)]
+    pub model: Option<String>,
 }
 
 /// One `lab run`.
@@ -132,6 +135,9 @@ impl LabReport {
                 "{name}: {} affected flows never delivered again\n",
                 r.unhealed_flows
             ));
+        }
+        if let Some(model) = &self.twin.model {
+            text.push_str(&format!("twin model: {model}\n"));
         }
         if let (Some(e50), Some(e95)) = (self.twin.error_p50, self.twin.error_p95) {
             text.push_str(&format!(

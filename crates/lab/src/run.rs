@@ -8,7 +8,7 @@ use x0tta6bl4_proto::measure::{relative_error, MttrSummary};
 use x0tta6bl4_proto::Rng;
 use x0tta6bl4_twin::{RunOptions, Topology, TopologySpec};
 
-use crate::fault::{Fault, Plan};
+use crate::fault::{Calibration, Fault, Plan};
 use crate::net::{cmd, have_tool, remove_stale, Net};
 use crate::paths::{self, Routes};
 use crate::probe::unix_now_us;
@@ -199,7 +199,12 @@ pub async fn run(
         routers: Default::default(),
         twin: TwinSide::default(),
     };
-    let mut latency_ms = None;
+    // Every router, and the twin, get the same faults on the same elements.
+    let mut rng = Rng::seed(options.seed ^ 0x006c_6162);
+    let plans = (0..options.iterations)
+        .map(|_| fault.plan(&topology, &mut rng))
+        .collect::<Result<Vec<Plan>, LabError>>()?;
+    let mut calibration = Calibration::default();
     for kind in kinds {
         let mut fleet = Fleet::new(kind, &options.exe, workspace.path(), &net, &topology)?;
         let mut lab = Lab {
@@ -210,7 +215,9 @@ pub async fn run(
             fleet: &mut fleet,
             stress: Vec::new(),
         };
-        let result = lab.run_router(options, progress, &mut latency_ms).await;
+        let result = lab
+            .run_router(options, progress, &plans, &mut calibration)
+            .await;
         drop(lab);
         fleet.stop_all();
         reset(&net, &topology);
@@ -220,11 +227,18 @@ pub async fn run(
         options,
         &fault,
         &topology,
-        latency_ms,
+        &plans,
+        &calibration,
         report.routers.get("x0tta6bl4"),
         progress,
     );
     Ok(report)
+}
+
+/// The median of `values` (sorted in place), if any.
+fn median(values: &mut [f64]) -> Option<f64> {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied()
 }
 
 /// Undo every fault so the next router starts on a clean network.
@@ -270,7 +284,8 @@ impl Lab<'_> {
         &mut self,
         options: &Options,
         progress: &mut (dyn FnMut(&str) + Send),
-        latency_ms: &mut Option<f64>,
+        plans: &[Plan],
+        calibration: &mut Calibration,
     ) -> Result<RouterReport, LabError> {
         let key = self.kind.key();
         progress(&format!("{key}: starting {} routers", self.topology.len()));
@@ -284,24 +299,26 @@ impl Lab<'_> {
             "{key}: converged in {} ms",
             started.elapsed().as_millis()
         ));
-        let mut rng = Rng::seed(options.seed ^ 0x006c_6162);
         let mut out = RouterReport::default();
         let mut rtts_ms = Vec::new();
-        for k in 0..options.iterations {
+        let mut slowdowns_ms = Vec::new();
+        for (k, plan) in plans.iter().enumerate() {
             progress(&format!(
                 "{key}: iteration {}/{} ({})",
                 k + 1,
-                options.iterations,
+                plans.len(),
                 options.scenario
             ));
-            let plan = self.fault.plan(self.topology, &mut rng)?;
-            self.iteration(&plan, &mut out, &mut rtts_ms).await?;
+            self.iteration(plan, &mut out, &mut rtts_ms, &mut slowdowns_ms)
+                .await?;
         }
         // The twin's link latency: half the median round trip the nodes measured just
         // before each fault, under the same load (flows running) as the iterations.
-        rtts_ms.sort_by(f64::total_cmp);
-        if let Some(&median) = rtts_ms.get(rtts_ms.len() / 2) {
-            *latency_ms = Some(median / 2.0);
+        if let Some(median) = median(&mut rtts_ms) {
+            calibration.latency_ms = Some(median / 2.0);
+        }
+        if let Some(median) = median(&mut slowdowns_ms) {
+            calibration.processing_delay_ms = Some(median.max(0.0));
         }
         out.mttr_ms = MttrSummary::from_ms(&out.samples);
         Ok(out)
@@ -312,6 +329,7 @@ impl Lab<'_> {
         plan: &Plan,
         out: &mut RouterReport,
         rtts_ms: &mut Vec<f64>,
+        slowdowns_ms: &mut Vec<f64>,
     ) -> Result<(), LabError> {
         let all: Vec<usize> = (0..self.topology.len()).collect();
         let survivors: Vec<usize> = all
@@ -326,9 +344,12 @@ impl Lab<'_> {
             .await?;
         tokio::time::sleep(BASELINE).await;
         let before: Routes = self.fleet.routes(self.net, &all).await;
-        if self.kind == Kind::X0tta6bl4 {
+        let stressed_rtt_ms = if self.kind == Kind::X0tta6bl4 {
             rtts_ms.extend(self.fleet.rtts_ms(self.net, &all).await);
-        }
+            median(&mut self.fleet.rtts_ms(self.net, &plan.stressed).await)
+        } else {
+            None
+        };
         let flows = paths::affected(&before, self.topology, plan);
         let downs_before = self.fleet.neighbour_downs(self.net, &survivors).await;
         let identity_before = self.identity_counts(plan).await;
@@ -340,17 +361,27 @@ impl Lab<'_> {
                 fault_us
             }
             None => {
-                self.apply(plan)?;
-                unix_now_us() + IN_FLIGHT_US
+                let applied_us = self.apply(plan)?.unwrap_or_else(unix_now_us);
+                applied_us + IN_FLIGHT_US
             }
         };
         let hold = self.fault.hold();
         let heal_us = if hold.is_zero() {
             fault_us
         } else {
-            tokio::time::sleep(hold).await;
-            self.lift_held(plan)?;
-            unix_now_us()
+            // A stressed node's smoothed RTT (an average over ~8 probes, 400 ms) has
+            // settled at its loaded level near the end of the hold.
+            let sample_at = hold.saturating_sub(Duration::from_millis(200));
+            tokio::time::sleep(sample_at).await;
+            if let (Some(before), true) = (stressed_rtt_ms, self.fault.stresses_host()) {
+                if let Some(during) =
+                    median(&mut self.fleet.rtts_ms(self.net, &plan.stressed).await)
+                {
+                    slowdowns_ms.push(during - before);
+                }
+            }
+            tokio::time::sleep(hold - sample_at).await;
+            self.lift_held(plan)?.unwrap_or_else(unix_now_us)
         };
         let avoid = if self.fault.removes_nodes() {
             plan.nodes.clone()
@@ -513,7 +544,9 @@ impl Lab<'_> {
         (nodes + 2 * plan.links.len()) as u64
     }
 
-    fn apply(&mut self, plan: &Plan) -> Result<(), LabError> {
+    /// Inject the fault; returns the instant it took effect (Unix µs) when that is not
+    /// the instant this returns.
+    fn apply(&mut self, plan: &Plan) -> Result<Option<u64>, LabError> {
         match self.fault {
             Fault::NodeKill => {
                 for &v in &plan.nodes {
@@ -538,18 +571,21 @@ impl Lab<'_> {
                 }
             }
             Fault::Partition { .. } => {
-                for &l in &plan.links {
-                    self.net.drop_on_link(l, true, true, 1.0)?;
-                }
+                let cut: Vec<_> = plan.links.iter().map(|&l| (l, true, true)).collect();
+                return self.net.drop_on_links(&cut, 1.0).map(Some);
             }
             Fault::AsymPartition { .. } => {
                 let groups = plan.groups.as_deref().unwrap_or(&[]);
-                for &l in &plan.links {
-                    // Drop only what flows from group 0 to group 1.
-                    let link = &self.topology.links[l];
-                    let a_first = groups.get(link.a as usize) == Some(&0);
-                    self.net.drop_on_link(l, a_first, !a_first, 1.0)?;
-                }
+                // Drop only what flows from group 0 to group 1.
+                let cut: Vec<_> = plan
+                    .links
+                    .iter()
+                    .map(|&l| {
+                        let a_first = groups.get(self.topology.links[l].a as usize) == Some(&0);
+                        (l, a_first, !a_first)
+                    })
+                    .collect();
+                return self.net.drop_on_links(&cut, 1.0).map(Some);
             }
             Fault::Delay {
                 delay_ms,
@@ -619,7 +655,7 @@ impl Lab<'_> {
             // Armed before the baseline; it fires by itself at the SVID's notAfter.
             Fault::SvidExpiry { .. } => {}
         }
-        Ok(())
+        Ok(None)
     }
 
     /// SIGTERM, so stress-ng stops its workers too (SIGKILL would orphan them).
@@ -631,14 +667,18 @@ impl Lab<'_> {
     }
 
     /// Lift a fault that holds for a while (pause, partitions, stress).
-    fn lift_held(&mut self, plan: &Plan) -> Result<(), LabError> {
+    /// Lift a fault that holds for a while; returns the instant it was lifted (Unix µs)
+    /// when that is not the instant this returns.
+    fn lift_held(&mut self, plan: &Plan) -> Result<Option<u64>, LabError> {
         match self.fault {
             Fault::NodePause { .. } => {
                 for &v in &plan.nodes {
                     self.fleet.signal(v, false)?;
                 }
             }
-            Fault::Partition { .. } | Fault::AsymPartition { .. } => self.net.clear_link_faults(),
+            Fault::Partition { .. } | Fault::AsymPartition { .. } => {
+                return self.net.lift_link_faults(&plan.links).map(Some)
+            }
             Fault::CpuStress { .. } | Fault::MemStress { .. } => self.stop_stress(),
             Fault::Byzantine { .. } => {
                 for &v in &plan.stressed {
@@ -647,7 +687,7 @@ impl Lab<'_> {
             }
             _ => {}
         }
-        Ok(())
+        Ok(None)
     }
 
     /// Start node `v` again; for babeld, first flush the kernel routes its killed
@@ -760,17 +800,30 @@ fn twin_side(
     options: &Options,
     fault: &Fault,
     topology: &Topology,
-    latency_ms: Option<f64>,
+    plans: &[Plan],
+    calibration: &Calibration,
     lab: Option<&RouterReport>,
     progress: &mut (dyn FnMut(&str) + Send),
 ) -> TwinSide {
-    let Some((scenario, scenario_spec)) = fault.twin_scenario() else {
-        return TwinSide::default();
+    let (scenario, scenario_spec) = match fault.twin_scenario(calibration) {
+        Ok(scenario) => scenario,
+        Err(e) => {
+            progress(&format!("twin: not run: {e}"));
+            return TwinSide::default();
+        }
     };
-    progress("twin: running the same topology and fault in simulated time");
+    let model = format!(
+        "links {} one way, scenario {scenario_spec}, the lab's own fault targets",
+        calibration
+            .latency_ms
+            .map_or("at their default latency".to_owned(), |ms| format!(
+                "{ms:.3} ms"
+            ))
+    );
+    progress(&format!("twin: {model}"));
     let mut twin_topology = topology.clone();
     for link in &mut twin_topology.links {
-        if let Some(ms) = latency_ms {
+        if let Some(ms) = calibration.latency_ms {
             link.params.latency = Duration::from_secs_f64(ms.max(0.0) / 1e3);
         }
         link.params.jitter = Duration::ZERO;
@@ -778,6 +831,9 @@ fn twin_side(
     let mut run_options = RunOptions::new(options.seed);
     run_options.iterations = options.iterations;
     run_options.measurement.flow_interval = PROBE_INTERVAL;
+    // Flows run on as long after the heal as the lab lets them.
+    run_options.measurement.tail = SETTLE;
+    run_options.targets = plans.iter().map(Plan::twin_targets).collect();
     let Ok(twin) = x0tta6bl4_twin::run(
         &twin_topology,
         &options.topology,
@@ -801,6 +857,7 @@ fn twin_side(
         error_p50,
         error_p95,
         samples,
+        model: Some(model),
     }
 }
 

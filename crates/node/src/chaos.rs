@@ -18,6 +18,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use serde::Deserialize;
+use x0tta6bl4_proto::ByzantineSender;
 
 /// How often the chaos file is re-read.
 const RELOAD_INTERVAL: Duration = Duration::from_millis(100);
@@ -77,17 +78,13 @@ pub enum Verdict {
     Delay(Duration),
 }
 
-/// Frames kept for replay by a Byzantine node.
-const REPLAY_FRAMES_MAX: usize = 64;
-/// Extra frames (forged and replayed) sent per real frame by a Byzantine node.
-const BYZANTINE_EXTRA_FRAMES: usize = 3;
-
 /// The live fault-injection state of one node.
 #[derive(Debug)]
 pub struct Chaos {
     settings: RwLock<ChaosSettings>,
     rng: AtomicU64,
-    recorded: std::sync::Mutex<std::collections::VecDeque<bytes::Bytes>>,
+    /// The Byzantine sender (the sans-IO core's, shared with the digital twin).
+    byzantine: std::sync::Mutex<ByzantineSender<bytes::Bytes>>,
 }
 
 impl Chaos {
@@ -96,7 +93,7 @@ impl Chaos {
         Chaos {
             settings: RwLock::new(settings),
             rng: AtomicU64::new(seed | 1),
-            recorded: std::sync::Mutex::new(std::collections::VecDeque::new()),
+            byzantine: std::sync::Mutex::new(ByzantineSender::new()),
         }
     }
 
@@ -145,26 +142,13 @@ impl Chaos {
         let on = self.settings.read().is_ok_and(|s| {
             s.byzantine && (s.neighbours.is_empty() || s.neighbours.iter().any(|n| n == neighbour))
         });
-        let Ok(mut recorded) = self.recorded.lock() else {
+        let Ok(mut sender) = self.byzantine.lock() else {
             return Vec::new();
         };
-        if !on || frame.is_empty() {
+        if !on {
             return Vec::new();
         }
-        let mut extras = Vec::with_capacity(BYZANTINE_EXTRA_FRAMES);
-        let mut forged = frame.to_vec();
-        let at = (self.uniform() * forged.len() as f64) as usize % forged.len();
-        forged[at] ^= 0x5a;
-        extras.push(bytes::Bytes::from(forged));
-        while extras.len() < BYZANTINE_EXTRA_FRAMES && !recorded.is_empty() {
-            let k = (self.uniform() * recorded.len() as f64) as usize % recorded.len();
-            extras.push(recorded[k].clone());
-        }
-        if recorded.len() >= REPLAY_FRAMES_MAX {
-            recorded.pop_front();
-        }
-        recorded.push_back(frame.clone());
-        extras
+        sender.extras(frame, || self.uniform())
     }
 
     /// Decide the fate of one frame to `neighbour`.
@@ -193,6 +177,7 @@ impl Chaos {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use x0tta6bl4_proto::byzantine::BYZANTINE_EXTRA_FRAMES;
 
     #[test]
     fn the_example_file_parses() {

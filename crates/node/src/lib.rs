@@ -166,7 +166,11 @@ impl NodeHandle {
     /// here, before anything runs.
     pub async fn start(config: NodeConfig) -> anyhow::Result<NodeHandle> {
         let (identity, workload) = initial_identity(&config.identity).await?;
-        let tls = Arc::new(LinkTls::new(identity.clone(), config.identity.kx));
+        let tls = Arc::new(LinkTls::new(
+            identity.clone(),
+            config.identity.kx,
+            config.protocol.handshake_initial_rtt(),
+        ));
         tls.refill();
         let bindings = x0tta6bl4_identity::NameBindings::new(identity.spiffe_id());
         let (authenticator, signer) = identity.authenticator_with_bindings(bindings.clone());

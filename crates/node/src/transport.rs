@@ -126,8 +126,10 @@ fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl LinkTls {
-    pub(crate) fn new(identity: NodeIdentity, kx: KxMode) -> LinkTls {
-        let transport = Arc::new(transport_config());
+    /// `initial_rtt`: the RTT a handshake assumes before it measured one
+    /// (`Config::handshake_initial_rtt`, which also paces the twin's handshakes).
+    pub(crate) fn new(identity: NodeIdentity, kx: KxMode, initial_rtt: Duration) -> LinkTls {
+        let transport = Arc::new(transport_config(initial_rtt));
         LinkTls {
             identity: std::sync::RwLock::new(identity),
             kx,
@@ -224,8 +226,9 @@ pub(crate) fn bind_endpoint(
     Ok((endpoint, addr))
 }
 
-fn transport_config() -> TransportConfig {
+fn transport_config(initial_rtt: Duration) -> TransportConfig {
     let mut transport = TransportConfig::default();
+    transport.initial_rtt(initial_rtt);
     let idle_ms = u32::try_from(IDLE_TIMEOUT.as_millis()).unwrap_or(u32::MAX);
     let idle = quinn::IdleTimeout::from(VarInt::from_u32(idle_ms));
     transport

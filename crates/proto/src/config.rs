@@ -130,6 +130,32 @@ fn check(ok: bool, key: &'static str, value: impl ToString, fix: &str) -> Result
 }
 
 impl Config {
+    /// The round-trip time a dial assumes before it has measured one: a tenth of
+    /// `dial_timeout_ms`. QUIC retransmits an unanswered first flight after three times
+    /// this (RFC 9002: the initial RTT plus four times half of it), then after twice that
+    /// again, so a dial sends its handshake at 0, 3/10 and 9/10 of its timeout and one
+    /// that starts while a link is cut completes soon after the link returns. (quinn's
+    /// default, 333 ms, put the first retransmission at 999 ms, racing a 1 s timeout.)
+    pub fn handshake_initial_rtt(&self) -> Duration {
+        Duration::from_millis(self.dial_timeout_ms) / 10
+    }
+
+    /// Offsets from the start of a dial at which its handshake flight is sent (the first
+    /// and its retransmissions) before `dial_timeout_ms` ends it; see
+    /// [`Config::handshake_initial_rtt`].
+    pub fn handshake_attempts(&self) -> Vec<Duration> {
+        let timeout = Duration::from_millis(self.dial_timeout_ms);
+        let mut probe_timeout = self.handshake_initial_rtt() * 3;
+        let mut at = Duration::ZERO;
+        let mut attempts = Vec::new();
+        while at < timeout {
+            attempts.push(at);
+            at += probe_timeout;
+            probe_timeout *= 2;
+        }
+        attempts
+    }
+
     /// Refuse settings that cannot work together.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let c = self;
@@ -240,6 +266,19 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn handshake_retransmissions_fall_inside_the_dial_timeout() {
+        let ms = Duration::from_millis;
+        let config = Config::default();
+        assert_eq!(config.handshake_initial_rtt(), ms(100));
+        assert_eq!(config.handshake_attempts(), [ms(0), ms(300), ms(900)]);
+        let slow = Config {
+            dial_timeout_ms: 10,
+            ..Config::default()
+        };
+        assert_eq!(slow.handshake_attempts(), [ms(0), ms(3), ms(9)]);
+    }
 
     #[test]
     fn default_is_valid() {

@@ -15,6 +15,7 @@
 #![deny(unused_must_use)]
 #![warn(missing_docs)]
 
+pub mod byzantine;
 mod config;
 mod crypto;
 mod hash;
@@ -24,11 +25,13 @@ pub mod measure;
 mod name;
 mod neighbour;
 mod node;
+mod replay;
 mod rng;
 mod route;
 mod time;
 pub mod wire;
 
+pub use byzantine::ByzantineSender;
 pub use config::{Config, ConfigError};
 pub use crypto::{AuthError, Authenticator, SimAuthenticator};
 pub use heal::{Decision, DecisionKind, HealingConfig};

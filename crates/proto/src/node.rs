@@ -13,6 +13,7 @@ use crate::heal::{self, Decision, DecisionKind, Observation, Symptom};
 use crate::lsdb::{InstallOutcome, LinkStateDb, LinkStateSnapshot};
 use crate::name::NodeName;
 use crate::neighbour::{DownReason, Neighbour, NeighbourState, NeighbourView};
+use crate::replay::RecentMessages;
 use crate::rng::Rng;
 use crate::route::{compute_routes, RoutingTable};
 use crate::time::Instant;
@@ -20,6 +21,8 @@ use crate::wire::{self, Data, Lsa, LsaLink, Message, SignedLsa, WireError};
 
 /// Interval of the aging sweep over the link-state database.
 const AGE_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+/// Data identifiers start at `initial_sequence << DATA_IDS_PER_MS_LOG2` (see `Node::new`).
+const DATA_IDS_PER_MS_LOG2: u32 = 12;
 /// Peer addresses kept for dialing (static plus discovered).
 const PEERS_MAX: usize = 1024;
 /// Bytes of advertisements bundled into one update frame at most.
@@ -125,11 +128,15 @@ pub enum DropReason {
     EventQueueFull,
     /// An advertisement retransmitted the maximum number of times without acknowledgement.
     RetransmitsExhausted,
+    /// A data message this node forwarded or delivered already (a replay, or a loop).
+    Replayed,
+    /// A data message from a source without an advertisement in the database.
+    UnknownSource,
 }
 
 impl DropReason {
     /// All reasons, for metrics.
-    pub const ALL: [DropReason; 13] = [
+    pub const ALL: [DropReason; 15] = [
         DropReason::Malformed,
         DropReason::UnknownVersion,
         DropReason::Oversized,
@@ -143,6 +150,8 @@ impl DropReason {
         DropReason::TransmitQueueFull,
         DropReason::EventQueueFull,
         DropReason::RetransmitsExhausted,
+        DropReason::Replayed,
+        DropReason::UnknownSource,
     ];
 
     /// The reason's metric label.
@@ -161,6 +170,8 @@ impl DropReason {
             DropReason::TransmitQueueFull => "transmit_queue_full",
             DropReason::EventQueueFull => "event_queue_full",
             DropReason::RetransmitsExhausted => "retransmits_exhausted",
+            DropReason::Replayed => "replayed",
+            DropReason::UnknownSource => "unknown_source",
         }
     }
 }
@@ -222,7 +233,7 @@ pub struct Stats {
     /// Healing decisions by kind, in [`DecisionKind::ALL`] order.
     pub decisions: [u64; 4],
     /// Drops by reason, in [`DropReason::ALL`] order.
-    pub drops: [u64; 13],
+    pub drops: [u64; DropReason::ALL.len()],
 }
 
 impl Stats {
@@ -300,6 +311,8 @@ pub struct Node {
     beacon: Option<(u16, Instant)>,
     peers: Vec<Peer>,
     next_data_id: u64,
+    /// Data messages forwarded or delivered lately (see `replay`).
+    recent: RecentMessages,
     transmits: VecDeque<Transmit>,
     /// Advertisements and acknowledgements waiting to be bundled, per neighbour; they
     /// leave as few frames as possible when the transmit queue runs dry.
@@ -340,7 +353,12 @@ impl Node {
             next_age_check_at: now + AGE_CHECK_INTERVAL,
             beacon: None,
             peers: Vec::new(),
-            next_data_id: 1,
+            // Above every identifier an earlier run of this node used (the sequence
+            // start is wall-clock milliseconds in the daemon), so its messages are not
+            // taken for replays after a restart: room for 4,096 messages per
+            // millisecond of uptime.
+            next_data_id: config.initial_sequence.max(1) << DATA_IDS_PER_MS_LOG2,
+            recent: RecentMessages::default(),
             transmits: VecDeque::new(),
             staged_updates: BTreeMap::new(),
             staged_acks: BTreeMap::new(),
@@ -1296,6 +1314,13 @@ impl Node {
     }
 
     fn receive_data(&mut self, _now: Instant, mut data: Data) {
+        // Only a node the mesh knows (its advertisement verified) may originate data.
+        if data.source != self.name && self.lsdb.get(&data.source).is_none() {
+            return self.count_drop(DropReason::UnknownSource);
+        }
+        if !self.recent.admit(&data) {
+            return self.count_drop(DropReason::Replayed);
+        }
         if data.destination == self.name {
             let hops = self
                 .config

@@ -5,7 +5,10 @@
 //! acts on `poll_event` (dials, connection closes on neighbour-down, deliveries). It
 //! models what the daemon's transport does around the core — QUIC handshakes taking one
 //! round trip, connection close frames, stateless resets after a restart, dial timeouts
-//! — so that timings in the twin are the timings of the real node.
+//! — so that timings in the twin are the timings of the real node. The chaos lab's
+//! faults have models here too: one-way blocks (a handshake needs both directions),
+//! rate limits shaped like `tc tbf`, slow nodes (CPU or memory pressure) and Byzantine
+//! nodes whose forged and replayed bytes go through `Node::handle_datagram`.
 //!
 //! Determinism: every random choice comes from one seeded [`Rng`], events at the same
 //! instant run in insertion order, and no hash map is iterated where order matters. The
@@ -16,8 +19,8 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::Duration;
 
 use x0tta6bl4_proto::{
-    Config, Destination, Event, Instant, LinkStateSnapshot, Message, Node, NodeName, Rng,
-    SimAuthenticator,
+    ByzantineSender, Config, Destination, Event, Instant, LinkStateSnapshot, Message, Node,
+    NodeName, Rng, SimAuthenticator,
 };
 
 use crate::topology::{LinkParams, Topology};
@@ -26,6 +29,23 @@ use crate::topology::{LinkParams, Topology};
 const PAUSED_INBOX_MAX: usize = 10_000;
 /// The UDP port every simulated node "listens" on.
 const SIM_PORT: u16 = 7000;
+/// Bytes a frame of the mesh protocol occupies on the wire beyond its encoding, as the
+/// daemon sends it (one QUIC DATAGRAM frame in a 1-RTT packet, `transport::send`) over
+/// the lab's veth pairs, where `tc` counts the Ethernet header:
+/// Ethernet 14 + IPv4 20 + UDP 8 = 42; QUIC short header 1 (flags) + 8 (destination
+/// connection ID: quinn's default `RandomConnectionIdGenerator` issues 8-byte IDs) + 2
+/// (packet number: quinn encodes the smallest length covering twice the unacknowledged
+/// range, 1 or 2 bytes on a busy link; 2 taken) = 11; AEAD tag 16 (AES-128-GCM and
+/// ChaCha20-Poly1305 alike); DATAGRAM frame type 1 (0x31, with length) + length varint 2
+/// (frames of 64..16383 bytes) = 3. Total 42 + 11 + 16 + 3 = 72. Acknowledgement frames
+/// and several datagrams sharing one packet are not modelled.
+pub const WIRE_OVERHEAD_BYTES: u64 = 72;
+/// Token-bucket depth of a bandwidth-limited link (`tc tbf ... burst 32kbit`, as the
+/// lab's bandwidth fault): after an idle spell this many bytes leave at once.
+pub const SHAPER_BURST_BYTES: u64 = 32_000 / 8;
+/// Longest queue a bandwidth-limited link holds (`tc tbf ... latency 100ms`): a frame
+/// that finds more than this ahead of it is dropped and counted in `frames_lost`.
+pub const SHAPER_QUEUE_MAX: Duration = Duration::from_millis(100);
 
 /// Settings of the engine itself (the protocol's are in [`Config`]).
 #[derive(Clone, Debug)]
@@ -62,8 +82,35 @@ struct SimNode {
     node: Node,
     status: Status,
     timer_at: Option<Instant>,
-    inbox: VecDeque<(u32, Message)>,
+    inbox: VecDeque<(u32, Payload)>,
     incarnation: u32,
+    /// A node under CPU or memory pressure handles every input this late, plus a uniform
+    /// `0..processing_jitter` (see [`Sim::set_processing_delay`]).
+    processing_delay: Duration,
+    processing_jitter: Duration,
+    /// When the slow node handles the last frame it held back: later frames wait at
+    /// least until then, so frames are handled in arrival order (one input queue).
+    processing_free_at: Instant,
+    /// While `Some`, the node sends forged and replayed frames with every frame.
+    byzantine: Option<ByzantineSender<Box<[u8]>>>,
+}
+
+/// What a frame carries across a link: a message (the twin skips encoding), or bytes
+/// the receiver must decode as the daemon does (a Byzantine node's forgeries and
+/// replays).
+#[derive(Clone)]
+enum Payload {
+    Decoded(Message),
+    Encoded(Box<[u8]>),
+}
+
+impl Payload {
+    fn len(&self) -> u64 {
+        match self {
+            Payload::Decoded(message) => message.encoded_len() as u64,
+            Payload::Encoded(bytes) => bytes.len() as u64,
+        }
+    }
 }
 
 /// One simulated link (both directions share the parameters).
@@ -91,20 +138,33 @@ enum Pending {
         from: u32,
         link: u32,
         conn: u64,
-        message: Message,
+        payload: Payload,
+        /// Already held back by a slow receiver once.
+        late: bool,
     },
     Timer {
         node: u32,
     },
+    /// A dial's handshake flight (the first or a retransmission) leaves the dialer.
+    HandshakeFlight {
+        dialer: u32,
+        addr: SocketAddr,
+        dial: u64,
+        incarnation: u32,
+    },
+    /// A flight got through: the handshake completes now unless the link or an end
+    /// went away meanwhile.
     Handshake {
         dialer: u32,
         target: u32,
         link: u32,
         addr: SocketAddr,
+        dial: u64,
     },
     DialFailed {
         dialer: u32,
         addr: SocketAddr,
+        dial: u64,
         incarnation: u32,
     },
     Close {
@@ -286,6 +346,9 @@ pub struct Sim {
     pair: HashMap<(u32, u32), u32>,
     queue: EventQueue,
     next_conn: u64,
+    /// Dials under way: neither completed nor failed yet (see [`Sim::dial`]).
+    dials_pending: std::collections::BTreeSet<u64>,
+    next_dial: u64,
     rng: Rng,
     config: SimConfig,
     stats: SimStats,
@@ -316,6 +379,8 @@ impl Sim {
             pair: HashMap::new(),
             queue: EventQueue::default(),
             next_conn: 1,
+            dials_pending: Default::default(),
+            next_dial: 0,
             rng: Rng::seed(config.seed),
             stats: SimStats::default(),
             observed: Vec::new(),
@@ -347,6 +412,10 @@ impl Sim {
                 timer_at: None,
                 inbox: VecDeque::new(),
                 incarnation: 0,
+                processing_delay: Duration::ZERO,
+                processing_jitter: Duration::ZERO,
+                processing_free_at: Instant::ZERO,
+                byzantine: None,
             });
         }
         for i in 0..n as u32 {
@@ -515,11 +584,8 @@ impl Sim {
         }
         self.nodes[i as usize].status = Status::Running;
         let now = self.now;
-        while let Some((from, message)) = self.nodes[i as usize].inbox.pop_front() {
-            let from_name = self.names[from as usize].clone();
-            self.nodes[i as usize]
-                .node
-                .handle_message(now, &from_name, message);
+        while let Some((from, payload)) = self.nodes[i as usize].inbox.pop_front() {
+            self.hand_in(i, from, payload, now);
         }
         self.nodes[i as usize].node.handle_timeout(now);
         self.after_input(i);
@@ -543,6 +609,42 @@ impl Sim {
     /// Change a link's latency.
     pub fn set_link_latency(&mut self, l: u32, latency: Duration) {
         self.links[l as usize].params.latency = latency;
+    }
+
+    /// Limit link `l` to `bits_per_second` each way (0: unlimited), shaped like
+    /// `tc tbf rate .. burst 32kbit latency 100ms`: see [`WIRE_OVERHEAD_BYTES`],
+    /// [`SHAPER_BURST_BYTES`] and [`SHAPER_QUEUE_MAX`].
+    pub fn set_link_bandwidth(&mut self, l: u32, bits_per_second: u64) {
+        self.links[l as usize].params.bandwidth_bps = bits_per_second;
+    }
+
+    /// Make node `i` handle every frame and timer `delay` plus a uniform `0..jitter`
+    /// late, as a host under CPU or memory pressure does; zero for both lifts it. Frames
+    /// already held back are still handled late. QUIC handshakes and connection closes
+    /// are not delayed (the model covers the protocol's inputs, not the transport's).
+    pub fn set_processing_delay(&mut self, i: u32, delay: Duration, jitter: Duration) {
+        let sim_node = &mut self.nodes[i as usize];
+        sim_node.processing_delay = delay;
+        sim_node.processing_jitter = jitter;
+    }
+
+    /// Make node `i` Byzantine (or honest again): with every frame it sends to a
+    /// neighbour it also sends the extra frames of [`ByzantineSender`] (a forged copy,
+    /// replays of its last frames), which the receiver decodes and verifies from bytes.
+    pub fn set_byzantine(&mut self, i: u32, on: bool) {
+        let sim_node = &mut self.nodes[i as usize];
+        if on {
+            sim_node.byzantine.get_or_insert_with(ByzantineSender::new);
+        } else {
+            sim_node.byzantine = None;
+        }
+    }
+
+    /// Whether link `l` carries frames from `from` to its other end (up, that direction
+    /// not blocked).
+    fn carries(&self, l: u32, from: u32) -> bool {
+        let link = &self.links[l as usize];
+        link.up && !link.blocked[usize::from(link.a != from)]
     }
 
     // ----- starting from a snapshot -----
@@ -673,22 +775,46 @@ impl Sim {
                 from,
                 link,
                 conn,
-                message,
-            } => self.deliver_frame(to, from, link, conn, message),
+                payload,
+                late,
+            } => self.deliver_frame(to, from, link, conn, payload, late),
             Pending::Timer { node } => self.fire_timer(node),
+            Pending::HandshakeFlight {
+                dialer,
+                addr,
+                dial,
+                incarnation,
+            } => {
+                let sim_node = &self.nodes[dialer as usize];
+                // A crashed or restarted dialer's flights died with its process.
+                if sim_node.status == Status::Running && sim_node.incarnation == incarnation {
+                    self.handshake_flight(dialer, addr, dial);
+                }
+            }
             Pending::Handshake {
                 dialer,
                 target,
                 link,
                 addr,
-            } => self.complete_handshake(dialer, target, link, addr),
+                dial,
+            } => {
+                if !self.complete_handshake(dialer, target, link, addr) {
+                    // Lost on the way back: report it now, as a failed dial.
+                    self.dials_pending.insert(dial);
+                }
+            }
             Pending::DialFailed {
                 dialer,
                 addr,
                 incarnation,
+                dial,
             } => {
+                let failed = self.dials_pending.remove(&dial);
                 let sim_node = &mut self.nodes[dialer as usize];
-                if sim_node.status == Status::Running && sim_node.incarnation == incarnation {
+                if failed
+                    && sim_node.status == Status::Running
+                    && sim_node.incarnation == incarnation
+                {
                     sim_node.node.handle_dial_failed(self.now, addr);
                     self.after_input(dialer);
                 }
@@ -725,7 +851,15 @@ impl Sim {
         self.after_input(i);
     }
 
-    fn deliver_frame(&mut self, to: u32, from: u32, link: u32, conn: u64, message: Message) {
+    fn deliver_frame(
+        &mut self,
+        to: u32,
+        from: u32,
+        link: u32,
+        conn: u64,
+        payload: Payload,
+        late: bool,
+    ) {
         let l = &self.links[link as usize];
         let Some((open, inc_a, inc_b)) = l.conn else {
             return;
@@ -738,40 +872,96 @@ impl Sim {
             Status::Crashed => {}
             _ if self.nodes[to as usize].incarnation != incarnation => {
                 // A restarted process answers a frame of the old connection with a
-                // stateless reset: the sender learns at once that the connection is gone.
-                let latency = self.links[link as usize].params.latency;
-                self.push(
-                    self.now + latency,
-                    Pending::Close {
-                        to: from,
-                        from: to,
-                        link,
-                        conn,
-                    },
-                );
+                // stateless reset: the sender learns at once that the connection is gone,
+                // unless the way back is cut.
+                if self.carries(link, to) {
+                    let latency = self.links[link as usize].params.latency;
+                    self.push(
+                        self.now + latency,
+                        Pending::Close {
+                            to: from,
+                            from: to,
+                            link,
+                            conn,
+                        },
+                    );
+                }
             }
             Status::Paused => {
                 let inbox = &mut self.nodes[to as usize].inbox;
                 if inbox.len() < PAUSED_INBOX_MAX {
-                    inbox.push_back((from, message));
+                    inbox.push_back((from, payload));
                 }
             }
+            Status::Running if !late && self.is_slow(to) => {
+                // A slow node gets to the frame later, in arrival order.
+                let lag = self.processing_lag(to);
+                let sim_node = &mut self.nodes[to as usize];
+                let at = (self.now + lag).max(sim_node.processing_free_at);
+                sim_node.processing_free_at = at;
+                self.push(
+                    at,
+                    Pending::Frame {
+                        to,
+                        from,
+                        link,
+                        conn,
+                        payload,
+                        late: true,
+                    },
+                );
+            }
             Status::Running => {
-                let from_name = self.names[from as usize].clone();
-                self.nodes[to as usize]
-                    .node
-                    .handle_message(self.now, &from_name, message);
+                self.hand_in(to, from, payload, self.now);
                 self.after_input(to);
             }
         }
     }
 
-    fn complete_handshake(&mut self, dialer: u32, target: u32, link: u32, addr: SocketAddr) {
-        let reachable = self.links[link as usize].up
+    /// Give node `to` a frame from `from`: a decoded message directly, bytes through
+    /// `Node::handle_datagram` (decoding, then the same checks as the daemon's frames).
+    fn hand_in(&mut self, to: u32, from: u32, payload: Payload, now: Instant) {
+        let from_name = &self.names[from as usize];
+        let node = &mut self.nodes[to as usize].node;
+        match payload {
+            Payload::Decoded(message) => node.handle_message(now, from_name, message),
+            Payload::Encoded(bytes) => node.handle_datagram(now, from_name, &bytes),
+        }
+    }
+
+    fn is_slow(&self, i: u32) -> bool {
+        let sim_node = &self.nodes[i as usize];
+        !sim_node.processing_delay.is_zero() || !sim_node.processing_jitter.is_zero()
+    }
+
+    /// How late a slow node handles its next input (zero for a node at full speed; the
+    /// random draw only happens for slow nodes, so other runs keep their history).
+    fn processing_lag(&mut self, i: u32) -> Duration {
+        let sim_node = &self.nodes[i as usize];
+        let (delay, jitter) = (sim_node.processing_delay, sim_node.processing_jitter);
+        if jitter.is_zero() {
+            delay
+        } else {
+            delay + jitter.mul_f64(self.rng.unit())
+        }
+    }
+
+    /// Complete a handshake that got through; false if the link or an end went away
+    /// during its round trip.
+    fn complete_handshake(
+        &mut self,
+        dialer: u32,
+        target: u32,
+        link: u32,
+        addr: SocketAddr,
+    ) -> bool {
+        // A QUIC handshake needs both directions.
+        let reachable = self.carries(link, dialer)
+            && self.carries(link, target)
             && self.nodes[target as usize].status == Status::Running
             && self.nodes[dialer as usize].status == Status::Running;
         if !reachable {
-            return; // the dial-failure timer already queued reports it
+            return false;
         }
         self.next_conn += 1;
         let l = &mut self.links[link as usize];
@@ -796,6 +986,7 @@ impl Sim {
             .handle_link_up(now, dialer_name, None);
         self.after_input(dialer);
         self.after_input(target);
+        true
     }
 
     /// After any input to node `i`: drain transmits, re-arm the timer, act on events.
@@ -813,7 +1004,9 @@ impl Sim {
                 }
             }
             if let Some(at) = self.nodes[i as usize].node.poll_timeout() {
-                let at = at.max(self.now + Duration::from_micros(1));
+                // A slow node's timer fires late too.
+                let lag = self.processing_lag(i);
+                let at = at.max(self.now + Duration::from_micros(1)) + lag;
                 if self.nodes[i as usize].timer_at != Some(at) {
                     self.nodes[i as usize].timer_at = Some(at);
                     self.push(at, Pending::Timer { node: i });
@@ -841,15 +1034,33 @@ impl Sim {
         let Some(l) = self.link_between(from, to) else {
             return;
         };
-        let link = &mut self.links[l as usize];
-        let Some((conn, ..)) = link.conn else { return };
-        let bytes = message.encoded_len() as u64;
-        if let Message::Data(_) = message {
+        let Some((conn, ..)) = self.links[l as usize].conn else {
+            return;
+        };
+        if let Some(sender) = &mut self.nodes[from as usize].byzantine {
+            // As the daemon's chaos layer: the extras go out just before the frame.
+            let mut bytes = Vec::with_capacity(message.encoded_len());
+            message.encode(&mut bytes);
+            let rng = &mut self.rng;
+            let extras = sender.extras(&bytes.into_boxed_slice(), || rng.unit());
+            for extra in extras {
+                self.transmit(from, to, l, conn, Payload::Encoded(extra));
+            }
+        }
+        self.transmit(from, to, l, conn, Payload::Decoded(message));
+    }
+
+    /// Put one frame on link `l` from `from` to `to`: loss, blocks, the rate limit's
+    /// queue, latency and jitter decide whether and when it arrives.
+    fn transmit(&mut self, from: u32, to: u32, l: u32, conn: u64, payload: Payload) {
+        let bytes = payload.len();
+        if let Payload::Decoded(Message::Data(_)) = payload {
             self.stats.data_frames += 1;
         } else {
             self.stats.control_frames += 1;
             self.stats.control_bytes += bytes;
         }
+        let link = &mut self.links[l as usize];
         let direction = usize::from(link.a != from);
         let lossy = link.params.loss > 0.0 && self.rng.unit() < link.params.loss;
         if !link.up || link.blocked[direction] || lossy {
@@ -858,11 +1069,11 @@ impl Sim {
         }
         let mut at = self.now;
         if link.params.bandwidth_bps > 0 {
-            let transmission =
-                Duration::from_secs_f64(bytes as f64 * 8.0 / link.params.bandwidth_bps as f64);
-            let start = link.busy_until[direction].max(self.now);
-            link.busy_until[direction] = start + transmission;
-            at = link.busy_until[direction];
+            let Some(departure) = shape(link, direction, bytes, self.now) else {
+                self.stats.frames_lost += 1;
+                return;
+            };
+            at = departure;
         }
         let jitter = link.params.jitter.mul_f64(self.rng.unit());
         at = at + link.params.latency + jitter;
@@ -873,7 +1084,8 @@ impl Sim {
                 from,
                 link: l,
                 conn,
-                message,
+                payload,
+                late: false,
             },
         );
     }
@@ -927,7 +1139,7 @@ impl Sim {
         let Some((conn, ..)) = self.links[l as usize].conn.take() else {
             return;
         };
-        if self.links[l as usize].up && self.nodes[j as usize].status == Status::Running {
+        if self.carries(l, i) && self.nodes[j as usize].status == Status::Running {
             let latency = self.links[l as usize].params.latency;
             self.push(
                 now + latency,
@@ -941,46 +1153,90 @@ impl Sim {
         }
     }
 
+    /// As the daemon's transport: the handshake flight goes out at the offsets of
+    /// `Config::handshake_attempts` (the first send, then QUIC's retransmissions); the
+    /// first that finds the link carrying both ways and the target running completes one
+    /// round trip later; if none has by `dial_timeout_ms`, the dial fails.
     fn dial(&mut self, dialer: u32, addr: SocketAddr) {
+        self.next_dial += 1;
+        let dial = self.next_dial;
+        self.dials_pending.insert(dial);
         let incarnation = self.nodes[dialer as usize].incarnation;
+        for offset in self.config.protocol.handshake_attempts() {
+            self.push(
+                self.now + offset,
+                Pending::HandshakeFlight {
+                    dialer,
+                    addr,
+                    dial,
+                    incarnation,
+                },
+            );
+        }
+        let failed_at = self.now + Duration::from_millis(self.config.protocol.dial_timeout_ms);
+        self.push(
+            failed_at,
+            Pending::DialFailed {
+                dialer,
+                addr,
+                incarnation,
+                dial,
+            },
+        );
+    }
+
+    /// One handshake flight of dial `dial`: if it gets through, the handshake completes
+    /// one round trip later.
+    fn handshake_flight(&mut self, dialer: u32, addr: SocketAddr, dial: u64) {
+        if !self.dials_pending.contains(&dial) {
+            return; // completed, or failed
+        }
         let target = index_of_addr(addr).filter(|&t| (t as usize) < self.nodes.len());
         let answering = target.and_then(|t| {
             let l = self.link_between(dialer, t)?;
-            let link = &self.links[l as usize];
-            (link.up && self.nodes[t as usize].status == Status::Running).then_some((
+            // The handshake needs both directions (a one-way block stops it).
+            let both_ways = self.carries(l, dialer) && self.carries(l, t);
+            (both_ways && self.nodes[t as usize].status == Status::Running).then_some((
                 t,
                 l,
-                link.params.latency,
+                self.links[l as usize].params.latency,
             ))
         });
-        match answering {
-            Some((target, link, latency)) => {
-                // One round trip for the QUIC + TLS 1.3 handshake.
-                self.push(
-                    self.now + latency * 2,
-                    Pending::Handshake {
-                        dialer,
-                        target,
-                        link,
-                        addr,
-                    },
-                );
-            }
-            None => {
-                // As the daemon: a dial without a completed handshake fails after this.
-                let failed_at =
-                    self.now + Duration::from_millis(self.config.protocol.dial_timeout_ms);
-                self.push(
-                    failed_at,
-                    Pending::DialFailed {
-                        dialer,
-                        addr,
-                        incarnation,
-                    },
-                );
-            }
+        if let Some((target, link, latency)) = answering {
+            // One round trip for the QUIC + TLS 1.3 handshake; later flights of this dial
+            // are not needed any more.
+            self.dials_pending.remove(&dial);
+            self.push(
+                self.now + latency * 2,
+                Pending::Handshake {
+                    dialer,
+                    target,
+                    link,
+                    addr,
+                    dial,
+                },
+            );
         }
     }
+}
+
+/// When a frame of `bytes` (its encoding) put on rate-limited `link` in `direction` at
+/// `now` leaves the shaper, or `None` when the queue ahead of it is longer than
+/// [`SHAPER_QUEUE_MAX`] (dropped, as `tc tbf` drops beyond its `latency`). A token
+/// bucket of rate `bandwidth_bps` and depth [`SHAPER_BURST_BYTES`]: `busy_until` is the
+/// time the bucket would be empty, and an idle link banks at most the burst.
+fn shape(link: &mut SimLink, direction: usize, bytes: u64, now: Instant) -> Option<Instant> {
+    let rate = link.params.bandwidth_bps as f64;
+    debug_assert!(rate > 0.0, "shaping needs a rate");
+    let wire_bits = ((bytes + WIRE_OVERHEAD_BYTES) * 8) as f64;
+    let queued = link.busy_until[direction].saturating_since(now);
+    if queued > SHAPER_QUEUE_MAX {
+        return None;
+    }
+    let burst = Duration::from_secs_f64((SHAPER_BURST_BYTES * 8) as f64 / rate);
+    let start = link.busy_until[direction].max(now - burst);
+    link.busy_until[direction] = start + Duration::from_secs_f64(wire_bits / rate);
+    Some(link.busy_until[direction].max(now))
 }
 
 /// The simulated address of node `i`.
@@ -1064,5 +1320,81 @@ mod tests {
             )
         };
         assert_eq!(history(5), history(5));
+    }
+
+    /// One direction blocked: the side that stops hearing declares the other down, its
+    /// close frame still gets through the open direction, and no handshake completes
+    /// until the block lifts.
+    #[test]
+    fn a_one_way_block_cuts_the_link_until_lifted() {
+        let mut sim = converged_ring(6, 3);
+        let l = sim.link_between(0, 1).unwrap();
+        let a_to_b = sim.links()[l as usize].a == 0;
+        sim.set_blocked(l, a_to_b, true);
+        assert!(!sim.usable(l));
+        sim.run_for(Duration::from_millis(1_500));
+        let downs: Vec<(u32, u32)> = sim
+            .take_observed()
+            .iter()
+            .filter_map(|(_, o)| match *o {
+                Observed::NeighbourDown {
+                    node,
+                    neighbour,
+                    link_usable,
+                } => {
+                    assert!(!link_usable, "not a false alarm");
+                    Some((node, neighbour))
+                }
+                Observed::FlowArrival { .. } => None,
+            })
+            .collect();
+        assert!(downs.contains(&(1, 0)), "1 hears nothing from 0: {downs:?}");
+        assert!(downs.contains(&(0, 1)), "0 is told or times out: {downs:?}");
+        assert!(
+            sim.links()[l as usize].conn.is_none(),
+            "redials fail one-way"
+        );
+        assert!(healthy(&sim), "routed around the blocked link");
+        assert_eq!(sim.node(0).routes().len(), 5);
+        sim.set_blocked(l, a_to_b, false);
+        sim.run_for(Duration::from_secs(5));
+        assert!(
+            sim.links()[l as usize].conn.is_some(),
+            "redialled after the lift"
+        );
+        assert!(healthy(&sim));
+    }
+
+    /// The rate limit: an idle link passes a 32 kbit burst at once, then frames leave at
+    /// the rate (encoding plus 72 bytes of headers), and a frame that finds more than
+    /// 100 ms queued ahead of it is dropped.
+    #[test]
+    fn the_shaper_is_a_token_bucket_with_a_queue_limit() {
+        let topology = Topology::ring(3, &LinkParams::default()).unwrap();
+        let mut link = Sim::new(&topology, SimConfig::new(1)).links()[0].clone();
+        link.params.bandwidth_bps = 1_000_000;
+        let now = Instant::from_micros(10_000_000);
+        let frame_bytes = 128; // 200 bytes on the wire: 1.6 ms at 1 Mbit/s
+        let mut departures = Vec::new();
+        while let Some(at) = shape(&mut link, 0, frame_bytes, now) {
+            departures.push(at.saturating_since(now).as_micros());
+        }
+        let burst_frames = (SHAPER_BURST_BYTES / (frame_bytes + WIRE_OVERHEAD_BYTES)) as usize;
+        assert_eq!(burst_frames, 20);
+        assert!(departures[..burst_frames].iter().all(|&us| us == 0));
+        assert_eq!(
+            departures[burst_frames + 1] - departures[burst_frames],
+            1_600
+        );
+        let queued_max = departures.last().copied().unwrap();
+        assert!(
+            (100_000..=101_600).contains(&queued_max),
+            "the last frame accepted found at most 100 ms ahead: {queued_max} us"
+        );
+        assert_eq!(
+            link.busy_until[1],
+            Instant::ZERO,
+            "each direction has its own"
+        );
     }
 }

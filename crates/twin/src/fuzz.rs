@@ -49,7 +49,7 @@ impl FuzzCase {
                 ((2.0 + rng.unit() * 3.0) / nodes as f64).min(1.0)
             ),
         };
-        let scenario = match rng.below(6) {
+        let scenario = match rng.below(10) {
             0 => format!("node-failure:count={}", 1 + rng.below((nodes / 4) as u64)),
             1 => format!("link-failure:count={}", 1 + rng.below(3)),
             2 => format!(
@@ -63,7 +63,20 @@ impl FuzzCase {
                 50 + rng.below(500),
                 1 + rng.below(6)
             ),
-            _ => format!("degrade:links=2,loss={:.2}", 0.1 + rng.unit() * 0.5),
+            5 => format!("degrade:links=2,loss={:.2}", 0.1 + rng.unit() * 0.5),
+            6 => format!("asym-partition:hold_ms={}", 200 + rng.below(2_000)),
+            7 => format!(
+                "bandwidth:links={},mbps={:.2}",
+                1 + rng.below(3),
+                0.05 + rng.unit()
+            ),
+            8 => format!(
+                "slow-node:delay_ms={},jitter_ms={},hold_ms={}",
+                rng.below(60),
+                rng.below(20),
+                200 + rng.below(2_000)
+            ),
+            _ => format!("byzantine:hold_ms={}", 100 + rng.below(500)),
         };
         FuzzCase {
             seed,

@@ -32,7 +32,7 @@ pub mod runner;
 pub mod scenario;
 
 pub use runner::{run, Report, RunError, RunOptions, Start};
-pub use scenario::{Measurement, Scenario, SCENARIO_HELP};
+pub use scenario::{Measurement, Scenario, Targets, SCENARIO_HELP};
 pub mod fuzz;
 pub mod plot;
 pub mod prometheus;

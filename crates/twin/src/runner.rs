@@ -12,7 +12,7 @@ use x0tta6bl4_proto::{Instant, Rng};
 use crate::check;
 use crate::engine::{Sim, SimConfig};
 use crate::scenario::{
-    affected_flows, run_iteration, IterationResult, Measurement, Scenario, ScenarioError,
+    affected_flows, run_iteration, IterationResult, Measurement, Scenario, ScenarioError, Targets,
 };
 use crate::topology::Topology;
 
@@ -88,6 +88,9 @@ pub struct RunOptions {
     pub threads: usize,
     /// How the mesh first converges.
     pub start: Start,
+    /// What iteration k hits, for the first `targets.len()` iterations (the chaos lab
+    /// replays its own draws); later iterations draw their own.
+    pub targets: Vec<Targets>,
 }
 
 impl RunOptions {
@@ -102,6 +105,7 @@ impl RunOptions {
                 .map_or(1, |n| n.get())
                 .min(8),
             start: Start::Cold,
+            targets: Vec::new(),
         }
     }
 }
@@ -233,6 +237,9 @@ pub fn run(
     progress: &mut dyn FnMut(usize),
 ) -> Result<Report, RunError> {
     scenario.validate(topology.len(), topology.links.len())?;
+    for targets in &options.targets {
+        scenario.check_targets(targets, topology.len(), topology.links.len())?;
+    }
     let wall = std::time::Instant::now();
     let (base, converged) = converge_with(
         topology,
@@ -259,7 +266,10 @@ pub fn run(
 fn iteration(k: usize, mut sim: Sim, scenario: &Scenario, options: &RunOptions) -> IterationResult {
     let mut rng = Rng::seed(iteration_seed(options.sim.seed, k));
     sim.reseed(rng.next_u64());
-    let plan = scenario.plan(&sim, &mut rng);
+    let plan = match options.targets.get(k) {
+        Some(targets) => scenario.plan_on(&sim, targets, &mut rng),
+        None => scenario.plan(&sim, &mut rng),
+    };
     let flows = affected_flows(&sim, &plan, options.measurement.flows_max, &mut rng);
     run_iteration(&mut sim, &plan, &flows, &options.measurement, &mut rng)
 }

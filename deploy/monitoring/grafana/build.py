@@ -292,11 +292,12 @@ def identity() -> dict:
               "([identity] kx).",
               [target(f"sum by (group) (rate(x0tta6bl4_kx_handshakes_total{{{NODE_FILTER}}}[{RATE}]))", "{{group}}")],
               unit="ops"),
-        panel(l, "timeseries", "Advertisements refused",
-              "Per node and reason: forged (bad_signature), inconsistent (bad_advertisement), "
-              "from non-neighbours (not_neighbour).",
+        panel(l, "timeseries", "Frames refused",
+              "Per node and reason: forged advertisements (bad_signature), inconsistent ones "
+              "(bad_advertisement), frames from non-neighbours (not_neighbour), replayed data "
+              "(replayed), data from nodes the mesh does not know (unknown_source).",
               [target("sum by (instance, reason) (rate(x0tta6bl4_dropped_total{"
-                      f'{NODE_FILTER}, reason=~"bad_signature|bad_advertisement|not_neighbour"}}[{RATE}]))',
+                      f'{NODE_FILTER}, reason=~"bad_signature|bad_advertisement|not_neighbour|replayed|unknown_source"}}[{RATE}]))',
                       "{{instance}} {{reason}}")],
               unit="ops"),
         panel(l, "timeseries", "Policy decisions",
