@@ -128,6 +128,8 @@ pub struct Calibration {
     /// How much later a stressed node handled its frames: the rise of its median RTT
     /// to its neighbours under the load (cpu-stress, mem-stress).
     pub processing_delay_ms: Option<f64>,
+    /// How long a restarted node took to serve again (node-restart).
+    pub restart_ms: Option<f64>,
 }
 
 /// What one iteration breaks.
@@ -325,9 +327,11 @@ impl Fault {
     pub fn twin_scenario(&self, calibration: &Calibration) -> Result<(Scenario, String), LabError> {
         let ms = |d: &Duration| d.as_millis();
         let spec = match self {
-            Fault::NodeKill | Fault::NodePause { .. } | Fault::NodeRestart => {
-                "node-failure:count=1".to_owned()
-            }
+            Fault::NodeKill | Fault::NodePause { .. } => "node-failure:count=1".to_owned(),
+            Fault::NodeRestart => format!(
+                "node-failure:count=1,restart_ms={:.3}",
+                calibration.restart_ms.unwrap_or(0.0)
+            ),
             // For routing, an identity fault is a node leaving the mesh at the fault
             // instant: its neighbours close their links to it at once.
             Fault::SvidExpiry { .. } | Fault::Revoke => "node-failure:count=1,closed=1".to_owned(),
@@ -532,6 +536,7 @@ mod tests {
         let calibration = Calibration {
             latency_ms: Some(0.5),
             processing_delay_ms: Some(3.0),
+            restart_ms: Some(40.0),
         };
         for name in CATALOGUE {
             let fault = name.parse::<Fault>().unwrap();

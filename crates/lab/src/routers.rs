@@ -552,6 +552,11 @@ impl Fleet {
         parse_agent_output(&text)
     }
 
+    /// Whether node `i` serves its HTTP API (x0tta6bl4 only).
+    pub async fn serves(&self, net: &Net, i: usize) -> bool {
+        self.peers(net, i).await.is_some()
+    }
+
     /// Node `i`'s `GET /api/v1/peers`, or `None` when it does not answer (x0tta6bl4 only).
     async fn peers(&self, net: &Net, i: usize) -> Option<Vec<PeerRow>> {
         let url = format!("http://{}:{API_PORT}/api/v1/peers", net.nodes[i].mgmt);

@@ -302,6 +302,7 @@ impl Lab<'_> {
         let mut out = RouterReport::default();
         let mut rtts_ms = Vec::new();
         let mut slowdowns_ms = Vec::new();
+        let mut restarts_ms = Vec::new();
         for (k, plan) in plans.iter().enumerate() {
             progress(&format!(
                 "{key}: iteration {}/{} ({})",
@@ -309,8 +310,14 @@ impl Lab<'_> {
                 plans.len(),
                 options.scenario
             ));
-            self.iteration(plan, &mut out, &mut rtts_ms, &mut slowdowns_ms)
-                .await?;
+            self.iteration(
+                plan,
+                &mut out,
+                &mut rtts_ms,
+                &mut slowdowns_ms,
+                &mut restarts_ms,
+            )
+            .await?;
         }
         // The twin's link latency: half the median round trip the nodes measured just
         // before each fault, under the same load (flows running) as the iterations.
@@ -319,6 +326,9 @@ impl Lab<'_> {
         }
         if let Some(median) = median(&mut slowdowns_ms) {
             calibration.processing_delay_ms = Some(median.max(0.0));
+        }
+        if let Some(median) = median(&mut restarts_ms) {
+            calibration.restart_ms = Some(median);
         }
         out.mttr_ms = MttrSummary::from_ms(&out.samples);
         Ok(out)
@@ -330,6 +340,7 @@ impl Lab<'_> {
         out: &mut RouterReport,
         rtts_ms: &mut Vec<f64>,
         slowdowns_ms: &mut Vec<f64>,
+        restarts_ms: &mut Vec<f64>,
     ) -> Result<(), LabError> {
         let all: Vec<usize> = (0..self.topology.len()).collect();
         let survivors: Vec<usize> = all
@@ -343,7 +354,16 @@ impl Lab<'_> {
             .start_flows(self.net, &survivors, PROBE_INTERVAL)
             .await?;
         tokio::time::sleep(BASELINE).await;
-        let before: Routes = self.fleet.routes(self.net, &all).await;
+        // Every node's table, or the flows through a node that did not answer (a busy
+        // machine) would go unmeasured.
+        let mut before: Routes = self.fleet.routes(self.net, &all).await;
+        for _ in 0..10 {
+            if before.len() == all.len() {
+                break;
+            }
+            tokio::time::sleep(POLL).await;
+            before = self.fleet.routes(self.net, &all).await;
+        }
         let stressed_rtt_ms = if self.kind == Kind::X0tta6bl4 {
             rtts_ms.extend(self.fleet.rtts_ms(self.net, &all).await);
             median(&mut self.fleet.rtts_ms(self.net, &plan.stressed).await)
@@ -365,6 +385,24 @@ impl Lab<'_> {
                 applied_us + IN_FLIGHT_US
             }
         };
+        if let (Fault::NodeRestart, Kind::X0tta6bl4) = (self.fault, self.kind) {
+            // How long a restarted node takes to serve again (its API answers): the
+            // twin starts it again after as long.
+            let deadline = Instant::now() + self.timeout();
+            for &v in &plan.nodes {
+                while !self.fleet.serves(self.net, v).await {
+                    if Instant::now() > deadline {
+                        return Err(LabError::failed(format!(
+                            "{} did not serve its API within {} s of its restart",
+                            self.topology.names[v],
+                            self.timeout().as_secs()
+                        )));
+                    }
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+                restarts_ms.push(unix_now_us().saturating_sub(fault_us) as f64 / 1e3);
+            }
+        }
         let hold = self.fault.hold();
         let heal_us = if hold.is_zero() {
             fault_us

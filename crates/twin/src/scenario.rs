@@ -34,6 +34,8 @@ pub enum Scenario {
         /// The neighbours close their links to the failed nodes at once (a revoked node,
         /// an expired SVID) instead of finding out from missed probes (a crash).
         closed: bool,
+        /// The failed nodes start again this long after, as fresh processes (a restart).
+        restart: Option<Duration>,
     },
     /// `count` links fail silently at once.
     LinkFailure {
@@ -113,9 +115,11 @@ pub enum Scenario {
 
 /// Help text for scenario names and their parameters.
 pub const SCENARIO_HELP: &str = "\
-node-failure[:count=K|percent=P,closed=1]  K nodes (default 1) or P % of nodes crash at once;
+node-failure[:count=K|percent=P,closed=1,restart_ms=R]
+                                            K nodes (default 1) or P % of nodes crash at once;
                                             closed=1: their neighbours close the links at once
-                                            (revocation, SVID expiry) instead of missing probes
+                                            (revocation, SVID expiry) instead of missing probes;
+                                            restart_ms=R: they start again R ms later, fresh
 link-failure[:count=K]                      K links (default 1) fail silently at once
 partition[:groups=G,hold_ms=T]              split into G groups (default 2) for T ms (default 2000), then heal
 cascade[:p=P,delay_ms=D,max_fraction=F]     one crash spreads to each neighbour with probability P (default 0.3)
@@ -190,7 +194,7 @@ impl std::str::FromStr for Scenario {
         let ms = |v: f64| Duration::from_secs_f64(v / 1e3);
         let scenario = match name {
             "node-failure" => {
-                let p = parse_params(spec, params, &["count", "percent", "closed"])?;
+                let p = parse_params(spec, params, &["count", "percent", "closed", "restart_ms"])?;
                 let closed = match p.get("closed") {
                     None => false,
                     Some(&v) if v == 0.0 || v == 1.0 => v == 1.0,
@@ -204,7 +208,8 @@ impl std::str::FromStr for Scenario {
                     (Some(&k), _) => Count::Nodes(k as usize),
                     (None, None) => Count::Nodes(1),
                 };
-                Scenario::NodeFailure { count, closed }
+                let restart = p.get("restart_ms").map(|&v| ms(v));
+                Scenario::NodeFailure { count, closed, restart }
             }
             "link-failure" => {
                 let p = parse_params(spec, params, &["count"])?;
@@ -305,6 +310,8 @@ pub enum Action {
     Crash(u32),
     /// Cut a node off: its neighbours close their links to it at once, and it is gone.
     Expel(u32),
+    /// Start a crashed node again as a fresh process.
+    Restart(u32),
     /// Take a link down.
     LinkDown(u32),
     /// Bring a link back.
@@ -334,6 +341,7 @@ impl Action {
         match *self {
             Action::Crash(v) => sim.crash(v),
             Action::Expel(v) => sim.expel(v),
+            Action::Restart(v) => sim.restart(v),
             Action::LinkDown(l) => sim.set_link_up(l, false),
             Action::LinkUp(l) => sim.set_link_up(l, true),
             Action::Degrade(l, loss, latency) => {
@@ -508,7 +516,9 @@ impl Scenario {
                 .unwrap_or_else(|| vec![0; n as usize])
         };
         match self {
-            Scenario::NodeFailure { closed, .. } => {
+            Scenario::NodeFailure {
+                closed, restart, ..
+            } => {
                 for &v in &targets.nodes {
                     let action = if *closed {
                         Action::Expel(v)
@@ -516,6 +526,10 @@ impl Scenario {
                         Action::Crash(v)
                     };
                     plan.actions.push((Duration::ZERO, action));
+                    if let Some(after) = restart {
+                        plan.actions.push((*after, Action::Restart(v)));
+                    }
+                    // Flows to and from it are not measured, flows through it are.
                     plan.failed_nodes.insert(v);
                 }
             }
@@ -825,6 +839,7 @@ fn final_components(sim: &Sim, plan: &FaultPlan) -> Vec<u32> {
             // One-way blocks heal; rate limits, slow and Byzantine nodes cut nothing.
             Action::Crash(_)
             | Action::Expel(_)
+            | Action::Restart(_)
             | Action::Degrade(..)
             | Action::Block { .. }
             | Action::Bandwidth(..)
@@ -980,21 +995,24 @@ mod tests {
             "node-failure".parse::<Scenario>().unwrap(),
             Scenario::NodeFailure {
                 count: Count::Nodes(1),
-                closed: false
+                closed: false,
+                restart: None
             }
         );
         assert_eq!(
             "node-failure:closed=1".parse::<Scenario>().unwrap(),
             Scenario::NodeFailure {
                 count: Count::Nodes(1),
-                closed: true
+                closed: true,
+                restart: None
             }
         );
         assert_eq!(
             "node-failure:percent=5".parse::<Scenario>().unwrap(),
             Scenario::NodeFailure {
                 count: Count::Percent(5.0),
-                closed: false
+                closed: false,
+                restart: None
             }
         );
         assert_eq!(
@@ -1020,10 +1038,38 @@ mod tests {
         let err = Scenario::NodeFailure {
             count: Count::Nodes(10),
             closed: false,
+            restart: None,
         }
         .validate(10, 20)
         .unwrap_err();
         assert!(err.reason.contains("fewer"));
+    }
+
+    /// A restarted node's neighbours learn of the restart from the new process's
+    /// stateless resets, well before missed probes would tell them of a crash; the later
+    /// it comes back, the longer its transit flows wait.
+    #[test]
+    fn a_restart_heals_sooner_than_a_crash() {
+        let topology =
+            crate::Topology::grid(16, None, &crate::topology::LinkParams::default()).unwrap();
+        let mut options = crate::RunOptions::new(1);
+        options.iterations = 3;
+        let run = |spec: &str| {
+            let scenario: Scenario = spec.parse().unwrap();
+            crate::runner::run(&topology, "grid", &scenario, spec, &options, &mut |_| {}).unwrap()
+        };
+        let crash = run("node-failure");
+        let (quick, slow) = (
+            run("node-failure:restart_ms=0"),
+            run("node-failure:restart_ms=60"),
+        );
+        for r in [&crash, &quick, &slow] {
+            assert_eq!(r.unreachable_pairs_after_heal, 0, "{:?}", r.mttr_ms);
+            assert!(r.mttr_ms.samples > 0);
+        }
+        assert!(quick.mttr_ms.p50 < 60.0, "{:?}", quick.mttr_ms);
+        assert!(slow.mttr_ms.p50 > quick.mttr_ms.p50, "{:?}", slow.mttr_ms);
+        assert!(slow.mttr_ms.p50 < crash.mttr_ms.p50, "{:?}", crash.mttr_ms);
     }
 
     /// A node cut off by its neighbours (closed=1) is routed around as soon as they close
@@ -1038,6 +1084,7 @@ mod tests {
             let scenario = Scenario::NodeFailure {
                 count: Count::Nodes(1),
                 closed,
+                restart: None,
             };
             crate::runner::run(
                 &topology,

@@ -88,6 +88,7 @@ pub fn tune(
             let scenario = Scenario::NodeFailure {
                 count: crate::scenario::Count::Nodes(1),
                 closed: false,
+                restart: None,
             };
             let report = runner::run(&lossy, "tune", &scenario, "node-failure", &run, &mut |_| {})?;
             rows.push(TuneRow {
