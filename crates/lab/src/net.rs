@@ -356,17 +356,22 @@ impl Net {
 
     /// Lift the link faults on `links` (both ends) at one instant; returns it (Unix µs).
     pub fn lift_link_faults(&self, links: &[usize]) -> Result<u64, LabError> {
+        let ends = links
+            .iter()
+            .flat_map(|&l| [self.edges[l].a, self.edges[l].b]);
+        self.remove_fault_tables(ends)
+    }
+
+    /// Remove the link-fault table of `nodes` at one instant; returns it (Unix µs).
+    fn remove_fault_tables(&self, nodes: impl Iterator<Item = usize>) -> Result<u64, LabError> {
         let mut batch = NftBatch::default();
-        for &l in links {
-            let e = &self.edges[l];
-            for node in [e.a, e.b] {
-                batch.add(
-                    &self.nodes[node].ns,
-                    // Declared first, so the delete also works where the fault put no
-                    // rule (one end of an asymmetric partition); nft 1.0.6 lacks `destroy`.
-                    &format!("table inet {FAULT_TABLE}\ndelete table inet {FAULT_TABLE}\n"),
-                );
-            }
+        for node in nodes {
+            batch.add(
+                &self.nodes[node].ns,
+                // Declared first, so the delete also works where the fault put no rule
+                // (one end of an asymmetric partition); nft 1.0.6 lacks `destroy`.
+                &format!("table inet {FAULT_TABLE}\ndelete table inet {FAULT_TABLE}\n"),
+            );
         }
         batch.fire()
     }
@@ -396,11 +401,9 @@ impl Net {
         Ok(())
     }
 
-    /// Remove every link fault rule.
+    /// Remove every link fault rule (a reset: a namespace that refuses is left as is).
     pub fn clear_link_faults(&self) {
-        for node in &self.nodes {
-            let _ = in_ns(&node.ns, "nft", &["delete", "table", "inet", FAULT_TABLE]);
-        }
+        let _ = self.remove_fault_tables(0..self.nodes.len());
     }
 
     /// The node that owns edge address `addr`, if any.

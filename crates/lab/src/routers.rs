@@ -564,12 +564,13 @@ impl Fleet {
         answer.json::<Vec<PeerRow>>().await.ok()
     }
 
-    /// Every RTT the nodes of `nodes` measured to their neighbours (x0tta6bl4 only).
-    pub async fn rtts_ms(&self, net: &Net, nodes: &[usize]) -> Vec<f64> {
-        let mut rtts = Vec::new();
+    /// The RTTs each node of `nodes` measured to its neighbours (x0tta6bl4 only; a node
+    /// that does not answer is left out).
+    pub async fn rtts_ms(&self, net: &Net, nodes: &[usize]) -> BTreeMap<usize, Vec<f64>> {
+        let mut rtts = BTreeMap::new();
         for &i in nodes {
             if let Some(peers) = self.peers(net, i).await {
-                rtts.extend(peers.iter().filter_map(|p| p.rtt_ms));
+                rtts.insert(i, peers.iter().filter_map(|p| p.rtt_ms).collect());
             }
         }
         rtts

@@ -1,6 +1,7 @@
 //! `lab run`: build the namespaces once, then for each router start its processes, run
 //! the fault's iterations and measure; finally run the twin on the same topology.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -235,6 +236,44 @@ pub async fn run(
     Ok(report)
 }
 
+/// What a router's iterations measured for the twin's models.
+#[derive(Default)]
+struct Measured {
+    /// RTTs the nodes measured to their neighbours just before each fault.
+    rtts_ms: Vec<f64>,
+    /// Rise of a stressed node's median RTT under the load.
+    slowdowns_ms: Vec<f64>,
+    /// Time a restarted node took to serve its API again.
+    restarts_ms: Vec<f64>,
+}
+
+impl Measured {
+    /// Set what was measured in `calibration` (medians).
+    fn calibrate(mut self, calibration: &mut Calibration) {
+        // The twin's link latency: half the median round trip the nodes measured just
+        // before each fault, under the same load (flows running) as the iterations.
+        if let Some(median) = median(&mut self.rtts_ms) {
+            calibration.latency_ms = Some(median / 2.0);
+        }
+        if let Some(median) = median(&mut self.slowdowns_ms) {
+            calibration.processing_delay_ms = Some(median.max(0.0));
+        }
+        if let Some(median) = median(&mut self.restarts_ms) {
+            calibration.restart_ms = Some(median);
+        }
+    }
+}
+
+/// The RTTs of `nodes` among `rtts`, in one list.
+fn of_nodes(rtts: &BTreeMap<usize, Vec<f64>>, nodes: &[usize]) -> Vec<f64> {
+    nodes
+        .iter()
+        .filter_map(|v| rtts.get(v))
+        .flatten()
+        .copied()
+        .collect()
+}
+
 /// The median of `values` (sorted in place), if any.
 fn median(values: &mut [f64]) -> Option<f64> {
     values.sort_by(f64::total_cmp);
@@ -300,9 +339,7 @@ impl Lab<'_> {
             started.elapsed().as_millis()
         ));
         let mut out = RouterReport::default();
-        let mut rtts_ms = Vec::new();
-        let mut slowdowns_ms = Vec::new();
-        let mut restarts_ms = Vec::new();
+        let mut measured = Measured::default();
         for (k, plan) in plans.iter().enumerate() {
             progress(&format!(
                 "{key}: iteration {}/{} ({})",
@@ -310,26 +347,9 @@ impl Lab<'_> {
                 plans.len(),
                 options.scenario
             ));
-            self.iteration(
-                plan,
-                &mut out,
-                &mut rtts_ms,
-                &mut slowdowns_ms,
-                &mut restarts_ms,
-            )
-            .await?;
+            self.iteration(plan, &mut out, &mut measured).await?;
         }
-        // The twin's link latency: half the median round trip the nodes measured just
-        // before each fault, under the same load (flows running) as the iterations.
-        if let Some(median) = median(&mut rtts_ms) {
-            calibration.latency_ms = Some(median / 2.0);
-        }
-        if let Some(median) = median(&mut slowdowns_ms) {
-            calibration.processing_delay_ms = Some(median.max(0.0));
-        }
-        if let Some(median) = median(&mut restarts_ms) {
-            calibration.restart_ms = Some(median);
-        }
+        measured.calibrate(calibration);
         out.mttr_ms = MttrSummary::from_ms(&out.samples);
         Ok(out)
     }
@@ -338,9 +358,7 @@ impl Lab<'_> {
         &mut self,
         plan: &Plan,
         out: &mut RouterReport,
-        rtts_ms: &mut Vec<f64>,
-        slowdowns_ms: &mut Vec<f64>,
-        restarts_ms: &mut Vec<f64>,
+        measured: &mut Measured,
     ) -> Result<(), LabError> {
         let all: Vec<usize> = (0..self.topology.len()).collect();
         let survivors: Vec<usize> = all
@@ -365,8 +383,9 @@ impl Lab<'_> {
             before = self.fleet.routes(self.net, &all).await;
         }
         let stressed_rtt_ms = if self.kind == Kind::X0tta6bl4 {
-            rtts_ms.extend(self.fleet.rtts_ms(self.net, &all).await);
-            median(&mut self.fleet.rtts_ms(self.net, &plan.stressed).await)
+            let rtts = self.fleet.rtts_ms(self.net, &all).await;
+            measured.rtts_ms.extend(rtts.values().flatten());
+            median(&mut of_nodes(&rtts, &plan.stressed))
         } else {
             None
         };
@@ -400,7 +419,8 @@ impl Lab<'_> {
                     }
                     tokio::time::sleep(Duration::from_millis(2)).await;
                 }
-                restarts_ms.push(unix_now_us().saturating_sub(fault_us) as f64 / 1e3);
+                let ms = unix_now_us().saturating_sub(fault_us) as f64 / 1e3;
+                measured.restarts_ms.push(ms);
             }
         }
         let hold = self.fault.hold();
@@ -412,10 +432,9 @@ impl Lab<'_> {
             let sample_at = hold.saturating_sub(Duration::from_millis(200));
             tokio::time::sleep(sample_at).await;
             if let (Some(before), true) = (stressed_rtt_ms, self.fault.stresses_host()) {
-                if let Some(during) =
-                    median(&mut self.fleet.rtts_ms(self.net, &plan.stressed).await)
-                {
-                    slowdowns_ms.push(during - before);
+                let rtts = self.fleet.rtts_ms(self.net, &plan.stressed).await;
+                if let Some(during) = median(&mut of_nodes(&rtts, &plan.stressed)) {
+                    measured.slowdowns_ms.push(during - before);
                 }
             }
             tokio::time::sleep(hold - sample_at).await;

@@ -47,10 +47,9 @@ impl RecentMessages {
         digest.write_u8(data.channel);
         digest.write(&data.payload);
         let key = (data.source.clone(), data.id, digest.finish());
-        if self.set.contains(&key) {
+        if !self.set.insert(key.clone()) {
             return false;
         }
-        self.set.insert(key.clone());
         self.order.push_back(key);
         if self.order.len() > REMEMBERED {
             if let Some(oldest) = self.order.pop_front() {

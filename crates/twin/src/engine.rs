@@ -640,6 +640,15 @@ impl Sim {
         }
     }
 
+    /// Whether a QUIC handshake between `dialer` and `target` over link `l` can complete
+    /// now: it needs both directions (a one-way block stops it) and both ends running.
+    fn handshake_gets_through(&self, dialer: u32, target: u32, l: u32) -> bool {
+        self.carries(l, dialer)
+            && self.carries(l, target)
+            && self.nodes[target as usize].status == Status::Running
+            && self.nodes[dialer as usize].status == Status::Running
+    }
+
     /// Whether link `l` carries frames from `from` to its other end (up, that direction
     /// not blocked).
     fn carries(&self, l: u32, from: u32) -> bool {
@@ -955,12 +964,7 @@ impl Sim {
         link: u32,
         addr: SocketAddr,
     ) -> bool {
-        // A QUIC handshake needs both directions.
-        let reachable = self.carries(link, dialer)
-            && self.carries(link, target)
-            && self.nodes[target as usize].status == Status::Running
-            && self.nodes[dialer as usize].status == Status::Running;
-        if !reachable {
+        if !self.handshake_gets_through(dialer, target, link) {
             return false;
         }
         self.next_conn += 1;
@@ -1194,9 +1198,7 @@ impl Sim {
         let target = index_of_addr(addr).filter(|&t| (t as usize) < self.nodes.len());
         let answering = target.and_then(|t| {
             let l = self.link_between(dialer, t)?;
-            // The handshake needs both directions (a one-way block stops it).
-            let both_ways = self.carries(l, dialer) && self.carries(l, t);
-            (both_ways && self.nodes[t as usize].status == Status::Running).then_some((
+            self.handshake_gets_through(dialer, t, l).then_some((
                 t,
                 l,
                 self.links[l as usize].params.latency,

@@ -1045,19 +1045,22 @@ mod tests {
         assert!(err.reason.contains("fewer"));
     }
 
+    /// `spec`, 3 iterations on a 4x4 grid, seed 1.
+    fn on_a_16_grid(spec: &str) -> crate::Report {
+        let topology =
+            crate::Topology::grid(16, None, &crate::topology::LinkParams::default()).unwrap();
+        let mut options = crate::RunOptions::new(1);
+        options.iterations = 3;
+        let scenario: Scenario = spec.parse().unwrap();
+        crate::runner::run(&topology, "grid", &scenario, spec, &options, &mut |_| {}).unwrap()
+    }
+
     /// A restarted node's neighbours learn of the restart from the new process's
     /// stateless resets, well before missed probes would tell them of a crash; the later
     /// it comes back, the longer its transit flows wait.
     #[test]
     fn a_restart_heals_sooner_than_a_crash() {
-        let topology =
-            crate::Topology::grid(16, None, &crate::topology::LinkParams::default()).unwrap();
-        let mut options = crate::RunOptions::new(1);
-        options.iterations = 3;
-        let run = |spec: &str| {
-            let scenario: Scenario = spec.parse().unwrap();
-            crate::runner::run(&topology, "grid", &scenario, spec, &options, &mut |_| {}).unwrap()
-        };
+        let run = on_a_16_grid;
         let crash = run("node-failure");
         let (quick, slow) = (
             run("node-failure:restart_ms=0"),
@@ -1076,27 +1079,10 @@ mod tests {
     /// their links, far sooner than a crash, which they detect by missed probes (3 x 50 ms).
     #[test]
     fn closed_links_heal_before_missed_probes_would() {
-        let topology =
-            crate::Topology::grid(16, None, &crate::topology::LinkParams::default()).unwrap();
-        let mut options = crate::RunOptions::new(1);
-        options.iterations = 3;
-        let run = |closed| {
-            let scenario = Scenario::NodeFailure {
-                count: Count::Nodes(1),
-                closed,
-                restart: None,
-            };
-            crate::runner::run(
-                &topology,
-                "grid",
-                &scenario,
-                "node-failure",
-                &options,
-                &mut |_| {},
-            )
-            .unwrap()
-        };
-        let (crash, closed) = (run(false), run(true));
+        let (crash, closed) = (
+            on_a_16_grid("node-failure"),
+            on_a_16_grid("node-failure:closed=1"),
+        );
         assert_eq!(closed.unreachable_pairs_after_heal, 0);
         assert!(closed.mttr_ms.samples > 0 && crash.mttr_ms.samples > 0);
         let probe_detection_ms = 150.0;
