@@ -256,7 +256,7 @@ pub async fn fuzz(args: &TwinFuzzArgs) -> anyhow::Result<ExitCode> {
     if args.json {
         let list: Vec<_> = failures
             .iter()
-            .map(|(c, reason)| serde_json::json!({"seed": c.seed, "nodes": c.nodes, "topology": c.topology, "scenario": c.scenario, "reason": reason, "replay": c.replay_command()}))
+            .map(|(c, reason)| serde_json::json!({"seed": c.seed, "nodes": c.nodes, "topology": c.topology, "scenario": c.scenario, "extra": format!("{:?}", c.extra), "reason": reason, "replay": c.replay_command()}))
             .collect();
         println!(
             "{}",
@@ -273,11 +273,12 @@ pub async fn fuzz(args: &TwinFuzzArgs) -> anyhow::Result<ExitCode> {
         for (case, reason) in &failures {
             writeln!(
                 out,
-                "FAIL seed {} ({} nodes, {}, {}): {reason}\n  replay: {}",
+                "FAIL seed {} ({} nodes, {}, {}, {:?}): {reason}\n  replay: {}",
                 case.seed,
                 case.nodes,
                 case.topology,
                 case.scenario,
+                case.extra,
                 case.replay_command()
             )?;
         }

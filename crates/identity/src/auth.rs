@@ -251,6 +251,19 @@ impl Authenticator for SvidAuthenticator {
             .verify_signature(webpki::aws_lc_rs::ECDSA_P256_SHA256, message, signature)
             .map_err(|_| bad_signature())
     }
+
+    fn verify_revocation(&self, revocation: &[u8]) -> Result<NodeName, AuthError> {
+        let bundle = self
+            .signer
+            .bundle
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let local = bundle.local_bundle();
+        crate::Revocation::from_bytes(revocation)
+            .and_then(|r| r.verify_with(local.trust_domain(), local.certificates()))
+            .map_err(|reason| AuthError::BadRevocation { reason })
+    }
 }
 
 fn sha256(bytes: &[u8]) -> CredentialHash {

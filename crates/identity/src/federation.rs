@@ -163,6 +163,11 @@ impl TrustBundles {
         self.local.algorithms()
     }
 
+    /// The node's own trust domain's bundle (revocations are signed by its CAs).
+    pub(crate) fn local_bundle(&self) -> &Bundle {
+        &self.local
+    }
+
     /// The subjects of every CA, sent as hints in a TLS CertificateRequest.
     pub(crate) fn subjects(&self) -> Vec<rustls::DistinguishedName> {
         let mut subjects = self.local.subjects();

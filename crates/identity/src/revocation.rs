@@ -103,14 +103,23 @@ impl Revocation {
     /// Check the signature against the CAs of `identity`'s trust bundle, and that the
     /// target is in its trust domain. Returns the revoked node's name.
     pub fn verify(&self, identity: &NodeIdentity) -> Result<NodeName, String> {
+        self.verify_with(identity.trust_domain(), identity.bundle_certificates())
+    }
+
+    /// [`Revocation::verify`] against a trust domain and its CA certificates.
+    pub(crate) fn verify_with<'a>(
+        &self,
+        trust_domain: &crate::TrustDomain,
+        mut cas: impl Iterator<Item = &'a rustls_pki_types::CertificateDer<'static>>,
+    ) -> Result<NodeName, String> {
         let id = SpiffeId::parse(&self.target).map_err(|e| format!("target: {e}"))?;
-        if id.trust_domain() != identity.trust_domain() {
+        if id.trust_domain() != trust_domain {
             return Err(format!("target {id} is not in our trust domain"));
         }
         let name = self.node_name()?;
         let signature = unhex(&self.signature).ok_or("signature is not hex")?;
         let message = signed_bytes(&self.target, self.issued_at);
-        let signed_by_a_ca = identity.bundle_certificates().any(|ca| {
+        let signed_by_a_ca = cas.any(|ca| {
             svid::parse(ca).is_ok_and(|x509| {
                 let key = x509.public_key().subject_public_key.data.as_ref();
                 UnparsedPublicKey::new(&ECDSA_P256_SHA256_ASN1, key)

@@ -18,7 +18,7 @@ use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot, watch};
 use x0tta6bl4_proto::{NodeName, SendError};
 
-use crate::driver::{Command, FLOW_TARGETS_MAX};
+use crate::driver::{Command, RevokeError, FLOW_TARGETS_MAX};
 use crate::metrics::Metrics;
 use crate::state::{stopped, Shared};
 
@@ -153,6 +153,22 @@ async fn live() -> Json<Value> {
 }
 
 async fn ready(State(state): State<ApiState>) -> (StatusCode, Json<Value>) {
+    let unwritten = state
+        .shared
+        .counters
+        .state_writes_pending
+        .load(std::sync::atomic::Ordering::Relaxed);
+    if unwritten > 0 {
+        let reason = format!(
+            "{unwritten} accepted revocation(s) could not be written to revocations.jsonl and \
+             are being retried: check the identity directory's disk space, permissions and \
+             open-file limit (x0tta6bl4_state_write_failures_total counts the failures)"
+        );
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "ready": false, "reason": reason })),
+        );
+    }
     let up = state.shared.snapshot().neighbours_up();
     if state.shared.standalone || up > 0 {
         return (StatusCode::OK, Json(json!({ "ready": true })));
@@ -232,9 +248,14 @@ async fn revoke(State(state): State<ApiState>, body: Bytes) -> Result<Json<Value
         bytes: revocation.to_bytes(),
         reply,
     };
-    let outcome = ask(&state, command, answer).await?;
-    let outcome =
-        outcome.map_err(|e| ApiError(StatusCode::FORBIDDEN, format!("revocation refused: {e}")))?;
+    let outcome = ask(&state, command, answer)
+        .await?
+        .map_err(|error| match error {
+            RevokeError::Refused(e) => {
+                ApiError(StatusCode::FORBIDDEN, format!("revocation refused: {e}"))
+            }
+            RevokeError::NotPersisted(e) => ApiError(StatusCode::SERVICE_UNAVAILABLE, e),
+        })?;
     Ok(Json(json!({ "result": outcome })))
 }
 

@@ -27,10 +27,12 @@ use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 use tracing::Instrument;
 use x0tta6bl4_proto::{
-    Delivery, Destination, Event, Instant, NeighbourView, Node, NodeName, SendError, Transmit,
+    Delivery, Destination, Event, Instant, NeighbourView, Node, NodeName, RevokeOutcome, SendError,
+    Transmit,
 };
 
 use crate::outage::OutageTracker;
+use crate::revocation_store::{self, RevocationStore};
 use crate::state::{
     stopped, unix_micros, DriverDrop, IdentityClose, MessageRecord, PeerView, RouteView, Shared,
 };
@@ -75,8 +77,17 @@ pub(crate) enum Command {
     /// and flood.
     Revoke {
         bytes: Vec<u8>,
-        reply: oneshot::Sender<Result<String, String>>,
+        reply: oneshot::Sender<Result<String, RevokeError>>,
     },
+}
+
+/// Why `POST /api/v1/revocations` did not succeed.
+#[derive(Debug)]
+pub(crate) enum RevokeError {
+    /// Not a genuine revocation, or no room for it: nothing changed.
+    Refused(String),
+    /// Applied and flooded, but not yet on disk (retried until it is).
+    NotPersisted(String),
 }
 
 /// An accepted message.
@@ -127,6 +138,8 @@ pub(crate) struct DriverParts {
     pub outage_seconds: Histogram,
     /// Fault injection on frames sent, when started with `--chaos`.
     pub chaos: Option<Arc<crate::chaos::Chaos>>,
+    /// The accepted revocations' file.
+    pub revocations: RevocationStore,
 }
 
 pub(crate) struct Driver {
@@ -140,6 +153,8 @@ pub(crate) struct Driver {
     route_seconds: Histogram,
     outage_seconds: Histogram,
     chaos: Option<Arc<crate::chaos::Chaos>>,
+    revocations: RevocationStore,
+    revocation_retry_at: Option<tokio::time::Instant>,
     outages: OutageTracker,
     links: HashMap<NodeName, Link>,
     spiffe_ids: HashMap<NodeName, String>,
@@ -176,6 +191,8 @@ impl Driver {
             route_seconds: parts.route_seconds,
             outage_seconds: parts.outage_seconds,
             chaos: parts.chaos,
+            revocations: parts.revocations,
+            revocation_retry_at: None,
             outages: OutageTracker::default(),
             links: HashMap::new(),
             spiffe_ids: HashMap::new(),
@@ -195,9 +212,27 @@ impl Driver {
         Instant::from_micros(u64::try_from(self.clock.elapsed().as_micros()).unwrap_or(u64::MAX))
     }
 
-    /// Static peers and beacons, before the loop starts.
-    pub fn configure(&mut self, peers: &[SocketAddr], beacon_port: Option<u16>) {
+    /// Static peers, beacons and the revocations kept from earlier runs, before the loop
+    /// starts. Each kept revocation is verified again by the protocol core.
+    pub fn configure(
+        &mut self,
+        peers: &[SocketAddr],
+        beacon_port: Option<u16>,
+        kept_revocations: &[Vec<u8>],
+    ) {
         let now = self.now();
+        for bytes in kept_revocations {
+            match self.node.revoke(now, bytes) {
+                Ok(RevokeOutcome::New(node) | RevokeOutcome::Known(node)) => {
+                    // Already on disk: the `Revoked` event must not write it again.
+                    self.shared.policy.revoke(&node);
+                }
+                Ok(RevokeOutcome::Full(node)) => tracing::warn!(%node,
+                    "kept revocation not applied: protocol.revocations_max reached"),
+                Err(error) => tracing::warn!(file = %self.revocations.path().display(), %error,
+                    "kept revocation ignored"),
+            }
+        }
         for addr in peers {
             self.node.add_peer(now, *addr);
         }
@@ -237,6 +272,11 @@ impl Driver {
                 () = sleep_until(expiry_at) => {
                     self.close_expired();
                     true
+                }
+                () = sleep_until(self.revocation_retry_at) => {
+                    self.revocations.retry(&self.shared);
+                    self.schedule_revocation_retry();
+                    false
                 }
                 command = commands.recv(), if commands_open => {
                     match command {
@@ -310,11 +350,7 @@ impl Driver {
                 if let Some(link) = self.links.get_mut(&name).filter(|link| link.id == id) {
                     link.last_heard = std::time::Instant::now();
                 }
-                if bytes.starts_with(x0tta6bl4_identity::REVOCATION_MAGIC) {
-                    if let Err(error) = self.on_revocation(&bytes, Some(&name)) {
-                        tracing::warn!(neighbour = %name, %error, "revocation refused");
-                    }
-                } else if bytes.starts_with(transport::SVID_UPDATE_MAGIC) {
+                if bytes.starts_with(transport::SVID_UPDATE_MAGIC) {
                     if let Err(error) = self.on_svid_update(&bytes, &name, id) {
                         tracing::warn!(neighbour = %name, %error, "SVID update refused");
                     }
@@ -332,38 +368,63 @@ impl Driver {
         self.after_input();
     }
 
-    /// A revocation from neighbour `from` (or from the API): verify it against the trust
-    /// bundle; if it is new, drop the link to the revoked node (the protocol then
-    /// withdraws it from link-state), refuse its reconnects (policy) and flood it to
-    /// every other neighbour.
-    fn on_revocation(&mut self, bytes: &[u8], from: Option<&NodeName>) -> Result<String, String> {
-        let revocation = x0tta6bl4_identity::Revocation::from_bytes(bytes)?;
-        let target = revocation.verify(&self.context.tls.current())?;
-        if !self.shared.policy.revoke(&target) {
-            return Ok(format!("node {target} was already revoked"));
+    /// A revocation from the API: the core verifies it, applies and floods it; the reply
+    /// waits until it is on disk (or says that it is not).
+    fn on_revoke_command(&mut self, bytes: &[u8]) -> Result<String, RevokeError> {
+        let outcome = self
+            .node
+            .revoke(self.now(), bytes)
+            .map_err(|e| RevokeError::Refused(e.to_string()))?;
+        // Handle the `Revoked` event now: it persists the revocation and closes the link.
+        self.after_input();
+        match outcome {
+            RevokeOutcome::New(node) => match self.revocations.pending_error(&node) {
+                None => Ok(format!("node {node} revoked")),
+                Some(error) => Err(RevokeError::NotPersisted(format!(
+                    "node {node} is revoked and the revocation flooded, but it could not be \
+                     written to {} ({error}); it is retried every {} s and the node reports \
+                     not ready until it is written",
+                    self.revocations.path().display(),
+                    revocation_store::RETRY_INTERVAL.as_secs()
+                ))),
+            },
+            RevokeOutcome::Known(node) => Ok(format!("node {node} was already revoked")),
+            RevokeOutcome::Full(node) => Err(RevokeError::Refused(format!(
+                "node {node} not revoked: this node holds protocol.revocations_max revocations"
+            ))),
         }
-        crate::policy::persist_revocation(self.context.tls.current().dir(), &revocation);
-        if &target == self.node.name() {
-            tracing::error!("this node's identity was revoked: its neighbours will cut it off");
-        }
-        if let Some(link) = self.links.remove(&target) {
-            link.conn.close(close::REVOKED.into(), b"revoked");
-            self.shared.counters.identity_close(IdentityClose::Revoked);
-            self.node.handle_link_down(self.now(), &target);
-        }
-        let flood = Bytes::copy_from_slice(bytes);
-        for (name, link) in &self.links {
-            if Some(name) != from {
-                transport::send_stream(
-                    &link.conn,
-                    flood.clone(),
-                    &self.stream_permits,
-                    &self.shared,
-                );
+    }
+
+    /// A new revocation the core accepted (from the API, a neighbour or anti-entropy):
+    /// write it to disk, apply it to the policy and close the node's connection.
+    /// Returns whether that fed the node an input.
+    fn on_revoked(&mut self, node: NodeName, revocation: &[u8]) -> bool {
+        if self.shared.policy.revoke(&node) {
+            if let Err(error) = self.revocations.persist(&node, revocation, &self.shared) {
+                tracing::error!(%node, file = %self.revocations.path().display(), %error,
+                    "revocation applied but not written; retrying");
+                self.schedule_revocation_retry();
+            }
+            if &node == self.node.name() {
+                tracing::error!("this node's identity was revoked: its neighbours will cut it off");
+            } else {
+                tracing::warn!(%node, "revocation accepted: node cut off, reconnects refused");
             }
         }
-        tracing::warn!(node = %target, "revocation accepted: link dropped, reconnects refused");
-        Ok(format!("node {target} revoked"))
+        let Some(link) = self.links.remove(&node) else {
+            return false;
+        };
+        link.conn.close(close::REVOKED.into(), b"revoked");
+        self.shared.counters.identity_close(IdentityClose::Revoked);
+        self.node.handle_link_down(self.now(), &node);
+        true
+    }
+
+    fn schedule_revocation_retry(&mut self) {
+        self.revocation_retry_at = self
+            .revocations
+            .has_pending()
+            .then(|| tokio::time::Instant::now() + revocation_store::RETRY_INTERVAL);
     }
 
     /// A neighbour's renewed SVID over link `id`: verified as a handshake would verify
@@ -525,8 +586,7 @@ impl Driver {
                 let _ = reply.send(count);
             }
             Command::Revoke { bytes, reply } => {
-                let _ = reply.send(self.on_revocation(&bytes, None));
-                self.after_input();
+                let _ = reply.send(self.on_revoke_command(&bytes));
             }
             Command::StopFlows { reply } => {
                 self.set_flows(Vec::new(), 0);
@@ -646,6 +706,7 @@ impl Driver {
                 self.routes_dirty = true;
             }
             Event::Delivered(delivery) => self.on_delivery(delivery),
+            Event::Revoked { node, revocation } => return self.on_revoked(node, &revocation),
             Event::Healing(decision) => tracing::info!(
                 kind = decision.kind.as_str(),
                 neighbour = %decision.neighbour,

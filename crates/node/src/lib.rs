@@ -24,7 +24,9 @@ mod metrics;
 mod outage;
 mod policy;
 mod renewal;
+mod revocation_store;
 mod state;
+mod state_log;
 mod transport;
 pub mod workload_api;
 
@@ -53,6 +55,7 @@ pub use state::{
 
 use config::{parse_peer, PeerAddr};
 use driver::{Driver, DriverParts};
+use revocation_store::RevocationStore;
 use state::{Counters, Shared, Snapshot};
 use transport::{Input, LinkContext, LinkTls};
 
@@ -185,8 +188,13 @@ impl NodeHandle {
             bindings,
         )
         .context("invalid authorization policy (set [identity] policy)")?;
-        policy.load_revocations(&identity);
         let policy = Arc::new(policy);
+        let (revocations, kept_revocations) = RevocationStore::open(identity.dir())
+            .map_err(anyhow::Error::msg)
+            .context(
+                "cannot read the node's revocations (check the permissions of the identity \
+                 directory; a file that is not this node's revocations must be moved away)",
+            )?;
         let shared = Arc::new(shared_state(&identity, config.standalone, policy.clone()));
         let metrics = Arc::new(metrics::Metrics::new(shared.clone()));
         let (inputs_tx, inputs_rx) = mpsc::channel(INPUT_QUEUE_MAX);
@@ -209,9 +217,14 @@ impl NodeHandle {
             route_seconds: metrics.route_computation_seconds.clone(),
             outage_seconds: metrics.flow_outage_seconds.clone(),
             chaos: config.chaos.clone().map(chaos::Chaos::watch),
+            revocations,
         });
         let peers = static_peers(&config.peers, &inputs_tx, &stop_rx);
-        driver.configure(&peers, sockets.beacon.as_ref().map(|_| quic_addr.port()));
+        driver.configure(
+            &peers,
+            sockets.beacon.as_ref().map(|_| quic_addr.port()),
+            &kept_revocations,
+        );
 
         // Every log line of this node's tasks carries its name (several nodes may share
         // a process: tests, the demo).

@@ -207,6 +207,16 @@ impl NodeCollector {
         }
         let help = "Authorization policy reloads by result (ok; rejected: the old policy stayed)";
         counter_family(e, "policy_reloads", help, "result", policy.reloads())?;
+        let failures = counters
+            .state_write_failures
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let help = "Writes of state files (revocations.jsonl) that failed; each is retried";
+        counter(e, "state_write_failures", help, failures)?;
+        let pending = counters
+            .state_writes_pending
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let help = "Accepted revocations not yet written to disk (the node is not ready)";
+        gauge(e, "state_writes_pending", help, pending as i64)?;
         let sent = counters
             .flow_probes_sent
             .load(std::sync::atomic::Ordering::Relaxed);
@@ -220,7 +230,7 @@ impl NodeCollector {
 }
 
 /// Proto's cumulative counters: name (without `_total`), help, value.
-fn stats_counters(s: &Stats) -> [(&'static str, &'static str, u64); 16] {
+fn stats_counters(s: &Stats) -> [(&'static str, &'static str, u64); 18] {
     [
         (
             "lsa_originated",
@@ -267,6 +277,16 @@ fn stats_counters(s: &Stats) -> [(&'static str, &'static str, u64); 16] {
             "neighbour_down",
             "Neighbour down transitions",
             s.neighbour_down,
+        ),
+        (
+            "revocations_installed",
+            "Revocations verified and newly held (from the API, a flood or anti-entropy)",
+            s.revocations_installed,
+        ),
+        (
+            "revocation_digests_sent",
+            "Revocation digests sent to neighbours (anti-entropy)",
+            s.revocation_digests_sent,
         ),
         (
             "messages_forwarded",

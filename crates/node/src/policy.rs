@@ -215,53 +215,6 @@ impl NodePolicy {
     }
 }
 
-/// The file in the SVID directory where accepted revocations are kept, one JSON
-/// revocation per line, so that a restarted node still refuses revoked nodes.
-pub const REVOCATIONS_FILE: &str = "revocations.jsonl";
-/// Revocations read back at start.
-const REVOCATIONS_MAX: usize = 10_000;
-
-/// Append an accepted revocation to the SVID directory's [`REVOCATIONS_FILE`].
-pub(crate) fn persist_revocation(dir: &Path, revocation: &x0tta6bl4_identity::Revocation) {
-    use std::io::Write;
-    let path = dir.join(REVOCATIONS_FILE);
-    let line = serde_json::to_string(revocation).unwrap_or_default();
-    let written = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&path)
-        .and_then(|mut file| writeln!(file, "{line}"));
-    if let Err(error) = written {
-        tracing::warn!(file = %path.display(), %error, "cannot keep the revocation across restarts");
-    }
-}
-
-impl NodePolicy {
-    /// Re-apply the revocations kept in `identity`'s directory (each verified again).
-    pub(crate) fn load_revocations(&self, identity: &x0tta6bl4_identity::NodeIdentity) {
-        let path = identity.dir().join(REVOCATIONS_FILE);
-        let Ok(text) = std::fs::read_to_string(&path) else {
-            return;
-        };
-        for line in text
-            .lines()
-            .filter(|l| !l.trim().is_empty())
-            .take(REVOCATIONS_MAX)
-        {
-            let revocation: Result<x0tta6bl4_identity::Revocation, String> =
-                serde_json::from_str(line).map_err(|e| e.to_string());
-            match revocation.and_then(|r| r.verify(identity)) {
-                Ok(name) => {
-                    self.revoke(&name);
-                }
-                Err(error) => {
-                    tracing::warn!(file = %path.display(), %error, "kept revocation ignored")
-                }
-            }
-        }
-    }
-}
-
 fn modified(path: &Path) -> Option<SystemTime> {
     std::fs::metadata(path).and_then(|m| m.modified()).ok()
 }

@@ -205,6 +205,10 @@ pub(crate) struct Counters {
     handshakes: [AtomicU64; Handshake::ALL.len()],
     identity_closes: [AtomicU64; IdentityClose::ALL.len()],
     pub flow_probes_sent: AtomicU64,
+    /// Writes of a state file (revocations) that failed; each is retried.
+    pub state_write_failures: AtomicU64,
+    /// Records (revocations) accepted but not yet written to disk.
+    pub state_writes_pending: AtomicU64,
     /// Successful handshakes by key-exchange group (few distinct groups exist).
     kx_groups: Mutex<BTreeMap<String, u64>>,
 }

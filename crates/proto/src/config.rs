@@ -61,6 +61,12 @@ pub struct Config {
     /// A dial whose handshake has not completed within this fails and is retried (the
     /// daemon's transport applies it; the twin models it).
     pub dial_timeout_ms: u64,
+    /// Interval of the revocation anti-entropy round: each node sends every neighbour a
+    /// digest of the revocations it holds, and a neighbour holding others answers with
+    /// them (they are also exchanged whenever a link comes up).
+    pub revocation_sync_ms: u64,
+    /// Revocations kept; beyond it new ones are refused and counted.
+    pub revocations_max: usize,
     /// Seed of the instance's random choices (timer jitter). The daemon draws it from
     /// the OS; the twin derives it from the run's seed.
     #[serde(skip)]
@@ -98,6 +104,8 @@ impl Default for Config {
             dial_backoff_min_ms: 100,
             dial_backoff_max_ms: 2_000,
             dial_timeout_ms: 1_000,
+            revocation_sync_ms: 30_000,
+            revocations_max: 4_096,
             rng_seed: 0,
             initial_sequence: 1,
             healing: HealingConfig::default(),
@@ -218,6 +226,18 @@ impl Config {
             "payload_bytes_max",
             c.payload_bytes_max,
             "use 1 to 16384",
+        )?;
+        check(
+            (100..=3_600_000).contains(&c.revocation_sync_ms),
+            "revocation_sync_ms",
+            c.revocation_sync_ms,
+            "use 100 to 3600000 (an hour)",
+        )?;
+        check(
+            (1..=1_000_000).contains(&c.revocations_max),
+            "revocations_max",
+            c.revocations_max,
+            "use 1 to 1000000",
         )?;
         check(
             (1..=1024).contains(&c.neighbours_max),

@@ -31,6 +31,12 @@ pub enum AuthError {
         /// The origin the advertisement claims.
         origin: String,
     },
+    /// A revocation that is malformed or not signed by a trusted authority.
+    #[error("revocation refused: {reason}")]
+    BadRevocation {
+        /// What the verifier found wrong.
+        reason: String,
+    },
 }
 
 /// The node's signing identity and the verifier of everyone else's.
@@ -52,6 +58,10 @@ pub trait Authenticator: Send + Sync {
         message: &[u8],
         signature: &[u8],
     ) -> Result<(), AuthError>;
+    /// Check a revocation (opaque bytes: the daemon's are CA-signed statements, see
+    /// `x0tta6bl4_identity::Revocation`) and return the node it revokes. The core floods
+    /// and exchanges revocations; only this decides whether one is genuine.
+    fn verify_revocation(&self, revocation: &[u8]) -> Result<NodeName, AuthError>;
 }
 
 impl<T: Authenticator + ?Sized> Authenticator for Box<T> {
@@ -70,7 +80,15 @@ impl<T: Authenticator + ?Sized> Authenticator for Box<T> {
     ) -> Result<(), AuthError> {
         (**self).verify(origin, credential, message, signature)
     }
+    fn verify_revocation(&self, revocation: &[u8]) -> Result<NodeName, AuthError> {
+        (**self).verify_revocation(revocation)
+    }
 }
+
+/// First bytes of a simulated revocation.
+const SIM_REVOCATION_PREFIX: &[u8] = b"x0tta6bl4-sim-revocation\n";
+/// The signer name of simulated revocations (not a valid node name, so no node's key).
+const SIM_AUTHORITY: &str = "/authority";
 
 /// A keyed-hash authenticator for simulations and in-memory tests.
 ///
@@ -78,6 +96,7 @@ impl<T: Authenticator + ?Sized> Authenticator for Box<T> {
 /// instances verify each other and a node cannot forge another's advertisement without
 /// the secret. It is an integrity check sized for simulating thousands of nodes, not a
 /// security mechanism: the daemon never uses it.
+/// Simulated revocations are signed by the same secret ([`SimAuthenticator::revocation`]).
 #[derive(Clone, Debug)]
 pub struct SimAuthenticator {
     secret: u64,
@@ -94,6 +113,17 @@ impl SimAuthenticator {
             name,
             credential,
         }
+    }
+
+    /// A revocation of `target` signed by the simulation's authority (anyone holding
+    /// the simulation secret): `x0tta6bl4-sim-revocation\nTARGET\n` and an 8-byte tag.
+    pub fn revocation(&self, target: &NodeName) -> Vec<u8> {
+        let mut bytes = SIM_REVOCATION_PREFIX.to_vec();
+        bytes.extend_from_slice(target.as_str().as_bytes());
+        bytes.push(b'\n');
+        let tag = self.tag(SIM_AUTHORITY, &bytes);
+        bytes.extend_from_slice(&tag);
+        bytes
     }
 
     fn tag(&self, name: &str, message: &[u8]) -> [u8; 8] {
@@ -134,6 +164,24 @@ impl Authenticator for SimAuthenticator {
         }
         Ok(())
     }
+
+    fn verify_revocation(&self, revocation: &[u8]) -> Result<NodeName, AuthError> {
+        let bad = |reason: &str| AuthError::BadRevocation {
+            reason: reason.to_owned(),
+        };
+        let (body, tag) = revocation
+            .split_at_checked(revocation.len().saturating_sub(8))
+            .ok_or_else(|| bad("too short"))?;
+        let target = body
+            .strip_prefix(SIM_REVOCATION_PREFIX)
+            .and_then(|rest| rest.strip_suffix(b"\n"))
+            .ok_or_else(|| bad("not a simulated revocation"))?;
+        if tag != self.tag(SIM_AUTHORITY, body) {
+            return Err(bad("the authority's tag does not verify"));
+        }
+        let target = std::str::from_utf8(target).map_err(|_| bad("target is not UTF-8"))?;
+        NodeName::new(target).map_err(|e| bad(&e.to_string()))
+    }
 }
 
 #[cfg(test)]
@@ -156,7 +204,14 @@ mod tests {
         assert!(auth_b
             .verify(&b, auth_a.credential(), b"hello", &sig)
             .is_err());
+        let revocation = auth_a.revocation(&b);
+        assert_eq!(auth_b.verify_revocation(&revocation), Ok(b.clone()));
+        let mut forged = revocation.clone();
+        forged[30] ^= 1;
+        assert!(auth_b.verify_revocation(&forged).is_err());
+        assert!(auth_b.verify_revocation(b"").is_err());
         let stranger = SimAuthenticator::new(2, a.clone());
+        assert!(stranger.verify_revocation(&revocation).is_err());
         assert!(auth_b
             .verify(
                 &a,

@@ -26,6 +26,7 @@ mod name;
 mod neighbour;
 mod node;
 mod replay;
+mod revocations;
 mod rng;
 mod route;
 mod time;
@@ -38,7 +39,9 @@ pub use heal::{Decision, DecisionKind, HealingConfig};
 pub use lsdb::{InstallOutcome, LinkStateDb, LinkStateSnapshot};
 pub use name::{NameError, NodeName};
 pub use neighbour::{DownReason, NeighbourState, NeighbourView};
-pub use node::{Delivery, Destination, DropReason, Event, Node, SendError, Stats, Transmit};
+pub use node::{
+    Delivery, Destination, DropReason, Event, Node, RevokeOutcome, SendError, Stats, Transmit,
+};
 pub use rng::Rng;
 pub use route::{compute_routes, Route, RoutingTable};
 pub use time::Instant;

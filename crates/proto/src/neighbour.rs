@@ -55,6 +55,8 @@ pub enum DownReason {
     },
     /// The driver reported that the connection closed.
     LinkClosed,
+    /// A verified revocation names it.
+    Revoked,
 }
 
 impl std::fmt::Display for DownReason {
@@ -68,6 +70,7 @@ impl std::fmt::Display for DownReason {
                 "nothing heard for {silent_ms} ms (dead interval {dead_interval_ms} ms)"
             ),
             DownReason::LinkClosed => f.write_str("connection closed"),
+            DownReason::Revoked => f.write_str("revoked by its trust domain's CA"),
         }
     }
 }
@@ -116,6 +119,9 @@ pub(crate) struct Neighbour {
     pub(crate) degraded: bool,
     /// Retransmission timer of advertisements queued to it (earliest possible due time).
     pub(crate) retransmit_due: Option<Instant>,
+    /// The revocation digest (count, hash) it last told us; `None` until it does, and
+    /// again after it went down. Ours differing means we must keep syncing with it.
+    pub(crate) revocation_digest: Option<(u32, u64)>,
 }
 
 impl Neighbour {
@@ -134,6 +140,7 @@ impl Neighbour {
             damp_count: 0,
             degraded: false,
             retransmit_due: None,
+            revocation_digest: None,
         }
     }
 

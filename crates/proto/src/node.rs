@@ -8,12 +8,13 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::config::{Config, ConfigError};
-use crate::crypto::Authenticator;
+use crate::crypto::{AuthError, Authenticator};
 use crate::heal::{self, Decision, DecisionKind, Observation, Symptom};
 use crate::lsdb::{InstallOutcome, LinkStateDb, LinkStateSnapshot};
 use crate::name::NodeName;
 use crate::neighbour::{DownReason, Neighbour, NeighbourState, NeighbourView};
 use crate::replay::RecentMessages;
+use crate::revocations::{Inserted, RevocationSet};
 use crate::rng::Rng;
 use crate::route::{compute_routes, RoutingTable};
 use crate::time::Instant;
@@ -27,6 +28,10 @@ const DATA_IDS_PER_MS_LOG2: u32 = 12;
 const PEERS_MAX: usize = 1024;
 /// Bytes of advertisements bundled into one update frame at most.
 const UPDATE_BYTES_MAX: usize = 16 * 1024;
+/// Bytes of revocations bundled into one frame at most.
+const REVOCATION_FRAME_BYTES_MAX: usize = 16 * 1024;
+/// Digest rounds sent to disagreeing neighbours before waiting for the periodic round.
+const REVOCATION_RESYNCS_MAX: u32 = 12;
 
 /// Capacity a drained retransmission list keeps (more is given back).
 const RETRANSMIT_CAPACITY_KEPT: usize = 64;
@@ -96,6 +101,28 @@ pub enum Event {
     Delivered(Delivery),
     /// The healing loop decided something.
     Healing(Decision),
+    /// A verified revocation of `node` that this node did not hold before (from a
+    /// neighbour's flood or anti-entropy, or from [`Node::revoke`]). The core already
+    /// refuses the node as a neighbour, drops its advertisement and data, took it down if
+    /// it was a neighbour, and floods the revocation; the driver persists it, closes the
+    /// node's connection and applies it to the node's policy.
+    Revoked {
+        /// The revoked node.
+        node: NodeName,
+        /// The revocation's bytes, as [`Authenticator::verify_revocation`] accepted them.
+        revocation: Arc<[u8]>,
+    },
+}
+
+/// What [`Node::revoke`] did with a verified revocation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RevokeOutcome {
+    /// The node was not revoked before: the revocation is applied and flooded.
+    New(NodeName),
+    /// The node was revoked already.
+    Known(NodeName),
+    /// `revocations_max` revocations are held already; this one was not kept.
+    Full(NodeName),
 }
 
 /// Why something was dropped. Each reason is a metric label.
@@ -132,11 +159,15 @@ pub enum DropReason {
     Replayed,
     /// A data message from a source without an advertisement in the database.
     UnknownSource,
+    /// An advertisement, data message or link from a revoked node.
+    Revoked,
+    /// A revocation that did not verify.
+    BadRevocation,
 }
 
 impl DropReason {
     /// All reasons, for metrics.
-    pub const ALL: [DropReason; 15] = [
+    pub const ALL: [DropReason; 17] = [
         DropReason::Malformed,
         DropReason::UnknownVersion,
         DropReason::Oversized,
@@ -152,6 +183,8 @@ impl DropReason {
         DropReason::RetransmitsExhausted,
         DropReason::Replayed,
         DropReason::UnknownSource,
+        DropReason::Revoked,
+        DropReason::BadRevocation,
     ];
 
     /// The reason's metric label.
@@ -172,6 +205,8 @@ impl DropReason {
             DropReason::RetransmitsExhausted => "retransmits_exhausted",
             DropReason::Replayed => "replayed",
             DropReason::UnknownSource => "unknown_source",
+            DropReason::Revoked => "revoked",
+            DropReason::BadRevocation => "bad_revocation",
         }
     }
 }
@@ -230,6 +265,10 @@ pub struct Stats {
     pub data_delivered: u64,
     /// Neighbour down transitions.
     pub neighbour_down: u64,
+    /// Revocations verified and newly held (flooded, exchanged or commanded).
+    pub revocations_installed: u64,
+    /// Revocation digests sent (anti-entropy).
+    pub revocation_digests_sent: u64,
     /// Healing decisions by kind, in [`DecisionKind::ALL`] order.
     pub decisions: [u64; 4],
     /// Drops by reason, in [`DropReason::ALL`] order.
@@ -313,6 +352,13 @@ pub struct Node {
     next_data_id: u64,
     /// Data messages forwarded or delivered lately (see `replay`).
     recent: RecentMessages,
+    /// Verified revocations (see `revocations`).
+    revocations: RevocationSet,
+    next_revocation_sync_at: Instant,
+    /// While some up neighbour's revocation digest differs from ours: when digests are
+    /// sent to those neighbours again, and how often they were (for the backoff).
+    revocation_resync_at: Option<Instant>,
+    revocation_resyncs: u32,
     transmits: VecDeque<Transmit>,
     /// Advertisements and acknowledgements waiting to be bundled, per neighbour; they
     /// leave as few frames as possible when the transmit queue runs dry.
@@ -359,6 +405,10 @@ impl Node {
             // millisecond of uptime.
             next_data_id: config.initial_sequence.max(1) << DATA_IDS_PER_MS_LOG2,
             recent: RecentMessages::default(),
+            revocations: RevocationSet::new(config.revocations_max),
+            next_revocation_sync_at: now + Duration::from_millis(config.revocation_sync_ms),
+            revocation_resync_at: None,
+            revocation_resyncs: 0,
             transmits: VecDeque::new(),
             staged_updates: BTreeMap::new(),
             staged_acks: BTreeMap::new(),
@@ -407,6 +457,16 @@ impl Node {
     /// Sequence number of this node's current advertisement.
     pub fn sequence(&self) -> u64 {
         self.sequence
+    }
+
+    /// Whether this node holds a verified revocation of `node`.
+    pub fn is_revoked(&self, node: &NodeName) -> bool {
+        self.revocations.contains(node)
+    }
+
+    /// The revoked nodes and their revocations, by name.
+    pub fn revocations(&self) -> impl Iterator<Item = (&NodeName, &Arc<[u8]>)> {
+        self.revocations.iter()
     }
 
     /// Messages still queued for the driver (it should drain them with `poll_transmit`).
@@ -482,6 +542,23 @@ impl Node {
         Ok(id)
     }
 
+    /// A revocation from outside the mesh (the operator, through the driver's API, or the
+    /// driver's persisted ones at start): verified by the authenticator, then applied and
+    /// flooded like one from a neighbour.
+    pub fn revoke(&mut self, now: Instant, revocation: &[u8]) -> Result<RevokeOutcome, AuthError> {
+        if revocation.len() > wire::REVOCATION_BYTES_MAX {
+            return Err(AuthError::BadRevocation {
+                reason: format!(
+                    "{} bytes; at most {}",
+                    revocation.len(),
+                    wire::REVOCATION_BYTES_MAX
+                ),
+            });
+        }
+        let target = self.auth.verify_revocation(revocation)?;
+        Ok(self.install_revocation(now, None, target, Arc::from(revocation)))
+    }
+
     // ----- inputs -----
 
     /// A link (authenticated connection) to `neighbour` is up. `dialed` is the address
@@ -496,12 +573,18 @@ impl Node {
         if neighbour == self.name {
             return false;
         }
+        if self.revocations.contains(&neighbour) {
+            self.count_drop(DropReason::Revoked);
+            return false;
+        }
         if let Some(addr) = dialed {
+            // The backoff is reset only once the neighbour answers (`neighbour_alive`): a
+            // peer that completes the handshake and then refuses us (it does not trust our
+            // certificate, or we are revoked) is redialed with a growing delay.
             if let Some(peer) = self.peers.iter_mut().find(|p| p.addr == addr) {
                 peer.name = Some(neighbour.clone());
                 peer.connected = true;
                 peer.next_dial_at = None;
-                peer.backoff = Duration::from_millis(self.config.dial_backoff_min_ms);
             }
         }
         if let Some(n) = self.neighbours.get_mut(&neighbour) {
@@ -528,14 +611,15 @@ impl Node {
         if let Some(n) = self.neighbours.get_mut(neighbour) {
             n.link_open = false;
         }
-        let backoff_min = Duration::from_millis(self.config.dial_backoff_min_ms);
+        let max = Duration::from_millis(self.config.dial_backoff_max_ms);
         for peer in self
             .peers
             .iter_mut()
             .filter(|p| p.name.as_ref() == Some(neighbour) && p.connected)
         {
             peer.connected = false;
-            peer.next_dial_at = Some(now + backoff_min);
+            peer.next_dial_at = Some(now + peer.backoff);
+            peer.backoff = (peer.backoff * 2).min(max);
         }
         self.run_healing(now);
     }
@@ -566,6 +650,9 @@ impl Node {
     /// goes through [`Node::handle_datagram`]).
     pub fn handle_message(&mut self, now: Instant, from: &NodeName, message: Message) {
         self.stats.frames_received += 1;
+        if self.revocations.contains(from) {
+            return self.count_drop(DropReason::Revoked);
+        }
         let Some(n) = self.neighbours.get_mut(from) else {
             self.count_drop(DropReason::NotNeighbour);
             return;
@@ -598,6 +685,25 @@ impl Node {
             }
             Message::Data(data) => self.receive_data(now, data),
             Message::Beacon { .. } => self.count_drop(DropReason::Malformed),
+            Message::Revocations { items } => {
+                for item in items {
+                    self.receive_revocation(now, from, item);
+                }
+            }
+            Message::RevocationDigest {
+                count,
+                digest,
+                reply_wanted,
+            } => {
+                n.revocation_digest = Some((count, digest));
+                if (count, digest) != self.revocation_digest() {
+                    self.send_revocations(from);
+                    self.arm_revocation_resync(now);
+                }
+                if reply_wanted {
+                    self.send_revocation_digest(from, false);
+                }
+            }
         }
         if revived {
             self.neighbour_alive(now, from);
@@ -639,12 +745,16 @@ impl Node {
         let expires_at = now + Duration::from_millis(self.config.lsa_lifetime_ms);
         let mut refused = Vec::new();
         let auth = self.auth.as_ref();
+        let revocations = &self.revocations;
         let outcomes = self
             .lsdb
             .install_snapshot(snapshot, &self.name, expires_at, |lsa| {
-                admit(auth, lsa)
-                    .map_err(|reason| refused.push(reason))
-                    .is_ok()
+                let admitted = if revocations.contains(&lsa.lsa.origin) {
+                    Err(DropReason::Revoked)
+                } else {
+                    admit(auth, lsa)
+                };
+                admitted.map_err(|reason| refused.push(reason)).is_ok()
             });
         for reason in refused {
             self.count_drop(reason);
@@ -690,6 +800,12 @@ impl Node {
         if now >= self.next_age_check_at {
             self.age_out(now);
         }
+        if now >= self.next_revocation_sync_at {
+            self.sync_revocations_all(now);
+        }
+        if self.revocation_resync_at.is_some_and(|at| now >= at) {
+            self.resync_revocations(now);
+        }
         if self.spf_at.is_some_and(|at| now >= at) {
             self.run_spf();
         }
@@ -713,7 +829,10 @@ impl Node {
     /// When [`Node::handle_timeout`] should be called next.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let probe_interval = self.config.probe_interval();
-        let mut deadline = self.next_refresh_at.min(self.next_age_check_at);
+        let mut deadline = self
+            .next_refresh_at
+            .min(self.next_age_check_at)
+            .min(self.next_revocation_sync_at);
         let mut earliest = |t: Instant| deadline = deadline.min(t);
         if self.neighbours.values().any(|n| n.link_open) {
             earliest(self.next_probe_at);
@@ -727,7 +846,10 @@ impl Node {
                 );
                 earliest(n.last_heard + dead + Duration::from_micros(1));
             }
-            if let Some(t) = n.damped_until {
+            // Only a damped neighbour waits for its damping to end: a neighbour that went
+            // down while damped keeps `damped_until` (it is damped again if it returns
+            // before then), and arming a timer for a past instant would spin the driver.
+            if let Some(t) = n.damped_until.filter(|_| n.state == NeighbourState::Damped) {
                 earliest(t);
             }
             if let Some(t) = n.retransmit_due {
@@ -741,6 +863,9 @@ impl Node {
             earliest(t);
         }
         if let Some(t) = self.spf_at {
+            earliest(t);
+        }
+        if let Some(t) = self.revocation_resync_at {
             earliest(t);
         }
         if let Some(t) = self.origination_due {
@@ -850,7 +975,16 @@ impl Node {
             n.state = NeighbourState::Damped;
             return;
         }
+        n.damped_until = None;
         n.state = NeighbourState::Up;
+        let backoff_min = Duration::from_millis(self.config.dial_backoff_min_ms);
+        for peer in self
+            .peers
+            .iter_mut()
+            .filter(|p| p.name.as_ref() == Some(name))
+        {
+            peer.backoff = backoff_min;
+        }
         self.emit(Event::NeighbourUp { name: name.clone() });
         self.sync_database(now, name);
         self.originate(now);
@@ -891,6 +1025,11 @@ impl Node {
                 plans.push((symptom, decision));
             }
         }
+        self.apply_plans(now, plans);
+    }
+
+    /// Execute decisions, count and emit them, and originate what they changed.
+    fn apply_plans(&mut self, now: Instant, plans: Vec<(Symptom, Decision)>) {
         let mut changed = false;
         let mut urgent = false;
         for (symptom, decision) in plans {
@@ -927,6 +1066,7 @@ impl Node {
                 n.state = NeighbourState::Down;
                 n.record_down(now);
                 n.degraded = false;
+                n.revocation_digest = None;
                 self.stats.neighbour_down += 1;
                 let name = n.name.clone();
                 self.retransmits.remove(&name);
@@ -959,6 +1099,196 @@ impl Node {
                 self.sync_database(now, &name);
                 true
             }
+        }
+    }
+
+    // ----- revocations -----
+
+    fn receive_revocation(&mut self, now: Instant, from: &NodeName, revocation: Arc<[u8]>) {
+        match self.auth.verify_revocation(&revocation) {
+            Ok(target) => {
+                self.install_revocation(now, Some(from), target, revocation);
+            }
+            Err(_) => self.count_drop(DropReason::BadRevocation),
+        }
+    }
+
+    /// Keep a verified revocation; if it is news, act on it and flood it to every up
+    /// neighbour but `from`.
+    fn install_revocation(
+        &mut self,
+        now: Instant,
+        from: Option<&NodeName>,
+        target: NodeName,
+        revocation: Arc<[u8]>,
+    ) -> RevokeOutcome {
+        let outcome = match self.revocations.insert(target.clone(), revocation.clone()) {
+            Inserted::Known => return RevokeOutcome::Known(target),
+            Inserted::Full => {
+                self.count_drop(DropReason::DatabaseFull);
+                return RevokeOutcome::Full(target);
+            }
+            // Flooded on, so every node converges on the same canonical copy.
+            Inserted::Replaced => {
+                self.arm_revocation_resync(now);
+                RevokeOutcome::Known(target.clone())
+            }
+            Inserted::New => {
+                self.stats.revocations_installed += 1;
+                self.arm_revocation_resync(now);
+                self.emit(Event::Revoked {
+                    node: target.clone(),
+                    revocation: revocation.clone(),
+                });
+                self.cut_off(now, &target);
+                RevokeOutcome::New(target)
+            }
+        };
+        let targets: Vec<NodeName> = self
+            .neighbours
+            .values()
+            .filter(|n| n.state == NeighbourState::Up && Some(&n.name) != from)
+            .map(|n| n.name.clone())
+            .collect();
+        for neighbour in targets {
+            self.transmit(
+                Destination::Neighbour(neighbour),
+                Message::Revocations {
+                    items: vec![revocation.clone()],
+                },
+            );
+        }
+        outcome
+    }
+
+    /// Act on a new revocation of `node`: take it down as a neighbour, stop dialing it,
+    /// forget its advertisement (links to it stop counting: a link needs both ends'
+    /// advertisements) and recompute routes at once.
+    fn cut_off(&mut self, now: Instant, node: &NodeName) {
+        if *node == self.name {
+            return; // we were revoked: our neighbours cut us off
+        }
+        for peer in self
+            .peers
+            .iter_mut()
+            .filter(|p| p.name.as_ref() == Some(node))
+        {
+            peer.next_dial_at = None;
+        }
+        let alive = self.neighbours.get(node).is_some_and(|n| {
+            matches!(
+                n.state,
+                NeighbourState::Init | NeighbourState::Up | NeighbourState::Damped
+            )
+        });
+        if alive {
+            let symptom = Symptom::Dead(DownReason::Revoked);
+            let decision = heal::plan(node, &symptom, 0, now, &self.config.healing);
+            self.apply_plans(now, vec![(symptom, decision)]);
+        }
+        if let Some(n) = self.neighbours.get_mut(node) {
+            n.link_open = false;
+        }
+        self.retransmits.remove(node);
+        if self.lsdb.remove(node).is_some() {
+            for list in self.retransmits.values_mut() {
+                list.remove(node);
+            }
+            self.run_spf();
+        }
+    }
+
+    /// Every revocation held, to one neighbour, in as few frames as the limits allow.
+    fn send_revocations(&mut self, to: &NodeName) {
+        let all: Vec<Arc<[u8]>> = self.revocations.iter().map(|(_, r)| r.clone()).collect();
+        let mut items = Vec::new();
+        let mut bytes = 0;
+        for revocation in all {
+            let full = items.len() == wire::REVOCATIONS_PER_FRAME_MAX
+                || bytes + revocation.len() > REVOCATION_FRAME_BYTES_MAX;
+            if !items.is_empty() && full {
+                let items = std::mem::take(&mut items);
+                self.transmit(
+                    Destination::Neighbour(to.clone()),
+                    Message::Revocations { items },
+                );
+                bytes = 0;
+            }
+            bytes += revocation.len();
+            items.push(revocation);
+        }
+        if !items.is_empty() {
+            self.transmit(
+                Destination::Neighbour(to.clone()),
+                Message::Revocations { items },
+            );
+        }
+    }
+
+    fn revocation_digest(&self) -> (u32, u64) {
+        (self.revocations.len() as u32, self.revocations.digest())
+    }
+
+    fn send_revocation_digest(&mut self, to: &NodeName, reply_wanted: bool) {
+        let (count, digest) = self.revocation_digest();
+        self.stats.revocation_digests_sent += 1;
+        self.transmit(
+            Destination::Neighbour(to.clone()),
+            Message::RevocationDigest {
+                count,
+                digest,
+                reply_wanted,
+            },
+        );
+    }
+
+    /// Up neighbours whose last digest differs from ours (or who sent none yet).
+    fn out_of_sync_neighbours(&self) -> Vec<NodeName> {
+        let ours = Some(self.revocation_digest());
+        self.neighbours
+            .values()
+            .filter(|n| n.state == NeighbourState::Up && n.revocation_digest != ours)
+            .map(|n| n.name.clone())
+            .collect()
+    }
+
+    /// Keep exchanging digests with out-of-sync neighbours until they agree (digests and
+    /// revocations may be lost on the way), every `flood_retransmit_ms`, doubling.
+    fn arm_revocation_resync(&mut self, now: Instant) {
+        if self.revocation_resync_at.is_none() {
+            self.revocation_resyncs = 0;
+            self.revocation_resync_at =
+                Some(now + Duration::from_millis(self.config.flood_retransmit_ms));
+        }
+    }
+
+    fn resync_revocations(&mut self, now: Instant) {
+        let lagging = self.out_of_sync_neighbours();
+        if lagging.is_empty() || self.revocation_resyncs >= REVOCATION_RESYNCS_MAX {
+            // In agreement, or given up until the periodic round.
+            self.revocation_resync_at = None;
+            return;
+        }
+        for name in &lagging {
+            self.send_revocation_digest(name, true);
+        }
+        self.revocation_resyncs += 1;
+        let rto = Duration::from_millis(self.config.flood_retransmit_ms);
+        self.revocation_resync_at = Some(now + rto * (1u32 << self.revocation_resyncs.min(4)));
+    }
+
+    /// The periodic anti-entropy round: a digest to every up neighbour.
+    fn sync_revocations_all(&mut self, now: Instant) {
+        let interval = Duration::from_millis(self.config.revocation_sync_ms);
+        self.next_revocation_sync_at = now + interval.mul_f64(0.9 + 0.2 * self.rng.unit());
+        let up: Vec<NodeName> = self
+            .neighbours
+            .values()
+            .filter(|n| n.state == NeighbourState::Up)
+            .map(|n| n.name.clone())
+            .collect();
+        for name in up {
+            self.send_revocation_digest(&name, true);
         }
     }
 
@@ -1137,6 +1467,8 @@ impl Node {
         for lsa in &all {
             self.send_lsa(now, name, lsa);
         }
+        self.send_revocation_digest(name, true);
+        self.arm_revocation_resync(now);
     }
 
     fn retransmit_due(&mut self, now: Instant) {
@@ -1221,6 +1553,11 @@ impl Node {
         self.stats.lsa_received += 1;
         let origin = lsa.lsa.origin.clone();
         let sequence = lsa.lsa.sequence;
+        if self.revocations.contains(&origin) && origin != self.name {
+            // Acknowledged, so the sender stops retransmitting it, but never installed.
+            self.stage_ack(now, from, &origin, sequence);
+            return self.count_drop(DropReason::Revoked);
+        }
         // Duplicates and stale copies are settled by sequence number alone: only an
         // advertisement that would change the database pays for signature verification.
         if origin != self.name {
@@ -1315,6 +1652,9 @@ impl Node {
 
     fn receive_data(&mut self, _now: Instant, mut data: Data) {
         // Only a node the mesh knows (its advertisement verified) may originate data.
+        if self.revocations.contains(&data.source) {
+            return self.count_drop(DropReason::Revoked);
+        }
         if data.source != self.name && self.lsdb.get(&data.source).is_none() {
             return self.count_drop(DropReason::UnknownSource);
         }
@@ -1356,6 +1696,14 @@ impl Node {
     fn dial_due(&mut self, now: Instant) {
         let mut dials = Vec::new();
         for peer in &mut self.peers {
+            if peer
+                .name
+                .as_ref()
+                .is_some_and(|name| self.revocations.contains(name))
+            {
+                peer.next_dial_at = None; // a revoked node is never dialed again
+                continue;
+            }
             if peer.next_dial_at.is_some_and(|t| now >= t) {
                 let linked = peer
                     .name

@@ -12,6 +12,8 @@
 //! LsAck    (4) = count:u16 (origin:name sequence:u64)*       1..=256 acknowledgements
 //! Data     (5) = src:name dst:name ttl:u8 channel:u8 id:u64 payload:bytes16
 //! Beacon   (6) = name:name port:u16
+//! Revocations      (7) = count:u16 bytes16*                   1..=64 revocations
+//! RevocationDigest (8) = count:u32 digest:u64 reply_wanted:u8 (0 or 1)
 //! ```
 //! All integers are big-endian. A frame with bytes left over after its body is refused.
 
@@ -35,6 +37,10 @@ pub const UPDATE_LSAS_MAX: usize = 64;
 pub const ACKS_MAX: usize = 256;
 /// Largest application payload the wire can carry (configuration may lower it).
 pub const PAYLOAD_BYTES_MAX: usize = 16_384;
+/// Largest revocation (opaque, verified by the [`crate::Authenticator`]) on the wire.
+pub const REVOCATION_BYTES_MAX: usize = 4096;
+/// Most revocations in one frame.
+pub const REVOCATIONS_PER_FRAME_MAX: usize = 64;
 
 /// A frame that could not be decoded. Each is dropped and counted, never a panic.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -181,6 +187,22 @@ pub enum Message {
         /// The UDP port the sender's QUIC endpoint listens on.
         port: u16,
     },
+    /// Revocations being flooded or handed over after a digest mismatch.
+    Revocations {
+        /// Each revocation's bytes (opaque to the core; the authenticator verifies them).
+        items: Vec<Arc<[u8]>>,
+    },
+    /// A summary of the revocations the sender holds (anti-entropy): a receiver holding
+    /// a different set answers with all of its own.
+    RevocationDigest {
+        /// How many revocations the sender holds.
+        count: u32,
+        /// A hash of them (see `revocations::RevocationSet::digest`).
+        digest: u64,
+        /// The receiver should answer with its own digest (so the sender learns whether
+        /// they agree); answers set it to false, so exchanges end.
+        reply_wanted: bool,
+    },
 }
 
 const KIND_PROBE: u8 = 1;
@@ -189,6 +211,8 @@ const KIND_LSA: u8 = 3;
 const KIND_LSA_ACK: u8 = 4;
 const KIND_DATA: u8 = 5;
 const KIND_BEACON: u8 = 6;
+const KIND_REVOCATIONS: u8 = 7;
+const KIND_REVOCATION_DIGEST: u8 = 8;
 
 impl Message {
     /// A short label for metrics and logs.
@@ -200,6 +224,8 @@ impl Message {
             Message::LsAck { .. } => "ls_ack",
             Message::Data(_) => "data",
             Message::Beacon { .. } => "beacon",
+            Message::Revocations { .. } => "revocations",
+            Message::RevocationDigest { .. } => "revocation_digest",
         }
     }
 
@@ -251,6 +277,23 @@ impl Message {
                 put_name(out, name);
                 out.extend_from_slice(&port.to_be_bytes());
             }
+            Message::Revocations { items } => {
+                out.push(KIND_REVOCATIONS);
+                put_count(out, items.len(), REVOCATIONS_PER_FRAME_MAX);
+                for item in items {
+                    put_bytes16(out, item);
+                }
+            }
+            Message::RevocationDigest {
+                count,
+                digest,
+                reply_wanted,
+            } => {
+                out.push(KIND_REVOCATION_DIGEST);
+                out.extend_from_slice(&count.to_be_bytes());
+                out.extend_from_slice(&digest.to_be_bytes());
+                out.push(u8::from(*reply_wanted));
+            }
         }
     }
 
@@ -280,6 +323,10 @@ impl Message {
             }
             Message::Data(d) => name(&d.source) + name(&d.destination) + 10 + 2 + d.payload.len(),
             Message::Beacon { name: n, .. } => name(n) + 2,
+            Message::Revocations { items } => {
+                2 + items.iter().map(|item| 2 + item.len()).sum::<usize>()
+            }
+            Message::RevocationDigest { .. } => 13,
         }
     }
 
@@ -322,6 +369,29 @@ impl Message {
             KIND_BEACON => Message::Beacon {
                 name: r.name("name")?,
                 port: r.u16("port")?,
+            },
+            KIND_REVOCATIONS => {
+                let count = r.count("revocations", REVOCATIONS_PER_FRAME_MAX)?;
+                let mut items = Vec::with_capacity(count);
+                for _ in 0..count {
+                    items.push(Arc::from(r.bytes16("revocation", REVOCATION_BYTES_MAX)?));
+                }
+                Message::Revocations { items }
+            }
+            KIND_REVOCATION_DIGEST => Message::RevocationDigest {
+                count: r.u32("revocation count")?,
+                digest: r.u64("revocation digest")?,
+                reply_wanted: match r.u8("reply_wanted")? {
+                    0 => false,
+                    1 => true,
+                    other => {
+                        return Err(WireError::TooLong {
+                            field: "reply_wanted",
+                            len: usize::from(other),
+                            max: 1,
+                        })
+                    }
+                },
             },
             other => return Err(WireError::UnknownKind(other)),
         };
@@ -541,6 +611,14 @@ mod tests {
                 name: name("n1"),
                 port: 7000,
             },
+            Message::Revocations {
+                items: vec![Arc::from(&b"revoke n5"[..]), Arc::from(&b"x"[..])],
+            },
+            Message::RevocationDigest {
+                count: 2,
+                digest: 0xfeed,
+                reply_wanted: true,
+            },
         ]
     }
 
@@ -587,7 +665,7 @@ mod tests {
         }
 
         #[test]
-        fn mutated_frames_never_panic(index in 0usize..6, flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..8)) {
+        fn mutated_frames_never_panic(index in 0usize..8, flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..8)) {
             let mut bytes = samples()[index].to_bytes();
             for (at, value) in flips {
                 let at = at % bytes.len();

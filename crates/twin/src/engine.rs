@@ -93,6 +93,8 @@ struct SimNode {
     processing_free_at: Instant,
     /// While `Some`, the node sends forged and replayed frames with every frame.
     byzantine: Option<ByzantineSender<Box<[u8]>>>,
+    /// Timer firings handled (liveness: a spinning node fires without bound).
+    timer_fires: u64,
 }
 
 /// What a frame carries across a link: a message (the twin skips encoding), or bytes
@@ -357,6 +359,8 @@ pub struct Sim {
     /// While `Some`, link-state updates are held here instead of crossing links (see
     /// [`Sim::hold_link_state`]): (sender, receiver, frame), in the order sent.
     held_updates: Option<Vec<(u32, NodeName, Message)>>,
+    /// The first liveness violation seen (see [`Sim::liveness_violation`]).
+    liveness_violation: Option<String>,
 }
 
 impl Sim {
@@ -376,6 +380,7 @@ impl Sim {
             index,
             links: Vec::with_capacity(topology.links.len()),
             adjacency: vec![Vec::new(); n],
+            liveness_violation: None,
             pair: HashMap::new(),
             queue: EventQueue::default(),
             next_conn: 1,
@@ -416,6 +421,7 @@ impl Sim {
                 processing_jitter: Duration::ZERO,
                 processing_free_at: Instant::ZERO,
                 byzantine: None,
+                timer_fires: 0,
             });
         }
         for i in 0..n as u32 {
@@ -517,6 +523,36 @@ impl Sim {
     /// Observations since the last call.
     pub fn take_observed(&mut self) -> Vec<(Instant, Observed)> {
         std::mem::take(&mut self.observed)
+    }
+
+    /// Timer firings node `i` handled so far (all incarnations).
+    pub fn timer_fires(&self, i: u32) -> u64 {
+        self.nodes[i as usize].timer_fires
+    }
+
+    /// The first liveness violation seen (a node whose timer was due again right after
+    /// it ran), if any.
+    pub fn liveness_violation(&self) -> Option<&str> {
+        self.liveness_violation.as_deref()
+    }
+
+    /// Node `at` receives the simulation authority's revocation of `target` (as an
+    /// operator's `ca revoke --api`): it verifies, applies and floods it.
+    /// Returns false (and does nothing) when node `at` is not running.
+    pub fn revoke(&mut self, at: u32, target: u32) -> bool {
+        if self.nodes[at as usize].status != Status::Running {
+            return false;
+        }
+        let authority = SimAuthenticator::new(self.config.seed, self.names[at as usize].clone());
+        let revocation = authority.revocation(&self.names[target as usize]);
+        let now = self.now;
+        let outcome = self.nodes[at as usize].node.revoke(now, &revocation);
+        debug_assert!(
+            outcome.is_ok(),
+            "the simulation authority signs genuine ones"
+        );
+        self.after_input(at);
+        true
     }
 
     /// Whether frames can cross link `l` from `from` to the other end right now.
@@ -856,7 +892,21 @@ impl Sim {
             return; // stale timer entry
         }
         sim_node.timer_at = None;
+        sim_node.timer_fires += 1;
         sim_node.node.handle_timeout(now);
+        // Liveness: after `handle_timeout(now)` nothing may be due at `now` any more; a
+        // timer due again at once would spin the daemon's driver (the engine below only
+        // survives it by moving the timer a microsecond on).
+        if self.liveness_violation.is_none()
+            && sim_node.node.poll_timeout().is_some_and(|at| at <= now)
+        {
+            self.liveness_violation = Some(format!(
+                "{} at {:?}: a timer is due again right after handle_timeout (deadline {:?})",
+                sim_node.node.name(),
+                now,
+                sim_node.node.poll_timeout()
+            ));
+        }
         self.after_input(i);
     }
 
@@ -981,13 +1031,25 @@ impl Sim {
         );
         if !self.nodes[dialer as usize]
             .node
-            .handle_link_up(now, target_name, Some(addr))
+            .handle_link_up(now, target_name.clone(), Some(addr))
         {
+            // The dialer does not accept the target (revoked): as the daemon's verifier
+            // refusing the server's certificate, a failed dial.
             self.links[link as usize].conn = None;
+            self.after_input(dialer);
+            return false;
         }
-        self.nodes[target as usize]
+        if !self.nodes[target as usize]
             .node
-            .handle_link_up(now, dialer_name, None);
+            .handle_link_up(now, dialer_name, None)
+        {
+            // The target refuses the dialer (revoked): the dialer saw its handshake
+            // complete, then the connection close.
+            self.links[link as usize].conn = None;
+            self.nodes[dialer as usize]
+                .node
+                .handle_link_down(now, &target_name);
+        }
         self.after_input(dialer);
         self.after_input(target);
         true
@@ -1123,6 +1185,12 @@ impl Sim {
                             destination: i,
                         },
                     ));
+                }
+            }
+            Event::Revoked { node, .. } => {
+                // As the daemon: the revoked node's connection is closed at once.
+                if let Some(&j) = self.index.get(&node) {
+                    self.close_connection(i, j);
                 }
             }
             Event::Delivered(_) | Event::NeighbourUp { .. } | Event::Healing(_) => {}

@@ -9,12 +9,47 @@ use x0tta6bl4_proto::{NeighbourState, Rng};
 
 use crate::check;
 use crate::engine::{Sim, SimConfig, Status};
-use crate::scenario::Scenario;
+use crate::scenario::{Action, Scenario};
 use crate::spec::TopologySpec;
 
 /// Simulated time allowed for convergence before and after the faults (the bound is
 /// the MTTR budget: faults end, the mesh must be whole again within it).
 pub const CONVERGENCE_BOUND: Duration = Duration::from_secs(10);
+
+/// Liveness: timer firings one node may handle per simulated second. A healthy node
+/// fires a few dozen (probes every 50 ms, acknowledgements, retransmissions, dials); a
+/// node whose timer is due again at once fires without bound.
+pub const TIMER_FIRES_PER_SECOND_MAX: u64 = 2_000;
+
+/// Faults the fuzzer adds to the scenario's own, for what scenarios do not cover.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Extra {
+    /// Nothing more.
+    None,
+    /// A node killed and restarted `cycles` times, every `period_ms` (its neighbours damp
+    /// the flapping link), then left down if `stay_down`, as `kill -9` loops do.
+    RestartFlap {
+        /// The node.
+        node: u32,
+        /// Kill-restart cycles.
+        cycles: u32,
+        /// Interval between kills.
+        period_ms: u64,
+        /// Killed for good at the end.
+        stay_down: bool,
+    },
+    /// `target` revoked at node `at` while node `down` is crashed (it returns later):
+    /// the revocation must reach every node, `down` included, and nobody may route to
+    /// the revoked node.
+    Revoke {
+        /// Where the revocation enters.
+        at: u32,
+        /// The revoked node.
+        target: u32,
+        /// A node down during the flood.
+        down: u32,
+    },
+}
 
 /// The parameters a seed derives.
 #[derive(Clone, Debug, PartialEq)]
@@ -27,6 +62,8 @@ pub struct FuzzCase {
     pub topology: String,
     /// Scenario specification.
     pub scenario: String,
+    /// Faults added by the fuzzer.
+    pub extra: Extra,
 }
 
 impl FuzzCase {
@@ -78,11 +115,33 @@ impl FuzzCase {
             ),
             _ => format!("byzantine:hold_ms={}", 100 + rng.below(500)),
         };
+        let distinct = |rng: &mut Rng, not: &[u32]| loop {
+            let v = rng.below(nodes as u64) as u32;
+            if !not.contains(&v) {
+                return v;
+            }
+        };
+        let extra = match rng.below(4) {
+            0 => Extra::RestartFlap {
+                node: rng.below(nodes as u64) as u32,
+                cycles: 4 + rng.below(5) as u32,
+                period_ms: 300 + rng.below(1_200),
+                stay_down: rng.below(2) == 0,
+            },
+            1 => {
+                let at = rng.below(nodes as u64) as u32;
+                let target = distinct(&mut rng, &[at]);
+                let down = distinct(&mut rng, &[at, target]);
+                Extra::Revoke { at, target, down }
+            }
+            _ => Extra::None,
+        };
         FuzzCase {
             seed,
             nodes,
             topology,
             scenario,
+            extra,
         }
     }
 
@@ -113,20 +172,58 @@ pub fn run_case(case: &FuzzCase) -> Result<(), String> {
         // common at a few percent loss, six are not.
         config.protocol.probe_misses_max = 6;
     }
+    if matches!(case.extra, Extra::RestartFlap { .. }) {
+        // Damping periods short enough that a damped node is back within the
+        // convergence bound (the default 5 s doubles per damping, up to 60 s).
+        config.protocol.healing.damp_ms = 1_000;
+        config.protocol.healing.damp_max_ms = 4_000;
+    }
     let mut sim = Sim::new(&topology, config);
-    converge_within(&mut sim, &mut rng, "before the faults", lossy)?;
+    let mut liveness = Liveness::new(&sim);
+    converge_within(
+        &mut sim,
+        &mut rng,
+        "before the faults",
+        lossy,
+        &mut liveness,
+    )?;
     let plan = scenario.plan(&sim, &mut rng);
+    let mut actions: Vec<(Duration, FuzzAction)> = plan
+        .actions
+        .into_iter()
+        .map(|(at, action)| (at, FuzzAction::Scenario(action)))
+        .collect();
+    actions.extend(extra_actions(&case.extra));
+    actions.sort_by_key(|(at, _)| *at);
     let start = sim.now();
     let mut sequences: Vec<(u32, u64)> = (0..sim.len() as u32)
         .map(|i| (0, sim.node(i).sequence()))
         .collect();
     let step = Duration::from_millis(5);
-    for (offset, action) in &plan.actions {
+    let mut revoked = None;
+    for (offset, action) in &actions {
         while sim.now() < start + *offset {
             sim.run_for(step);
             check_safety(&sim, &mut sequences)?;
+            liveness.check(&sim)?;
         }
-        action.apply(&mut sim);
+        match action {
+            // Kills and restarts of the fuzzer's own may meet the scenario's: each applies
+            // only to a node in the state it expects.
+            FuzzAction::Scenario(Action::Restart(v)) if sim.status(*v) != Status::Crashed => {}
+            FuzzAction::Scenario(Action::Crash(v)) if sim.status(*v) == Status::Crashed => {}
+            FuzzAction::Scenario(action) => action.apply(&mut sim),
+            FuzzAction::Revoke { at, target } => {
+                if sim.revoke(*at, *target) {
+                    revoked = Some((*at, *target));
+                }
+            }
+        }
+    }
+    if let Some((at, target)) = revoked {
+        revocation_reaches_everyone(&mut sim, at, target, &mut liveness)?;
+        // The revoked node is cut off for good; the rest must converge without it.
+        sim.crash(target);
     }
     // Faults over: repair every link's loss so liveness can be demanded.
     for l in 0..sim.links().len() as u32 {
@@ -134,15 +231,174 @@ pub fn run_case(case: &FuzzCase) -> Result<(), String> {
             sim.set_link_loss(l, 0.0);
         }
     }
-    converge_within(&mut sim, &mut rng, "after the faults", lossy)
+    converge_within(&mut sim, &mut rng, "after the faults", lossy, &mut liveness)?;
+    // Past the first damping periods: a node that damped a neighbour which then died
+    // must stay quiet (before the fix its damping timer stayed due and spun).
+    let damping =
+        matches!(case.extra, Extra::RestartFlap { .. }) || case.scenario.starts_with("flap");
+    if !damping {
+        return Ok(());
+    }
+    let quiet_until = sim.now() + Duration::from_secs(12);
+    while sim.now() < quiet_until {
+        sim.run_for(Duration::from_millis(250));
+        liveness.check(&sim)?;
+    }
+    Ok(())
 }
 
-fn converge_within(sim: &mut Sim, rng: &mut Rng, when: &str, lossy: bool) -> Result<(), String> {
+/// An action of the fuzzer's timeline: the scenario's, or a revocation.
+enum FuzzAction {
+    Scenario(Action),
+    Revoke { at: u32, target: u32 },
+}
+
+fn extra_actions(extra: &Extra) -> Vec<(Duration, FuzzAction)> {
+    let ms = Duration::from_millis;
+    match *extra {
+        Extra::None => Vec::new(),
+        Extra::RestartFlap {
+            node,
+            cycles,
+            period_ms,
+            stay_down,
+        } => {
+            let mut actions = Vec::new();
+            for c in 0..u64::from(cycles) {
+                let at = ms(c * period_ms);
+                actions.push((at, FuzzAction::Scenario(Action::Crash(node))));
+                actions.push((
+                    at + ms(period_ms / 3),
+                    FuzzAction::Scenario(Action::Restart(node)),
+                ));
+            }
+            if stay_down {
+                let end = ms(u64::from(cycles) * period_ms);
+                actions.push((end, FuzzAction::Scenario(Action::Crash(node))));
+            }
+            actions
+        }
+        Extra::Revoke { at, target, down } => vec![
+            (ms(0), FuzzAction::Scenario(Action::Crash(down))),
+            (ms(200), FuzzAction::Revoke { at, target }),
+            (ms(1_000), FuzzAction::Scenario(Action::Restart(down))),
+        ],
+    }
+}
+
+/// Within the convergence bound, every running node that the node where the revocation
+/// entered (`at`) reaches without `target` holds the revocation of `target`, routes
+/// nothing to or through it, and holds no advertisement of it. (Nodes reachable only
+/// through the revoked node cannot hear of it: their neighbours cut it off.)
+fn revocation_reaches_everyone(
+    sim: &mut Sim,
+    at: u32,
+    target: u32,
+    liveness: &mut Liveness,
+) -> Result<(), String> {
+    let start = sim.now();
+    let name = sim.name(target).clone();
+    let missing = |sim: &Sim| {
+        reachable_without(sim, at, target).into_iter().find(|&i| {
+            let node = sim.node(i);
+            !node.is_revoked(&name)
+                || node.lsdb().get(&name).is_some()
+                || node
+                    .routes()
+                    .iter()
+                    .any(|(d, r)| *d == name || r.next_hop == name)
+        })
+    };
+    if sim.status(at) != Status::Running {
+        return Ok(()); // the scenario crashed it after the revocation: nothing to demand
+    }
+    while let Some(i) = missing(sim) {
+        if sim.now().saturating_since(start) > CONVERGENCE_BOUND {
+            return Err(format!(
+                "{} at {:?}: the revocation of {name} did not take effect within {CONVERGENCE_BOUND:?}",
+                sim.name(i),
+                sim.now()
+            ));
+        }
+        sim.run_for(Duration::from_millis(50));
+        liveness.check(sim)?;
+    }
+    Ok(())
+}
+
+/// Running nodes reachable from `from` over usable links, not through `without`.
+fn reachable_without(sim: &Sim, from: u32, without: u32) -> Vec<u32> {
+    let mut seen = vec![false; sim.len()];
+    seen[from as usize] = true;
+    let mut queue = std::collections::VecDeque::from([from]);
+    let mut found = Vec::new();
+    while let Some(u) = queue.pop_front() {
+        found.push(u);
+        for &l in sim.links_of(u) {
+            let link = &sim.links()[l as usize];
+            let v = if link.a == u { link.b } else { link.a };
+            if v != without && !seen[v as usize] && sim.usable(l) {
+                seen[v as usize] = true;
+                queue.push_back(v);
+            }
+        }
+    }
+    found
+}
+
+/// The liveness invariant: no timer due again right after it ran, and a bounded number
+/// of timer firings per node per simulated second.
+struct Liveness {
+    window_start: x0tta6bl4_proto::Instant,
+    fires_at_start: Vec<u64>,
+}
+
+impl Liveness {
+    fn new(sim: &Sim) -> Self {
+        Liveness {
+            window_start: sim.now(),
+            fires_at_start: (0..sim.len() as u32).map(|i| sim.timer_fires(i)).collect(),
+        }
+    }
+
+    fn check(&mut self, sim: &Sim) -> Result<(), String> {
+        if let Some(violation) = sim.liveness_violation() {
+            return Err(format!("liveness: {violation}"));
+        }
+        let elapsed = sim.now().saturating_since(self.window_start);
+        if elapsed < Duration::from_secs(1) {
+            return Ok(());
+        }
+        for i in 0..sim.len() as u32 {
+            let fires = sim.timer_fires(i) - self.fires_at_start[i as usize];
+            let per_second = fires * 1_000_000 / (elapsed.as_micros() as u64).max(1);
+            if per_second > TIMER_FIRES_PER_SECOND_MAX {
+                return Err(format!(
+                    "liveness: {} fired its timer {per_second} times per simulated second \
+                     around {:?} (at most {TIMER_FIRES_PER_SECOND_MAX})",
+                    sim.name(i),
+                    sim.now()
+                ));
+            }
+        }
+        *self = Liveness::new(sim);
+        Ok(())
+    }
+}
+
+fn converge_within(
+    sim: &mut Sim,
+    rng: &mut Rng,
+    when: &str,
+    lossy: bool,
+    liveness: &mut Liveness,
+) -> Result<(), String> {
     let start = sim.now();
     // On lossy links a route may briefly flap; demand it holds twice in a row.
     let mut good_in_a_row = 0;
     while sim.now().saturating_since(start) <= CONVERGENCE_BOUND {
         sim.run_for(Duration::from_millis(50));
+        liveness.check(sim)?;
         let mut health = check::check(sim, 5_000, rng);
         // Converged also means the link-state databases of connected nodes agree.
         health.lsdb_disagreements = check::lsdb_disagreements(sim, 64);
@@ -169,9 +425,10 @@ fn check_safety(sim: &Sim, sequences: &mut [(u32, u64)]) -> Result<(), String> {
             continue;
         }
         let node = sim.node(i);
-        let (incarnation, last) = sequences[i as usize];
-        let now_incarnation = incarnation; // restarts are not part of the fuzzed scenarios
-        if node.sequence() < last && now_incarnation == incarnation {
+        let (_, last) = sequences[i as usize];
+        // A restarted node starts from the clock (as the daemon), so even across
+        // restarts its sequence never goes back.
+        if node.sequence() < last {
             return Err(format!(
                 "{} at {:?}: sequence went back from {last} to {}",
                 node.name(),

@@ -237,6 +237,14 @@ impl Mesh {
             if self.alive[i] && self.nodes[i].poll_timeout().is_some_and(|t| t <= self.now) {
                 self.nodes[i].handle_timeout(self.now);
                 self.drain(i);
+                // Liveness: a timer that is still due after it ran would spin a driver.
+                let next = self.nodes[i].poll_timeout();
+                assert!(
+                    next.is_none_or(|t| t > self.now),
+                    "{}: a timer is due again at {:?} right after handle_timeout",
+                    self.names[i],
+                    self.now
+                );
             }
         }
     }
