@@ -380,7 +380,8 @@ pub struct NodeArgs {
     /// Only load and validate the configuration, print "ok" and exit.
     ///
     /// Checks the TOML syntax, every key and every value (the protocol settings
-    /// included); reads no identity file and binds no socket. Exits 2 on a bad config.
+    /// included) and the authorization policy file it names (`[identity] policy`: it must
+    /// exist and be valid); reads no SVID and binds no socket. Exits 2 on a bad config.
     #[arg(long)]
     pub check_config: bool,
     /// Log filter, e.g. `info` or `x0tta6bl4_node=debug,info` (default: $RUST_LOG, else info).

@@ -205,6 +205,8 @@ pub(crate) struct Counters {
     handshakes: [AtomicU64; Handshake::ALL.len()],
     identity_closes: [AtomicU64; IdentityClose::ALL.len()],
     pub flow_probes_sent: AtomicU64,
+    /// Dials refused because of identity, counted and logged rate-limited.
+    pub dial_refusals: crate::dial_log::DialRefusals,
     /// Successful handshakes by key-exchange group (few distinct groups exist).
     kx_groups: Mutex<BTreeMap<String, u64>>,
 }
