@@ -119,8 +119,22 @@ async fn time_limit(
 }
 
 /// Turn an error answer that is not JSON (axum's rejections: body too large, missing
-/// body, bad headers) into `{"error": TEXT}`, as docs/api.md promises.
+/// body, bad headers) into `{"error": TEXT}`, as docs/api.md promises; refuse a body
+/// whose `Content-Length` is over [`BODY_BYTES_MAX`] before reading it.
 async fn json_errors(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    // A body announced too large is refused before it is read.
+    let announced = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok()?.parse::<u64>().ok())
+        .filter(|length| *length > BODY_BYTES_MAX as u64);
+    if let Some(length) = announced {
+        let message = format!(
+            "the request body is {length} bytes, larger than {BODY_BYTES_MAX} bytes; send at \
+             most that"
+        );
+        return ApiError(StatusCode::PAYLOAD_TOO_LARGE, message).into_response();
+    }
     let response = next.run(request).await;
     let status = response.status();
     let json = response
