@@ -362,6 +362,47 @@ fn a_short_soak_counts_false_alarms() {
     assert!(ours <= Some(FALSE_DOWNS_MAX), "{report}");
 }
 
+/// `lab soak --api-abuse` (issue 11): thousands of sends and half-open requests against
+/// every node's API during the soak wedge no node, leave every pair reachable, and each
+/// node's metrics show what it refused (300 held half-open requests per node against a
+/// cap of 256: evictions).
+#[test]
+fn a_soak_with_api_abuse_wedges_no_node() {
+    if !lab_prerequisites(&[]) {
+        return;
+    }
+    let _one_at_a_time = LAB.lock().unwrap_or_else(|e| e.into_inner());
+    let _one_per_machine = LabLock::take();
+    let output = run(&[
+        "lab",
+        "soak",
+        "--minutes",
+        "0.25",
+        "--loss",
+        "1%",
+        "--api-abuse",
+        "--json",
+    ]);
+    assert_eq!(code(&output), 0, "{}", stderr(&output));
+    let report: serde_json::Value = serde_json::from_str(&stdout(&output)).expect("JSON");
+    let abuse = &report["api_abuse"];
+    assert_eq!(abuse["wedged_nodes"], serde_json::json!([]), "{report}");
+    assert_eq!(abuse["unreachable_pairs"], 0, "{report}");
+    assert!(
+        abuse["sends"]["accepted"].as_u64() > Some(1_000),
+        "{report}"
+    );
+    assert!(
+        abuse["half_open_opened"].as_u64() >= Some(4 * 300),
+        "{report}"
+    );
+    let refused = abuse["refused"].as_object().expect("per node");
+    assert_eq!(refused.len(), 4, "{report}");
+    for (node, reasons) in refused {
+        assert!(reasons["evicted"].as_u64() > Some(0), "{node}: {report}");
+    }
+}
+
 /// babeld's neighbour-down events come from its local interface: at heavy loss on every
 /// link, a matched-timer babeld loses neighbours (and so does x0tta6bl4), so a count
 /// stuck at zero would mean the monitor does not work.
