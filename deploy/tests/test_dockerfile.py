@@ -107,6 +107,8 @@ def test_cmd_is_a_real_invocation_matching_the_chart(tmp_path):
     # The binary takes exactly these flags: run the command on a real config.
     config = tmp_path / "node.toml"
     config.write_text((ROOT / "examples" / "node.toml").read_text())
+    # --check-config reads the policy file the example names.
+    (tmp_path / "policy.toml").write_text((ROOT / "examples" / "policy.toml").read_text())
     result = run(*command[:2], config, "--check-config")
     assert result.stdout.strip() == "ok"
     assert "--config" in run("node", "--help").stdout

@@ -174,12 +174,14 @@ def test_node_toml_has_exactly_the_documented_keys(chart, tmp_path):
     assert set(schema_protocol_keys()) == flat_keys(EXAMPLE["protocol"]), \
         "values.schema.json node.protocol differs from examples/node.toml [protocol]"
     values = {"node": {"protocol": EXAMPLE["protocol"], "peers": ["10.1.2.3:7001"],
-                       "discovery": EXAMPLE["discovery"], "standalone": True}}
+                       "discovery": EXAMPLE["discovery"], "api": EXAMPLE["api"],
+                       "standalone": True}}
     text = node_toml(render(chart, values))
     rendered = tomllib.loads(text)
     assert flat_keys(rendered) == flat_keys(EXAMPLE)
     assert rendered["protocol"] == EXAMPLE["protocol"]
     assert rendered["discovery"] == EXAMPLE["discovery"]
+    assert rendered["api"] == EXAMPLE["api"]
     config = tmp_path / "node.toml"
     write_config(render(chart, values), config)
     assert run("node", "--config", config, "--check-config").stdout.strip() == "ok"
@@ -196,7 +198,7 @@ def schema_protocol_keys() -> list[str]:
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
 def test_node_loader_accepts_every_variant(chart, variant, tmp_path):
     config = tmp_path / "node.toml"
-    config.write_text(node_toml(render(chart, VARIANTS[variant])))
+    write_config(render(chart, VARIANTS[variant]), config)  # --check-config reads the policy
     assert run("node", "--config", config, "--check-config").stdout.strip() == "ok"
 
 
@@ -295,7 +297,7 @@ def test_node_refuses_what_the_schema_cannot_see(chart, tmp_path):
     """Cross-key rules stay with the node's loader: it exits 2 naming the key."""
     values = {"node": {"protocol": {"lsa_refresh_ms": 60000, "lsa_lifetime_ms": 90000}}}
     config = tmp_path / "node.toml"
-    config.write_text(node_toml(render(chart, values)))
+    write_config(render(chart, values), config)
     result = run("node", "--config", config, "--check-config", check=False)
     assert result.returncode == 2
     assert "protocol.lsa_lifetime_ms" in result.stderr

@@ -168,9 +168,21 @@ pub struct LabSoakArgs {
     #[arg(long, value_name = "ROUTER", default_value = "x0tta6bl4")]
     pub router: String,
     /// Print one JSON object instead of a summary: {topology, nodes, links, loss,
-    /// routers: {NAME: {seconds, false_down_events, false_down_per_link_hour}}}.
+    /// routers: {NAME: {seconds, false_down_events, false_down_per_link_hour}}} and,
+    /// with --api-abuse, api_abuse: {sends, half_open_opened, refused: {NODE: {REASON:
+    /// N}}, wedged_nodes, unreachable_pairs}.
     #[arg(long)]
     pub json: bool,
+    /// Abuse every x0tta6bl4 node's HTTP API during the soak: 50 concurrent clients
+    /// sending messages as fast as the nodes answer, and up to 300 half-sent requests
+    /// held open per node (3000 at most), on the lab's own addresses only.
+    ///
+    /// The report adds what each node refused (its api_connections_refused_total),
+    /// the nodes that wedged (no answer within 2 s after the abuse) and the ordered
+    /// pairs without a route once it stopped. Exits 1 if a node wedged or a pair stayed
+    /// unreachable.
+    #[arg(long)]
+    pub api_abuse: bool,
 }
 
 /// `x0tta6bl4 lab probe-agent` (internal).
@@ -380,7 +392,8 @@ pub struct NodeArgs {
     /// Only load and validate the configuration, print "ok" and exit.
     ///
     /// Checks the TOML syntax, every key and every value (the protocol settings
-    /// included); reads no identity file and binds no socket. Exits 2 on a bad config.
+    /// included) and the authorization policy file it names (`[identity] policy`: it must
+    /// exist and be valid); reads no SVID and binds no socket. Exits 2 on a bad config.
     #[arg(long)]
     pub check_config: bool,
     /// Log filter, e.g. `info` or `x0tta6bl4_node=debug,info` (default: $RUST_LOG, else info).

@@ -154,6 +154,7 @@ pub async fn soak(args: &LabSoakArgs) -> anyhow::Result<ExitCode> {
         loss: args.loss.clone(),
         duration: Duration::from_secs_f64((args.minutes * 60.0).clamp(1.0, 7.0 * 86_400.0)),
         exe,
+        api_abuse: args.api_abuse,
     };
     let bar = spinner(args.json);
     let progress_bar = bar.clone();
@@ -170,6 +171,25 @@ pub async fn soak(args: &LabSoakArgs) -> anyhow::Result<ExitCode> {
         println!("{}", serde_json::to_string(&report)?);
     } else {
         print!("{}", report.summary());
+    }
+    if let Some(abuse) = report
+        .api_abuse
+        .as_ref()
+        .filter(|a| !a.wedged_nodes.is_empty() || a.unreachable_pairs > 0)
+    {
+        let what = format!(
+            "under API abuse {} nodes wedged ({}) and {} pairs stayed unreachable",
+            abuse.wedged_nodes.len(),
+            abuse.wedged_nodes.join(", "),
+            abuse.unreachable_pairs
+        );
+        return Err(problem(
+            Exit::Failure,
+            what,
+            place,
+            "see the report above and the node logs",
+        )
+        .into());
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -26,6 +26,7 @@ pub async fn run(args: &NodeArgs) -> anyhow::Result<()> {
         "fix the key named below; examples/node.toml shows and explains every key",
     )?;
     if args.check_config {
+        check_policy(&config)?;
         println!("ok");
         return Ok(());
     }
@@ -34,12 +35,35 @@ pub async fn run(args: &NodeArgs) -> anyhow::Result<()> {
     watch_parent();
     x0tta6bl4_node::run(config, shutdown_signal())
         .await
-        .problem(
-            Exit::Failure,
-            "the node failed",
-            &file,
-            "see the cause below",
-        )
+        .map_err(|error| {
+            // The identity, its bundles or the policy named by the file: a configuration
+            // error (exit 2), unlike a port in use or an unreachable Workload API.
+            let (exit, what, fix) = match error.downcast_ref::<x0tta6bl4_node::ConfigProblem>() {
+                Some(_) => (
+                    Exit::Usage,
+                    "the node cannot start with this configuration",
+                    "fix the file or key named below; examples/node.toml explains every key",
+                ),
+                None => (Exit::Failure, "the node failed", "see the cause below"),
+            };
+            error.context(problem(exit, what, &file, fix))
+        })
+}
+
+/// `--check-config`: the authorization policy the file names must exist and be valid.
+fn check_policy(config: &x0tta6bl4_node::NodeConfig) -> anyhow::Result<()> {
+    let Some(policy) = &config.identity.policy else {
+        return Ok(());
+    };
+    // Parsing does not depend on the trust domain (the SVID's, not read here).
+    let domain = x0tta6bl4_identity::TrustDomain::new("config-check")?;
+    x0tta6bl4_identity::Policy::load(policy, &domain).problem(
+        Exit::Usage,
+        "invalid authorization policy",
+        policy.display(),
+        "fix the file (examples/policy.toml explains it) or `[identity] policy`",
+    )?;
+    Ok(())
 }
 
 /// Log to standard error, filtered by `--log-level`, else $RUST_LOG, else `info`.

@@ -659,3 +659,40 @@ fn ca_workload_api_refuses_bad_arguments() {
         "the socket was created although the server refused to start"
     );
 }
+
+/// Issue 11, item 5: `ca issue` of a revoked name is refused (exit 2, no file written),
+/// like `ca token`; other names are still issued.
+#[test]
+fn ca_issue_refuses_a_revoked_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca");
+    ca_init(&ca, "example.org");
+    ca_issue(&ca, "gone", &dir.path().join("gone"));
+    let output = run(&["ca", "revoke", "--dir", path(&ca), "--name", "gone"]);
+    assert_eq!(code(&output), 0, "{}", stderr(&output));
+
+    let out = dir.path().join("again");
+    let output = run(&[
+        "ca",
+        "issue",
+        "--dir",
+        path(&ca),
+        "--name",
+        "gone",
+        "--out",
+        path(&out),
+    ]);
+    assert_eq!(code(&output), 2, "{}", stdout(&output));
+    let message = stderr(&output);
+    assert!(
+        message.starts_with("x0tta6bl4: cannot issue the SVID"),
+        "{message}"
+    );
+    assert!(message.contains("node gone is revoked"), "{message}");
+    assert!(message.contains("use a new name"), "{message}");
+    assert!(!out.join("svid.pem").exists(), "a revoked name got an SVID");
+
+    let output = run(&["ca", "token", "--dir", path(&ca), "--name", "gone"]);
+    assert_eq!(code(&output), 2, "{}", stderr(&output));
+    ca_issue(&ca, "fresh", &dir.path().join("fresh"));
+}

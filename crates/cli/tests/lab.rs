@@ -2,7 +2,8 @@
 //! as root). Every fault of the catalogue (14 of 14) has a scenario here that asserts
 //! the mesh healed: every affected flow delivered again and no survivor pair
 //! unreachable; the identity faults also that the node was cut off, its reconnects
-//! refused and counted.
+//! refused and counted. Each test fails under `CI=true` when root or a tool is missing,
+//! and bounds what it measures within twice the targets (MTTR p95, false downs).
 
 mod common;
 
@@ -106,26 +107,75 @@ fn assert_router(report: &serde_json::Value, name: &str) {
         "{report}"
     );
     assert_eq!(r["unreachable_pairs_after_heal"], 0, "{report}");
+    let false_downs = r["false_down_events"].as_u64().expect("a count");
+    // Bounded for our protocol; babeld's are counted (and compared in the soak).
+    assert!(
+        name != "x0tta6bl4" || false_downs <= FALSE_DOWNS_MAX,
+        "{false_downs} false neighbour-downs: {report}"
+    );
 }
 
-fn skip_unless_root() -> bool {
-    if !is_root() || !have("nft") {
-        eprintln!("skipped: the chaos lab needs root and nft");
+/// Whether this machine can run a lab test: root, `ip`, `nft` and the `tools` it needs.
+/// Under `CI=true` a missing prerequisite fails the test, so a CI that cannot run the
+/// lab is red (issue 11, item 9); elsewhere the test is skipped with the reason.
+fn lab_prerequisites(tools: &[&str]) -> bool {
+    let mut missing: Vec<&str> = Vec::new();
+    if !is_root() {
+        missing.push("root");
+    }
+    for tool in ["ip", "nft"].iter().chain(tools) {
+        if !have(tool) {
+            missing.push(tool);
+        }
+    }
+    if missing.is_empty() {
         return true;
     }
+    let reason = format!(
+        "the chaos lab test cannot run: missing {} (run as root; scripts/test.sh installs \
+         iproute2, nftables, stress-ng and babeld)",
+        missing.join(", ")
+    );
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "CI=true: {reason}"
+    );
+    eprintln!("skipped: {reason}");
     false
 }
 
+/// The bound on a lab MTTR p95, in ms: twice the 250 ms target, so that a protocol
+/// regression fails the test while the benchmarks hold the target itself.
+const P95_MS_MAX: f64 = 500.0;
+/// False neighbour-downs tolerated in one lab run (measured: 0 in every run of the
+/// README's sweep; 2 in a 5-minute soak at 5 % loss).
+const FALSE_DOWNS_MAX: u64 = 2;
+
+/// The x0tta6bl4 router's MTTR p95 and samples, with the p95 bounded.
+fn assert_mttr(report: &serde_json::Value, what: &str, p95_max: f64) -> u64 {
+    let mttr = &report["routers"]["x0tta6bl4"]["mttr_ms"];
+    let samples = mttr["samples"].as_u64().unwrap();
+    let p95 = mttr["p95"].as_f64().unwrap();
+    assert!(
+        p95 <= p95_max,
+        "{what}: p95 {p95} ms > {p95_max} ms: {report}"
+    );
+    samples
+}
+
+/// A ring of five: killing a node always breaks the flow between its two neighbours
+/// (the other way round is longer), so there are outages to measure (on a ring of four
+/// the seed may pick a node no route crosses).
 #[test]
-fn ring_of_four_node_kill_heals_with_the_issue_json() {
-    if skip_unless_root() {
+fn ring_of_five_node_kill_heals_with_the_issue_json() {
+    if !lab_prerequisites(&[]) {
         return;
     }
     let report = lab_json(&[
         "--topology",
         "ring",
         "--nodes",
-        "4",
+        "5",
         "--scenario",
         "node-kill",
         "--iterations",
@@ -154,14 +204,25 @@ fn ring_of_four_node_kill_heals_with_the_issue_json() {
     assert_eq!(twin, ["error_p50", "error_p95", "mttr_ms"]);
     assert_eq!(
         (report["nodes"].as_u64(), report["seed"].as_u64()),
-        (Some(4), Some(3))
+        (Some(5), Some(3))
     );
+    // Killing a ring node breaks the flows through it: measured, and healed in time.
+    let samples = assert_mttr(&report, "node-kill", P95_MS_MAX);
+    assert!(samples > 0, "no affected flow measured: {report}");
+    // The twin's prediction sits next to it. Its 5 % (p50) and 10 % (p95) targets are
+    // held by the 16-node grid benchmark (100+ samples); with 3 or 4 samples on a ring of
+    // five the lab measured 132 ms against the twin's 161 ms (error 0.22), so the bound
+    // here only catches a twin that no longer models node-kill at all.
+    let (error_p50, error_p95) = (
+        report["twin"]["error_p50"].as_f64().unwrap(),
+        report["twin"]["error_p95"].as_f64().unwrap(),
+    );
+    assert!(error_p50 <= 0.5 && error_p95 <= 0.5, "twin error: {report}");
 }
 
 #[test]
 fn every_automated_fault_heals_on_a_ring() {
-    if skip_unless_root() || !have("stress-ng") {
-        eprintln!("skipped: needs root, nft and stress-ng");
+    if !lab_prerequisites(&["stress-ng"]) {
         return;
     }
     for fault in [
@@ -182,9 +243,12 @@ fn every_automated_fault_heals_on_a_ring() {
         // has affected flows to measure whichever element the seed picks.
         let report = lab_json(&["--topology", "ring", "--nodes", "6", "--scenario", fault]);
         assert_router(&report, "x0tta6bl4");
-        let samples = report["routers"]["x0tta6bl4"]["mttr_ms"]["samples"]
-            .as_u64()
-            .unwrap();
+        // A partition's flows across the split wait for the heal: the hold adds to it.
+        let hold_ms = fault
+            .split_once("hold_ms=")
+            .filter(|_| fault.contains("partition"))
+            .map_or(0.0, |(_, ms)| ms.parse::<f64>().unwrap());
+        let samples = assert_mttr(&report, fault, P95_MS_MAX + hold_ms);
         // CPU and memory pressure need not break any flow (a 2-core machine may absorb
         // them), so only faults that cut paths must show affected flows.
         let may_spare_every_flow =
@@ -193,10 +257,6 @@ fn every_automated_fault_heals_on_a_ring() {
             samples > 0 || may_spare_every_flow,
             "{fault}: no affected flow measured: {report}"
         );
-        let p95 = report["routers"]["x0tta6bl4"]["mttr_ms"]["p95"]
-            .as_f64()
-            .unwrap();
-        assert!(p95 < 2_000.0, "{fault}: {report}");
         // Every lab run has the twin's prediction for the same fault next to it.
         assert!(
             report["twin"]["mttr_ms"]["samples"].as_u64() > Some(0) || may_spare_every_flow,
@@ -210,7 +270,7 @@ fn every_automated_fault_heals_on_a_ring() {
 /// are refused and counted, and it does not get back in.
 #[test]
 fn identity_faults_cut_the_node_off_and_heal() {
-    if skip_unless_root() {
+    if !lab_prerequisites(&[]) {
         return;
     }
     for fault in ["svid-expiry:ttl_s=6", "revoke"] {
@@ -226,9 +286,8 @@ fn identity_faults_cut_the_node_off_and_heal() {
         ]);
         assert_router(&report, "x0tta6bl4");
         let r = &report["routers"]["x0tta6bl4"];
-        let samples = r["mttr_ms"]["samples"].as_u64().unwrap();
+        let samples = assert_mttr(&report, fault, P95_MS_MAX);
         assert!(samples > 0, "{fault}: no affected flow measured: {report}");
-        assert!(r["mttr_ms"]["p95"].as_f64().unwrap() < 2_000.0, "{report}");
         let identity = &r["identity"];
         // A ring node has two neighbours; each closes its link, in both iterations.
         assert_eq!(identity["links_closed"], 4, "{fault}: {report}");
@@ -243,8 +302,7 @@ fn identity_faults_cut_the_node_off_and_heal() {
 
 #[test]
 fn babeld_side_by_side_on_a_tiny_ring() {
-    if skip_unless_root() || !have("babeld") {
-        eprintln!("skipped: needs root, nft and babeld");
+    if !lab_prerequisites(&["babeld"]) {
         return;
     }
     let plot = tempfile::NamedTempFile::new().unwrap();
@@ -262,18 +320,21 @@ fn babeld_side_by_side_on_a_tiny_ring() {
     ]);
     assert_eq!(keys(&report["routers"]), ["babeld"]);
     assert_router(&report, "babeld");
+    // The comparison measured babeld's outages too (matched timers: p95 ~330 ms).
+    let babeld = &report["routers"]["babeld"]["mttr_ms"];
+    assert!(babeld["samples"].as_u64() > Some(0), "{report}");
     let svg = std::fs::read_to_string(plot.path()).unwrap();
     assert!(svg.starts_with("<svg") && svg.contains("babeld"), "{svg}");
 }
 
 #[test]
 fn a_short_soak_counts_false_alarms() {
-    if skip_unless_root() {
+    if !lab_prerequisites(&["babeld"]) {
         return;
     }
     let _one_at_a_time = LAB.lock().unwrap_or_else(|e| e.into_inner());
     let _one_per_machine = LabLock::take();
-    let router = if have("babeld") { "both" } else { "x0tta6bl4" };
+    let router = "both";
     let output = run(&[
         "lab",
         "soak",
@@ -288,16 +349,57 @@ fn a_short_soak_counts_false_alarms() {
     assert_eq!(code(&output), 0, "{}", stderr(&output));
     let report: serde_json::Value = serde_json::from_str(&stdout(&output)).expect("JSON");
     assert_eq!(report["loss"], 0.05);
-    let expected: &[&str] = if router == "both" {
-        &["babeld", "x0tta6bl4"]
-    } else {
-        &["x0tta6bl4"]
-    };
+    let expected = ["babeld", "x0tta6bl4"];
     assert_eq!(keys(&report["routers"]), expected, "{report}");
     for name in expected {
         let r = &report["routers"][name];
         assert!(r["seconds"].as_f64().unwrap() >= 5.0, "{report}");
         assert!(r["false_down_events"].as_u64().is_some(), "{report}");
+    }
+    // At 5 % loss x0tta6bl4's failure detector raised 2 false alarms in 5 minutes
+    // (README): in 6 s a regression shows as more than FALSE_DOWNS_MAX.
+    let ours = report["routers"]["x0tta6bl4"]["false_down_events"].as_u64();
+    assert!(ours <= Some(FALSE_DOWNS_MAX), "{report}");
+}
+
+/// `lab soak --api-abuse` (issue 11): thousands of sends and half-open requests against
+/// every node's API during the soak wedge no node, leave every pair reachable, and each
+/// node's metrics show what it refused (300 held half-open requests per node against a
+/// cap of 256: evictions).
+#[test]
+fn a_soak_with_api_abuse_wedges_no_node() {
+    if !lab_prerequisites(&[]) {
+        return;
+    }
+    let _one_at_a_time = LAB.lock().unwrap_or_else(|e| e.into_inner());
+    let _one_per_machine = LabLock::take();
+    let output = run(&[
+        "lab",
+        "soak",
+        "--minutes",
+        "0.25",
+        "--loss",
+        "1%",
+        "--api-abuse",
+        "--json",
+    ]);
+    assert_eq!(code(&output), 0, "{}", stderr(&output));
+    let report: serde_json::Value = serde_json::from_str(&stdout(&output)).expect("JSON");
+    let abuse = &report["api_abuse"];
+    assert_eq!(abuse["wedged_nodes"], serde_json::json!([]), "{report}");
+    assert_eq!(abuse["unreachable_pairs"], 0, "{report}");
+    assert!(
+        abuse["sends"]["accepted"].as_u64() > Some(1_000),
+        "{report}"
+    );
+    assert!(
+        abuse["half_open_opened"].as_u64() >= Some(4 * 300),
+        "{report}"
+    );
+    let refused = abuse["refused"].as_object().expect("per node");
+    assert_eq!(refused.len(), 4, "{report}");
+    for (node, reasons) in refused {
+        assert!(reasons["evicted"].as_u64() > Some(0), "{node}: {report}");
     }
 }
 
@@ -306,8 +408,7 @@ fn a_short_soak_counts_false_alarms() {
 /// stuck at zero would mean the monitor does not work.
 #[test]
 fn babeld_neighbour_downs_are_counted() {
-    if skip_unless_root() || !have("babeld") {
-        eprintln!("skipped: needs root, nft and babeld");
+    if !lab_prerequisites(&["babeld"]) {
         return;
     }
     let _one_at_a_time = LAB.lock().unwrap_or_else(|e| e.into_inner());

@@ -237,7 +237,8 @@ impl CertificateAuthority {
     }
 
     /// Issue an SVID `spiffe://TD/node/NAME` valid for `ttl`, in memory (DER), with a
-    /// fresh key: what a SPIFFE Workload API server hands a workload.
+    /// fresh key: what a SPIFFE Workload API server hands a workload. A revoked name
+    /// gets [`Error::Config`].
     pub fn issue_node_der(&self, name: &NodeName, ttl: Duration) -> Result<IssuedSvid, Error> {
         let (certificate, key, spiffe_id, not_after) = self.issue(name, ttl)?;
         let bundle = rustls_pemfile::certs(&mut self.bundle_pem.as_slice())
@@ -262,6 +263,12 @@ impl CertificateAuthority {
                 "node name {name:?} cannot be a SPIFFE path segment: it {e}"
             ))
         })?;
+        if self.is_revoked(name)? {
+            return Err(Error::Config(format!(
+                "node {name} is revoked (see revocations.toml): the CA issues it nothing; \
+                 use a new name"
+            )));
+        }
         let now = unix_now();
         let not_after = self.check_ttl(ttl, now)?;
         let key = generate_key("generating the SVID key")?;
@@ -278,6 +285,7 @@ impl CertificateAuthority {
 
     /// Issue an SVID `spiffe://TD/node/NAME` valid for `ttl` and write `out_dir/svid.pem`,
     /// `out_dir/svid_key.pem` (mode 0600) and `out_dir/bundle.pem`, replacing older ones.
+    /// A name revoked by this CA (`revocations.toml`) gets [`Error::Config`] and no file.
     pub fn issue_node(
         &self,
         name: &NodeName,
@@ -335,6 +343,12 @@ impl CertificateAuthority {
                 "node name {name:?} cannot be a SPIFFE path segment: it {e}"
             ))
         })?;
+        if self.is_revoked(name)? {
+            return Err(Error::Config(format!(
+                "node {name} is revoked (see revocations.toml): the CA issues it nothing; \
+                 use a new name"
+            )));
+        }
         let now = unix_now();
         let not_after = self.check_ttl(ttl, now)?;
         let params = leaf_params(&spiffe_id, name, now, not_after)?;

@@ -39,13 +39,47 @@ pub(crate) fn bad_file(path: &Path, reason: impl Into<String>, hint: &str) -> Er
     }
 }
 
+/// An I/O error; a permission problem gets a hint about permissions, not `hint` (which
+/// says how to create a missing or broken file).
 fn io_error(what: &'static str, path: &Path, source: std::io::Error, hint: &str) -> Error {
+    let hint = match source.kind() {
+        std::io::ErrorKind::PermissionDenied => permission_hint(path),
+        _ => hint.to_owned(),
+    };
     Error::Io {
         what,
         path: path.to_path_buf(),
         source,
-        hint: hint.to_owned(),
+        hint,
     }
+}
+
+/// How to fix a permission problem on `path`: who owns it, and which user we are.
+fn permission_hint(path: &Path) -> String {
+    #[cfg(unix)]
+    let (owner, user) = {
+        use std::os::unix::fs::MetadataExt as _;
+        let owner = fs::metadata(path)
+            .map(|m| {
+                format!(
+                    ", owned by uid {} with mode {:o},",
+                    m.uid(),
+                    m.mode() & 0o7777
+                )
+            })
+            .unwrap_or_default();
+        let user = fs::metadata("/proc/self")
+            .map(|m| format!(" (uid {})", m.uid()))
+            .unwrap_or_default();
+        (owner, user)
+    };
+    #[cfg(not(unix))]
+    let (owner, user) = (String::new(), String::new());
+    format!(
+        "a permission problem, not a missing file: the file{owner} or a directory above it \
+         is not accessible to this process{user}; give the user running it access (e.g. \
+         `chown` the files to that user) or run it as their owner"
+    )
 }
 
 /// Read a whole file of at most [`FILE_LEN_MAX`] bytes.

@@ -109,9 +109,12 @@ impl Bundle {
         self.roots.iter().map(|root| &root.der)
     }
 
-    /// The subjects of the bundle CAs, sent as hints in a TLS CertificateRequest.
+    /// The subjects of the bundle CAs, sent as hints in a TLS CertificateRequest: each a
+    /// DER `Name` (RFC 5280), i.e. webpki's subject contents wrapped in their SEQUENCE.
+    /// Without the wrapping OpenSSL and Go clients refuse the CertificateRequest
+    /// (`parse_ca_names ... wrong tag`; issue 11).
     pub(crate) fn subjects(&self) -> Vec<rustls::DistinguishedName> {
-        let subject = |root: &Root| rustls::DistinguishedName::from(root.anchor.subject.to_vec());
+        let subject = |root: &Root| rustls::DistinguishedName::in_sequence(&root.anchor.subject);
         self.roots.iter().map(subject).collect()
     }
 
@@ -404,5 +407,33 @@ fn map_webpki_error(error: webpki::Error, trust_domain: &TrustDomain) -> SvidErr
             SvidError::Malformed(error.to_string())
         }
         other => SvidError::Chain(other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use x509_parser::prelude::FromDer as _;
+
+    /// Issue 11, item 6: the CertificateRequest's CA names are DER `Name`s, byte for
+    /// byte the CA certificate's subject (OpenSSL and Go parse them as such).
+    #[test]
+    fn root_hint_subjects_are_der_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let domain = TrustDomain::new("example.org").unwrap();
+        let ca = crate::CertificateAuthority::init(&dir.path().join("ca"), &domain).unwrap();
+        let certificates = rustls_pemfile::certs(&mut ca.bundle_pem())
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        let algorithms = crate::tls::algorithms();
+        let bundle = Bundle::new(certificates.clone(), algorithms).unwrap();
+        let subjects = bundle.subjects();
+        assert_eq!(subjects.len(), 1);
+        let x509 = parse(&certificates[0]).unwrap();
+        let subject = x509.tbs_certificate.subject.as_raw();
+        assert_eq!(subjects[0].as_ref(), subject);
+        let (rest, name) = x509_parser::x509::X509Name::from_der(subjects[0].as_ref()).unwrap();
+        assert!(rest.is_empty());
+        assert!(name.to_string().contains("x0tta6bl4 CA"), "{name}");
     }
 }

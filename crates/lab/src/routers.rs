@@ -589,6 +589,11 @@ impl Fleet {
             .await
     }
 
+    /// The HTTP API address of node `i` (x0tta6bl4), on its management address.
+    pub fn api_addr(&self, net: &Net, i: usize) -> std::net::SocketAddr {
+        std::net::SocketAddr::from((net.nodes[i].mgmt, API_PORT))
+    }
+
     /// Sum of the counter `name` (with its labels, if any) over `nodes` (x0tta6bl4).
     pub async fn metric_sum(&self, net: &Net, nodes: &[usize], name: &str) -> u64 {
         let mut total = 0;

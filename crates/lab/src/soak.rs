@@ -1,6 +1,9 @@
 //! `lab soak`: routers on a fault-free mesh with loss on every link, for a long time;
 //! every neighbour-down event is a false alarm. `--router both` soaks x0tta6bl4 and then
 //! babeld with its hello interval matched to our probes, each for the whole duration.
+//! `--api-abuse` also abuses every x0tta6bl4 node's HTTP API during the soak
+//! ([`crate::abuse`]) and reports what the nodes refused, which wedged and which pairs
+//! had no route at the end.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -27,6 +30,8 @@ pub struct SoakOptions {
     pub router: RouterChoice,
     /// The `x0tta6bl4` executable.
     pub exe: std::path::PathBuf,
+    /// Abuse every x0tta6bl4 node's API during the soak (`--api-abuse`).
+    pub api_abuse: bool,
 }
 
 /// What a soak counted.
@@ -42,6 +47,9 @@ pub struct SoakReport {
     pub loss: f64,
     /// Counts per router soaked (`x0tta6bl4`, `babeld`, `babeld-default`).
     pub routers: BTreeMap<String, SoakCount>,
+    /// With `--api-abuse`: what the abuse did to the x0tta6bl4 nodes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub api_abuse: Option<crate::abuse::AbuseReport>,
 }
 
 /// One router's false alarms over its soak.
@@ -70,6 +78,19 @@ impl SoakReport {
                 "{name:<16} {:.0} s: {} false neighbour-down events ({:.3} per link-hour)\n",
                 r.seconds, r.false_down_events, r.false_down_per_link_hour
             ));
+        }
+        if let Some(abuse) = &self.api_abuse {
+            text.push_str(&format!(
+                "API abuse: sends {:?}, {} half-open connections; wedged nodes: {}; \
+                 unreachable pairs after: {}\n",
+                abuse.sends,
+                abuse.half_open_opened,
+                abuse.wedged_nodes.len(),
+                abuse.unreachable_pairs
+            ));
+            for (node, refused) in &abuse.refused {
+                text.push_str(&format!("  {node:<14} refused {refused:?}\n"));
+            }
         }
         text
     }
@@ -139,13 +160,20 @@ pub async fn soak(
         links: topology.links.len(),
         loss,
         routers: BTreeMap::new(),
+        api_abuse: None,
     };
     for kind in kinds {
         let mut fleet = Fleet::new(kind, &options.exe, workspace.path(), &net, &topology)?;
-        let count = soak_one(&mut fleet, &net, options, loss, progress).await;
+        let names: Vec<String> = topology.names.iter().map(|n| n.to_string()).collect();
+        let abuse = (options.api_abuse && kind == Kind::X0tta6bl4).then_some(names.as_slice());
+        let count = soak_one(&mut fleet, &net, options, loss, abuse, progress).await;
         fleet.stop_all();
         crate::run::reset(&net, &topology);
-        report.routers.insert(kind.key().to_owned(), count?);
+        let (count, abused) = count?;
+        report.routers.insert(kind.key().to_owned(), count);
+        if abused.is_some() {
+            report.api_abuse = abused;
+        }
     }
     Ok(report)
 }
@@ -156,8 +184,9 @@ async fn soak_one(
     net: &Net,
     options: &SoakOptions,
     loss: f64,
+    abuse_names: Option<&[String]>,
     progress: &mut (dyn FnMut(&str) + Send),
-) -> Result<SoakCount, LabError> {
+) -> Result<(SoakCount, Option<crate::abuse::AbuseReport>), LabError> {
     let all: Vec<usize> = (0..net.nodes.len()).collect();
     for &i in &all {
         fleet.start(i, net)?;
@@ -169,6 +198,8 @@ async fn soak_one(
         net.drop_on_link(l, true, true, loss)?;
     }
     let before = fleet.neighbour_downs(net, &all).await;
+    let apis: Vec<std::net::SocketAddr> = all.iter().map(|&i| fleet.api_addr(net, i)).collect();
+    let abuse = abuse_names.map(|names| crate::abuse::Abuse::start(&apis, names));
     let started = Instant::now();
     while started.elapsed() < options.duration {
         if let Some(exited) = fleet.first_exited() {
@@ -181,15 +212,23 @@ async fn soak_one(
         ));
         tokio::time::sleep(Duration::from_secs(1).min(options.duration)).await;
     }
-    let after = fleet.neighbour_downs(net, &all).await;
     let seconds = started.elapsed().as_secs_f64();
+    let abused = match (abuse, abuse_names) {
+        (Some(abuse), Some(names)) => {
+            progress("API abuse stopped: checking every node");
+            Some(abuse.finish(&apis, names).await)
+        }
+        _ => None,
+    };
+    let after = fleet.neighbour_downs(net, &all).await;
     let false_down_events = after.saturating_sub(before);
-    Ok(SoakCount {
+    let count = SoakCount {
         seconds,
         false_down_events,
         false_down_per_link_hour: false_down_events as f64
             / (links as f64 * seconds / 3600.0).max(1e-9),
-    })
+    };
+    Ok((count, abused))
 }
 
 #[cfg(test)]

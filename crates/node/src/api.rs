@@ -2,7 +2,10 @@
 //!
 //! GETs read the driver's snapshot and rings; `send`, `flows` and `topology` go to the
 //! driver through a bounded command queue and wait for its reply. Errors are JSON
-//! `{"error": ...}` saying what was wrong and how to fix it.
+//! `{"error": ...}` saying what was wrong and how to fix it, axum's own rejections
+//! (body too large, bad request line) included: [`json_errors`] rewrites them. Every
+//! request, body included, is bounded by `[api] request_timeout_ms` ([`time_limit`]);
+//! connections are bounded by [`crate::api_serve`].
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,17 +18,22 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use serde_json::{json, Value};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot};
 use x0tta6bl4_proto::{NodeName, SendError};
 
 use crate::driver::{Command, RevokeError, FLOW_TARGETS_MAX};
 use crate::metrics::Metrics;
-use crate::state::{stopped, Shared};
+use crate::state::Shared;
 
 /// How long a request waits for the driver's reply.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
 /// Largest probe-flow interval accepted.
 const FLOW_INTERVAL_MS_MAX: u64 = 60_000;
+/// Largest request body accepted, in bytes (the API's bodies are small JSON objects);
+/// larger ones get `413 {"error": ...}`.
+pub(crate) const BODY_BYTES_MAX: usize = 1 << 20;
+/// Largest error body of axum's own rejections that [`json_errors`] rewrites.
+const REJECTION_BYTES_MAX: usize = 16 * 1024;
 
 #[derive(Clone)]
 pub(crate) struct ApiState {
@@ -36,6 +44,8 @@ pub(crate) struct ApiState {
     pub mtls: bool,
     /// `[identity] api_open`: `/health/*` and `/metrics` answer without one.
     pub open: bool,
+    /// `[api] request_timeout_ms`.
+    pub request_timeout: Duration,
 }
 
 /// An error answer: a status and `{"error": message}`.
@@ -76,7 +86,77 @@ pub(crate) fn router(state: ApiState) -> Router {
             state.clone(),
             authorize,
         ))
+        .layer(axum::extract::DefaultBodyLimit::max(BODY_BYTES_MAX))
+        .layer(axum::middleware::from_fn(json_errors))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            time_limit,
+        ))
         .with_state(state)
+}
+
+/// Answer `408 {"error": ...}` when a request, body included, is not handled within
+/// `[api] request_timeout_ms` (a client that sends its body slowly, or not at all).
+async fn time_limit(
+    State(state): State<ApiState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let (method, path) = (request.method().clone(), request.uri().path().to_owned());
+    match tokio::time::timeout(state.request_timeout, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => {
+            let counters = &state.metrics.api;
+            counters.refuse(crate::api_serve::Refusal::RequestTimeout);
+            let message = format!(
+                "{method} {path} was not received and answered within {} ms: send the whole \
+                 request at once (the limit is [api] request_timeout_ms)",
+                state.request_timeout.as_millis()
+            );
+            ApiError(StatusCode::REQUEST_TIMEOUT, message).into_response()
+        }
+    }
+}
+
+/// Turn an error answer that is not JSON (axum's rejections: body too large, missing
+/// body, bad headers) into `{"error": TEXT}`, as docs/api.md promises; refuse a body
+/// whose `Content-Length` is over [`BODY_BYTES_MAX`] before reading it.
+async fn json_errors(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    // A body announced too large is refused before it is read.
+    let announced = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok()?.parse::<u64>().ok())
+        .filter(|length| *length > BODY_BYTES_MAX as u64);
+    if let Some(length) = announced {
+        let message = format!(
+            "the request body is {length} bytes, larger than {BODY_BYTES_MAX} bytes; send at \
+             most that"
+        );
+        return ApiError(StatusCode::PAYLOAD_TOO_LARGE, message).into_response();
+    }
+    let response = next.run(request).await;
+    let status = response.status();
+    let json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.starts_with("application/json"));
+    if json || !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    let body = axum::body::to_bytes(response.into_body(), REJECTION_BYTES_MAX).await;
+    let text = body.map_or_else(
+        |_| status.canonical_reason().unwrap_or("error").to_owned(),
+        |bytes| String::from_utf8_lossy(&bytes).trim().to_owned(),
+    );
+    let message = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => format!(
+            "{text}: the request body is larger than {BODY_BYTES_MAX} bytes; send at most that"
+        ),
+        _ => text,
+    };
+    ApiError(status, message).into_response()
 }
 
 /// The authorization policy's `api` check; `/health/*` and `/metrics` stay open.
@@ -108,30 +188,6 @@ async fn authorize(
     let who = caller.map_or("anonymous callers".to_owned(), |id| id.to_string());
     let message = format!("the authorization policy denies {method} {path} to {who}");
     ApiError(StatusCode::FORBIDDEN, message).into_response()
-}
-
-/// Serve until `stop` turns true.
-pub(crate) async fn serve(
-    listener: tokio::net::TcpListener,
-    router: Router,
-    tls: Option<Arc<rustls::ServerConfig>>,
-    mut stop: watch::Receiver<bool>,
-) -> std::io::Result<()> {
-    let stop = async move { stopped(&mut stop).await };
-    match tls {
-        None => {
-            axum::serve(listener, router)
-                .with_graceful_shutdown(stop)
-                .await
-        }
-        Some(config) => {
-            let listener = crate::api_tls::TlsListener::new(listener, config);
-            let service = router.into_make_service_with_connect_info::<crate::api_tls::Caller>();
-            axum::serve(listener, service)
-                .with_graceful_shutdown(stop)
-                .await
-        }
-    }
 }
 
 async fn not_found(method: Method, uri: Uri) -> ApiError {

@@ -34,6 +34,9 @@ pub struct NodeConfig {
     /// LAN discovery beacons.
     #[serde(default)]
     pub discovery: DiscoveryConfig,
+    /// The HTTP API's limits (`[api]`).
+    #[serde(default)]
+    pub api: ApiConfig,
     /// The protocol core's settings (`[protocol]` and `[protocol.healing]`).
     #[serde(default)]
     pub protocol: x0tta6bl4_proto::Config,
@@ -119,6 +122,63 @@ impl Default for DiscoveryConfig {
             port: 7946,
             broadcast: Ipv4Addr::BROADCAST,
         }
+    }
+}
+
+/// `[api]`: limits of the HTTP API, so that slow or stalled clients cannot exhaust the
+/// node's file descriptors or keep others out (docs/api.md, "Limits").
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiConfig {
+    /// Connections open at once; at the cap a new one evicts the connection idle the
+    /// longest, or is closed when every connection has a request in progress.
+    pub connections_max: usize,
+    /// Time for a client to send a request head (also closes idle keep-alive
+    /// connections), in milliseconds.
+    pub header_timeout_ms: u64,
+    /// Time to receive and answer one request, body included, in milliseconds (`408`).
+    pub request_timeout_ms: u64,
+}
+
+/// Largest `[api] connections_max` (each connection holds a file descriptor).
+pub const API_CONNECTIONS_MAX: usize = 16_384;
+/// Range of the `[api]` timeouts, in milliseconds.
+const API_TIMEOUT_MS_RANGE: std::ops::RangeInclusive<u64> = 100..=600_000;
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            connections_max: 256,
+            header_timeout_ms: 5_000,
+            request_timeout_ms: 10_000,
+        }
+    }
+}
+
+impl ApiConfig {
+    fn validate(&self) -> Result<(), (String, String)> {
+        if !(1..=API_CONNECTIONS_MAX).contains(&self.connections_max) {
+            let message = format!(
+                "{}: use 1 to {API_CONNECTIONS_MAX} (the default, 256, suits an operator API)",
+                self.connections_max
+            );
+            return Err(("api.connections_max".into(), message));
+        }
+        let timeouts = [
+            ("api.header_timeout_ms", self.header_timeout_ms),
+            ("api.request_timeout_ms", self.request_timeout_ms),
+        ];
+        for (key, value) in timeouts {
+            if !API_TIMEOUT_MS_RANGE.contains(&value) {
+                let message = format!(
+                    "{value}: use {} to {} ms",
+                    API_TIMEOUT_MS_RANGE.start(),
+                    API_TIMEOUT_MS_RANGE.end()
+                );
+                return Err((key.into(), message));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -212,6 +272,7 @@ impl NodeConfig {
             parse_peer(peer).map_err(|message| ("peers".to_owned(), message))?;
         }
         self.validate_identity()?;
+        self.api.validate()?;
         if self.discovery.enabled && self.discovery.port == 0 {
             let message = "port 0 cannot be shared by nodes: use a fixed port such as 7946";
             return Err(("discovery.port".into(), message.into()));
@@ -408,6 +469,28 @@ mod tests {
             .to_string();
         assert!(
             error.contains("n.toml:1: `peers`") && error.contains("HOST:PORT"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn api_limits_have_defaults_and_are_checked() {
+        let config = NodeConfig::from_toml(MINIMAL, Path::new("n.toml")).unwrap();
+        assert_eq!(config.api, ApiConfig::default());
+        let text = format!("{MINIMAL}[api]\nconnections_max = 0\n");
+        let error = NodeConfig::from_toml(&text, Path::new("n.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.starts_with("n.toml:6: `api.connections_max`"),
+            "{error}"
+        );
+        let text = format!("{MINIMAL}[api]\nheader_timeout_ms = 5\n");
+        let error = NodeConfig::from_toml(&text, Path::new("n.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("`api.header_timeout_ms`: 5: use 100"),
             "{error}"
         );
     }

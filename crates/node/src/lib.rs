@@ -15,9 +15,11 @@
 #![warn(missing_docs)]
 
 mod api;
+mod api_serve;
 mod api_tls;
 pub mod chaos;
 mod config;
+mod dial_log;
 mod discovery;
 mod driver;
 mod metrics;
@@ -45,8 +47,8 @@ use x0tta6bl4_identity::NodeIdentity;
 use x0tta6bl4_proto::{Instant, NodeName, Stats};
 
 pub use config::{
-    load_config, ConfigError, DiscoveryConfig, IdentityConfig, IdentitySource, NodeConfig,
-    PEERS_MAX,
+    load_config, ApiConfig, ConfigError, DiscoveryConfig, IdentityConfig, IdentitySource,
+    NodeConfig, API_CONNECTIONS_MAX, PEERS_MAX,
 };
 pub use metrics::PREFIX as METRICS_PREFIX;
 pub use state::{
@@ -100,6 +102,19 @@ pub enum BindError {
     },
 }
 
+/// Marks a start failure caused by the configuration or the files it names (the node's
+/// SVID, its federated bundles, the authorization policy), as opposed to the environment
+/// (a port in use, an unreachable Workload API). Found in the error chain with
+/// `anyhow::Error::downcast_ref`; `x0tta6bl4 node` exits 2 for these.
+#[derive(Debug, Clone)]
+pub struct ConfigProblem(pub String);
+
+impl std::fmt::Display for ConfigProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 fn describe(error: &std::io::Error) -> String {
     match error.kind() {
         std::io::ErrorKind::AddrInUse => "address already in use".into(),
@@ -143,16 +158,21 @@ async fn initial_identity(
         return Ok((identity, Some(client)));
     }
     let identity = NodeIdentity::load(dir).with_context(|| {
-        format!(
+        ConfigProblem(format!(
             "cannot load the node identity from {} (set [identity] dir)",
             dir.display()
-        )
+        ))
     })?;
     let domains =
         x0tta6bl4_identity::parse_federation(&config.federation).map_err(anyhow::Error::msg)?;
-    let federated = x0tta6bl4_identity::FederatedBundles::load(&domains)
-        .context("invalid federated trust bundle (set [identity] federation)")?;
-    Ok((identity.with_federation(&federated)?, None))
+    let invalid_bundle =
+        || ConfigProblem("invalid federated trust bundle (set [identity] federation)".into());
+    let federated =
+        x0tta6bl4_identity::FederatedBundles::load(&domains).with_context(invalid_bundle)?;
+    let identity = identity
+        .with_federation(&federated)
+        .with_context(invalid_bundle)?;
+    Ok((identity, None))
 }
 
 /// A running node.
@@ -187,14 +207,17 @@ impl NodeHandle {
             identity.trust_domain(),
             bindings,
         )
-        .context("invalid authorization policy (set [identity] policy)")?;
+        .context(ConfigProblem(
+            "invalid authorization policy (set [identity] policy)".into(),
+        ))?;
         let policy = Arc::new(policy);
         let (revocations, kept_revocations) = RevocationStore::open(identity.dir())
             .map_err(anyhow::Error::msg)
-            .context(
+            .context(ConfigProblem(
                 "cannot read the node's revocations (check the permissions of the identity \
-                 directory; a file that is not this node's revocations must be moved away)",
-            )?;
+                 directory; a file that is not this node's revocations must be moved away)"
+                    .into(),
+            ))?;
         let shared = Arc::new(shared_state(&identity, config.standalone, policy.clone()));
         let metrics = Arc::new(metrics::Metrics::new(shared.clone()));
         let (inputs_tx, inputs_rx) = mpsc::channel(INPUT_QUEUE_MAX);
@@ -260,21 +283,40 @@ impl NodeHandle {
             let receive = discovery::receive(socket, inputs_tx, shared.clone(), stop_rx.clone());
             tokio::spawn(receive.instrument(span.clone()));
         }
+        let limits = api_serve::Limits {
+            connections_max: config.api.connections_max,
+            header_timeout: Duration::from_millis(config.api.header_timeout_ms),
+            request_timeout: Duration::from_millis(config.api.request_timeout_ms),
+        };
+        let api_counters = metrics.api.clone();
         let router = api::router(api::ApiState {
             shared,
             commands: commands_tx,
             metrics,
             mtls: config.identity.api_mtls,
             open: config.identity.api_open,
+            request_timeout: limits.request_timeout,
         });
         let api_tls = match config.identity.api_mtls {
             true => Some(identity.api_server_config()?),
             false => None,
         };
-        let api = tokio::spawn(api::serve(sockets.api, router, api_tls, stop_rx));
+        let serve = api_serve::serve(sockets.api, router, api_tls, limits, api_counters, stop_rx);
+        let api = tokio::spawn(serve.instrument(span.clone()));
         let supervisor = supervise(driver, inputs_rx, commands_rx, stop.clone(), endpoint, api);
         let task = tokio::spawn(supervisor.instrument(span.clone()));
-        span.in_scope(|| tracing::info!(%quic_addr, %api_addr, "node started"));
+        span.in_scope(|| {
+            tracing::info!(%quic_addr, %api_addr, "node started");
+            if !config.identity.api_mtls && !api_addr.ip().is_loopback() {
+                tracing::warn!(
+                    %api_addr,
+                    "the HTTP API is not authenticated and listens beyond the loopback: \
+                     anyone who reaches it can send messages, start probe flows and read \
+                     the topology; set [identity] api_mtls = true (callers present an SVID) \
+                     or bind api_listen to 127.0.0.1"
+                );
+            }
+        });
         Ok(NodeHandle {
             name,
             quic_addr,

@@ -18,6 +18,8 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 use x0tta6bl4_proto::{DecisionKind, DropReason, NeighbourState, Stats};
 
+use crate::api_serve::{ApiCounters, Refusal};
+use crate::dial_log::DialRefusal;
 use crate::outage::OUTAGE_BUCKETS_SECONDS;
 use crate::state::{DriverDrop, Handshake, IdentityClose, Shared};
 
@@ -29,6 +31,8 @@ pub(crate) struct Metrics {
     pub registry: Registry,
     pub route_computation_seconds: Histogram,
     pub flow_outage_seconds: Histogram,
+    /// The HTTP API's connection counters (`api_serve`).
+    pub api: Arc<ApiCounters>,
 }
 
 impl Metrics {
@@ -48,10 +52,13 @@ impl Metrics {
             flow_outage_seconds.clone(),
         );
         registry.register_collector(Box::new(NodeCollector { shared }));
+        let api = Arc::new(ApiCounters::default());
+        registry.register_collector(Box::new(ApiCollector(api.clone())));
         Metrics {
             registry,
             route_computation_seconds,
             flow_outage_seconds,
+            api,
         }
     }
 
@@ -190,6 +197,10 @@ impl NodeCollector {
         let results = Handshake::ALL.map(|r| (r.as_str(), counters.handshakes(r)));
         let help = "QUIC handshakes by result (ok: peer SVID names a node)";
         counter_family(e, "handshakes", help, "result", results)?;
+        let refusals = &counters.dial_refusals;
+        let reasons = DialRefusal::ALL.map(|r| (r.as_str(), refusals.count(r)));
+        let help = "Dials refused because of identity: peer_refused (the peer does not accept our certificate, or closed the link at once as unauthorised or revoked), peer_untrusted (we do not trust or allow the peer's)";
+        counter_family(e, "dial_refusals", help, "reason", reasons)?;
         let closes = IdentityClose::ALL.map(|r| (r.as_str(), counters.identity_closes(r)));
         let help = "Open links closed because the peer stopped being trusted, by reason (peer_svid_expired, revoked, policy_denied)";
         counter_family(e, "identity_link_closes", help, "reason", closes)?;
@@ -226,6 +237,24 @@ impl NodeCollector {
             "Data-plane probe-flow messages sent by this node",
             sent,
         )
+    }
+}
+
+/// The HTTP API's connections (`api_serve`).
+#[derive(Debug)]
+struct ApiCollector(Arc<ApiCounters>);
+
+impl Collector for ApiCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
+        let e = &mut encoder;
+        let api = &self.0;
+        let help = "HTTP API connections open now (at most [api] connections_max)";
+        gauge(e, "api_connections_open", help, api.open() as i64)?;
+        let help = "HTTP API connections accepted";
+        counter(e, "api_connections_accepted", help, api.accepted())?;
+        let reasons = Refusal::ALL.map(|r| (r.as_str(), api.refused(r)));
+        let help = "HTTP API connections and requests refused or closed by a limit, by reason (limit, evicted, header_timeout, request_timeout, tls_handshake, accept_failed)";
+        counter_family(e, "api_connections_refused", help, "reason", reasons)
     }
 }
 

@@ -209,6 +209,8 @@ pub(crate) struct Counters {
     pub state_write_failures: AtomicU64,
     /// Records (revocations) accepted but not yet written to disk.
     pub state_writes_pending: AtomicU64,
+    /// Dials refused because of identity, counted and logged rate-limited.
+    pub dial_refusals: crate::dial_log::DialRefusals,
     /// Successful handshakes by key-exchange group (few distinct groups exist).
     kx_groups: Mutex<BTreeMap<String, u64>>,
 }

@@ -18,6 +18,7 @@ use tracing::Instrument;
 use x0tta6bl4_identity::{KxMode, KxRecord, NodeIdentity};
 use x0tta6bl4_proto::NodeName;
 
+use crate::dial_log::DialRefusal;
 use crate::state::{DriverDrop, Handshake, Shared};
 use crate::BindError;
 
@@ -293,7 +294,16 @@ pub(crate) async fn dial(
     context.tls.refill();
     let error = match tokio::time::timeout(timeout, connecting).await {
         Ok(Ok(conn)) => return established(conn, Some(addr), record, context).await,
-        Ok(Err(error)) => error.to_string(),
+        Ok(Err(error)) => {
+            if let Some((kind, reason)) = crate::dial_log::classify(&error) {
+                context
+                    .shared
+                    .counters
+                    .dial_refusals
+                    .record(addr, kind, &reason);
+            }
+            error.to_string()
+        }
         Err(_) => format!("no handshake within {timeout:?}"),
     };
     context.shared.counters.handshake(Handshake::Failed);
@@ -321,6 +331,8 @@ async fn established(
                 b"certificate does not name a node",
             );
             if let Some(addr) = dialed {
+                let refusals = &context.shared.counters.dial_refusals;
+                refusals.record(addr, DialRefusal::PeerUntrusted, &reason);
                 let _ = context
                     .inputs
                     .send(Input::DialFailed {
@@ -342,6 +354,8 @@ async fn established(
         );
         if let Some(addr) = dialed {
             let error = format!("authorization policy denies {spiffe_id} as a neighbour");
+            let refusals = &context.shared.counters.dial_refusals;
+            refusals.record(addr, DialRefusal::PeerUntrusted, &error);
             let _ = context.inputs.send(Input::DialFailed { addr, error }).await;
         }
         return;
@@ -368,6 +382,13 @@ async fn established(
         return; // the driver is gone: the node is stopping
     }
     let error = read_loop(&conn, id, &name, &context).await;
+    if let Some(addr) = dialed {
+        let refusals = &context.shared.counters.dial_refusals;
+        match crate::dial_log::classify(&error) {
+            Some((kind, reason)) => refusals.record(addr, kind, &reason),
+            None => refusals.clear(addr),
+        }
+    }
     let _ = context
         .inputs
         .send(Input::LinkDown { id, name, error })
