@@ -221,16 +221,15 @@ pub enum TwinCommand {
     /// and measures node-failure MTTR, then recommends the fastest timers whose false
     /// alarms stay within one per link per hour.
     ///
-    /// The default sweep (4 intervals x 5 thresholds, 36 nodes, 300 s soak) takes minutes
-    /// (95 s in one release-build run on 2 cores); it prints what it will run, then a
-    /// progress bar with an estimate of the time left (one line per combination when stderr is not a
+    /// The default sweep (4 intervals x 5 thresholds, 36 nodes, 300 s soak) takes minutes;
+    /// it prints what it will run, then a progress bar with an estimate of the time left (one line per combination when stderr is not a
     /// terminal). Fewer --intervals-ms, --misses, --nodes or a shorter --soak-s run faster.
     ///
     /// Why MTTR p50 can be the same at, e.g., 6 and 8 misses: before a silent neighbour's
     /// dead interval (probe_interval_ms x probe_misses_max) runs out, each unanswered probe
     /// raises the link's loss estimate; the link's cost rises with it and, past
     /// healing.degraded_loss (20 %), the link is marked degraded (cost x10) and
-    /// re-advertised, so most flows move off a failed node after about 5 probe intervals
+    /// re-advertised, so most flows move off a failed node after about 6 probe intervals
     /// whatever the miss threshold. Above that many misses the threshold sets only the
     /// tail (p95) and the false alarms.
     #[command(after_long_help = twin_topology_help())]

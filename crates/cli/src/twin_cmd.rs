@@ -490,11 +490,11 @@ fn flat_p50_note(rows: &[x0tta6bl4_twin::tune::TuneRow]) -> Option<String> {
 }
 
 /// Why MTTR p50 stops growing with `probe_misses_max` (also in `twin tune --help`).
-pub const FLAT_P50_REASON: &str = "before a silent neighbour's dead interval \
+const FLAT_P50_REASON: &str = "before a silent neighbour's dead interval \
 (probe_interval_ms x probe_misses_max) runs out, each unanswered probe raises the link's loss \
 estimate; the link's cost rises with it and, past healing.degraded_loss (20 %), the link is \
 marked degraded (cost x10) and re-advertised, so most flows move off a failed node after about \
-5 probe intervals whatever the miss threshold. Above that many misses the threshold sets only \
+6 probe intervals whatever the miss threshold. Above that many misses the threshold sets only \
 the tail (p95: flows from the failed node's own neighbours) and the false alarms.";
 
 /// `twin topology`.
@@ -577,4 +577,43 @@ fn escape_label(text: &str) -> String {
     text.replace('\\', "\\\\")
         .replace('"', "\\\"")
         .replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use x0tta6bl4_twin::tune::TuneRow;
+
+    fn row(interval: u64, misses: u32, p50: f64) -> TuneRow {
+        TuneRow {
+            probe_interval_ms: interval,
+            probe_misses_max: misses,
+            mttr_p50_ms: p50,
+            mttr_p95_ms: p50 * 1.2,
+            samples: 100,
+            false_down_per_link_hour: 0.0,
+            control_bytes_per_node_per_second: 3000.0,
+        }
+    }
+
+    /// `twin tune` explains a median that does not move with the miss threshold, and
+    /// only then.
+    #[test]
+    fn a_flat_p50_is_explained() {
+        let rows = [
+            row(50, 3, 160.1),
+            row(50, 6, 292.1),
+            row(50, 8, 292.1),
+            row(100, 6, 559.9),
+            row(100, 8, 600.0),
+        ];
+        let note = flat_p50_note(&rows).unwrap();
+        assert!(
+            note.starts_with("note: same MTTR p50 for 50 ms at 6 and 8 misses: ")
+                && note.contains("healing.degraded_loss"),
+            "{note}"
+        );
+        assert!(!note.contains("100 ms"), "{note}");
+        assert_eq!(flat_p50_note(&rows[..2]), None);
+    }
 }

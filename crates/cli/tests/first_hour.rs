@@ -227,3 +227,55 @@ fn status_waits_for_routes_and_explains_both_costs() {
         stdout(&output)
     );
 }
+
+/// `twin tune --help` says how long the sweep takes, that it shows progress, and why
+/// the median MTTR stops growing with the miss threshold.
+#[test]
+fn twin_tune_help_explains_duration_and_flat_medians() {
+    let output = run(&["twin", "tune", "--help"]);
+    assert_eq!(code(&output), 0, "{}", stderr(&output));
+    // Help text is wrapped to the terminal: compare with single spaces.
+    let text = stdout(&output)
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    for needle in [
+        "takes minutes",
+        "estimate of the time left",
+        "Why MTTR p50 can be the same",
+        "healing.degraded_loss",
+    ] {
+        assert!(text.contains(needle), "{needle:?} missing:\n{text}");
+    }
+}
+
+/// Off a terminal, `twin tune` says up front what it will run and reports each
+/// combination with the time left on stderr.
+#[test]
+fn twin_tune_reports_progress_off_a_terminal() {
+    let output = run(&[
+        "twin",
+        "tune",
+        "--topology",
+        "ring",
+        "--nodes",
+        "6",
+        "--intervals-ms",
+        "50,100",
+        "--misses",
+        "3",
+        "--soak-s",
+        "5",
+        "--iterations",
+        "1",
+    ]);
+    let text = stderr(&output);
+    assert_eq!(code(&output), 0, "{text}");
+    assert!(
+        text.contains("twin tune: 2 timer combinations (2 probe intervals x 1 miss thresholds)")
+            && text.contains("twin tune: 1/2 combinations in ")
+            && text.contains("twin tune: 2/2 combinations in ")
+            && text.contains(" s left"),
+        "{text}"
+    );
+}

@@ -306,3 +306,50 @@ fn blocks_markers_and_shown_outputs_are_parsed() {
         "{script}"
     );
 }
+
+/// What the README's examples write, were they run from the repository root, is ignored
+/// by git: above all a CA's private key.
+#[test]
+fn files_the_examples_write_are_ignored_by_git() {
+    if !have("git") {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "git is needed to check .gitignore"
+        );
+        eprintln!("skipped: git is not installed");
+        return;
+    }
+    let repo = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+    for file in [
+        "demo-mesh/ca/ca_key.pem",
+        "demo-mesh/n1.toml",
+        "demo-mesh/mesh.json",
+        "ca/ca_key.pem",
+        "ca/n1/svid_key.pem",
+        "n1.toml",
+        "n12.toml",
+        "state/n3/revocations.jsonl",
+        "mesh.json",
+        "mttr.svg",
+        "samples.csv",
+    ] {
+        let status = Command::new("git")
+            .args(["-C", repo, "check-ignore", "--quiet", "--no-index", file])
+            .status()
+            .expect("git runs");
+        assert!(status.success(), "{file} is not ignored by .gitignore");
+    }
+    // Tracked examples stay visible.
+    let status = Command::new("git")
+        .args([
+            "-C",
+            repo,
+            "check-ignore",
+            "--quiet",
+            "--no-index",
+            "examples/node.toml",
+        ])
+        .status()
+        .expect("git runs");
+    assert!(!status.success(), "examples/node.toml must not be ignored");
+}
