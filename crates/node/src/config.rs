@@ -321,14 +321,20 @@ fn key_of_value(text: &str, offset: usize) -> Option<String> {
     let line_start = text[..offset].rfind('\n').map_or(0, |i| i + 1);
     let name = match text[line_start..offset].split_once('=') {
         Some((name, _)) => name,
-        // Inside a value that opened with `[` or `{` on a line above.
+        // Inside a value that opened with `[` or `{` on a line above and is still open
+        // at `offset` (not, e.g., an unknown key on the line after `peers = []`).
         None => {
-            let (name, value) = text[..line_start]
+            let line = text[..line_start]
                 .lines()
                 .rev()
-                .find(|line| line.contains('=') || table_header(line).is_some())?
-                .split_once('=')?;
-            if !value.trim_start().starts_with(['[', '{']) {
+                .find(|line| line.contains('=') || table_header(line).is_some())?;
+            let (name, _) = line.split_once('=')?;
+            let line_at = text[..line_start].rfind(line)?;
+            let value = &text[line_at + name.len() + 1..offset];
+            let depth = |open: char, close: char| {
+                value.matches(open).count() as i64 - value.matches(close).count() as i64
+            };
+            if depth('[', ']') + depth('{', '}') <= 0 {
                 return None;
             }
             name
@@ -508,6 +514,15 @@ mod tests {
                 "a quoted string",
             ),
         ];
+        // An unknown key after a one-line list is not blamed on the list.
+        let text = format!("peers = []\nlisen = \"x\"\n{MINIMAL}");
+        let error = NodeConfig::from_toml(&text, Path::new("bad.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.starts_with("bad.toml:2:1: unknown key `lisen`"),
+            "{error}"
+        );
         for (text, start, hint) in cases {
             let error = NodeConfig::from_toml(&text, Path::new("bad.toml"))
                 .unwrap_err()

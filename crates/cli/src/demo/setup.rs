@@ -255,13 +255,39 @@ mod tests {
                 assert_eq!(victims(seed), first, "seed {seed}");
             }
         }
-        // The README's measured run (`demo --seed 42 --json`) killed these two.
+        // The README's measured run (`demo --seed 42 --json`) killed these two, and its
+        // table of twenty seeds lists the victims of each.
         assert_eq!(victims(42), readme_killed_of_seed_42());
+        let table = readme_killed_by_seed();
+        assert_eq!(table.len(), 20, "{table:?}");
+        let differ: Vec<_> = table
+            .iter()
+            .filter(|(seed, killed)| victims(*seed) != *killed)
+            .map(|(seed, killed)| {
+                format!("seed {seed}: README {killed:?}, plan {:?}", victims(*seed))
+            })
+            .collect();
+        assert!(differ.is_empty(), "{differ:#?}");
         let distinct: std::collections::BTreeSet<_> = (1..=20).map(victims).collect();
         assert!(
             distinct.len() > 5,
             "seeds draw different victims: {distinct:?}"
         );
+    }
+
+    /// (seed, killed) of each row of the README's table of twenty demo runs.
+    fn readme_killed_by_seed() -> Vec<(u64, Vec<String>)> {
+        let readme = include_str!("../../../../README.md");
+        readme
+            .lines()
+            .filter(|l| l.contains("| yes |"))
+            .filter_map(|l| {
+                let cells: Vec<&str> = l.split('|').map(str::trim).collect();
+                let seed = cells.get(1)?.parse().ok()?;
+                let killed = cells.get(2)?.split(", ").map(str::to_owned).collect();
+                Some((seed, killed))
+            })
+            .collect()
     }
 
     /// The `"killed"` list of the README's `demo --seed 42 --json` output.
