@@ -15,6 +15,7 @@ APT_PACKAGES+=(iproute2) # the chaos lab tests: ip netns, veth pairs
 APT_PACKAGES+=(nftables) # the chaos lab tests: nft drop rules for node-kill, partitions, loss
 APT_PACKAGES+=(babeld) # the chaos lab tests: the reference routing daemon side by side
 APT_PACKAGES+=(stress-ng) # the chaos lab tests: cpu-stress and mem-stress faults
+APT_PACKAGES+=(curl) # crates/cli/tests/readme.rs: the README's commands use curl
 PIP_PACKAGES=()
 
 # Debian packages: installed only when missing, so an offline rerun does not touch apt.

@@ -185,6 +185,49 @@ impl Api {
     }
 }
 
+/// How to fix a request to the API at `base` that got no HTTP answer, from the causes
+/// in `error`'s chain: nothing listening, plain HTTP sent to an API that speaks TLS, no
+/// client SVID for an API that requires one, or an SVID the API or we do not accept.
+pub fn unanswered_fix(error: &anyhow::Error, base: &str, svid_given: bool) -> String {
+    let causes: Vec<String> = error
+        .chain()
+        .map(|c| c.to_string().to_lowercase())
+        .collect();
+    let any = |needle: &str| causes.iter().any(|c| c.contains(needle));
+    let refused = error.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::ConnectionRefused)
+    }) || any("connection refused");
+    let https = base.starts_with("https://");
+    let tls = ["certificate", "tls", "handshake", "unknownissuer", "alert"]
+        .iter()
+        .any(|needle| any(needle));
+    let authority = base.split_once("://").map_or(base, |(_, rest)| rest);
+    if refused {
+        "nothing listens there: check that the node runs and that --api matches its api_listen"
+            .to_owned()
+    } else if !https && (any("invalid http version") || any("invalid http")) {
+        format!(
+            "the API speaks https (its node has `[identity] api_mtls = true`): use \
+             --api https://{authority} with --svid DIR"
+        )
+    } else if https && !svid_given {
+        "the API requires mutual TLS with a client SVID: pass --svid DIR, a directory from \
+         `x0tta6bl4 ca issue` holding the SVID to present (svid.pem, svid_key.pem) and the CA \
+         bundle that the node's certificate is checked against (bundle.pem)"
+            .to_owned()
+    } else if https && tls {
+        format!(
+            "the TLS handshake failed: check that the SVID in --svid is valid and of the node's \
+             trust domain and that its bundle.pem holds the node's CA; if the node serves plain \
+             HTTP (no api_mtls), use --api http://{authority} without --svid"
+        )
+    } else {
+        "check that the node runs and that --api matches its api_listen".to_owned()
+    }
+}
+
 async fn decode<T: DeserializeOwned>(
     answer: reqwest::Response,
     request: String,

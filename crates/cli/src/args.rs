@@ -45,6 +45,13 @@ pub enum Command {
     ///
     /// Reads `/api/v1/status`, `/api/v1/peers` and `/api/v1/routes` from the node's HTTP
     /// API. With `--json`, prints one JSON object {"status", "peers", "routes"} instead.
+    ///
+    /// Two costs: a peer's COST is the link cost the node measures now (10 per hop plus
+    /// 1 per 100 µs of smoothed RTT, scaled up by loss); a route's COST is the sum, along
+    /// the path, of the link costs in the link-state advertisements. A node re-advertises
+    /// a link's cost only when it moved by `cost_change_percent` (default 30 %), at most
+    /// once per `cost_update_interval_ms` (1 s), so the two differ for a neighbour whose
+    /// RTT moved less than that since its last advertisement.
     #[command(after_help = EXIT_CODES)]
     Status(StatusArgs),
     /// Send a text message through the mesh to a node, by name.
@@ -59,9 +66,9 @@ pub enum Command {
     /// Makes a temporary CA and one SVID per node, starts N node processes in a seeded
     /// random connected topology (each node knows only some others, so paths have several
     /// hops), waits until every node has a route to every other, starts probe flows
-    /// between all pairs (one message every 10 ms), kills K nodes with SIGKILL (chosen so
-    /// the survivors stay connected, preferring nodes that carry the most flows in the
-    /// routes just before the fault), and measures the data-plane outage of every flow
+    /// between all pairs (one message every 10 ms), kills K nodes with SIGKILL (drawn with the
+    /// seed from the topology, so the survivors stay connected, preferring nodes that
+    /// many shortest paths cross), and measures the data-plane outage of every flow
     /// whose path crossed a killed node (MTTR). Prints a summary, or one JSON object with `--json`. Removes every process
     /// and file it made, also on error and on Ctrl-C. Exits 0 only when the mesh healed:
     /// every affected flow recovered and every pair of survivors is reachable again.
@@ -207,6 +214,9 @@ pub enum TwinCommand {
     /// Converges the mesh once, then runs each iteration on a copy of the converged
     /// mesh: probe flows (one message every 10 ms) between pairs whose path crosses what
     /// the scenario breaks, the fault, and the outage of each flow on the data plane.
+    /// Flows whose ends the fault disconnects cannot heal and are not measured; when no
+    /// flow at all was measured (e.g. any link failure on a line) the run says so and
+    /// exits 1 instead of reporting an MTTR of 0.
     #[command(after_long_help = twin_run_help())]
     Run(TwinRunArgs),
     /// Fuzz the protocol: random topologies with random faults, one seed each.
@@ -222,6 +232,18 @@ pub enum TwinCommand {
     /// For every combination, counts false neighbour-down events over a fault-free soak
     /// and measures node-failure MTTR, then recommends the fastest timers whose false
     /// alarms stay within one per link per hour.
+    ///
+    /// The default sweep (4 intervals x 5 thresholds, 36 nodes, 300 s soak) takes minutes;
+    /// it prints what it will run, then a progress bar with an estimate of the time left (one line per combination when stderr is not a
+    /// terminal). Fewer --intervals-ms, --misses, --nodes or a shorter --soak-s run faster.
+    ///
+    /// Why MTTR p50 can be the same at, e.g., 6 and 8 misses: before a silent neighbour's
+    /// dead interval (probe_interval_ms x probe_misses_max) runs out, each unanswered probe
+    /// raises the link's loss estimate; the link's cost rises with it and, past
+    /// healing.degraded_loss (20 %), the link is marked degraded (cost x10) and
+    /// re-advertised, so most flows move off a failed node after about 6 probe intervals
+    /// whatever the miss threshold. Above that many misses the threshold sets only the
+    /// tail (p95) and the false alarms.
     #[command(after_long_help = twin_topology_help())]
     Tune(TwinTuneArgs),
     /// Print the topology the twin would simulate (nodes and links) without running it.
@@ -644,6 +666,10 @@ pub struct StatusArgs {
     /// Print one JSON object {"status", "peers", "routes"} instead of tables.
     #[arg(long)]
     pub json: bool,
+    /// First wait, up to 30 s, until the node answers and routes to at least N other
+    /// nodes (for scripts that query nodes they just started); exit 1 if it does not.
+    #[arg(long, value_name = "N")]
+    pub wait_routes: Option<u64>,
 }
 
 /// `x0tta6bl4 send`.
@@ -681,9 +707,9 @@ pub struct DemoArgs {
     pub kill: usize,
     /// Seed of the topology and of the choice of victims (default: drawn and printed).
     ///
-    /// The same seed gives the same topology, and the same victims as long as the routes
-    /// before the fault are the same (route costs follow measured RTTs), so a run that
-    /// does not heal can be replayed.
+    /// The same seed gives the same topology and the same victims (both drawn before any
+    /// node starts), so a run that does not heal can be replayed; the measured times vary
+    /// with the machine.
     #[arg(long, value_name = "S")]
     pub seed: Option<u64>,
     /// Mean number of links per node in the random topology (at least 2).

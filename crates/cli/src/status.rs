@@ -2,7 +2,7 @@
 
 use serde_json::Value;
 
-use crate::api::{Api, HttpError};
+use crate::api::{unanswered_fix, Api, HttpError};
 use crate::args::{SendArgs, StatusArgs};
 use crate::problem::{problem, Exit, ProblemExt};
 
@@ -16,35 +16,84 @@ const PEER_COLUMNS: [&str; 7] = [
     "spiffe_id",
 ];
 const ROUTE_COLUMNS: [&str; 4] = ["destination", "next_hop", "cost", "hops"];
+/// Longest wait of `status --wait-routes`.
+const WAIT_ROUTES_MAX: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Run `status`.
 pub async fn status(args: &StatusArgs) -> anyhow::Result<()> {
     let api = api_for(&args.api, args.svid.as_deref())?;
-    let fix = "check that the node runs and that --api matches its api_listen";
-    let unreachable = "cannot read the node's state";
-    let status: Value =
-        api.get("/api/v1/status")
-            .await
-            .problem(Exit::Failure, unreachable, api.base(), fix)?;
-    let peers: Value =
-        api.get("/api/v1/peers")
-            .await
-            .problem(Exit::Failure, unreachable, api.base(), fix)?;
-    let routes: Value =
-        api.get("/api/v1/routes")
-            .await
-            .problem(Exit::Failure, unreachable, api.base(), fix)?;
+    let svid_given = args.svid.is_some();
+    let read = |path: &'static str| {
+        let api = &api;
+        async move {
+            api.get::<Value>(path).await.map_err(|error| {
+                let fix = match error.downcast_ref::<HttpError>() {
+                    Some(_) => "see the node's answer below and its log".to_owned(),
+                    None => unanswered_fix(&error, api.base(), svid_given),
+                };
+                let what = "cannot read the node's state";
+                error.context(problem(Exit::Failure, what, api.base(), fix))
+            })
+        }
+    };
+    if let Some(wanted) = args.wait_routes {
+        wait_for_routes(&read, wanted, api.base()).await?;
+    }
+    let status = read("/api/v1/status").await?;
+    let peers = read("/api/v1/peers").await?;
+    let routes = read("/api/v1/routes").await?;
     if args.json {
         let all = serde_json::json!({ "status": status, "peers": peers, "routes": routes });
         println!("{all}");
         return Ok(());
     }
     println!("{}", headline(&status));
-    println!("\nPeers");
+    println!("\nPeers (COST: the link's cost measured now)");
     print!("{}", table(&PEER_COLUMNS, rows(&peers, &PEER_COLUMNS)));
-    println!("\nRoutes");
+    println!(
+        "\nRoutes (COST: sum of the advertised link costs along the path; a link's cost is \
+         re-advertised when it moved by cost_change_percent, so it may differ from the peer's)"
+    );
     print!("{}", table(&ROUTE_COLUMNS, rows(&routes, &ROUTE_COLUMNS)));
     Ok(())
+}
+
+/// Wait until the node answers and routes to `wanted` other nodes, or fail after
+/// [`WAIT_ROUTES_MAX`] with what it last saw.
+async fn wait_for_routes<F, Fut>(read: &F, wanted: u64, base: &str) -> anyhow::Result<()>
+where
+    F: Fn(&'static str) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<Value>>,
+{
+    let deadline = tokio::time::Instant::now() + WAIT_ROUTES_MAX;
+    loop {
+        let last = read("/api/v1/status").await;
+        let routes = last.as_ref().ok().and_then(|s| s["routes"].as_u64());
+        if routes.is_some_and(|r| r >= wanted) {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            let seen = match (&last, routes) {
+                (Err(_), _) => "no answer".to_owned(),
+                (Ok(_), Some(r)) => format!("routes to {r}"),
+                (Ok(_), None) => "an answer without routes".to_owned(),
+            };
+            let error = problem(
+                Exit::Failure,
+                format!(
+                    "the node does not route to {wanted} other node(s) after {} s ({seen})",
+                    WAIT_ROUTES_MAX.as_secs()
+                ),
+                base,
+                "check the node's log and that its peers run and list each other",
+            );
+            return Err(match last {
+                Err(cause) => cause.context(error),
+                Ok(_) => error.into(),
+            });
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
 }
 
 /// Run `send`.
@@ -57,11 +106,16 @@ pub async fn send(args: &SendArgs) -> anyhow::Result<()> {
             println!("sent message {id} to {} via {next_hop}", args.to);
             Ok(())
         }
-        Err(error) => Err(send_problem(error, &args.to, api.base())),
+        Err(error) => Err(send_problem(
+            error,
+            &args.to,
+            api.base(),
+            args.svid.is_some(),
+        )),
     }
 }
 
-fn send_problem(error: anyhow::Error, to: &str, base: &str) -> anyhow::Error {
+fn send_problem(error: anyhow::Error, to: &str, base: &str, svid_given: bool) -> anyhow::Error {
     let status = error.downcast_ref::<HttpError>().map(|e| e.status);
     let (exit, fix) = match status {
         Some(404) => (
@@ -84,10 +138,7 @@ fn send_problem(error: anyhow::Error, to: &str, base: &str) -> anyhow::Error {
             Exit::Failure,
             "see the node's answer below and its log".into(),
         ),
-        None => (
-            Exit::Failure,
-            "check that the node runs and --api matches its api_listen".into(),
-        ),
+        None => (Exit::Failure, unanswered_fix(&error, base, svid_given)),
     };
     error.context(problem(exit, format!("cannot send to {to}"), base, fix))
 }

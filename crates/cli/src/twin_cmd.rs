@@ -2,7 +2,7 @@
 //! module fetches live topologies (a node's API, Prometheus), shows progress and writes
 //! the outputs (JSON, CSV, SVG).
 
-use std::io::Write as _;
+use std::io::{IsTerminal as _, Write as _};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -30,8 +30,10 @@ fn progress_bar(len: u64, hidden: bool, message: &str) -> ProgressBar {
         return ProgressBar::hidden();
     }
     let bar = ProgressBar::new(len);
-    let style = ProgressStyle::with_template("{spinner} {msg} [{bar:30}] {pos}/{len} ({elapsed})")
-        .unwrap_or_else(|_| ProgressStyle::default_bar());
+    let style = ProgressStyle::with_template(
+        "{spinner} {msg} [{bar:30}] {pos}/{len} ({elapsed} elapsed, about {eta} left)",
+    )
+    .unwrap_or_else(|_| ProgressStyle::default_bar());
     bar.set_style(style.progress_chars("=> "));
     bar.set_message(message.to_owned());
     bar.enable_steady_tick(Duration::from_millis(200));
@@ -206,24 +208,64 @@ pub async fn run(args: &TwinRunArgs) -> anyhow::Result<ExitCode> {
     } else {
         print!("{}", summary(&report));
     }
+    if report.mttr_ms.samples == 0 {
+        return Err(no_flow_measured(&args.scenario).into());
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A run whose fault broke no flow that could heal measured nothing: its MTTR figures
+/// are zeros that mean nothing, so the run fails and says why.
+fn no_flow_measured(scenario: &str) -> crate::problem::Problem {
+    problem(
+        Exit::Failure,
+        "no flow was measured: no probe flow crossed the failed elements and could heal \
+         (a fault that splits the mesh, e.g. any link of a line, leaves no path to heal to; \
+         the MTTR figures above are empty)",
+        format!("twin run --scenario {scenario}"),
+        "use a topology with alternative paths (grid, ring, random-geometric, or a live mesh \
+         where nodes have several neighbours), or more --iterations",
+    )
 }
 
 fn summary(r: &x0tta6bl4_twin::Report) -> String {
     let m = &r.mttr_ms;
+    let mttr = if m.samples == 0 {
+        "not measured: no flow crossed the failed elements and could heal (0 flows)".to_owned()
+    } else {
+        format!(
+            "mean {:.1} ms  p50 {:.1}  p95 {:.1}  p99 {:.1}  max {:.1}  ({} flows)",
+            m.mean, m.p50, m.p95, m.p99, m.max, m.samples
+        )
+    };
     format!(
         "twin: {} nodes, {} links ({}), scenario {}, {} iterations, seed {}\n\
          converged after      {:.0} ms (simulated)\n\
-         MTTR                 mean {:.1} ms  p50 {:.1}  p95 {:.1}  p99 {:.1}  max {:.1}  ({} flows)\n\
+         MTTR                 {}\n\
          reconverged          p50 {:.0} ms  p95 {:.0} ms after the fault\n\
          unhealed flows       {}\n\
          unreachable pairs    {} after the scenario\n\
          false neighbour-down {}\n\
          control plane        {:.1} messages, {:.0} bytes per node per second\n\
          speed                {:.1} simulated s in {:.1} s wall ({:.2} simulated s per wall s)\n",
-        r.nodes, r.links, r.topology, r.scenario, r.iterations, r.seed, r.converged_ms, m.mean, m.p50, m.p95, m.p99, m.max, m.samples,
-        r.reconverged_ms.p50, r.reconverged_ms.p95, r.unhealed_flows, r.unreachable_pairs_after_heal, r.false_down_events,
-        r.control_messages_per_node_per_second, r.control_bytes_per_node_per_second, r.sim_seconds, r.wall_seconds, r.sim_seconds_per_wall_second,
+        r.nodes,
+        r.links,
+        r.topology,
+        r.scenario,
+        r.iterations,
+        r.seed,
+        r.converged_ms,
+        mttr,
+        r.reconverged_ms.p50,
+        r.reconverged_ms.p95,
+        r.unhealed_flows,
+        r.unreachable_pairs_after_heal,
+        r.false_down_events,
+        r.control_messages_per_node_per_second,
+        r.control_bytes_per_node_per_second,
+        r.sim_seconds,
+        r.wall_seconds,
+        r.sim_seconds_per_wall_second,
     )
 }
 
@@ -336,11 +378,33 @@ pub async fn tune_cmd(args: &TwinTuneArgs) -> anyhow::Result<ExitCode> {
         ..TuneOptions::default()
     };
     let hidden = args.json;
+    let total = options.intervals_ms.len() * options.misses.len();
+    if !hidden {
+        eprintln!(
+            "twin tune: {total} timer combinations ({} probe intervals x {} miss thresholds) on \
+             {} nodes, each a {} s simulated soak and {} node-failure iterations; progress and \
+             an estimate of the time left follow each combination",
+            options.intervals_ms.len(),
+            options.misses.len(),
+            topology.len(),
+            options.soak.as_secs(),
+            options.iterations,
+        );
+    }
+    // On a terminal a progress bar; otherwise one line per combination on stderr.
+    let lines = !hidden && !std::io::stderr().is_terminal();
     let (rows, best) = tokio::task::spawn_blocking(move || {
-        let total = options.intervals_ms.len() * options.misses.len();
-        let bar = progress_bar(total as u64, hidden, "timer combinations");
-        let result = tune(&topology, &options, &mut |done, _| {
-            bar.set_position(done as u64)
+        let bar = progress_bar(total as u64, hidden || lines, "timer combinations");
+        let started = std::time::Instant::now();
+        let result = tune(&topology, &options, &mut |done, total| {
+            bar.set_position(done as u64);
+            if lines {
+                let elapsed = started.elapsed().as_secs_f64();
+                let left = elapsed / done as f64 * (total - done) as f64;
+                eprintln!(
+                    "twin tune: {done}/{total} combinations in {elapsed:.0} s, about {left:.0} s left"
+                );
+            }
         });
         bar.finish_and_clear();
         result
@@ -392,8 +456,47 @@ pub async fn tune_cmd(args: &TwinTuneArgs) -> anyhow::Result<ExitCode> {
         "recommended: [protocol] probe_interval_ms = {}, probe_misses_max = {} (MTTR p95 {:.1} ms, {:.2} false neighbour-down per link per hour)",
         chosen.probe_interval_ms, chosen.probe_misses_max, chosen.mttr_p95_ms, chosen.false_down_per_link_hour
     )?;
+    if let Some(note) = flat_p50_note(&rows) {
+        writeln!(out, "{note}")?;
+    }
     Ok(ExitCode::SUCCESS)
 }
+
+/// Why the median MTTR of one probe interval stops growing with the miss threshold,
+/// when the rows show it (same p50 within 2 % at two thresholds).
+fn flat_p50_note(rows: &[x0tta6bl4_twin::tune::TuneRow]) -> Option<String> {
+    let flat: Vec<String> = rows
+        .iter()
+        .enumerate()
+        .flat_map(|(i, a)| rows[i + 1..].iter().map(move |b| (a, b)))
+        .filter(|(a, b)| {
+            a.probe_interval_ms == b.probe_interval_ms
+                && a.samples > 0
+                && b.samples > 0
+                && (a.mttr_p50_ms - b.mttr_p50_ms).abs() <= 0.02 * a.mttr_p50_ms
+        })
+        .map(|(a, b)| {
+            format!(
+                "{} ms at {} and {} misses",
+                a.probe_interval_ms, a.probe_misses_max, b.probe_misses_max
+            )
+        })
+        .collect();
+    (!flat.is_empty()).then(|| {
+        format!(
+            "note: same MTTR p50 for {}: {FLAT_P50_REASON}",
+            flat.join(", ")
+        )
+    })
+}
+
+/// Why MTTR p50 stops growing with `probe_misses_max` (also in `twin tune --help`).
+const FLAT_P50_REASON: &str = "before a silent neighbour's dead interval \
+(probe_interval_ms x probe_misses_max) runs out, each unanswered probe raises the link's loss \
+estimate; the link's cost rises with it and, past healing.degraded_loss (20 %), the link is \
+marked degraded (cost x10) and re-advertised, so most flows move off a failed node after about \
+6 probe intervals whatever the miss threshold. Above that many misses the threshold sets only \
+the tail (p95: flows from the failed node's own neighbours) and the false alarms.";
 
 /// `twin topology`.
 pub async fn topology(args: &TwinTopologyArgs) -> anyhow::Result<()> {
@@ -475,4 +578,43 @@ fn escape_label(text: &str) -> String {
     text.replace('\\', "\\\\")
         .replace('"', "\\\"")
         .replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use x0tta6bl4_twin::tune::TuneRow;
+
+    fn row(interval: u64, misses: u32, p50: f64) -> TuneRow {
+        TuneRow {
+            probe_interval_ms: interval,
+            probe_misses_max: misses,
+            mttr_p50_ms: p50,
+            mttr_p95_ms: p50 * 1.2,
+            samples: 100,
+            false_down_per_link_hour: 0.0,
+            control_bytes_per_node_per_second: 3000.0,
+        }
+    }
+
+    /// `twin tune` explains a median that does not move with the miss threshold, and
+    /// only then.
+    #[test]
+    fn a_flat_p50_is_explained() {
+        let rows = [
+            row(50, 3, 160.1),
+            row(50, 6, 292.1),
+            row(50, 8, 292.1),
+            row(100, 6, 559.9),
+            row(100, 8, 600.0),
+        ];
+        let note = flat_p50_note(&rows).unwrap();
+        assert!(
+            note.starts_with("note: same MTTR p50 for 50 ms at 6 and 8 misses: ")
+                && note.contains("healing.degraded_loss"),
+            "{note}"
+        );
+        assert!(!note.contains("100 ms"), "{note}");
+        assert_eq!(flat_p50_note(&rows[..2]), None);
+    }
 }

@@ -355,17 +355,78 @@ fn parse_error(text: &str, path: &Path, error: &toml::de::Error) -> ConfigError 
     } else {
         format!("{table}.")
     };
-    let message = error
+    let mut message = error
         .message()
         .trim_end()
         .replacen("unknown field `", &format!("unknown key `{prefix}"), 1)
         .replacen("missing field `", &format!("missing key `{prefix}"), 1);
+    // A value of the wrong type: serde names the type, not the key it was given for.
+    if let Some(key) = error.span().and_then(|span| key_of_value(text, span.start)) {
+        let key = format!("{prefix}{key}");
+        let hint = value_hint(&message, &key);
+        message = format!("`{key}`: {message}{hint}");
+    }
     ConfigError::Parse {
         path: path.to_owned(),
         line,
         column,
         message,
     }
+}
+
+/// The key whose value starts at byte `offset`: the `key =` on the value's line, or on
+/// the nearest line above for a value that spans lines (an array). `None` when `offset`
+/// is not in a value (a syntax error, an unknown or missing key).
+fn key_of_value(text: &str, offset: usize) -> Option<String> {
+    let offset = floor_char_boundary(text, offset.min(text.len()));
+    let line_start = text[..offset].rfind('\n').map_or(0, |i| i + 1);
+    let name = match text[line_start..offset].split_once('=') {
+        Some((name, _)) => name,
+        // Inside a value that opened with `[` or `{` on a line above and is still open
+        // at `offset` (not, e.g., an unknown key on the line after `peers = []`).
+        None => {
+            let line = text[..line_start]
+                .lines()
+                .rev()
+                .find(|line| line.contains('=') || table_header(line).is_some())?;
+            let (name, _) = line.split_once('=')?;
+            let line_at = text[..line_start].rfind(line)?;
+            let value = &text[line_at + name.len() + 1..offset];
+            let depth = |open: char, close: char| {
+                value.matches(open).count() as i64 - value.matches(close).count() as i64
+            };
+            if depth('[', ']') + depth('{', '}') <= 0 {
+                return None;
+            }
+            name
+        }
+    };
+    let name = name.trim().trim_matches('"');
+    let plain = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.';
+    (!name.is_empty() && name.chars().all(plain) && table_header(name).is_none())
+        .then(|| name.to_owned())
+}
+
+/// How to write a value of the type serde expected (`message` names it), with `key`.
+fn value_hint(message: &str, key: &str) -> String {
+    let leaf = key.rsplit('.').next().unwrap_or(key);
+    let example = if message.contains("expected socket address") {
+        let port = if leaf.contains("api") { 8001 } else { 7001 };
+        format!("a quoted IP:PORT, e.g. {leaf} = \"127.0.0.1:{port}\"")
+    } else if message.contains("expected a boolean") {
+        format!("true or false, e.g. {leaf} = true")
+    } else if message.contains("expected a string") || message.contains("expected a path") {
+        format!("a quoted string, e.g. {leaf} = \"...\"")
+    } else if message.contains("expected a sequence") {
+        format!("a list, e.g. {leaf} = [\"127.0.0.1:7002\"]")
+    } else if message.contains("expected u") || message.contains("expected i") {
+        format!("a whole number without quotes, e.g. {leaf} = 50")
+    } else if message.contains("expected f") {
+        format!("a number without quotes, e.g. {leaf} = 0.5")
+    } else {
+        return "; examples/node.toml shows every key with its type".to_owned();
+    };
+    format!("; write {example} (examples/node.toml shows every key)")
 }
 
 /// 1-based line and column of byte `offset` in `text`.
@@ -471,6 +532,65 @@ mod tests {
             error.contains("n.toml:1: `peers`") && error.contains("HOST:PORT"),
             "{error}"
         );
+    }
+
+    /// A value of the wrong type names the key (serde alone names only the type), the
+    /// line and column of the value, and how to write it.
+    #[test]
+    fn wrong_types_name_the_key_and_a_fix() {
+        let cases = [
+            (
+                MINIMAL.replace("\"127.0.0.1:8001\"", "8001"),
+                "bad.toml:2:14: `api_listen`: invalid type: integer `8001`",
+                "api_listen = \"127.0.0.1:8001\"",
+            ),
+            (
+                MINIMAL.replace("\"127.0.0.1:7001\"", "7001"),
+                "bad.toml:1:10: `listen`:",
+                "listen = \"127.0.0.1:7001\"",
+            ),
+            (
+                format!("standalone = \"yes\"\n{MINIMAL}"),
+                "bad.toml:1:14: `standalone`:",
+                "true or false",
+            ),
+            (
+                format!("peers = \"127.0.0.1:7002\"\n{MINIMAL}"),
+                "bad.toml:1:9: `peers`:",
+                "a list",
+            ),
+            (
+                format!("{MINIMAL}[protocol]\nprobe_interval_ms = \"50\"\n"),
+                "bad.toml:6:21: `protocol.probe_interval_ms`:",
+                "a whole number",
+            ),
+            (
+                format!("{MINIMAL}api_mtls = 1\n"),
+                "bad.toml:5:12: `identity.api_mtls`:",
+                "true or false",
+            ),
+            (
+                format!("peers = [\n  \"127.0.0.1:7002\",\n  7003,\n]\n{MINIMAL}"),
+                "bad.toml:3:3: `peers`:",
+                "a quoted string",
+            ),
+        ];
+        // An unknown key after a one-line list is not blamed on the list.
+        let text = format!("peers = []\nlisen = \"x\"\n{MINIMAL}");
+        let error = NodeConfig::from_toml(&text, Path::new("bad.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.starts_with("bad.toml:2:1: unknown key `lisen`"),
+            "{error}"
+        );
+        for (text, start, hint) in cases {
+            let error = NodeConfig::from_toml(&text, Path::new("bad.toml"))
+                .unwrap_err()
+                .to_string();
+            assert!(error.starts_with(start), "{error}\n{text}");
+            assert!(error.contains(hint), "{error}");
+        }
     }
 
     #[test]

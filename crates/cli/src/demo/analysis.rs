@@ -36,25 +36,6 @@ pub fn follow_path(snapshot: &RouteSnapshot, source: &str, target: &str) -> Opti
     None
 }
 
-/// For each of `names`, how many ordered pairs' paths through the snapshot pass through
-/// it as an intermediate hop.
-pub fn route_transit_load(snapshot: &RouteSnapshot, names: &[String]) -> Vec<f64> {
-    let mut load = vec![0.0; names.len()];
-    for source in names {
-        for target in names.iter().filter(|t| *t != source) {
-            let Some(path) = follow_path(snapshot, source, target) else {
-                continue;
-            };
-            for hop in &path[1..path.len() - 1] {
-                if let Some(index) = names.iter().position(|n| n == hop) {
-                    load[index] += 1.0;
-                }
-            }
-        }
-    }
-    load
-}
-
 /// The measured results of one demo run.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Outcome {
@@ -183,15 +164,6 @@ mod tests {
         assert_eq!(follow_path(&snap, "a", "zz"), None, "no route");
         let looping = snapshot(&[("a", "c", "b"), ("b", "c", "a")]);
         assert_eq!(follow_path(&looping, "a", "c"), None, "loop");
-    }
-
-    #[test]
-    fn transit_load_counts_intermediate_hops() {
-        // a->c, c->a cross b; b->d, d->b cross a.
-        assert_eq!(
-            route_transit_load(&line(), &names(&["a", "b", "c", "d"])),
-            vec![2.0, 2.0, 0.0, 0.0]
-        );
     }
 
     #[test]

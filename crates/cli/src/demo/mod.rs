@@ -88,8 +88,7 @@ async fn run_in(
     tokio::time::sleep(SETTLE).await;
     let snapshot = snapshot_routes(&nodes).await?;
 
-    let victim_indices = plan.choose_victims(&analysis::route_transit_load(&snapshot, &plan.names));
-    let victims = plan.names_of(&victim_indices);
+    let victims = plan.names_of(&plan.victims);
     let killed = if victims.is_empty() {
         "nobody".to_owned()
     } else {
@@ -116,7 +115,7 @@ async fn run_in(
 
     progress.step("collecting probe-flow arrivals");
     let (arrivals, fetched_us) = fetch_arrivals(&survivors).await?;
-    let survivor_names = plan.names_except(&victim_indices);
+    let survivor_names = plan.names_except(&plan.victims);
     let outcome = analysis::analyse(&Measurement {
         survivors: &survivor_names,
         victims: &victims,

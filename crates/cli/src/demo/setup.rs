@@ -20,9 +20,6 @@ use crate::problem::{problem, Exit};
 pub const TRUST_DOMAIN: &str = "demo.x0tta6bl4.mesh";
 /// Most nodes a demo starts.
 pub const NODES_MAX: usize = 100;
-/// Mixed into the seed for the choice of victims, so it draws other numbers than the
-/// topology did.
-const VICTIM_SEED_SALT: u64 = 0x7669_6374_696d_7321;
 /// Lifetime of the demo's SVIDs.
 const SVID_TTL: Duration = Duration::from_secs(3600);
 
@@ -35,9 +32,11 @@ pub struct Plan {
     pub names: Vec<String>,
     /// Who links to whom.
     pub topology: Topology,
-    /// Victims chosen from the graph alone: they prove that `--kill` is possible, and
-    /// are used when the routes before the fault show no transit node.
-    pub victims_by_graph: Vec<usize>,
+    /// The nodes the run kills, drawn with the seed from the topology alone
+    /// ([`Topology::choose_victims`]: weighted towards nodes that carry transit traffic
+    /// on shortest paths, survivors kept connected), so that one seed always kills the
+    /// same nodes whatever the live routes looked like.
+    pub victims: Vec<usize>,
 }
 
 impl Plan {
@@ -46,7 +45,7 @@ impl Plan {
         validate(args)?;
         let mut rng = Rng::seed(seed);
         let topology = Topology::random(args.nodes, args.degree, &mut rng);
-        let victims_by_graph = topology
+        let victims = topology
             .choose_victims(args.kill, &mut rng)
             .ok_or_else(|| {
                 problem(
@@ -65,22 +64,8 @@ impl Plan {
             seed,
             names,
             topology,
-            victims_by_graph,
+            victims,
         })
-    }
-
-    /// The victims: drawn with the seed among the nodes that carry the most traffic in
-    /// the routes just before the fault (`route_load`, one value per node), so that the
-    /// kill breaks many flows; the graph-based choice when no node carries any.
-    pub fn choose_victims(&self, route_load: &[f64]) -> Vec<usize> {
-        let count = self.victims_by_graph.len();
-        if route_load.iter().all(|&l| l <= 0.0) {
-            return self.victims_by_graph.clone();
-        }
-        let mut rng = Rng::seed(self.seed ^ VICTIM_SEED_SALT);
-        self.topology
-            .choose_victims_by_load(count, route_load, &mut rng)
-            .unwrap_or_else(|| self.victims_by_graph.clone())
     }
 
     /// The names of the nodes `indices`.
@@ -244,22 +229,77 @@ mod tests {
     fn plans_are_seeded() {
         let a = Plan::new(&args(10, 2, 3.0), 7).unwrap();
         let b = Plan::new(&args(10, 2, 3.0), 7).unwrap();
-        assert_eq!(
-            (&a.topology, &a.victims_by_graph),
-            (&b.topology, &b.victims_by_graph)
-        );
-        let load: Vec<f64> = (0..10).map(f64::from).collect();
-        assert_eq!(a.choose_victims(&load), b.choose_victims(&load));
-        assert_eq!(a.choose_victims(&[0.0; 10]), a.victims_by_graph);
-        let victims = a.choose_victims(&load);
-        assert_eq!(victims.len(), 2);
-        assert!(a.topology.connected_without(&victims));
+        assert_eq!((&a.topology, &a.victims), (&b.topology, &b.victims));
+        assert_eq!(a.victims.len(), 2);
+        assert!(a.topology.connected_without(&a.victims));
         assert_eq!(a.names[0], "n01");
         assert_eq!(a.names[9], "n10");
         assert_eq!(a.names_of(&[0, 9]), vec!["n01", "n10"]);
         assert_eq!(a.names_except(&[0, 9]).len(), 8);
         assert!(Plan::new(&args(120, 2, 3.0), 1).is_err());
         assert_eq!(Plan::new(&args(100, 2, 3.0), 1).unwrap().names[0], "n001");
+    }
+
+    /// `--seed S` fixes the victims: they are a function of the arguments and the seed,
+    /// drawn before any node runs, so no run-to-run difference in the live routes (which
+    /// the previous choice weighed) can change them.
+    #[test]
+    fn the_seed_alone_fixes_the_victims() {
+        let victims = |seed| {
+            let plan = Plan::new(&args(10, 2, 3.0), seed).unwrap();
+            plan.names_of(&plan.victims)
+        };
+        for seed in 1..=20 {
+            let first = victims(seed);
+            for _ in 0..3 {
+                assert_eq!(victims(seed), first, "seed {seed}");
+            }
+        }
+        // The README's measured run (`demo --seed 42 --json`) killed these two, and its
+        // table of twenty seeds lists the victims of each.
+        assert_eq!(victims(42), readme_killed_of_seed_42());
+        let table = readme_killed_by_seed();
+        assert_eq!(table.len(), 20, "{table:?}");
+        let differ: Vec<_> = table
+            .iter()
+            .filter(|(seed, killed)| victims(*seed) != *killed)
+            .map(|(seed, killed)| {
+                format!("seed {seed}: README {killed:?}, plan {:?}", victims(*seed))
+            })
+            .collect();
+        assert!(differ.is_empty(), "{differ:#?}");
+        let distinct: std::collections::BTreeSet<_> = (1..=20).map(victims).collect();
+        assert!(
+            distinct.len() > 5,
+            "seeds draw different victims: {distinct:?}"
+        );
+    }
+
+    /// (seed, killed) of each row of the README's table of twenty demo runs.
+    fn readme_killed_by_seed() -> Vec<(u64, Vec<String>)> {
+        let readme = include_str!("../../../../README.md");
+        readme
+            .lines()
+            .filter(|l| l.contains("| yes |"))
+            .filter_map(|l| {
+                let cells: Vec<&str> = l.split('|').map(str::trim).collect();
+                let seed = cells.get(1)?.parse().ok()?;
+                let killed = cells.get(2)?.split(", ").map(str::to_owned).collect();
+                Some((seed, killed))
+            })
+            .collect()
+    }
+
+    /// The `"killed"` list of the README's `demo --seed 42 --json` output.
+    fn readme_killed_of_seed_42() -> Vec<String> {
+        let readme = include_str!("../../../../README.md");
+        let line = readme
+            .lines()
+            .find(|l| l.starts_with("{\"nodes\":10,\"killed\""))
+            .expect("the README shows a demo --seed 42 --json output");
+        let report: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert_eq!(report["seed"], 42, "{line}");
+        serde_json::from_value(report["killed"].clone()).unwrap()
     }
 
     #[test]
