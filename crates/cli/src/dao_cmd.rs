@@ -139,8 +139,8 @@ pub struct AdmitArgs {
 #[derive(Debug, Args)]
 pub struct Signer {
     /// Your operator id.
-    #[arg(long = "as")]
-    pub operator: String,
+    #[arg(long = "as", id = "as", value_name = "OPERATOR")]
+    pub id: String,
     /// Your SVID key file (PKCS#8 PEM, P-256); it signs the message.
     #[arg(long)]
     pub key_file: PathBuf,
@@ -506,12 +506,12 @@ pub fn run(command: &DaoCommand) -> anyhow::Result<ExitCode> {
 fn apply(state: &StateArg, signer: &Signer, message: Message) -> anyhow::Result<ExitCode> {
     let mut ledger = load(&state.state)?;
     let key = read_key(&signer.key_file)?;
-    let nonce = ledger.next_nonce(&signer.operator);
-    let signed_message = signed::sign(&key, &signer.operator, nonce, message);
+    let nonce = ledger.next_nonce(&signer.id);
+    let signed_message = signed::sign(&key, &signer.id, nonce, message);
     let applied = ledger.apply(&signed_message, now(state)).map_err(|e| {
         failure(
             &e.to_string(),
-            &signer.operator,
+            &signer.id,
             "nothing was changed; see the reason",
         )
     })?;
