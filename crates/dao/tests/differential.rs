@@ -125,7 +125,7 @@ impl Case {
                 on,
                 "state of {p} after {step}"
             );
-            if state != Ok(ProposalState::Pending) || self.ops % 8 == 0 {
+            if state != Ok(ProposalState::Pending) || self.ops.is_multiple_of(8) {
                 let off = self.engine.tally(p).map_err(|e| e.to_string());
                 let on = self.chain.tally(p);
                 assert_eq!(off, on, "tally of {p} after {step}");
