@@ -184,6 +184,7 @@ pub struct VoteArgs {
     pub state: StateArg,
     #[command(flatten)]
     pub signer: Signer,
+    /// The proposal's id (1, 2, ...; see `dao status`).
     #[arg(long)]
     pub proposal: u64,
     /// for, against or abstain.
@@ -216,6 +217,7 @@ pub struct DelegateArgs {
 pub struct TallyArgs {
     #[command(flatten)]
     pub state: StateArg,
+    /// The proposal's id (1, 2, ...; see `dao status`).
     #[arg(long)]
     pub proposal: u64,
     /// Print JSON.
@@ -236,6 +238,7 @@ pub struct StatusArgs {
 pub struct ProposalArgs {
     #[command(flatten)]
     pub state: StateArg,
+    /// The proposal's id (1, 2, ...; see `dao status`).
     #[arg(long)]
     pub proposal: u64,
 }
