@@ -63,6 +63,9 @@ if ((${#APT_PACKAGES[@]} > 0)); then install_apt "${APT_PACKAGES[@]}"; fi
 if ((${#PIP_PACKAGES[@]} > 0)); then install_pip "${PIP_PACKAGES[@]}"; fi
 install_rust_components
 
+# The DAO contracts (crates/dao executes their bytecode in revm): npm ci + solc-js.
+./scripts/build-contracts.sh
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"

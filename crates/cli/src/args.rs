@@ -82,6 +82,14 @@ pub enum Command {
     /// as the demo measures it on real processes. The same seed gives the same results.
     #[command(subcommand)]
     Twin(TwinCommand),
+    /// DAO governance of the mesh: participation simulation, signed off-chain governance.
+    ///
+    /// Operators propose (parameter change, node ban, key rotation, policy change, admit an
+    /// operator), vote quadratically (v votes cost v² of 100 voice credits per proposal) and
+    /// delegate (liquid, transitive); every message is signed with the operator's SVID key.
+    /// The same rules run on chain in contracts/ (see docs/dao.md).
+    #[command(subcommand)]
+    Dao(crate::dao_cmd::DaoCommand),
     /// Chaos lab: real nodes in Linux network namespaces, broken on purpose (needs root).
     ///
     /// Starts one node process per namespace, one veth pair per link, injects a fault,

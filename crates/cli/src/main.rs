@@ -12,6 +12,7 @@
 mod api;
 mod args;
 mod ca;
+mod dao_cmd;
 mod demo;
 mod lab_cmd;
 mod node_cmd;
@@ -61,6 +62,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Ca(CaCommand::Join(args)) => ca::join(&args).await?,
         Command::Ca(CaCommand::Revoke(args)) => ca::revoke(&args).await?,
         Command::Ca(CaCommand::RotateRoot(args)) => ca::rotate_root(&args)?,
+        Command::Dao(command) => return dao_cmd::run(&command),
         Command::Status(args) => status::status(&args).await?,
         Command::Send(args) => status::send(&args).await?,
         Command::Demo(args) => return run_demo(&args).await,

@@ -1,0 +1,647 @@
+//! `x0tta6bl4 dao`: the participation simulation and the off-chain (Snapshot-style)
+//! governance over a state file, every message signed with the operator's SVID key.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Args, Subcommand};
+use x0tta6bl4_dao::engine::{Action, Rules, Support};
+use x0tta6bl4_dao::signed::{self, Ledger, Message};
+use x0tta6bl4_dao::{simulate, store};
+
+use crate::problem::{problem, Exit};
+
+const STATE_HELP: &str = "The governance state file (JSON, replaced atomically on every change)";
+
+/// The `dao` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum DaoCommand {
+    /// Simulate an electorate's participation without and with delegation and auto-proxy.
+    ///
+    /// N operators (one unit of voting power each) face M proposals, run through the real
+    /// governance engine three times with the same random draws: direct votes only; with
+    /// liquid delegation; with delegation and an auto-proxy. Model: each operator's
+    /// engagement ~ Beta(0.25, 4.75) (mean 0.05: the ~5 % of voting power real DAOs cast per
+    /// proposal, Falk et al. 2024), scaled per proposal by a salience ~ LogNormal(mean 1,
+    /// sigma 0.5); a share of operators (--delegation-share) delegate to others chosen in
+    /// proportion to engagement (cycles refused and redrawn); a share (--proxy-share) opted
+    /// in to an auto-proxy that, at 3/4 of the voting period, votes for each of them whose
+    /// power is not yet cast, on the side the early tally leads, when that side's share of
+    /// the votes cast reaches --proxy-threshold, and records why. Participation = share of
+    /// the voting power at the snapshot that was cast, directly or through delegation or
+    /// proxy, averaged over proposals.
+    Simulate(SimulateArgs),
+    /// Create a governance state file with its rules and first registrar.
+    Init(InitArgs),
+    /// Write a new ECDSA P-256 key (PKCS#8 PEM), like an SVID key, for trying the commands.
+    Keygen(KeygenArgs),
+    /// Admit an operator with the public key of its SVID key file (a registrar's act).
+    Admit(AdmitArgs),
+    /// Propose, from a template, signed with the operator's key.
+    Propose(ProposeArgs),
+    /// Vote on a proposal (quadratic: v votes cost v² of the 100 voice credits), signed.
+    Vote(VoteArgs),
+    /// Delegate your voting power to another operator (liquid, transitive), or undelegate.
+    Delegate(DelegateArgs),
+    /// Show a proposal's tally with delegation, its quorum and state.
+    Tally(TallyArgs),
+    /// Show every proposal's state, the operators, and the governed parameters.
+    Status(StatusArgs),
+    /// Queue a successful proposal behind the timelock.
+    Queue(ProposalArgs),
+    /// Execute a queued proposal whose timelock has elapsed; prints what changed.
+    Execute(ProposalArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SimulateArgs {
+    /// Operators in the electorate (2 to 256).
+    #[arg(long, default_value_t = 200)]
+    pub voters: usize,
+    /// Proposals to vote on (1 to 10000).
+    #[arg(long, default_value_t = 100)]
+    pub proposals: usize,
+    /// Seed of every random draw: the same seed gives the same result.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Share of operators who delegate their power.
+    #[arg(long, default_value_t = 0.35)]
+    pub delegation_share: f64,
+    /// Share of operators who opted in to the auto-proxy.
+    #[arg(long, default_value_t = 0.20)]
+    pub proxy_share: f64,
+    /// Confidence the auto-proxy needs before it votes.
+    #[arg(long, default_value_t = 0.60)]
+    pub proxy_threshold: f64,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct StateArg {
+    #[arg(long, default_value = "dao-state.json", help = STATE_HELP)]
+    pub state: PathBuf,
+    /// The time of the action, in Unix seconds (default: now).
+    #[arg(long)]
+    pub at: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    #[command(flatten)]
+    pub state: StateArg,
+    /// The first registrar's id (it admits operators).
+    #[arg(long)]
+    pub registrar: String,
+    /// Seconds from proposal to snapshot.
+    #[arg(long, default_value_t = 3_600)]
+    pub voting_delay: u64,
+    /// Seconds the vote stays open.
+    #[arg(long, default_value_t = 259_200)]
+    pub voting_period: u64,
+    /// Seconds between queueing and the earliest execution.
+    #[arg(long, default_value_t = 86_400)]
+    pub timelock: u64,
+    /// Seconds after the timelock during which execution is still possible.
+    #[arg(long, default_value_t = 604_800)]
+    pub grace_period: u64,
+    /// Quorum: percent of the operators registered at the snapshot.
+    #[arg(long, default_value_t = 20)]
+    pub quorum_percent: u64,
+    /// Replace an existing state file.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct KeygenArgs {
+    /// Where to write the key (refuses to overwrite).
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct AdmitArgs {
+    #[command(flatten)]
+    pub state: StateArg,
+    /// The registrar admitting the operator.
+    #[arg(long)]
+    pub registrar: String,
+    /// The new operator's id (its SPIFFE ID).
+    #[arg(long)]
+    pub operator: String,
+    /// The operator's key file (PKCS#8 PEM); only its public key is kept.
+    #[arg(long)]
+    pub key_file: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct Signer {
+    /// Your operator id.
+    #[arg(long = "as", id = "as", value_name = "OPERATOR")]
+    pub id: String,
+    /// Your SVID key file (PKCS#8 PEM, P-256); it signs the message.
+    #[arg(long)]
+    pub key_file: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct ProposeArgs {
+    #[command(flatten)]
+    pub state: StateArg,
+    #[command(flatten)]
+    pub signer: Signer,
+    /// What the proposal does: parameter-change (--name, --value), node-ban (--node,
+    /// --reason), key-rotation (--node, or none for every key), policy-change (--policy-hash,
+    /// --uri), admit-operator (--operator).
+    #[arg(long, value_parser = ["parameter-change", "node-ban", "key-rotation", "policy-change", "admit-operator"])]
+    pub template: String,
+    #[arg(long)]
+    pub name: Option<String>,
+    #[arg(long)]
+    pub value: Option<u64>,
+    /// A node's SPIFFE ID.
+    #[arg(long)]
+    pub node: Option<String>,
+    #[arg(long)]
+    pub reason: Option<String>,
+    /// SHA-256 of the new policy, 64 hex digits.
+    #[arg(long)]
+    pub policy_hash: Option<String>,
+    #[arg(long)]
+    pub uri: Option<String>,
+    #[arg(long)]
+    pub operator: Option<String>,
+    /// What the proposal is for, for the voters.
+    #[arg(long)]
+    pub description: String,
+}
+
+#[derive(Debug, Args)]
+pub struct VoteArgs {
+    #[command(flatten)]
+    pub state: StateArg,
+    #[command(flatten)]
+    pub signer: Signer,
+    /// The proposal's id (1, 2, ...; see `dao status`).
+    #[arg(long)]
+    pub proposal: u64,
+    /// for, against or abstain.
+    #[arg(long)]
+    pub support: String,
+    /// Votes to add to your ballot (the whole ballot may cost at most 100 credits).
+    #[arg(long)]
+    pub votes: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct DelegateArgs {
+    #[command(flatten)]
+    pub state: StateArg,
+    #[command(flatten)]
+    pub signer: Signer,
+    /// The operator to delegate to.
+    #[arg(
+        long,
+        conflicts_with = "undelegate",
+        required_unless_present = "undelegate"
+    )]
+    pub to: Option<String>,
+    /// Withdraw your delegation.
+    #[arg(long)]
+    pub undelegate: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct TallyArgs {
+    #[command(flatten)]
+    pub state: StateArg,
+    /// The proposal's id (1, 2, ...; see `dao status`).
+    #[arg(long)]
+    pub proposal: u64,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub state: StateArg,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ProposalArgs {
+    #[command(flatten)]
+    pub state: StateArg,
+    /// The proposal's id (1, 2, ...; see `dao status`).
+    #[arg(long)]
+    pub proposal: u64,
+}
+
+fn usage(what: &str, place: impl std::fmt::Display, fix: &str) -> anyhow::Error {
+    problem(Exit::Usage, what, place, fix).into()
+}
+
+fn failure(what: &str, place: impl std::fmt::Display, fix: &str) -> anyhow::Error {
+    problem(Exit::Failure, what, place, fix).into()
+}
+
+fn now(arg: &StateArg) -> u64 {
+    arg.at.unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0)
+    })
+}
+
+fn load(path: &Path) -> anyhow::Result<Ledger> {
+    store::load(path).map_err(|e| {
+        usage(
+            &e,
+            path.display(),
+            "create it with `x0tta6bl4 dao init`, or pass the right --state",
+        )
+    })
+}
+
+fn save(path: &Path, ledger: &Ledger) -> anyhow::Result<()> {
+    store::save(path, ledger).map_err(|e| {
+        failure(
+            &e,
+            path.display(),
+            "check the directory's permissions and space",
+        )
+    })
+}
+
+fn read_key(path: &Path) -> anyhow::Result<signed::EcdsaKeyPair> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        usage(
+            &format!("cannot read the key file: {e}"),
+            path.display(),
+            "pass an SVID key file with --key-file",
+        )
+    })?;
+    signed::key_from_pem(&text).map_err(|e| {
+        usage(
+            &e,
+            path.display(),
+            "pass the PKCS#8 PEM key of an SVID (P-256)",
+        )
+    })
+}
+
+/// Runs one `dao` subcommand.
+pub fn run(command: &DaoCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        DaoCommand::Simulate(a) => simulate_cmd(a),
+        DaoCommand::Init(a) => {
+            if a.state.state.exists() && !a.force {
+                return Err(usage(
+                    "the state file exists",
+                    a.state.state.display(),
+                    "pass --force to replace it, or another --state",
+                ));
+            }
+            let rules = Rules {
+                voting_delay: a.voting_delay,
+                voting_period: a.voting_period,
+                timelock_delay: a.timelock,
+                grace_period: a.grace_period,
+                quorum_percent: a.quorum_percent,
+            };
+            let ledger = Ledger::new(rules, &a.registrar).map_err(|e| {
+                usage(
+                    &format!("invalid rules: {e}"),
+                    "dao init",
+                    "see --help for the ranges",
+                )
+            })?;
+            save(&a.state.state, &ledger)?;
+            println!("created {}", a.state.state.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        DaoCommand::Keygen(a) => {
+            if a.out.exists() {
+                return Err(usage(
+                    "the key file exists",
+                    a.out.display(),
+                    "choose another --out",
+                ));
+            }
+            let pem = signed::generate_key_pem().map_err(|e| failure(&e, "keygen", ""))?;
+            std::fs::write(&a.out, pem).map_err(|e| {
+                failure(
+                    &format!("cannot write the key: {e}"),
+                    a.out.display(),
+                    "check the directory",
+                )
+            })?;
+            println!("wrote {}", a.out.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        DaoCommand::Admit(a) => {
+            let mut ledger = load(&a.state.state)?;
+            let key = read_key(&a.key_file)?;
+            ledger
+                .admit(
+                    &a.registrar,
+                    &a.operator,
+                    &signed::public_key(&key),
+                    now(&a.state),
+                )
+                .map_err(|e| {
+                    failure(
+                        &format!("admission refused: {e}"),
+                        &a.operator,
+                        "see the reason",
+                    )
+                })?;
+            save(&a.state.state, &ledger)?;
+            println!("admitted {}", a.operator);
+            Ok(ExitCode::SUCCESS)
+        }
+        DaoCommand::Propose(a) => {
+            let action = action_of(a)?;
+            let message = Message::Propose {
+                action,
+                description: a.description.clone(),
+            };
+            apply(&a.state, &a.signer, message)
+        }
+        DaoCommand::Vote(a) => {
+            let support = Support::parse(&a.support).ok_or_else(|| {
+                usage(
+                    &format!("unknown --support `{}`", a.support),
+                    "dao vote",
+                    "use for, against or abstain",
+                )
+            })?;
+            apply(
+                &a.state,
+                &a.signer,
+                Message::Vote {
+                    proposal: a.proposal,
+                    support,
+                    votes: a.votes,
+                },
+            )
+        }
+        DaoCommand::Delegate(a) => {
+            let message = match &a.to {
+                Some(to) => Message::Delegate { to: to.clone() },
+                None => Message::Undelegate,
+            };
+            apply(&a.state, &a.signer, message)
+        }
+        DaoCommand::Tally(a) => {
+            let ledger = load(&a.state.state)?;
+            let e = &ledger.engine;
+            let at = now(&a.state);
+            let refused = |r: x0tta6bl4_dao::Refused| {
+                usage(
+                    &r.to_string(),
+                    format!("proposal {}", a.proposal),
+                    "see `x0tta6bl4 dao status`",
+                )
+            };
+            let tally = e.tally(a.proposal).map_err(refused)?;
+            let state = e.state(a.proposal, at).map_err(refused)?;
+            let quorum = e.quorum(a.proposal).map_err(refused)?;
+            if a.json {
+                let v = serde_json::json!({"proposal": a.proposal, "state": format!("{state:?}"), "tally": tally, "quorum": quorum});
+                println!("{v}");
+            } else {
+                println!(
+                    "proposal {}: {:?}\n  for {}  against {}  abstain {}\n  voting power cast {} of {} (quorum {})",
+                    a.proposal, state, tally.for_votes, tally.against, tally.abstain, tally.represented, tally.eligible, quorum
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        DaoCommand::Status(a) => {
+            let ledger = load(&a.state.state)?;
+            let e = &ledger.engine;
+            let at = now(&a.state);
+            let proposals: Vec<_> = e
+                .proposals()
+                .iter()
+                .map(|p| {
+                    serde_json::json!({
+                        "id": p.id, "proposer": p.proposer, "action": p.action,
+                        "description": p.description,
+                        "state": e.state(p.id, at).map(|s| format!("{s:?}")).unwrap_or_default(),
+                        "vote_start": p.vote_start, "vote_end": p.vote_end, "eta": p.eta,
+                    })
+                })
+                .collect();
+            let operators: Vec<_> = e
+                .operators()
+                .filter(|o| e.is_operator(o))
+                .map(|o| serde_json::json!({"id": o, "delegate": e.delegate_of(o)}))
+                .collect();
+            if a.json {
+                let v = serde_json::json!({"rules": e.rules, "operators": operators, "proposals": proposals, "mesh": e.mesh});
+                println!("{v}");
+            } else {
+                println!("operators: {}", operators.len());
+                for o in &operators {
+                    match o["delegate"].as_str() {
+                        Some(d) => println!("  {} -> {d}", o["id"].as_str().unwrap_or_default()),
+                        None => println!("  {}", o["id"].as_str().unwrap_or_default()),
+                    }
+                }
+                println!("proposals: {}", proposals.len());
+                for p in &proposals {
+                    println!(
+                        "  {} {} {}",
+                        p["id"],
+                        p["state"].as_str().unwrap_or_default(),
+                        p["description"].as_str().unwrap_or_default()
+                    );
+                }
+                println!("parameters:");
+                for p in &e.mesh.parameters {
+                    println!("  {} = {} [{}..{}]", p.name, p.value, p.min, p.max);
+                }
+                println!("banned nodes: {}", e.mesh.banned.len());
+                for b in &e.mesh.banned {
+                    println!("  {b}");
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        DaoCommand::Queue(a) => {
+            let mut ledger = load(&a.state.state)?;
+            let eta = ledger.queue(a.proposal, now(&a.state)).map_err(|e| {
+                failure(
+                    &e.to_string(),
+                    format!("proposal {}", a.proposal),
+                    "see `x0tta6bl4 dao tally`",
+                )
+            })?;
+            save(&a.state.state, &ledger)?;
+            println!("proposal {} queued; executable from {eta}", a.proposal);
+            Ok(ExitCode::SUCCESS)
+        }
+        DaoCommand::Execute(a) => {
+            let mut ledger = load(&a.state.state)?;
+            let effect = ledger.execute(a.proposal, now(&a.state)).map_err(|e| {
+                failure(
+                    &e.to_string(),
+                    format!("proposal {}", a.proposal),
+                    "see `x0tta6bl4 dao tally`",
+                )
+            })?;
+            save(&a.state.state, &ledger)?;
+            println!("{}", serde_json::to_string(&effect)?);
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn apply(state: &StateArg, signer: &Signer, message: Message) -> anyhow::Result<ExitCode> {
+    let mut ledger = load(&state.state)?;
+    let key = read_key(&signer.key_file)?;
+    let nonce = ledger.next_nonce(&signer.id);
+    let signed_message = signed::sign(&key, &signer.id, nonce, message);
+    let applied = ledger.apply(&signed_message, now(state)).map_err(|e| {
+        failure(
+            &e.to_string(),
+            &signer.id,
+            "nothing was changed; see the reason",
+        )
+    })?;
+    save(&state.state, &ledger)?;
+    println!("{}", serde_json::to_string(&applied)?);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn action_of(a: &ProposeArgs) -> anyhow::Result<Action> {
+    let need = |v: &Option<String>, flag: &str| {
+        v.clone().ok_or_else(|| {
+            usage(
+                &format!("--template {} needs {flag}", a.template),
+                "dao propose",
+                "see --help",
+            )
+        })
+    };
+    Ok(match a.template.as_str() {
+        "parameter-change" => Action::ParameterChange {
+            name: need(&a.name, "--name")?,
+            value: a.value.ok_or_else(|| {
+                usage(
+                    "--template parameter-change needs --value",
+                    "dao propose",
+                    "see --help",
+                )
+            })?,
+        },
+        "node-ban" => Action::NodeBan {
+            spiffe_id: need(&a.node, "--node")?,
+            reason: need(&a.reason, "--reason")?,
+        },
+        "key-rotation" => Action::KeyRotation {
+            spiffe_id: a.node.clone().unwrap_or_default(),
+        },
+        "policy-change" => {
+            let text = need(&a.policy_hash, "--policy-hash")?;
+            let bytes = alloy_hex(&text).ok_or_else(|| {
+                usage(
+                    &format!("--policy-hash `{text}` is not 64 hex digits"),
+                    "dao propose",
+                    "pass the policy file's SHA-256",
+                )
+            })?;
+            Action::PolicyChange {
+                hash: bytes,
+                uri: need(&a.uri, "--uri")?,
+            }
+        }
+        _ => Action::AdmitOperator {
+            operator: need(&a.operator, "--operator")?,
+        },
+    })
+}
+
+fn alloy_hex(text: &str) -> Option<[u8; 32]> {
+    let text = text.strip_prefix("0x").unwrap_or(text);
+    if text.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+fn simulate_cmd(a: &SimulateArgs) -> anyhow::Result<ExitCode> {
+    for (flag, v) in [
+        ("--delegation-share", a.delegation_share),
+        ("--proxy-share", a.proxy_share),
+        ("--proxy-threshold", a.proxy_threshold),
+    ] {
+        if !(0.0..=1.0).contains(&v) {
+            return Err(usage(
+                &format!("{flag} {v} is out of range"),
+                "dao simulate",
+                "pass a share between 0 and 1",
+            ));
+        }
+    }
+    let mut model = simulate::Model::new(a.voters, a.proposals, a.seed);
+    model.delegation_share = a.delegation_share;
+    model.proxy_share = a.proxy_share;
+    model.proxy_threshold = a.proxy_threshold;
+    let report = simulate::run(&model).map_err(|e| usage(&e, "dao simulate", "see --help"))?;
+    if a.json {
+        println!("{}", serde_json::to_string(&report)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let m = &report.model;
+    println!(
+        "electorate: {} operators, {} proposals, seed {}\nmodel: engagement ~ Beta({}, {}) (mean {:.3}), salience ~ LogNormal(mean 1, sigma {}), \
+         delegation share {}, auto-proxy share {} (threshold {}, after >= {} operators voted, at 3/4 of the vote)\n\
+         rules: quorum {} % of operators at the snapshot, 100 voice credits, v votes cost v^2",
+        m.voters, m.proposals, m.seed, m.engagement_alpha, m.engagement_beta,
+        m.engagement_alpha / (m.engagement_alpha + m.engagement_beta), m.salience_sigma,
+        m.delegation_share, m.proxy_share, m.proxy_threshold, m.proxy_min_votes, m.rules.quorum_percent
+    );
+    println!(
+        "{:<18} {:>14} {:>14} {:>10} {:>10} {:>10} {:>11}",
+        "scenario",
+        "direct turnout",
+        "participation",
+        "quorum",
+        "succeeded",
+        "delegating",
+        "proxy votes"
+    );
+    for s in &report.scenarios {
+        println!(
+            "{:<18} {:>13.1}% {:>13.1}% {:>10} {:>10} {:>10} {:>11}",
+            s.name,
+            s.direct_turnout * 100.0,
+            s.participation * 100.0,
+            s.quorum_reached,
+            s.succeeded,
+            s.delegating,
+            s.proxy_votes
+        );
+    }
+    if let Some(r) = report.proxy_examples.first() {
+        println!(
+            "example proxy vote: proposal {} for {}: {} ({})",
+            r.proposal, r.operator, r.support, r.reason
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,387 @@
+//! `x0tta6bl4 dao`: off-chain governance signed with real SVID keys from `ca issue`, and the
+//! participation simulation.
+
+mod common;
+
+use std::path::Path;
+
+use common::{ca_init, ca_issue, code, path, run, stderr, stdout};
+
+fn ok(args: &[&str]) -> String {
+    let output = run(args);
+    assert_eq!(code(&output), 0, "{args:?}: {}", stderr(&output));
+    stdout(&output)
+}
+
+fn refused(args: &[&str], exit: i32, reason: &str) {
+    let output = run(args);
+    assert_eq!(code(&output), exit, "{args:?}: {}", stdout(&output));
+    let err = stderr(&output);
+    assert!(err.starts_with("x0tta6bl4: "), "{err}");
+    assert!(
+        err.contains(reason),
+        "{args:?}: expected `{reason}` in {err}"
+    );
+}
+
+#[test]
+fn signed_governance_from_proposal_to_execution() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca");
+    ca_init(&ca, "mesh.test");
+    let key = |n: &str| dir.path().join(n).join("svid_key.pem");
+    for n in ["alice", "bob", "carol"] {
+        ca_issue(&ca, n, &dir.path().join(n));
+    }
+    let state = dir.path().join("dao.json");
+    let s = path(&state);
+    let id = |n: &str| format!("spiffe://mesh.test/node/{n}");
+    ok(&[
+        "dao",
+        "init",
+        "--state",
+        s,
+        "--registrar",
+        "root",
+        "--voting-delay",
+        "10",
+        "--voting-period",
+        "100",
+        "--timelock",
+        "50",
+        "--grace-period",
+        "100",
+        "--quorum-percent",
+        "50",
+    ]);
+    for n in ["alice", "bob", "carol"] {
+        let k = key(n);
+        ok(&[
+            "dao",
+            "admit",
+            "--state",
+            s,
+            "--registrar",
+            "root",
+            "--operator",
+            &id(n),
+            "--key-file",
+            path(&k),
+            "--at",
+            "1",
+        ]);
+    }
+    let (alice, bob, carol) = (id("alice"), id("bob"), id("carol"));
+    let (ka, kb, kc) = (key("alice"), key("bob"), key("carol"));
+    let out = ok(&[
+        "dao",
+        "propose",
+        "--state",
+        s,
+        "--as",
+        &alice,
+        "--key-file",
+        path(&ka),
+        "--template",
+        "parameter-change",
+        "--name",
+        "protocol.probe_interval_ms",
+        "--value",
+        "200",
+        "--description",
+        "slower probes",
+        "--at",
+        "100",
+    ]);
+    assert!(out.contains("\"proposal\":1"), "{out}");
+    // malformed arguments are refused with the contracts' reason
+    refused(
+        &[
+            "dao",
+            "propose",
+            "--state",
+            s,
+            "--as",
+            &alice,
+            "--key-file",
+            path(&ka),
+            "--template",
+            "node-ban",
+            "--node",
+            "spiffe:///x",
+            "--reason",
+            "r",
+            "--description",
+            "d",
+            "--at",
+            "100",
+        ],
+        1,
+        "factory: malformed SPIFFE ID",
+    );
+    ok(&[
+        "dao",
+        "delegate",
+        "--state",
+        s,
+        "--as",
+        &carol,
+        "--key-file",
+        path(&kc),
+        "--to",
+        &bob,
+        "--at",
+        "105",
+    ]);
+    refused(
+        &[
+            "dao",
+            "delegate",
+            "--state",
+            s,
+            "--as",
+            &bob,
+            "--key-file",
+            path(&kb),
+            "--to",
+            &carol,
+            "--at",
+            "106",
+        ],
+        1,
+        "registry: delegation cycle",
+    );
+    refused(
+        &[
+            "dao",
+            "vote",
+            "--state",
+            s,
+            "--as",
+            &bob,
+            "--key-file",
+            path(&kb),
+            "--proposal",
+            "1",
+            "--support",
+            "for",
+            "--votes",
+            "2",
+            "--at",
+            "105",
+        ],
+        1,
+        "governance: vote outside the voting window",
+    );
+    // signed with someone else's key
+    refused(
+        &[
+            "dao",
+            "vote",
+            "--state",
+            s,
+            "--as",
+            &bob,
+            "--key-file",
+            path(&ka),
+            "--proposal",
+            "1",
+            "--support",
+            "for",
+            "--votes",
+            "2",
+            "--at",
+            "120",
+        ],
+        1,
+        "signature does not verify",
+    );
+    refused(
+        &[
+            "dao",
+            "vote",
+            "--state",
+            s,
+            "--as",
+            &bob,
+            "--key-file",
+            path(&kb),
+            "--proposal",
+            "1",
+            "--support",
+            "for",
+            "--votes",
+            "11",
+            "--at",
+            "120",
+        ],
+        1,
+        "qv: insufficient voice credits",
+    );
+    let out = ok(&[
+        "dao",
+        "vote",
+        "--state",
+        s,
+        "--as",
+        &bob,
+        "--key-file",
+        path(&kb),
+        "--proposal",
+        "1",
+        "--support",
+        "for",
+        "--votes",
+        "3",
+        "--at",
+        "120",
+    ]);
+    assert!(out.contains("\"credits_used\":9"), "{out}");
+    let tally = ok(&[
+        "dao",
+        "tally",
+        "--state",
+        s,
+        "--proposal",
+        "1",
+        "--json",
+        "--at",
+        "130",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&tally).unwrap();
+    assert_eq!(
+        v["tally"]["for_votes"], 6,
+        "bob's 3 votes count for carol too: {v}"
+    );
+    assert_eq!(v["tally"]["represented"], 2);
+    assert_eq!(v["state"], "Active");
+    ok(&[
+        "dao",
+        "queue",
+        "--state",
+        s,
+        "--proposal",
+        "1",
+        "--at",
+        "211",
+    ]);
+    refused(
+        &[
+            "dao",
+            "execute",
+            "--state",
+            s,
+            "--proposal",
+            "1",
+            "--at",
+            "212",
+        ],
+        1,
+        "governance: timelock not elapsed",
+    );
+    let effect = ok(&[
+        "dao",
+        "execute",
+        "--state",
+        s,
+        "--proposal",
+        "1",
+        "--at",
+        "261",
+    ]);
+    assert!(
+        effect.contains("parameter_changed") && effect.contains("\"new\":200"),
+        "{effect}"
+    );
+    let status = ok(&["dao", "status", "--state", s, "--at", "300"]);
+    assert!(
+        status.contains("protocol.probe_interval_ms = 200"),
+        "{status}"
+    );
+    assert!(status.contains("1 Executed slower probes"), "{status}");
+    assert!(!Path::new(&format!("{s}.tmp")).exists());
+}
+
+#[test]
+fn bad_state_files_and_flags_are_usage_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("dao.json");
+    std::fs::write(&state, "{ not json").unwrap();
+    refused(
+        &["dao", "status", "--state", path(&state)],
+        2,
+        "not a DAO state file",
+    );
+    refused(
+        &[
+            "dao",
+            "status",
+            "--state",
+            path(&dir.path().join("none.json")),
+        ],
+        2,
+        "dao init",
+    );
+    refused(
+        &["dao", "simulate", "--voters", "1"],
+        2,
+        "--voters 1 is out of range",
+    );
+    refused(
+        &["dao", "simulate", "--proxy-share", "1.5"],
+        2,
+        "--proxy-share 1.5 is out of range",
+    );
+    let s = path(&state);
+    std::fs::remove_file(&state).unwrap();
+    refused(
+        &[
+            "dao",
+            "init",
+            "--state",
+            s,
+            "--registrar",
+            "r",
+            "--quorum-percent",
+            "0",
+        ],
+        2,
+        "governance: quorum out of range",
+    );
+    for sub in [
+        "simulate", "init", "keygen", "admit", "propose", "vote", "delegate", "tally", "status",
+        "queue", "execute",
+    ] {
+        let help = ok(&["dao", sub, "--help"]);
+        assert!(help.contains("Usage: x0tta6bl4 dao"), "{sub}: {help}");
+    }
+}
+
+#[test]
+fn simulate_reaches_the_participation_target_with_delegation_and_proxy() {
+    let out = ok(&[
+        "dao",
+        "simulate",
+        "--voters",
+        "200",
+        "--proposals",
+        "60",
+        "--seed",
+        "3",
+        "--json",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let p = |i: usize| v["scenarios"][i]["participation"].as_f64().unwrap();
+    assert!((0.03..0.08).contains(&p(0)), "baseline {}", p(0));
+    assert!(p(1) > p(0), "delegation {} vs {}", p(1), p(0));
+    assert!(p(2) >= 0.20, "with delegation and auto-proxy {}", p(2));
+    assert!(v["proxy_examples"][0]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("threshold"));
+    let text = ok(&["dao", "simulate", "--voters", "50", "--proposals", "5"]);
+    assert!(
+        text.contains("Beta(0.25, 4.75)") && text.contains("delegation+proxy"),
+        "{text}"
+    );
+}

@@ -1,0 +1,36 @@
+//! DAO governance of the x0tta6bl4 mesh.
+//!
+//! The mesh's operators decide together how the network is run: its protocol timers, which
+//! nodes to ban, when to rotate keys, the admission policy, who else becomes an operator.
+//!
+//! - `contracts/src/*.sol` (Solidity 0.8, OpenZeppelin Contracts 5.x, compiled offline with
+//!   solc-js by `scripts/build-contracts.sh`): MeshGovernance (the Governor's proposal states,
+//!   voting delay and period, a quorum as a percentage of the registered operators, a
+//!   Bravo-style timelock with a grace period, cancel by the proposer while pending),
+//!   QuadraticVoting (100 voice credits per operator per proposal, v votes cost v²),
+//!   ProposalFactory (templates with validated arguments), OperatorRegistry (operators and
+//!   their liquid delegation, checkpointed so a proposal reads them at its snapshot) and
+//!   MeshParameters (the governed state: parameters with bounds, ban list, key rotations,
+//!   policy).
+//! - [`evm`]: those contracts executed in revm, with alloy `sol!` bindings.
+//! - [`engine`]: the same rules off chain, as a sans-IO state machine (time is an argument).
+//!   Its refusals carry the contracts' own revert reasons; the differential test
+//!   (`tests/differential.rs`) checks both agree on random histories.
+//! - [`signed`]: Snapshot-style gasless governance: proposals, votes and delegations signed
+//!   with the operators' SVID keys (ECDSA P-256), verified before they reach the engine.
+//! - [`simulate`]: the participation model behind `x0tta6bl4 dao simulate`.
+//!
+//! Written by hand, and why: the tally with liquid delegation at a snapshot and the
+//! quadratic ballot have no library in Rust; OpenZeppelin's Governor counts one token-weighted
+//! vote per account, so its counting module does not fit quadratic ballots with delegated
+//! operators, and only its building blocks (Checkpoints, AccessControl, Ownable, Address,
+//! SafeCast) are used on chain. The EVM (revm), the ABI (alloy) and the signatures
+//! (aws-lc-rs) are libraries.
+
+pub mod engine;
+pub mod evm;
+pub mod signed;
+pub mod simulate;
+pub mod store;
+
+pub use engine::{Action, Effect, Engine, ProposalState, Refused, Rules, Support, Tally};
