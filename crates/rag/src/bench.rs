@@ -5,7 +5,7 @@
 //!   ([`crate::data::clustered`], 1,000 clusters, noise 0.6), 1,000 queries drawn from the
 //!   same clusters with another seed.
 //! - `linux-doc`, `linux-doc:N`: the kernel documentation chunked and embedded (at most N
-//!   chunks, taken evenly across the sorted files); every 50th chunk is held out of the
+//!   chunks, taken evenly across the sorted files); every 20th chunk is held out of the
 //!   index and its first sentence (up to 40 words) is a query. Embeddings are cached under
 //!   the cache directory (`<cache>/datasets/<name>/`), so only the first run embeds.
 //!
@@ -223,7 +223,7 @@ pub fn linux_doc(
     ));
     let (mut base_texts, mut query_texts) = (Vec::new(), Vec::new());
     for (i, c) in chunks.iter().enumerate() {
-        if i % 50 == 25 {
+        if i % 20 == 10 {
             query_texts.push(query_sentence(&c.text));
         } else {
             base_texts.push(c.embedding_text());
