@@ -154,7 +154,7 @@ fn spec(s: &str) -> anyhow::Result<IndexSpec> {
         Exit::Usage,
         "invalid index spec",
         format!("--index/--kind {s}"),
-        "use flat, int8[:clip=0.001] or pq[:m=48,refine=96,cand=100] (m and refine divide 384)",
+        "use flat, int8[:clip=0.0001] or pq[:m=48,refine=96,cand=100] (m and refine divide 384)",
     )
 }
 

@@ -310,12 +310,10 @@ fn html_blocks(text: &str) -> Vec<Block> {
                 buf.push_str(t);
                 buf.push(' ');
             }
-            Node::Document | Node::Fragment => {
-                if entering {
-                    let children: Vec<_> = node.children().collect();
-                    for child in children.into_iter().rev() {
-                        todo.push((child, true));
-                    }
+            Node::Document | Node::Fragment if entering => {
+                let children: Vec<_> = node.children().collect();
+                for child in children.into_iter().rev() {
+                    todo.push((child, true));
                 }
             }
             _ => {}

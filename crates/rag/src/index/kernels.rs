@@ -26,7 +26,7 @@ fn dot_generic(a: &[f32], b: &[f32]) -> f32 {
     let (bc, br) = b.split_at(ac.len());
     for (x, y) in ac.chunks_exact(LANES).zip(bc.chunks_exact(LANES)) {
         for l in 0..LANES {
-            acc[l] = x[l].mul_add(y[l], acc[l]);
+            acc[l] += x[l] * y[l];
         }
     }
     let mut s: f32 = acc.iter().sum();
@@ -43,7 +43,7 @@ fn dot_u8_generic(a: &[f32], b: &[u8]) -> f32 {
     let (bc, br) = b.split_at(ac.len());
     for (x, y) in ac.chunks_exact(LANES).zip(bc.chunks_exact(LANES)) {
         for l in 0..LANES {
-            acc[l] = x[l].mul_add(f32::from(y[l]), acc[l]);
+            acc[l] += x[l] * f32::from(y[l]);
         }
     }
     let mut s: f32 = acc.iter().sum();

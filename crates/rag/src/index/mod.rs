@@ -129,7 +129,7 @@ pub trait VectorIndex: Send + Sync {
 pub enum IndexSpec {
     /// `flat`.
     Flat,
-    /// `int8[:clip=Q]`: clip each dimension to its [Q, 1-Q] quantiles (default 0.001).
+    /// `int8[:clip=Q]`: clip each dimension to its [Q, 1-Q] quantiles (default 0.0001).
     Int8 {
         /// Lower clipping quantile.
         clip: f32,
@@ -167,7 +167,7 @@ impl IndexSpec {
                 Some((k, _)) => Err(unknown(k, "none")),
             },
             "int8" => {
-                let mut clip = 0.001f32;
+                let mut clip = 0.0001f32;
                 for (k, v) in pairs {
                     match k {
                         "clip" => clip = num(k, v)? as f32,
