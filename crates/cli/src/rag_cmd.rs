@@ -276,7 +276,7 @@ fn query(args: &QueryArgs) -> anyhow::Result<ExitCode> {
             Exit::Usage,
             "invalid query",
             format!("{} bytes, --k {}", args.text.len(), args.k),
-            &format!("give a non-empty TEXT of at most {MAX_QUERY_BYTES} bytes and --k between 1 and 1000"),
+            format!("give a non-empty TEXT of at most {MAX_QUERY_BYTES} bytes and --k between 1 and 1000"),
         )
         .into());
     }
@@ -310,12 +310,14 @@ fn fmt_opt(v: Option<f64>) -> String {
 }
 
 fn bench_cmd(args: &BenchArgs) -> anyhow::Result<ExitCode> {
-    let name = DatasetName::parse(&args.dataset).problem(
-        Exit::Usage,
-        "invalid data set",
-        format!("--dataset {}", args.dataset),
-        "use synthetic-100k, synthetic-1m, synthetic:N, linux-doc or linux-doc:N",
-    )?;
+    let name = DatasetName::parse(&args.dataset)
+        .map_err(anyhow::Error::msg)
+        .problem(
+            Exit::Usage,
+            "invalid data set",
+            format!("--dataset {}", args.dataset),
+            "use synthetic-100k, synthetic-1m, synthetic:N, linux-doc or linux-doc:N",
+        )?;
     let specs = args
         .indexes
         .iter()
@@ -335,22 +337,26 @@ fn bench_cmd(args: &BenchArgs) -> anyhow::Result<ExitCode> {
         DatasetName::Synthetic { n } => bench::synthetic(n),
         DatasetName::LinuxDoc { max } => {
             let model = model.as_ref().expect("loaded above");
-            bench::linux_doc(max, model, &cache, &mut |l| eprintln!("{l}")).problem(
-                Exit::Failure,
-                "cannot load the linux-doc data set",
-                cache.display(),
-                "see the cause below",
-            )?
+            bench::linux_doc(max, model, &cache, &mut |l| eprintln!("{l}"))
+                .map_err(anyhow::Error::msg)
+                .problem(
+                    Exit::Failure,
+                    "cannot load the linux-doc data set",
+                    cache.display(),
+                    "see the cause below",
+                )?
         }
     };
     let truth = bench::ground_truth(&data, 10);
     if let Some(dir) = &args.export {
-        bench::export(&data, &truth, dir).problem(
-            Exit::Failure,
-            "cannot export the data set",
-            dir.display(),
-            "choose a writable --export directory",
-        )?;
+        bench::export(&data, &truth, dir)
+            .map_err(anyhow::Error::msg)
+            .problem(
+                Exit::Failure,
+                "cannot export the data set",
+                dir.display(),
+                "choose a writable --export directory",
+            )?;
         eprintln!(
             "exported {} vectors and {} queries to {}",
             data.len(),
@@ -376,12 +382,14 @@ fn bench_cmd(args: &BenchArgs) -> anyhow::Result<ExitCode> {
         );
     }
     for spec in &specs {
-        let r = bench::run(&data, &truth, spec, model.as_ref(), scratch.path()).problem(
-            Exit::Failure,
-            "benchmark failed",
-            format!("--index {spec:?}"),
-            "see the cause below",
-        )?;
+        let r = bench::run(&data, &truth, spec, model.as_ref(), scratch.path())
+            .map_err(anyhow::Error::msg)
+            .problem(
+                Exit::Failure,
+                "benchmark failed",
+                format!("--index {spec:?}"),
+                "see the cause below",
+            )?;
         if args.json {
             println!("{}", serde_json::to_string(&r)?);
         } else {
