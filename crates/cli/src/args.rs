@@ -82,6 +82,9 @@ pub enum Command {
     /// on the same topology and fault, and can run Debian's babeld the same way.
     #[command(subcommand)]
     Lab(LabCommand),
+    /// Federated learning: robust aggregation, differential privacy, compressed updates.
+    #[command(subcommand)]
+    Fl(crate::fl_cmd::FlCommand),
 }
 
 /// `x0tta6bl4 lab ...`.

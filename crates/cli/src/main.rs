@@ -13,6 +13,7 @@ mod api;
 mod args;
 mod ca;
 mod demo;
+mod fl_cmd;
 mod lab_cmd;
 mod node_cmd;
 mod problem;
@@ -71,6 +72,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Lab(LabCommand::Run(args)) => return lab_cmd::run(&args).await,
         Command::Lab(LabCommand::Soak(args)) => return lab_cmd::soak(&args).await,
         Command::Lab(LabCommand::ProbeAgent(args)) => return lab_cmd::probe_agent(&args),
+        Command::Fl(fl_cmd::FlCommand::Bench(args)) => return fl_cmd::bench(args).await,
     }
     Ok(ExitCode::SUCCESS)
 }
