@@ -34,7 +34,9 @@ pub enum FlCommand {
     /// final_accuracy, accuracy_per_round, target, rounds_to_target, epsilon, delta,
     /// noise_multiplier, epsilon_per_round, bytes_per_round, dense_bytes_per_round,
     /// refusals, failed_rounds, budget_exhausted, seed, seconds.
-    #[command(after_help = "Exit codes: 0 the run completed, 1 it failed, 2 bad arguments or missing data.")]
+    #[command(
+        after_help = "Exit codes: 0 the run completed, 1 it failed, 2 bad arguments or missing data."
+    )]
     Bench(FlBenchArgs),
 }
 
@@ -123,7 +125,11 @@ pub struct FlBenchArgs {
     pub plot: Option<PathBuf>,
 }
 
-fn usage(what: impl Into<String>, place: impl std::fmt::Display, fix: impl Into<String>) -> anyhow::Error {
+fn usage(
+    what: impl Into<String>,
+    place: impl std::fmt::Display,
+    fix: impl Into<String>,
+) -> anyhow::Error {
     problem(Exit::Usage, what, place, fix).into()
 }
 
@@ -132,7 +138,10 @@ fn load(dir: &Path, name: &str, split: &str) -> anyhow::Result<Dataset> {
         DataError::Missing { path, .. } => usage(
             format!("no {name} {split} data"),
             path.display(),
-            format!("run `python3 scripts/fetch-fl-data.py --dir {}`", dir.display()),
+            format!(
+                "run `python3 scripts/fetch-fl-data.py --dir {}`",
+                dir.display()
+            ),
         ),
         DataError::Io(path, _) | DataError::Format(path, _) => usage(
             e.to_string(),
@@ -148,7 +157,11 @@ fn config(args: &FlBenchArgs) -> anyhow::Result<BenchConfig> {
         if ok {
             Ok(())
         } else {
-            Err(usage(format!("{flag} {v} is out of range"), flag, "give a fraction in (0, 1]"))
+            Err(usage(
+                format!("{flag} {v} is out of range"),
+                flag,
+                "give a fraction in (0, 1]",
+            ))
         }
     };
     if !(args.byzantine.is_finite() && (0.0..1.0).contains(&args.byzantine)) {
@@ -161,7 +174,12 @@ fn config(args: &FlBenchArgs) -> anyhow::Result<BenchConfig> {
     if let Some(k) = args.top_k {
         fraction(k, "--top-k", true)?;
     }
-    if args.participants == 0 || args.per_round == 0 || args.rounds == 0 || args.batch == 0 || args.epochs == 0 {
+    if args.participants == 0
+        || args.per_round == 0
+        || args.rounds == 0
+        || args.batch == 0
+        || args.epochs == 0
+    {
         return Err(usage(
             "--participants, --per-round, --rounds, --batch and --epochs must be at least 1",
             "arguments",
@@ -169,19 +187,35 @@ fn config(args: &FlBenchArgs) -> anyhow::Result<BenchConfig> {
         ));
     }
     if !args.iid && !(args.non_iid.is_finite() && args.non_iid > 0.0) {
-        return Err(usage(format!("--non-iid {} must be > 0", args.non_iid), "--non-iid", "e.g. 0.5, or --iid"));
+        return Err(usage(
+            format!("--non-iid {} must be > 0", args.non_iid),
+            "--non-iid",
+            "e.g. 0.5, or --iid",
+        ));
     }
     if !(args.lr.is_finite() && args.lr > 0.0) {
-        return Err(usage(format!("--lr {} must be > 0", args.lr), "--lr", "e.g. 0.05"));
+        return Err(usage(
+            format!("--lr {} must be > 0", args.lr),
+            "--lr",
+            "e.g. 0.05",
+        ));
     }
     let dp = match args.dp_epsilon {
         Some(e) => {
             if !(e.is_finite() && e > 0.0) {
-                return Err(usage(format!("--dp-epsilon {e} must be > 0"), "--dp-epsilon", "e.g. 1"));
+                return Err(usage(
+                    format!("--dp-epsilon {e} must be > 0"),
+                    "--dp-epsilon",
+                    "e.g. 1",
+                ));
             }
             fraction(args.dp_delta, "--dp-delta", false)?;
             if !(args.dp_clip.is_finite() && args.dp_clip > 0.0) {
-                return Err(usage(format!("--dp-clip {} must be > 0", args.dp_clip), "--dp-clip", "e.g. 1"));
+                return Err(usage(
+                    format!("--dp-clip {} must be > 0", args.dp_clip),
+                    "--dp-clip",
+                    "e.g. 1",
+                ));
             }
             if args.aggregator != AggregatorChoice::FedAvg {
                 return Err(usage(
@@ -216,7 +250,9 @@ fn config(args: &FlBenchArgs) -> anyhow::Result<BenchConfig> {
         model: if args.model == "logreg" {
             ModelKind::LogReg
         } else {
-            ModelKind::Mlp { hidden: args.hidden }
+            ModelKind::Mlp {
+                hidden: args.hidden,
+            }
         },
         train: TrainConfig {
             epochs: args.epochs,
@@ -243,25 +279,42 @@ pub async fn bench(args: FlBenchArgs) -> anyhow::Result<ExitCode> {
             ProgressBar::hidden()
         } else {
             let bar = ProgressBar::new(rounds);
-            let style = ProgressStyle::with_template("{spinner} round {pos}/{len} [{bar:30}] {msg} ({elapsed})")
-                .unwrap_or_else(|_| ProgressStyle::default_bar());
+            let style = ProgressStyle::with_template(
+                "{spinner} round {pos}/{len} [{bar:30}] {msg} ({elapsed})",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar());
             bar.set_style(style.progress_chars("=> "));
             bar.enable_steady_tick(Duration::from_millis(200));
             bar
         };
         let result = bench::run(&cfg, train, &test, &mut |r| {
             bar.set_position(r.round);
-            let eps = r.epsilon.map(|e| format!(" eps {e:.3}")).unwrap_or_default();
+            let eps = r
+                .epsilon
+                .map(|e| format!(" eps {e:.3}"))
+                .unwrap_or_default();
             bar.set_message(format!("accuracy {:.2} %{eps}", 100.0 * r.accuracy));
         });
         bar.finish_and_clear();
         result
     })
     .await?
-    .map_err(|e| problem(Exit::Failure, e, "fl bench", "check the arguments and the data"))?;
+    .map_err(|e| {
+        problem(
+            Exit::Failure,
+            e,
+            "fl bench",
+            "check the arguments and the data",
+        )
+    })?;
     if let Some(path) = &args.plot {
         plot(&report, path).map_err(|e| {
-            problem(Exit::Failure, format!("cannot draw the plot: {e}"), path.display(), "check the path is writable")
+            problem(
+                Exit::Failure,
+                format!("cannot draw the plot: {e}"),
+                path.display(),
+                "check the path is writable",
+            )
         })?;
     }
     if args.json {
@@ -306,7 +359,11 @@ fn summary(r: &BenchReport) -> String {
         s += &format!(
             "differential privacy: epsilon {e:.4} at delta {d:e} (noise multiplier {:.3}){}\n",
             r.noise_multiplier.unwrap_or(0.0),
-            if r.budget_exhausted { ", budget exhausted" } else { "" }
+            if r.budget_exhausted {
+                ", budget exhausted"
+            } else {
+                ""
+            }
         );
     }
     s += &format!(
@@ -331,7 +388,10 @@ fn plot(r: &BenchReport, path: &Path) -> Result<(), Box<dyn std::error::Error>> 
     let root = SVGBackend::new(path, (800, 480)).into_drawing_area();
     root.fill(&WHITE)?;
     let n = r.accuracy_per_round.len().max(1) as u64;
-    let title = format!("{} {} · {} · attack {}", r.dataset, r.model, r.aggregator, r.attack);
+    let title = format!(
+        "{} {} · {} · attack {}",
+        r.dataset, r.model, r.aggregator, r.attack
+    );
     let mut chart = ChartBuilder::on(&root)
         .caption(title, ("sans-serif", 20))
         .margin(15)

@@ -77,15 +77,21 @@ fn sign_flip_breaks_fedavg_not_median() {
 }
 
 #[test]
-fn colluding_alie_runs_and_krum_sets_attackers_aside() {
-    let mut cfg = base();
-    cfg.byzantine = 0.3;
-    cfg.attack = AttackKind::Ipm;
-    cfg.aggregator = AggregatorChoice::MultiKrum;
-    cfg.rounds = 4;
-    let Some(r) = run(&cfg) else { return };
-    assert_eq!(r.rounds, 4);
-    assert!(r.final_accuracy > 0.7, "{:?}", r.accuracy_per_round);
+fn colluding_attackers_run_against_multi_krum() {
+    for attack in [AttackKind::Alie, AttackKind::Ipm] {
+        let mut cfg = base();
+        cfg.byzantine = 0.3;
+        cfg.attack = attack;
+        cfg.aggregator = AggregatorChoice::MultiKrum;
+        cfg.rounds = 4;
+        let Some(r) = run(&cfg) else { return };
+        assert_eq!(r.rounds, 4);
+        assert!(
+            r.final_accuracy > 0.7,
+            "{attack}: {:?}",
+            r.accuracy_per_round
+        );
+    }
 }
 
 #[test]
