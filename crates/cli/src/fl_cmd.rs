@@ -186,7 +186,8 @@ fn config(args: &FlBenchArgs) -> anyhow::Result<BenchConfig> {
             "give positive counts",
         ));
     }
-    if !args.iid && !(args.non_iid.is_finite() && args.non_iid > 0.0) {
+    let alpha_ok = args.non_iid.is_finite() && args.non_iid > 0.0;
+    if !args.iid && !alpha_ok {
         return Err(usage(
             format!("--non-iid {} must be > 0", args.non_iid),
             "--non-iid",
