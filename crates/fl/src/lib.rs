@@ -1,0 +1,84 @@
+//! Federated learning for x0tta6bl4: nodes train on their own data and merge their
+//! models without pooling the data.
+//!
+//! Like `x0tta6bl4-proto`, the protocol core does no I/O: the [`Coordinator`] and the
+//! [`Participant`] are state machines that take time ([`Instant`]) and seeds as
+//! arguments, bytes through `handle_message(now, from, bytes)` and
+//! `handle_timeout(now)`, and give bytes, deadlines and events back through
+//! `poll_transmit`, `poll_timeout` and `poll_event`. The in-process driver of
+//! [`bench`] runs them for `x0tta6bl4 fl bench`; the mesh daemon and the twin can drive
+//! the same machines.
+//!
+//! A round: the coordinator samples participants with its seeded RNG, sends each the
+//! global model in chunks ([`wire`]), collects updates (model deltas) until the
+//! deadline, refuses bad ones with a counted reason ([`Refusal`]: wrong shape, NaN or
+//! infinite values, not sampled, replayed from another round, duplicate, malformed,
+//! bad signature), aggregates the rest with a robust rule ([`aggregate`]), applies
+//! client-level differential privacy when configured ([`dp`]) and adopts the result
+//! as the next global model. Participants train with candle ([`model`]), may compress
+//! their update ([`compress`]) and may be Byzantine ([`attack`]).
+//!
+//! Written by hand, because no library does it in Rust: the robust aggregation rules
+//! (checked against Flower's own functions), the RDP accountant (checked against
+//! Google's `dp-accounting`), top-k with error feedback and the wire format. Tensors
+//! and training are candle's.
+#![forbid(unsafe_code)]
+#![deny(unused_must_use)]
+#![warn(missing_docs)]
+
+pub mod aggregate;
+pub mod attack;
+pub mod bench;
+pub mod compress;
+pub mod coordinator;
+pub mod data;
+pub mod dp;
+pub mod model;
+pub mod participant;
+pub mod wire;
+
+pub use aggregate::{Aggregator, AggregatorKind, Update};
+pub use attack::{AttackKind, AttackParams};
+pub use coordinator::{Coordinator, CoordinatorConfig, Event, Refusal, RoundSummary};
+pub use participant::{Behaviour, CandleTrainer, LocalTrainer, Participant, ParticipantEvent};
+pub use x0tta6bl4_proto::{Instant, NodeName};
+
+/// A frame to send.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Transmit {
+    /// Destination node.
+    pub to: NodeName,
+    /// The frame.
+    pub bytes: Vec<u8>,
+}
+
+/// Signs outgoing frames and verifies incoming ones: the hook for SVID signatures.
+///
+/// The mesh driver will implement it with the node's SVID key and the trust bundle
+/// (as `x0tta6bl4_proto::Authenticator` does for link-state); the in-process benchmark
+/// uses [`NoSignatures`]. A frame whose signature does not verify is refused and
+/// counted ([`Refusal::BadSignature`]).
+pub trait Signer: Send + Sync {
+    /// The signature over `body` (the frame without its signature).
+    fn sign(&self, body: &[u8]) -> Vec<u8>;
+    /// Check that `signature` over `body` was made by `from`.
+    fn verify(&self, from: &NodeName, body: &[u8], signature: &[u8]) -> Result<(), String>;
+}
+
+/// No signatures: frames carry an empty signature and only empty ones are accepted.
+/// For in-process runs where every party is in one address space.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoSignatures;
+
+impl Signer for NoSignatures {
+    fn sign(&self, _body: &[u8]) -> Vec<u8> {
+        Vec::new()
+    }
+    fn verify(&self, _from: &NodeName, _body: &[u8], signature: &[u8]) -> Result<(), String> {
+        if signature.is_empty() {
+            Ok(())
+        } else {
+            Err("a signature where none is expected".into())
+        }
+    }
+}

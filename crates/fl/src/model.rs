@@ -1,0 +1,272 @@
+//! Models trained with candle: multinomial logistic regression and a one-hidden-layer
+//! MLP, as flat parameter vectors (the unit the protocol ships and aggregates).
+//!
+//! candle (Hugging Face) was picked over burn because it builds with the workspace's
+//! toolchain with few dependencies, runs on the CPU without a backend choice, and is
+//! the tensor library the rest of the project already uses.
+
+use candle_core::{DType, Device, Tensor, Var, D};
+use candle_nn::{Optimizer, SGD};
+use rand::seq::SliceRandom;
+use rand::Rng;
+use rand_distr::{Distribution, Uniform};
+
+use crate::data::Dataset;
+
+/// Model architecture.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ModelKind {
+    /// Multinomial logistic regression (one linear layer, softmax).
+    LogReg,
+    /// Linear, ReLU, linear.
+    Mlp {
+        /// Hidden units.
+        hidden: usize,
+    },
+}
+
+/// An architecture on a given input and output size.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ModelSpec {
+    /// Architecture.
+    pub kind: ModelKind,
+    /// Input features.
+    pub inputs: usize,
+    /// Output classes.
+    pub classes: usize,
+}
+
+impl ModelSpec {
+    /// Shapes of the parameter tensors, in flat order (weight `[in, out]`, then bias).
+    pub fn shapes(&self) -> Vec<Vec<usize>> {
+        match self.kind {
+            ModelKind::LogReg => vec![vec![self.inputs, self.classes], vec![self.classes]],
+            ModelKind::Mlp { hidden } => vec![
+                vec![self.inputs, hidden],
+                vec![hidden],
+                vec![hidden, self.classes],
+                vec![self.classes],
+            ],
+        }
+    }
+
+    /// Number of parameters.
+    pub fn num_params(&self) -> usize {
+        self.shapes()
+            .iter()
+            .map(|s| s.iter().product::<usize>())
+            .sum()
+    }
+
+    /// Initial parameters: uniform in ±1/sqrt(fan_in), as PyTorch's `nn.Linear`.
+    pub fn init(&self, rng: &mut impl Rng) -> Vec<f32> {
+        let mut out = Vec::with_capacity(self.num_params());
+        let shapes = self.shapes();
+        for pair in shapes.chunks(2) {
+            let bound = 1.0 / (pair[0][0] as f32).sqrt();
+            let u = Uniform::new_inclusive(-bound, bound).expect("bound > 0");
+            for s in pair {
+                let n: usize = s.iter().product();
+                out.extend((0..n).map(|_| u.sample(rng)));
+            }
+        }
+        out
+    }
+}
+
+/// Training or evaluation failed inside candle.
+#[derive(Debug, thiserror::Error)]
+#[error("model: {0}")]
+pub struct ModelError(String);
+
+impl From<candle_core::Error> for ModelError {
+    fn from(e: candle_core::Error) -> Self {
+        ModelError(e.to_string())
+    }
+}
+
+struct Net {
+    spec: ModelSpec,
+    vars: Vec<Var>,
+}
+
+impl Net {
+    fn new(spec: ModelSpec, params: &[f32]) -> Result<Net, ModelError> {
+        if params.len() != spec.num_params() {
+            return Err(ModelError(format!(
+                "{} parameters given, the model has {}",
+                params.len(),
+                spec.num_params()
+            )));
+        }
+        let mut vars = Vec::new();
+        let mut at = 0;
+        for s in spec.shapes() {
+            let n: usize = s.iter().product();
+            vars.push(Var::from_slice(
+                &params[at..at + n],
+                s.as_slice(),
+                &Device::Cpu,
+            )?);
+            at += n;
+        }
+        Ok(Net { spec, vars })
+    }
+
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let v = &self.vars;
+        match self.spec.kind {
+            ModelKind::LogReg => x.matmul(v[0].as_tensor())?.broadcast_add(v[1].as_tensor()),
+            ModelKind::Mlp { .. } => x
+                .matmul(v[0].as_tensor())?
+                .broadcast_add(v[1].as_tensor())?
+                .relu()?
+                .matmul(v[2].as_tensor())?
+                .broadcast_add(v[3].as_tensor()),
+        }
+    }
+
+    fn params(&self) -> Result<Vec<f32>, ModelError> {
+        let mut out = Vec::with_capacity(self.spec.num_params());
+        for v in &self.vars {
+            out.extend(v.as_tensor().flatten_all()?.to_vec1::<f32>()?);
+        }
+        Ok(out)
+    }
+}
+
+fn batch(data: &Dataset, idx: &[usize], flip: bool) -> Result<(Tensor, Tensor), ModelError> {
+    let mut x = Vec::with_capacity(idx.len() * data.features);
+    let mut y = Vec::with_capacity(idx.len());
+    for &i in idx {
+        x.extend_from_slice(data.row(i));
+        let label = u32::from(data.y[i]);
+        // Label flipping (an attack): class c becomes classes - 1 - c.
+        y.push(if flip {
+            data.classes as u32 - 1 - label
+        } else {
+            label
+        });
+    }
+    Ok((
+        Tensor::from_vec(x, (idx.len(), data.features), &Device::Cpu)?,
+        Tensor::from_vec(y, idx.len(), &Device::Cpu)?,
+    ))
+}
+
+/// Local training settings.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct TrainConfig {
+    /// Passes over the local data per round.
+    pub epochs: usize,
+    /// Minibatch size.
+    pub batch: usize,
+    /// SGD learning rate.
+    pub lr: f64,
+}
+
+/// Train from `params` with minibatch SGD on rows `idx` of `data`; returns the new
+/// parameters. `flip_labels` trains on flipped labels (the label-flip attack).
+pub fn train(
+    spec: ModelSpec,
+    params: &[f32],
+    data: &Dataset,
+    idx: &[usize],
+    cfg: TrainConfig,
+    flip_labels: bool,
+    rng: &mut impl Rng,
+) -> Result<Vec<f32>, ModelError> {
+    let net = Net::new(spec, params)?;
+    let mut sgd = SGD::new(net.vars.clone(), cfg.lr)?;
+    let mut order = idx.to_vec();
+    for _ in 0..cfg.epochs {
+        order.shuffle(rng);
+        for b in order.chunks(cfg.batch.max(1)) {
+            let (x, y) = batch(data, b, flip_labels)?;
+            let loss = candle_nn::loss::cross_entropy(&net.forward(&x)?, &y)?;
+            sgd.backward_step(&loss)?;
+        }
+    }
+    net.params()
+}
+
+/// Fraction of `data` classified correctly by `params`.
+pub fn accuracy(spec: ModelSpec, params: &[f32], data: &Dataset) -> Result<f64, ModelError> {
+    let net = Net::new(spec, params)?;
+    let all: Vec<usize> = (0..data.len()).collect();
+    let mut correct = 0usize;
+    for b in all.chunks(2000) {
+        let (x, y) = batch(data, b, false)?;
+        let pred = net.forward(&x)?.argmax(D::Minus1)?;
+        correct += pred
+            .eq(&y)?
+            .to_dtype(DType::U32)?
+            .sum_all()?
+            .to_scalar::<u32>()? as usize;
+    }
+    Ok(correct as f64 / data.len().max(1) as f64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+    use rand_chacha::ChaCha8Rng;
+
+    fn toy() -> Dataset {
+        // Two well-separated classes in 2-D.
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        let mut x = Vec::new();
+        let mut y = Vec::new();
+        for i in 0..200 {
+            let c = (i % 2) as u8;
+            let centre = if c == 0 { 0.2 } else { 0.8 };
+            x.push(centre + rng.random_range(-0.1..0.1));
+            x.push(centre + rng.random_range(-0.1..0.1));
+            y.push(c);
+        }
+        Dataset {
+            features: 2,
+            classes: 2,
+            x,
+            y,
+        }
+    }
+
+    #[test]
+    fn both_models_learn_a_separable_problem() {
+        let data = toy();
+        let idx: Vec<usize> = (0..data.len()).collect();
+        for kind in [ModelKind::LogReg, ModelKind::Mlp { hidden: 8 }] {
+            let spec = ModelSpec {
+                kind,
+                inputs: 2,
+                classes: 2,
+            };
+            let mut rng = ChaCha8Rng::seed_from_u64(4);
+            let p0 = spec.init(&mut rng);
+            assert_eq!(p0.len(), spec.num_params());
+            let cfg = TrainConfig {
+                epochs: 30,
+                batch: 16,
+                lr: 0.5,
+            };
+            let p1 = train(spec, &p0, &data, &idx, cfg, false, &mut rng).unwrap();
+            let acc = accuracy(spec, &p1, &data).unwrap();
+            assert!(acc > 0.95, "{kind:?}: {acc}");
+            // Trained on flipped labels, the model learns the opposite.
+            let p2 = train(spec, &p0, &data, &idx, cfg, true, &mut rng).unwrap();
+            assert!(accuracy(spec, &p2, &data).unwrap() < 0.05);
+        }
+    }
+
+    #[test]
+    fn wrong_parameter_count_is_an_error() {
+        let spec = ModelSpec {
+            kind: ModelKind::LogReg,
+            inputs: 2,
+            classes: 2,
+        };
+        assert!(accuracy(spec, &[0.0; 5], &toy()).is_err());
+    }
+}
