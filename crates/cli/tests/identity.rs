@@ -332,8 +332,9 @@ fn revocation_cuts_a_node_off_a_16_process_mesh_within_a_second() {
     );
     std::thread::sleep(std::time::Duration::from_secs(3));
     assert!(cut_off(), "the revoked node got back in");
-    // Its redials were refused by policy on its former neighbours.
-    let (_, metrics) = common::http(mesh.nodes[4].1, "GET", "/metrics", None);
+    // Its redials (n05 dials n06) were refused by policy at n06. (n00 and n04, which
+    // dialed n05, stop dialing a revoked node altogether.)
+    let (_, metrics) = common::http(mesh.nodes[6].1, "GET", "/metrics", None);
     let refused = metrics
         .lines()
         .find(|l| {
@@ -345,7 +346,7 @@ fn revocation_cuts_a_node_off_a_16_process_mesh_within_a_second() {
         .unwrap_or(0);
     assert!(
         refused >= 1,
-        "no refused reconnect counted on n04:\n{metrics}"
+        "no refused reconnect counted on n06:\n{metrics}"
     );
 }
 

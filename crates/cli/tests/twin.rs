@@ -259,8 +259,12 @@ fn reads_files_including_meshnet_lab_json() {
         "run",
         "--topology",
         &spec,
+        // b and d carry no flow (their neighbours are linked directly): enough
+        // iterations that some fail a or c, else `twin run` says nothing was measured.
         "--iterations",
-        "2",
+        "8",
+        "--seed",
+        "1",
         "--json",
     ]));
     assert_eq!(report["nodes"], 4);
@@ -430,8 +434,12 @@ fn builds_the_twin_from_live_prometheus() {
         "run",
         "--topology",
         &spec,
+        // b and d carry no flow (their neighbours are linked directly): enough
+        // iterations that some fail a or c, else `twin run` says nothing was measured.
         "--iterations",
-        "2",
+        "8",
+        "--seed",
+        "1",
         "--json",
     ]));
     assert_eq!(report["nodes"], 4);

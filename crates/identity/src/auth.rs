@@ -171,13 +171,8 @@ impl SvidAuthenticator {
             };
         }
         let der = CertificateDer::from(credential);
-        let bundle = self
-            .signer
-            .bundle
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
-        let verified = bundle
+        let verified = self
+            .bundle()
             .verify(&der, &[], now, KeyUsage::client_auth())
             .map_err(|error| untrusted(error.to_string()))?;
         let name = self
@@ -192,6 +187,15 @@ impl SvidAuthenticator {
         };
         self.lock_cache().insert(hash, entry);
         Ok(name)
+    }
+
+    /// The trust bundles in force (a renewal may replace them).
+    fn bundle(&self) -> Arc<TrustBundles> {
+        self.signer
+            .bundle
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     fn lock_cache(&self) -> std::sync::MutexGuard<'_, VerifiedCache> {
@@ -253,12 +257,7 @@ impl Authenticator for SvidAuthenticator {
     }
 
     fn verify_revocation(&self, revocation: &[u8]) -> Result<NodeName, AuthError> {
-        let bundle = self
-            .signer
-            .bundle
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
+        let bundle = self.bundle();
         let local = bundle.local_bundle();
         crate::Revocation::from_bytes(revocation)
             .and_then(|r| r.verify_with(local.trust_domain(), local.certificates()))

@@ -240,22 +240,7 @@ fn a_restarted_node_outranks_its_old_advertisements() {
 
 #[test]
 fn a_flapping_link_is_damped() {
-    let mut mesh = Mesh::new(3, Config::default(), 8);
-    mesh.connect(0, 1, ms(1));
-    mesh.connect(1, 2, ms(1));
-    mesh.connect(0, 2, ms(1));
-    mesh.run_until(ms(2_000), Mesh::converged);
-    for _ in 0..5 {
-        mesh.cut(0, 2);
-        mesh.run_for(ms(400));
-        mesh.repair(0, 2);
-        mesh.run_for(ms(400));
-    }
-    let damped = mesh
-        .events
-        .iter()
-        .any(|(_, _, e)| matches!(e, Event::Healing(d) if d.kind == DecisionKind::Damp));
-    assert!(damped, "flapping must trigger damping");
+    let mut mesh = common::damped_triangle();
     // While damped, 0 reaches 2 through 1 even though the direct link works.
     assert_eq!(mesh.walk(0, 2).unwrap(), vec![0, 1, 2]);
     // After the damping period the direct link is used again.

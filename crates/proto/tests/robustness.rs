@@ -7,34 +7,11 @@ mod common;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::{name, Mesh, SECRET};
-use x0tta6bl4_proto::{
-    Config, DecisionKind, DropReason, Event, Instant, Node, RevokeOutcome, SimAuthenticator,
-};
+use common::{damped_triangle, name, Mesh, SECRET};
+use x0tta6bl4_proto::{Config, DropReason, Event, Instant, Node, RevokeOutcome, SimAuthenticator};
 
 fn ms(v: u64) -> Duration {
     Duration::from_millis(v)
-}
-
-/// A triangle whose 0-2 link flaps until node 0 damps it.
-fn damped_triangle() -> Mesh {
-    let mut mesh = Mesh::new(3, Config::default(), 8);
-    mesh.connect(0, 1, ms(1));
-    mesh.connect(1, 2, ms(1));
-    mesh.connect(0, 2, ms(1));
-    mesh.run_until(ms(2_000), Mesh::converged);
-    for _ in 0..5 {
-        mesh.cut(0, 2);
-        mesh.run_for(ms(400));
-        mesh.repair(0, 2);
-        mesh.run_for(ms(400));
-    }
-    let damped = mesh
-        .events
-        .iter()
-        .any(|(_, _, e)| matches!(e, Event::Healing(d) if d.kind == DecisionKind::Damp));
-    assert!(damped, "flapping must trigger damping");
-    mesh
 }
 
 #[test]

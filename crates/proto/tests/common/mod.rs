@@ -8,7 +8,8 @@ use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
 use std::time::Duration;
 
 use x0tta6bl4_proto::{
-    Config, Delivery, Destination, Event, Instant, Node, NodeName, Rng, SimAuthenticator,
+    Config, DecisionKind, Delivery, Destination, Event, Instant, Node, NodeName, Rng,
+    SimAuthenticator,
 };
 
 /// Simulation-wide signing secret of honest nodes.
@@ -333,4 +334,26 @@ impl Mesh {
             routed == expected && expected.iter().all(|&j| self.walk(i, j).is_some())
         })
     }
+}
+
+/// A converged triangle whose 0-2 link flapped until node 0 damped it.
+pub fn damped_triangle() -> Mesh {
+    let ms = Duration::from_millis;
+    let mut mesh = Mesh::new(3, Config::default(), 8);
+    mesh.connect(0, 1, ms(1));
+    mesh.connect(1, 2, ms(1));
+    mesh.connect(0, 2, ms(1));
+    mesh.run_until(ms(2_000), Mesh::converged);
+    for _ in 0..5 {
+        mesh.cut(0, 2);
+        mesh.run_for(ms(400));
+        mesh.repair(0, 2);
+        mesh.run_for(ms(400));
+    }
+    let damped = mesh
+        .events
+        .iter()
+        .any(|(_, _, e)| matches!(e, Event::Healing(d) if d.kind == DecisionKind::Damp));
+    assert!(damped, "flapping must trigger damping");
+    mesh
 }
