@@ -428,7 +428,14 @@ fn a_flood_of_half_sent_requests_leaves_the_api_and_the_mesh_working() {
         "only {} connections opened",
         flood.len()
     );
-    let fds = n1.fds();
+    // Evicted connections close asynchronously: the bound must hold once the node has
+    // caught up (within a few seconds), while 600 would stay open without the cap.
+    let settle = Instant::now() + Duration::from_secs(5);
+    let mut fds = n1.fds();
+    while fds > baseline + 64 + 8 && Instant::now() < settle {
+        std::thread::sleep(Duration::from_millis(100));
+        fds = n1.fds();
+    }
     assert!(
         fds <= baseline + 64 + 8,
         "the node holds {fds} fds ({baseline} before the flood, cap 64)"
