@@ -55,7 +55,7 @@ pub(crate) mod close {
 
 /// First bytes of an SVID update: a node's renewed leaf certificate (DER), sent on its
 /// open links so that its neighbours keep them past the old SVID's notAfter. Never the
-/// first byte of a protocol frame (its version); distinct from the revocation magic.
+/// first byte of a protocol frame (its version).
 pub(crate) const SVID_UPDATE_MAGIC: &[u8] = b"\xffX0SVIDUP1";
 /// Longest SVID update accepted, in bytes.
 pub(crate) const SVID_UPDATE_LEN_MAX: usize = 8 * 1024;
@@ -480,7 +480,7 @@ pub(crate) fn send(
 }
 
 /// Send `bytes` on a new unidirectional stream: delivered reliably, unlike a datagram
-/// (revocations go this way).
+/// (SVID updates go this way).
 pub(crate) fn send_stream(
     conn: &Connection,
     bytes: Bytes,
