@@ -68,15 +68,21 @@ impl fmt::Display for AttackKind {
 impl FromStr for AttackKind {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        Self::ALL
-            .iter()
-            .find(|(_, n)| *n == s)
-            .map(|(k, _)| *k)
-            .ok_or_else(|| {
-                let names: Vec<&str> = Self::ALL.iter().map(|(_, n)| *n).collect();
-                format!("unknown attack {s:?}; one of {}", names.join(", "))
-            })
+        by_name(&Self::ALL, s, "attack")
     }
+}
+
+/// The entry of `table` named `name`, or an error listing every name (`what` names the
+/// kind of thing, e.g. "attack"). Parses the CLI's kind arguments.
+pub(crate) fn by_name<K: Copy>(table: &[(K, &str)], name: &str, what: &str) -> Result<K, String> {
+    table
+        .iter()
+        .find(|(_, n)| *n == name)
+        .map(|(k, _)| *k)
+        .ok_or_else(|| {
+            let names: Vec<&str> = table.iter().map(|(_, n)| *n).collect();
+            format!("unknown {what} {name:?}; one of {}", names.join(", "))
+        })
 }
 
 /// Attack strengths.

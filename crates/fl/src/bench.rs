@@ -83,14 +83,7 @@ impl AggregatorChoice {
 impl std::str::FromStr for AggregatorChoice {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        Self::ALL
-            .iter()
-            .find(|(_, n)| *n == s)
-            .map(|(k, _)| *k)
-            .ok_or_else(|| {
-                let names: Vec<&str> = Self::ALL.iter().map(|(_, n)| *n).collect();
-                format!("unknown aggregator {s:?}; one of {}", names.join(", "))
-            })
+        crate::attack::by_name(&Self::ALL, s, "aggregator")
     }
 }
 
