@@ -73,6 +73,10 @@ install_rust_components
 # Federated-learning data for crates/fl's tests and `fl bench` (~/.cache/x0tta6bl4/fl).
 python3 scripts/fetch-fl-data.py --if-missing
 
+# A clean clone builds once: incremental caches would only take disk (GBs) for nothing.
+if [[ ${CI:-} == true ]]; then export CARGO_INCREMENTAL=0; fi
+echo "== disk: $(df -h --output=avail . | tail -1 | tr -d ' ') free where target/ is built (a clean build takes ~12 GB)"
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
