@@ -208,10 +208,39 @@ pub async fn run(args: &TwinRunArgs) -> anyhow::Result<ExitCode> {
     } else {
         print!("{}", summary(&report));
     }
-    if report.mttr_ms.samples == 0 {
-        return Err(no_flow_measured(&args.scenario).into());
+    if let Some(failure) = failure(&report, &args.scenario) {
+        return Err(failure.into());
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Why a finished run failed, if it did: a run that hides routing failures or
+/// unhealed flows is not a measurement.
+fn failure(report: &x0tta6bl4_twin::Report, scenario: &str) -> Option<crate::problem::Problem> {
+    let place = format!("twin run --scenario {scenario} --seed {}", report.seed);
+    if report.baseline_undelivered_flows > 0 {
+        return Some(problem(
+            Exit::Failure,
+            format!(
+                "{} flows did not deliver before the fault (no route, a loop, or a path                  longer than the hop limit): the converged mesh does not route",
+                report.baseline_undelivered_flows
+            ),
+            place,
+            "replay with the same --seed; a path longer than protocol.ttl_default needs a              larger hop limit",
+        ));
+    }
+    if report.unhealed_flows > 0 || report.unreachable_pairs_after_heal > 0 {
+        return Some(problem(
+            Exit::Failure,
+            format!(
+                "the mesh did not heal: {} flows never delivered again and {} connected                  pairs had no working path after the scenario",
+                report.unhealed_flows, report.unreachable_pairs_after_heal
+            ),
+            place,
+            "replay with the same --seed and --json to see which iteration failed",
+        ));
+    }
+    (report.mttr_ms.samples == 0).then(|| no_flow_measured(scenario))
 }
 
 /// A run whose fault broke no flow that could heal measured nothing: its MTTR figures
@@ -242,8 +271,10 @@ fn summary(r: &x0tta6bl4_twin::Report) -> String {
         "twin: {} nodes, {} links ({}), scenario {}, {} iterations, seed {}\n\
          converged after      {:.0} ms (simulated)\n\
          MTTR                 {}\n\
-         reconverged          p50 {:.0} ms  p95 {:.0} ms after the fault\n\
+         reconverged          p50 {:.0} ms  p95 {:.0} ms after the fault ({} iterations changed no route)\n\
+         bystander outage     max {:.1} ms over {} flows that crossed nothing the fault broke\n\
          unhealed flows       {}\n\
+         undelivered before   {} flows (routing failures before the fault)\n\
          unreachable pairs    {} after the scenario\n\
          false neighbour-down {}\n\
          control plane        {:.1} messages, {:.0} bytes per node per second\n\
@@ -258,7 +289,11 @@ fn summary(r: &x0tta6bl4_twin::Report) -> String {
         mttr,
         r.reconverged_ms.p50,
         r.reconverged_ms.p95,
+        r.iterations_without_route_change,
+        r.bystander_outage_max_ms,
+        r.bystander_flows,
         r.unhealed_flows,
+        r.baseline_undelivered_flows,
         r.unreachable_pairs_after_heal,
         r.false_down_events,
         r.control_messages_per_node_per_second,

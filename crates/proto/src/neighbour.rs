@@ -100,6 +100,22 @@ struct ProbeRecord {
     acked: bool,
 }
 
+/// Chance, per probe, that a link which works is declared down: silence must last
+/// long enough that a run of losses this unlikely is needed to fake it.
+const FALSE_DOWN_CHANCE: f64 = 1e-3;
+
+/// Missed probes in a row after which a link that loses `loss` of its probes (round
+/// trip) is declared down: the smallest k with loss^k below [`FALSE_DOWN_CHANCE`], as
+/// BFD and Lifeguard stretch detection on links that are known to be lossy. 3 up to
+/// 10 % loss; 9 at 45 %; at most 66 (loss counted up to 90 %).
+pub(crate) fn misses_for_loss(loss: f64) -> u32 {
+    if loss <= 0.0 {
+        return 0;
+    }
+    let loss = loss.min(0.9);
+    (FALSE_DOWN_CHANCE.ln() / loss.ln()).ceil() as u32
+}
+
 /// Everything this node knows about one neighbour.
 #[derive(Clone, Debug)]
 pub(crate) struct Neighbour {
@@ -110,6 +126,9 @@ pub(crate) struct Neighbour {
     srtt_us: Option<f64>,
     rttvar_us: f64,
     pub(crate) loss: f64,
+    /// `loss` when the last probe was answered: the link's loss before the current
+    /// silence, which the silence itself must not stretch.
+    loss_when_heard: f64,
     probes: [Option<ProbeRecord>; PROBES_IN_FLIGHT_MAX],
     /// Instants at which it went down, oldest first.
     pub(crate) down_times: VecDeque<Instant>,
@@ -134,6 +153,7 @@ impl Neighbour {
             srtt_us: None,
             rttvar_us: 0.0,
             loss: 0.0,
+            loss_when_heard: 0.0,
             probes: [None; PROBES_IN_FLIGHT_MAX],
             down_times: VecDeque::new(),
             damped_until: None,
@@ -161,6 +181,7 @@ impl Neighbour {
             Some(record) if record.seq == seq && !record.acked => record.acked = true,
             _ => return false,
         }
+        self.loss_when_heard = self.loss;
         let sample = now.saturating_since(echo).as_micros() as f64;
         match self.srtt_us {
             None => {
@@ -187,7 +208,12 @@ impl Neighbour {
         misses_max: u32,
         adaptive: bool,
     ) -> Duration {
-        let fixed = probe_interval * misses_max;
+        let misses = if adaptive {
+            misses_max.max(misses_for_loss(self.loss_when_heard))
+        } else {
+            misses_max
+        };
+        let fixed = probe_interval * misses;
         match (adaptive, self.srtt_us) {
             (true, Some(srtt)) => {
                 let rtt_aware =
@@ -287,6 +313,33 @@ mod tests {
             n.dead_interval(interval, 3, false),
             Duration::from_millis(150)
         );
+    }
+
+    #[test]
+    fn lossy_links_wait_for_more_misses_and_silence_does_not_stretch_the_wait() {
+        assert_eq!(misses_for_loss(0.0), 0);
+        assert_eq!(misses_for_loss(0.1), 3);
+        assert_eq!(misses_for_loss(0.45), 9);
+        assert_eq!(misses_for_loss(0.99), 66);
+        let interval = Duration::from_millis(50);
+        let mut n = neighbour();
+        // Half the probes answered: the link is lossy, and known to be.
+        for seq in 0..200u32 {
+            n.probe_sent(seq);
+            if seq % 2 == 0 {
+                n.probe_acked(seq, Instant::ZERO, Instant::from_micros(1_000));
+            }
+        }
+        let lossy = n.dead_interval(interval, 3, true);
+        assert!(lossy >= interval * 9, "{lossy:?}");
+        assert_eq!(n.dead_interval(interval, 3, false), interval * 3);
+        // The neighbour falls silent: every unanswered probe raises `loss`, but not the
+        // wait, which is that of the loss known when it was last heard.
+        for seq in 200..260u32 {
+            n.probe_sent(seq);
+        }
+        assert!(n.loss > 0.9);
+        assert_eq!(n.dead_interval(interval, 3, true), lossy);
     }
 
     #[test]

@@ -16,6 +16,8 @@ pub enum Walk {
     Loop,
     /// A next hop is not running or its link carries no frames.
     Broken,
+    /// The path is longer than the hop limit (`ttl_default`): messages die on the way.
+    TooLong,
 }
 
 /// Follow the forwarding tables from `source` to `destination`.
@@ -24,6 +26,7 @@ pub fn walk(sim: &Sim, source: u32, destination: u32) -> Walk {
     let mut path = vec![source];
     let mut at = source;
     let hops_max = sim.len();
+    let hop_limit = usize::from(sim.protocol().ttl_default);
     while at != destination {
         let Some(next_hop) = sim.node(at).routes().next_hop(target) else {
             return Walk::NoRoute;
@@ -40,6 +43,9 @@ pub fn walk(sim: &Sim, source: u32, destination: u32) -> Walk {
         }
         path.push(next);
         at = next;
+    }
+    if path.len() - 1 > hop_limit {
+        return Walk::TooLong;
     }
     Walk::Reached(path)
 }
@@ -80,6 +86,8 @@ pub struct Health {
     pub unreachable_pairs: usize,
     /// Pairs whose next hops loop.
     pub loops: usize,
+    /// Pairs whose path is longer than the hop limit (`ttl_default`).
+    pub paths_over_hop_limit: usize,
     /// Running nodes whose number of routes differs from their component's size - 1.
     pub route_count_mismatches: usize,
     /// Node pairs in one component whose link-state database digests differ.
@@ -89,7 +97,10 @@ pub struct Health {
 impl Health {
     /// Whether every invariant holds.
     pub fn ok(&self) -> bool {
-        self.unreachable_pairs == 0 && self.loops == 0 && self.route_count_mismatches == 0
+        self.unreachable_pairs == 0
+            && self.loops == 0
+            && self.paths_over_hop_limit == 0
+            && self.route_count_mismatches == 0
     }
 }
 
@@ -160,6 +171,7 @@ fn check_with(sim: &Sim, pairs_max: usize, rng: &mut Rng, route_counts: bool) ->
         match walk(sim, s, d) {
             Walk::Reached(_) => {}
             Walk::Loop => health.loops += 1,
+            Walk::TooLong => health.paths_over_hop_limit += 1,
             Walk::NoRoute | Walk::Broken => health.unreachable_pairs += 1,
         }
     };

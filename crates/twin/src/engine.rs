@@ -364,6 +364,11 @@ pub struct Sim {
 }
 
 impl Sim {
+    /// The protocol configuration every node runs (before per-node seeds).
+    pub fn protocol(&self) -> &x0tta6bl4_proto::Config {
+        &self.config.protocol
+    }
+
     /// Build the engine over `topology`; nodes start at once and dial their links.
     pub fn new(topology: &Topology, config: SimConfig) -> Sim {
         let n = topology.names.len();
@@ -561,6 +566,7 @@ impl Sim {
         link.up
             && !link.blocked[0]
             && !link.blocked[1]
+            && link.params.carries_traffic()
             && self.nodes[link.a as usize].status == Status::Running
             && self.nodes[link.b as usize].status == Status::Running
     }
@@ -637,9 +643,11 @@ impl Sim {
         self.links[l as usize].blocked[usize::from(!a_to_b)] = blocked;
     }
 
-    /// Change a link's loss probability.
+    /// Change a link's loss probability, the same in both directions.
     pub fn set_link_loss(&mut self, l: u32, loss: f64) {
-        self.links[l as usize].params.loss = loss.clamp(0.0, 1.0);
+        let params = &mut self.links[l as usize].params;
+        params.loss = loss.clamp(0.0, 1.0);
+        params.loss_reverse = None;
     }
 
     /// Change a link's latency.
@@ -1128,7 +1136,11 @@ impl Sim {
         }
         let link = &mut self.links[l as usize];
         let direction = usize::from(link.a != from);
-        let lossy = link.params.loss > 0.0 && self.rng.unit() < link.params.loss;
+        let loss = match direction {
+            0 => link.params.loss,
+            _ => link.params.loss_reverse.unwrap_or(link.params.loss),
+        };
+        let lossy = loss > 0.0 && self.rng.unit() < loss;
         if !link.up || link.blocked[direction] || lossy {
             self.stats.frames_lost += 1;
             return;

@@ -64,30 +64,55 @@ pub struct FuzzCase {
     pub scenario: String,
     /// Faults added by the fuzzer.
     pub extra: Extra,
+    /// Each link's reverse direction draws its own loss (0 to twice the forward loss).
+    pub asymmetric: bool,
 }
 
 impl FuzzCase {
     /// Derive a case from `seed`.
     pub fn from_seed(seed: u64) -> FuzzCase {
         let mut rng = Rng::seed(seed);
-        let nodes = 4 + rng.below(37) as usize;
-        let loss = if rng.below(4) == 0 {
+        let mut nodes = 4 + rng.below(37) as usize;
+        let lossy = rng.below(4) == 0;
+        let loss = if lossy {
             format!(",loss={:.2}", rng.unit() * 0.05)
         } else {
             String::new()
         };
-        let topology = match rng.below(5) {
-            0 => format!("ring:latency_ms={}{loss}", 1 + rng.below(10)),
-            1 => format!("grid:latency_ms={}{loss}", 1 + rng.below(10)),
-            2 => format!("scale-free:m={}{loss}", 1 + rng.below(3)),
-            3 => format!("random-geometric:latency_ms={}{loss}", 1 + rng.below(5)),
-            _ => format!(
-                "erdos-renyi:connectivity={:.3}{loss}",
-                ((2.0 + rng.unit() * 3.0) / nodes as f64).min(1.0)
-            ),
+        // Lossy radio links differ by direction: the way back loses 0 to 2x as much.
+        let asymmetric = lossy && rng.below(2) == 0;
+        let shape = rng.below(40);
+        let topology = match shape {
+            // Real shapes: long-diameter geometric meshes of up to 300 nodes, and real
+            // community meshes with their own lossy, asymmetric links.
+            0..=2 => {
+                nodes = 100 + rng.below(201) as usize;
+                format!("random-geometric:latency_ms={}{loss}", 1 + rng.below(5))
+            }
+            3 => {
+                let real = crate::spec::REAL_TOPOLOGIES;
+                let (name, json) = real[rng.below(real.len() as u64) as usize];
+                nodes = crate::Topology::from_json(json, &Default::default())
+                    .expect("built-in topologies parse")
+                    .len();
+                format!("real:{name}")
+            }
+            _ => match rng.below(5) {
+                0 => format!("ring:latency_ms={}{loss}", 1 + rng.below(10)),
+                1 => format!("grid:latency_ms={}{loss}", 1 + rng.below(10)),
+                2 => format!("scale-free:m={}{loss}", 1 + rng.below(3)),
+                3 => format!("random-geometric:latency_ms={}{loss}", 1 + rng.below(5)),
+                _ => format!(
+                    "erdos-renyi:connectivity={:.3}{loss}",
+                    ((2.0 + rng.unit() * 3.0) / nodes as f64).min(1.0)
+                ),
+            },
         };
         let scenario = match rng.below(10) {
-            0 => format!("node-failure:count={}", 1 + rng.below((nodes / 4) as u64)),
+            0 => format!(
+                "node-failure:count={}",
+                1 + rng.below((nodes / 4).min(10) as u64)
+            ),
             1 => format!("link-failure:count={}", 1 + rng.below(3)),
             2 => format!(
                 "partition:groups={},hold_ms={}",
@@ -142,6 +167,7 @@ impl FuzzCase {
             topology,
             scenario,
             extra,
+            asymmetric,
         }
     }
 
@@ -155,9 +181,14 @@ impl FuzzCase {
 pub fn run_case(case: &FuzzCase) -> Result<(), String> {
     let mut rng = Rng::seed(case.seed ^ 0xf022);
     let spec: TopologySpec = case.topology.parse().map_err(|e| format!("{e}"))?;
-    let topology = spec
+    let mut topology = spec
         .build(case.nodes, &mut rng)
         .map_err(|e| format!("{e}"))?;
+    if case.asymmetric {
+        for link in &mut topology.links {
+            link.params.loss_reverse = Some(link.params.loss * 2.0 * rng.unit());
+        }
+    }
     let scenario: Scenario = case.scenario.parse().map_err(|e| format!("{e}"))?;
     if scenario
         .validate(topology.len(), topology.links.len())
@@ -165,7 +196,7 @@ pub fn run_case(case: &FuzzCase) -> Result<(), String> {
     {
         return Ok(()); // the derived scenario does not fit this small mesh: nothing to test
     }
-    let lossy = topology.links.iter().any(|l| l.params.loss > 0.0);
+    let lossy = topology.links.iter().any(|l| l.params.lossy());
     let mut config = SimConfig::new(case.seed);
     if lossy {
         // Timers for a lossy mesh, as `twin tune` recommends: three misses in a row are
@@ -227,7 +258,7 @@ pub fn run_case(case: &FuzzCase) -> Result<(), String> {
     }
     // Faults over: repair every link's loss so liveness can be demanded.
     for l in 0..sim.links().len() as u32 {
-        if sim.links()[l as usize].params.loss > 0.0 && !lossy {
+        if sim.links()[l as usize].params.lossy() && !lossy {
             sim.set_link_loss(l, 0.0);
         }
     }

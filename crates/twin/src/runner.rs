@@ -129,8 +129,19 @@ pub struct Report {
     pub mttr_ms: MttrSummary,
     /// Simulated time from start until the mesh first converged.
     pub converged_ms: f64,
-    /// Time from the fault until the last route change, per iteration.
+    /// Time from the fault until the last route change, over the iterations where a
+    /// route changed.
     pub reconverged_ms: MttrSummary,
+    /// Iterations in which no route changed (ended before the fault was detected).
+    pub iterations_without_route_change: usize,
+    /// Flows that did not deliver before the fault, and examined pairs with no working
+    /// path then, summed over iterations: routing failures, which fail the run.
+    pub baseline_undelivered_flows: usize,
+    /// Largest outage of a flow that crossed nothing the fault broke (micro-loops while
+    /// routes change), over all iterations.
+    pub bystander_outage_max_ms: f64,
+    /// Bystander flows measured, summed over iterations.
+    pub bystander_flows: usize,
     /// Connected pairs without a working path after the scenario, summed over iterations.
     pub unreachable_pairs_after_heal: usize,
     /// Measured flows that never delivered again, summed over iterations.
@@ -175,6 +186,21 @@ pub fn converge_with(
         .protocol
         .validate()
         .map_err(|e| RunError::Config(e.to_string()))?;
+    let mut degree = vec![0usize; topology.len()];
+    for link in &topology.links {
+        degree[link.a as usize] += 1;
+        degree[link.b as usize] += 1;
+    }
+    let neighbours_max = config.protocol.neighbours_max;
+    let busiest = degree.iter().enumerate().max_by_key(|&(_, d)| d);
+    if let Some((i, &d)) = busiest.filter(|&(_, &d)| d > neighbours_max) {
+        // Links beyond the table are refused by design: the mesh could never converge.
+        return Err(RunError::Config(format!(
+            "node {} has {d} links, more than protocol.neighbours_max = {neighbours_max}: \
+             raise neighbours_max (up to 1024) or thin the topology",
+            topology.names[i]
+        )));
+    }
     let mut sim = Sim::new(topology, config.clone());
     let started = sim.now();
     let mut rng = Rng::seed(config.seed ^ 0xc0ffee);
@@ -201,14 +227,11 @@ pub fn converge_with(
         sim.run_for(step);
         let elapsed = sim.now().saturating_since(started);
         // Walks first (cheap); the full check with route counts only once they pass.
-        let paths_ok = check::check_paths(&sim, pairs_max, &mut rng).ok();
-        let mut health = if paths_ok {
+        let paths = check::check_paths(&sim, pairs_max, &mut rng);
+        let mut health = if paths.ok() {
             check::check(&sim, pairs_max, &mut rng)
         } else {
-            check::Health {
-                loops: 1,
-                ..check::Health::default()
-            }
+            paths
         };
         if health.ok() && start == Start::Snapshot {
             health.lsdb_disagreements = check::lsdb_disagreeing_nodes(&sim);
@@ -332,7 +355,7 @@ fn summarise(
         }
     }
     let outage_ms: Vec<f64> = samples.iter().map(|s| s.3).collect();
-    let reconverged: Vec<f64> = results.iter().map(|r| r.reconverged_ms).collect();
+    let reconverged: Vec<f64> = results.iter().filter_map(|r| r.reconverged_ms).collect();
     let iteration_time: f64 = results
         .iter()
         .map(|r| r.sim_time.as_secs_f64())
@@ -349,6 +372,13 @@ fn summarise(
         mttr_ms: MttrSummary::from_ms(&outage_ms),
         converged_ms: 0.0,
         reconverged_ms: MttrSummary::from_ms(&reconverged),
+        iterations_without_route_change: results.len() - reconverged.len(),
+        baseline_undelivered_flows: results.iter().map(|r| r.baseline_undelivered).sum(),
+        bystander_outage_max_ms: results
+            .iter()
+            .map(|r| r.bystander_outage_max_ms)
+            .fold(0.0, f64::max),
+        bystander_flows: results.iter().map(|r| r.bystander_flows).sum(),
         unreachable_pairs_after_heal: results.iter().map(|r| r.unreachable_pairs_after_heal).sum(),
         unhealed_flows: results.iter().map(|r| r.unhealed_flows).sum(),
         false_down_events: results.iter().map(|r| r.false_down_events).sum(),
@@ -432,5 +462,70 @@ mod tests {
             report(2, 3).0[..single.0.len()],
             "iteration 0 alike"
         );
+    }
+
+    fn freifunk() -> Topology {
+        let spec: crate::spec::TopologySpec = "real:freifunk-bielefeld".parse().unwrap();
+        spec.build(0, &mut Rng::seed(1)).unwrap()
+    }
+
+    /// Issue 13: the real Freifunk mesh never converged. Its gateway has 245 neighbours
+    /// and the table held 64, so the other links were refused and the nodes behind them
+    /// stayed unreachable. The default table now fits real gateways; a smaller one is
+    /// refused at once, with the node and the key to raise, instead of a run that waits
+    /// 60 simulated seconds for a convergence that cannot come.
+    #[test]
+    fn the_freifunk_mesh_converges_and_a_too_small_neighbour_table_is_named() {
+        let topology = freifunk();
+        assert_eq!((topology.len(), topology.links.len()), (246, 483));
+        let config = SimConfig::new(1);
+        let (sim, took) = converge(&topology, &config, Duration::from_secs(60)).unwrap();
+        assert!(took < Duration::from_secs(5), "converged after {took:?}");
+        let health = check::check(&sim, usize::MAX, &mut Rng::seed(2));
+        assert!(health.ok(), "{health:?}");
+        assert_eq!(health.pairs_checked, 246 * 245);
+
+        let mut small = SimConfig::new(1);
+        small.protocol.neighbours_max = 64;
+        let err = converge(&topology, &small, Duration::from_secs(60))
+            .err()
+            .expect("a 245-neighbour gateway does not fit a 64-entry table");
+        let text = err.to_string();
+        assert!(
+            text.contains("245 links") && text.contains("neighbours_max = 64"),
+            "{text}"
+        );
+    }
+
+    /// Transit failures on the real mesh heal: flows are measured, every one heals,
+    /// nothing is left unreachable, and every flow delivered before the fault.
+    #[test]
+    fn transit_failures_on_the_freifunk_mesh_heal() {
+        let topology = freifunk();
+        let mut options = RunOptions::new(3);
+        options.iterations = 2;
+        let scenario: Scenario = "node-failure:transit=1".parse().unwrap();
+        let report = run(&topology, "ff", &scenario, "nf", &options, &mut |_| {}).unwrap();
+        assert!(report.mttr_ms.samples > 0, "{report:?}");
+        assert_eq!(report.unhealed_flows, 0);
+        assert_eq!(report.unreachable_pairs_after_heal, 0);
+        assert_eq!(report.baseline_undelivered_flows, 0);
+    }
+
+    /// A path longer than the hop limit is a routing failure, not a working path.
+    #[test]
+    fn paths_over_the_hop_limit_are_reported() {
+        let topology = Topology::ring(40, &LinkParams::default()).unwrap();
+        let mut config = SimConfig::new(5);
+        config.protocol.ttl_default = 8;
+        let (sim, _) = converge(&topology, &SimConfig::new(5), Duration::from_secs(10)).unwrap();
+        let health = check::check(&sim, usize::MAX, &mut Rng::seed(1));
+        assert!(health.ok());
+        let mut sim = Sim::new(&topology, config);
+        sim.run_for(Duration::from_secs(3));
+        let health = check::check(&sim, usize::MAX, &mut Rng::seed(1));
+        // On a ring of 40 the longest shortest path is 20 hops: over a limit of 8.
+        assert!(health.paths_over_hop_limit > 0, "{health:?}");
+        assert!(!health.ok());
     }
 }

@@ -36,6 +36,10 @@ pub enum Scenario {
         closed: bool,
         /// The failed nodes start again this long after, as fresh processes (a restart).
         restart: Option<Duration>,
+        /// Victims are drawn among transit nodes (intermediate hops of current routes),
+        /// not among all nodes: on hub-and-spoke community meshes most nodes carry no
+        /// one else's traffic, and their failure breaks no flow.
+        transit: bool,
     },
     /// `count` links fail silently at once.
     LinkFailure {
@@ -113,13 +117,31 @@ pub enum Scenario {
     },
 }
 
+/// Nodes that are intermediate hops of current routes, from the walks of a seeded
+/// sample of sources to every node (`None` when there is none, e.g. a full mesh).
+fn transit_nodes(sim: &Sim, rng: &mut Rng) -> Option<Vec<u32>> {
+    let n = sim.len() as u32;
+    let mut transit = BTreeSet::new();
+    for _ in 0..32.min(n) {
+        let s = rng.below(u64::from(n)) as u32;
+        for d in (0..n).filter(|&d| d != s) {
+            if let Walk::Reached(path) = walk(sim, s, d) {
+                transit.extend(&path[1..path.len() - 1]);
+            }
+        }
+    }
+    (!transit.is_empty()).then(|| transit.into_iter().collect())
+}
+
 /// Help text for scenario names and their parameters.
 pub const SCENARIO_HELP: &str = "\
-node-failure[:count=K|percent=P,closed=1,restart_ms=R]
+node-failure[:count=K|percent=P,closed=1,restart_ms=R,transit=1]
                                             K nodes (default 1) or P % of nodes crash at once;
                                             closed=1: their neighbours close the links at once
                                             (revocation, SVID expiry) instead of missing probes;
-                                            restart_ms=R: they start again R ms later, fresh
+                                            restart_ms=R: they start again R ms later, fresh;
+                                            transit=1: only nodes that forward others' traffic
+                                            (hub-and-spoke community meshes, where most don't)
 link-failure[:count=K]                      K links (default 1) fail silently at once
 partition[:groups=G,hold_ms=T]              split into G groups (default 2) for T ms (default 2000), then heal
 cascade[:p=P,delay_ms=D,max_fraction=F]     one crash spreads to each neighbour with probability P (default 0.3)
@@ -194,11 +216,16 @@ impl std::str::FromStr for Scenario {
         let ms = |v: f64| Duration::from_secs_f64(v / 1e3);
         let scenario = match name {
             "node-failure" => {
-                let p = parse_params(spec, params, &["count", "percent", "closed", "restart_ms"])?;
+                let p = parse_params(spec, params, &["count", "percent", "closed", "restart_ms", "transit"])?;
                 let closed = match p.get("closed") {
                     None => false,
                     Some(&v) if v == 0.0 || v == 1.0 => v == 1.0,
                     Some(v) => return Err(err(format!("closed={v}: use 0 (crash, the default) or 1 (links closed at once)"))),
+                };
+                let transit = match p.get("transit") {
+                    None => false,
+                    Some(&v) if v == 0.0 || v == 1.0 => v == 1.0,
+                    Some(v) => return Err(err(format!("transit={v}: use 0 (any node, the default) or 1 (transit nodes only)"))),
                 };
                 let count = match (p.get("count"), p.get("percent")) {
                     (Some(_), Some(_)) => return Err(err("give count or percent, not both".into())),
@@ -209,7 +236,7 @@ impl std::str::FromStr for Scenario {
                     (None, None) => Count::Nodes(1),
                 };
                 let restart = p.get("restart_ms").map(|&v| ms(v));
-                Scenario::NodeFailure { count, closed, restart }
+                Scenario::NodeFailure { count, closed, restart, transit }
             }
             "link-failure" => {
                 let p = parse_params(spec, params, &["count"])?;
@@ -444,12 +471,23 @@ impl Scenario {
         let links = sim.links().len() as u32;
         let mut targets = Targets::default();
         match self {
-            Scenario::NodeFailure { count, .. } => {
+            Scenario::NodeFailure { count, transit, .. } => {
                 let k = match count {
                     Count::Nodes(k) => *k,
                     Count::Percent(p) => ((f64::from(n) * p / 100.0).round() as usize).max(1),
                 };
-                targets.nodes = choose(rng, n, k.min(n as usize - 1));
+                let pool = if *transit {
+                    transit_nodes(sim, rng)
+                } else {
+                    None
+                };
+                targets.nodes = match pool {
+                    Some(pool) => {
+                        let picks = choose(rng, pool.len() as u32, k.min(pool.len()));
+                        picks.into_iter().map(|i| pool[i as usize]).collect()
+                    }
+                    None => choose(rng, n, k.min(n as usize - 1)),
+                };
             }
             Scenario::LinkFailure { count: k }
             | Scenario::Flap { links: k, .. }
@@ -755,8 +793,17 @@ pub struct IterationResult {
     pub outages: Vec<(u32, u32, f64)>,
     /// Flows that never delivered again within the bound.
     pub unhealed_flows: usize,
-    /// Time from the fault until the last route change among survivors, in ms.
-    pub reconverged_ms: f64,
+    /// Time from the fault until the last route change among survivors, in ms; `None`
+    /// when no route changed (the iteration ended before anything was detected).
+    pub reconverged_ms: Option<f64>,
+    /// Flows that did not deliver before the fault, and pairs with no working path
+    /// then: routing failures of the converged mesh, which fail the run.
+    pub baseline_undelivered: usize,
+    /// Largest outage of a bystander flow (one whose path crossed nothing the fault
+    /// broke): the cost of routes changing around it.
+    pub bystander_outage_max_ms: f64,
+    /// Bystander flows measured.
+    pub bystander_flows: usize,
     /// Connected pairs without a working path at the end.
     pub unreachable_pairs_after_heal: usize,
     /// Neighbour-down events on links that worked (false alarms).
@@ -771,13 +818,28 @@ pub struct IterationResult {
     pub control_bytes: u64,
 }
 
-/// Pick flows whose current path crosses what the plan breaks.
-pub fn affected_flows(
-    sim: &Sim,
-    plan: &FaultPlan,
-    flows_max: usize,
-    rng: &mut Rng,
-) -> Vec<(u32, u32)> {
+/// Flows an iteration measures.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Flows {
+    /// Flows whose path crosses what the plan breaks: their outage is the MTTR.
+    pub crossing: Vec<(u32, u32)>,
+    /// A sample of flows whose path crosses nothing the plan breaks: any outage they
+    /// see comes from routes changing around them (micro-loops), not from the fault.
+    pub bystanders: Vec<(u32, u32)>,
+    /// Connected pairs among those examined that had no working path before the fault
+    /// (no route, a loop, or longer than the hop limit).
+    pub unroutable: usize,
+    /// One-way delay of the longest path examined (latency plus jitter per link): the
+    /// baseline lasts long enough for every flow to deliver before the fault.
+    pub longest_path_delay: Duration,
+}
+
+/// Bystander flows measured per iteration, at most.
+const BYSTANDERS_MAX: usize = 16;
+
+/// Pick flows whose current path crosses what the plan breaks, and a sample of flows
+/// whose path does not.
+pub fn affected_flows(sim: &Sim, plan: &FaultPlan, flows_max: usize, rng: &mut Rng) -> Flows {
     let n = sim.len() as u32;
     let survivors: Vec<u32> = (0..n).filter(|v| !plan.failed_nodes.contains(v)).collect();
     let component = final_components(sim, plan);
@@ -794,6 +856,9 @@ pub fn affected_flows(
             .collect()
     };
     let mut affected = Vec::new();
+    let mut bystanders = Vec::new();
+    let mut unroutable = 0;
+    let mut longest_path_delay = Duration::ZERO;
     for &s in &sources {
         for &d in &survivors {
             // A flow whose ends the fault leaves disconnected cannot heal: not measured.
@@ -801,8 +866,19 @@ pub fn affected_flows(
                 continue;
             }
             let Walk::Reached(path) = walk(sim, s, d) else {
+                // No working path before the fault: a routing failure, never hidden.
+                unroutable += 1;
                 continue;
             };
+            let delay = path
+                .windows(2)
+                .filter_map(|w| sim.link_between(w[0], w[1]))
+                .map(|l| {
+                    let p = &sim.links()[l as usize].params;
+                    p.latency + p.jitter
+                })
+                .sum();
+            longest_path_delay = longest_path_delay.max(delay);
             let crosses_node = path[1..path.len() - 1]
                 .iter()
                 .any(|v| plan.failed_nodes.contains(v) || plan.stressed_nodes.contains(v));
@@ -812,16 +888,28 @@ pub fn affected_flows(
             });
             if crosses_node || crosses_link {
                 affected.push((s, d));
+            } else {
+                bystanders.push((s, d));
             }
         }
     }
     // A seeded sample keeps the cost bounded on large meshes.
-    for i in (1..affected.len()).rev() {
-        affected.swap(i, rng.below(i as u64 + 1) as usize);
+    let mut sample = |mut flows: Vec<(u32, u32)>, max: usize| {
+        for i in (1..flows.len()).rev() {
+            flows.swap(i, rng.below(i as u64 + 1) as usize);
+        }
+        flows.truncate(max);
+        flows.sort_unstable();
+        flows
+    };
+    let crossing = sample(affected, flows_max);
+    let bystanders = sample(bystanders, BYSTANDERS_MAX.min(flows_max));
+    Flows {
+        crossing,
+        bystanders,
+        unroutable,
+        longest_path_delay,
     }
-    affected.truncate(flows_max);
-    affected.sort_unstable();
-    affected
 }
 
 /// Component of every node in the state the plan leaves behind: failed nodes gone,
@@ -857,7 +945,9 @@ fn final_components(sim: &Sim, plan: &FaultPlan) -> Vec<u32> {
         x
     }
     for (l, link) in sim.links().iter().enumerate() {
-        let gone = down.contains(&(l as u32))
+        // A link that loses (nearly) every round trip is not a path.
+        let gone = !link.params.carries_traffic()
+            || down.contains(&(l as u32))
             || plan.failed_nodes.contains(&link.a)
             || plan.failed_nodes.contains(&link.b);
         if !gone {
@@ -872,17 +962,23 @@ fn final_components(sim: &Sim, plan: &FaultPlan) -> Vec<u32> {
 pub fn run_iteration(
     sim: &mut Sim,
     plan: &FaultPlan,
-    flows: &[(u32, u32)],
+    flows: &Flows,
     m: &Measurement,
     rng: &mut Rng,
 ) -> IterationResult {
     let start = sim.now();
     let stats_before = sim.stats().clone();
-    let fault_at = start + m.baseline;
+    // Long enough for the longest flow to deliver twice before the fault.
+    let baseline = m
+        .baseline
+        .max(flows.longest_path_delay + m.flow_interval * 2);
+    let fault_at = start + baseline;
     let last_action = plan.actions.last().map_or(Duration::ZERO, |(at, _)| *at);
     let deadline = fault_at + last_action + m.recovery_max;
     let mut arrivals: BTreeMap<(u32, u32), Vec<u64>> =
-        flows.iter().map(|&f| (f, Vec::new())).collect();
+        flows.crossing.iter().map(|&f| (f, Vec::new())).collect();
+    let mut bystanders: BTreeMap<(u32, u32), Vec<u64>> =
+        flows.bystanders.iter().map(|&f| (f, Vec::new())).collect();
     let mut actions = plan.actions.iter().peekable();
     let mut result = IterationResult::default();
     let mut last_route_change = fault_at;
@@ -900,7 +996,7 @@ pub fn run_iteration(
             action.apply(sim);
             actions.next();
         }
-        for &(s, d) in flows {
+        for &(s, d) in flows.crossing.iter().chain(&flows.bystanders) {
             sim.send(s, d, 1, Vec::new());
         }
         tick = tick + m.flow_interval;
@@ -911,7 +1007,9 @@ pub fn run_iteration(
                     source,
                     destination,
                 } => {
-                    if let Some(list) = arrivals.get_mut(&(source, destination)) {
+                    let key = (source, destination);
+                    if let Some(list) = arrivals.get_mut(&key).or_else(|| bystanders.get_mut(&key))
+                    {
                         list.push(at.as_micros());
                     }
                 }
@@ -948,6 +1046,27 @@ pub fn run_iteration(
         }
     }
     let heal_at = fault_at + last_action;
+    let before_fault = |list: &Vec<u64>| list.first().is_some_and(|&t| t <= fault_at.as_micros());
+    result.baseline_undelivered = flows.unroutable
+        + arrivals
+            .values()
+            .chain(bystanders.values())
+            .filter(|list| !before_fault(list))
+            .count();
+    result.bystander_flows = bystanders.len();
+    result.bystander_outage_max_ms = bystanders
+        .values()
+        .filter_map(|list| {
+            // Until the last arrival: a flow cut for good shows as unhealed elsewhere.
+            flow_outage_us(list, fault_at.as_micros())
+        })
+        .max()
+        .map_or(0.0, |us| us as f64 / 1e3);
+    // A bystander that stopped for good was cut by the change of routes: unhealed.
+    result.unhealed_flows += bystanders
+        .values()
+        .filter(|list| before_fault(list) && list.last().is_none_or(|&t| t <= heal_at.as_micros()))
+        .count();
     for (&(s, d), list) in &arrivals {
         let across = plan
             .group
@@ -967,10 +1086,13 @@ pub fn run_iteration(
             _ => result.unhealed_flows += 1,
         }
     }
-    result.reconverged_ms = last_route_change.saturating_since(fault_at).as_secs_f64() * 1e3;
+    result.reconverged_ms = (sim.stats().route_changes != routes_before)
+        .then(|| last_route_change.saturating_since(fault_at).as_secs_f64() * 1e3);
     // Pairs nobody probed may still be converging: give them until the same deadline.
     result.unreachable_pairs_after_heal = loop {
-        let unreachable = check::check(sim, m.check_pairs_max, rng).unreachable_pairs;
+        let health = check::check(sim, m.check_pairs_max, rng);
+        // A loop or a path over the hop limit reaches nobody either.
+        let unreachable = health.unreachable_pairs + health.loops + health.paths_over_hop_limit;
         if unreachable == 0 || sim.now() >= deadline {
             break unreachable;
         }
@@ -996,7 +1118,8 @@ mod tests {
             Scenario::NodeFailure {
                 count: Count::Nodes(1),
                 closed: false,
-                restart: None
+                restart: None,
+                transit: false
             }
         );
         assert_eq!(
@@ -1004,7 +1127,8 @@ mod tests {
             Scenario::NodeFailure {
                 count: Count::Nodes(1),
                 closed: true,
-                restart: None
+                restart: None,
+                transit: false
             }
         );
         assert_eq!(
@@ -1012,7 +1136,8 @@ mod tests {
             Scenario::NodeFailure {
                 count: Count::Percent(5.0),
                 closed: false,
-                restart: None
+                restart: None,
+                transit: false
             }
         );
         assert_eq!(
@@ -1039,6 +1164,7 @@ mod tests {
             count: Count::Nodes(10),
             closed: false,
             restart: None,
+            transit: false,
         }
         .validate(10, 20)
         .unwrap_err();

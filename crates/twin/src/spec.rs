@@ -16,11 +16,24 @@ grid[:width=W]                  W columns (default: square), 4-neighbour links
 ring                            node i linked to i+1
 scale-free[:m=M]                Barabasi-Albert, M links per new node (default 2)
 file:PATH                       JSON: {\"nodes\": [...], \"links\": [{\"source\", \"target\", \"latency_ms\"?, \"loss\"?}]};
-                                also meshnet-lab network JSON and a node's /api/v1/topology answer
+                                also meshnet-lab network JSON and a node's /api/v1/topology answer.
+                                meshnet-lab's per-link keys: type wifi = 2 +- 1 ms, vpn = 10 +- 2 ms,
+                                other = 0.5 +- 0.1 ms; source_tq / target_tq (batman-adv transmit
+                                quality of each direction, 0..1) give that direction's frame loss
+                                (1 - tq)^4 (802.11 retries a unicast frame 3 times; TQ is measured
+                                on broadcasts, sent once). latency_ms, jitter_ms and loss win.
+real:NAME                       a real community mesh built in: freifunk-bielefeld (246 nodes, 483 links)
 node:URL                        the live topology a running node reports (GET URL/api/v1/topology)
 prometheus:URL                  nodes, links, RTT and loss from a Prometheus server scraping the mesh
 Generated kinds also take latency_ms (default 1), jitter_ms (default 0.2), loss (default 0) and
 bandwidth_mbps (default unlimited), e.g. grid:width=10,latency_ms=5,loss=0.01";
+
+/// Real community meshes built into the twin: (name, meshnet-lab network JSON). Their
+/// sources and licences are in `crates/twin/topologies/README.md`.
+pub const REAL_TOPOLOGIES: &[(&str, &str)] = &[(
+    "freifunk-bielefeld",
+    include_str!("../topologies/freifunk-bielefeld.json"),
+)];
 
 /// A parsed topology specification.
 #[derive(Clone, Debug, PartialEq)]
@@ -34,6 +47,8 @@ pub enum TopologySpec {
     },
     /// A JSON file.
     File(String),
+    /// A real community mesh built into the twin (see [`REAL_TOPOLOGIES`]).
+    Real(&'static str),
     /// A running node's API.
     Node(String),
     /// A Prometheus server.
@@ -47,10 +62,23 @@ impl std::str::FromStr for TopologySpec {
         let (kind, rest) = spec.split_once(':').unwrap_or((spec, ""));
         let common = ["latency_ms", "jitter_ms", "loss", "bandwidth_mbps"];
         let allowed: Vec<&str> = match kind {
-            "file" | "node" | "prometheus" if rest.is_empty() => {
+            "file" | "real" | "node" | "prometheus" if rest.is_empty() => {
                 return Err(TopologyError::BadParameter(format!("topology {kind}: needs a value, e.g. {kind}:{}", example(kind))))
             }
             "file" => return Ok(TopologySpec::File(rest.to_owned())),
+            "real" => {
+                return REAL_TOPOLOGIES
+                    .iter()
+                    .find(|(name, _)| *name == rest)
+                    .map(|(name, _)| TopologySpec::Real(name))
+                    .ok_or_else(|| {
+                        let names: Vec<&str> = REAL_TOPOLOGIES.iter().map(|(n, _)| *n).collect();
+                        TopologyError::BadParameter(format!(
+                            "unknown real topology {rest:?}; use real:NAME with NAME one of {}",
+                            names.join(", ")
+                        ))
+                    })
+            }
             "node" => return Ok(TopologySpec::Node(rest.to_owned())),
             "prometheus" => return Ok(TopologySpec::Prometheus(rest.to_owned())),
             "random-geometric" => vec!["radius"],
@@ -60,7 +88,7 @@ impl std::str::FromStr for TopologySpec {
             "scale-free" => vec!["m"],
             other => {
                 return Err(TopologyError::BadParameter(format!(
-                    "unknown topology {other:?}; use one of random-geometric, erdos-renyi, grid, ring, scale-free, file:PATH, node:URL, prometheus:URL"
+                    "unknown topology {other:?}; use one of random-geometric, erdos-renyi, grid, ring, scale-free, file:PATH, real:NAME, node:URL, prometheus:URL"
                 )))
             }
         };
@@ -77,6 +105,7 @@ impl std::str::FromStr for TopologySpec {
 fn example(kind: &str) -> &'static str {
     match kind {
         "file" => "mesh.json",
+        "real" => "freifunk-bielefeld",
         "node" => "http://127.0.0.1:8001",
         _ => "http://127.0.0.1:9090",
     }
@@ -142,6 +171,13 @@ impl TopologySpec {
                 })?;
                 Topology::from_json(&text, &link)
                     .map_err(|e| TopologyError::BadDocument(format!("topology file {path}: {e}")))
+            }
+            TopologySpec::Real(name) => {
+                let (_, text) = REAL_TOPOLOGIES
+                    .iter()
+                    .find(|(n, _)| n == name)
+                    .expect("a Real spec names a built-in topology");
+                Topology::from_json(text, &link)
             }
             TopologySpec::Node(url) | TopologySpec::Prometheus(url) => {
                 Err(TopologyError::BadParameter(format!(

@@ -18,10 +18,56 @@ pub struct LinkParams {
     pub latency: Duration,
     /// Extra one-way delay drawn uniformly from `0..jitter` per frame.
     pub jitter: Duration,
-    /// Probability that a frame is lost.
+    /// Probability that a frame is lost (from `a` to `b`, and back unless
+    /// `loss_reverse` says otherwise).
     pub loss: f64,
+    /// Probability that a frame from `b` to `a` is lost, where it differs from `loss`
+    /// (radio links are often asymmetric).
+    pub loss_reverse: Option<f64>,
     /// Bits per second (0: unlimited).
     pub bandwidth_bps: u64,
+}
+
+impl LinkParams {
+    /// Whether frames are lost in either direction.
+    pub fn lossy(&self) -> bool {
+        self.loss > 0.0 || self.loss_reverse.is_some_and(|loss| loss > 0.0)
+    }
+
+    /// Whether a routing protocol can be expected to hold a path over the link: at
+    /// least 10 % of round trips get through. Below that (a batman-adv TQ near 0 both
+    /// ways), no protocol keeps a link up, so the twin's checkers count it as absent:
+    /// nodes behind it alone are not "connected".
+    pub fn carries_traffic(&self) -> bool {
+        let back = self.loss_reverse.unwrap_or(self.loss);
+        (1.0 - self.loss) * (1.0 - back) >= ROUND_TRIP_DELIVERY_MIN
+    }
+
+    /// Latency and jitter of a meshnet-lab link `type`: `wifi` 2 ± 1 ms (one radio hop
+    /// with contention), `vpn` 10 ± 2 ms (a tunnel between gateways over the Internet),
+    /// anything else 0.5 ± 0.1 ms (cable).
+    fn of_link_type(&mut self, kind: &str) {
+        let (latency_us, jitter_us) = match kind {
+            "wifi" => (2_000, 1_000),
+            "vpn" => (10_000, 2_000),
+            _ => (500, 100),
+        };
+        self.latency = Duration::from_micros(latency_us);
+        self.jitter = Duration::from_micros(jitter_us);
+    }
+}
+
+/// Round trips that must get through for a link to count as a path (see
+/// [`LinkParams::carries_traffic`]); the protocol stretches failure detection for loss
+/// up to the same 90 %.
+pub const ROUND_TRIP_DELIVERY_MIN: f64 = 0.1;
+
+/// Frame loss of one direction of a radio link whose batman-adv transmit quality is
+/// `tq` (0..1). TQ is measured on broadcast originator messages, which 802.11 sends
+/// once; our frames are unicast, which 802.11 retries (3 retries here, 4 attempts), so
+/// a frame is lost only when every attempt is: `(1 - tq)^4`.
+pub fn loss_of_tq(tq: f64) -> f64 {
+    (1.0 - tq.clamp(0.0, 1.0)).powi(4)
 }
 
 impl Default for LinkParams {
@@ -30,6 +76,7 @@ impl Default for LinkParams {
             latency: Duration::from_micros(1_000),
             jitter: Duration::from_micros(200),
             loss: 0.0,
+            loss_reverse: None,
             bandwidth_bps: 0,
         }
     }
@@ -308,7 +355,10 @@ impl Topology {
     /// `/api/v1/topology` answer. `nodes` is optional (names are taken from links) and
     /// each node is a string or an object with `id` or `name`; each link has `source`
     /// and `target` (names or numbers) and optionally `latency_ms` (or `rtt_ms`, halved),
-    /// `jitter_ms`, `loss` (0..1) and `bandwidth_mbps`; other keys are ignored.
+    /// `jitter_ms`, `loss` (0..1) and `bandwidth_mbps`; meshnet-lab's `type` sets
+    /// latency and jitter (see `LinkParams::of_link_type`) and its `source_tq` /
+    /// `target_tq` the loss of each direction ([`loss_of_tq`]); explicit keys win; other
+    /// keys are ignored.
     pub fn from_json(text: &str, defaults: &LinkParams) -> Result<Topology, TopologyError> {
         let doc: JsonTopology = serde_json::from_str(text).map_err(|e| {
             TopologyError::BadDocument(format!("line {}, column {}: {e}", e.line(), e.column()))
@@ -365,6 +415,21 @@ impl Topology {
         let mut seen = BTreeSet::new();
         for (k, a, b, link) in pairs {
             let mut params = defaults.clone();
+            if let Some(kind) = &link.kind {
+                params.of_link_type(kind);
+            }
+            for (key, tq) in [("source_tq", link.source_tq), ("target_tq", link.target_tq)] {
+                if tq.is_some_and(|tq| !(0.0..=1.0).contains(&tq)) {
+                    return Err(TopologyError::BadDocument(format!(
+                        "links[{k}]: {key} {} is not in 0..1",
+                        tq.unwrap_or_default()
+                    )));
+                }
+            }
+            if link.source_tq.is_some() || link.target_tq.is_some() {
+                params.loss = loss_of_tq(link.source_tq.unwrap_or(1.0));
+                params.loss_reverse = Some(loss_of_tq(link.target_tq.unwrap_or(1.0)));
+            }
             if let Some(ms) = link.latency_ms.or(link.rtt_ms.map(|r| r / 2.0)) {
                 params.latency = duration_ms(ms).ok_or_else(|| {
                     TopologyError::BadDocument(format!(
@@ -454,6 +519,13 @@ struct JsonLink {
     jitter_ms: Option<f64>,
     loss: Option<f64>,
     bandwidth_mbps: Option<f64>,
+    /// meshnet-lab: transmit quality from source to target (0..1).
+    source_tq: Option<f64>,
+    /// meshnet-lab: transmit quality from target to source (0..1).
+    target_tq: Option<f64>,
+    /// meshnet-lab: `wifi`, `vpn` or `other`.
+    #[serde(rename = "type")]
+    kind: Option<String>,
 }
 
 #[cfg(test)]
@@ -498,6 +570,34 @@ mod tests {
         assert!(Topology::erdos_renyi(10, 0.0, &mut rng, &p).is_err());
         assert!(Topology::ring(1, &p).is_err());
         assert!(Topology::scale_free(5, 5, &mut rng, &p).is_err());
+    }
+
+    #[test]
+    fn meshnet_link_types_and_transmit_qualities_become_latency_and_directed_loss() {
+        let doc = r#"{"links": [
+            {"source": 0, "target": 1, "source_tq": 1.0, "target_tq": 0.5, "type": "wifi"},
+            {"source": 1, "target": 2, "type": "vpn"},
+            {"source": 2, "target": 3, "source_tq": 0.0, "type": "other", "latency_ms": 7}]}"#;
+        let t = Topology::from_json(doc, &LinkParams::default()).unwrap();
+        let [wifi, vpn, other] = [&t.links[0], &t.links[1], &t.links[2]].map(|l| &l.params);
+        assert_eq!(
+            (wifi.latency, wifi.jitter),
+            (Duration::from_millis(2), Duration::from_millis(1))
+        );
+        assert_eq!((wifi.loss, wifi.loss_reverse), (0.0, Some(0.0625)));
+        assert_eq!(vpn.latency, Duration::from_millis(10));
+        assert!(!vpn.lossy());
+        // A direction with no quality loses everything; explicit keys win over the type.
+        assert_eq!((other.loss, other.loss_reverse), (1.0, Some(0.0)));
+        assert_eq!(other.latency, Duration::from_millis(7));
+        let bad = r#"{"links": [{"source": 0, "target": 1, "target_tq": 1.5}]}"#;
+        let err = Topology::from_json(bad, &LinkParams::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("links[0]: target_tq 1.5 is not in 0..1"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -89,6 +89,7 @@ pub fn tune(
                 count: crate::scenario::Count::Nodes(1),
                 closed: false,
                 restart: None,
+                transit: false,
             };
             let report = runner::run(&lossy, "tune", &scenario, "node-failure", &run, &mut |_| {})?;
             rows.push(TuneRow {
