@@ -195,7 +195,8 @@ pub struct LabSoakArgs {
     /// Print one JSON object instead of a summary: {topology, nodes, links, loss,
     /// routers: {NAME: {seconds, false_down_events, false_down_per_link_hour}}} and,
     /// with --api-abuse, api_abuse: {sends, half_open_opened, refused: {NODE: {REASON:
-    /// N}}, wedged_nodes, unreachable_pairs}.
+    /// N}}, wedged_nodes, unreachable_pairs, late_timers: {NODE: N},
+    /// timer_lateness_max_ms: {NODE: MS}}.
     #[arg(long)]
     pub json: bool,
     /// Abuse every x0tta6bl4 node's HTTP API during the soak: 50 concurrent clients
@@ -203,8 +204,9 @@ pub struct LabSoakArgs {
     /// held open per node (3000 at most), on the lab's own addresses only.
     ///
     /// The report adds what each node refused (its api_connections_refused_total),
-    /// the nodes that wedged (no answer within 2 s after the abuse) and the ordered
-    /// pairs without a route once it stopped. Exits 1 if a node wedged or a pair stayed
+    /// how many of its protocol timers (probes, failure detection) ran more than
+    /// 51.2 ms late during the abuse, the nodes that wedged (no answer within 2 s after
+    /// the abuse) and the ordered pairs without a route once it stopped. Exits 1 if a node wedged or a pair stayed
     /// unreachable.
     #[arg(long)]
     pub api_abuse: bool,

@@ -4,9 +4,10 @@
 //! it (reopened when the node closes them). Everything is bounded in count and time and
 //! aimed only at the nodes' management addresses (inside the lab's namespaces). At the
 //! end the report says, per node, what the node refused (its
-//! `x0tta6bl4_api_connections_refused_total`), which nodes wedged (no answer to
-//! `/health/live` within 2 s, or an API that stopped answering) and how many ordered
-//! pairs had no route once the abuse stopped.
+//! `x0tta6bl4_api_connections_refused_total`), how many of its protocol timers ran late
+//! (`x0tta6bl4_driver_timer_lateness_seconds`: a starved mesh), which nodes wedged (no
+//! answer to `/health/live` within 2 s, or an API that stopped answering) and how many
+//! ordered pairs had no route once the abuse stopped.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -44,6 +45,89 @@ pub struct AbuseReport {
     pub wedged_nodes: Vec<String>,
     /// Ordered pairs (source, destination) without a route after the abuse.
     pub unreachable_pairs: usize,
+    /// Per node: protocol timers (probe sends, failure detection) its driver handled
+    /// more than [`LATE_TIMER_SECONDS`] after their deadline during the abuse (from
+    /// `x0tta6bl4_driver_timer_lateness_seconds`): a starved mesh.
+    pub late_timers: BTreeMap<String, u64>,
+    /// Per node: the latest a timer was handled during the abuse, at most (the upper
+    /// bound of the highest histogram bucket reached), in milliseconds; `null` in JSON
+    /// when beyond the last bucket (3.3 s).
+    pub timer_lateness_max_ms: BTreeMap<String, f64>,
+}
+
+/// A timer handled later than this is late: with 50 ms probes and 3 misses, a driver
+/// starved for a few of these declares live neighbours down.
+pub const LATE_TIMER_SECONDS: f64 = 0.0512;
+
+/// A node's timer-lateness histogram: (upper bound in seconds, cumulative count).
+#[derive(Clone, Debug, Default)]
+pub struct Lateness(Vec<(f64, u64)>);
+
+impl Lateness {
+    /// Read from a node's metrics text.
+    pub fn parse(metrics: &str) -> Lateness {
+        let prefix = "x0tta6bl4_driver_timer_lateness_seconds_bucket{le=\"";
+        let buckets = metrics.lines().filter_map(|line| {
+            let rest = line.strip_prefix(prefix)?;
+            let (le, count) = rest.split_once("\"}")?;
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().ok()?
+            };
+            Some((le, count.trim().parse::<f64>().ok()? as u64))
+        });
+        Lateness(buckets.collect())
+    }
+
+    fn count_above(&self, seconds: f64) -> u64 {
+        let total = self.0.iter().map(|b| b.1).max().unwrap_or(0);
+        let within = self
+            .0
+            .iter()
+            .filter(|(le, _)| *le <= seconds + 1e-9)
+            .map(|b| b.1)
+            .max()
+            .unwrap_or(0);
+        total - within
+    }
+
+    /// Timers later than `seconds` since `before`, and the upper bound of the highest
+    /// bucket that gained samples (seconds; infinite for the `+Inf` bucket).
+    pub fn since(&self, before: &Lateness, seconds: f64) -> (u64, f64) {
+        let late = self
+            .count_above(seconds)
+            .saturating_sub(before.count_above(seconds));
+        let mut max: f64 = 0.0;
+        let mut previous = 0;
+        for (le, count) in &self.0 {
+            let old = before.0.iter().find(|b| b.0 == *le).map_or(0, |b| b.1);
+            let gained = count.saturating_sub(old);
+            if gained > previous {
+                max = *le;
+            }
+            previous = gained;
+        }
+        (late, max)
+    }
+}
+
+/// Every node's timer lateness now (`None` for a node that did not answer within
+/// [`SETTLE`]: right after the abuse, a node may still be draining its listen queue).
+pub async fn lateness(apis: &[SocketAddr]) -> Vec<Option<Lateness>> {
+    let client = reqwest::Client::builder()
+        .timeout(SETTLE)
+        .build()
+        .unwrap_or_default();
+    let mut all = Vec::new();
+    for api in apis {
+        let text = match client.get(format!("http://{api}/metrics")).send().await {
+            Ok(answer) => answer.text().await.ok(),
+            Err(_) => None,
+        };
+        all.push(text.map(|t| Lateness::parse(&t)));
+    }
+    all
 }
 
 /// The running abuse; [`Abuse::finish`] stops it.
@@ -99,8 +183,14 @@ impl Abuse {
         }
     }
 
-    /// Stop the abuse, wait until every client is gone, then check every node.
-    pub async fn finish(mut self, apis: &[SocketAddr], names: &[String]) -> AbuseReport {
+    /// Stop the abuse, wait until every client is gone, then check every node;
+    /// `before` is every node's [`lateness`] when the abuse started.
+    pub async fn finish(
+        mut self,
+        apis: &[SocketAddr],
+        names: &[String],
+        before: &[Option<Lateness>],
+    ) -> AbuseReport {
         let _ = self.stop.send(true);
         let drain = async { while self.tasks.join_next().await.is_some() {} };
         if tokio::time::timeout(Duration::from_secs(10), drain)
@@ -122,6 +212,17 @@ impl Abuse {
             half_open_opened: c.half_open.load(Ordering::Relaxed),
             ..AbuseReport::default()
         };
+        let after = lateness(apis).await;
+        for ((name, before), after) in names.iter().zip(before).zip(after) {
+            let (Some(before), Some(after)) = (before, after) else {
+                continue;
+            };
+            let (late, max) = after.since(before, LATE_TIMER_SECONDS);
+            report.late_timers.insert(name.clone(), late);
+            report
+                .timer_lateness_max_ms
+                .insert(name.clone(), max * 1000.0);
+        }
         check(apis, names, &mut report).await;
         report
     }
@@ -243,5 +344,27 @@ mod tests {
         assert_eq!(found.get("limit"), Some(&3));
         assert_eq!(found.get("evicted"), Some(&250));
         assert_eq!(found.len(), 2);
+    }
+
+    #[test]
+    fn late_timers_are_counted_since_the_start() {
+        let metrics = |counts: [u64; 4]| {
+            format!(
+                "x0tta6bl4_driver_timer_lateness_seconds_bucket{{le=\"0.0256\"}} {}\n\
+                 x0tta6bl4_driver_timer_lateness_seconds_bucket{{le=\"0.0512\"}} {}\n\
+                 x0tta6bl4_driver_timer_lateness_seconds_bucket{{le=\"0.1024\"}} {}\n\
+                 x0tta6bl4_driver_timer_lateness_seconds_bucket{{le=\"+Inf\"}} {}\n",
+                counts[0], counts[1], counts[2], counts[3]
+            )
+        };
+        let before = Lateness::parse(&metrics([90, 95, 97, 100]));
+        let after = Lateness::parse(&metrics([190, 195, 199, 203]));
+        // 103 timers: 3 later than 51.2 ms, 2 in (51.2, 102.4] and the latest beyond.
+        let (late, max) = after.since(&before, LATE_TIMER_SECONDS);
+        assert_eq!(late, 3);
+        assert!(max.is_infinite(), "{max}");
+        let later = Lateness::parse(&metrics([290, 295, 299, 303]));
+        assert_eq!(later.since(&after, LATE_TIMER_SECONDS), (0, 0.0256));
+        assert_eq!(after.since(&after, LATE_TIMER_SECONDS), (0, 0.0));
     }
 }

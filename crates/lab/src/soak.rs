@@ -91,6 +91,17 @@ impl SoakReport {
             for (node, refused) in &abuse.refused {
                 text.push_str(&format!("  {node:<14} refused {refused:?}\n"));
             }
+            for (node, late) in &abuse.late_timers {
+                let max = abuse
+                    .timer_lateness_max_ms
+                    .get(node)
+                    .copied()
+                    .unwrap_or(0.0);
+                text.push_str(&format!(
+                    "  {node:<14} {late} protocol timers more than {:.1} ms late (latest <= {max:.1} ms)\n",
+                    crate::abuse::LATE_TIMER_SECONDS * 1000.0
+                ));
+            }
         }
         text
     }
@@ -199,6 +210,10 @@ async fn soak_one(
     }
     let before = fleet.neighbour_downs(net, &all).await;
     let apis: Vec<std::net::SocketAddr> = all.iter().map(|&i| fleet.api_addr(net, i)).collect();
+    let lateness = match abuse_names {
+        Some(_) => crate::abuse::lateness(&apis).await,
+        None => Vec::new(),
+    };
     let abuse = abuse_names.map(|names| crate::abuse::Abuse::start(&apis, names));
     let started = Instant::now();
     while started.elapsed() < options.duration {
@@ -216,7 +231,7 @@ async fn soak_one(
     let abused = match (abuse, abuse_names) {
         (Some(abuse), Some(names)) => {
             progress("API abuse stopped: checking every node");
-            Some(abuse.finish(&apis, names).await)
+            Some(abuse.finish(&apis, names, &lateness).await)
         }
         _ => None,
     };

@@ -1,15 +1,28 @@
 //! Serving the HTTP API with bounded resources (issue 11: thousands of half-sent
-//! requests used to stay open for good and exhausted the node's file descriptors).
+//! requests used to stay open for good and exhausted the node's file descriptors, and
+//! a connection storm against the API starved the mesh).
+//!
+//! The API runs on a tokio runtime and an OS thread of its own ([`spawn`]): a flooded
+//! API never puts a task beside the driver (measured under a connection storm, before:
+//! up to ~200 API tasks on the driver's two workers and protocol timers handled 0.2 to
+//! 0.8 s late, so probes went out late and live neighbours were declared down; after:
+//! none, `tests/api_flood.rs`). It reaches the driver only through its bounded command
+//! queue and the snapshot the driver publishes.
 //!
 //! axum's own `serve` has no timeouts and no connection cap, so this module runs the
 //! accept loop itself and hands each connection to hyper's HTTP/1.1 server:
+//! - at most `[api] accepts_per_second` connections are accepted a second (a token
+//!   bucket, bursts of as many); beyond, new connections wait in the kernel's listen
+//!   queue, so a reconnect storm costs a bounded share of the CPU, and once the queue
+//!   is full the kernel drops the storm's SYNs and its clients back off;
 //! - at most `[api] connections_max` connections are open at once (TLS handshakes
-//!   included). At the cap a new connection evicts the one that has been idle the
-//!   longest (no request in progress: a client that has not finished sending its
-//!   request head, or a keep-alive connection between requests); when every open
-//!   connection has a request in progress, the new one is closed at once. Either way
-//!   the file descriptors the API holds stay bounded, and a flood of stalled
-//!   connections cannot keep a prompt client out;
+//!   included): a connection over the cap is closed at accept, so the file descriptors
+//!   the API holds never exceed the cap. It also tells the connection idle the longest
+//!   (no request in progress: a client that has not finished sending its request head,
+//!   or a keep-alive connection between requests), if idle for at least
+//!   [`EVICT_IDLE_MIN`], to close, making room for a later connection: a flood of
+//!   stalled connections cannot keep prompt clients out for long, and a client that
+//!   reconnects at once gets each connection evicted at most every `EVICT_IDLE_MIN`;
 //! - a request head must arrive within `[api] header_timeout_ms` (hyper's header read
 //!   timeout, which also closes idle keep-alive connections), at most
 //!   [`HEAD_BYTES_MAX`] bytes and [`HEADERS_MAX`] headers;
@@ -19,9 +32,8 @@
 //!   `[api] request_timeout_ms` (the `api` module's timeout layer answers 408).
 //!
 //! Every refusal and timeout is counted in `x0tta6bl4_api_connections_refused_total`
-//! by reason; `x0tta6bl4_api_connections_open` is the number open now. The API runs on
-//! its own tasks and only reaches the driver through its bounded command queue, so a
-//! flooded API does not hold up the mesh.
+//! by reason, pauses at the accept rate in `x0tta6bl4_api_accept_throttled_total`;
+//! `x0tta6bl4_api_connections_open` is the number open now.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -34,7 +46,7 @@ use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, Notify};
+use tokio::sync::{oneshot, watch, Notify};
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt as _;
@@ -53,11 +65,16 @@ pub(crate) const HEADERS_MAX: usize = 64;
 const DRAIN: Duration = Duration::from_millis(1500);
 /// Pause after a failed `accept` (e.g. the process is out of file descriptors).
 const ACCEPT_RETRY: Duration = Duration::from_millis(10);
+/// At the cap, a connection idle for less than this is not evicted: every client has
+/// this long to send its request, and a client that reconnects as soon as it is closed
+/// gets each of its connections evicted at most this often.
+pub(crate) const EVICT_IDLE_MIN: Duration = Duration::from_secs(1);
 
 /// The API's connection limits (`[api]` in the configuration).
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Limits {
     pub connections_max: usize,
+    pub accepts_per_second: u32,
     pub header_timeout: Duration,
     pub request_timeout: Duration,
 }
@@ -66,9 +83,9 @@ pub(crate) struct Limits {
 /// `api_connections_refused_total`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Refusal {
-    /// At `connections_max` with a request in progress on every connection.
+    /// Over `connections_max`: closed at accept.
     Limit,
-    /// Closed, idle the longest, to make room for a new connection at the cap.
+    /// Closed, idle the longest, to make room for a later connection at the cap.
     Evicted,
     /// The request head did not arrive within `header_timeout_ms`.
     HeaderTimeout,
@@ -106,6 +123,7 @@ impl Refusal {
 #[derive(Debug, Default)]
 pub(crate) struct ApiCounters {
     accepted: AtomicU64,
+    throttled: AtomicU64,
     open: AtomicU64,
     refused: [AtomicU64; Refusal::ALL.len()],
 }
@@ -125,6 +143,11 @@ impl ApiCounters {
         self.accepted.load(Ordering::Relaxed)
     }
 
+    /// Times the accept loop paused at `accepts_per_second`.
+    pub fn throttled(&self) -> u64 {
+        self.throttled.load(Ordering::Relaxed)
+    }
+
     pub fn open(&self) -> u64 {
         self.open.load(Ordering::Relaxed)
     }
@@ -136,6 +159,8 @@ struct Slot {
     in_flight: u32,
     /// When the connection last became idle (accepted, or its last request answered).
     idle_since: Instant,
+    /// Told to close (eviction); the slot stays taken until its socket is closed.
+    evicted: bool,
     /// Notified to close the connection (eviction).
     close: Arc<Notify>,
 }
@@ -152,27 +177,33 @@ impl Connections {
         self.slots.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Take a slot for a new connection: at the cap, evict the connection idle the
-    /// longest; `Err` when every connection has a request in progress.
+    /// Take a slot for a new connection. At the cap the new connection is refused (the
+    /// caller closes it at once, so the descriptors held never exceed the cap), and the
+    /// connection idle the longest, if idle for at least [`EVICT_IDLE_MIN`], is told to
+    /// close to make room for a later one.
     fn admit(&self, counters: &ApiCounters) -> Result<(u64, Arc<Notify>), Refusal> {
         let mut slots = self.lock();
         if slots.len() >= self.max {
+            let now = Instant::now();
             let oldest = slots
-                .iter()
-                .filter(|(_, slot)| slot.in_flight == 0)
-                .min_by_key(|(_, slot)| slot.idle_since)
-                .map(|(id, _)| *id)
-                .ok_or(Refusal::Limit)?;
-            if let Some(evicted) = slots.remove(&oldest) {
-                evicted.close.notify_one();
+                .values_mut()
+                .filter(|slot| slot.in_flight == 0 && !slot.evicted)
+                .filter(|slot| now.duration_since(slot.idle_since) >= EVICT_IDLE_MIN)
+                .min_by_key(|slot| slot.idle_since);
+            if let Some(oldest) = oldest {
+                // Its slot is freed when its task has closed the socket.
+                oldest.evicted = true;
+                oldest.close.notify_one();
                 counters.refuse(Refusal::Evicted);
             }
+            return Err(Refusal::Limit);
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let close = Arc::new(Notify::new());
         let slot = Slot {
             in_flight: 0,
             idle_since: Instant::now(),
+            evicted: false,
             close: close.clone(),
         };
         slots.insert(id, slot);
@@ -193,6 +224,40 @@ impl Connections {
                 slot.idle_since = Instant::now();
             }
         }
+    }
+}
+
+/// A token bucket over accepts: at most `rate` a second, in bursts of up to `rate`.
+struct AcceptRate {
+    rate: f64,
+    tokens: f64,
+    at: Instant,
+}
+
+impl AcceptRate {
+    fn new(per_second: u32) -> AcceptRate {
+        let rate = f64::from(per_second.max(1));
+        AcceptRate {
+            rate,
+            tokens: rate,
+            at: Instant::now(),
+        }
+    }
+
+    /// How long to wait before the next accept (zero when one may be taken now).
+    fn wait(&mut self, now: Instant) -> Duration {
+        let earned = now.duration_since(self.at).as_secs_f64() * self.rate;
+        self.tokens = (self.tokens + earned).min(self.rate);
+        self.at = now;
+        if self.tokens >= 1.0 {
+            return Duration::ZERO;
+        }
+        Duration::from_secs_f64((1.0 - self.tokens) / self.rate)
+    }
+
+    /// One accept taken.
+    fn take(&mut self) {
+        self.tokens -= 1.0;
     }
 }
 
@@ -224,9 +289,39 @@ impl Drop for Open {
     }
 }
 
+/// Serve the API on a runtime and a thread of its own (see the module docs): the
+/// driver's runtime never runs an API task. Returns at once; the receiver gets
+/// [`serve`]'s result when the API has stopped.
+pub(crate) fn spawn(
+    listener: TcpListener,
+    router: Router,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    limits: Limits,
+    counters: Arc<ApiCounters>,
+    stop: watch::Receiver<bool>,
+    span: tracing::Span,
+) -> std::io::Result<oneshot::Receiver<std::io::Result<()>>> {
+    // Moved to the API's own reactor.
+    let listener = listener.into_std()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let (done, result) = oneshot::channel();
+    let run = async move {
+        let listener = TcpListener::from_std(listener)?;
+        serve(listener, router, tls, limits, counters, stop).await
+    };
+    std::thread::Builder::new()
+        .name("x0tta6bl4-api".into())
+        .spawn(move || {
+            let _ = done.send(runtime.block_on(run.instrument(span)));
+        })?;
+    Ok(result)
+}
+
 /// Serve `router` on `listener` (over TLS with `tls`) until `stop` turns true, then let
 /// requests in progress finish for up to [`DRAIN`].
-pub(crate) async fn serve(
+async fn serve(
     listener: TcpListener,
     router: Router,
     tls: Option<Arc<rustls::ServerConfig>>,
@@ -247,12 +342,23 @@ pub(crate) async fn serve(
         },
     });
     let mut tasks = JoinSet::new();
+    let mut rate = AcceptRate::new(limits.accepts_per_second);
     loop {
+        let wait = rate.wait(Instant::now());
+        if !wait.is_zero() {
+            // New connections wait in the kernel's listen queue meanwhile.
+            serving.counters.throttled.fetch_add(1, Ordering::Relaxed);
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                () = stopped(&mut stop) => break,
+            }
+        }
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
             () = stopped(&mut stop) => break,
         };
         while tasks.try_join_next().is_some() {}
+        rate.take();
         let (tcp, addr) = match accepted {
             Ok(accepted) => accepted,
             Err(error) => {
@@ -266,7 +372,8 @@ pub(crate) async fn serve(
             Ok(admitted) => admitted,
             Err(reason) => {
                 serving.counters.refuse(reason);
-                continue; // dropping `tcp` closes it
+                drop(tcp); // closed at accept: the cap bounds the descriptors at all times
+                continue;
             }
         };
         serving.counters.accepted.fetch_add(1, Ordering::Relaxed);
@@ -370,5 +477,72 @@ async fn serve_http<I>(
                 connection.as_mut().graceful_shutdown();
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_come_in_bursts_then_at_the_rate() {
+        let mut rate = AcceptRate::new(100);
+        let start = rate.at;
+        let mut burst = 0;
+        while rate.wait(start).is_zero() {
+            rate.take();
+            burst += 1;
+        }
+        assert_eq!(burst, 100);
+        let wait = rate.wait(start);
+        assert!(wait > Duration::from_millis(9) && wait <= Duration::from_millis(10));
+        // 50 ms later, 5 more.
+        let later = start + Duration::from_millis(50);
+        let mut more = 0;
+        while rate.wait(later).is_zero() {
+            rate.take();
+            more += 1;
+        }
+        assert_eq!(more, 5);
+        // Idle for long: the bucket holds one second's worth, no more.
+        let much_later = later + Duration::from_secs(60);
+        let mut refilled = 0;
+        while rate.wait(much_later).is_zero() {
+            rate.take();
+            refilled += 1;
+        }
+        assert_eq!(refilled, 100);
+    }
+
+    #[tokio::test]
+    async fn over_the_cap_is_refused_and_the_longest_idle_evicted_without_freeing_its_slot() {
+        let counters = ApiCounters::default();
+        let connections = Connections {
+            slots: Mutex::new(BTreeMap::new()),
+            next_id: AtomicU64::new(0),
+            max: 2,
+        };
+        let (first, first_close) = connections.admit(&counters).unwrap();
+        let (second, _) = connections.admit(&counters).unwrap();
+        // Both were idle for less than EVICT_IDLE_MIN: refused, nothing evicted.
+        assert_eq!(connections.admit(&counters).err(), Some(Refusal::Limit));
+        assert_eq!(counters.refused(Refusal::Evicted), 0);
+        // The first idle for long, the second busy: the first is told to close; the
+        // newcomer is still refused, and the slot stays taken until it has closed.
+        let long_ago = Instant::now() - EVICT_IDLE_MIN * 2;
+        connections.lock().get_mut(&first).unwrap().idle_since = long_ago;
+        connections.lock().get_mut(&second).unwrap().idle_since = long_ago;
+        connections.request(second, true);
+        assert_eq!(connections.admit(&counters).err(), Some(Refusal::Limit));
+        assert_eq!(counters.refused(Refusal::Evicted), 1);
+        let told = tokio::time::timeout(Duration::from_secs(1), first_close.notified());
+        assert!(told.await.is_ok());
+        assert_eq!(connections.lock().len(), 2);
+        // Not evicted twice.
+        assert_eq!(connections.admit(&counters).err(), Some(Refusal::Limit));
+        assert_eq!(counters.refused(Refusal::Evicted), 1);
+        // Once it has closed, the next connection gets its slot.
+        connections.release(first);
+        assert!(connections.admit(&counters).is_ok());
     }
 }

@@ -130,9 +130,14 @@ impl Default for DiscoveryConfig {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ApiConfig {
-    /// Connections open at once; at the cap a new one evicts the connection idle the
-    /// longest, or is closed when every connection has a request in progress.
+    /// Connections open at once; a connection over the cap is closed at accept (and
+    /// the connection idle the longest, idle for at least a second, is closed to make
+    /// room for a later one).
     pub connections_max: usize,
+    /// Connections accepted per second at most (bursts of up to this many); beyond,
+    /// new connections wait in the kernel's listen queue, so a reconnect storm costs
+    /// the node a bounded share of its CPU.
+    pub accepts_per_second: u32,
     /// Time for a client to send a request head (also closes idle keep-alive
     /// connections), in milliseconds.
     pub header_timeout_ms: u64,
@@ -142,6 +147,8 @@ pub struct ApiConfig {
 
 /// Largest `[api] connections_max` (each connection holds a file descriptor).
 pub const API_CONNECTIONS_MAX: usize = 16_384;
+/// Largest `[api] accepts_per_second`.
+pub const API_ACCEPTS_PER_SECOND_MAX: u32 = 100_000;
 /// Range of the `[api]` timeouts, in milliseconds.
 const API_TIMEOUT_MS_RANGE: std::ops::RangeInclusive<u64> = 100..=600_000;
 
@@ -149,6 +156,7 @@ impl Default for ApiConfig {
     fn default() -> Self {
         ApiConfig {
             connections_max: 256,
+            accepts_per_second: 1000,
             header_timeout_ms: 5_000,
             request_timeout_ms: 10_000,
         }
@@ -163,6 +171,14 @@ impl ApiConfig {
                 self.connections_max
             );
             return Err(("api.connections_max".into(), message));
+        }
+        if !(1..=API_ACCEPTS_PER_SECOND_MAX).contains(&self.accepts_per_second) {
+            let message = format!(
+                "{}: use 1 to {API_ACCEPTS_PER_SECOND_MAX} (the default, 1000, suits an \
+                 operator API and its scrapers)",
+                self.accepts_per_second
+            );
+            return Err(("api.accepts_per_second".into(), message));
         }
         let timeouts = [
             ("api.header_timeout_ms", self.header_timeout_ms),
@@ -603,6 +619,14 @@ mod tests {
             .to_string();
         assert!(
             error.starts_with("n.toml:6: `api.connections_max`"),
+            "{error}"
+        );
+        let text = format!("{MINIMAL}[api]\naccepts_per_second = 0\n");
+        let error = NodeConfig::from_toml(&text, Path::new("n.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.starts_with("n.toml:6: `api.accepts_per_second`: 0: use 1 to"),
             "{error}"
         );
         let text = format!("{MINIMAL}[api]\nheader_timeout_ms = 5\n");

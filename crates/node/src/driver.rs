@@ -40,6 +40,8 @@ use crate::transport::{self, close, Input, LinkContext, NewLink};
 
 /// Inputs handled per turn before timers and commands get their chance.
 pub(crate) const IO_LOOP_BOUND: usize = 160;
+/// A protocol timer handled this late is logged (probes run every 50 ms by default).
+const TIMER_LATE_WARN: Duration = Duration::from_millis(100);
 /// Shortest interval between two snapshot refreshes.
 pub(crate) const SNAPSHOT_INTERVAL: Duration = Duration::from_millis(10);
 /// A link heard within this is alive (see [`Driver::keep_old_link`]).
@@ -136,6 +138,7 @@ pub(crate) struct DriverParts {
     pub beacon: Option<(Arc<UdpSocket>, SocketAddr)>,
     pub route_seconds: Histogram,
     pub outage_seconds: Histogram,
+    pub timer_lateness: Histogram,
     /// Fault injection on frames sent, when started with `--chaos`.
     pub chaos: Option<Arc<crate::chaos::Chaos>>,
     /// The accepted revocations' file.
@@ -152,6 +155,7 @@ pub(crate) struct Driver {
     beacon: Option<(Arc<UdpSocket>, SocketAddr)>,
     route_seconds: Histogram,
     outage_seconds: Histogram,
+    timer_lateness: Histogram,
     chaos: Option<Arc<crate::chaos::Chaos>>,
     revocations: RevocationStore,
     revocation_retry_at: Option<tokio::time::Instant>,
@@ -190,6 +194,7 @@ impl Driver {
             beacon: parts.beacon,
             route_seconds: parts.route_seconds,
             outage_seconds: parts.outage_seconds,
+            timer_lateness: parts.timer_lateness,
             chaos: parts.chaos,
             revocations: parts.revocations,
             revocation_retry_at: None,
@@ -262,6 +267,12 @@ impl Driver {
                 biased;
                 () = stopped(&mut stop) => break,
                 () = tokio::time::sleep_until(self.timer_at) => {
+                    let late = tokio::time::Instant::now().saturating_duration_since(self.timer_at);
+                    self.timer_lateness.observe(late.as_secs_f64());
+                    if late >= TIMER_LATE_WARN {
+                        tracing::warn!(late_ms = late.as_millis(),
+                            "protocol timer handled late: the mesh is starved of CPU");
+                    }
                     self.on_timeout();
                     true
                 }

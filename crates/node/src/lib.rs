@@ -6,7 +6,10 @@
 //! I/O, in the call order documented on that type (as quinn's `ConnectionDriver` drives
 //! quinn-proto). Everything else (connection readers, the beacon socket, the HTTP API)
 //! talks to the driver through bounded queues and reads a snapshot it publishes, so the
-//! daemon runs the same code the digital twin simulates.
+//! daemon runs the same code the digital twin simulates. The HTTP API runs on a tokio
+//! runtime and a thread of its own, so that a flood of API connections cannot delay
+//! the driver's timers (probes, failure detection); `driver_timer_lateness_seconds`
+//! measures how late they run.
 //!
 //! Entry points: [`load_config`] then [`run`] (the `x0tta6bl4 node` command), or
 //! [`NodeHandle::start`] / [`NodeHandle::shutdown`] to embed nodes (tests, the demo).
@@ -239,6 +242,7 @@ impl NodeHandle {
             beacon: sockets.beacon.clone().map(|socket| (socket, broadcast)),
             route_seconds: metrics.route_computation_seconds.clone(),
             outage_seconds: metrics.flow_outage_seconds.clone(),
+            timer_lateness: metrics.timer_lateness_seconds.clone(),
             chaos: config.chaos.clone().map(chaos::Chaos::watch),
             revocations,
         });
@@ -285,6 +289,7 @@ impl NodeHandle {
         }
         let limits = api_serve::Limits {
             connections_max: config.api.connections_max,
+            accepts_per_second: config.api.accepts_per_second,
             header_timeout: Duration::from_millis(config.api.header_timeout_ms),
             request_timeout: Duration::from_millis(config.api.request_timeout_ms),
         };
@@ -301,8 +306,17 @@ impl NodeHandle {
             true => Some(identity.api_server_config()?),
             false => None,
         };
-        let serve = api_serve::serve(sockets.api, router, api_tls, limits, api_counters, stop_rx);
-        let api = tokio::spawn(serve.instrument(span.clone()));
+        let (api_listener, api_span) = (sockets.api, span.clone());
+        let api = api_serve::spawn(
+            api_listener,
+            router,
+            api_tls,
+            limits,
+            api_counters,
+            stop_rx,
+            api_span,
+        )
+        .context("cannot start the HTTP API's thread (check the process limits)")?;
         let supervisor = supervise(driver, inputs_rx, commands_rx, stop.clone(), endpoint, api);
         let task = tokio::spawn(supervisor.instrument(span.clone()));
         span.in_scope(|| {
@@ -394,7 +408,7 @@ async fn supervise(
     commands: mpsc::Receiver<driver::Command>,
     stop: watch::Sender<bool>,
     endpoint: quinn::Endpoint,
-    api: JoinHandle<std::io::Result<()>>,
+    api: tokio::sync::oneshot::Receiver<std::io::Result<()>>,
 ) -> anyhow::Result<()> {
     let driver = tokio::spawn(
         driver
@@ -410,7 +424,7 @@ async fn supervise(
     match api_result {
         Ok(Ok(Ok(()))) | Err(_) => Ok(()),
         Ok(Ok(Err(error))) => Err(anyhow::Error::new(error).context("HTTP API failed")),
-        Ok(Err(error)) => Err(anyhow::Error::new(error).context("HTTP API task panicked")),
+        Ok(Err(_)) => Err(anyhow::anyhow!("HTTP API thread panicked")),
     }
 }
 

@@ -2,8 +2,8 @@
 //!
 //! Proto keeps its own cumulative [`x0tta6bl4_proto::Stats`]; rather than mirror each
 //! increment, a [`Collector`] reads the driver's latest snapshot at scrape time and
-//! renders the counters and gauges from it. Only the two histograms (route computation
-//! time, probe-flow outages) are live metrics the driver updates.
+//! renders the counters and gauges from it. Only the three histograms (route computation
+//! time, probe-flow outages, timer lateness) are live metrics the driver updates.
 
 use std::fmt;
 use std::sync::Arc;
@@ -31,6 +31,8 @@ pub(crate) struct Metrics {
     pub registry: Registry,
     pub route_computation_seconds: Histogram,
     pub flow_outage_seconds: Histogram,
+    /// How late the driver handled the protocol's timer (probes, failure detection).
+    pub timer_lateness_seconds: Histogram,
     /// The HTTP API's connection counters (`api_serve`).
     pub api: Arc<ApiCounters>,
 }
@@ -51,6 +53,13 @@ impl Metrics {
             "Outages of probe flows received by this node: the gap between the last probe delivered before and the first after, when longer than 3 sender intervals",
             flow_outage_seconds.clone(),
         );
+        // 100 µs to ~3.3 s.
+        let timer_lateness_seconds = Histogram::new(exponential_buckets(1e-4, 2.0, 16));
+        registry.register(
+            "driver_timer_lateness_seconds",
+            "How long after its deadline the driver handled the protocol's timer (probe sends, failure detection); a late timer means the mesh is starved of CPU",
+            timer_lateness_seconds.clone(),
+        );
         registry.register_collector(Box::new(NodeCollector { shared }));
         let api = Arc::new(ApiCounters::default());
         registry.register_collector(Box::new(ApiCollector(api.clone())));
@@ -58,6 +67,7 @@ impl Metrics {
             registry,
             route_computation_seconds,
             flow_outage_seconds,
+            timer_lateness_seconds,
             api,
         }
     }
@@ -252,6 +262,8 @@ impl Collector for ApiCollector {
         gauge(e, "api_connections_open", help, api.open() as i64)?;
         let help = "HTTP API connections accepted";
         counter(e, "api_connections_accepted", help, api.accepted())?;
+        let help = "Times the HTTP API paused accepting at [api] accepts_per_second (new connections wait in the kernel's listen queue meanwhile)";
+        counter(e, "api_accept_throttled", help, api.throttled())?;
         let reasons = Refusal::ALL.map(|r| (r.as_str(), api.refused(r)));
         let help = "HTTP API connections and requests refused or closed by a limit, by reason (limit, evicted, header_timeout, request_timeout, tls_handshake, accept_failed)";
         counter_family(e, "api_connections_refused", help, "reason", reasons)
