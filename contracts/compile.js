@@ -2,7 +2,9 @@
 // Compiles contracts/src/*.sol with the pinned solc-js (no network: the compiler is the npm
 // package itself) through the standard-JSON interface, and writes one
 // contracts/out/<Contract>.json per contract with its abi, bytecode and deployedBytecode.
-// Any compiler error (or warning) fails the build.
+// Any compiler error (or warning) fails the build. The standard-JSON input itself goes to
+// contracts/out/standard-input.json, which the Slither audit compiles again through
+// solc-js-wrapper.js.
 "use strict";
 const fs = require("fs");
 const path = require("path");
@@ -37,6 +39,12 @@ function findImports(importPath) {
 }
 
 const output = JSON.parse(solc.compile(JSON.stringify(input), { import: findImports }));
+// The same input for the static audit (Slither reads it through solc-js-wrapper.js).
+fs.mkdirSync(outDir, { recursive: true });
+// Without outputSelection: crytic-compile asks for what it needs (AST, source maps).
+const auditInput = { ...input, settings: { ...input.settings } };
+delete auditInput.settings.outputSelection;
+fs.writeFileSync(path.join(outDir, "standard-input.json"), JSON.stringify(auditInput, null, 2) + "\n");
 const problems = (output.errors || []).filter((e) => e.severity !== "info");
 for (const e of problems) console.error(e.formattedMessage || e.message);
 if (problems.some((e) => e.severity === "error") || problems.length > 0) {
@@ -44,7 +52,6 @@ if (problems.some((e) => e.severity === "error") || problems.length > 0) {
   process.exit(1);
 }
 
-fs.mkdirSync(outDir, { recursive: true });
 let count = 0;
 for (const [file, contracts] of Object.entries(output.contracts)) {
   if (!file.startsWith("src/")) continue;

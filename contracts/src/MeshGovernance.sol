@@ -64,7 +64,8 @@ contract MeshGovernance is ProposalFactory, QuadraticVoting {
     );
     event ProposalCanceled(uint256 indexed proposalId);
     event ProposalQueued(uint256 indexed proposalId, uint48 eta);
-    event ProposalExecuted(uint256 indexed proposalId);
+    /// `result`: what the governed call returned (empty for every template's call).
+    event ProposalExecuted(uint256 indexed proposalId, bytes result);
 
     constructor(
         MeshParameters parameters_,
@@ -167,7 +168,7 @@ contract MeshGovernance is ProposalFactory, QuadraticVoting {
         (address[] memory ops, bool[] memory eligible, uint256[] memory delegateIndex, uint256 count) =
             registry.snapshot(p.voteStart);
         uint256[] memory resolved = _resolve(proposalId, ops, eligible, delegateIndex);
-        uint256[4] memory totals; // against, for, abstain, represented
+        uint256[4] memory totals = [uint256(0), 0, 0, 0]; // against, for, abstain, represented
         for (uint256 i = 0; i < ops.length; i++) {
             if (eligible[i] && resolved[i] <= ops.length) {
                 _addBallot(totals, proposalId, ops[resolved[i] - 1]);
@@ -254,8 +255,8 @@ contract MeshGovernance is ProposalFactory, QuadraticVoting {
         Proposal storage p = _proposals[proposalId];
         require(clock() >= p.eta, "governance: timelock not elapsed");
         p.executed = true;
-        emit ProposalExecuted(proposalId);
-        Address.functionCall(p.target, p.data);
+        bytes memory result = Address.functionCall(p.target, p.data);
+        emit ProposalExecuted(proposalId, result);
     }
 
     function _known(uint256 proposalId) private view returns (Proposal storage p) {

@@ -102,7 +102,8 @@ contract MeshParameters is Ownable {
     }
 
     function _nameOf(bytes32 key) private view returns (string memory) {
-        for (uint256 i = 0; i < _names.length; i++) {
+        uint256 n = _names.length;
+        for (uint256 i = 0; i < n; i++) {
             if (keccak256(bytes(_names[i])) == key) return _names[i];
         }
         return "";

@@ -28,8 +28,9 @@ contract OperatorRegistry is AccessControl {
     Checkpoints.Trace208 private _count;
     mapping(address => Checkpoints.Trace160) private _delegate;
 
-    event OperatorAdmitted(address indexed operator);
-    event OperatorRemoved(address indexed operator);
+    /// An operator was admitted (wasMember false, isMember true) or removed.
+    event MembershipChanged(address indexed operator, bool wasMember, bool isMember);
+    event OperatorCountChanged(uint256 previousCount, uint256 newCount);
     event DelegateChanged(address indexed operator, address indexed from, address indexed to);
 
     constructor(address admin) {
@@ -50,22 +51,14 @@ contract OperatorRegistry is AccessControl {
             _operators.push(operator);
             _indexPlusOne[operator] = _operators.length;
         }
-        _member[operator].push(clock(), 1);
-        _count.push(clock(), _count.latest() + 1);
-        emit OperatorAdmitted(operator);
+        _setMember(operator, 1);
     }
 
     function remove(address operator) external {
         require(hasRole(REGISTRAR_ROLE, msg.sender), "registry: caller is not a registrar");
         require(isOperator(operator), "registry: not an operator");
-        _member[operator].push(clock(), 0);
-        _count.push(clock(), _count.latest() - 1);
-        address old = delegateOf(operator);
-        if (old != address(0)) {
-            _delegate[operator].push(SafeCast.toUint96(block.timestamp), 0);
-            emit DelegateChanged(operator, old, address(0));
-        }
-        emit OperatorRemoved(operator);
+        _setMember(operator, 0);
+        if (delegateOf(operator) != address(0)) _setDelegate(operator, address(0));
     }
 
     /// Delegate the caller's voting power to `to`, replacing any earlier delegation.
@@ -77,17 +70,29 @@ contract OperatorRegistry is AccessControl {
         for (address cur = to; cur != address(0); cur = delegateOf(cur)) {
             require(cur != msg.sender, "registry: delegation cycle");
         }
-        address old = delegateOf(msg.sender);
-        _delegate[msg.sender].push(SafeCast.toUint96(block.timestamp), uint160(to));
-        emit DelegateChanged(msg.sender, old, to);
+        _setDelegate(msg.sender, to);
     }
 
     function undelegate() external {
         require(isOperator(msg.sender), "registry: not an operator");
-        address old = delegateOf(msg.sender);
-        require(old != address(0), "registry: no delegation");
-        _delegate[msg.sender].push(SafeCast.toUint96(block.timestamp), 0);
-        emit DelegateChanged(msg.sender, old, address(0));
+        require(delegateOf(msg.sender) != address(0), "registry: no delegation");
+        _setDelegate(msg.sender, address(0));
+    }
+
+    /// Checkpoints membership (1 or 0) and the operator count, and reports both changes with
+    /// the previous and new values that Checkpoints.push returns (as OpenZeppelin's Votes
+    /// reports DelegateVotesChanged).
+    function _setMember(address operator, uint208 member) private {
+        (uint208 was, uint208 isNow) = _member[operator].push(clock(), member);
+        emit MembershipChanged(operator, was > 0, isNow > 0);
+        uint208 latest = _count.latest();
+        (uint208 before, uint208 count) = _count.push(clock(), member > 0 ? latest + 1 : latest - 1);
+        emit OperatorCountChanged(before, count);
+    }
+
+    function _setDelegate(address operator, address to) private {
+        (uint160 from, uint160 now_) = _delegate[operator].push(SafeCast.toUint96(block.timestamp), uint160(to));
+        emit DelegateChanged(operator, address(from), address(now_));
     }
 
     function isOperator(address account) public view returns (bool) {

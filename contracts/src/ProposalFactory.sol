@@ -67,7 +67,7 @@ abstract contract ProposalFactory {
 
     /// An empty `spiffeId` orders the rotation of every key in the trust domain.
     function proposeKeyRotation(string calldata spiffeId, string calldata description) external returns (uint256) {
-        bytes32 nodeId;
+        bytes32 nodeId = bytes32(0);
         if (bytes(spiffeId).length > 0) {
             require(_isSpiffeId(spiffeId), "factory: malformed SPIFFE ID");
             nodeId = keccak256(bytes(spiffeId));

@@ -51,6 +51,52 @@ pub enum DaoCommand {
     Queue(ProposalArgs),
     /// Execute a queued proposal whose timelock has elapsed; prints what changed.
     Execute(ProposalArgs),
+    /// Deploy the governance contracts to an Ethereum JSON-RPC endpoint.
+    ///
+    /// Deploys MeshParameters, OperatorRegistry and MeshGovernance (from contracts/out,
+    /// built by scripts/build-contracts.sh) with transactions signed locally by --key-file's
+    /// account (legacy transactions with the EIP-155 chain id, gas from eth_estimateGas and
+    /// eth_gasPrice), admits the --operator accounts, grants MeshGovernance the registrar
+    /// role and hands it the ownership of MeshParameters. Prints the addresses as JSON (and
+    /// writes them to --out). A step the chain would revert stops with its revert reason.
+    Deploy(DeployArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DeployArgs {
+    /// The JSON-RPC endpoint (http:// or https://), e.g. http://127.0.0.1:8545 for anvil.
+    #[arg(long)]
+    pub rpc: String,
+    /// The deployer's secp256k1 private key: a file holding 64 hex digits (0x optional).
+    #[arg(long)]
+    pub key_file: PathBuf,
+    /// An operator account (0x address) to admit at deployment; repeat for more.
+    #[arg(long = "operator", value_name = "ADDRESS")]
+    pub operators: Vec<String>,
+    /// Seconds from proposal to snapshot.
+    #[arg(long, default_value_t = 3_600)]
+    pub voting_delay: u64,
+    /// Seconds the vote stays open.
+    #[arg(long, default_value_t = 259_200)]
+    pub voting_period: u64,
+    /// Seconds between queueing and the earliest execution.
+    #[arg(long, default_value_t = 86_400)]
+    pub timelock: u64,
+    /// Seconds after the timelock during which execution is still possible.
+    #[arg(long, default_value_t = 604_800)]
+    pub grace_period: u64,
+    /// Quorum: percent of the operators registered at the snapshot.
+    #[arg(long, default_value_t = 20)]
+    pub quorum_percent: u64,
+    /// The compiled contracts (default: contracts/out of the source tree).
+    #[arg(long)]
+    pub artifacts: Option<PathBuf>,
+    /// Also write the deployment (addresses, transactions) to this JSON file.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Seconds to wait for each transaction's receipt.
+    #[arg(long, default_value_t = 120)]
+    pub receipt_timeout: u64,
 }
 
 #[derive(Debug, Args)]
@@ -297,9 +343,85 @@ fn read_key(path: &Path) -> anyhow::Result<signed::EcdsaKeyPair> {
     })
 }
 
+/// `dao deploy`: the contracts to a JSON-RPC endpoint.
+pub async fn deploy(a: &DeployArgs) -> anyhow::Result<ExitCode> {
+    use x0tta6bl4_dao::{evm, rpc};
+    let rules = Rules {
+        voting_delay: a.voting_delay,
+        voting_period: a.voting_period,
+        timelock_delay: a.timelock,
+        grace_period: a.grace_period,
+        quorum_percent: a.quorum_percent,
+    };
+    rules.validate().map_err(|e| {
+        usage(
+            &format!("invalid rules: {e}"),
+            "dao deploy",
+            "see --help for the ranges",
+        )
+    })?;
+    let mut operators = Vec::new();
+    for o in &a.operators {
+        let address = rpc::parse_address(o)
+            .map_err(|e| usage(&e, "--operator", "pass 0x followed by 40 hex digits"))?;
+        operators.push(address);
+    }
+    let signer = rpc::load_key(&a.key_file).map_err(|e| {
+        usage(
+            &e,
+            a.key_file.display(),
+            "pass the deployer's private key file",
+        )
+    })?;
+    let dir = a
+        .artifacts
+        .clone()
+        .unwrap_or_else(evm::default_artifact_dir);
+    let artifacts = evm::Artifacts::load(&dir).map_err(|e| {
+        usage(
+            &e.to_string(),
+            dir.display(),
+            "run scripts/build-contracts.sh or pass --artifacts",
+        )
+    })?;
+    let mut endpoint =
+        rpc::Rpc::new(&a.rpc).map_err(|e| usage(&e, "--rpc", "pass an http:// or https:// URL"))?;
+    endpoint.receipt_timeout = std::time::Duration::from_secs(a.receipt_timeout);
+    let on_chain = async {
+        let wallet = rpc::Wallet::new(&endpoint, signer).await?;
+        rpc::deploy(&wallet, &artifacts, &rules, &operators).await
+    }
+    .await
+    .map_err(|e| {
+        failure(
+            &format!("deployment failed: {e}"),
+            &a.rpc,
+            "see the reason; a partial deployment leaves contracts behind, deploy again",
+        )
+    })?;
+    let json =
+        serde_json::to_string_pretty(&on_chain).map_err(|e| failure(&e.to_string(), "JSON", ""))?;
+    if let Some(out) = &a.out {
+        store::write_atomically(out, json.as_bytes()).map_err(|e| {
+            failure(
+                &e,
+                out.display(),
+                "check the directory's permissions and space",
+            )
+        })?;
+    }
+    println!("{json}");
+    Ok(ExitCode::SUCCESS)
+}
+
 /// Runs one `dao` subcommand.
 pub fn run(command: &DaoCommand) -> anyhow::Result<ExitCode> {
     match command {
+        DaoCommand::Deploy(_) => Err(usage(
+            "dao deploy runs asynchronously",
+            "dao",
+            "call dao_cmd::deploy",
+        )),
         DaoCommand::Simulate(a) => simulate_cmd(a),
         DaoCommand::Init(a) => {
             if a.state.state.exists() && !a.force {

@@ -64,6 +64,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Ca(CaCommand::Join(args)) => ca::join(&args).await?,
         Command::Ca(CaCommand::Revoke(args)) => ca::revoke(&args).await?,
         Command::Ca(CaCommand::RotateRoot(args)) => ca::rotate_root(&args)?,
+        Command::Dao(dao_cmd::DaoCommand::Deploy(args)) => return dao_cmd::deploy(&args).await,
         Command::Dao(command) => return dao_cmd::run(&command),
         Command::Status(args) => status::status(&args).await?,
         Command::Send(args) => status::send(&args).await?,

@@ -385,3 +385,149 @@ fn simulate_reaches_the_participation_target_with_delegation_and_proxy() {
         "{text}"
     );
 }
+
+/// anvil from contracts/node_modules (scripts/build-contracts.sh), $X0TTA6BL4_ANVIL or PATH.
+fn anvil() -> Option<std::path::PathBuf> {
+    let mut candidates = Vec::new();
+    if let Ok(p) = std::env::var("X0TTA6BL4_ANVIL") {
+        candidates.push(std::path::PathBuf::from(p));
+    }
+    candidates.push(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../contracts/node_modules/.bin/anvil"),
+    );
+    candidates.push("anvil".into());
+    candidates.into_iter().find(|c| {
+        std::process::Command::new(c)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    })
+}
+
+struct Killed(std::process::Child);
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn deploy_to_anvil_over_json_rpc() {
+    let Some(anvil) = anvil() else {
+        let why =
+            "anvil is missing: run scripts/build-contracts.sh (npm @foundry-rs/anvil-linux-amd64)";
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "{why} (CI=true)"
+        );
+        eprintln!("SKIPPED: {why}");
+        return;
+    };
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let _node = Killed(
+        std::process::Command::new(anvil)
+            .args([
+                "--host",
+                "127.0.0.1",
+                "--port",
+                &port.to_string(),
+                "--silent",
+            ])
+            .spawn()
+            .unwrap(),
+    );
+    let start = std::time::Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            start.elapsed().as_secs() < 20,
+            "anvil did not listen within 20 s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let url = format!("http://127.0.0.1:{port}");
+    let dir = tempfile::tempdir().unwrap();
+    // anvil's first development account (funded at start; its key is public).
+    let key = dir.path().join("deployer.key");
+    std::fs::write(
+        &key,
+        "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80\n",
+    )
+    .unwrap();
+    let out = dir.path().join("deployment.json");
+    let operator = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8";
+    let printed = ok(&[
+        "dao",
+        "deploy",
+        "--rpc",
+        &url,
+        "--key-file",
+        path(&key),
+        "--operator",
+        operator,
+        "--out",
+        path(&out),
+    ]);
+    let json: serde_json::Value = serde_json::from_str(&printed).unwrap();
+    let written: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    assert_eq!(json, written);
+    assert_eq!(json["chain_id"], 31337);
+    assert_eq!(
+        json["deployer"].as_str().unwrap().to_lowercase(),
+        "0xf39fd6e51aad88f6f4ce6ab8827279cfffb92266"
+    );
+    assert_eq!(
+        json["operators"][0].as_str().unwrap().to_lowercase(),
+        operator.to_lowercase()
+    );
+    // 3 deployments, 1 admission, the role grant and the ownership transfer.
+    assert_eq!(json["transactions"].as_array().unwrap().len(), 6, "{json}");
+    for c in ["parameters", "registry", "governance"] {
+        assert!(json[c].as_str().unwrap().starts_with("0x"), "{json}");
+    }
+
+    // Bad input: a key file that is not a key, an endpoint nobody serves, a bad address.
+    let bad_key = dir.path().join("bad.key");
+    std::fs::write(&bad_key, "hello").unwrap();
+    refused(
+        &["dao", "deploy", "--rpc", &url, "--key-file", path(&bad_key)],
+        2,
+        "64 hex digits",
+    );
+    refused(
+        &[
+            "dao",
+            "deploy",
+            "--rpc",
+            &url,
+            "--key-file",
+            path(&key),
+            "--operator",
+            "0x12",
+        ],
+        2,
+        "not an address",
+    );
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    refused(
+        &[
+            "dao",
+            "deploy",
+            "--rpc",
+            &format!("http://127.0.0.1:{closed}"),
+            "--key-file",
+            path(&key),
+        ],
+        1,
+        "cannot reach the JSON-RPC endpoint",
+    );
+}

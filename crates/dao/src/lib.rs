@@ -13,6 +13,8 @@
 //!   MeshParameters (the governed state: parameters with bounds, ban list, key rotations,
 //!   policy).
 //! - [`evm`]: those contracts executed in revm, with alloy `sol!` bindings.
+//! - [`rpc`]: the same contracts deployed to any Ethereum JSON-RPC endpoint, with
+//!   transactions signed locally (alloy), behind `x0tta6bl4 dao deploy`.
 //! - [`engine`]: the same rules off chain, as a sans-IO state machine (time is an argument).
 //!   Its refusals carry the contracts' own revert reasons; the differential test
 //!   (`tests/differential.rs`) checks both agree on random histories.
@@ -29,6 +31,7 @@
 
 pub mod engine;
 pub mod evm;
+pub mod rpc;
 pub mod signed;
 pub mod simulate;
 pub mod store;

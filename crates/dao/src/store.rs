@@ -26,6 +26,15 @@ pub fn load(path: &Path) -> Result<Ledger, String> {
 
 /// Replaces the state file atomically.
 pub fn save(path: &Path, ledger: &Ledger) -> Result<(), String> {
+    let mut text =
+        serde_json::to_string_pretty(ledger).map_err(|e| format!("cannot serialise: {e}"))?;
+    text.push('\n');
+    write_atomically(path, text.as_bytes())
+}
+
+/// Replaces `path` with `bytes`: a temporary file in the same directory, fsync, rename over
+/// the old file, fsync of the directory.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), String> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
@@ -35,12 +44,9 @@ pub fn save(path: &Path, ledger: &Ledger) -> Result<(), String> {
         .ok_or_else(|| format!("{} is not a file path", path.display()))?
         .to_string_lossy();
     let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
-    let text =
-        serde_json::to_string_pretty(ledger).map_err(|e| format!("cannot serialise: {e}"))?;
     let write = || -> std::io::Result<()> {
         let mut f = File::create(&tmp)?;
-        f.write_all(text.as_bytes())?;
-        f.write_all(b"\n")?;
+        f.write_all(bytes)?;
         f.sync_all()?;
         fs::rename(&tmp, path)?;
         File::open(dir)?.sync_all()
