@@ -17,7 +17,9 @@ pub struct Config {
     /// A neighbour is declared down after this many probe intervals without hearing it.
     pub probe_misses_max: u32,
     /// When true the dead interval also grows with the measured RTT
-    /// (`srtt + 4 * rttvar + probe_interval`), so slow links are not declared dead early.
+    /// (`srtt + 4 * rttvar + probe_interval`), so slow links are not declared dead early,
+    /// and with the link's measured probe loss (more misses in a row on a lossy link, so
+    /// that a run of losses fakes a failure with chance 1e-3 at most).
     pub adaptive_timeout: bool,
     /// Delay between a link-state change and the route computation it triggers, so a
     /// burst of advertisements costs one computation.
@@ -87,7 +89,7 @@ impl Default for Config {
             adaptive_timeout: true,
             spf_delay_ms: 5,
             flood_retransmit_ms: 100,
-            flood_retransmits_max: 8,
+            flood_retransmits_max: 32,
             ack_delay_ms: 5,
             lsa_refresh_ms: 30_000,
             lsa_lifetime_ms: 120_000,

@@ -250,6 +250,11 @@ impl Neighbour {
     }
 
     pub(crate) fn record_down(&mut self, now: Instant) {
+        // The silence that brought it down is an outage, not the link's loss: the link
+        // that returns starts from a clean estimate (else every outage would stretch
+        // the detection of the next one).
+        self.loss = 0.0;
+        self.loss_when_heard = 0.0;
         if self.down_times.len() == FLAPS_REMEMBERED_MAX {
             self.down_times.pop_front();
         }
