@@ -26,6 +26,14 @@ import numpy as np
 DEFAULT = ["SQ8", "PQ48", "PQ96", "PQ192", "IVF256,PQ48", "HNSW32,Flat"]
 
 
+def code_size(index):
+    """Bytes per vector of a standalone codec; None for indexes without one (HNSW)."""
+    try:
+        return index.sa_code_size()
+    except RuntimeError:
+        return None
+
+
 def main() -> None:
     args = [a for a in sys.argv[1:] if not a.startswith("--")]
     as_json = "--json" in sys.argv
@@ -72,7 +80,7 @@ def main() -> None:
             "queries": nq,
             "recall_at_1": r1 / nq,
             "recall_at_10": r10 / nq,
-            "bytes_per_vector_code": index.sa_code_size() if hasattr(index, "sa_code_size") else None,
+            "bytes_per_vector_code": code_size(index),
             "raw_bytes": raw,
             "memory_bytes": size,
             "disk_bytes": size,

@@ -19,6 +19,8 @@ mod lab_cmd;
 mod node_cmd;
 mod problem;
 mod rag_cmd;
+mod rag_metrics;
+mod rag_serve;
 mod status;
 mod twin_cmd;
 

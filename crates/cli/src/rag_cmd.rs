@@ -1,4 +1,5 @@
-//! `x0tta6bl4 rag ...`: the edge RAG guardian's commands (setup, ingest, query, bench),
+//! `x0tta6bl4 rag ...`: the edge RAG guardian's commands (setup, ingest, query, bench,
+//! serve),
 //! glue over the `x0tta6bl4-rag` crate.
 
 use std::path::PathBuf;
@@ -45,6 +46,16 @@ pub enum RagCommand {
     /// process's peak memory. Searches run one at a time on one thread; pin the whole
     /// process with `taskset -c 0` to measure on one core. See docs/rag.md.
     Bench(BenchArgs),
+    /// Serve the store over HTTPS with mutual TLS: query, ingest, advise, metrics.
+    ///
+    /// Every caller must present an SVID of the trust domain (others are refused in the
+    /// TLS handshake and counted); the authorization policy (--policy, `api` rules)
+    /// decides who may query and who may ingest. Endpoints: POST /api/v1/rag/query
+    /// {"text", "k"}, POST /api/v1/rag/ingest {"documents": [{"source", "text",
+    /// "format"}]}, GET /api/v1/rag/advise?event=NAME (runbook passages for an alert or
+    /// fault), GET /metrics. When the store does not exist yet it is created from --docs
+    /// (the project's docs/ by default). See docs/rag.md.
+    Serve(crate::rag_serve::ServeArgs),
 }
 
 /// `rag setup`.
@@ -64,7 +75,8 @@ pub struct IngestArgs {
     /// Store directory [default: $X0TTA6BL4_RAG_INDEX or ~/.local/share/x0tta6bl4/rag].
     #[arg(long, value_name = "DIR")]
     pub index: Option<PathBuf>,
-    /// Index kind and parameters: flat, int8[:clip=Q], pq[:m=M,refine=R,cand=C].
+    /// Index kind and parameters: flat, int8[:clip=Q], pq[:m=M,refine=R,cand=C],
+    /// graph[:m=M,efc=E,ef=S].
     #[arg(long, default_value = "int8", value_name = "KIND[:PARAMS]")]
     pub kind: String,
     /// Longest chunk, characters.
@@ -107,7 +119,7 @@ pub struct BenchArgs {
     #[arg(long)]
     pub dataset: String,
     /// Index to measure (repeat to compare several on the same data): flat,
-    /// int8[:clip=Q], pq[:m=M,refine=R,cand=C,train=T,iters=I].
+    /// int8[:clip=Q], pq[:m=M,refine=R,cand=C,train=T,iters=I], graph[:m=M,efc=E,ef=S].
     #[arg(long = "index", required = true, value_name = "KIND[:PARAMS]")]
     pub indexes: Vec<String>,
     /// Print one JSON object per index instead of a table.
@@ -139,7 +151,7 @@ fn store_dir(arg: &Option<PathBuf>) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("rag-index"))
 }
 
-fn load_model(dir: &Option<PathBuf>) -> anyhow::Result<Embedder> {
+pub(crate) fn load_model(dir: &Option<PathBuf>) -> anyhow::Result<Embedder> {
     let dir = dir.clone().unwrap_or_else(default_model_dir);
     Embedder::load(&dir).problem(
         Exit::Usage,
@@ -149,12 +161,12 @@ fn load_model(dir: &Option<PathBuf>) -> anyhow::Result<Embedder> {
     )
 }
 
-fn spec(s: &str) -> anyhow::Result<IndexSpec> {
+pub(crate) fn spec(s: &str) -> anyhow::Result<IndexSpec> {
     IndexSpec::parse(s).problem(
         Exit::Usage,
         "invalid index spec",
         format!("--index/--kind {s}"),
-        "use flat, int8[:clip=0.0001] or pq[:m=48,refine=96,cand=100] (m and refine divide 384)",
+        "use flat, int8[:clip=0.0001], pq[:m=48,refine=96,cand=100] (m and refine divide 384) or graph[:m=16,efc=100,ef=64]",
     )
 }
 
@@ -165,6 +177,7 @@ pub async fn run(command: RagCommand) -> anyhow::Result<ExitCode> {
         RagCommand::Ingest(args) => ingest(&args),
         RagCommand::Query(args) => query(&args),
         RagCommand::Bench(args) => bench_cmd(&args),
+        RagCommand::Serve(args) => crate::rag_serve::serve(&args, store_dir(&args.index)).await,
     }
 }
 

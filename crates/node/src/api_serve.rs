@@ -31,6 +31,9 @@
 //! - the whole request, body included, must be handled within
 //!   `[api] request_timeout_ms` (the `api` module's timeout layer answers 408).
 //!
+//! Public so other services of the binary (`x0tta6bl4 rag serve`) serve their routers
+//! with the same limits, TLS handshake and counters instead of a copy of this loop.
+//!
 //! Every refusal and timeout is counted in `x0tta6bl4_api_connections_refused_total`
 //! by reason, pauses at the accept rate in `x0tta6bl4_api_accept_throttled_total`;
 //! `x0tta6bl4_api_connections_open` is the number open now.
@@ -56,11 +59,11 @@ use crate::api_tls::Caller;
 use crate::state::stopped;
 
 /// Longest TLS handshake of an API client (`api_mtls`).
-pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Largest request head buffered, in bytes (hyper's read buffer; its minimum is 8 KiB).
-pub(crate) const HEAD_BYTES_MAX: usize = 16 * 1024;
+pub const HEAD_BYTES_MAX: usize = 16 * 1024;
 /// Most headers in one request.
-pub(crate) const HEADERS_MAX: usize = 64;
+pub const HEADERS_MAX: usize = 64;
 /// After the node is asked to stop: how long requests in progress may finish.
 const DRAIN: Duration = Duration::from_millis(1500);
 /// Pause after a failed `accept` (e.g. the process is out of file descriptors).
@@ -72,17 +75,23 @@ pub(crate) const EVICT_IDLE_MIN: Duration = Duration::from_secs(1);
 
 /// The API's connection limits (`[api]` in the configuration).
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct Limits {
+pub struct Limits {
+    /// Most connections open at once (TLS handshakes included).
     pub connections_max: usize,
+    /// New connections accepted per second at most; beyond, they wait in the
+    /// kernel's listen queue.
     pub accepts_per_second: u32,
+    /// Longest wait for a request head.
     pub header_timeout: Duration,
+    /// Longest time to receive and answer a request, body included (enforced by the
+    /// router's own timeout layer, which counts [`Refusal::RequestTimeout`]).
     pub request_timeout: Duration,
 }
 
 /// Why the API refused or closed a connection or request; the `reason` label of
 /// `api_connections_refused_total`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Refusal {
+pub enum Refusal {
     /// Over `connections_max`: closed at accept.
     Limit,
     /// Closed, idle the longest, to make room for a later connection at the cap.
@@ -98,6 +107,7 @@ pub(crate) enum Refusal {
 }
 
 impl Refusal {
+    /// Every reason.
     pub const ALL: [Refusal; 6] = [
         Refusal::Limit,
         Refusal::Evicted,
@@ -107,6 +117,7 @@ impl Refusal {
         Refusal::AcceptFailed,
     ];
 
+    /// The metric label.
     pub fn as_str(self) -> &'static str {
         match self {
             Refusal::Limit => "limit",
@@ -121,7 +132,7 @@ impl Refusal {
 
 /// The API's connection counters, read by the metrics collector.
 #[derive(Debug, Default)]
-pub(crate) struct ApiCounters {
+pub struct ApiCounters {
     accepted: AtomicU64,
     throttled: AtomicU64,
     open: AtomicU64,
@@ -129,16 +140,19 @@ pub(crate) struct ApiCounters {
 }
 
 impl ApiCounters {
+    /// Count a refusal.
     pub fn refuse(&self, reason: Refusal) {
         let index = Refusal::ALL.iter().position(|r| *r == reason).unwrap_or(0);
         self.refused[index].fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Refusals counted for `reason`.
     pub fn refused(&self, reason: Refusal) -> u64 {
         let index = Refusal::ALL.iter().position(|r| *r == reason).unwrap_or(0);
         self.refused[index].load(Ordering::Relaxed)
     }
 
+    /// Connections accepted.
     pub fn accepted(&self) -> u64 {
         self.accepted.load(Ordering::Relaxed)
     }
@@ -148,6 +162,7 @@ impl ApiCounters {
         self.throttled.load(Ordering::Relaxed)
     }
 
+    /// Connections open now.
     pub fn open(&self) -> u64 {
         self.open.load(Ordering::Relaxed)
     }
@@ -321,7 +336,7 @@ pub(crate) fn spawn(
 
 /// Serve `router` on `listener` (over TLS with `tls`) until `stop` turns true, then let
 /// requests in progress finish for up to [`DRAIN`].
-async fn serve(
+pub async fn serve(
     listener: TcpListener,
     router: Router,
     tls: Option<Arc<rustls::ServerConfig>>,

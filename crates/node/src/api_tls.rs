@@ -8,6 +8,8 @@
 //! The server's CertificateRequest names our bundle's CAs as DER X.501 names, so
 //! OpenSSL (curl, Python's `ssl`, `openssl s_client`) and Go (Prometheus) clients pick
 //! and send their SVID like the project's own CLI does.
+//!
+//! Public so other services (`x0tta6bl4 rag serve`) read the caller the same way.
 
 use std::net::SocketAddr;
 
@@ -15,7 +17,10 @@ use x0tta6bl4_identity::SpiffeId;
 
 /// Who is calling: the remote address and, with a client SVID, its SPIFFE ID.
 #[derive(Clone, Debug)]
-pub(crate) struct Caller {
+pub struct Caller {
+    /// The client's address.
     pub addr: SocketAddr,
+    /// Its SPIFFE ID, when it presented an SVID (always, when the TLS configuration
+    /// requires client certificates).
     pub id: Option<SpiffeId>,
 }

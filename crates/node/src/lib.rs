@@ -18,8 +18,8 @@
 #![warn(missing_docs)]
 
 mod api;
-mod api_serve;
-mod api_tls;
+pub mod api_serve;
+pub mod api_tls;
 pub mod chaos;
 mod config;
 mod dial_log;

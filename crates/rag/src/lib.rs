@@ -5,10 +5,13 @@
 //! - [`chunk`]: Markdown, reStructuredText, HTML and plain text split into overlapping
 //!   chunks that keep their source path and heading path.
 //! - [`index`]: vector indexes behind one trait ([`index::VectorIndex`]): exact `flat`,
-//!   scalar `int8`, product-quantized `pq` with residual re-ranking; each persisted to a
+//!   scalar `int8`, product-quantized `pq` with residual re-ranking, an HNSW `graph`
+//!   over int8 codes; each persisted to a
 //!   versioned, checksummed file, each reporting the bytes it needs.
 //! - [`data`]: synthetic clustered vectors and the Linux kernel documentation corpus.
-//! - [`store`]: a directory holding chunks, their index and its manifest: ingest, query.
+//! - [`store`]: a directory holding chunks, their index and its manifest: ingest (files
+//!   or documents in memory), query.
+//! - [`advise`]: runbook passages for a fault or healing event name.
 //! - [`bench`]: recall against `flat`, compression, latency and memory of an index on a
 //!   data set.
 //!
@@ -16,8 +19,10 @@
 //! encoder), tokenizers (word pieces), pulldown-cmark (Markdown), scraper/html5ever
 //! (HTML). Written by hand, because no library fits: the reStructuredText section
 //! parser, k-means for PQ codebooks (seeded f32, FAISS-style empty-cluster splitting),
-//! the quantizers and their scoring loops, and the index file format.
+//! the quantizers and their scoring loops, the HNSW graph (see [`index::graph`] for why
+//! not `hnsw_rs`), and the index file format.
 
+pub mod advise;
 pub mod bench;
 pub mod chunk;
 pub mod data;

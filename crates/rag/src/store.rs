@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::chunk::{chunk_document, Chunk, ChunkConfig};
+use crate::chunk::{chunk_document, Chunk, ChunkConfig, Format};
 use crate::data::{read_document, walk};
 use crate::embed::{EmbedError, Embedder, DIM};
 use crate::index::{self, Hit, IndexError, IndexSpec, VectorIndex};
@@ -248,6 +248,17 @@ fn expand(paths: &[PathBuf], report: &mut IngestReport) -> Vec<PathBuf> {
     files.into_iter().collect()
 }
 
+/// A document handed over in memory (the service's ingest endpoint).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Document {
+    /// The name it is stored and replaced under (a path or any label).
+    pub source: String,
+    /// How to chunk it.
+    pub format: Format,
+    /// Its text.
+    pub text: String,
+}
+
 /// Read, chunk and embed `paths` (files or directories, recursively) into the store in
 /// `dir` (created if missing), replacing chunks of the same source paths, and rebuild
 /// its index with `spec`. Unreadable, binary and unsupported files are skipped; `log`
@@ -260,37 +271,17 @@ pub fn ingest(
     cfg: ChunkConfig,
     log: &mut dyn FnMut(String),
 ) -> Result<IngestReport, StoreError> {
-    std::fs::create_dir_all(dir).map_err(|e| bad(dir, format!("cannot create: {e}")))?;
     let mut report = IngestReport::default();
-    // Earlier contents: the chunks and their full-precision vectors.
-    let (mut chunks, mut vectors) = if dir.join("manifest.json").exists() {
-        let old = Store::open(dir)?;
-        let vpath = dir.join("vectors.bin");
-        let flat = index::load(&vpath)?;
-        if flat.len() != old.chunks.len() {
-            return Err(bad(
-                &vpath,
-                "holds another number of vectors than chunks.jsonl; re-ingest into a new directory",
-            ));
-        }
-        let mut raw = Vec::new();
-        flat.encode(&mut raw);
-        let vectors: Vec<f32> = raw
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
-            .collect();
-        (old.chunks, vectors)
-    } else {
-        (Vec::new(), Vec::new())
-    };
-    let mut new_chunks = Vec::new();
-    let mut sources = BTreeSet::new();
+    let mut documents = Vec::new();
     for file in expand(paths, &mut report) {
         match read_document(&file) {
             Ok((format, text)) => {
                 let source = file.display().to_string();
-                new_chunks.extend(chunk_document(&source, &text, format, cfg));
-                sources.insert(source);
+                documents.push(Document {
+                    source,
+                    format,
+                    text,
+                });
                 report.files += 1;
             }
             Err(e) => {
@@ -301,19 +292,76 @@ pub fn ingest(
             }
         }
     }
+    ingest_into(dir, documents, spec, embedder, cfg, report)
+}
+
+/// Chunk and embed `documents` into the store in `dir` (created if missing), replacing
+/// chunks of the same sources, and rebuild its index with `spec`.
+pub fn ingest_documents(
+    dir: &Path,
+    documents: Vec<Document>,
+    spec: &IndexSpec,
+    embedder: &Embedder,
+    cfg: ChunkConfig,
+) -> Result<IngestReport, StoreError> {
+    let report = IngestReport {
+        files: documents.len(),
+        ..IngestReport::default()
+    };
+    ingest_into(dir, documents, spec, embedder, cfg, report)
+}
+
+/// The chunks and full-precision vectors of the store in `dir`, if it has one.
+fn previous_contents(dir: &Path) -> Result<(Vec<Chunk>, Vec<f32>), StoreError> {
+    if !dir.join("manifest.json").exists() {
+        return Ok((Vec::new(), Vec::new()));
+    }
+    let old = Store::open(dir)?;
+    let vpath = dir.join("vectors.bin");
+    let flat = index::load(&vpath)?;
+    if flat.len() != old.chunks.len() {
+        return Err(bad(
+            &vpath,
+            "holds another number of vectors than chunks.jsonl; re-ingest into a new directory",
+        ));
+    }
+    let mut raw = Vec::new();
+    flat.encode(&mut raw);
+    let vectors: Vec<f32> = raw
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
+        .collect();
+    Ok((old.chunks, vectors))
+}
+
+fn ingest_into(
+    dir: &Path,
+    documents: Vec<Document>,
+    spec: &IndexSpec,
+    embedder: &Embedder,
+    cfg: ChunkConfig,
+    mut report: IngestReport,
+) -> Result<IngestReport, StoreError> {
+    std::fs::create_dir_all(dir).map_err(|e| bad(dir, format!("cannot create: {e}")))?;
+    let (chunks, vectors) = previous_contents(dir)?;
+    let mut new_chunks = Vec::new();
+    let mut sources = BTreeSet::new();
+    for d in documents {
+        new_chunks.extend(chunk_document(&d.source, &d.text, d.format, cfg));
+        sources.insert(d.source);
+    }
     // Drop replaced chunks (same source), keeping vectors aligned.
     let before = chunks.len();
     let mut kept_vectors = Vec::with_capacity(vectors.len());
     let mut kept = Vec::with_capacity(chunks.len());
-    for (c, v) in chunks.drain(..).zip(vectors.chunks_exact(DIM)) {
+    for (c, v) in chunks.into_iter().zip(vectors.chunks_exact(DIM)) {
         if !sources.contains(&c.source) {
             kept_vectors.extend_from_slice(v);
             kept.push(c);
         }
     }
     report.replaced = before - kept.len();
-    chunks = kept;
-    vectors = kept_vectors;
+    let (mut chunks, mut vectors) = (kept, kept_vectors);
     let texts: Vec<String> = new_chunks.iter().map(Chunk::embedding_text).collect();
     for v in embedder.embed(&texts)? {
         vectors.extend(v);
@@ -321,6 +369,18 @@ pub fn ingest(
     report.added = new_chunks.len();
     chunks.extend(new_chunks);
     report.total = chunks.len();
+    write_store(dir, chunks, vectors, spec, &mut report)?;
+    Ok(report)
+}
+
+/// Build the index and write the store's files, the manifest last.
+fn write_store(
+    dir: &Path,
+    chunks: Vec<Chunk>,
+    vectors: Vec<f32>,
+    spec: &IndexSpec,
+    report: &mut IngestReport,
+) -> Result<(), StoreError> {
     let built = spec.build(&vectors, DIM)?;
     index::save(
         &index::flat::FlatIndex::new(vectors, DIM),
@@ -341,5 +401,5 @@ pub fn ingest(
             .expect("manifest serialises")
             .as_bytes(),
     )?;
-    Ok(report)
+    Ok(())
 }

@@ -60,6 +60,28 @@ impl Int8Index {
         }
     }
 
+    /// The clipping quantile it was calibrated with.
+    pub(crate) fn clip(&self) -> f32 {
+        self.clip
+    }
+
+    /// The query terms of the score: `q ∘ scale` and `q · lo`.
+    pub(crate) fn prepare(&self, query: &[f32]) -> (Vec<f32>, f32) {
+        let q = &query[..self.dim];
+        let scaled = q.iter().zip(&self.scale).map(|(a, s)| a * s).collect();
+        let base = q.iter().zip(&self.lo).map(|(a, l)| a * l).sum();
+        (scaled, base)
+    }
+
+    /// The score of row `id` for a query [`Self::prepare`]d.
+    #[inline]
+    pub(crate) fn score(&self, prepared: &(Vec<f32>, f32), id: u32) -> f32 {
+        let start = id as usize * self.dim;
+        let mut out = [0f32];
+        dot_rows_u8(&prepared.0, &self.codes[start..start + self.dim], &mut out);
+        out[0] + prepared.1
+    }
+
     pub(crate) fn decode(r: &mut Reader<'_>, dim: usize, n: usize) -> Result<Self, String> {
         let clip = f32::from_bits(r.u32()?);
         let lo = r.f32s(dim)?;
@@ -95,9 +117,7 @@ impl VectorIndex for Int8Index {
     }
 
     fn search(&self, query: &[f32], k: usize) -> Vec<Hit> {
-        let q = &query[..self.dim];
-        let scaled: Vec<f32> = q.iter().zip(&self.scale).map(|(a, s)| a * s).collect();
-        let base: f32 = q.iter().zip(&self.lo).map(|(a, l)| a * l).sum();
+        let (scaled, base) = self.prepare(query);
         let mut scores = vec![0f32; self.len()];
         dot_rows_u8(&scaled, &self.codes, &mut scores);
         let mut hits = top_k(&scores, k);

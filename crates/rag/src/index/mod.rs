@@ -8,6 +8,8 @@
 //! - [`pq::PqIndex`]: product quantization with k-means-trained codebooks, asymmetric
 //!   distance computation (the query stays in f32), optionally re-ranking a candidate
 //!   list with a second, residual product quantizer whose codes are counted in its size.
+//! - [`graph::GraphIndex`]: an HNSW proximity graph over int8 codes: a search scores a
+//!   few hundred vectors instead of all of them.
 //!
 //! Size accounting ([`VectorIndex::memory_bytes`], and the file size on disk) counts
 //! every byte a search needs: codes, codebooks, calibration tables.
@@ -20,6 +22,7 @@
 //! or a wrong checksum is refused with an error saying so; nothing rebuilds over it.
 
 pub mod flat;
+pub mod graph;
 pub mod int8;
 mod kernels;
 pub mod kmeans;
@@ -71,6 +74,8 @@ pub enum IndexKind {
     Int8,
     /// Product quantization.
     Pq,
+    /// HNSW graph over int8 codes.
+    Graph,
 }
 
 impl IndexKind {
@@ -79,6 +84,7 @@ impl IndexKind {
             Self::Flat => 1,
             Self::Int8 => 2,
             Self::Pq => 3,
+            Self::Graph => 4,
         }
     }
 
@@ -87,6 +93,7 @@ impl IndexKind {
             1 => Some(Self::Flat),
             2 => Some(Self::Int8),
             3 => Some(Self::Pq),
+            4 => Some(Self::Graph),
             _ => None,
         }
     }
@@ -98,6 +105,7 @@ impl fmt::Display for IndexKind {
             Self::Flat => "flat",
             Self::Int8 => "int8",
             Self::Pq => "pq",
+            Self::Graph => "graph",
         })
     }
 }
@@ -136,6 +144,8 @@ pub enum IndexSpec {
     },
     /// `pq[:m=M,refine=R,cand=C,train=T,iters=I,seed=S]`.
     Pq(pq::PqParams),
+    /// `graph[:m=M,efc=E,ef=S,clip=Q,seed=S]`.
+    Graph(graph::GraphParams),
 }
 
 impl IndexSpec {
@@ -203,8 +213,32 @@ impl IndexSpec {
                 }
                 Ok(Self::Pq(p))
             }
+            "graph" => {
+                let mut p = graph::GraphParams::default();
+                for (k, v) in pairs {
+                    let n = num(k, v)?;
+                    let whole = || {
+                        if n < 0.0 || n.fract() != 0.0 {
+                            return Err(IndexError::Invalid(format!(
+                                "graph {k}={v} must be a non-negative integer"
+                            )));
+                        }
+                        Ok(n as usize)
+                    };
+                    match k {
+                        "m" => p.m = whole()?,
+                        "efc" => p.ef_construction = whole()?,
+                        "ef" => p.ef_search = whole()?,
+                        "seed" => p.seed = whole()? as u64,
+                        "clip" => p.clip = n as f32,
+                        _ => return Err(unknown(k, "m, efc, ef, clip, seed")),
+                    }
+                }
+                p.check()?;
+                Ok(Self::Graph(p))
+            }
             other => Err(IndexError::Invalid(format!(
-                "unknown index kind `{other}` (known: flat, int8, pq)"
+                "unknown index kind `{other}` (known: flat, int8, pq, graph)"
             ))),
         }
     }
@@ -226,6 +260,7 @@ impl IndexSpec {
             Self::Flat => Box::new(flat::FlatIndex::new(data.to_vec(), dim)),
             Self::Int8 { clip } => Box::new(int8::Int8Index::build(data, dim, *clip)),
             Self::Pq(p) => Box::new(pq::PqIndex::build(data, dim, p)?),
+            Self::Graph(p) => Box::new(graph::GraphIndex::build(data, dim, p)?),
         })
     }
 }
@@ -318,6 +353,7 @@ pub fn load(path: &Path) -> Result<Box<dyn VectorIndex>, IndexError> {
         IndexKind::Flat => flat::FlatIndex::decode(&mut r, dim, n).map(|i| Box::new(i) as _),
         IndexKind::Int8 => int8::Int8Index::decode(&mut r, dim, n).map(|i| Box::new(i) as _),
         IndexKind::Pq => pq::PqIndex::decode(&mut r, dim, n).map(|i| Box::new(i) as _),
+        IndexKind::Graph => graph::GraphIndex::decode(&mut r, dim, n).map(|i| Box::new(i) as _),
     };
     let index = index.map_err(|e| refuse(format!("malformed {kind} payload: {e}")))?;
     if r.remaining() != 0 {
@@ -420,6 +456,9 @@ mod tests {
         }
         for (bad, needle) in [
             ("hnsw", "unknown index kind"),
+            ("graph:m=1", "m=1 must be"),
+            ("graph:ef=1.5", "non-negative integer"),
+            ("graph:ef2=1", "unknown parameter"),
             ("pq:m", "not key=value"),
             ("pq:m=x", "not a number"),
             ("pq:q=1", "unknown parameter"),
@@ -441,6 +480,7 @@ mod tests {
             "int8",
             "pq:m=8,train=600,iters=6",
             "pq:m=4,refine=16,cand=40,train=600,iters=6",
+            "graph:m=6,efc=32,ef=24",
         ] {
             let index = built(spec, &data, dim);
             let path = dir.path().join("idx.bin");
