@@ -28,11 +28,15 @@
 
 pub mod aggregate;
 pub mod attack;
+pub mod audit;
 pub mod bench;
+pub mod committee;
+pub mod committee_sim;
 pub mod compress;
 pub mod coordinator;
 pub mod data;
 pub mod dp;
+pub mod keys;
 pub mod model;
 pub mod participant;
 pub mod wire;
@@ -41,7 +45,7 @@ pub use aggregate::{Aggregator, AggregatorKind, Update};
 pub use attack::{AttackKind, AttackParams};
 pub use coordinator::{Coordinator, CoordinatorConfig, Event, Refusal, RoundSummary};
 pub use participant::{Behaviour, CandleTrainer, LocalTrainer, Participant, ParticipantEvent};
-pub use x0tta6bl4_proto::{Instant, NodeName};
+pub use x0tta6bl4_proto::{Authenticator, Instant, NodeName};
 
 /// A frame to send.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -80,5 +84,43 @@ impl Signer for NoSignatures {
         } else {
             Err("a signature where none is expected".into())
         }
+    }
+}
+
+/// Frame signatures with the node's [`Authenticator`] (its SVID key in the daemon,
+/// ECDSA P-256), checked against every peer's credential (its SVID certificate). An
+/// unsigned frame, or one signed by another key, is refused
+/// ([`Refusal::BadSignature`]).
+pub struct AuthSigner {
+    auth: std::sync::Arc<dyn Authenticator>,
+    credentials: std::collections::BTreeMap<NodeName, Vec<u8>>,
+}
+
+impl AuthSigner {
+    /// Sign with `auth`; verify a sender with its credential in `credentials`.
+    pub fn new(
+        auth: std::sync::Arc<dyn Authenticator>,
+        credentials: std::collections::BTreeMap<NodeName, Vec<u8>>,
+    ) -> Self {
+        AuthSigner { auth, credentials }
+    }
+}
+
+impl Signer for AuthSigner {
+    fn sign(&self, body: &[u8]) -> Vec<u8> {
+        self.auth.sign(body)
+    }
+
+    fn verify(&self, from: &NodeName, body: &[u8], signature: &[u8]) -> Result<(), String> {
+        if signature.is_empty() {
+            return Err(format!("unsigned frame from {from}"));
+        }
+        let credential = self
+            .credentials
+            .get(from)
+            .ok_or_else(|| format!("no credential known for {from}"))?;
+        self.auth
+            .verify(from, credential, body, signature)
+            .map_err(|e| e.to_string())
     }
 }
