@@ -49,7 +49,7 @@ pub struct AuditDirArgs {
 pub struct ShowArgs {
     /// The version (block height) to show.
     #[arg(value_name = "VERSION")]
-    pub version: u64,
+    pub model_version: u64,
     #[command(flatten)]
     pub dir: AuditDirArgs,
 }
@@ -59,7 +59,7 @@ pub struct ShowArgs {
 pub struct RollbackArgs {
     /// The version whose model becomes current again.
     #[arg(value_name = "VERSION")]
-    pub version: u64,
+    pub model_version: u64,
     #[command(flatten)]
     pub dir: AuditDirArgs,
 }
@@ -376,10 +376,10 @@ pub fn models(args: &ModelsArgs) -> anyhow::Result<ExitCode> {
 /// `fl show VERSION`.
 pub fn show(args: &ShowArgs) -> anyhow::Result<ExitCode> {
     let trail = open_trail(&args.dir.audit)?;
-    let Some(r) = trail.get(args.version) else {
+    let Some(r) = trail.get(args.model_version) else {
         return Err(problem(
             Exit::Usage,
-            format!("no version {}", args.version),
+            format!("no version {}", args.model_version),
             args.dir.audit.display(),
             format!(
                 "versions are 1 to {} (`x0tta6bl4 fl models`)",
@@ -420,10 +420,10 @@ pub fn rollback(args: &RollbackArgs) -> anyhow::Result<ExitCode> {
         .into());
     }
     let mut committee = LocalCommittee::open_or_create(&args.dir.audit)?;
-    let Some(target) = committee.trail().get(args.version).cloned() else {
+    let Some(target) = committee.trail().get(args.model_version).cloned() else {
         return Err(problem(
             Exit::Usage,
-            format!("no version {}", args.version),
+            format!("no version {}", args.model_version),
             args.dir.audit.display(),
             format!(
                 "versions are 1 to {} (`x0tta6bl4 fl models`)",
@@ -451,7 +451,7 @@ pub fn rollback(args: &RollbackArgs) -> anyhow::Result<ExitCode> {
         suspected: Vec::new(),
         epsilon: committee.trail().tip().and_then(|b| b.decision.epsilon),
         accuracy: d.accuracy,
-        rollback_to: Some(args.version),
+        rollback_to: Some(args.model_version),
     };
     let record = committee.commit(decision).map_err(|e| {
         problem(
@@ -464,7 +464,7 @@ pub fn rollback(args: &RollbackArgs) -> anyhow::Result<ExitCode> {
     println!(
         "version {} committed: rollback to version {} (model {}), certificate of {} signatures",
         record.block.height,
-        args.version,
+        args.model_version,
         d.model_hash,
         record.qc.commits.len()
     );

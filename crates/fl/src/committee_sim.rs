@@ -560,6 +560,7 @@ pub fn commit_in_process(
     }
     let mut queue: std::collections::VecDeque<(usize, NodeName, Vec<u8>)> =
         std::collections::VecDeque::new();
+    let mut dropped = Vec::new();
     for _ in 0..100_000 {
         for (i, r) in replicas.iter_mut().enumerate() {
             while let Some(t) = r.poll_transmit() {
@@ -568,8 +569,12 @@ pub fn commit_in_process(
                 }
             }
             while let Some(e) = r.poll_event() {
-                if let CommitteeEvent::Committed { block, qc } = e {
-                    return Ok((block, qc));
+                match e {
+                    CommitteeEvent::Committed { block, qc } => return Ok((block, qc)),
+                    CommitteeEvent::Dropped { from, reason } if dropped.len() < 3 => {
+                        dropped.push(format!("{from}: {reason:?}"))
+                    }
+                    _ => {}
                 }
             }
         }
@@ -591,7 +596,15 @@ pub fn commit_in_process(
             }
         }
     }
-    Err(format!("the in-process committee did not commit within {} s of simulated time (are 2f+1 of the drawn committee's keys present?)", IN_PROCESS_LIMIT.as_secs()))
+    let why = if dropped.is_empty() {
+        String::new()
+    } else {
+        format!("; refused messages: {}", dropped.join("; "))
+    };
+    Err(format!(
+        "the in-process committee did not commit within {} s of simulated time (are 2f+1 of the drawn committee's keys present?){why}",
+        IN_PROCESS_LIMIT.as_secs()
+    ))
 }
 
 /// Safety and liveness over a sweep of seeds ([`SimConfig::random`] each).

@@ -18,10 +18,21 @@
 //! as the next global model. Participants train with candle ([`model`]), may compress
 //! their update ([`compress`]) and may be Byzantine ([`attack`]).
 //!
+//! Each adopted round's result can be committed by a BFT committee ([`committee`]: a
+//! sans-IO PBFT replica whose 3f+1 validators are drawn per epoch from the previous
+//! epoch's last block, messages signed through `x0tta6bl4_proto::Authenticator`) and
+//! appended to a hash-chained, crash-safe audit trail of blocks with their quorum
+//! certificates, models stored by content hash ([`audit`]). [`committee_sim`] runs the
+//! committee deterministically with Byzantine validators, loss, delay and partitions,
+//! and in process for the CLI; [`keys`] holds ECDSA P-256 keys; [`AuthSigner`] signs
+//! FL frames with any `Authenticator` (the SVID one in the daemon).
+//!
 //! Written by hand, because no library does it in Rust: the robust aggregation rules
 //! (checked against Flower's own functions), the RDP accountant (checked against
 //! Google's `dp-accounting`), top-k with error feedback and the wire format. Tensors
-//! and training are candle's.
+//! and training are candle's. PBFT is written by hand too: Malachite's core consensus
+//! builds here and is sans-IO, but wiring its context did not fit this piece (see
+//! [`committee`] and docs/fl.md).
 #![forbid(unsafe_code)]
 #![deny(unused_must_use)]
 #![warn(missing_docs)]

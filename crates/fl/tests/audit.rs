@@ -265,3 +265,27 @@ fn appends_that_do_not_extend_the_chain_or_lack_their_model_are_refused() {
         "created twice"
     );
 }
+
+#[test]
+fn blocks_re_encode_to_the_same_bytes_for_any_float() {
+    // Hashes and signatures cover the JSON a block re-encodes to after parsing: every
+    // f64 must parse back to itself (serde_json's float_roundtrip).
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+    for _ in 0..20_000 {
+        let v: f64 = rng.random::<f64>() * 10f64.powi(rng.random_range(-8..8));
+        let d = Decision {
+            round: 1,
+            model_hash: model_hash(&[v as f32]),
+            participants: vec![],
+            aggregator: "fedavg".into(),
+            suspected: vec![],
+            epsilon: Some(v),
+            accuracy: Some(rng.random::<f64>()),
+            rollback_to: None,
+        };
+        let json = serde_json::to_vec(&d).unwrap();
+        let back: Decision = serde_json::from_slice(&json).unwrap();
+        assert_eq!(serde_json::to_vec(&back).unwrap(), json, "{v:e}");
+    }
+}

@@ -23,7 +23,7 @@ fn name(s: &str) -> NodeName {
 
 #[test]
 fn no_conflicting_commits_with_f_byzantine_loss_and_partitions() {
-    for (f, seeds) in [(1, 40), (2, 20)] {
+    for (f, seeds) in [(1, 30), (2, 15)] {
         let r = safety_sweep(f, 0, seeds);
         assert_eq!(r.conflicting_commits, 0, "{r:?}");
         // Every run commits every height once partitions heal.
