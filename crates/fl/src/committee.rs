@@ -551,7 +551,9 @@ pub enum Drop {
     Equivocation(NodeName),
 }
 
-/// What a replica reports.
+/// What a replica reports. (Few events, one per committed block at most: the large
+/// `Committed` variant is not worth a box.)
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq)]
 pub enum CommitteeEvent {
     /// A block was committed (in height order, each exactly once).

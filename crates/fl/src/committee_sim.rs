@@ -414,13 +414,12 @@ impl World {
         if t_queue == Some(now_us) {
             let Reverse((_, _, slot)) = self.queue.pop().expect("peeked");
             match self.events[slot].take() {
-                Some(Ev::Deliver { to, from, bytes }) => {
-                    if !self.crashed[to] {
-                        let from_name = self.names[from].clone();
-                        self.replicas[to].handle_message(now, &from_name, &bytes);
-                        self.flush(now, to);
-                    }
+                Some(Ev::Deliver { to, from, bytes }) if !self.crashed[to] => {
+                    let from_name = self.names[from].clone();
+                    self.replicas[to].handle_message(now, &from_name, &bytes);
+                    self.flush(now, to);
                 }
+                Some(Ev::Deliver { .. }) => {}
                 Some(Ev::Submit(k)) => {
                     for i in 0..self.replicas.len() {
                         if !self.crashed[i] {

@@ -160,7 +160,14 @@ fn svid_signed_messages_commit_and_certificates_verify() {
     let e = verifier.check_qc(&bad, &b1, &committee).unwrap_err();
     assert!(e.contains("commit of"), "{e}");
     // The chain goes on from the tip.
-    let (b2, qc2) = commit_in_process(&cfg, &keys, &verifier, &[b1.clone()], decision(2)).unwrap();
+    let (b2, qc2) = commit_in_process(
+        &cfg,
+        &keys,
+        &verifier,
+        std::slice::from_ref(&b1),
+        decision(2),
+    )
+    .unwrap();
     assert_eq!(b2.prev, b1.hash());
     verifier.check_qc(&qc2, &b2, &committee).unwrap();
     // Only three of four keys: still a quorum (after the missing one's views time out).
