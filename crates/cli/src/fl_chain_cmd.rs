@@ -106,9 +106,9 @@ pub fn committee_bench(args: &CommitteeBenchArgs) -> anyhow::Result<ExitCode> {
         crash.push(committee_sim::crash_sweep(f, args.first_seed, args.seeds));
     }
     let conflicts: u64 = safety.iter().map(|s| s.conflicting_commits).sum();
-    let slow = crash
-        .iter()
-        .any(|c| c.committed < c.seeds || !(c.first_commit_ms_max <= 1000.0));
+    let slow = crash.iter().any(|c| {
+        c.committed < c.seeds || c.first_commit_ms_max.is_nan() || c.first_commit_ms_max > 1000.0
+    });
     if args.json {
         let out = serde_json::json!({
             "safety": safety,
@@ -273,7 +273,7 @@ pub struct AuditObserver {
 
 impl x0tta6bl4_fl::bench::Observer for AuditObserver {
     fn refused(&mut self, round: u64, from: &NodeName, reason: &Refusal) {
-        tracing::warn!(round, from = %from, reason = %reason, kind = reason.label(), "update refused");
+        crate::fl_cmd::log_refusal(round, from, reason);
     }
 
     fn adopted(

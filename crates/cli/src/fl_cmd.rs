@@ -37,7 +37,7 @@ pub enum FlCommand {
     #[command(
         after_help = "Exit codes: 0 the run completed, 1 it failed, 2 bad arguments or missing data."
     )]
-    Bench(FlBenchArgs),
+    Bench(Box<FlBenchArgs>),
     /// Safety and view-change timing of the model-version committee (PBFT), in a
     /// deterministic simulation: for f = 1 of 4 and f = 2 of 7 validators (drawn per
     /// epoch from 2 more candidates), each seed draws message loss (0-10 %), delays,
@@ -154,7 +154,7 @@ pub struct FlBenchArgs {
     /// Commit every adopted round through an in-process committee (6 candidates, 4
     /// drawn per epoch, ECDSA P-256 keys kept in DIR/keys) and append it to the audit
     /// trail in DIR, models stored by hash. Created on first use; later runs extend it.
-    /// Refused updates are logged (RUST_LOG=warn).
+    /// (Refused updates are logged on stderr with or without it.)
     #[arg(long, value_name = "DIR")]
     pub audit: Option<PathBuf>,
 }
@@ -373,7 +373,7 @@ pub async fn bench(args: FlBenchArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Logs refused updates (they are also counted in the report).
+/// Logs refused updates on stderr (they are also counted in the report).
 struct RefusalLog;
 
 impl bench::Observer for RefusalLog {
@@ -383,8 +383,16 @@ impl bench::Observer for RefusalLog {
         from: &x0tta6bl4_fl::NodeName,
         reason: &x0tta6bl4_fl::Refusal,
     ) {
-        tracing::warn!(round, from = %from, reason = %reason, kind = reason.label(), "update refused");
+        log_refusal(round, from, reason);
     }
+}
+
+/// One line on stderr per refused update or chunk: round, sender, kind and reason.
+pub fn log_refusal(round: u64, from: &x0tta6bl4_fl::NodeName, reason: &x0tta6bl4_fl::Refusal) {
+    eprintln!(
+        "x0tta6bl4: fl round {round}: refused a frame from {from} ({}): {reason}",
+        reason.label()
+    );
 }
 
 fn summary(r: &BenchReport) -> String {

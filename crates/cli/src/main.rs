@@ -77,7 +77,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Lab(LabCommand::Soak(args)) => return lab_cmd::soak(&args).await,
         Command::Lab(LabCommand::ProbeAgent(args)) => return lab_cmd::probe_agent(&args),
         Command::Rag(command) => return rag_cmd::run(command).await,
-        Command::Fl(fl_cmd::FlCommand::Bench(args)) => return fl_cmd::bench(args).await,
+        Command::Fl(fl_cmd::FlCommand::Bench(args)) => return fl_cmd::bench(*args).await,
         Command::Fl(fl_cmd::FlCommand::CommitteeBench(args)) => {
             return fl_chain_cmd::committee_bench(&args)
         }
