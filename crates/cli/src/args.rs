@@ -104,7 +104,8 @@ pub enum Command {
     /// passages. See docs/rag.md.
     #[command(subcommand)]
     Rag(crate::rag_cmd::RagCommand),
-    /// Federated learning: robust aggregation, differential privacy, compressed updates.
+    /// Federated learning: robust aggregation, differential privacy, compressed updates,
+    /// a PBFT committee that commits model versions and their audit trail. See docs/fl.md.
     #[command(subcommand)]
     Fl(crate::fl_cmd::FlCommand),
 }

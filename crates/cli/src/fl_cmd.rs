@@ -37,7 +37,35 @@ pub enum FlCommand {
     #[command(
         after_help = "Exit codes: 0 the run completed, 1 it failed, 2 bad arguments or missing data."
     )]
-    Bench(FlBenchArgs),
+    Bench(Box<FlBenchArgs>),
+    /// Safety and view-change timing of the model-version committee (PBFT), in a
+    /// deterministic simulation: for f = 1 of 4 and f = 2 of 7 validators (drawn per
+    /// epoch from 2 more candidates), each seed draws message loss (0-10 %), delays,
+    /// maybe a partition that heals, and f Byzantine validators that equivocate, stay
+    /// silent or delay; it counts heights where two honest validators committed
+    /// different blocks (must be 0). A second sweep crashes the leader and measures
+    /// simulated time to the next commit (must be under 1 s).
+    #[command(
+        name = "committee-bench",
+        after_help = "Exit codes: 0 no conflicting commit and every leader crash recovered within 1 s, 1 otherwise, 2 bad arguments."
+    )]
+    CommitteeBench(crate::fl_chain_cmd::CommitteeBenchArgs),
+    /// List the committed model versions of an audit trail (version, round, model
+    /// hash, accuracy, epsilon, aggregator, participants, suspected attackers).
+    Models(crate::fl_chain_cmd::ModelsArgs),
+    /// Show one committed version: its block, block hash and quorum certificate.
+    Show(crate::fl_chain_cmd::ShowArgs),
+    /// Roll back to an earlier version's model. The rollback is itself a decision the
+    /// committee commits, appended as a new version; nothing is removed.
+    Rollback(crate::fl_chain_cmd::RollbackArgs),
+    /// Re-check a whole audit trail without changing it: every line's checksum, the
+    /// heights and hash chain, every certificate's ECDSA P-256 signatures against the
+    /// committee drawn for its epoch, rollbacks and every stored model's hash. The
+    /// first failure names its block; exit 1.
+    #[command(
+        after_help = "Exit codes: 0 the trail verifies, 1 it does not (the block is named)."
+    )]
+    Verify(crate::fl_chain_cmd::VerifyArgs),
 }
 
 /// `x0tta6bl4 fl bench`.
@@ -123,6 +151,12 @@ pub struct FlBenchArgs {
     /// Draw accuracy per round to this SVG file.
     #[arg(long, value_name = "FILE.svg")]
     pub plot: Option<PathBuf>,
+    /// Commit every adopted round through an in-process committee (6 candidates, 4
+    /// drawn per epoch, ECDSA P-256 keys kept in DIR/keys) and append it to the audit
+    /// trail in DIR, models stored by hash. Created on first use; later runs extend it.
+    /// (Refused updates are logged on stderr with or without it.)
+    #[arg(long, value_name = "DIR")]
+    pub audit: Option<PathBuf>,
 }
 
 fn usage(
@@ -275,6 +309,13 @@ pub async fn bench(args: FlBenchArgs) -> anyhow::Result<ExitCode> {
     let test = load(&dir, &args.dataset, "test")?;
     let hidden = !std::io::stderr().is_terminal();
     let rounds = cfg.rounds;
+    let mut observer: Box<dyn bench::Observer + Send> = match &args.audit {
+        Some(dir) => Box::new(crate::fl_chain_cmd::AuditObserver {
+            committee: crate::fl_chain_cmd::LocalCommittee::open_or_create(dir)?,
+            committed: 0,
+        }),
+        None => Box::new(RefusalLog),
+    };
     let report = tokio::task::spawn_blocking(move || {
         let bar = if hidden {
             ProgressBar::hidden()
@@ -288,14 +329,20 @@ pub async fn bench(args: FlBenchArgs) -> anyhow::Result<ExitCode> {
             bar.enable_steady_tick(Duration::from_millis(200));
             bar
         };
-        let result = bench::run(&cfg, train, &test, &mut |r| {
-            bar.set_position(r.round);
-            let eps = r
-                .epsilon
-                .map(|e| format!(" eps {e:.3}"))
-                .unwrap_or_default();
-            bar.set_message(format!("accuracy {:.2} %{eps}", 100.0 * r.accuracy));
-        });
+        let result = bench::run_observed(
+            &cfg,
+            train,
+            &test,
+            &mut |r| {
+                bar.set_position(r.round);
+                let eps = r
+                    .epsilon
+                    .map(|e| format!(" eps {e:.3}"))
+                    .unwrap_or_default();
+                bar.set_message(format!("accuracy {:.2} %{eps}", 100.0 * r.accuracy));
+            },
+            observer.as_mut(),
+        );
         bar.finish_and_clear();
         result
     })
@@ -324,6 +371,28 @@ pub async fn bench(args: FlBenchArgs) -> anyhow::Result<ExitCode> {
         print!("{}", summary(&report));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Logs refused updates on stderr (they are also counted in the report).
+struct RefusalLog;
+
+impl bench::Observer for RefusalLog {
+    fn refused(
+        &mut self,
+        round: u64,
+        from: &x0tta6bl4_fl::NodeName,
+        reason: &x0tta6bl4_fl::Refusal,
+    ) {
+        log_refusal(round, from, reason);
+    }
+}
+
+/// One line on stderr per refused update or chunk: round, sender, kind and reason.
+pub fn log_refusal(round: u64, from: &x0tta6bl4_fl::NodeName, reason: &x0tta6bl4_fl::Refusal) {
+    eprintln!(
+        "x0tta6bl4: fl round {round}: refused a frame from {from} ({}): {reason}",
+        reason.label()
+    );
 }
 
 fn summary(r: &BenchReport) -> String {

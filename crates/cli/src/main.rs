@@ -14,6 +14,7 @@ mod args;
 mod ca;
 mod dao_cmd;
 mod demo;
+mod fl_chain_cmd;
 mod fl_cmd;
 mod lab_cmd;
 mod node_cmd;
@@ -79,7 +80,14 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Lab(LabCommand::Soak(args)) => return lab_cmd::soak(&args).await,
         Command::Lab(LabCommand::ProbeAgent(args)) => return lab_cmd::probe_agent(&args),
         Command::Rag(command) => return rag_cmd::run(command).await,
-        Command::Fl(fl_cmd::FlCommand::Bench(args)) => return fl_cmd::bench(args).await,
+        Command::Fl(fl_cmd::FlCommand::Bench(args)) => return fl_cmd::bench(*args).await,
+        Command::Fl(fl_cmd::FlCommand::CommitteeBench(args)) => {
+            return fl_chain_cmd::committee_bench(&args)
+        }
+        Command::Fl(fl_cmd::FlCommand::Models(args)) => return fl_chain_cmd::models(&args),
+        Command::Fl(fl_cmd::FlCommand::Show(args)) => return fl_chain_cmd::show(&args),
+        Command::Fl(fl_cmd::FlCommand::Rollback(args)) => return fl_chain_cmd::rollback(&args),
+        Command::Fl(fl_cmd::FlCommand::Verify(args)) => return fl_chain_cmd::verify(&args),
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -16,7 +16,7 @@ use serde::Serialize;
 use crate::aggregate::AggregatorKind;
 use crate::attack::{AttackKind, AttackParams, Collusion};
 use crate::compress::Compression;
-use crate::coordinator::{Coordinator, CoordinatorConfig, Event};
+use crate::coordinator::{Coordinator, CoordinatorConfig, Event, Refusal, RoundSummary};
 use crate::data::{partition_dirichlet, partition_iid, Dataset};
 use crate::dp::{noise_multiplier_for, DpConfig};
 use crate::model::{accuracy, ModelKind, ModelSpec, TrainConfig};
@@ -226,6 +226,39 @@ pub fn run(
     test: &Dataset,
     progress: &mut dyn FnMut(&RoundRecord),
 ) -> Result<BenchReport, String> {
+    run_observed(cfg, train, test, progress, &mut NoObserver)
+}
+
+/// Sees what [`run_observed`] refuses and adopts.
+pub trait Observer {
+    /// An update or chunk was refused (it is also counted in the report).
+    fn refused(&mut self, _round: u64, _from: &NodeName, _reason: &Refusal) {}
+    /// A round's aggregate was adopted: `model` is the new global model, `accuracy`
+    /// its test accuracy, `aggregator` the rule's name. An error stops the run (the
+    /// audit trail's committee could not commit the round).
+    fn adopted(
+        &mut self,
+        _summary: &RoundSummary,
+        _model: &[f32],
+        _accuracy: f64,
+        _aggregator: &str,
+    ) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+/// Observes nothing.
+pub struct NoObserver;
+impl Observer for NoObserver {}
+
+/// [`run`], telling `observer` every refused update and adopted round.
+pub fn run_observed(
+    cfg: &BenchConfig,
+    train: Arc<Dataset>,
+    test: &Dataset,
+    progress: &mut dyn FnMut(&RoundRecord),
+    observer: &mut dyn Observer,
+) -> Result<BenchReport, String> {
     let started = std::time::Instant::now();
     if cfg.participants == 0 || cfg.per_round == 0 || cfg.rounds == 0 {
         return Err("participants, per-round and rounds must be at least 1".into());
@@ -422,6 +455,7 @@ pub fn run(
                         },
                         failure: None,
                     };
+                    observer.adopted(&s, coord.global(), acc, &kind.to_string())?;
                     progress(&r);
                     records.push(r);
                 }
@@ -445,7 +479,12 @@ pub fn run(
                     break 'run;
                 }
                 Event::Finished => break 'run,
-                Event::RoundStarted { .. } | Event::Refused { .. } => {}
+                Event::Refused {
+                    round,
+                    from,
+                    reason,
+                } => observer.refused(round, &from, &reason),
+                Event::RoundStarted { .. } => {}
             }
         }
         let mut next = queue.peek().map(|Reverse(f)| f.0);

@@ -18,21 +18,36 @@
 //! as the next global model. Participants train with candle ([`model`]), may compress
 //! their update ([`compress`]) and may be Byzantine ([`attack`]).
 //!
+//! Each adopted round's result can be committed by a BFT committee ([`committee`]: a
+//! sans-IO PBFT replica whose 3f+1 validators are drawn per epoch from the previous
+//! epoch's last block, messages signed through `x0tta6bl4_proto::Authenticator`) and
+//! appended to a hash-chained, crash-safe audit trail of blocks with their quorum
+//! certificates, models stored by content hash ([`audit`]). [`committee_sim`] runs the
+//! committee deterministically with Byzantine validators, loss, delay and partitions,
+//! and in process for the CLI; [`keys`] holds ECDSA P-256 keys; [`AuthSigner`] signs
+//! FL frames with any `Authenticator` (the SVID one in the daemon).
+//!
 //! Written by hand, because no library does it in Rust: the robust aggregation rules
 //! (checked against Flower's own functions), the RDP accountant (checked against
 //! Google's `dp-accounting`), top-k with error feedback and the wire format. Tensors
-//! and training are candle's.
+//! and training are candle's. PBFT is written by hand too: Malachite's core consensus
+//! builds here and is sans-IO, but wiring its context did not fit this piece (see
+//! [`committee`] and docs/fl.md).
 #![forbid(unsafe_code)]
 #![deny(unused_must_use)]
 #![warn(missing_docs)]
 
 pub mod aggregate;
 pub mod attack;
+pub mod audit;
 pub mod bench;
+pub mod committee;
+pub mod committee_sim;
 pub mod compress;
 pub mod coordinator;
 pub mod data;
 pub mod dp;
+pub mod keys;
 pub mod model;
 pub mod participant;
 pub mod wire;
@@ -41,7 +56,7 @@ pub use aggregate::{Aggregator, AggregatorKind, Update};
 pub use attack::{AttackKind, AttackParams};
 pub use coordinator::{Coordinator, CoordinatorConfig, Event, Refusal, RoundSummary};
 pub use participant::{Behaviour, CandleTrainer, LocalTrainer, Participant, ParticipantEvent};
-pub use x0tta6bl4_proto::{Instant, NodeName};
+pub use x0tta6bl4_proto::{Authenticator, Instant, NodeName};
 
 /// A frame to send.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -80,5 +95,43 @@ impl Signer for NoSignatures {
         } else {
             Err("a signature where none is expected".into())
         }
+    }
+}
+
+/// Frame signatures with the node's [`Authenticator`] (its SVID key in the daemon,
+/// ECDSA P-256), checked against every peer's credential (its SVID certificate). An
+/// unsigned frame, or one signed by another key, is refused
+/// ([`Refusal::BadSignature`]).
+pub struct AuthSigner {
+    auth: std::sync::Arc<dyn Authenticator>,
+    credentials: std::collections::BTreeMap<NodeName, Vec<u8>>,
+}
+
+impl AuthSigner {
+    /// Sign with `auth`; verify a sender with its credential in `credentials`.
+    pub fn new(
+        auth: std::sync::Arc<dyn Authenticator>,
+        credentials: std::collections::BTreeMap<NodeName, Vec<u8>>,
+    ) -> Self {
+        AuthSigner { auth, credentials }
+    }
+}
+
+impl Signer for AuthSigner {
+    fn sign(&self, body: &[u8]) -> Vec<u8> {
+        self.auth.sign(body)
+    }
+
+    fn verify(&self, from: &NodeName, body: &[u8], signature: &[u8]) -> Result<(), String> {
+        if signature.is_empty() {
+            return Err(format!("unsigned frame from {from}"));
+        }
+        let credential = self
+            .credentials
+            .get(from)
+            .ok_or_else(|| format!("no credential known for {from}"))?;
+        self.auth
+            .verify(from, credential, body, signature)
+            .map_err(|e| e.to_string())
     }
 }
