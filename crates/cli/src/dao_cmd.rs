@@ -62,17 +62,9 @@ pub enum DaoCommand {
     Deploy(DeployArgs),
 }
 
+/// The governance rules, the same on chain (`dao deploy`) and off chain (`dao init`).
 #[derive(Debug, Args)]
-pub struct DeployArgs {
-    /// The JSON-RPC endpoint (http:// or https://), e.g. http://127.0.0.1:8545 for anvil.
-    #[arg(long)]
-    pub rpc: String,
-    /// The deployer's secp256k1 private key: a file holding 64 hex digits (0x optional).
-    #[arg(long)]
-    pub key_file: PathBuf,
-    /// An operator account (0x address) to admit at deployment; repeat for more.
-    #[arg(long = "operator", value_name = "ADDRESS")]
-    pub operators: Vec<String>,
+pub struct RuleArgs {
     /// Seconds from proposal to snapshot.
     #[arg(long, default_value_t = 3_600)]
     pub voting_delay: u64,
@@ -88,6 +80,33 @@ pub struct DeployArgs {
     /// Quorum: percent of the operators registered at the snapshot.
     #[arg(long, default_value_t = 20)]
     pub quorum_percent: u64,
+}
+
+impl RuleArgs {
+    fn rules(&self) -> Rules {
+        Rules {
+            voting_delay: self.voting_delay,
+            voting_period: self.voting_period,
+            timelock_delay: self.timelock,
+            grace_period: self.grace_period,
+            quorum_percent: self.quorum_percent,
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct DeployArgs {
+    /// The JSON-RPC endpoint (http:// or https://), e.g. http://127.0.0.1:8545 for anvil.
+    #[arg(long)]
+    pub rpc: String,
+    /// The deployer's secp256k1 private key: a file holding 64 hex digits (0x optional).
+    #[arg(long)]
+    pub key_file: PathBuf,
+    /// An operator account (0x address) to admit at deployment; repeat for more.
+    #[arg(long = "operator", value_name = "ADDRESS")]
+    pub operators: Vec<String>,
+    #[command(flatten)]
+    pub rules: RuleArgs,
     /// The compiled contracts (default: contracts/out of the source tree).
     #[arg(long)]
     pub artifacts: Option<PathBuf>,
@@ -140,21 +159,8 @@ pub struct InitArgs {
     /// The first registrar's id (it admits operators).
     #[arg(long)]
     pub registrar: String,
-    /// Seconds from proposal to snapshot.
-    #[arg(long, default_value_t = 3_600)]
-    pub voting_delay: u64,
-    /// Seconds the vote stays open.
-    #[arg(long, default_value_t = 259_200)]
-    pub voting_period: u64,
-    /// Seconds between queueing and the earliest execution.
-    #[arg(long, default_value_t = 86_400)]
-    pub timelock: u64,
-    /// Seconds after the timelock during which execution is still possible.
-    #[arg(long, default_value_t = 604_800)]
-    pub grace_period: u64,
-    /// Quorum: percent of the operators registered at the snapshot.
-    #[arg(long, default_value_t = 20)]
-    pub quorum_percent: u64,
+    #[command(flatten)]
+    pub rules: RuleArgs,
     /// Replace an existing state file.
     #[arg(long)]
     pub force: bool,
@@ -346,13 +352,7 @@ fn read_key(path: &Path) -> anyhow::Result<signed::EcdsaKeyPair> {
 /// `dao deploy`: the contracts to a JSON-RPC endpoint.
 pub async fn deploy(a: &DeployArgs) -> anyhow::Result<ExitCode> {
     use x0tta6bl4_dao::{evm, rpc};
-    let rules = Rules {
-        voting_delay: a.voting_delay,
-        voting_period: a.voting_period,
-        timelock_delay: a.timelock,
-        grace_period: a.grace_period,
-        quorum_percent: a.quorum_percent,
-    };
+    let rules = a.rules.rules();
     rules.validate().map_err(|e| {
         usage(
             &format!("invalid rules: {e}"),
@@ -431,13 +431,7 @@ pub fn run(command: &DaoCommand) -> anyhow::Result<ExitCode> {
                     "pass --force to replace it, or another --state",
                 ));
             }
-            let rules = Rules {
-                voting_delay: a.voting_delay,
-                voting_period: a.voting_period,
-                timelock_delay: a.timelock,
-                grace_period: a.grace_period,
-                quorum_percent: a.quorum_percent,
-            };
+            let rules = a.rules.rules();
             let ledger = Ledger::new(rules, &a.registrar).map_err(|e| {
                 usage(
                     &format!("invalid rules: {e}"),
