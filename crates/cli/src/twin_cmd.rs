@@ -222,18 +222,18 @@ fn failure(report: &x0tta6bl4_twin::Report, scenario: &str) -> Option<crate::pro
         return Some(problem(
             Exit::Failure,
             format!(
-                "{} flows did not deliver before the fault (no route, a loop, or a path                  longer than the hop limit): the converged mesh does not route",
+                "{} flows did not deliver before the fault (no route, a loop, or a path longer than the hop limit): the converged mesh does not route",
                 report.baseline_undelivered_flows
             ),
             place,
-            "replay with the same --seed; a path longer than protocol.ttl_default needs a              larger hop limit",
+            "replay with the same --seed; a path longer than protocol.ttl_default needs a larger hop limit",
         ));
     }
     if report.unhealed_flows > 0 || report.unreachable_pairs_after_heal > 0 {
         return Some(problem(
             Exit::Failure,
             format!(
-                "the mesh did not heal: {} flows never delivered again and {} connected                  pairs had no working path after the scenario",
+                "the mesh did not heal: {} flows never delivered again and {} connected pairs had no working path after the scenario",
                 report.unhealed_flows, report.unreachable_pairs_after_heal
             ),
             place,

@@ -100,6 +100,10 @@ struct ProbeRecord {
     acked: bool,
 }
 
+/// Misses in a row that count as an outage rather than loss when an answer ends them,
+/// at least (the default `probe_misses_max`; more on a link known to be lossy).
+const OUTAGE_RUN: u32 = 3;
+
 /// Chance, per probe, that a link which works is declared down: silence must last
 /// long enough that a run of losses this unlikely is needed to fake it.
 const FALSE_DOWN_CHANCE: f64 = 1e-3;
@@ -129,6 +133,11 @@ pub(crate) struct Neighbour {
     /// `loss` when the last probe was answered: the link's loss before the current
     /// silence, which the silence itself must not stretch.
     loss_when_heard: f64,
+    /// Sequence of the last answered probe.
+    last_acked_seq: Option<u32>,
+    /// Probes before this sequence that went unanswered belong to an outage the link
+    /// survived (a run of misses ended by an answer), not to its loss.
+    outage_end_seq: u32,
     probes: [Option<ProbeRecord>; PROBES_IN_FLIGHT_MAX],
     /// Instants at which it went down, oldest first.
     pub(crate) down_times: VecDeque<Instant>,
@@ -154,6 +163,8 @@ impl Neighbour {
             rttvar_us: 0.0,
             loss: 0.0,
             loss_when_heard: 0.0,
+            last_acked_seq: None,
+            outage_end_seq: 0,
             probes: [None; PROBES_IN_FLIGHT_MAX],
             down_times: VecDeque::new(),
             damped_until: None,
@@ -168,8 +179,11 @@ impl Neighbour {
     pub(crate) fn probe_sent(&mut self, seq: u32) {
         let slot = seq as usize % PROBES_IN_FLIGHT_MAX;
         if let Some(old) = self.probes[slot] {
-            let lost = if old.acked { 0.0 } else { 1.0 };
-            self.loss += LOSS_GAIN * (lost - self.loss);
+            let in_outage = !old.acked && (old.seq.wrapping_sub(self.outage_end_seq) as i32) < 0;
+            if !in_outage {
+                let lost = if old.acked { 0.0 } else { 1.0 };
+                self.loss += LOSS_GAIN * (lost - self.loss);
+            }
         }
         self.probes[slot] = Some(ProbeRecord { seq, acked: false });
     }
@@ -180,6 +194,23 @@ impl Neighbour {
         match &mut self.probes[slot] {
             Some(record) if record.seq == seq && !record.acked => record.acked = true,
             _ => return false,
+        }
+        let missed = self
+            .last_acked_seq
+            .map_or(0, |last| seq.wrapping_sub(last).wrapping_sub(1));
+        let outage_run = OUTAGE_RUN.max(misses_for_loss(self.loss_when_heard));
+        if (outage_run..PROBES_IN_FLIGHT_MAX as u32 * 1024).contains(&missed) {
+            // A run of misses as long as the detection's, ended by an answer: an outage
+            // the link survived because other frames kept arriving (a one-way block, a
+            // stalled peer), not the random loss shorter runs are. Forget what it added.
+            self.loss = self.loss_when_heard;
+            self.outage_end_seq = seq;
+        }
+        if self
+            .last_acked_seq
+            .is_none_or(|last| (seq.wrapping_sub(last) as i32) > 0)
+        {
+            self.last_acked_seq = Some(seq);
         }
         self.loss_when_heard = self.loss;
         let sample = now.saturating_since(echo).as_micros() as f64;
@@ -345,6 +376,14 @@ mod tests {
         }
         assert!(n.loss > 0.9);
         assert_eq!(n.dead_interval(interval, 3, true), lossy);
+        // It answers again: the silence was an outage it survived, not loss.
+        n.probe_acked(260, Instant::ZERO, Instant::from_micros(1_000));
+        assert_eq!(n.dead_interval(interval, 3, true), lossy);
+        for seq in 261..300u32 {
+            n.probe_sent(seq);
+            n.probe_acked(seq, Instant::ZERO, Instant::from_micros(1_000));
+        }
+        assert!(n.loss < 0.5, "{}", n.loss);
     }
 
     #[test]

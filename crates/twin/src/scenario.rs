@@ -819,7 +819,7 @@ pub struct IterationResult {
 }
 
 /// Flows an iteration measures.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Flows {
     /// Flows whose path crosses what the plan breaks: their outage is the MTTR.
     pub crossing: Vec<(u32, u32)>,
@@ -832,6 +832,9 @@ pub struct Flows {
     /// One-way delay of the longest path examined (latency plus jitter per link): the
     /// baseline lasts long enough for every flow to deliver before the fault.
     pub longest_path_delay: Duration,
+    /// Chance that one message crosses the lossiest path examined: the baseline sends
+    /// enough messages that every flow delivers before the fault but with chance 1e-6.
+    pub worst_path_delivery: f64,
 }
 
 /// Bystander flows measured per iteration, at most.
@@ -859,6 +862,7 @@ pub fn affected_flows(sim: &Sim, plan: &FaultPlan, flows_max: usize, rng: &mut R
     let mut bystanders = Vec::new();
     let mut unroutable = 0;
     let mut longest_path_delay = Duration::ZERO;
+    let mut worst_path_delivery = 1.0f64;
     for &s in &sources {
         for &d in &survivors {
             // A flow whose ends the fault leaves disconnected cannot heal: not measured.
@@ -879,6 +883,20 @@ pub fn affected_flows(sim: &Sim, plan: &FaultPlan, flows_max: usize, rng: &mut R
                 })
                 .sum();
             longest_path_delay = longest_path_delay.max(delay);
+            let delivery: f64 = path
+                .windows(2)
+                .filter_map(|w| sim.link_between(w[0], w[1]).map(|l| (l, w[0])))
+                .map(|(l, from)| {
+                    let link = &sim.links()[l as usize];
+                    let p = &link.params;
+                    1.0 - if link.a == from {
+                        p.loss
+                    } else {
+                        p.loss_reverse.unwrap_or(p.loss)
+                    }
+                })
+                .product();
+            worst_path_delivery = worst_path_delivery.min(delivery);
             let crosses_node = path[1..path.len() - 1]
                 .iter()
                 .any(|v| plan.failed_nodes.contains(v) || plan.stressed_nodes.contains(v));
@@ -909,6 +927,7 @@ pub fn affected_flows(sim: &Sim, plan: &FaultPlan, flows_max: usize, rng: &mut R
         bystanders,
         unroutable,
         longest_path_delay,
+        worst_path_delivery,
     }
 }
 
@@ -968,10 +987,16 @@ pub fn run_iteration(
 ) -> IterationResult {
     let start = sim.now();
     let stats_before = sim.stats().clone();
-    // Long enough for the longest flow to deliver twice before the fault.
+    // Long enough for the longest flow to deliver twice before the fault, and for the
+    // lossiest to deliver at all but with chance 1e-6.
+    let lossy_sends = if flows.worst_path_delivery >= 1.0 {
+        2.0
+    } else {
+        (1e-6f64.ln() / (1.0 - flows.worst_path_delivery.max(0.01)).ln()).ceil()
+    };
     let baseline = m
         .baseline
-        .max(flows.longest_path_delay + m.flow_interval * 2);
+        .max(flows.longest_path_delay + m.flow_interval.mul_f64(lossy_sends.max(2.0)));
     let fault_at = start + baseline;
     let last_action = plan.actions.last().map_or(Duration::ZERO, |(at, _)| *at);
     let deadline = fault_at + last_action + m.recovery_max;
