@@ -79,7 +79,7 @@ python3 scripts/fetch-fl-data.py --if-missing
 
 # A clean clone builds once: incremental caches would only take disk (GBs) for nothing.
 if [[ ${CI:-} == true ]]; then export CARGO_INCREMENTAL=0; fi
-echo "== disk: $(df -h --output=avail . | tail -1 | tr -d ' ') free where target/ is built (a clean build takes ~12 GB)"
+echo "== disk: $(df -h --output=avail . | tail -1 | tr -d ' ') free where target/ is built (a clean build of every target, debug and release, takes ~6 GB)"
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
