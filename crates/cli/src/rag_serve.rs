@@ -29,7 +29,7 @@ use clap::Args;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use x0tta6bl4_identity::{NodeIdentity, Policy};
-use x0tta6bl4_node::api_serve::{self, ApiCounters, Limits, Refusal};
+use x0tta6bl4_node::api_serve::{self, ApiCounters, Limits};
 use x0tta6bl4_node::api_tls::Caller;
 use x0tta6bl4_rag::advise::{advise, check_event};
 use x0tta6bl4_rag::chunk::{ChunkConfig, Format};
@@ -289,19 +289,16 @@ async fn observe(
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    let (method, path) = (request.method().clone(), request.uri().path().to_owned());
+    let path = request.uri().path().to_owned();
     let started = Instant::now();
-    let response = match tokio::time::timeout(service.request_timeout, next.run(request)).await {
-        Ok(response) => response,
-        Err(_) => {
-            service.metrics.counters.refuse(Refusal::RequestTimeout);
-            let message = format!(
-                "{method} {path} was not received and answered within {} ms: send the whole request at once, or raise --request-timeout-ms",
-                service.request_timeout.as_millis()
-            );
-            ApiError(StatusCode::REQUEST_TIMEOUT, message).into_response()
-        }
-    };
+    let response = api_serve::within_request_timeout(
+        service.request_timeout,
+        &service.metrics.counters,
+        "or raise --request-timeout-ms",
+        request,
+        next,
+    )
+    .await;
     let endpoint = crate::rag_metrics::endpoint_label(&path);
     service
         .metrics

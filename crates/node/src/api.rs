@@ -102,20 +102,10 @@ async fn time_limit(
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    let (method, path) = (request.method().clone(), request.uri().path().to_owned());
-    match tokio::time::timeout(state.request_timeout, next.run(request)).await {
-        Ok(response) => response,
-        Err(_) => {
-            let counters = &state.metrics.api;
-            counters.refuse(crate::api_serve::Refusal::RequestTimeout);
-            let message = format!(
-                "{method} {path} was not received and answered within {} ms: send the whole \
-                 request at once (the limit is [api] request_timeout_ms)",
-                state.request_timeout.as_millis()
-            );
-            ApiError(StatusCode::REQUEST_TIMEOUT, message).into_response()
-        }
-    }
+    let limit = state.request_timeout;
+    let setting = "the limit is [api] request_timeout_ms";
+    crate::api_serve::within_request_timeout(limit, &state.metrics.api, setting, request, next)
+        .await
 }
 
 /// Turn an error answer that is not JSON (axum's rejections: body too large, missing

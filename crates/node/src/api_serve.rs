@@ -168,6 +168,36 @@ impl ApiCounters {
     }
 }
 
+/// Run `next` on `request` within `limit` (the body included: a client that sends it
+/// slowly, or not at all, is cut off); past it, count a [`Refusal::RequestTimeout`] and
+/// answer `408 {"error": ...}` naming the request and `setting`, the limit's knob.
+pub async fn within_request_timeout(
+    limit: Duration,
+    counters: &ApiCounters,
+    setting: &str,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    let (method, path) = (request.method().clone(), request.uri().path().to_owned());
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => {
+            counters.refuse(Refusal::RequestTimeout);
+            let error = format!(
+                "{method} {path} was not received and answered within {} ms: send the whole \
+                 request at once ({setting})",
+                limit.as_millis()
+            );
+            (
+                axum::http::StatusCode::REQUEST_TIMEOUT,
+                axum::Json(serde_json::json!({ "error": error })),
+            )
+                .into_response()
+        }
+    }
+}
+
 /// One open connection in the table.
 struct Slot {
     /// Requests being handled (HTTP/1.1: 0 or 1).
