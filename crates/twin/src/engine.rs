@@ -1136,10 +1136,7 @@ impl Sim {
         }
         let link = &mut self.links[l as usize];
         let direction = usize::from(link.a != from);
-        let loss = match direction {
-            0 => link.params.loss,
-            _ => link.params.loss_reverse.unwrap_or(link.params.loss),
-        };
+        let loss = link.params.loss_of(direction == 0);
         let lossy = loss > 0.0 && self.rng.unit() < loss;
         if !link.up || link.blocked[direction] || lossy {
             self.stats.frames_lost += 1;

@@ -874,28 +874,19 @@ pub fn affected_flows(sim: &Sim, plan: &FaultPlan, flows_max: usize, rng: &mut R
                 unroutable += 1;
                 continue;
             };
-            let delay = path
-                .windows(2)
-                .filter_map(|w| sim.link_between(w[0], w[1]))
-                .map(|l| {
-                    let p = &sim.links()[l as usize].params;
-                    p.latency + p.jitter
-                })
-                .sum();
-            longest_path_delay = longest_path_delay.max(delay);
-            let delivery: f64 = path
+            // One-way delay (latency plus jitter) and the chance a message crosses.
+            let (delay, delivery) = path
                 .windows(2)
                 .filter_map(|w| sim.link_between(w[0], w[1]).map(|l| (l, w[0])))
-                .map(|(l, from)| {
+                .fold((Duration::ZERO, 1.0f64), |(delay, delivery), (l, from)| {
                     let link = &sim.links()[l as usize];
                     let p = &link.params;
-                    1.0 - if link.a == from {
-                        p.loss
-                    } else {
-                        p.loss_reverse.unwrap_or(p.loss)
-                    }
-                })
-                .product();
+                    (
+                        delay + p.latency + p.jitter,
+                        delivery * (1.0 - p.loss_of(link.a == from)),
+                    )
+                });
+            longest_path_delay = longest_path_delay.max(delay);
             worst_path_delivery = worst_path_delivery.min(delivery);
             let crosses_node = path[1..path.len() - 1]
                 .iter()

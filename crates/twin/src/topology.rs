@@ -34,13 +34,21 @@ impl LinkParams {
         self.loss > 0.0 || self.loss_reverse.is_some_and(|loss| loss > 0.0)
     }
 
+    /// Probability that a frame is lost from `a` to `b` (`a_to_b`) or back.
+    pub fn loss_of(&self, a_to_b: bool) -> f64 {
+        if a_to_b {
+            self.loss
+        } else {
+            self.loss_reverse.unwrap_or(self.loss)
+        }
+    }
+
     /// Whether a routing protocol can be expected to hold a path over the link: at
     /// least 10 % of round trips get through. Below that (a batman-adv TQ near 0 both
     /// ways), no protocol keeps a link up, so the twin's checkers count it as absent:
     /// nodes behind it alone are not "connected".
     pub fn carries_traffic(&self) -> bool {
-        let back = self.loss_reverse.unwrap_or(self.loss);
-        (1.0 - self.loss) * (1.0 - back) >= ROUND_TRIP_DELIVERY_MIN
+        (1.0 - self.loss_of(true)) * (1.0 - self.loss_of(false)) >= ROUND_TRIP_DELIVERY_MIN
     }
 
     /// Latency and jitter of a meshnet-lab link `type`: `wifi` 2 ± 1 ms (one radio hop
