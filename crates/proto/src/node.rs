@@ -589,8 +589,15 @@ impl Node {
                 peer.next_dial_at = None;
             }
         }
+        let mut resync = false;
         if let Some(n) = self.neighbours.get_mut(&neighbour) {
-            if !n.link_open {
+            if n.link_open {
+                // A new connection while the old one looked open: the neighbour restarted
+                // (or redialed) before its silence was noticed, and a restarted node holds
+                // none of our database. `neighbour_alive` will not run again for a
+                // neighbour already up, so the database is offered here.
+                resync = n.state == NeighbourState::Up;
+            } else {
                 n.link_open = true;
                 n.last_heard = now;
                 if n.state == NeighbourState::Down {
@@ -603,6 +610,9 @@ impl Node {
             }
             self.neighbours
                 .insert(neighbour.clone(), Neighbour::new(neighbour.clone(), now));
+        }
+        if resync {
+            self.sync_database(now, &neighbour, true);
         }
         self.send_probe(now, &neighbour);
         true
@@ -988,7 +998,7 @@ impl Node {
             peer.backoff = backoff_min;
         }
         self.emit(Event::NeighbourUp { name: name.clone() });
-        self.sync_database(now, name);
+        self.sync_database(now, name, false);
         self.originate(now);
     }
 
@@ -1098,7 +1108,7 @@ impl Node {
                 n.state = NeighbourState::Up;
                 let name = n.name.clone();
                 self.emit(Event::NeighbourUp { name: name.clone() });
-                self.sync_database(now, &name);
+                self.sync_database(now, &name, false);
                 true
             }
         }
@@ -1458,11 +1468,13 @@ impl Node {
     /// Our own advertisement is left out: every caller originates right after, and that
     /// (possibly held back by `lsa_min_interval_ms`) floods to the new neighbour too, so
     /// a soon-outdated copy is not flooded through the whole mesh first.
-    fn sync_database(&mut self, now: Instant, name: &NodeName) {
+    /// Offer `name` every advertisement held; our own too when `with_own` (otherwise the
+    /// caller originates a fresh one right after).
+    fn sync_database(&mut self, now: Instant, name: &NodeName, with_own: bool) {
         let mut all: Vec<Arc<SignedLsa>> = self
             .lsdb
             .iter()
-            .filter(|(origin, _)| **origin != self.name)
+            .filter(|(origin, _)| with_own || **origin != self.name)
             .map(|(_, e)| e.lsa.clone())
             .collect();
         all.sort_by(|a, b| a.lsa.origin.cmp(&b.lsa.origin));
