@@ -34,9 +34,11 @@ pub mod scenario;
 pub use runner::{run, Report, RunError, RunOptions, Start};
 pub use scenario::{Measurement, Scenario, Targets, SCENARIO_HELP};
 pub mod fuzz;
+pub mod parts;
 pub mod plot;
 pub mod prometheus;
 pub mod spec;
 pub mod tune;
 
+pub use parts::{merge, run_shard, Part, Shard};
 pub use spec::{TopologySpec, TOPOLOGY_HELP};
