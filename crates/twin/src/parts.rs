@@ -553,3 +553,141 @@ pub fn merge(parts: &[(String, Part)]) -> Result<Report, MergeError> {
     report.sim_seconds_per_wall_second = report.sim_seconds / report.wall_seconds.max(1e-9);
     Ok(report)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::topology::LinkParams;
+
+    #[test]
+    fn shards_cover_every_iteration_once_in_order() {
+        for iterations in [1, 2, 7, 8, 20, 100_000] {
+            for count in [1, 2, 3, 4, 7, 8, 1000]
+                .into_iter()
+                .filter(|&c| c <= iterations)
+            {
+                let mut next = 0;
+                for index in 0..count {
+                    let range = Shard { index, count }.range(iterations);
+                    assert_eq!(range.start, next, "{index}/{count} of {iterations}");
+                    assert!(!range.is_empty(), "{index}/{count} of {iterations}");
+                    next = range.end;
+                }
+                assert_eq!(next, iterations);
+            }
+        }
+        assert_eq!("2/8".parse::<Shard>(), Ok(Shard { index: 2, count: 8 }));
+        for bad in ["8/8", "0/0", "1", "/", "x/2", "1/2/3", "-1/2", ""] {
+            assert!(bad.parse::<Shard>().is_err(), "{bad:?} accepted");
+        }
+    }
+
+    fn study() -> (Topology, Scenario, RunOptions) {
+        let topology = Topology::ring(12, &LinkParams::default()).unwrap();
+        let mut options = RunOptions::new(21);
+        options.iterations = 5;
+        options.threads = 2;
+        (topology, "node-failure".parse().unwrap(), options)
+    }
+
+    fn part(shard: Shard) -> Part {
+        let (topology, scenario, options) = study();
+        run_shard(
+            &topology,
+            "ring",
+            &scenario,
+            "nf",
+            &options,
+            shard,
+            &mut |_| {},
+        )
+        .unwrap()
+    }
+
+    /// The report without its wall-clock figures, as JSON.
+    fn figures(report: &Report) -> String {
+        let mut value = serde_json::to_value(report).unwrap();
+        let map = value.as_object_mut().unwrap();
+        map.remove("wall_seconds");
+        map.remove("sim_seconds_per_wall_second");
+        let samples: Vec<String> = report.samples.iter().map(|s| format!("{s:?}")).collect();
+        format!("{value} {samples:?}")
+    }
+
+    #[test]
+    fn merged_parts_give_the_whole_runs_report_and_survive_their_file_format() {
+        let (topology, scenario, options) = study();
+        let whole = runner::run(&topology, "ring", &scenario, "nf", &options, &mut |_| {}).unwrap();
+        assert!(whole.mttr_ms.samples > 0);
+        let parts: Vec<(String, Part)> = (0..3)
+            .rev()
+            .map(|index| {
+                let bytes = part(Shard { index, count: 3 }).encode();
+                (format!("p{index}"), Part::decode(&bytes).unwrap())
+            })
+            .collect();
+        let merged = merge(&parts).unwrap();
+        assert_eq!(figures(&merged), figures(&whole));
+        let wall: f64 = parts.iter().map(|(_, p)| p.wall_seconds).sum();
+        assert_eq!(merged.wall_seconds, wall);
+    }
+
+    #[test]
+    fn damaged_and_foreign_files_are_named_for_what_they_are() {
+        let bytes = part(Shard { index: 0, count: 1 }).encode();
+        let cut = Part::decode(&bytes[..bytes.len() - 30]).unwrap_err();
+        assert!(matches!(cut, PartError::Checksum { .. }), "{cut}");
+        assert!(matches!(Part::decode(b"{}"), Err(PartError::NotAPart(_))));
+        let newer = String::from_utf8_lossy(&bytes).replacen(" 1 sha256:", " 2 sha256:", 1);
+        let err = Part::decode(newer.as_bytes()).unwrap_err();
+        assert_eq!(err.to_string(), "part format 2, this build reads format 1");
+        // A body that hashes right but lies about its shard.
+        let mut liar = part(Shard { index: 0, count: 1 });
+        liar.iterations.pop();
+        let err = Part::decode(&liar.encode()).unwrap_err();
+        assert!(matches!(err, PartError::Inconsistent(_)), "{err}");
+    }
+
+    #[test]
+    fn merge_refuses_what_is_not_one_whole_run() {
+        let a = part(Shard { index: 0, count: 2 });
+        let b = part(Shard { index: 1, count: 2 });
+        let named = |parts: &[(&str, &Part)]| -> Vec<(String, Part)> {
+            parts
+                .iter()
+                .map(|(n, p)| (n.to_string(), (*p).clone()))
+                .collect()
+        };
+        assert_eq!(merge(&[]).unwrap_err(), MergeError::Empty);
+        let missing = merge(&named(&[("a", &a)])).unwrap_err();
+        assert_eq!(
+            missing,
+            MergeError::Missing {
+                missing: vec![1],
+                count: 2
+            }
+        );
+        let twice = merge(&named(&[("a", &a), ("a2", &a), ("b", &b)])).unwrap_err();
+        assert!(
+            matches!(twice, MergeError::Duplicate { shard: 0, .. }),
+            "{twice}"
+        );
+        let mut other = b.clone();
+        other.run.topology_sha256 = "0".repeat(64);
+        let err = merge(&named(&[("a", &a), ("b", &other)]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("b is a part of another run than a: topology_sha256"),
+            "{err}"
+        );
+        let mut old = b.clone();
+        old.run.version = "0.0.1".to_owned();
+        let err = merge(&named(&[("a", &a), ("b", &old)])).unwrap_err();
+        assert!(matches!(err, MergeError::Version { .. }), "{err}");
+        let mut diverged = b.clone();
+        diverged.converged_ns += 1;
+        let err = merge(&named(&[("a", &a), ("b", &diverged)])).unwrap_err();
+        assert!(matches!(err, MergeError::Diverged { .. }), "{err}");
+    }
+}

@@ -1,5 +1,7 @@
 //! The batch runner: converge once, then run a scenario's iterations, each on a fork of
-//! the converged mesh, in parallel, and summarise them.
+//! the converged mesh, in parallel, and summarise them. A shard of a run
+//! ([`crate::parts`]) converges the same way and runs a range of the iterations; the
+//! same summary code turns the merged parts into the same report.
 
 use std::ops::Range;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -325,7 +327,10 @@ pub(crate) fn sim_seconds(base_seconds: f64, results: &[IterationResult]) -> f64
     base_seconds + iterations_sim
 }
 
-/// Iteration `k`, on `sim` (a fork of the converged mesh).
+/// Iteration `k`, on `sim` (a fork of the converged mesh). Its randomness depends only on
+/// (seed, k): the fork is reseeded from `iteration_seed(seed, k)` and the plan and flows
+/// draw from the same stream, so iteration `k` gives the same result whether the run
+/// ran iterations before it or not (what `--shard` relies on; `parts` tests it).
 fn iteration(k: usize, mut sim: Sim, scenario: &Scenario, options: &RunOptions) -> IterationResult {
     let mut rng = Rng::seed(iteration_seed(options.sim.seed, k));
     sim.reseed(rng.next_u64());
