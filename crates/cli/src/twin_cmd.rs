@@ -283,11 +283,13 @@ async fn run_shard(
 
 /// Write `bytes` to `path` so that `path` is either absent, the old file, or the whole
 /// new one: a temporary file in the same directory, synced, renamed, directory synced.
+/// The directory is created when missing (one directory per study on a shared volume).
 fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
     let dir = match path.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
         _ => std::path::PathBuf::from("."),
     };
+    std::fs::create_dir_all(&dir)?;
     let mut temp = tempfile::NamedTempFile::new_in(&dir)?;
     temp.write_all(bytes)?;
     temp.as_file().sync_all()?;
