@@ -360,7 +360,8 @@ pub struct TwinRunArgs {
     pub start: x0tta6bl4_twin::Start,
     /// Leave the wall-clock figures (wall_seconds, sim_seconds_per_wall_second) out of
     /// --json, so that the same study prints the same bytes however it was run (whole,
-    /// or sharded and merged with `twin merge --no-wall-clock`).
+    /// or sharded and merged with `twin merge --no-wall-clock`). The keys are then in
+    /// alphabetical order.
     #[arg(long)]
     pub no_wall_clock: bool,
     /// Run only shard I of N (I is 0-based: 0 to N-1, as Kubernetes' JOB_COMPLETION_INDEX)
