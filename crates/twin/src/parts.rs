@@ -476,62 +476,12 @@ pub fn run_shard(
 /// (the compute the study took), and the speed is computed from it.
 pub fn merge(parts: &[(String, Part)]) -> Result<Report, MergeError> {
     let (first_file, first) = parts.first().ok_or(MergeError::Empty)?;
-    let ours = env!("CARGO_PKG_VERSION");
-    let mut by_shard: Vec<Option<usize>> = vec![None; first.run.shards];
-    for (i, (file, part)) in parts.iter().enumerate() {
-        part.check().map_err(|reason| MergeError::Corrupt {
-            file: file.clone(),
-            reason,
-        })?;
-        if part.run.version != ours {
-            return Err(MergeError::Version {
-                file: file.clone(),
-                found: part.run.version.clone(),
-                ours: ours.to_owned(),
-            });
-        }
-        if let Some((field, ours, theirs)) = first.run.difference(&part.run) {
-            return Err(MergeError::DifferentRuns {
-                first: first_file.clone(),
-                file: file.clone(),
-                field,
-                ours,
-                theirs,
-            });
-        }
-        let diverged = |what: &str| MergeError::Diverged {
-            first: first_file.clone(),
-            file: file.clone(),
-            what: what.to_owned(),
-        };
-        if part.names != first.names || part.links != first.links {
-            return Err(diverged("node names or link count"));
-        }
-        if (part.converged_ns, part.base_seconds_bits)
-            != (first.converged_ns, first.base_seconds_bits)
-        {
-            return Err(diverged("convergence time"));
-        }
-        if let Some(seen) = by_shard[part.shard].replace(i) {
-            return Err(MergeError::Duplicate {
-                shard: part.shard,
-                first: parts[seen].0.clone(),
-                second: file.clone(),
-            });
-        }
+    for (file, part) in parts {
+        compatible(first_file, first, file, part)?;
     }
-    let missing: Vec<usize> = (0..by_shard.len())
-        .filter(|&s| by_shard[s].is_none())
-        .collect();
-    if !missing.is_empty() {
-        return Err(MergeError::Missing {
-            missing,
-            count: first.run.shards,
-        });
-    }
+    let by_shard = shard_order(parts)?;
     let results: Vec<IterationResult> = by_shard
         .iter()
-        .flatten()
         .flat_map(|&i| parts[i].1.iterations.iter().map(IterationRecord::result))
         .collect();
     assert_eq!(
@@ -552,6 +502,65 @@ pub fn merge(parts: &[(String, Part)]) -> Result<Report, MergeError> {
     report.wall_seconds = parts.iter().map(|(_, p)| p.wall_seconds).sum();
     report.sim_seconds_per_wall_second = report.sim_seconds / report.wall_seconds.max(1e-9);
     Ok(report)
+}
+
+/// `part` (from `file`) agrees with itself and is a part of the same run as `first`.
+fn compatible(first_file: &str, first: &Part, file: &str, part: &Part) -> Result<(), MergeError> {
+    part.check().map_err(|reason| MergeError::Corrupt {
+        file: file.to_owned(),
+        reason,
+    })?;
+    let ours = env!("CARGO_PKG_VERSION");
+    if part.run.version != ours {
+        return Err(MergeError::Version {
+            file: file.to_owned(),
+            found: part.run.version.clone(),
+            ours: ours.to_owned(),
+        });
+    }
+    if let Some((field, ours, theirs)) = first.run.difference(&part.run) {
+        return Err(MergeError::DifferentRuns {
+            first: first_file.to_owned(),
+            file: file.to_owned(),
+            field,
+            ours,
+            theirs,
+        });
+    }
+    let diverged = |what: &str| MergeError::Diverged {
+        first: first_file.to_owned(),
+        file: file.to_owned(),
+        what: what.to_owned(),
+    };
+    if part.names != first.names || part.links != first.links {
+        return Err(diverged("node names or link count"));
+    }
+    if (part.converged_ns, part.base_seconds_bits) != (first.converged_ns, first.base_seconds_bits)
+    {
+        return Err(diverged("convergence time"));
+    }
+    Ok(())
+}
+
+/// The index in `parts` of shard 0, 1, ...: each shard exactly once.
+fn shard_order(parts: &[(String, Part)]) -> Result<Vec<usize>, MergeError> {
+    let count = parts.first().map_or(0, |(_, p)| p.run.shards);
+    let mut by_shard: Vec<Option<usize>> = vec![None; count];
+    for (i, (file, part)) in parts.iter().enumerate() {
+        assert!(part.shard < count, "checked by compatible()");
+        if let Some(seen) = by_shard[part.shard].replace(i) {
+            return Err(MergeError::Duplicate {
+                shard: part.shard,
+                first: parts[seen].0.clone(),
+                second: file.clone(),
+            });
+        }
+    }
+    let missing: Vec<usize> = (0..count).filter(|&s| by_shard[s].is_none()).collect();
+    if !missing.is_empty() {
+        return Err(MergeError::Missing { missing, count });
+    }
+    Ok(by_shard.into_iter().flatten().collect())
 }
 
 #[cfg(test)]
