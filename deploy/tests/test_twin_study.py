@@ -132,7 +132,7 @@ def test_the_completion_index_is_the_shard_and_the_merge_reads_every_part(chart)
     assert args[:2] == ["twin", "run"]
     assert args[args.index("--shard") + 1] == f"{INDEX}/3"
     out = args[args.index("--out") + 1]
-    assert out == f"/study/{RELEASE}/part-{INDEX}.json"
+    assert re.fullmatch(rf"/study/{RELEASE}-[0-9a-f]{{10}}/part-{re.escape(INDEX)}\.json", out), out
     assert args[args.index("--threads") + 1] == "2"
     written = {out.replace(INDEX, str(i)) for i in range(3)}
     margs = container(merge)["args"]
@@ -169,6 +169,23 @@ def test_values_outside_the_schema_are_refused_naming_the_field(chart, values, f
     assert field in str(refused.value)
 
 
+def study_dir(chart, values: dict) -> str:
+    args = container(job(render(chart, values), "-shards"))["args"]
+    return args[args.index("--out") + 1].rsplit("/", 1)[0]
+
+
+def test_another_study_under_the_same_name_writes_elsewhere(chart):
+    """A release name reused on a kept claim never mixes two studies' parts; the same
+    study finds its parts again (they are the same, the twin being deterministic)."""
+    small = VARIANTS["small"]
+    assert study_dir(chart, small) == study_dir(chart, dict(small))
+    for change in ({"study": {**SMALL, "seed": 6}}, {"shards": 2},
+                   {"image": {"repository": "x0tta6bl4", "tag": "0.2.0", "pullPolicy": "IfNotPresent"}}):
+        assert study_dir(chart, {**small, **change}) != study_dir(chart, small), change
+    merge_args = container(job(render(chart, small), "-merge"))["args"]
+    assert all(a.startswith(study_dir(chart, small) + "/") for a in merge_args if a.startswith("/study/"))
+
+
 def test_more_shards_than_iterations_is_refused(chart):
     with pytest.raises(helm.HelmError) as refused:
         chart.render({"study": SMALL, "shards": 7}, name=RELEASE, namespace=NAMESPACE)
@@ -201,7 +218,8 @@ def test_rendered_jobs_run_the_study_and_merge_to_the_unsharded_report(chart, tm
         merging.kill()
     assert merging.returncode == 0, stderr
     assert "MTTR" in stdout
-    study = tmp_path / RELEASE
+    out = shard_args[shard_args.index("--out") + 1]
+    study = tmp_path / out.split("/")[2]
     report = json.loads((study / "report.json").read_text())
     flags = shard_args[2:shard_args.index("--threads")]
     whole_csv = tmp_path / "whole.csv"

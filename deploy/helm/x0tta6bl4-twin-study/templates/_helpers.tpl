@@ -35,9 +35,12 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- default (printf "%s-parts" (include "twin-study.fullname" .)) .Values.storage.existingClaim -}}
 {{- end -}}
 
-{{/* Where this study's parts and report live: one directory per release. */}}
+{{/* Where this study's parts and report live: one directory per release and study
+     (a digest of the study flags, the shard count and the image), so a release name
+     reused on a kept claim never mixes its parts with another study's. */}}
 {{- define "twin-study.dir" -}}
-{{- printf "/study/%s" .Release.Name -}}
+{{- $identity := dict "study" .Values.study "shards" .Values.shards "image" (include "twin-study.image" .) -}}
+{{- printf "/study/%s-%s" .Release.Name ($identity | toJson | sha256sum | trunc 10) -}}
 {{- end -}}
 
 {{/* The pod-level security context: the image's user, restricted Pod Security. */}}
