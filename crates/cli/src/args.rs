@@ -240,6 +240,17 @@ pub enum TwinCommand {
     /// exits 1 instead of reporting an MTTR of 0.
     #[command(after_long_help = twin_run_help())]
     Run(TwinRunArgs),
+    /// Merge the parts of a sharded run into the report of the unsharded run.
+    ///
+    /// Reads the parts written by `twin run --shard I/N --out PART.json` (one per shard,
+    /// any order) and prints exactly the report `twin run` prints for the whole run
+    /// (with --no-wall-clock on both, the same bytes; wall_seconds of a merge is the sum
+    /// of the shards'). Refuses, with exit code 2, parts of different runs (topology,
+    /// scenario, seed, iterations, shard count, settings or version differ), a shard
+    /// missing or given twice, and damaged files (each part carries a SHA-256 of its
+    /// body). Exits 1 when the merged run failed, as `twin run` does.
+    #[command(after_help = EXIT_CODES)]
+    Merge(TwinMergeArgs),
     /// Fuzz the protocol: random topologies with random faults, one seed each.
     ///
     /// Safety is checked at every step while faults run (sequence numbers never go
@@ -347,6 +358,60 @@ pub struct TwinRunArgs {
     /// link, which dominates at thousands of nodes; use snapshot there.
     #[arg(long, value_name = "cold|snapshot", default_value = "cold")]
     pub start: x0tta6bl4_twin::Start,
+    /// Leave the wall-clock figures (wall_seconds, sim_seconds_per_wall_second) out of
+    /// --json, so that the same study prints the same bytes however it was run (whole,
+    /// or sharded and merged with `twin merge --no-wall-clock`). The keys are then in
+    /// alphabetical order.
+    #[arg(long)]
+    pub no_wall_clock: bool,
+    /// Run only shard I of N (I is 0-based: 0 to N-1, as Kubernetes' JOB_COMPLETION_INDEX)
+    /// and write its part to --out.
+    ///
+    /// Shard I runs iterations I*K/N to (I+1)*K/N - 1 of the K = --iterations of the run;
+    /// each iteration's randomness depends only on (--seed, iteration index), so a shard
+    /// reproduces exactly those iterations of the unsharded run. Every shard converges the
+    /// mesh itself. Give every shard the same flags (topology, nodes, scenario, seed,
+    /// iterations, flows, probe settings, start) and then `x0tta6bl4 twin merge` the N
+    /// parts: it refuses parts of different runs and prints the unsharded run's report.
+    /// A shard exits 0 once its part is written, whatever its iterations measured; the
+    /// verdict (exit 1 on unhealed flows) is the merge's. N may not exceed K.
+    #[arg(long, value_name = "I/N", requires = "out")]
+    pub shard: Option<String>,
+    /// Where a shard writes its part (written to a temporary file, synced, then renamed:
+    /// a part that exists is complete).
+    #[arg(long, value_name = "PART.json", requires = "shard")]
+    pub out: Option<PathBuf>,
+}
+
+/// `x0tta6bl4 twin merge`.
+#[derive(Debug, Args)]
+pub struct TwinMergeArgs {
+    /// The part files written by `twin run --shard I/N --out PART.json`, one per shard,
+    /// in any order.
+    #[arg(value_name = "PART.json", required = true)]
+    pub parts: Vec<PathBuf>,
+    /// Print one JSON object with the results (the keys of `twin run --json`).
+    #[arg(long)]
+    pub json: bool,
+    /// Leave the wall-clock figures out of --json (see `twin run --help`).
+    #[arg(long)]
+    pub no_wall_clock: bool,
+    /// Also write the JSON report to FILE (temporary file, synced, renamed).
+    #[arg(long, value_name = "FILE")]
+    pub json_out: Option<PathBuf>,
+    /// Write every outage sample as CSV (iteration,source,destination,outage_ms).
+    #[arg(long, value_name = "FILE")]
+    pub csv: Option<PathBuf>,
+    /// Write the MTTR distribution (histogram and CDF) as an SVG plot.
+    #[arg(long, value_name = "FILE.svg")]
+    pub plot: Option<PathBuf>,
+    /// Write the results in Prometheus text format (x0tta6bl4_twin_* metrics).
+    #[arg(long, value_name = "FILE")]
+    pub metrics_out: Option<PathBuf>,
+    /// Wait up to this many seconds for part files that do not exist yet (a merge job
+    /// started next to its shards); 0: do not wait.
+    #[arg(long, value_name = "SECONDS", default_value_t = 0)]
+    pub wait_s: u64,
 }
 
 /// `x0tta6bl4 twin fuzz`.

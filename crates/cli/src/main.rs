@@ -73,6 +73,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Send(args) => status::send(&args).await?,
         Command::Demo(args) => return run_demo(&args).await,
         Command::Twin(TwinCommand::Run(args)) => return twin_cmd::run(&args).await,
+        Command::Twin(TwinCommand::Merge(args)) => return twin_cmd::merge(&args).await,
         Command::Twin(TwinCommand::Fuzz(args)) => return twin_cmd::fuzz(&args).await,
         Command::Twin(TwinCommand::Tune(args)) => return twin_cmd::tune_cmd(&args).await,
         Command::Twin(TwinCommand::Topology(args)) => twin_cmd::topology(&args).await?,

@@ -11,10 +11,12 @@ use indicatif::{ProgressBar, ProgressStyle};
 use x0tta6bl4_proto::Rng;
 use x0tta6bl4_twin::fuzz::{run_case, FuzzCase};
 use x0tta6bl4_twin::tune::{tune, TuneOptions};
-use x0tta6bl4_twin::{plot, prometheus, LinkParams, RunOptions, Scenario, Topology, TopologySpec};
+use x0tta6bl4_twin::{
+    plot, prometheus, LinkParams, Part, RunOptions, Scenario, Shard, Topology, TopologySpec,
+};
 
 use crate::api::Api;
-use crate::args::{TwinFuzzArgs, TwinRunArgs, TwinTopologyArgs, TwinTuneArgs};
+use crate::args::{TwinFuzzArgs, TwinMergeArgs, TwinRunArgs, TwinTopologyArgs, TwinTuneArgs};
 use crate::problem::{problem, Exit};
 
 fn usage(
@@ -117,6 +119,11 @@ pub async fn run(args: &TwinRunArgs) -> anyhow::Result<ExitCode> {
             "run at least one iteration",
         ));
     }
+    let shard = args
+        .shard
+        .as_deref()
+        .map(|text| shard_of(args, text))
+        .transpose()?;
     let topology = load_topology(&args.topology, args.nodes, args.seed).await?;
     scenario
         .validate(topology.len(), topology.links.len())
@@ -143,6 +150,10 @@ pub async fn run(args: &TwinRunArgs) -> anyhow::Result<ExitCode> {
         options.threads = threads.max(1);
     }
     options.start = args.start;
+    if let Some(shard) = shard {
+        let out = args.out.clone().unwrap_or_default();
+        return run_shard(topology, scenario, options, args, shard, &out).await;
+    }
     let hidden = args.json;
     let (topology_spec, scenario_spec) = (args.topology.clone(), args.scenario.clone());
     let report = tokio::task::spawn_blocking(move || {
@@ -159,59 +170,270 @@ pub async fn run(args: &TwinRunArgs) -> anyhow::Result<ExitCode> {
         report
     })
     .await?
-    .map_err(|e| {
-        problem(
-            Exit::Failure,
-            format!("{e}"),
-            "twin run",
-            "replay with the same --seed and inspect the topology",
+    .map_err(run_failed)?;
+    let outputs = Outputs {
+        json: args.json,
+        no_wall_clock: args.no_wall_clock,
+        json_out: None,
+        csv: args.csv.clone(),
+        plot: args.plot.clone(),
+        metrics_out: args.metrics_out.clone(),
+    };
+    write_outputs(&report, &outputs)
+}
+
+fn run_failed(error: x0tta6bl4_twin::RunError) -> anyhow::Error {
+    problem(
+        Exit::Failure,
+        format!("{error}"),
+        "twin run",
+        "replay with the same --seed and inspect the topology",
+    )
+    .into()
+}
+
+/// The `--shard I/N` of a run, checked against its flags.
+fn shard_of(args: &TwinRunArgs, text: &str) -> anyhow::Result<Shard> {
+    let shard: Shard = text.parse().map_err(|e: String| {
+        usage(
+            e,
+            format!("--shard {text}"),
+            "write --shard I/N with 0 <= I < N, e.g. --shard 0/4 to --shard 3/4",
         )
     })?;
-    if let Some(path) = &args.csv {
+    if shard.count > args.iterations {
+        return Err(usage(
+            format!(
+                "{} shards for {} iterations: some shards would run nothing",
+                shard.count, args.iterations
+            ),
+            format!("--shard {text}"),
+            "use at most as many shards as --iterations",
+        ));
+    }
+    let merge_only = [
+        (args.json, "--json"),
+        (args.csv.is_some(), "--csv"),
+        (args.plot.is_some(), "--plot"),
+        (args.metrics_out.is_some(), "--metrics-out"),
+        (args.no_wall_clock, "--no-wall-clock"),
+    ];
+    if let Some((_, flag)) = merge_only.iter().find(|(given, _)| *given) {
+        return Err(usage(
+            format!("{flag} describes the whole run, a shard only writes its part"),
+            format!("--shard {text} {flag}"),
+            format!("drop {flag} here and give it to `x0tta6bl4 twin merge`"),
+        ));
+    }
+    Ok(shard)
+}
+
+/// `twin run --shard I/N --out PART.json`: run the shard's iterations, write the part.
+async fn run_shard(
+    topology: Topology,
+    scenario: Scenario,
+    options: RunOptions,
+    args: &TwinRunArgs,
+    shard: Shard,
+    out: &std::path::Path,
+) -> anyhow::Result<ExitCode> {
+    let range = shard.range(options.iterations);
+    let (topology_spec, scenario_spec) = (args.topology.clone(), args.scenario.clone());
+    let hidden = !std::io::stderr().is_terminal();
+    let part = tokio::task::spawn_blocking(move || {
+        let bar = progress_bar(range.len() as u64, hidden, "shard iterations");
+        let part = x0tta6bl4_twin::run_shard(
+            &topology,
+            &topology_spec,
+            &scenario,
+            &scenario_spec,
+            &options,
+            shard,
+            &mut |done| bar.set_position(done as u64),
+        );
+        bar.finish_and_clear();
+        part
+    })
+    .await?
+    .map_err(run_failed)?;
+    write_atomically(out, &part.encode()).map_err(|e| {
+        usage(
+            format!("cannot write the part: {e}"),
+            out.display(),
+            "choose a writable path (a directory shared by every shard)",
+        )
+    })?;
+    let range = shard.range(args.iterations);
+    println!(
+        "twin: shard {shard}: iterations {}..{} of {} ({} samples, {:.1} s) written to {}; \
+         merge all {} parts with `x0tta6bl4 twin merge`",
+        range.start,
+        range.end,
+        args.iterations,
+        part.iterations
+            .iter()
+            .map(|r| r.outages.len())
+            .sum::<usize>(),
+        part.wall_seconds,
+        out.display(),
+        shard.count,
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Write `bytes` to `path` so that `path` is either absent, the old file, or the whole
+/// new one: a temporary file in the same directory, synced, renamed, directory synced.
+/// The directory is created when missing (one directory per study on a shared volume).
+fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+        _ => std::path::PathBuf::from("."),
+    };
+    std::fs::create_dir_all(&dir)?;
+    let mut temp = tempfile::NamedTempFile::new_in(&dir)?;
+    temp.write_all(bytes)?;
+    temp.as_file().sync_all()?;
+    temp.persist(path).map_err(|e| e.error)?;
+    std::fs::File::open(&dir)?.sync_all()
+}
+
+/// Where a finished report goes.
+struct Outputs {
+    json: bool,
+    no_wall_clock: bool,
+    json_out: Option<std::path::PathBuf>,
+    csv: Option<std::path::PathBuf>,
+    plot: Option<std::path::PathBuf>,
+    metrics_out: Option<std::path::PathBuf>,
+}
+
+/// The report as `--json` prints it.
+fn report_json(report: &x0tta6bl4_twin::Report, no_wall_clock: bool) -> anyhow::Result<String> {
+    if !no_wall_clock {
+        return Ok(serde_json::to_string(report)?);
+    }
+    // Through a map (keys then sorted): the same bytes for the same figures.
+    let mut value = serde_json::to_value(report)?;
+    if let Some(map) = value.as_object_mut() {
+        map.remove("wall_seconds");
+        map.remove("sim_seconds_per_wall_second");
+    }
+    Ok(serde_json::to_string(&value)?)
+}
+
+/// Write a finished report where `outputs` say; the exit code is the run's verdict.
+fn write_outputs(report: &x0tta6bl4_twin::Report, outputs: &Outputs) -> anyhow::Result<ExitCode> {
+    let cannot = |what: &str, path: &std::path::Path, e: std::io::Error| {
+        usage(
+            format!("cannot write {what}: {e}"),
+            path.display(),
+            "choose a writable path",
+        )
+    };
+    if let Some(path) = &outputs.csv {
         let mut csv = String::from("iteration,source,destination,outage_ms\n");
         for (k, s, d, ms) in &report.samples {
             csv.push_str(&format!("{k},{s},{d},{ms:.3}\n"));
         }
-        std::fs::write(path, csv).map_err(|e| {
-            usage(
-                format!("cannot write CSV: {e}"),
-                path.display(),
-                "choose a writable path",
-            )
-        })?;
+        std::fs::write(path, csv).map_err(|e| cannot("CSV", path, e))?;
     }
-    if let Some(path) = &args.plot {
+    if let Some(path) = &outputs.plot {
         let samples: Vec<f64> = report.samples.iter().map(|s| s.3).collect();
         let title = format!(
             "twin MTTR: {} nodes, {}, {} iterations, seed {}",
             report.nodes, report.scenario, report.iterations, report.seed
         );
-        std::fs::write(path, plot::mttr_svg(&title, &[("twin", &samples)])).map_err(|e| {
-            usage(
-                format!("cannot write plot: {e}"),
-                path.display(),
-                "choose a writable path",
-            )
-        })?;
+        std::fs::write(path, plot::mttr_svg(&title, &[("twin", &samples)]))
+            .map_err(|e| cannot("plot", path, e))?;
     }
-    if let Some(path) = &args.metrics_out {
-        std::fs::write(path, metrics_text(&report)).map_err(|e| {
-            usage(
-                format!("cannot write metrics: {e}"),
-                path.display(),
-                "choose a writable path",
-            )
-        })?;
+    if let Some(path) = &outputs.metrics_out {
+        std::fs::write(path, metrics_text(report)).map_err(|e| cannot("metrics", path, e))?;
     }
-    if args.json {
-        println!("{}", serde_json::to_string(&report)?);
+    let json = report_json(report, outputs.no_wall_clock)?;
+    if let Some(path) = &outputs.json_out {
+        write_atomically(path, format!("{json}\n").as_bytes())
+            .map_err(|e| cannot("the JSON report", path, e))?;
+    }
+    if outputs.json {
+        println!("{json}");
     } else {
-        print!("{}", summary(&report));
+        print!("{}", summary(report));
     }
-    if let Some(failure) = failure(&report, &args.scenario) {
+    if let Some(failure) = failure(report, &report.scenario) {
         return Err(failure.into());
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `twin merge`.
+pub async fn merge(args: &TwinMergeArgs) -> anyhow::Result<ExitCode> {
+    wait_for_parts(&args.parts, Duration::from_secs(args.wait_s)).await?;
+    let mut parts = Vec::with_capacity(args.parts.len());
+    for path in &args.parts {
+        parts.push((path.display().to_string(), read_part(path)?));
+    }
+    let report = x0tta6bl4_twin::merge(&parts).map_err(|e| {
+        usage(
+            format!("{e}"),
+            "twin merge",
+            "give exactly one part of every shard of one run (all shards run with the same \
+             flags and the same x0tta6bl4 version)",
+        )
+    })?;
+    let outputs = Outputs {
+        json: args.json,
+        no_wall_clock: args.no_wall_clock,
+        json_out: args.json_out.clone(),
+        csv: args.csv.clone(),
+        plot: args.plot.clone(),
+        metrics_out: args.metrics_out.clone(),
+    };
+    write_outputs(&report, &outputs)
+}
+
+/// Read and check one part file.
+fn read_part(path: &std::path::Path) -> anyhow::Result<Part> {
+    let bytes = std::fs::read(path).map_err(|e| {
+        usage(
+            format!("cannot read the part: {e}"),
+            path.display(),
+            "give the files written by `twin run --shard I/N --out PART.json`",
+        )
+    })?;
+    Part::decode(&bytes).map_err(|e| {
+        usage(
+            format!("{e}"),
+            path.display(),
+            "re-run that shard (same flags) to write the part again",
+        )
+    })
+}
+
+/// Wait until every part exists, polling every second, for at most `bound`.
+async fn wait_for_parts(paths: &[std::path::PathBuf], bound: Duration) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    loop {
+        let missing: Vec<_> = paths.iter().filter(|p| !p.exists()).collect();
+        if missing.is_empty() || bound.is_zero() {
+            return Ok(());
+        }
+        if started.elapsed() >= bound {
+            let names: Vec<String> = missing.iter().map(|p| p.display().to_string()).collect();
+            return Err(problem(
+                Exit::Failure,
+                format!(
+                    "{} parts did not appear within {} s",
+                    missing.len(),
+                    bound.as_secs()
+                ),
+                names.join(", "),
+                "check that every shard ran and wrote its part (kubectl get pods; a shard's log \
+                 says why it failed), or wait longer with --wait-s",
+            )
+            .into());
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
 }
 
 /// Why a finished run failed, if it did: a run that hides routing failures or

@@ -19,6 +19,11 @@
 //! name comparisons. A cold start floods every advertisement over every link (hundreds
 //! of millions of duplicate deliveries at 10,000 nodes); [`Start::Snapshot`] skips that
 //! flood, not the protocol's checks (see its documentation).
+//!
+//! Long studies shard: iteration `k` depends only on (seed, k), so [`run_shard`] runs a
+//! range of a run's iterations on any machine and [`merge`] turns the parts (raw
+//! per-iteration results, not statistics) into exactly the report [`run`] gives; see
+//! [`parts`].
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -34,9 +39,11 @@ pub mod scenario;
 pub use runner::{run, Report, RunError, RunOptions, Start};
 pub use scenario::{Measurement, Scenario, Targets, SCENARIO_HELP};
 pub mod fuzz;
+pub mod parts;
 pub mod plot;
 pub mod prometheus;
 pub mod spec;
 pub mod tune;
 
+pub use parts::{merge, run_shard, Part, Shard};
 pub use spec::{TopologySpec, TOPOLOGY_HELP};

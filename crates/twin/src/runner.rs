@@ -1,6 +1,9 @@
 //! The batch runner: converge once, then run a scenario's iterations, each on a fork of
-//! the converged mesh, in parallel, and summarise them.
+//! the converged mesh, in parallel, and summarise them. A shard of a run
+//! ([`crate::parts`]) converges the same way and runs a range of the iterations; the
+//! same summary code turns the merged parts into the same report.
 
+use std::ops::Range;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::time::Duration;
@@ -259,6 +262,39 @@ pub fn run(
     options: &RunOptions,
     progress: &mut dyn FnMut(usize),
 ) -> Result<Report, RunError> {
+    let executed = execute(topology, scenario, options, 0..options.iterations, progress)?;
+    let header = ReportHeader::new(topology, topology_spec, scenario_spec, options.sim.seed);
+    let mut report = summarise(&header, &executed.results);
+    report.converged_ms = executed.converged.as_secs_f64() * 1e3;
+    report.sim_seconds = sim_seconds(executed.base_seconds, &executed.results);
+    report.wall_seconds = executed.wall_seconds;
+    report.sim_seconds_per_wall_second = report.sim_seconds / report.wall_seconds.max(1e-9);
+    Ok(report)
+}
+
+/// Iterations `range` of a run, on a mesh converged as the whole run converges it.
+pub(crate) struct Executed {
+    /// One result per iteration of the range, in order.
+    pub results: Vec<IterationResult>,
+    /// Simulated time until the mesh first converged.
+    pub converged: Duration,
+    /// Simulated seconds of the converged mesh's clock since the start.
+    pub base_seconds: f64,
+    /// Wall-clock seconds, convergence included.
+    pub wall_seconds: f64,
+}
+
+/// Converge, then run iterations `range` (absolute indices: iteration `k` draws from
+/// `iteration_seed(seed, k)` on its own fork of the converged mesh, so a range run
+/// alone gives the results the whole run gives for it).
+pub(crate) fn execute(
+    topology: &Topology,
+    scenario: &Scenario,
+    options: &RunOptions,
+    range: Range<usize>,
+    progress: &mut dyn FnMut(usize),
+) -> Result<Executed, RunError> {
+    assert!(range.end <= options.iterations, "range within the run");
     scenario.validate(topology.len(), topology.links.len())?;
     for targets in &options.targets {
         scenario.check_targets(targets, topology.len(), topology.links.len())?;
@@ -271,21 +307,30 @@ pub fn run(
         options.start,
         options.threads,
     )?;
-    let base_time = base.now();
-    let results = run_iterations(base, scenario, options, progress);
-    let mut report = summarise(topology, topology_spec, scenario_spec, options, &results);
-    report.converged_ms = converged.as_secs_f64() * 1e3;
-    let iterations_sim: f64 = results.iter().map(|r| r.sim_time.as_secs_f64()).sum();
-    report.sim_seconds = base_time
+    let base_seconds = base
+        .now()
         .saturating_since(Instant::from_micros(1_000_000))
-        .as_secs_f64()
-        + iterations_sim;
-    report.wall_seconds = wall.elapsed().as_secs_f64();
-    report.sim_seconds_per_wall_second = report.sim_seconds / report.wall_seconds.max(1e-9);
-    Ok(report)
+        .as_secs_f64();
+    let results = run_iterations(base, scenario, options, range, progress);
+    Ok(Executed {
+        results,
+        converged,
+        base_seconds,
+        wall_seconds: wall.elapsed().as_secs_f64(),
+    })
 }
 
-/// Iteration `k`, on `sim` (a fork of the converged mesh).
+/// Simulated seconds of a run: the converged mesh's clock plus every iteration's, summed
+/// in iteration order (a merge sums in the same order, so the figure is the same bits).
+pub(crate) fn sim_seconds(base_seconds: f64, results: &[IterationResult]) -> f64 {
+    let iterations_sim: f64 = results.iter().map(|r| r.sim_time.as_secs_f64()).sum();
+    base_seconds + iterations_sim
+}
+
+/// Iteration `k`, on `sim` (a fork of the converged mesh). Its randomness depends only on
+/// (seed, k): the fork is reseeded from `iteration_seed(seed, k)` and the plan and flows
+/// draw from the same stream, so iteration `k` gives the same result whether the run
+/// ran iterations before it or not (what `--shard` relies on; `parts` tests it).
 fn iteration(k: usize, mut sim: Sim, scenario: &Scenario, options: &RunOptions) -> IterationResult {
     let mut rng = Rng::seed(iteration_seed(options.sim.seed, k));
     sim.reseed(rng.next_u64());
@@ -303,24 +348,26 @@ fn run_iterations(
     base: Sim,
     scenario: &Scenario,
     options: &RunOptions,
+    range: Range<usize>,
     progress: &mut dyn FnMut(usize),
 ) -> Vec<IterationResult> {
-    if options.iterations == 1 {
-        let result = iteration(0, base, scenario, options);
+    let count = range.len();
+    if count == 1 {
+        let result = iteration(range.start, base, scenario, options);
         progress(1);
         return vec![result];
     }
     let base = &base;
-    let next = AtomicUsize::new(0);
+    let next = AtomicUsize::new(range.start);
     let (sender, receiver) = mpsc::channel();
-    let mut results: Vec<Option<IterationResult>> = vec![None; options.iterations];
+    let mut results: Vec<Option<IterationResult>> = vec![None; count];
     std::thread::scope(|scope| {
-        for _ in 0..options.threads.clamp(1, options.iterations.max(1)) {
+        for _ in 0..options.threads.clamp(1, count.max(1)) {
             let sender = sender.clone();
-            let next = &next;
+            let (next, end) = (&next, range.end);
             scope.spawn(move || loop {
                 let k = next.fetch_add(1, Ordering::Relaxed);
-                if k >= options.iterations {
+                if k >= end {
                     break;
                 }
                 let result = iteration(k, base.clone(), scenario, options);
@@ -332,7 +379,7 @@ fn run_iterations(
         drop(sender);
         let mut done = 0;
         for (k, result) in receiver {
-            results[k] = Some(result);
+            results[k - range.start] = Some(result);
             done += 1;
             progress(done);
         }
@@ -340,14 +387,36 @@ fn run_iterations(
     results.into_iter().flatten().collect()
 }
 
-fn summarise(
-    topology: &Topology,
-    topology_spec: &str,
-    scenario_spec: &str,
-    options: &RunOptions,
-    results: &[IterationResult],
-) -> Report {
-    let name = |i: u32| topology.names[i as usize].to_string();
+/// What a report says about the run besides its iterations.
+pub(crate) struct ReportHeader {
+    /// Node names, index = node id.
+    pub names: Vec<String>,
+    /// Links simulated.
+    pub links: usize,
+    /// The topology as given.
+    pub topology_spec: String,
+    /// The scenario as given.
+    pub scenario_spec: String,
+    /// The run's seed.
+    pub seed: u64,
+}
+
+impl ReportHeader {
+    fn new(topology: &Topology, topology_spec: &str, scenario_spec: &str, seed: u64) -> Self {
+        ReportHeader {
+            names: topology.names.iter().map(|n| n.to_string()).collect(),
+            links: topology.links.len(),
+            topology_spec: topology_spec.to_owned(),
+            scenario_spec: scenario_spec.to_owned(),
+            seed,
+        }
+    }
+}
+
+/// The report of `results` (iterations 0, 1, ... in order); the caller fills in the
+/// convergence and timing figures.
+pub(crate) fn summarise(header: &ReportHeader, results: &[IterationResult]) -> Report {
+    let name = |i: u32| header.names[i as usize].clone();
     let mut samples = Vec::new();
     for (k, r) in results.iter().enumerate() {
         for &(s, d, ms) in &r.outages {
@@ -361,14 +430,14 @@ fn summarise(
         .map(|r| r.sim_time.as_secs_f64())
         .sum::<f64>()
         .max(1e-9);
-    let node_seconds = iteration_time * topology.len() as f64;
+    let node_seconds = iteration_time * header.names.len() as f64;
     Report {
-        nodes: topology.len(),
-        links: topology.links.len(),
-        topology: topology_spec.to_owned(),
-        scenario: scenario_spec.to_owned(),
+        nodes: header.names.len(),
+        links: header.links,
+        topology: header.topology_spec.clone(),
+        scenario: header.scenario_spec.clone(),
         iterations: results.len(),
-        seed: options.sim.seed,
+        seed: header.seed,
         mttr_ms: MttrSummary::from_ms(&outage_ms),
         converged_ms: 0.0,
         reconverged_ms: MttrSummary::from_ms(&reconverged),
