@@ -34,6 +34,7 @@ VARIANTS = {
     "spire": {"identity": {"source": "spire", "spire": {"enabled": True}}},
     "federation": {"node": {"federation": {
         "partner.example": "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"}}},
+    "api-mtls": {"node": {"apiMtls": True}},
     "minimal": {"replicas": 1, "serviceMonitor": {"enabled": False},
                 "podDisruptionBudget": {"enabled": False}, "networkPolicy": {"enabled": False}},
 }
@@ -108,7 +109,7 @@ def test_objects_are_valid_kubernetes(chart, variant):
 # ServiceMonitor is a Prometheus Operator CRD, not in the Kubernetes schemas: the fields
 # this chart uses, from the operator's API reference (monitoring.coreos.com/v1).
 SERVICE_MONITOR_SPEC = {"jobLabel", "namespaceSelector", "selector", "endpoints"}
-SERVICE_MONITOR_ENDPOINT = {"port", "path", "scheme", "interval", "scrapeTimeout"}
+SERVICE_MONITOR_ENDPOINT = {"port", "path", "scheme", "tlsConfig", "interval", "scrapeTimeout"}
 
 
 def check_service_monitor(obj: dict) -> None:
