@@ -4,6 +4,7 @@ command lines) run as real node processes, and the fix checked the same way."""
 
 from __future__ import annotations
 
+import base64
 import http.client
 import json
 import os
@@ -267,3 +268,65 @@ def test_pods_relink_to_a_seed_that_comes_back_with_a_new_address(chart, tmp_pat
     finally:
         seed.stop()
         pod.stop()
+
+
+# ----- item 2: joinToken pods never renewed; ca_server took no Service name -----
+
+def in_private_hosts(hosts, *command) -> list[str]:
+    """`command` with `hosts` bind-mounted over /etc/hosts in a private mount namespace."""
+    return ["unshare", "--mount", "--", "sh", "-c", 'mount --bind "$0" /etc/hosts && exec "$@"',
+            str(hosts), *map(str, command)]
+
+
+def test_join_token_pods_renew_at_the_ca_service_by_its_dns_name(chart, tmp_path):
+    """The chart now renders ca_server = identity.joinToken.caServer, a Service DNS name
+    the node resolves at each renewal (before, ca_server took only IP:PORT and was never
+    rendered, so joinToken pods stopped when their first SVID ran out)."""
+    require_root()
+    ca = make_ca(tmp_path, [])
+    port = free_port()
+    service = "x0tta6bl4-ca.x0tta6bl4.svc.cluster.local"
+    hosts = tmp_path / "hosts"
+    hosts.write_text(f"127.0.0.1 localhost {service}\n")
+    server = subprocess.Popen([str(binary()), "ca", "serve", "--dir", str(ca), "--listen", f"127.0.0.1:{port}",
+                               "--svid-ttl", "12s"], stdout=subprocess.DEVNULL,
+                              stderr=open(tmp_path / "ca-serve.log", "wb"))
+    token = run("ca", "token", "--dir", ca, "--name", "x0tta6bl4-0").stdout.strip().splitlines()[-1]
+    api_port = free_port()
+    values = {**loopback_values(tmp_path, api_port),
+              "identity": {"source": "joinToken",
+                           "joinToken": {"caServer": f"{service}:{port}", "tokens": {"x0tta6bl4-0": token}}}}
+    objects = render(chart, values)
+    pod = one(objects, "StatefulSet")["spec"]["template"]
+    config = tomllib.loads(one(objects, "ConfigMap")["data"]["node.toml"])
+    assert config["identity"]["ca_server"] == f"{service}:{port}"
+    secret = one(objects, "Secret")
+    tokens = tmp_path / "join-token"
+    tokens.mkdir()
+    (tokens / "x0tta6bl4-0").write_bytes(base64.b64decode(secret["data"]["x0tta6bl4-0"]))
+    node = Node(tmp_path, ca, "x0tta6bl4-0")
+    process = None
+    try:
+        eventually("the CA service to listen", lambda: socket.create_connection(("127.0.0.1", port), 1), 10)
+        join = [a.replace("/var/run/x0tta6bl4/join-token", str(tokens)).replace("$(X0TTA6BL4_NODE_NAME)",
+                                                                                 "x0tta6bl4-0")
+                for a in one_container(pod, "join", init=True)["args"]]
+        joined = subprocess.run(in_private_hosts(hosts, binary(), *join), capture_output=True, text=True,
+                                timeout=30)
+        assert joined.returncode == 0, joined.stderr
+        write_config(objects, node.config)
+        node.api_port = api_port
+        env = {**os.environ, "X0TTA6BL4_PARENT_PID": str(os.getpid())}
+        process = subprocess.Popen(in_private_hosts(hosts, binary(), "node", "--config", node.config),
+                                   stdout=subprocess.DEVNULL, stderr=open(node.log, "wb"), env=env)
+        eventually("the node to be ready", lambda: kubelet_get(node.api + "/health/ready") == 200, 10)
+        first = svid_expiry(node)
+        eventually("a renewal at the CA service's name", lambda: svid_expiry(node) > first, 20, every_s=0.5)
+        time.sleep(max(0.0, first - time.time()) + 1.5)
+        assert kubelet_get(node.api + "/health/live") == 200
+    finally:
+        if process and process.poll() is None:
+            process.kill()
+            process.wait(timeout=5)
+        server.terminate()
+        server.wait(timeout=5)

@@ -266,7 +266,7 @@ impl NodeHandle {
         let span = tracing::info_span!("node", name = %name);
         tokio::spawn(transport::accept_loop(endpoint.clone(), context).instrument(span.clone()));
         tokio::spawn(policy::watch(policy, stop_rx.clone()).instrument(span.clone()));
-        if let Some(server) = config.identity.ca_server {
+        if let Some(server) = config.identity.ca_server.clone() {
             let renewal = renewal::Renewal {
                 server,
                 dir: config.identity.dir.clone(),
