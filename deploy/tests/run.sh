@@ -10,7 +10,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 
-APT_PACKAGES=(prometheus)
+APT_PACKAGES=(prometheus podman) # podman: test_image.py builds the Containerfile image
 PIP_PACKAGES=(helm-python-sdk kubernetes-validate pyyaml pytest)
 
 missing_apt=()

@@ -170,6 +170,11 @@ pub struct LabRunArgs {
     /// Write the MTTR CDFs of every router and the twin as an SVG plot.
     #[arg(long, value_name = "FILE.svg")]
     pub plot: Option<PathBuf>,
+    /// Run the x0tta6bl4 nodes from a container image's exported root filesystem:
+    /// `chroot ROOT /usr/local/bin/x0tta6bl4 node ...` in each namespace (the nodes'
+    /// configs and SVIDs go under ROOT/tmp). Without it, nodes run this binary.
+    #[arg(long, value_name = "ROOT")]
+    pub node_root: Option<PathBuf>,
 }
 
 /// `x0tta6bl4 lab soak`.

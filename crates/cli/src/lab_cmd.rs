@@ -66,6 +66,7 @@ pub async fn run(args: &LabRunArgs) -> anyhow::Result<ExitCode> {
         seed: args.seed,
         router,
         exe,
+        node_root: args.node_root.clone(),
     };
     let bar = spinner(args.json);
     let progress_bar = bar.clone();

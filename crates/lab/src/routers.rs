@@ -45,6 +45,8 @@ const NEIGHBOURS_TRACKED_MAX: usize = 1024;
 const BABEL_INFINITY: u32 = 65_535;
 /// How long a babeld monitor waits for its daemon's local socket to appear.
 const MONITOR_CONNECT_WAIT: Duration = Duration::from_secs(10);
+/// Where a container image's root filesystem holds the binary (see [`Fleet::with_root`]).
+pub const EXE_IN_ROOT: &str = "/usr/local/bin/x0tta6bl4";
 
 /// Which daemon routes.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -75,6 +77,8 @@ pub struct Fleet {
     agents: Vec<Option<Child>>,
     http: reqwest::Client,
     names: Vec<String>,
+    /// x0tta6bl4 only: the root filesystem the nodes run in (`chroot`), if any.
+    root: Option<PathBuf>,
     /// babeld only: neighbour-down events seen on each node's local interface, across
     /// restarts (see [`neighbour_line`]).
     flushes: Vec<Arc<AtomicU64>>,
@@ -133,12 +137,35 @@ impl Fleet {
         net: &Net,
         topology: &Topology,
     ) -> Result<Fleet, LabError> {
+        Fleet::with_root(kind, exe, dir, net, topology, None)
+    }
+
+    /// [`Fleet::new`], with x0tta6bl4 nodes run as `chroot ROOT` [`EXE_IN_ROOT`]: the
+    /// binary a container image holds, on the image's exported root filesystem. `dir`
+    /// must then be inside `root` (the nodes see their files at the paths below it).
+    pub fn with_root(
+        kind: Kind,
+        exe: &Path,
+        dir: &Path,
+        net: &Net,
+        topology: &Topology,
+        root: Option<&Path>,
+    ) -> Result<Fleet, LabError> {
         let dir = dir.join(kind.key());
         std::fs::create_dir_all(&dir)
             .map_err(|e| LabError::failed(format!("cannot create {}: {e}", dir.display())))?;
         let names: Vec<String> = topology.names.iter().map(|n| n.to_string()).collect();
+        if let Some(root) = root {
+            if !dir.starts_with(root) {
+                return Err(LabError::failed(format!(
+                    "the lab's directory {} is not inside the nodes' root {}",
+                    dir.display(),
+                    root.display()
+                )));
+            }
+        }
         if kind == Kind::X0tta6bl4 {
-            write_x0_configs(&dir, net, &names)?;
+            write_x0_configs(&dir, net, &names, root)?;
         }
         x0tta6bl4_identity::install_default_crypto_provider();
         let http = reqwest::Client::builder()
@@ -155,6 +182,7 @@ impl Fleet {
             http,
             flushes: (0..names.len()).map(|_| Arc::default()).collect(),
             names,
+            root: root.map(Path::to_owned),
         })
     }
 
@@ -178,13 +206,20 @@ impl Fleet {
         command.args(["netns", "exec", ns]);
         match self.kind {
             Kind::X0tta6bl4 => {
+                match &self.root {
+                    Some(root) => command.arg("chroot").arg(root).arg(EXE_IN_ROOT),
+                    None => command.arg(&self.exe),
+                };
+                let root = self.root.as_deref();
                 command
-                    .arg(&self.exe)
                     .arg("node")
                     .arg("--config")
-                    .arg(self.dir.join(&self.names[i]).join("node.toml"))
+                    .arg(inside(
+                        root,
+                        &self.dir.join(&self.names[i]).join("node.toml"),
+                    ))
                     .arg("--chaos")
-                    .arg(self.chaos_file(i));
+                    .arg(inside(root, &self.chaos_file(i)));
                 command.env(PARENT_PID_ENV, std::process::id().to_string());
             }
             Kind::Babeld(hello) => {
@@ -324,7 +359,7 @@ impl Fleet {
         for name in &self.names {
             remove(self.dir.join(name))?;
         }
-        write_x0_configs(&self.dir, net, &self.names)
+        write_x0_configs(&self.dir, net, &self.names, self.root.as_deref())
     }
 
     fn chaos_file(&self, i: usize) -> PathBuf {
@@ -644,7 +679,20 @@ impl Drop for Fleet {
     }
 }
 
-fn write_x0_configs(dir: &Path, net: &Net, names: &[String]) -> Result<(), LabError> {
+/// `path` as a process chrooted to `root` sees it (`path` itself without a root).
+fn inside(root: Option<&Path>, path: &Path) -> PathBuf {
+    match root.and_then(|r| path.strip_prefix(r).ok()) {
+        Some(rest) => Path::new("/").join(rest),
+        None => path.to_owned(),
+    }
+}
+
+fn write_x0_configs(
+    dir: &Path,
+    net: &Net,
+    names: &[String],
+    root: Option<&Path>,
+) -> Result<(), LabError> {
     let fail = |what: String| LabError::failed(what);
     let trust_domain: TrustDomain = "lab.x0tta6bl4.mesh"
         .parse()
@@ -665,7 +713,7 @@ fn write_x0_configs(dir: &Path, net: &Net, names: &[String]) -> Result<(), LabEr
             api_listen: format!("{}:{API_PORT}", net.nodes[i].mgmt),
             peers,
             identity: IdentityToml {
-                dir: node_dir.clone(),
+                dir: inside(root, &node_dir),
             },
             discovery: DiscoveryToml { enabled: false },
         };
@@ -775,6 +823,19 @@ pub fn log_tail(log: &Path) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn paths_inside_a_root_are_seen_from_it() {
+        let root = Path::new("/srv/image/rootfs");
+        let file = Path::new("/srv/image/rootfs/tmp/x0tta6bl4-lab-1/x0tta6bl4/n1/node.toml");
+        assert_eq!(
+            inside(Some(root), file),
+            Path::new("/tmp/x0tta6bl4-lab-1/x0tta6bl4/n1/node.toml")
+        );
+        assert_eq!(inside(None, file), file);
+        // Outside the root: unchanged (Fleet::with_root refuses such a directory).
+        assert_eq!(inside(Some(root), Path::new("/etc/x")), Path::new("/etc/x"));
+    }
 
     #[test]
     fn babeld_neighbour_lines_parse() {

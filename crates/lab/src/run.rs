@@ -94,6 +94,9 @@ pub struct Options {
     pub router: RouterChoice,
     /// The `x0tta6bl4` executable (nodes and probe agents are started from it).
     pub exe: PathBuf,
+    /// Run the x0tta6bl4 nodes from this root filesystem (a container image's, exported)
+    /// with `chroot ROOT /usr/local/bin/x0tta6bl4`; the nodes' files go under ROOT/tmp.
+    pub node_root: Option<PathBuf>,
 }
 
 /// Check the arguments and build the topology (no side effects).
@@ -162,6 +165,33 @@ fn check_environment(kinds: &[Kind], fault: &Fault) -> Result<(), LabError> {
     Ok(())
 }
 
+/// The checked, absolute `--node-root`, with its `tmp` directory made.
+fn node_root(options: &Options) -> Result<Option<PathBuf>, LabError> {
+    let Some(root) = &options.node_root else {
+        return Ok(None);
+    };
+    let shown = root.display();
+    let root = std::fs::canonicalize(root).map_err(|e| {
+        LabError::usage(
+            format!("--node-root {shown}: {e}"),
+            "give the directory of an image's exported root filesystem",
+        )
+    })?;
+    if !root
+        .join(crate::routers::EXE_IN_ROOT.trim_start_matches('/'))
+        .is_file()
+    {
+        return Err(LabError::usage(
+            format!("--node-root {shown} has no {}", crate::routers::EXE_IN_ROOT),
+            "give the root filesystem of the x0tta6bl4 image (see Containerfile)",
+        ));
+    }
+    let tmp = root.join("tmp");
+    std::fs::create_dir_all(&tmp)
+        .map_err(|e| LabError::failed(format!("cannot create {}: {e}", tmp.display())))?;
+    Ok(Some(root))
+}
+
 /// Run the lab; `progress` gets one line per step. Everything created is removed
 /// before this returns, and when the future is dropped.
 pub async fn run(
@@ -179,11 +209,15 @@ pub async fn run(
         }
     }
     check_environment(&kinds, &fault)?;
+    let root = node_root(options)?;
     remove_stale();
     // Declared before the net and fleets, so it is removed after them.
     let workspace = tempfile::Builder::new()
         .prefix("x0tta6bl4-lab-")
-        .tempdir()
+        .tempdir_in(
+            root.as_ref()
+                .map_or_else(std::env::temp_dir, |r| r.join("tmp")),
+        )
         .map_err(|e| LabError::failed(format!("cannot create a temporary directory: {e}")))?;
     progress(&format!(
         "building {} namespaces and {} veth pairs",
@@ -207,7 +241,14 @@ pub async fn run(
         .collect::<Result<Vec<Plan>, LabError>>()?;
     let mut calibration = Calibration::default();
     for kind in kinds {
-        let mut fleet = Fleet::new(kind, &options.exe, workspace.path(), &net, &topology)?;
+        let mut fleet = Fleet::with_root(
+            kind,
+            &options.exe,
+            workspace.path(),
+            &net,
+            &topology,
+            root.as_deref(),
+        )?;
         let mut lab = Lab {
             net: &net,
             topology: &topology,
@@ -931,6 +972,7 @@ mod tests {
             seed: 1,
             router: RouterChoice::X0tta6bl4,
             exe: PathBuf::from("/bin/false"),
+            node_root: None,
         }
     }
 

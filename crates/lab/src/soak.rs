@@ -148,6 +148,7 @@ pub async fn soak(
         seed: 1,
         router: options.router,
         exe: options.exe.clone(),
+        node_root: None,
     })?;
     if let Some(e) = crate::not_root_message(crate::effective_uid()) {
         return Err(e);

@@ -194,8 +194,33 @@ async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
     )
 }
 
-async fn live() -> Json<Value> {
-    Json(json!({ "status": "live" }))
+/// Liveness: `200` while the node can work, `503` once its own SVID has expired without
+/// a renewal (no peer accepts its handshakes or link-state any more, and nothing in the
+/// process can fix that: a restart re-runs the identity bootstrap).
+async fn live(State(state): State<ApiState>) -> (StatusCode, Json<Value>) {
+    let not_after = *state
+        .shared
+        .svid_not_after
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    match svid_expired(not_after, std::time::SystemTime::now()) {
+        None => (StatusCode::OK, Json(json!({ "status": "live" }))),
+        Some(reason) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "status": "svid-expired", "reason": reason })),
+        ),
+    }
+}
+
+/// Why a node whose SVID is valid until `not_after` cannot work at `now`, if it cannot.
+fn svid_expired(not_after: std::time::SystemTime, now: std::time::SystemTime) -> Option<String> {
+    let ago = now.duration_since(not_after).ok()?;
+    Some(format!(
+        "this node's SVID expired {} s ago and was not renewed, so peers refuse its links: \
+         renew it ([identity] ca_server or source = \"workload-api\") or restart the node \
+         with a new one (x0tta6bl4_svid_expiry_timestamp_seconds shows its expiry)",
+        ago.as_secs()
+    ))
 }
 
 async fn ready(State(state): State<ApiState>) -> (StatusCode, Json<Value>) {
@@ -460,5 +485,23 @@ async fn ask<T>(
         Err(_) => Err(unavailable(
             "the node did not answer within 2 s: it is overloaded, retry shortly",
         )),
+    }
+}
+
+#[cfg(test)]
+mod liveness_tests {
+    use super::svid_expired;
+    use std::time::{Duration, SystemTime};
+
+    #[test]
+    fn live_until_the_svid_expires() {
+        let not_after = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        assert_eq!(
+            svid_expired(not_after, not_after - Duration::from_secs(1)),
+            None
+        );
+        let reason = svid_expired(not_after, not_after + Duration::from_secs(90)).unwrap();
+        assert!(reason.contains("expired 90 s ago"), "{reason}");
+        assert!(reason.contains("ca_server"), "{reason}");
     }
 }

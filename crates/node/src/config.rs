@@ -75,10 +75,11 @@ pub struct IdentityConfig {
     /// file's directory. Without it: allow the node's own trust domain, deny the rest.
     #[serde(default)]
     pub policy: Option<PathBuf>,
-    /// The CA service (`x0tta6bl4 ca serve`) that renews the SVID at half its life; the
+    /// The CA service (`x0tta6bl4 ca serve`) that renews the SVID at half its life, as
+    /// IP:PORT or HOST:PORT (a Kubernetes Service name; resolved at each renewal); the
     /// renewed files replace those in `dir`. Without it the SVID is never renewed.
     #[serde(default)]
-    pub ca_server: Option<SocketAddr>,
+    pub ca_server: Option<String>,
     /// Serve the HTTP API over TLS with our SVID and identify callers by their client
     /// SVID (the policy's `api` rules then decide per endpoint).
     #[serde(default)]
@@ -324,6 +325,9 @@ impl NodeConfig {
                            Workload API: remove federation";
             return Err(("identity.federation".into(), message.into()));
         }
+        if let Some(server) = &identity.ca_server {
+            parse_peer(server).map_err(|message| ("identity.ca_server".to_owned(), message))?;
+        }
         if identity.source == IdentitySource::WorkloadApi && identity.ca_server.is_some() {
             let message = "the Workload API renews the SVID: remove ca_server, or set \
                            source = \"files\"";
@@ -510,6 +514,20 @@ mod tests {
         assert_eq!(config.protocol, x0tta6bl4_proto::Config::default());
         assert!(!config.discovery.enabled);
         assert!(config.peers.is_empty());
+    }
+
+    #[test]
+    fn ca_server_takes_an_address_or_a_service_name() {
+        for server in ["10.0.0.1:8443", "x0tta6bl4-ca.mesh.svc.cluster.local:8443"] {
+            let text = format!("{MINIMAL}ca_server = \"{server}\"\n");
+            let config = NodeConfig::from_toml(&text, Path::new("n.toml")).unwrap();
+            assert_eq!(config.identity.ca_server.as_deref(), Some(server));
+        }
+        let text = format!("{MINIMAL}ca_server = \"x0tta6bl4-ca\"\n");
+        let error = NodeConfig::from_toml(&text, Path::new("n.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("ca_server"), "{error}");
     }
 
     #[test]

@@ -75,6 +75,14 @@ const CLOSE_WAIT: Duration = Duration::from_millis(500);
 const API_DRAIN_WAIT: Duration = Duration::from_secs(2);
 /// Retry interval of static peers given by host name that did not resolve.
 const RESOLVE_RETRY: Duration = Duration::from_secs(1);
+/// How often a static peer given by host name is resolved again once it resolved: a
+/// recreated pod comes back under the same name with a new address (CoreDNS answers
+/// cluster records with a 5 s TTL by default; the system resolver gives no TTL, so this
+/// is that TTL). Each address not seen before is handed to the driver, which dials it.
+const RERESOLVE_INTERVAL: Duration = Duration::from_secs(5);
+/// Addresses of one peer name remembered as already handed to the driver (the oldest are
+/// forgotten beyond; the protocol core keeps its own bounded list of peers).
+const RESOLVED_MAX: usize = 64;
 
 /// A socket the node could not bind.
 #[derive(Debug, thiserror::Error)]
@@ -258,7 +266,7 @@ impl NodeHandle {
         let span = tracing::info_span!("node", name = %name);
         tokio::spawn(transport::accept_loop(endpoint.clone(), context).instrument(span.clone()));
         tokio::spawn(policy::watch(policy, stop_rx.clone()).instrument(span.clone()));
-        if let Some(server) = config.identity.ca_server {
+        if let Some(server) = config.identity.ca_server.clone() {
             let renewal = renewal::Renewal {
                 server,
                 dir: config.identity.dir.clone(),
@@ -488,8 +496,8 @@ fn shared_state(
     }
 }
 
-/// Static peers given as addresses; host names are resolved by tasks that hand the
-/// address to the driver once they resolve (retrying until the node stops).
+/// Static peers given as addresses; host names are resolved by tasks that hand each
+/// address to the driver when it first appears, resolving again until the node stops.
 fn static_peers(
     peers: &[String],
     inputs: &mpsc::Sender<Input>,
@@ -508,27 +516,63 @@ fn static_peers(
     addrs
 }
 
+/// Resolve `host` until the node stops: every [`RERESOLVE_INTERVAL`] once it resolved,
+/// every [`RESOLVE_RETRY`] while it does not, handing each new address to the driver.
 async fn resolve_peer(host: String, inputs: mpsc::Sender<Input>, mut stop: watch::Receiver<bool>) {
+    let mut known: std::collections::VecDeque<SocketAddr> = std::collections::VecDeque::new();
     loop {
-        match tokio::net::lookup_host(&host)
-            .await
-            .map(|mut addrs| addrs.next())
-        {
-            Ok(Some(addr)) => {
-                tracing::info!(peer = %host, %addr, "static peer resolved");
-                let _ = inputs.send(Input::AddPeer(addr)).await;
-                return;
+        let wait = match tokio::net::lookup_host(&host).await {
+            Ok(addrs) => {
+                let addrs: Vec<SocketAddr> = addrs.collect();
+                if addrs.is_empty() {
+                    tracing::warn!(peer = %host, "static peer has no address; retrying");
+                }
+                for addr in new_addresses(&mut known, &addrs) {
+                    tracing::info!(peer = %host, %addr, "static peer resolved");
+                    if inputs.send(Input::AddPeer(addr)).await.is_err() {
+                        return;
+                    }
+                }
+                if addrs.is_empty() {
+                    RESOLVE_RETRY
+                } else {
+                    RERESOLVE_INTERVAL
+                }
             }
-            Ok(None) => tracing::warn!(peer = %host, "static peer has no address; retrying"),
             Err(error) => {
-                tracing::warn!(peer = %host, %error, "static peer does not resolve; retrying")
+                if known.is_empty() {
+                    tracing::warn!(peer = %host, %error, "static peer does not resolve; retrying");
+                } else {
+                    tracing::debug!(peer = %host, %error, "static peer does not resolve now");
+                }
+                RESOLVE_RETRY
             }
-        }
+        };
         tokio::select! {
             () = state::stopped(&mut stop) => return,
-            () = tokio::time::sleep(RESOLVE_RETRY) => {}
+            () = tokio::time::sleep(wait) => {}
         }
     }
+}
+
+/// The addresses of `resolved` not in `known`, which remembers them (at most
+/// [`RESOLVED_MAX`], the oldest forgotten first).
+fn new_addresses(
+    known: &mut std::collections::VecDeque<SocketAddr>,
+    resolved: &[SocketAddr],
+) -> Vec<SocketAddr> {
+    let mut new = Vec::new();
+    for addr in resolved {
+        if known.contains(addr) {
+            continue;
+        }
+        if known.len() == RESOLVED_MAX {
+            known.pop_front();
+        }
+        known.push_back(*addr);
+        new.push(*addr);
+    }
+    new
 }
 
 /// A seed from OS randomness (std's hasher keys are drawn from it), time and pid.
@@ -551,4 +595,28 @@ fn unix_millis() -> u64 {
         .duration_since(SystemTime::UNIX_EPOCH)
         .unwrap_or_default();
     u64::try_from(since.as_millis()).unwrap_or(u64::MAX).max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_peer_name_hands_over_each_address_once() {
+        let a: SocketAddr = "10.0.0.1:7001".parse().unwrap();
+        let b: SocketAddr = "10.0.0.2:7001".parse().unwrap();
+        let mut known = std::collections::VecDeque::new();
+        assert_eq!(new_addresses(&mut known, &[a]), vec![a]);
+        assert_eq!(new_addresses(&mut known, &[a]), vec![]);
+        // The pod came back with a new address: only that one is new.
+        assert_eq!(new_addresses(&mut known, &[b]), vec![b]);
+        assert_eq!(new_addresses(&mut known, &[a, b]), vec![]);
+        for i in 0..RESOLVED_MAX {
+            let port = u16::try_from(8000 + i).unwrap();
+            new_addresses(&mut known, &[SocketAddr::from(([10, 0, 1, 1], port))]);
+        }
+        assert_eq!(known.len(), RESOLVED_MAX);
+        // The oldest were forgotten, so they count as new again.
+        assert_eq!(new_addresses(&mut known, &[a]), vec![a]);
+    }
 }

@@ -5,7 +5,7 @@
 //! driver sends the new certificate on each (an SVID update, which the peer verifies
 //! like a handshake's and which moves the link's expiry), so no message is lost.
 
-use std::net::SocketAddr;
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -20,7 +20,9 @@ const RETRY_MIN: Duration = Duration::from_secs(1);
 const RETRY_MAX: Duration = Duration::from_secs(60);
 
 pub(crate) struct Renewal {
-    pub server: SocketAddr,
+    /// IP:PORT or HOST:PORT, resolved at each renewal (a recreated CA service pod may
+    /// come back with a new address under its Service name).
+    pub server: String,
     pub dir: PathBuf,
     pub tls: Arc<LinkTls>,
     pub signer: SignerHandle,
@@ -75,10 +77,10 @@ impl Renewal {
                 _ = crate::state::stopped(&mut stop) => return,
                 () = tokio::time::sleep(wait) => {}
             }
-            let (server, dir) = (self.server, self.dir.clone());
+            let (server, dir) = (self.server.clone(), self.dir.clone());
             let federated = self.federated.clone();
             let renewed = tokio::task::spawn_blocking(move || {
-                x0tta6bl4_identity::renew(server, &dir)?.with_federation(&federated)
+                x0tta6bl4_identity::renew(resolve(&server)?, &dir)?.with_federation(&federated)
             })
             .await;
             match renewed {
@@ -111,6 +113,20 @@ impl Renewal {
         }
         (retry * 2).min(RETRY_MAX)
     }
+}
+
+/// The first address `server` (IP:PORT or HOST:PORT) resolves to now.
+fn resolve(server: &str) -> Result<SocketAddr, x0tta6bl4_identity::Error> {
+    server
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut addrs| addrs.next())
+        .ok_or_else(|| {
+            x0tta6bl4_identity::Error::Config(format!(
+                "CA service {server}: the name does not resolve (check [identity] ca_server \
+                 and DNS)"
+            ))
+        })
 }
 
 fn humantime(time: SystemTime) -> String {
