@@ -12,17 +12,20 @@
 #![warn(missing_docs)]
 
 pub mod abuse;
+pub mod budget;
 pub mod fault;
 pub mod net;
 pub mod paths;
 pub mod probe;
 pub mod report;
+pub mod resources;
 pub mod routers;
 pub mod run;
 pub mod soak;
 
+pub use budget::Budget;
 pub use fault::{Fault, FAULT_HELP};
-pub use report::{IdentityEffect, LabReport, RouterReport, TwinSide};
+pub use report::{FlowsReport, IdentityEffect, LabReport, RouterReport, TwinSide};
 pub use run::{run, Options, RouterChoice};
 
 /// Why the lab could not run or finish, split by who has to act.
