@@ -118,6 +118,21 @@ pub fn why_unreachable(routes: &Routes, s: usize, d: usize, avoid: &[usize]) -> 
     None
 }
 
+/// The nodes of the forwarding loop `routes` lead `s` into on the way to `d`, if any.
+pub fn loop_on_way(routes: &Routes, s: usize, d: usize) -> Option<Vec<usize>> {
+    let mut path = vec![s];
+    let mut at = s;
+    while at != d {
+        let next = *routes.get(&at)?.get(&d)?;
+        if let Some(k) = path.iter().position(|&v| v == next) {
+            return Some(path[k..].to_vec());
+        }
+        path.push(next);
+        at = next;
+    }
+    None
+}
+
 /// Pairs of `nodes` without a loop-free path in `routes` that avoids `avoid`.
 pub fn unreachable_pairs(routes: &Routes, nodes: &[usize], avoid: &[usize]) -> Vec<(usize, usize)> {
     let mut out = Vec::new();

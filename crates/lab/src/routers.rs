@@ -465,6 +465,13 @@ impl Fleet {
         routes
     }
 
+    /// Node `i`'s view of the mesh (`GET /api/v1/topology`: the links both ends
+    /// advertise, with costs), or `None` when it does not answer (x0tta6bl4 only).
+    pub async fn topology_view(&self, net: &Net, i: usize) -> Option<serde_json::Value> {
+        let url = format!("http://{}:{API_PORT}/api/v1/topology", net.nodes[i].mgmt);
+        self.http.get(url).send().await.ok()?.json().await.ok()
+    }
+
     async fn x0_routes(&self, net: &Net, i: usize) -> Option<BTreeMap<usize, usize>> {
         let url = format!("http://{}:{API_PORT}/api/v1/routes", net.nodes[i].mgmt);
         let rows: Vec<RouteRow> = self.http.get(url).send().await.ok()?.json().await.ok()?;

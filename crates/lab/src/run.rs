@@ -954,6 +954,41 @@ impl Lab<'_> {
         Ok(())
     }
 
+    /// For a mesh that did not converge: the first forwarding loop among `lacking`, and
+    /// whether its nodes hold the same view of the mesh (a loop between nodes that agree
+    /// is a route-computation bug; one between nodes that differ, flooding in progress).
+    async fn loop_views(&self, routes: &Routes, lacking: &[(usize, usize)]) -> String {
+        let Some((cycle, d)) = lacking
+            .iter()
+            .find_map(|&(s, d)| paths::loop_on_way(routes, s, d).map(|c| (c, d)))
+        else {
+            return String::new();
+        };
+        let names: Vec<String> = cycle
+            .iter()
+            .map(|&v| self.topology.names[v].to_string())
+            .collect();
+        let mut views = Vec::new();
+        for &v in &cycle {
+            views.push(self.fleet.topology_view(self.net, v).await);
+        }
+        let answered = views.iter().flatten().count();
+        let first = views.iter().flatten().next();
+        let same = views.iter().flatten().all(|v| Some(v) == first);
+        let agree = match (answered, same) {
+            (0, _) => "did not answer for their views".to_owned(),
+            (n, true) => {
+                format!("({n} answered) hold identical views of the mesh (links and costs)")
+            }
+            (n, false) => format!("({n} answered) hold different views of the mesh"),
+        };
+        format!(
+            "the loop {} toward {} persists and its nodes {agree}; ",
+            names.join(" -> "),
+            self.topology.names[d]
+        )
+    }
+
     /// Link-state advertisements the nodes originated so far (x0tta6bl4; 0 for babeld).
     async fn originated(&self) -> u64 {
         let all: Vec<usize> = (0..self.topology.len()).collect();
@@ -993,12 +1028,13 @@ impl Lab<'_> {
                 let mut destinations: Vec<usize> = lacking.iter().map(|&(_, d)| d).collect();
                 destinations.sort_unstable();
                 destinations.dedup();
+                let loop_views = self.loop_views(&routes, &lacking).await;
                 let load = crate::resources::load_average();
                 let churn = self.originated().await.saturating_sub(originated_before) as f64
                     / started.elapsed().as_secs_f64();
                 return Err(LabError::failed(format!(
                     "{}: routes did not converge within {} s; missing {} paths to {} destinations, e.g. {}; \
-                     {} of {} nodes answered the last poll; the nodes originated {churn:.1} link-state \
+                     {loop_views}{} of {} nodes answered the last poll; the nodes originated {churn:.1} link-state \
                      advertisements/s meanwhile; host load average {:.1} (see docs/edge-resources.md)",
                     self.kind.key(),
                     self.timeout().as_secs(),
