@@ -500,6 +500,12 @@ fn bad_input_is_refused_with_what_to_do() {
         ("--node-cpu", "0", "out of range"),
         ("--node-memory", "64X", "K, M or G"),
         ("--node-memory", "1M", "at least 8M"),
+        (
+            "--node-protocol",
+            "probe_interval_ms=1",
+            "probe_interval_ms",
+        ),
+        ("--node-protocol", "no_such_key=1", "no_such_key"),
     ] {
         let output = run(&["lab", "run", flag, value]);
         assert_eq!(code(&output), 2, "{flag} {value}");
