@@ -123,7 +123,11 @@ fn assert_router(report: &serde_json::Value, name: &str) {
             "{phase}: {report}"
         );
     }
-    assert!(res["cpu_s_total"]["max"].as_f64() > Some(0.0), "{report}");
+    // babeld may use less than a clock tick (10 ms) in a short run.
+    assert!(
+        name != "x0tta6bl4" || res["cpu_s_total"]["max"].as_f64() > Some(0.0),
+        "{report}"
+    );
     assert!(
         res["cpu_s_total"]["max"].as_f64() >= res["cpu_s_total"]["mean"].as_f64(),
         "{report}"
