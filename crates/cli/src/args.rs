@@ -142,7 +142,7 @@ pub struct LabRunArgs {
     /// Topology: ring, grid, erdos-renyi, random-geometric, scale-free or file:PATH.
     #[arg(long, value_name = "KIND[:params]", default_value = "ring")]
     pub topology: String,
-    /// Number of nodes (each is a namespace and a process; at most 64).
+    /// Number of nodes (each is a namespace and a process; at most 128).
     #[arg(long, value_name = "N", default_value_t = 4)]
     pub nodes: usize,
     /// Fault: node-kill, node-pause, node-restart, link-down, partition, asym-partition,
@@ -162,9 +162,14 @@ pub struct LabRunArgs {
     pub router: String,
     /// Print one JSON object: {topology, nodes, scenario, iterations, seed, routers:
     /// {x0tta6bl4|babeld|babeld-default: {mttr_ms {mean, p50, p95, p99, max, samples},
-    /// false_down_events, unreachable_pairs_after_heal}}, twin {mttr_ms, error_p50,
-    /// error_p95}}. svid-expiry and revoke add to x0tta6bl4's entry identity
-    /// {links_closed, reconnects_refused, readmitted}.
+    /// false_down_events, unreachable_pairs_after_heal, unhealed_flows, flows {sample,
+    /// started, affected}, resources {idle|flows|heal {seconds, cpu_s, cpu_cores,
+    /// rss_mib, link_bytes_per_s}, cpu_s_total, rss_mib, rss_peak_mib, disk_mib,
+    /// load_average_start, load_average_end} (each per node {mean, max})}}, twin
+    /// {mttr_ms, error_p50, error_p95}, lab_cpu_s}. svid-expiry and revoke add to
+    /// x0tta6bl4's entry identity {links_closed, reconnects_refused, readmitted};
+    /// --node-cpu/--node-memory add budget {cgroup, cpu, memory_bytes,
+    /// cpu_throttled_periods, cpu_throttled_s, oom_kills}.
     #[arg(long)]
     pub json: bool,
     /// Write the MTTR CDFs of every router and the twin as an SVG plot.
@@ -175,6 +180,28 @@ pub struct LabRunArgs {
     /// configs and SVIDs go under ROOT/tmp). Without it, nodes run this binary.
     #[arg(long, value_name = "ROOT")]
     pub node_root: Option<PathBuf>,
+    /// Run at most K probe flows per iteration, drawn at random (seeded by --seed)
+    /// among the survivor pairs whose path crosses the fault, instead of a flow between
+    /// every ordered pair of survivors (n² flows swamp the host beyond ~30 nodes). The
+    /// MTTR is measured on crossing flows only, so the sample is of its population; the
+    /// report gives K and the flows started (routers.NAME.flows).
+    #[arg(long, value_name = "K")]
+    pub flows_sample: Option<usize>,
+    /// CPU budget of every node process, a share of one core (0.25: 25 ms per 100 ms),
+    /// set with a cgroup (v2 cpu.max; v1 cpu.cfs_quota_us where the host still has the
+    /// cpu controller on cgroup v1). The report gives throttling (routers.NAME.budget).
+    #[arg(long, value_name = "SHARE")]
+    pub node_cpu: Option<String>,
+    /// Memory budget of every node process (e.g. 64M; K, M, G are powers of 1024), set
+    /// with a cgroup (v2 memory.max, swap 0; v1 memory.limit_in_bytes). A node past it
+    /// is killed by the kernel and the run fails; the report counts OOM kills.
+    #[arg(long, value_name = "SIZE")]
+    pub node_memory: Option<String>,
+    /// Settings of every x0tta6bl4 node's `[protocol]` section, as in node.toml:
+    /// KEY=VALUE pairs, comma-separated (e.g. cost_update_interval_ms=5000). Checked
+    /// like node.toml; the report's numbers are then of those settings, not the defaults.
+    #[arg(long, value_name = "KEY=VALUE,...")]
+    pub node_protocol: Option<String>,
 }
 
 /// `x0tta6bl4 lab soak`.

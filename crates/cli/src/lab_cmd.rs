@@ -58,6 +58,20 @@ pub async fn run(args: &LabRunArgs) -> anyhow::Result<ExitCode> {
         .map_err(|e| lab_problem(e, "--router"))?;
     let exe = std::env::current_exe()
         .map_err(|e| anyhow::anyhow!("cannot find the path of this executable: {e}"))?;
+    let budget = x0tta6bl4_lab::Budget {
+        cpu: args
+            .node_cpu
+            .as_deref()
+            .map(x0tta6bl4_lab::Budget::parse_cpu)
+            .transpose()
+            .map_err(|e| lab_problem(e, "--node-cpu"))?,
+        memory_bytes: args
+            .node_memory
+            .as_deref()
+            .map(x0tta6bl4_lab::Budget::parse_memory)
+            .transpose()
+            .map_err(|e| lab_problem(e, "--node-memory"))?,
+    };
     let options = Options {
         topology: args.topology.clone(),
         nodes: args.nodes,
@@ -67,6 +81,13 @@ pub async fn run(args: &LabRunArgs) -> anyhow::Result<ExitCode> {
         router,
         exe,
         node_root: args.node_root.clone(),
+        flows_sample: args.flows_sample,
+        budget,
+        protocol: match &args.node_protocol {
+            Some(text) => x0tta6bl4_lab::run::parse_protocol(text)
+                .map_err(|e| lab_problem(e, "--node-protocol"))?,
+            None => Default::default(),
+        },
     };
     let bar = spinner(args.json);
     let progress_bar = bar.clone();

@@ -89,12 +89,15 @@ fn assert_router(report: &serde_json::Value, name: &str) {
     let mut k = keys(r);
     k.sort();
     // Identity faults add what the mesh did about the node (asserted by their test).
-    k.retain(|k| k != "identity");
+    k.retain(|k| k != "identity" && k != "budget");
     assert_eq!(
         k,
         [
             "false_down_events",
+            "flows",
             "mttr_ms",
+            "resources",
+            "unhealed_flows",
             "unreachable_pairs_after_heal"
         ],
         "{report}"
@@ -107,6 +110,29 @@ fn assert_router(report: &serde_json::Value, name: &str) {
         "{report}"
     );
     assert_eq!(r["unreachable_pairs_after_heal"], 0, "{report}");
+    assert_eq!(r["unhealed_flows"], 0, "{report}");
+    // Every node process was measured: CPU used, memory resident, idle and under flows.
+    let res = &r["resources"];
+    for phase in ["idle", "flows", "heal"] {
+        assert!(
+            res[phase]["seconds"].as_f64() > Some(0.0),
+            "{phase}: {report}"
+        );
+        assert!(
+            res[phase]["rss_mib"]["max"].as_f64() > Some(0.0),
+            "{phase}: {report}"
+        );
+    }
+    // babeld may use less than a clock tick (10 ms) in a short run.
+    assert!(
+        name != "x0tta6bl4" || res["cpu_s_total"]["max"].as_f64() > Some(0.0),
+        "{report}"
+    );
+    assert!(
+        res["cpu_s_total"]["max"].as_f64() >= res["cpu_s_total"]["mean"].as_f64(),
+        "{report}"
+    );
+    assert!(res["load_average_start"][0].as_f64().is_some(), "{report}");
     let false_downs = r["false_down_events"].as_u64().expect("a count");
     // Bounded for our protocol; babeld's are counted (and compared in the soak).
     assert!(
@@ -189,6 +215,7 @@ fn ring_of_five_node_kill_heals_with_the_issue_json() {
         top,
         [
             "iterations",
+            "lab_cpu_s",
             "nodes",
             "routers",
             "scenario",
@@ -471,11 +498,119 @@ fn bad_input_is_refused_with_what_to_do() {
     assert_eq!(code(&output), 2, "{}", stderr(&output));
     let output = run(&["lab", "soak", "--minutes", "1", "--loss", "150%"]);
     assert_eq!(code(&output), 2, "{}", stderr(&output));
+    for (flag, value, says) in [
+        ("--flows-sample", "0", "--flows-sample 0"),
+        ("--node-cpu", "lots", "share of one core"),
+        ("--node-cpu", "0", "out of range"),
+        ("--node-memory", "64X", "K, M or G"),
+        ("--node-memory", "1M", "at least 8M"),
+        (
+            "--node-protocol",
+            "probe_interval_ms=1",
+            "probe_interval_ms",
+        ),
+        ("--node-protocol", "no_such_key=1", "no_such_key"),
+    ] {
+        let output = run(&["lab", "run", flag, value]);
+        assert_eq!(code(&output), 2, "{flag} {value}");
+        assert!(stderr(&output).contains(says), "{}", stderr(&output));
+    }
     let output = run(&["lab", "run", "--nodes", "500"]);
     assert_eq!(code(&output), 2);
     assert!(
-        stderr(&output).contains("at most 64"),
+        stderr(&output).contains("at most 128"),
         "{}",
         stderr(&output)
     );
+}
+
+/// `--flows-sample` runs only a sample of the crossing flows, and `--node-cpu` /
+/// `--node-memory` put every node in a cgroup whose limits the report gives back with
+/// what they did. Under `CI=true` a host where the cgroups cannot be made fails.
+#[test]
+fn a_budgeted_sampled_run_heals_and_reports_its_cgroups() {
+    if !lab_prerequisites(&[]) {
+        return;
+    }
+    let _one_at_a_time = LAB.lock().unwrap_or_else(|e| e.into_inner());
+    let _one_per_machine = LabLock::take();
+    let args = [
+        "lab",
+        "run",
+        "--json",
+        "--topology",
+        "ring",
+        "--nodes",
+        "5",
+        "--scenario",
+        "node-kill",
+        "--seed",
+        "3",
+        "--flows-sample",
+        "2",
+        "--node-cpu",
+        "0.5",
+        "--node-memory",
+        "128M",
+    ];
+    let output = run(&args);
+    let text = stderr(&output);
+    if code(&output) == 2 && text.contains("cgroup") {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI=true: the lab cannot make cgroups here: {text}"
+        );
+        eprintln!("skipped: the lab cannot make cgroups here: {text}");
+        return;
+    }
+    assert_eq!(code(&output), 0, "{args:?}: {text}");
+    let report: serde_json::Value = serde_json::from_str(&stdout(&output)).expect("JSON");
+    assert_router(&report, "x0tta6bl4");
+    let r = &report["routers"]["x0tta6bl4"];
+    assert_eq!(r["flows"]["sample"], 2, "{report}");
+    let started = r["flows"]["started"].as_u64().unwrap();
+    assert!((1..=2).contains(&started), "{report}");
+    assert!(r["mttr_ms"]["samples"].as_u64() > Some(0), "{report}");
+    let budget = &r["budget"];
+    assert!(
+        budget["cgroup"] == "v2" || budget["cgroup"] == "v1",
+        "{report}"
+    );
+    assert_eq!(budget["cpu"], 0.5, "{report}");
+    assert_eq!(budget["memory_bytes"], 128u64 << 20, "{report}");
+    assert_eq!(budget["oom_kills"], 0, "{report}");
+    // Within the limit: every node's resident memory stayed under it.
+    let peak = r["resources"]["rss_peak_mib"]["max"].as_f64().unwrap();
+    assert!(peak > 1.0 && peak < 128.0, "{report}");
+    // Nothing of the lab's cgroups is left behind.
+    let name = "x0l";
+    // The lab makes them in its own cgroup of each v1 hierarchy (this test's too).
+    let own = |controller: &str| {
+        std::fs::read_to_string("/proc/self/cgroup")
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| {
+                let mut p = l.splitn(3, ':');
+                let (_, c, path) = (p.next()?, p.next()?, p.next()?);
+                c.split(',')
+                    .any(|c| c == controller)
+                    .then(|| path.to_owned())
+            })
+            .unwrap_or_default()
+    };
+    let roots = [
+        "/sys/fs/cgroup".to_owned(),
+        format!("/sys/fs/cgroup/cpu{}", own("cpu")),
+        format!("/sys/fs/cgroup/memory{}", own("memory")),
+    ];
+    for root in &roots {
+        let left: Vec<String> = std::fs::read_dir(root)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(name))
+            .collect();
+        assert!(left.is_empty(), "{root}: {left:?} left behind");
+    }
 }

@@ -8,21 +8,32 @@
 //! the code the twin and the demo use, so the numbers compare. Everything the lab
 //! creates (namespaces, veths, nftables tables, processes, files) is owned by guards
 //! whose `Drop` removes it, so success, error and Ctrl-C (a dropped future) all clean up.
+//!
+//! Every run also measures what the routers cost the host ([`resources`]: CPU, memory,
+//! link bytes and disk per node, idle, under flows and during heals, with the load
+//! average), can sample the probe flows (`--flows-sample`) for meshes of up to 128
+//! nodes, and can hold each node to a CPU and memory budget in its own cgroup
+//! ([`budget`]). Per-process figures are read from /proc by hand: no crate reads a
+//! foreign process's `stat`/`status`/`net/dev` without pulling in far more than three
+//! small parsers (procfs would; it also needs features for net namespaces).
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod abuse;
+pub mod budget;
 pub mod fault;
 pub mod net;
 pub mod paths;
 pub mod probe;
 pub mod report;
+pub mod resources;
 pub mod routers;
 pub mod run;
 pub mod soak;
 
+pub use budget::Budget;
 pub use fault::{Fault, FAULT_HELP};
-pub use report::{IdentityEffect, LabReport, RouterReport, TwinSide};
+pub use report::{FlowsReport, IdentityEffect, LabReport, RouterReport, TwinSide};
 pub use run::{run, Options, RouterChoice};
 
 /// Why the lab could not run or finish, split by who has to act.

@@ -25,8 +25,10 @@ fn pick_mgmt_octet() -> u8 {
 
 /// Node identity addresses for kernel-routed probes: 10.215.0.0 + i + 1, a /32 on `lo`.
 const ID_BASE: u32 = u32::from_be_bytes([10, 215, 0, 0]);
-/// Most nodes a lab builds (addresses are /30s in a /16).
-pub const NODES_MAX: usize = 64;
+/// Most nodes a lab builds: the addresses would hold thousands (/30s in a /16), the
+/// host does not (each node is a process; 100 run on 2 cores with sampled flows, see
+/// docs/edge-resources.md).
+pub const NODES_MAX: usize = 128;
 /// Prefix of every namespace and host interface the lab creates.
 pub const PREFIX: &str = "x0l";
 /// nftables table used by node-kill.

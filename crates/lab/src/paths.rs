@@ -94,6 +94,45 @@ pub fn outages(
     (samples, unhealed)
 }
 
+/// Why `routes` lead no loop-free path from `s` to `d` avoiding `avoid`, in a few
+/// words (for the error of a mesh that does not converge); `None` when they do.
+pub fn why_unreachable(routes: &Routes, s: usize, d: usize, avoid: &[usize]) -> Option<String> {
+    let mut path = vec![s];
+    let mut at = s;
+    while at != d {
+        let Some(table) = routes.get(&at) else {
+            return Some(format!("{at} did not answer"));
+        };
+        let Some(&next) = table.get(&d) else {
+            return Some(format!("{at} has no route"));
+        };
+        if path.contains(&next) {
+            return Some(format!("loop at {next}"));
+        }
+        if avoid.contains(&next) {
+            return Some(format!("{at} routes via the failed {next}"));
+        }
+        path.push(next);
+        at = next;
+    }
+    None
+}
+
+/// The nodes of the forwarding loop `routes` lead `s` into on the way to `d`, if any.
+pub fn loop_on_way(routes: &Routes, s: usize, d: usize) -> Option<Vec<usize>> {
+    let mut path = vec![s];
+    let mut at = s;
+    while at != d {
+        let next = *routes.get(&at)?.get(&d)?;
+        if let Some(k) = path.iter().position(|&v| v == next) {
+            return Some(path[k..].to_vec());
+        }
+        path.push(next);
+        at = next;
+    }
+    None
+}
+
 /// Pairs of `nodes` without a loop-free path in `routes` that avoids `avoid`.
 pub fn unreachable_pairs(routes: &Routes, nodes: &[usize], avoid: &[usize]) -> Vec<(usize, usize)> {
     let mut out = Vec::new();
@@ -144,6 +183,29 @@ mod tests {
         assert_eq!(
             unreachable_pairs(&routes, &[0, 2, 3], &[1]),
             vec![(0, 2), (0, 3), (3, 2)]
+        );
+        assert_eq!(why_unreachable(&routes, 0, 3, &[]), None);
+        assert_eq!(
+            why_unreachable(&routes, 0, 3, &[1]).as_deref(),
+            Some("0 routes via the failed 1")
+        );
+        let mut holes = routes.clone();
+        holes.get_mut(&1).unwrap().remove(&3);
+        assert_eq!(
+            why_unreachable(&holes, 0, 3, &[]).as_deref(),
+            Some("1 has no route")
+        );
+        holes.remove(&2);
+        assert_eq!(
+            why_unreachable(&holes, 1, 0, &[]).as_deref(),
+            Some("2 did not answer")
+        );
+        let mut looped = routes.clone();
+        looped.get_mut(&2).unwrap().insert(0, 1);
+        looped.get_mut(&1).unwrap().insert(0, 2);
+        assert_eq!(
+            why_unreachable(&looped, 1, 0, &[]).as_deref(),
+            Some("loop at 1")
         );
     }
 }

@@ -20,12 +20,32 @@ pub struct RouterReport {
     #[serde(skip)]
     pub samples: Vec<f64>,
     /// Affected flows that never delivered again.
-    #[serde(skip)]
     pub unhealed_flows: usize,
+    /// Which probe flows ran.
+    pub flows: FlowsReport,
+    /// What the router's processes cost the host (CPU, memory, links, disk).
+    pub resources: crate::resources::ResourceReport,
+    /// `--node-cpu`/`--node-memory`: the cgroup limits and what they did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub budget: Option<crate::budget::BudgetReport>,
     /// Identity faults (`svid-expiry`, `revoke`) only: how the mesh stopped trusting
     /// the node, summed over iterations.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub identity: Option<IdentityEffect>,
+}
+
+/// The probe flows of a router's iterations.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct FlowsReport {
+    /// `--flows-sample K`: at most K flows per iteration, drawn at random (seeded) among
+    /// the survivor pairs whose path crosses the fault; `null`: every ordered pair of
+    /// survivors ran a flow.
+    pub sample: Option<usize>,
+    /// Flows started, summed over iterations.
+    pub started: usize,
+    /// Flows whose path crossed the fault when it struck (the MTTR's population),
+    /// summed over iterations.
+    pub affected: usize,
 }
 
 /// How the mesh stopped trusting a node whose identity failed, counted at its
@@ -85,6 +105,9 @@ pub struct LabReport {
     pub routers: BTreeMap<String, RouterReport>,
     /// The twin side by side.
     pub twin: TwinSide,
+    /// CPU seconds the lab process itself used (setup, route polling, flow collection,
+    /// the twin): the host's share that was not the routers'.
+    pub lab_cpu_s: f64,
 }
 
 impl LabReport {
@@ -130,12 +153,37 @@ impl LabReport {
                 ));
             }
         }
+        for (name, r) in &self.routers {
+            let sample = r
+                .flows
+                .sample
+                .map_or("every survivor pair".to_owned(), |k| {
+                    format!("sample of at most {k} crossing the fault")
+                });
+            text.push_str(&format!(
+                "{name}: flows: {} started ({sample}), {} crossed the fault\n",
+                r.flows.started, r.flows.affected
+            ));
+            text.push_str(&r.resources.summary(name));
+            if let Some(b) = &r.budget {
+                text.push_str(&format!(
+                    "{name}: budget (cgroup {}): cpu {} of a core, memory {}: throttled {} periods ({:.1} s), {} OOM kills\n",
+                    b.cgroup,
+                    b.cpu.map_or("unlimited".to_owned(), |c| format!("{c}")),
+                    b.memory_bytes.map_or("unlimited".to_owned(), |m| format!("{} MiB", m >> 20)),
+                    b.cpu_throttled_periods,
+                    b.cpu_throttled_s,
+                    b.oom_kills
+                ));
+            }
+        }
         for (name, r) in self.routers.iter().filter(|(_, r)| r.unhealed_flows > 0) {
             text.push_str(&format!(
                 "{name}: {} affected flows never delivered again\n",
                 r.unhealed_flows
             ));
         }
+        text.push_str(&format!("lab process: {:.1} CPU s\n", self.lab_cpu_s));
         if let Some(model) = &self.twin.model {
             text.push_str(&format!("twin model: {model}\n"));
         }

@@ -82,6 +82,11 @@ pub struct Fleet {
     /// babeld only: neighbour-down events seen on each node's local interface, across
     /// restarts (see [`neighbour_line`]).
     flushes: Vec<Arc<AtomicU64>>,
+    /// Per node: the `cgroup.procs` files its process is written to before it runs
+    /// (`--node-cpu`/`--node-memory`); empty without a budget.
+    cgroup_procs: Vec<Vec<PathBuf>>,
+    /// `[protocol]` of every x0tta6bl4 node's config.
+    protocol: toml::Table,
 }
 
 #[derive(Serialize)]
@@ -91,6 +96,9 @@ struct NodeToml {
     peers: Vec<String>,
     identity: IdentityToml,
     discovery: DiscoveryToml,
+    /// `[protocol]` settings given with `lab run --node-protocol` (empty: defaults).
+    #[serde(skip_serializing_if = "toml::Table::is_empty")]
+    protocol: toml::Table,
 }
 
 #[derive(Serialize)]
@@ -136,8 +144,9 @@ impl Fleet {
         dir: &Path,
         net: &Net,
         topology: &Topology,
+        protocol: &toml::Table,
     ) -> Result<Fleet, LabError> {
-        Fleet::with_root(kind, exe, dir, net, topology, None)
+        Fleet::with_root(kind, exe, dir, net, topology, None, protocol)
     }
 
     /// [`Fleet::new`], with x0tta6bl4 nodes run as `chroot ROOT` [`EXE_IN_ROOT`]: the
@@ -150,6 +159,7 @@ impl Fleet {
         net: &Net,
         topology: &Topology,
         root: Option<&Path>,
+        protocol: &toml::Table,
     ) -> Result<Fleet, LabError> {
         let dir = dir.join(kind.key());
         std::fs::create_dir_all(&dir)
@@ -165,7 +175,7 @@ impl Fleet {
             }
         }
         if kind == Kind::X0tta6bl4 {
-            write_x0_configs(&dir, net, &names, root)?;
+            write_x0_configs(&dir, net, &names, root, protocol)?;
         }
         x0tta6bl4_identity::install_default_crypto_provider();
         let http = reqwest::Client::builder()
@@ -181,9 +191,59 @@ impl Fleet {
             agents: (0..names.len()).map(|_| None).collect(),
             http,
             flushes: (0..names.len()).map(|_| Arc::default()).collect(),
+            cgroup_procs: vec![Vec::new(); names.len()],
+            protocol: protocol.clone(),
             names,
             root: root.map(Path::to_owned),
         })
+    }
+
+    /// Run every node in its cgroup of `cgroups` from its next start on.
+    pub fn use_cgroups(&mut self, cgroups: &crate::budget::Cgroups) {
+        for (i, files) in self.cgroup_procs.iter_mut().enumerate() {
+            *files = cgroups.procs_files(i);
+        }
+    }
+
+    /// The process of every node (`None`: not running).
+    pub fn pids(&self) -> Vec<Option<u32>> {
+        self.children
+            .iter()
+            .map(|c| c.as_ref().map(Child::id))
+            .collect()
+    }
+
+    /// Bytes on disk of node `i`: its directory (identity, state files) and its log.
+    pub fn disk_bytes(&self, i: usize) -> u64 {
+        let log = std::fs::metadata(self.log(i)).map_or(0, |m| m.len());
+        crate::resources::dir_bytes(&self.dir.join(&self.names[i])) + log
+    }
+
+    /// The command that runs `program` in node `i`'s namespace: `ip netns exec NS ...`,
+    /// or, with a budget, `sh -c` writing its own pid to the node's cgroups first and
+    /// then exec-ing the same, so the node's first byte of memory is charged there.
+    fn in_namespace(&self, i: usize, net: &Net) -> Command {
+        let ns = &net.nodes[i].ns;
+        let files = &self.cgroup_procs[i];
+        if files.is_empty() {
+            let mut command = Command::new("ip");
+            command.args(["netns", "exec", ns]);
+            return command;
+        }
+        let writes: Vec<String> = (1..=files.len())
+            .map(|k| format!("echo $$ > \"${k}\""))
+            .collect();
+        let script = format!(
+            "{} && shift {} && exec \"$@\"",
+            writes.join(" && "),
+            files.len()
+        );
+        let mut command = Command::new("sh");
+        command
+            .args(["-c", &script, "x0tta6bl4-lab-node"])
+            .args(files)
+            .args(["ip", "netns", "exec", ns]);
+        command
     }
 
     fn log(&self, i: usize) -> PathBuf {
@@ -192,7 +252,6 @@ impl Fleet {
 
     /// Start node `i`'s router process in its namespace.
     pub fn start(&mut self, i: usize, net: &Net) -> Result<(), LabError> {
-        let ns = &net.nodes[i].ns;
         let log = self.log(i);
         let out = File::options()
             .create(true)
@@ -202,8 +261,7 @@ impl Fleet {
         let err = out
             .try_clone()
             .map_err(|e| LabError::failed(e.to_string()))?;
-        let mut command = Command::new("ip");
-        command.args(["netns", "exec", ns]);
+        let mut command = self.in_namespace(i, net);
         match self.kind {
             Kind::X0tta6bl4 => {
                 match &self.root {
@@ -359,7 +417,7 @@ impl Fleet {
         for name in &self.names {
             remove(self.dir.join(name))?;
         }
-        write_x0_configs(&self.dir, net, &self.names, self.root.as_deref())
+        write_x0_configs(&self.dir, net, &self.names, self.root.as_deref(), &self.protocol)
     }
 
     fn chaos_file(&self, i: usize) -> PathBuf {
@@ -443,6 +501,13 @@ impl Fleet {
         routes
     }
 
+    /// Node `i`'s view of the mesh (`GET /api/v1/topology`: the links both ends
+    /// advertise, with costs), or `None` when it does not answer (x0tta6bl4 only).
+    pub async fn topology_view(&self, net: &Net, i: usize) -> Option<serde_json::Value> {
+        let url = format!("http://{}:{API_PORT}/api/v1/topology", net.nodes[i].mgmt);
+        self.http.get(url).send().await.ok()?.json().await.ok()
+    }
+
     async fn x0_routes(&self, net: &Net, i: usize) -> Option<BTreeMap<usize, usize>> {
         let url = format!("http://{}:{API_PORT}/api/v1/routes", net.nodes[i].mgmt);
         let rows: Vec<RouteRow> = self.http.get(url).send().await.ok()?.json().await.ok()?;
@@ -454,16 +519,23 @@ impl Fleet {
         )
     }
 
-    /// Start probe flows between every ordered pair of `nodes`, every `interval`.
+    /// Start the probe flows `pairs` (source, destination), each every `interval`;
+    /// `receivers` are the nodes that must record arrivals (babeld's agents).
     pub async fn start_flows(
         &mut self,
         net: &Net,
-        nodes: &[usize],
+        receivers: &[usize],
+        pairs: &[(usize, usize)],
         interval: Duration,
     ) -> Result<(), LabError> {
-        for &i in nodes {
-            let targets: Vec<usize> = nodes.iter().copied().filter(|&t| t != i).collect();
+        for &i in receivers {
+            let targets: Vec<usize> = pairs
+                .iter()
+                .filter(|&&(s, _)| s == i)
+                .map(|&(_, d)| d)
+                .collect();
             match self.kind {
+                Kind::X0tta6bl4 if targets.is_empty() => {}
                 Kind::X0tta6bl4 => {
                     let names: Vec<&str> =
                         targets.iter().map(|&t| self.names[t].as_str()).collect();
@@ -510,9 +582,12 @@ impl Fleet {
                 &i.to_string(),
                 "--interval-ms",
                 &interval.as_millis().to_string(),
-                "--targets",
-                &list.join(","),
             ])
+            // An agent that only receives (a sampled run) is started without targets.
+            .args(match list.is_empty() {
+                true => Vec::new(),
+                false => vec!["--targets".to_owned(), list.join(",")],
+            })
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -692,6 +767,7 @@ fn write_x0_configs(
     net: &Net,
     names: &[String],
     root: Option<&Path>,
+    protocol: &toml::Table,
 ) -> Result<(), LabError> {
     let fail = |what: String| LabError::failed(what);
     let trust_domain: TrustDomain = "lab.x0tta6bl4.mesh"
@@ -716,6 +792,7 @@ fn write_x0_configs(
                 dir: inside(root, &node_dir),
             },
             discovery: DiscoveryToml { enabled: false },
+            protocol: protocol.clone(),
         };
         let text = toml::to_string(&toml).map_err(|e| fail(format!("node config: {e}")))?;
         let path = node_dir.join("node.toml");

@@ -14,6 +14,7 @@ use crate::net::{cmd, have_tool, remove_stale, Net};
 use crate::paths::{self, Routes};
 use crate::probe::unix_now_us;
 use crate::report::{IdentityEffect, LabReport, RouterReport, TwinSide};
+use crate::resources::{Phase, Usage};
 use crate::routers::{Fleet, Kind};
 use crate::LabError;
 
@@ -25,8 +26,13 @@ const BASELINE: Duration = Duration::from_millis(600);
 const SETTLE: Duration = Duration::from_millis(800);
 /// A probe past the failed element may still arrive this long after the fault (µs).
 const IN_FLIGHT_US: u64 = 2_000;
-/// Interval between route polls.
+/// Shortest interval between route polls (a poll of a large mesh takes longer, and
+/// the next waits as long again: the lab's polling takes at most half of its own time).
 const POLL: Duration = Duration::from_millis(20);
+/// How long the nodes are watched idle (converged, no flows, no polling) for the report.
+const IDLE_WINDOW: Duration = Duration::from_secs(2);
+/// The nodes' counter of link-state advertisements they originated.
+const LSA_ORIGINATED: &str = "x0tta6bl4_lsa_originated_total";
 /// Hello interval of babeld matched to our probe interval (protocol default 50 ms).
 pub(crate) const MATCHED_HELLO_S: f64 = 0.05;
 
@@ -97,11 +103,53 @@ pub struct Options {
     /// Run the x0tta6bl4 nodes from this root filesystem (a container image's, exported)
     /// with `chroot ROOT /usr/local/bin/x0tta6bl4`; the nodes' files go under ROOT/tmp.
     pub node_root: Option<PathBuf>,
+    /// At most this many probe flows per iteration, drawn among the survivor pairs whose
+    /// path crosses the fault (None: a flow between every ordered pair of survivors).
+    pub flows_sample: Option<usize>,
+    /// CPU and memory limits of every node process (cgroups).
+    pub budget: crate::budget::Budget,
+    /// `[protocol]` settings of every x0tta6bl4 node (see [`parse_protocol`]).
+    pub protocol: toml::Table,
+}
+
+/// `--node-protocol KEY=VALUE,...`: settings of the nodes' `[protocol]` section (as
+/// in `node.toml`), checked here against the protocol's own validation so a typo is a
+/// usage error, not 100 nodes that fail to start.
+pub fn parse_protocol(text: &str) -> Result<toml::Table, LabError> {
+    let fix = "give KEY=VALUE pairs of the node's [protocol] section, comma-separated, \
+               e.g. cost_update_interval_ms=5000,cost_change_percent=100";
+    let mut table = toml::Table::new();
+    for pair in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').ok_or_else(|| {
+            LabError::usage(format!("--node-protocol: {pair:?} is not KEY=VALUE"), fix)
+        })?;
+        let value: toml::Value = format!("v = {}", value.trim())
+            .parse::<toml::Table>()
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .ok_or_else(|| {
+                LabError::usage(format!("--node-protocol: {pair:?}: not a TOML value"), fix)
+            })?;
+        table.insert(key.trim().to_owned(), value);
+    }
+    let config: x0tta6bl4_proto::Config = toml::Value::Table(table.clone())
+        .try_into()
+        .map_err(|e| LabError::usage(format!("--node-protocol {text:?}: {e}"), fix))?;
+    config
+        .validate()
+        .map_err(|e| LabError::usage(format!("--node-protocol {text:?}: {e}"), fix))?;
+    Ok(table)
 }
 
 /// Check the arguments and build the topology (no side effects).
 pub fn prepare(options: &Options) -> Result<(Fault, Topology), LabError> {
     let fault: Fault = options.scenario.parse()?;
+    if options.flows_sample == Some(0) {
+        return Err(LabError::usage(
+            "--flows-sample 0",
+            "sample at least one flow, or leave the flag out to run every pair",
+        ));
+    }
     if options.iterations == 0 {
         return Err(LabError::usage(
             "--iterations 0",
@@ -225,6 +273,14 @@ pub async fn run(
         topology.links.len()
     ));
     let net = Net::build(&topology)?;
+    // Declared after the net and before the fleets: removed once their processes are gone.
+    let cgroups = match options.budget.is_set() {
+        true => Some(crate::budget::Cgroups::create(
+            options.budget,
+            topology.len(),
+        )?),
+        false => None,
+    };
     let mut report = LabReport {
         topology: options.topology.clone(),
         nodes: topology.len(),
@@ -233,6 +289,7 @@ pub async fn run(
         seed: options.seed,
         routers: Default::default(),
         twin: TwinSide::default(),
+        lab_cpu_s: 0.0,
     };
     // Every router, and the twin, get the same faults on the same elements.
     let mut rng = Rng::seed(options.seed ^ 0x006c_6162);
@@ -248,7 +305,11 @@ pub async fn run(
             &net,
             &topology,
             root.as_deref(),
+            &options.protocol,
         )?;
+        if let Some(cgroups) = &cgroups {
+            fleet.use_cgroups(cgroups);
+        }
         let mut lab = Lab {
             net: &net,
             topology: &topology,
@@ -256,15 +317,22 @@ pub async fn run(
             kind,
             fleet: &mut fleet,
             stress: Vec::new(),
+            usage: Usage::new(topology.len()),
         };
-        let result = lab
+        let mut result = lab
             .run_router(options, progress, &plans, &mut calibration)
             .await;
+        if let (Ok(out), Some(cgroups)) = (&mut result, &cgroups) {
+            out.budget = Some(cgroups.report(topology.len()));
+        }
         drop(lab);
         fleet.stop_all();
         reset(&net, &topology);
         report.routers.insert(kind.key().to_owned(), result?);
     }
+    report.lab_cpu_s =
+        crate::resources::sample(std::process::id(), crate::resources::clock_ticks())
+            .map_or(0.0, |s| s.cpu_s);
     report.twin = twin_side(
         options,
         &fault,
@@ -275,6 +343,30 @@ pub async fn run(
         progress,
     );
     Ok(report)
+}
+
+/// Every ordered pair of `nodes`.
+fn every_pair(nodes: &[usize]) -> Vec<(usize, usize)> {
+    nodes
+        .iter()
+        .flat_map(|&s| nodes.iter().filter(move |&&d| d != s).map(move |&d| (s, d)))
+        .collect()
+}
+
+/// Keep `k` of `items` drawn at random without replacement (all when fewer), in their
+/// original order (a partial Fisher-Yates shuffle of the indices).
+fn sample_in_place<T: Copy>(items: &mut Vec<T>, k: usize, rng: &mut Rng) {
+    if items.len() <= k {
+        return;
+    }
+    let mut index: Vec<usize> = (0..items.len()).collect();
+    for i in 0..k {
+        let j = i + rng.below((index.len() - i) as u64) as usize;
+        index.swap(i, j);
+    }
+    let mut keep = index[..k].to_vec();
+    keep.sort_unstable();
+    *items = keep.iter().map(|&i| items[i]).collect();
 }
 
 /// What a router's iterations measured for the twin's models.
@@ -344,6 +436,8 @@ struct Lab<'a> {
     fleet: &'a mut Fleet,
     /// stress-ng processes of a running stress fault.
     stress: Vec<std::process::Child>,
+    /// What the router's processes use, phase by phase.
+    usage: Usage,
 }
 
 impl Drop for Lab<'_> {
@@ -353,10 +447,13 @@ impl Drop for Lab<'_> {
 }
 
 impl Lab<'_> {
+    /// How long routes may take to converge: 30 s, and 0.3 s more per node beyond 64
+    /// (starting 100 processes and their handshakes takes the host a while).
     fn timeout(&self) -> Duration {
+        let extra = Duration::from_millis(300) * self.topology.len().saturating_sub(64) as u32;
         match self.kind {
-            Kind::Babeld(None) => Duration::from_secs(120),
-            _ => Duration::from_secs(30),
+            Kind::Babeld(None) => Duration::from_secs(120) + extra,
+            _ => Duration::from_secs(30) + extra,
         }
     }
 
@@ -376,10 +473,15 @@ impl Lab<'_> {
         let started = Instant::now();
         self.wait_routes(&all, &[]).await?;
         progress(&format!(
-            "{key}: converged in {} ms",
+            "{key}: converged in {} ms; watching it idle",
             started.elapsed().as_millis()
         ));
+        let idle_start = self.usage.snapshot(&self.fleet.pids());
+        tokio::time::sleep(IDLE_WINDOW).await;
+        let idle_end = self.usage.snapshot(&self.fleet.pids());
+        self.usage.add(Phase::Idle, &idle_start, &idle_end);
         let mut out = RouterReport::default();
+        out.flows.sample = options.flows_sample;
         let mut measured = Measured::default();
         for (k, plan) in plans.iter().enumerate() {
             progress(&format!(
@@ -388,8 +490,15 @@ impl Lab<'_> {
                 plans.len(),
                 options.scenario
             ));
-            self.iteration(plan, &mut out, &mut measured).await?;
+            let seed = options.seed ^ (k as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+            self.iteration(plan, &mut out, &mut measured, (options.flows_sample, seed))
+                .await?;
         }
+        let last = self.usage.snapshot(&self.fleet.pids());
+        let disk: Vec<u64> = (0..self.topology.len())
+            .map(|i| self.fleet.disk_bytes(i))
+            .collect();
+        out.resources = self.usage.report(&last, &disk);
         measured.calibrate(calibration);
         out.mttr_ms = MttrSummary::from_ms(&out.samples);
         Ok(out)
@@ -400,6 +509,7 @@ impl Lab<'_> {
         plan: &Plan,
         out: &mut RouterReport,
         measured: &mut Measured,
+        (sample, seed): (Option<usize>, u64),
     ) -> Result<(), LabError> {
         let all: Vec<usize> = (0..self.topology.len()).collect();
         let survivors: Vec<usize> = all
@@ -408,9 +518,22 @@ impl Lab<'_> {
             .filter(|v| !plan.nodes.contains(v))
             .collect();
         let expiry = self.arm_expiry(plan).await?;
+        let pairs = match sample {
+            None => every_pair(&survivors),
+            Some(k) => {
+                // The routes are converged here: the pairs they lead across the fault.
+                let now = self.fleet.routes(self.net, &all).await;
+                let mut crossing = paths::affected(&now, self.topology, plan);
+                let mut rng = Rng::seed(seed);
+                sample_in_place(&mut crossing, k, &mut rng);
+                crossing
+            }
+        };
+        out.flows.started += pairs.len();
+        let flows_start = self.usage.snapshot(&self.fleet.pids());
         let since_us = unix_now_us();
         self.fleet
-            .start_flows(self.net, &survivors, PROBE_INTERVAL)
+            .start_flows(self.net, &survivors, &pairs, PROBE_INTERVAL)
             .await?;
         tokio::time::sleep(BASELINE).await;
         // Every node's table, or the flows through a node that did not answer (a busy
@@ -430,9 +553,15 @@ impl Lab<'_> {
         } else {
             None
         };
-        let flows = paths::affected(&before, self.topology, plan);
+        let mut flows = paths::affected(&before, self.topology, plan);
+        if sample.is_some() {
+            flows.retain(|pair| pairs.contains(pair));
+        }
+        out.flows.affected += flows.len();
         let downs_before = self.fleet.neighbour_downs(self.net, &survivors).await;
         let identity_before = self.identity_counts(plan).await;
+        let heal_start = self.usage.snapshot(&self.fleet.pids());
+        self.usage.add(Phase::Flows, &flows_start, &heal_start);
         let fault_us = match expiry {
             Some(expiry) => Self::until_expiry(expiry).await?,
             None if *self.fault == Fault::Revoke => {
@@ -488,6 +617,8 @@ impl Lab<'_> {
         };
         self.wait_routes(&survivors, &avoid).await?;
         tokio::time::sleep(SETTLE).await;
+        let heal_end = self.usage.snapshot(&self.fleet.pids());
+        self.usage.add(Phase::Heal, &heal_start, &heal_end);
         let after = self.fleet.routes(self.net, &all).await;
         let arrivals = self.fleet.collect(self.net, &survivors, since_us).await?;
         let downs_after = self.fleet.neighbour_downs(self.net, &survivors).await;
@@ -858,37 +989,99 @@ impl Lab<'_> {
         Ok(())
     }
 
+    /// For a mesh that did not converge: the first forwarding loop among `lacking`, and
+    /// whether its nodes hold the same view of the mesh (a loop between nodes that agree
+    /// is a route-computation bug; one between nodes that differ, flooding in progress).
+    async fn loop_views(&self, routes: &Routes, lacking: &[(usize, usize)]) -> String {
+        let Some((cycle, d)) = lacking
+            .iter()
+            .find_map(|&(s, d)| paths::loop_on_way(routes, s, d).map(|c| (c, d)))
+        else {
+            return String::new();
+        };
+        let names: Vec<String> = cycle
+            .iter()
+            .map(|&v| self.topology.names[v].to_string())
+            .collect();
+        let mut views = Vec::new();
+        for &v in &cycle {
+            views.push(self.fleet.topology_view(self.net, v).await);
+        }
+        let answered = views.iter().flatten().count();
+        let first = views.iter().flatten().next();
+        let same = views.iter().flatten().all(|v| Some(v) == first);
+        let agree = match (answered, same) {
+            (0, _) => "did not answer for their views".to_owned(),
+            (n, true) => {
+                format!("({n} answered) hold identical views of the mesh (links and costs)")
+            }
+            (n, false) => format!("({n} answered) hold different views of the mesh"),
+        };
+        format!(
+            "the loop {} toward {} persists and its nodes {agree}; ",
+            names.join(" -> "),
+            self.topology.names[d]
+        )
+    }
+
+    /// Link-state advertisements the nodes originated so far (x0tta6bl4; 0 for babeld).
+    async fn originated(&self) -> u64 {
+        let all: Vec<usize> = (0..self.topology.len()).collect();
+        match self.kind {
+            Kind::X0tta6bl4 => self.fleet.metric_sum(self.net, &all, LSA_ORIGINATED).await,
+            Kind::Babeld(_) => 0,
+        }
+    }
+
     /// Wait until every node of `nodes` routes to every other of `nodes` along a
     /// loop-free path avoiding `avoid`.
     async fn wait_routes(&mut self, nodes: &[usize], avoid: &[usize]) -> Result<(), LabError> {
-        let deadline = Instant::now() + self.timeout();
+        let started = Instant::now();
+        let deadline = started + self.timeout();
+        let originated_before = self.originated().await;
         loop {
             if let Some(exited) = self.fleet.first_exited() {
                 return Err(LabError::failed(exited));
             }
             let all: Vec<usize> = (0..self.topology.len()).collect();
+            let polled = Instant::now();
             let routes = self.fleet.routes(self.net, &all).await;
             let lacking = paths::unreachable_pairs(&routes, nodes, avoid);
             if lacking.is_empty() {
                 return Ok(());
             }
             if Instant::now() >= deadline {
+                let name = |v: usize| self.topology.names[v].to_string();
                 let names: Vec<String> = lacking
                     .iter()
                     .take(8)
-                    .map(|(s, d)| {
-                        format!("{}->{}", self.topology.names[*s], self.topology.names[*d])
+                    .map(|&(s, d)| {
+                        let why = paths::why_unreachable(&routes, s, d, avoid).unwrap_or_default();
+                        format!("{}->{} ({why})", name(s), name(d))
                     })
                     .collect();
+                let mut destinations: Vec<usize> = lacking.iter().map(|&(_, d)| d).collect();
+                destinations.sort_unstable();
+                destinations.dedup();
+                let loop_views = self.loop_views(&routes, &lacking).await;
+                let load = crate::resources::load_average();
+                let churn = self.originated().await.saturating_sub(originated_before) as f64
+                    / started.elapsed().as_secs_f64();
                 return Err(LabError::failed(format!(
-                    "{}: routes did not converge within {} s; missing {} paths, e.g. {}",
+                    "{}: routes did not converge within {} s; missing {} paths to {} destinations, e.g. {}; \
+                     {loop_views}{} of {} nodes answered the last poll; the nodes originated {churn:.1} link-state \
+                     advertisements/s meanwhile; host load average {:.1} (see docs/edge-resources.md)",
                     self.kind.key(),
                     self.timeout().as_secs(),
                     lacking.len(),
-                    names.join(", ")
+                    destinations.len(),
+                    names.join(", "),
+                    routes.len(),
+                    self.topology.len(),
+                    load[0],
                 )));
             }
-            tokio::time::sleep(POLL).await;
+            tokio::time::sleep(POLL.max(polled.elapsed())).await;
         }
     }
 }
@@ -973,6 +1166,9 @@ mod tests {
             router: RouterChoice::X0tta6bl4,
             exe: PathBuf::from("/bin/false"),
             node_root: None,
+            flows_sample: None,
+            budget: Default::default(),
+            protocol: toml::Table::new(),
         }
     }
 
@@ -993,6 +1189,19 @@ mod tests {
             );
         }
         assert!("babel".parse::<RouterChoice>().is_err());
+        let table = parse_protocol("cost_update_interval_ms=5000, adaptive_timeout=true").unwrap();
+        assert_eq!(table["cost_update_interval_ms"].as_integer(), Some(5000));
+        for bad in [
+            "cost_update_interval_ms",
+            "nonsense_key=1",
+            "probe_interval_ms=1",
+            "x==",
+        ] {
+            assert!(
+                matches!(parse_protocol(bad), Err(LabError::Usage { .. })),
+                "{bad}"
+            );
+        }
         assert_eq!("both".parse::<RouterChoice>().unwrap().kinds().len(), 3);
     }
 }

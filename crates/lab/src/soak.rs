@@ -149,6 +149,9 @@ pub async fn soak(
         router: options.router,
         exe: options.exe.clone(),
         node_root: None,
+        flows_sample: None,
+        budget: Default::default(),
+        protocol: toml::Table::new(),
     })?;
     if let Some(e) = crate::not_root_message(crate::effective_uid()) {
         return Err(e);
@@ -175,7 +178,14 @@ pub async fn soak(
         api_abuse: None,
     };
     for kind in kinds {
-        let mut fleet = Fleet::new(kind, &options.exe, workspace.path(), &net, &topology)?;
+        let mut fleet = Fleet::new(
+            kind,
+            &options.exe,
+            workspace.path(),
+            &net,
+            &topology,
+            &toml::Table::new(),
+        )?;
         let names: Vec<String> = topology.names.iter().map(|n| n.to_string()).collect();
         let abuse = (options.api_abuse && kind == Kind::X0tta6bl4).then_some(names.as_slice());
         let count = soak_one(&mut fleet, &net, options, loss, abuse, progress).await;
