@@ -417,7 +417,13 @@ impl Fleet {
         for name in &self.names {
             remove(self.dir.join(name))?;
         }
-        write_x0_configs(&self.dir, net, &self.names, self.root.as_deref(), &self.protocol)
+        write_x0_configs(
+            &self.dir,
+            net,
+            &self.names,
+            self.root.as_deref(),
+            &self.protocol,
+        )
     }
 
     fn chaos_file(&self, i: usize) -> PathBuf {
