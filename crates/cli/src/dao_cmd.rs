@@ -25,12 +25,28 @@ pub enum DaoCommand {
     /// proposal, Falk et al. 2024), scaled per proposal by a salience ~ LogNormal(mean 1,
     /// sigma 0.5); a share of operators (--delegation-share) delegate to others chosen in
     /// proportion to engagement (cycles refused and redrawn); a share (--proxy-share) opted
-    /// in to an auto-proxy that, at 3/4 of the voting period, votes for each of them whose
-    /// power is not yet cast, on the side the early tally leads, when that side's share of
-    /// the votes cast reaches --proxy-threshold, and records why. Participation = share of
-    /// the voting power at the snapshot that was cast, directly or through delegation or
-    /// proxy, averaged over proposals.
+    /// in to an auto-proxy with the policy "follow the prediction": at 3/4 of the voting
+    /// period, for each of them whose power is not yet cast, it asks the outcome predictor
+    /// (logistic regression over discussion sentiment, proposer history, turnout and margin
+    /// so far, trained on a separate simulated history of --train-proposals proposals) and
+    /// votes the predicted side when its confidence reaches --proxy-threshold, else refuses;
+    /// both are recorded with the reason. Participation = share of the voting power at the
+    /// snapshot that was cast, directly or through delegation or proxy, averaged over
+    /// proposals.
     Simulate(SimulateArgs),
+    /// Score the sentiment of a text (VADER with the mesh-operations lexicon).
+    ///
+    /// Prints VADER's compound score (-1 most negative ... +1 most positive), the shares of
+    /// positive, neutral and negative words, and the words the domain lexicon rated
+    /// (outage, latency, revoke, failover, ...; see docs/dao.md for their values).
+    Sentiment(SentimentArgs),
+    /// Train and score the outcome predictor on a simulated proposal history.
+    ///
+    /// Simulates --proposals proposals (the electorate model of `dao simulate`, with
+    /// delegation), trains a logistic regression on the first --train-share of them and
+    /// reports its accuracy and Brier score on the held-out rest, next to the base rate
+    /// (always predicting the training share of proposals whose votes for won).
+    Predict(PredictArgs),
     /// Create a governance state file with its rules and first registrar.
     Init(InitArgs),
     /// Write a new ECDSA P-256 key (PKCS#8 PEM), like an SVID key, for trying the commands.
@@ -135,10 +151,45 @@ pub struct SimulateArgs {
     /// Share of operators who opted in to the auto-proxy.
     #[arg(long, default_value_t = 0.20)]
     pub proxy_share: f64,
-    /// Confidence the auto-proxy needs before it votes.
+    /// Confidence the auto-proxy needs before it votes (0.5 to 1).
     #[arg(long, default_value_t = 0.60)]
     pub proxy_threshold: f64,
+    /// Proposals of the separate history the proxy's predictor is trained on.
+    #[arg(long, default_value_t = 300)]
+    pub train_proposals: usize,
     /// Print one JSON object instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SentimentArgs {
+    /// The text to score.
+    #[arg(required_unless_present = "file", conflicts_with = "file")]
+    pub text: Option<String>,
+    /// Score each non-empty line of this file (e.g. a proposal's discussion) and their mean.
+    #[arg(long)]
+    pub file: Option<PathBuf>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PredictArgs {
+    /// Operators in the simulated electorate (2 to 256).
+    #[arg(long, default_value_t = 200)]
+    pub voters: usize,
+    /// Proposals in the simulated history (train + held out).
+    #[arg(long, default_value_t = 1_000)]
+    pub proposals: usize,
+    /// Share of the history (the earliest proposals) to train on; the rest is held out.
+    #[arg(long, default_value_t = 0.7)]
+    pub train_share: f64,
+    /// Seed of every random draw.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Print JSON.
     #[arg(long)]
     pub json: bool,
 }
@@ -423,6 +474,8 @@ pub fn run(command: &DaoCommand) -> anyhow::Result<ExitCode> {
             "call dao_cmd::deploy",
         )),
         DaoCommand::Simulate(a) => simulate_cmd(a),
+        DaoCommand::Sentiment(a) => sentiment_cmd(a),
+        DaoCommand::Predict(a) => predict_cmd(a),
         DaoCommand::Init(a) => {
             if a.state.state.exists() && !a.force {
                 return Err(usage(
@@ -700,23 +753,31 @@ fn alloy_hex(text: &str) -> Option<[u8; 32]> {
 }
 
 fn simulate_cmd(a: &SimulateArgs) -> anyhow::Result<ExitCode> {
-    for (flag, v) in [
-        ("--delegation-share", a.delegation_share),
-        ("--proxy-share", a.proxy_share),
-        ("--proxy-threshold", a.proxy_threshold),
+    for (flag, v, low) in [
+        ("--delegation-share", a.delegation_share, 0.0),
+        ("--proxy-share", a.proxy_share, 0.0),
+        ("--proxy-threshold", a.proxy_threshold, 0.5),
     ] {
-        if !(0.0..=1.0).contains(&v) {
+        if !(low..=1.0).contains(&v) {
             return Err(usage(
                 &format!("{flag} {v} is out of range"),
                 "dao simulate",
-                "pass a share between 0 and 1",
+                &format!("pass a value between {low} and 1"),
             ));
         }
+    }
+    if !(20..=10_000).contains(&a.train_proposals) {
+        return Err(usage(
+            &format!("--train-proposals {} is out of range", a.train_proposals),
+            "dao simulate",
+            "pass 20 to 10000",
+        ));
     }
     let mut model = simulate::Model::new(a.voters, a.proposals, a.seed);
     model.delegation_share = a.delegation_share;
     model.proxy_share = a.proxy_share;
     model.proxy_threshold = a.proxy_threshold;
+    model.train_proposals = a.train_proposals;
     let report = simulate::run(&model).map_err(|e| usage(&e, "dao simulate", "see --help"))?;
     if a.json {
         println!("{}", serde_json::to_string(&report)?);
@@ -725,39 +786,154 @@ fn simulate_cmd(a: &SimulateArgs) -> anyhow::Result<ExitCode> {
     let m = &report.model;
     println!(
         "electorate: {} operators, {} proposals, seed {}\nmodel: engagement ~ Beta({}, {}) (mean {:.3}), salience ~ LogNormal(mean 1, sigma {}), \
-         delegation share {}, auto-proxy share {} (threshold {}, after >= {} operators voted, at 3/4 of the vote)\n\
+         proposal quality ~ Normal(0, {}), \
+         delegation share {}, auto-proxy share {} (follows the predictor at 3/4 of the vote when its confidence >= {}; predictor trained on {} proposals of another seed)\n\
          rules: quorum {} % of operators at the snapshot, 100 voice credits, v votes cost v^2",
         m.voters, m.proposals, m.seed, m.engagement_alpha, m.engagement_beta,
         m.engagement_alpha / (m.engagement_alpha + m.engagement_beta), m.salience_sigma,
-        m.delegation_share, m.proxy_share, m.proxy_threshold, m.proxy_min_votes, m.rules.quorum_percent
+        m.quality_sigma, m.delegation_share, m.proxy_share, m.proxy_threshold, m.train_proposals, m.rules.quorum_percent
     );
     println!(
-        "{:<18} {:>14} {:>14} {:>10} {:>10} {:>10} {:>11}",
+        "{:<18} {:>14} {:>14} {:>10} {:>10} {:>10} {:>11} {:>13}",
         "scenario",
         "direct turnout",
         "participation",
         "quorum",
         "succeeded",
         "delegating",
-        "proxy votes"
+        "proxy votes",
+        "proxy refused"
     );
     for s in &report.scenarios {
         println!(
-            "{:<18} {:>13.1}% {:>13.1}% {:>10} {:>10} {:>10} {:>11}",
+            "{:<18} {:>13.1}% {:>13.1}% {:>10} {:>10} {:>10} {:>11} {:>13}",
             s.name,
             s.direct_turnout * 100.0,
             s.participation * 100.0,
             s.quorum_reached,
             s.succeeded,
             s.delegating,
-            s.proxy_votes
+            s.proxy_votes,
+            s.proxy_declined
         );
     }
-    if let Some(r) = report.proxy_examples.first() {
+    for kind in ["vote", "refusal"] {
+        if let Some(r) = report
+            .proxy_examples
+            .iter()
+            .find(|r| (r.support == "none") == (kind == "refusal"))
+        {
+            println!(
+                "example proxy {kind}: proposal {} for {}: {} ({})",
+                r.proposal, r.operator, r.support, r.reason
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn sentiment_cmd(a: &SentimentArgs) -> anyhow::Result<ExitCode> {
+    use x0tta6bl4_dao::sentiment;
+    let texts: Vec<String> = match (&a.text, &a.file) {
+        (Some(t), _) => vec![t.clone()],
+        (None, Some(f)) => {
+            let body = std::fs::read_to_string(f).map_err(|e| {
+                usage(
+                    &format!("cannot read the file: {e}"),
+                    f.display(),
+                    "pass a readable UTF-8 text file with --file",
+                )
+            })?;
+            body.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .map(String::from)
+                .collect()
+        }
+        (None, None) => unreachable!("clap requires TEXT or --file"),
+    };
+    if texts.is_empty() {
+        return Err(usage(
+            "no text to score",
+            a.file
+                .as_ref()
+                .map(|f| f.display().to_string())
+                .unwrap_or_default(),
+            "pass a file with at least one non-empty line",
+        ));
+    }
+    let scores: Vec<_> = texts.iter().map(|t| sentiment::score(t)).collect();
+    let mean = scores.iter().map(|s| s.compound).sum::<f64>() / scores.len() as f64;
+    if a.json {
+        let items: Vec<_> = texts
+            .iter()
+            .zip(&scores)
+            .map(|(t, s)| serde_json::json!({"text": t, "sentiment": s}))
+            .collect();
         println!(
-            "example proxy vote: proposal {} for {}: {} ({})",
-            r.proposal, r.operator, r.support, r.reason
+            "{}",
+            serde_json::json!({"texts": items, "mean_compound": mean})
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    for (t, s) in texts.iter().zip(&scores) {
+        println!(
+            "{:+.3}  pos {:.2} neu {:.2} neg {:.2}  domain words: {}  | {t}",
+            s.compound,
+            s.positive,
+            s.neutral,
+            s.negative,
+            if s.domain_words.is_empty() {
+                "-".to_string()
+            } else {
+                s.domain_words.join(", ")
+            }
         );
     }
+    if scores.len() > 1 {
+        println!("mean compound {mean:+.3} over {} texts", scores.len());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn predict_cmd(a: &PredictArgs) -> anyhow::Result<ExitCode> {
+    use x0tta6bl4_dao::predict::Features;
+    let model = simulate::Model::new(a.voters, a.proposals, a.seed);
+    let e = simulate::predict_benchmark(&model, a.train_share)
+        .map_err(|e| usage(&e, "dao predict", "see --help"))?;
+    if a.json {
+        let v = serde_json::json!({
+            "voters": a.voters, "proposals": a.proposals, "seed": a.seed,
+            "train_share": a.train_share, "features": Features::NAMES, "evaluation": e,
+        });
+        println!("{v}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "simulated history: {} operators, {} proposals (seed {}); trained on the first {}, held out the last {}",
+        a.voters, a.proposals, a.seed, e.train, e.test
+    );
+    println!("outcome: the votes for exceed the votes against at the close (base rate in training {:.3})", e.base_rate);
+    println!(
+        "{:<22} {:>9} {:>9}",
+        "held-out proposals", "accuracy", "Brier"
+    );
+    println!(
+        "{:<22} {:>8.1}% {:>9.4}",
+        "logistic regression",
+        e.predictor.accuracy * 100.0,
+        e.predictor.brier
+    );
+    println!(
+        "{:<22} {:>8.1}% {:>9.4}",
+        "base rate",
+        e.baseline.accuracy * 100.0,
+        e.baseline.brier
+    );
+    println!("weights (standardised features):");
+    for (name, w) in Features::NAMES.iter().zip(e.model.weights) {
+        println!("  {name:<17} {w:+.3}");
+    }
+    println!("  {:<17} {:+.3}", "bias", e.model.bias);
     Ok(ExitCode::SUCCESS)
 }

@@ -349,8 +349,20 @@ fn bad_state_files_and_flags_are_usage_errors() {
         "governance: quorum out of range",
     );
     for sub in [
-        "simulate", "init", "keygen", "admit", "propose", "vote", "delegate", "tally", "status",
-        "queue", "execute",
+        "simulate",
+        "init",
+        "keygen",
+        "admit",
+        "propose",
+        "vote",
+        "delegate",
+        "tally",
+        "status",
+        "queue",
+        "execute",
+        "sentiment",
+        "predict",
+        "deploy",
     ] {
         let help = ok(&["dao", sub, "--help"]);
         assert!(help.contains("Usage: x0tta6bl4 dao"), "{sub}: {help}");
@@ -384,6 +396,118 @@ fn simulate_reaches_the_participation_target_with_delegation_and_proxy() {
         text.contains("Beta(0.25, 4.75)") && text.contains("delegation+proxy"),
         "{text}"
     );
+}
+
+#[test]
+fn sentiment_scores_texts_and_files_with_the_domain_lexicon() {
+    let out = ok(&[
+        "dao",
+        "sentiment",
+        "Another outage last night and the latency is back",
+        "--json",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let s = &v["texts"][0]["sentiment"];
+    assert!(s["compound"].as_f64().unwrap() < -0.4, "{out}");
+    assert_eq!(s["domain_words"], serde_json::json!(["outage", "latency"]));
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("discussion.txt");
+    std::fs::write(
+        &file,
+        "Great idea, the mesh gets more resilient.\n\nLove it, failover is faster.\n",
+    )
+    .unwrap();
+    let text = ok(&["dao", "sentiment", "--file", path(&file)]);
+    assert!(text.contains("mean compound +0."), "{text}");
+    assert!(text.contains("resilient"), "{text}");
+    std::fs::write(&file, "\n  \n").unwrap();
+    refused(
+        &["dao", "sentiment", "--file", path(&file)],
+        2,
+        "no text to score",
+    );
+    refused(
+        &["dao", "sentiment", "--file", path(&dir.path().join("nope"))],
+        2,
+        "cannot read the file",
+    );
+    let output = run(&["dao", "sentiment"]);
+    assert_eq!(code(&output), 2, "a text or --file is required");
+}
+
+#[test]
+fn predict_beats_the_base_rate_on_held_out_proposals() {
+    let out = ok(&[
+        "dao",
+        "predict",
+        "--voters",
+        "150",
+        "--proposals",
+        "400",
+        "--seed",
+        "5",
+        "--json",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let e = &v["evaluation"];
+    let f = |k: &str, m: &str| e[k][m].as_f64().unwrap();
+    assert_eq!(
+        (e["train"].as_u64(), e["test"].as_u64()),
+        (Some(280), Some(120))
+    );
+    assert!(
+        f("predictor", "accuracy") > f("baseline", "accuracy") + 0.05,
+        "{out}"
+    );
+    assert!(f("predictor", "brier") < f("baseline", "brier"), "{out}");
+    let text = ok(&["dao", "predict", "--proposals", "100", "--voters", "40"]);
+    assert!(
+        text.contains("logistic regression") && text.contains("base rate"),
+        "{text}"
+    );
+    refused(
+        &["dao", "predict", "--train-share", "1.5"],
+        2,
+        "--train-share 1.5 is out of range",
+    );
+    refused(
+        &["dao", "simulate", "--proxy-threshold", "0.3"],
+        2,
+        "--proxy-threshold 0.3 is out of range",
+    );
+}
+
+#[test]
+fn simulate_records_why_the_proxy_refused() {
+    let out = ok(&[
+        "dao",
+        "simulate",
+        "--voters",
+        "120",
+        "--proposals",
+        "20",
+        "--proxy-threshold",
+        "0.97",
+        "--train-proposals",
+        "100",
+        "--json",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(
+        v["scenarios"][2]["proxy_declined"].as_u64().unwrap() > 0,
+        "{out}"
+    );
+    let refusals: Vec<_> = v["proxy_examples"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["support"] == "none")
+        .collect();
+    assert!(!refusals.is_empty(), "{out}");
+    assert!(refusals[0]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("below the threshold 0.97"));
 }
 
 /// anvil from contracts/node_modules (scripts/build-contracts.sh), $X0TTA6BL4_ANVIL or PATH.
