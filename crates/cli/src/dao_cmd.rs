@@ -8,6 +8,7 @@ use clap::{Args, Subcommand};
 use x0tta6bl4_dao::engine::{Action, Rules, Support};
 use x0tta6bl4_dao::signed::{self, Ledger, Message};
 use x0tta6bl4_dao::{simulate, store};
+use x0tta6bl4_proto::NodeName;
 
 use crate::problem::{problem, Exit};
 
@@ -66,7 +67,13 @@ pub enum DaoCommand {
     /// Queue a successful proposal behind the timelock.
     Queue(ProposalArgs),
     /// Execute a queued proposal whose timelock has elapsed; prints what changed.
-    Execute(ProposalArgs),
+    ///
+    /// The effect reaches the running mesh with --ca (a node ban becomes a CA-signed
+    /// revocation, as `x0tta6bl4 ca revoke` makes) and --node-config (a parameter change is
+    /// written into each node configuration file, comments kept). Both are checked before
+    /// the proposal is executed: a wrong CA, a banned node outside its trust domain or a
+    /// configuration the node would refuse change nothing.
+    Execute(ExecuteArgs),
     /// Deploy the governance contracts to an Ethereum JSON-RPC endpoint.
     ///
     /// Deploys MeshParameters, OperatorRegistry and MeshGovernance (from contracts/out,
@@ -335,6 +342,22 @@ pub struct StatusArgs {
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ExecuteArgs {
+    #[command(flatten)]
+    pub state: StateArg,
+    /// The proposal's id (1, 2, ...; see `dao status`).
+    #[arg(long)]
+    pub proposal: u64,
+    /// The CA directory (`x0tta6bl4 ca init`): an executed node ban revokes the node there.
+    #[arg(long, value_name = "DIR")]
+    pub ca: Option<PathBuf>,
+    /// A node's configuration file (TOML): an executed parameter change is written into
+    /// it. Repeat for more nodes.
+    #[arg(long = "node-config", value_name = "FILE")]
+    pub node_configs: Vec<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -659,19 +682,7 @@ pub fn run(command: &DaoCommand) -> anyhow::Result<ExitCode> {
             println!("proposal {} queued; executable from {eta}", a.proposal);
             Ok(ExitCode::SUCCESS)
         }
-        DaoCommand::Execute(a) => {
-            let mut ledger = load(&a.state.state)?;
-            let effect = ledger.execute(a.proposal, now(&a.state)).map_err(|e| {
-                failure(
-                    &e.to_string(),
-                    format!("proposal {}", a.proposal),
-                    "see `x0tta6bl4 dao tally`",
-                )
-            })?;
-            save(&a.state.state, &ledger)?;
-            println!("{}", serde_json::to_string(&effect)?);
-            Ok(ExitCode::SUCCESS)
-        }
+        DaoCommand::Execute(a) => execute_cmd(a),
     }
 }
 
@@ -936,4 +947,156 @@ fn predict_cmd(a: &PredictArgs) -> anyhow::Result<ExitCode> {
     }
     println!("  {:<17} {:+.3}", "bias", e.model.bias);
     Ok(ExitCode::SUCCESS)
+}
+
+/// What `dao execute` will do to the running mesh, checked before the proposal executes.
+enum MeshChange {
+    None,
+    Revoke(Box<x0tta6bl4_identity::CertificateAuthority>, NodeName),
+    Configs(Vec<(PathBuf, String)>),
+}
+
+fn execute_cmd(a: &ExecuteArgs) -> anyhow::Result<ExitCode> {
+    let mut ledger = load(&a.state.state)?;
+    let action = ledger
+        .engine
+        .proposal(a.proposal)
+        .map(|p| p.action.clone())
+        .map_err(|e| {
+            usage(
+                &e.to_string(),
+                format!("proposal {}", a.proposal),
+                "see `x0tta6bl4 dao status`",
+            )
+        })?;
+    let change = match &action {
+        Action::NodeBan { spiffe_id, .. } => match &a.ca {
+            Some(dir) => {
+                let ca = x0tta6bl4_identity::CertificateAuthority::open(dir).map_err(|e| {
+                    usage(
+                        &format!("cannot open the CA: {e}"),
+                        dir.display(),
+                        "pass the directory made by `x0tta6bl4 ca init` with --ca",
+                    )
+                })?;
+                let id = x0tta6bl4_identity::SpiffeId::parse(spiffe_id).map_err(|e| {
+                    usage(
+                        &format!("the banned node's SPIFFE ID does not parse: {e}"),
+                        spiffe_id,
+                        "revoke it by hand with `x0tta6bl4 ca revoke`",
+                    )
+                })?;
+                let name = id
+                    .node_name()
+                    .filter(|_| id.trust_domain() == ca.trust_domain())
+                    .ok_or_else(|| {
+                        usage(
+                            &format!(
+                                "the banned node is not a node of this CA's trust domain `{}`",
+                                ca.trust_domain()
+                            ),
+                            spiffe_id,
+                            "pass the CA of spiffe://DOMAIN/node/NAME with --ca",
+                        )
+                    })?;
+                MeshChange::Revoke(Box::new(ca), name)
+            }
+            None => MeshChange::None,
+        },
+        Action::ParameterChange { name, value } => {
+            let mut configs = Vec::new();
+            for file in &a.node_configs {
+                let text = std::fs::read_to_string(file).map_err(|e| {
+                    usage(
+                        &format!("cannot read the node configuration: {e}"),
+                        file.display(),
+                        "pass a node's TOML configuration with --node-config",
+                    )
+                })?;
+                let new = x0tta6bl4_dao::apply::set_parameter(&text, name, *value)
+                    .map_err(|e| usage(&e, file.display(), "fix the node configuration file"))?;
+                check_node_config(file, &new)?;
+                configs.push((file.clone(), new));
+            }
+            MeshChange::Configs(configs)
+        }
+        _ => MeshChange::None,
+    };
+    let effect = ledger.execute(a.proposal, now(&a.state)).map_err(|e| {
+        failure(
+            &e.to_string(),
+            format!("proposal {}", a.proposal),
+            "see `x0tta6bl4 dao tally`",
+        )
+    })?;
+    save(&a.state.state, &ledger)?;
+    println!("{}", serde_json::to_string(&effect)?);
+    match change {
+        MeshChange::None => {}
+        MeshChange::Revoke(ca, name) => {
+            let revocation = ca.revoke(&name).map_err(|e| {
+                failure(
+                    &format!("the proposal is executed but the revocation failed: {e}"),
+                    name.as_str(),
+                    &format!(
+                        "revoke it with `x0tta6bl4 ca revoke --dir {} --name {}`",
+                        a.ca.as_ref()
+                            .map(|d| d.display().to_string())
+                            .unwrap_or_default(),
+                        name.as_str()
+                    ),
+                )
+            })?;
+            println!("{}", serde_json::to_string(&revocation)?);
+        }
+        MeshChange::Configs(configs) => {
+            for (file, text) in configs {
+                store::write_atomically(&file, text.as_bytes()).map_err(|e| {
+                    failure(
+                        &format!(
+                            "the proposal is executed but the configuration was not written: {e}"
+                        ),
+                        file.display(),
+                        "set the parameter in the file by hand",
+                    )
+                })?;
+                eprintln!("wrote {}", file.display());
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Checks `text` the way the node will read it, from a temporary file beside `file`.
+fn check_node_config(file: &Path, text: &str) -> anyhow::Result<()> {
+    let dir = file
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let tmp = tempfile::Builder::new()
+        .prefix(".dao-check-")
+        .suffix(".toml")
+        .tempfile_in(dir)
+        .map_err(|e| {
+            failure(
+                &format!("cannot write a temporary file: {e}"),
+                dir.display(),
+                "check the directory's permissions and space",
+            )
+        })?;
+    std::fs::write(tmp.path(), text).map_err(|e| {
+        failure(
+            &format!("cannot write a temporary file: {e}"),
+            tmp.path().display(),
+            "check the directory's permissions and space",
+        )
+    })?;
+    x0tta6bl4_node::load_config(tmp.path()).map_err(|e| {
+        usage(
+            &format!("the node would refuse its configuration after the change: {e}"),
+            file.display(),
+            "fix the node configuration file; nothing was changed",
+        )
+    })?;
+    Ok(())
 }

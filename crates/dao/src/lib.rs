@@ -18,6 +18,8 @@
 //! - [`engine`]: the same rules off chain, as a sans-IO state machine (time is an argument).
 //!   Its refusals carry the contracts' own revert reasons; the differential test
 //!   (`tests/differential.rs`) checks both agree on random histories.
+//! - [`apply`]: an executed parameter change written into a node's configuration file
+//!   (`x0tta6bl4 dao execute --node-config`; a ban becomes a CA revocation with `--ca`).
 //! - [`signed`]: Snapshot-style gasless governance: proposals, votes and delegations signed
 //!   with the operators' SVID keys (ECDSA P-256), verified before they reach the engine.
 //! - [`sentiment`]: VADER over its lexicon extended with mesh-operations words, for
@@ -35,6 +37,7 @@
 //! SafeCast) are used on chain. The EVM (revm), the ABI (alloy) and the signatures
 //! (aws-lc-rs) are libraries.
 
+pub mod apply;
 pub mod engine;
 pub mod evm;
 pub mod predict;
