@@ -937,6 +937,12 @@ fn predict_cmd(a: &PredictArgs) -> anyhow::Result<ExitCode> {
     );
     println!(
         "{:<22} {:>8.1}% {:>9.4}",
+        "  without the votes",
+        e.without_votes.accuracy * 100.0,
+        e.without_votes.brier
+    );
+    println!(
+        "{:<22} {:>8.1}% {:>9.4}",
         "base rate",
         e.baseline.accuracy * 100.0,
         e.baseline.brier

@@ -170,6 +170,9 @@ pub struct Evaluation {
     pub base_rate: f64,
     pub predictor: Score,
     pub baseline: Score,
+    /// The same regression without the vote so far (early turnout and margin zeroed): what
+    /// sentiment and proposer history alone predict, as before anyone voted.
+    pub without_votes: Score,
     pub model: Predictor,
 }
 
@@ -184,7 +187,23 @@ pub fn evaluate(train: &[Observation], test: &[Observation]) -> Result<Evaluatio
         .iter()
         .map(|o| model.probability(&o.features))
         .collect();
+    let blind = |o: &Observation| Observation {
+        features: Features {
+            early_turnout: 0.0,
+            early_margin: 0.0,
+            ..o.features
+        },
+        ..*o
+    };
+    let train_blind: Vec<_> = train.iter().map(blind).collect();
+    let test_blind: Vec<_> = test.iter().map(blind).collect();
+    let blind_model = Predictor::fit(&train_blind, 2_000, 0.5, 1e-3)?;
+    let blind_probs: Vec<f64> = test_blind
+        .iter()
+        .map(|o| blind_model.probability(&o.features))
+        .collect();
     Ok(Evaluation {
+        without_votes: score(&blind_probs, &test_blind),
         train: train.len(),
         test: test.len(),
         base_rate,

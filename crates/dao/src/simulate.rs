@@ -582,6 +582,13 @@ mod tests {
             e.predictor,
             e.baseline
         );
+        // the discussion's sentiment and the proposer's record alone, before any vote
+        assert!(
+            e.without_votes.brier < e.baseline.brier,
+            "{:?} vs {:?}",
+            e.without_votes,
+            e.baseline
+        );
         assert!(
             e.predictor.brier < e.baseline.brier,
             "{:?} vs {:?}",
