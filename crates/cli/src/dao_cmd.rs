@@ -8,6 +8,7 @@ use clap::{Args, Subcommand};
 use x0tta6bl4_dao::engine::{Action, Rules, Support};
 use x0tta6bl4_dao::signed::{self, Ledger, Message};
 use x0tta6bl4_dao::{simulate, store};
+use x0tta6bl4_proto::NodeName;
 
 use crate::problem::{problem, Exit};
 
@@ -25,12 +26,28 @@ pub enum DaoCommand {
     /// proposal, Falk et al. 2024), scaled per proposal by a salience ~ LogNormal(mean 1,
     /// sigma 0.5); a share of operators (--delegation-share) delegate to others chosen in
     /// proportion to engagement (cycles refused and redrawn); a share (--proxy-share) opted
-    /// in to an auto-proxy that, at 3/4 of the voting period, votes for each of them whose
-    /// power is not yet cast, on the side the early tally leads, when that side's share of
-    /// the votes cast reaches --proxy-threshold, and records why. Participation = share of
-    /// the voting power at the snapshot that was cast, directly or through delegation or
-    /// proxy, averaged over proposals.
+    /// in to an auto-proxy with the policy "follow the prediction": at 3/4 of the voting
+    /// period, for each of them whose power is not yet cast, it asks the outcome predictor
+    /// (logistic regression over discussion sentiment, proposer history, turnout and margin
+    /// so far, trained on a separate simulated history of --train-proposals proposals) and
+    /// votes the predicted side when its confidence reaches --proxy-threshold, else refuses;
+    /// both are recorded with the reason. Participation = share of the voting power at the
+    /// snapshot that was cast, directly or through delegation or proxy, averaged over
+    /// proposals.
     Simulate(SimulateArgs),
+    /// Score the sentiment of a text (VADER with the mesh-operations lexicon).
+    ///
+    /// Prints VADER's compound score (-1 most negative ... +1 most positive), the shares of
+    /// positive, neutral and negative words, and the words the domain lexicon rated
+    /// (outage, latency, revoke, failover, ...; see docs/dao.md for their values).
+    Sentiment(SentimentArgs),
+    /// Train and score the outcome predictor on a simulated proposal history.
+    ///
+    /// Simulates --proposals proposals (the electorate model of `dao simulate`, with
+    /// delegation), trains a logistic regression on the first --train-share of them and
+    /// reports its accuracy and Brier score on the held-out rest, next to the base rate
+    /// (always predicting the training share of proposals whose votes for won).
+    Predict(PredictArgs),
     /// Create a governance state file with its rules and first registrar.
     Init(InitArgs),
     /// Write a new ECDSA P-256 key (PKCS#8 PEM), like an SVID key, for trying the commands.
@@ -50,7 +67,13 @@ pub enum DaoCommand {
     /// Queue a successful proposal behind the timelock.
     Queue(ProposalArgs),
     /// Execute a queued proposal whose timelock has elapsed; prints what changed.
-    Execute(ProposalArgs),
+    ///
+    /// The effect reaches the running mesh with --ca (a node ban becomes a CA-signed
+    /// revocation, as `x0tta6bl4 ca revoke` makes) and --node-config (a parameter change is
+    /// written into each node configuration file, comments kept). Both are checked before
+    /// the proposal is executed: a wrong CA, a banned node outside its trust domain or a
+    /// configuration the node would refuse change nothing.
+    Execute(ExecuteArgs),
     /// Deploy the governance contracts to an Ethereum JSON-RPC endpoint.
     ///
     /// Deploys MeshParameters, OperatorRegistry and MeshGovernance (from contracts/out,
@@ -135,10 +158,45 @@ pub struct SimulateArgs {
     /// Share of operators who opted in to the auto-proxy.
     #[arg(long, default_value_t = 0.20)]
     pub proxy_share: f64,
-    /// Confidence the auto-proxy needs before it votes.
+    /// Confidence the auto-proxy needs before it votes (0.5 to 1).
     #[arg(long, default_value_t = 0.60)]
     pub proxy_threshold: f64,
+    /// Proposals of the separate history the proxy's predictor is trained on.
+    #[arg(long, default_value_t = 300)]
+    pub train_proposals: usize,
     /// Print one JSON object instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SentimentArgs {
+    /// The text to score.
+    #[arg(required_unless_present = "file", conflicts_with = "file")]
+    pub text: Option<String>,
+    /// Score each non-empty line of this file (e.g. a proposal's discussion) and their mean.
+    #[arg(long)]
+    pub file: Option<PathBuf>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PredictArgs {
+    /// Operators in the simulated electorate (2 to 256).
+    #[arg(long, default_value_t = 200)]
+    pub voters: usize,
+    /// Proposals in the simulated history (train + held out).
+    #[arg(long, default_value_t = 1_000)]
+    pub proposals: usize,
+    /// Share of the history (the earliest proposals) to train on; the rest is held out.
+    #[arg(long, default_value_t = 0.7)]
+    pub train_share: f64,
+    /// Seed of every random draw.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Print JSON.
     #[arg(long)]
     pub json: bool,
 }
@@ -287,6 +345,22 @@ pub struct StatusArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct ExecuteArgs {
+    #[command(flatten)]
+    pub state: StateArg,
+    /// The proposal's id (1, 2, ...; see `dao status`).
+    #[arg(long)]
+    pub proposal: u64,
+    /// The CA directory (`x0tta6bl4 ca init`): an executed node ban revokes the node there.
+    #[arg(long, value_name = "DIR")]
+    pub ca: Option<PathBuf>,
+    /// A node's configuration file (TOML): an executed parameter change is written into
+    /// it. Repeat for more nodes.
+    #[arg(long = "node-config", value_name = "FILE")]
+    pub node_configs: Vec<PathBuf>,
+}
+
+#[derive(Debug, Args)]
 pub struct ProposalArgs {
     #[command(flatten)]
     pub state: StateArg,
@@ -423,6 +497,8 @@ pub fn run(command: &DaoCommand) -> anyhow::Result<ExitCode> {
             "call dao_cmd::deploy",
         )),
         DaoCommand::Simulate(a) => simulate_cmd(a),
+        DaoCommand::Sentiment(a) => sentiment_cmd(a),
+        DaoCommand::Predict(a) => predict_cmd(a),
         DaoCommand::Init(a) => {
             if a.state.state.exists() && !a.force {
                 return Err(usage(
@@ -606,19 +682,7 @@ pub fn run(command: &DaoCommand) -> anyhow::Result<ExitCode> {
             println!("proposal {} queued; executable from {eta}", a.proposal);
             Ok(ExitCode::SUCCESS)
         }
-        DaoCommand::Execute(a) => {
-            let mut ledger = load(&a.state.state)?;
-            let effect = ledger.execute(a.proposal, now(&a.state)).map_err(|e| {
-                failure(
-                    &e.to_string(),
-                    format!("proposal {}", a.proposal),
-                    "see `x0tta6bl4 dao tally`",
-                )
-            })?;
-            save(&a.state.state, &ledger)?;
-            println!("{}", serde_json::to_string(&effect)?);
-            Ok(ExitCode::SUCCESS)
-        }
+        DaoCommand::Execute(a) => execute_cmd(a),
     }
 }
 
@@ -700,23 +764,31 @@ fn alloy_hex(text: &str) -> Option<[u8; 32]> {
 }
 
 fn simulate_cmd(a: &SimulateArgs) -> anyhow::Result<ExitCode> {
-    for (flag, v) in [
-        ("--delegation-share", a.delegation_share),
-        ("--proxy-share", a.proxy_share),
-        ("--proxy-threshold", a.proxy_threshold),
+    for (flag, v, low) in [
+        ("--delegation-share", a.delegation_share, 0.0),
+        ("--proxy-share", a.proxy_share, 0.0),
+        ("--proxy-threshold", a.proxy_threshold, 0.5),
     ] {
-        if !(0.0..=1.0).contains(&v) {
+        if !(low..=1.0).contains(&v) {
             return Err(usage(
                 &format!("{flag} {v} is out of range"),
                 "dao simulate",
-                "pass a share between 0 and 1",
+                &format!("pass a value between {low} and 1"),
             ));
         }
+    }
+    if !(20..=10_000).contains(&a.train_proposals) {
+        return Err(usage(
+            &format!("--train-proposals {} is out of range", a.train_proposals),
+            "dao simulate",
+            "pass 20 to 10000",
+        ));
     }
     let mut model = simulate::Model::new(a.voters, a.proposals, a.seed);
     model.delegation_share = a.delegation_share;
     model.proxy_share = a.proxy_share;
     model.proxy_threshold = a.proxy_threshold;
+    model.train_proposals = a.train_proposals;
     let report = simulate::run(&model).map_err(|e| usage(&e, "dao simulate", "see --help"))?;
     if a.json {
         println!("{}", serde_json::to_string(&report)?);
@@ -725,39 +797,312 @@ fn simulate_cmd(a: &SimulateArgs) -> anyhow::Result<ExitCode> {
     let m = &report.model;
     println!(
         "electorate: {} operators, {} proposals, seed {}\nmodel: engagement ~ Beta({}, {}) (mean {:.3}), salience ~ LogNormal(mean 1, sigma {}), \
-         delegation share {}, auto-proxy share {} (threshold {}, after >= {} operators voted, at 3/4 of the vote)\n\
+         proposal quality ~ Normal(0, {}), \
+         delegation share {}, auto-proxy share {} (follows the predictor at 3/4 of the vote when its confidence >= {}; predictor trained on {} proposals of another seed)\n\
          rules: quorum {} % of operators at the snapshot, 100 voice credits, v votes cost v^2",
         m.voters, m.proposals, m.seed, m.engagement_alpha, m.engagement_beta,
         m.engagement_alpha / (m.engagement_alpha + m.engagement_beta), m.salience_sigma,
-        m.delegation_share, m.proxy_share, m.proxy_threshold, m.proxy_min_votes, m.rules.quorum_percent
+        m.quality_sigma, m.delegation_share, m.proxy_share, m.proxy_threshold, m.train_proposals, m.rules.quorum_percent
     );
     println!(
-        "{:<18} {:>14} {:>14} {:>10} {:>10} {:>10} {:>11}",
+        "{:<18} {:>14} {:>14} {:>10} {:>10} {:>10} {:>11} {:>13}",
         "scenario",
         "direct turnout",
         "participation",
         "quorum",
         "succeeded",
         "delegating",
-        "proxy votes"
+        "proxy votes",
+        "proxy refused"
     );
     for s in &report.scenarios {
         println!(
-            "{:<18} {:>13.1}% {:>13.1}% {:>10} {:>10} {:>10} {:>11}",
+            "{:<18} {:>13.1}% {:>13.1}% {:>10} {:>10} {:>10} {:>11} {:>13}",
             s.name,
             s.direct_turnout * 100.0,
             s.participation * 100.0,
             s.quorum_reached,
             s.succeeded,
             s.delegating,
-            s.proxy_votes
+            s.proxy_votes,
+            s.proxy_declined
         );
     }
-    if let Some(r) = report.proxy_examples.first() {
-        println!(
-            "example proxy vote: proposal {} for {}: {} ({})",
-            r.proposal, r.operator, r.support, r.reason
-        );
+    for kind in ["vote", "refusal"] {
+        if let Some(r) = report
+            .proxy_examples
+            .iter()
+            .find(|r| (r.support == "none") == (kind == "refusal"))
+        {
+            println!(
+                "example proxy {kind}: proposal {} for {}: {} ({})",
+                r.proposal, r.operator, r.support, r.reason
+            );
+        }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn sentiment_cmd(a: &SentimentArgs) -> anyhow::Result<ExitCode> {
+    use x0tta6bl4_dao::sentiment;
+    let texts: Vec<String> = match (&a.text, &a.file) {
+        (Some(t), _) => vec![t.clone()],
+        (None, Some(f)) => {
+            let body = std::fs::read_to_string(f).map_err(|e| {
+                usage(
+                    &format!("cannot read the file: {e}"),
+                    f.display(),
+                    "pass a readable UTF-8 text file with --file",
+                )
+            })?;
+            body.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .map(String::from)
+                .collect()
+        }
+        (None, None) => unreachable!("clap requires TEXT or --file"),
+    };
+    if texts.is_empty() {
+        return Err(usage(
+            "no text to score",
+            a.file
+                .as_ref()
+                .map(|f| f.display().to_string())
+                .unwrap_or_default(),
+            "pass a file with at least one non-empty line",
+        ));
+    }
+    let scores: Vec<_> = texts.iter().map(|t| sentiment::score(t)).collect();
+    let mean = scores.iter().map(|s| s.compound).sum::<f64>() / scores.len() as f64;
+    if a.json {
+        let items: Vec<_> = texts
+            .iter()
+            .zip(&scores)
+            .map(|(t, s)| serde_json::json!({"text": t, "sentiment": s}))
+            .collect();
+        println!(
+            "{}",
+            serde_json::json!({"texts": items, "mean_compound": mean})
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    for (t, s) in texts.iter().zip(&scores) {
+        println!(
+            "{:+.3}  pos {:.2} neu {:.2} neg {:.2}  domain words: {}  | {t}",
+            s.compound,
+            s.positive,
+            s.neutral,
+            s.negative,
+            if s.domain_words.is_empty() {
+                "-".to_string()
+            } else {
+                s.domain_words.join(", ")
+            }
+        );
+    }
+    if scores.len() > 1 {
+        println!("mean compound {mean:+.3} over {} texts", scores.len());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn predict_cmd(a: &PredictArgs) -> anyhow::Result<ExitCode> {
+    use x0tta6bl4_dao::predict::Features;
+    let model = simulate::Model::new(a.voters, a.proposals, a.seed);
+    let e = simulate::predict_benchmark(&model, a.train_share)
+        .map_err(|e| usage(&e, "dao predict", "see --help"))?;
+    if a.json {
+        let v = serde_json::json!({
+            "voters": a.voters, "proposals": a.proposals, "seed": a.seed,
+            "train_share": a.train_share, "features": Features::NAMES, "evaluation": e,
+        });
+        println!("{v}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "simulated history: {} operators, {} proposals (seed {}); trained on the first {}, held out the last {}",
+        a.voters, a.proposals, a.seed, e.train, e.test
+    );
+    println!("outcome: the votes for exceed the votes against at the close (base rate in training {:.3})", e.base_rate);
+    println!(
+        "{:<22} {:>9} {:>9}",
+        "held-out proposals", "accuracy", "Brier"
+    );
+    println!(
+        "{:<22} {:>8.1}% {:>9.4}",
+        "logistic regression",
+        e.predictor.accuracy * 100.0,
+        e.predictor.brier
+    );
+    println!(
+        "{:<22} {:>8.1}% {:>9.4}",
+        "  without the votes",
+        e.without_votes.accuracy * 100.0,
+        e.without_votes.brier
+    );
+    println!(
+        "{:<22} {:>8.1}% {:>9.4}",
+        "base rate",
+        e.baseline.accuracy * 100.0,
+        e.baseline.brier
+    );
+    println!("weights (standardised features):");
+    for (name, w) in Features::NAMES.iter().zip(e.model.weights) {
+        println!("  {name:<17} {w:+.3}");
+    }
+    println!("  {:<17} {:+.3}", "bias", e.model.bias);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// What `dao execute` will do to the running mesh, checked before the proposal executes.
+enum MeshChange {
+    None,
+    Revoke(Box<x0tta6bl4_identity::CertificateAuthority>, NodeName),
+    Configs(Vec<(PathBuf, String)>),
+}
+
+fn execute_cmd(a: &ExecuteArgs) -> anyhow::Result<ExitCode> {
+    let mut ledger = load(&a.state.state)?;
+    let action = ledger
+        .engine
+        .proposal(a.proposal)
+        .map(|p| p.action.clone())
+        .map_err(|e| {
+            usage(
+                &e.to_string(),
+                format!("proposal {}", a.proposal),
+                "see `x0tta6bl4 dao status`",
+            )
+        })?;
+    let change = match &action {
+        Action::NodeBan { spiffe_id, .. } => match &a.ca {
+            Some(dir) => {
+                let ca = x0tta6bl4_identity::CertificateAuthority::open(dir).map_err(|e| {
+                    usage(
+                        &format!("cannot open the CA: {e}"),
+                        dir.display(),
+                        "pass the directory made by `x0tta6bl4 ca init` with --ca",
+                    )
+                })?;
+                let id = x0tta6bl4_identity::SpiffeId::parse(spiffe_id).map_err(|e| {
+                    usage(
+                        &format!("the banned node's SPIFFE ID does not parse: {e}"),
+                        spiffe_id,
+                        "revoke it by hand with `x0tta6bl4 ca revoke`",
+                    )
+                })?;
+                let name = id
+                    .node_name()
+                    .filter(|_| id.trust_domain() == ca.trust_domain())
+                    .ok_or_else(|| {
+                        usage(
+                            &format!(
+                                "the banned node is not a node of this CA's trust domain `{}`",
+                                ca.trust_domain()
+                            ),
+                            spiffe_id,
+                            "pass the CA of spiffe://DOMAIN/node/NAME with --ca",
+                        )
+                    })?;
+                MeshChange::Revoke(Box::new(ca), name)
+            }
+            None => MeshChange::None,
+        },
+        Action::ParameterChange { name, value } => {
+            let mut configs = Vec::new();
+            for file in &a.node_configs {
+                let text = std::fs::read_to_string(file).map_err(|e| {
+                    usage(
+                        &format!("cannot read the node configuration: {e}"),
+                        file.display(),
+                        "pass a node's TOML configuration with --node-config",
+                    )
+                })?;
+                let new = x0tta6bl4_dao::apply::set_parameter(&text, name, *value)
+                    .map_err(|e| usage(&e, file.display(), "fix the node configuration file"))?;
+                check_node_config(file, &new)?;
+                configs.push((file.clone(), new));
+            }
+            MeshChange::Configs(configs)
+        }
+        _ => MeshChange::None,
+    };
+    let effect = ledger.execute(a.proposal, now(&a.state)).map_err(|e| {
+        failure(
+            &e.to_string(),
+            format!("proposal {}", a.proposal),
+            "see `x0tta6bl4 dao tally`",
+        )
+    })?;
+    save(&a.state.state, &ledger)?;
+    println!("{}", serde_json::to_string(&effect)?);
+    match change {
+        MeshChange::None => {}
+        MeshChange::Revoke(ca, name) => {
+            let revocation = ca.revoke(&name).map_err(|e| {
+                failure(
+                    &format!("the proposal is executed but the revocation failed: {e}"),
+                    name.as_str(),
+                    &format!(
+                        "revoke it with `x0tta6bl4 ca revoke --dir {} --name {}`",
+                        a.ca.as_ref()
+                            .map(|d| d.display().to_string())
+                            .unwrap_or_default(),
+                        name.as_str()
+                    ),
+                )
+            })?;
+            println!("{}", serde_json::to_string(&revocation)?);
+        }
+        MeshChange::Configs(configs) => {
+            for (file, text) in configs {
+                store::write_atomically(&file, text.as_bytes()).map_err(|e| {
+                    failure(
+                        &format!(
+                            "the proposal is executed but the configuration was not written: {e}"
+                        ),
+                        file.display(),
+                        "set the parameter in the file by hand",
+                    )
+                })?;
+                eprintln!("wrote {}", file.display());
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Checks `text` the way the node will read it, from a temporary file beside `file`.
+fn check_node_config(file: &Path, text: &str) -> anyhow::Result<()> {
+    let dir = file
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let tmp = tempfile::Builder::new()
+        .prefix(".dao-check-")
+        .suffix(".toml")
+        .tempfile_in(dir)
+        .map_err(|e| {
+            failure(
+                &format!("cannot write a temporary file: {e}"),
+                dir.display(),
+                "check the directory's permissions and space",
+            )
+        })?;
+    std::fs::write(tmp.path(), text).map_err(|e| {
+        failure(
+            &format!("cannot write a temporary file: {e}"),
+            tmp.path().display(),
+            "check the directory's permissions and space",
+        )
+    })?;
+    x0tta6bl4_node::load_config(tmp.path()).map_err(|e| {
+        usage(
+            &format!("the node would refuse its configuration after the change: {e}"),
+            file.display(),
+            "fix the node configuration file; nothing was changed",
+        )
+    })?;
+    Ok(())
 }

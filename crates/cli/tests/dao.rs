@@ -349,8 +349,20 @@ fn bad_state_files_and_flags_are_usage_errors() {
         "governance: quorum out of range",
     );
     for sub in [
-        "simulate", "init", "keygen", "admit", "propose", "vote", "delegate", "tally", "status",
-        "queue", "execute",
+        "simulate",
+        "init",
+        "keygen",
+        "admit",
+        "propose",
+        "vote",
+        "delegate",
+        "tally",
+        "status",
+        "queue",
+        "execute",
+        "sentiment",
+        "predict",
+        "deploy",
     ] {
         let help = ok(&["dao", sub, "--help"]);
         assert!(help.contains("Usage: x0tta6bl4 dao"), "{sub}: {help}");
@@ -384,6 +396,315 @@ fn simulate_reaches_the_participation_target_with_delegation_and_proxy() {
         text.contains("Beta(0.25, 4.75)") && text.contains("delegation+proxy"),
         "{text}"
     );
+}
+
+/// A one-operator governance (quorum 50 %) that passes `template` and executes it with
+/// `extra` arguments; returns execute's output.
+fn pass_and_execute(
+    dir: &Path,
+    ca: &Path,
+    template: &[&str],
+    extra: &[&str],
+) -> std::process::Output {
+    let state = dir.join("dao.json");
+    let s = path(&state);
+    let key = dir.join("alice").join("svid_key.pem");
+    let alice = "spiffe://mesh.test/node/alice";
+    if !state.exists() {
+        ca_issue(ca, "alice", &dir.join("alice"));
+        ok(&[
+            "dao",
+            "init",
+            "--state",
+            s,
+            "--registrar",
+            "root",
+            "--voting-delay",
+            "10",
+            "--voting-period",
+            "100",
+            "--timelock",
+            "50",
+            "--grace-period",
+            "100",
+            "--quorum-percent",
+            "50",
+        ]);
+        ok(&[
+            "dao",
+            "admit",
+            "--state",
+            s,
+            "--registrar",
+            "root",
+            "--operator",
+            alice,
+            "--key-file",
+            path(&key),
+            "--at",
+            "1",
+        ]);
+    }
+    let mut propose = vec![
+        "dao",
+        "propose",
+        "--state",
+        s,
+        "--as",
+        alice,
+        "--key-file",
+        path(&key),
+        "--description",
+        "d",
+        "--at",
+        "100",
+    ];
+    propose.extend_from_slice(template);
+    let out = ok(&propose);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let id = v["proposal"].as_u64().unwrap().to_string();
+    ok(&[
+        "dao",
+        "vote",
+        "--state",
+        s,
+        "--as",
+        alice,
+        "--key-file",
+        path(&key),
+        "--proposal",
+        &id,
+        "--support",
+        "for",
+        "--votes",
+        "1",
+        "--at",
+        "150",
+    ]);
+    ok(&[
+        "dao",
+        "queue",
+        "--state",
+        s,
+        "--proposal",
+        &id,
+        "--at",
+        "250",
+    ]);
+    let mut execute = vec![
+        "dao",
+        "execute",
+        "--state",
+        s,
+        "--proposal",
+        &id,
+        "--at",
+        "300",
+    ];
+    execute.extend_from_slice(extra);
+    run(&execute)
+}
+
+#[test]
+fn executed_proposals_reach_the_ca_and_the_node_configuration() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca");
+    ca_init(&ca, "mesh.test");
+    // A parameter change is written into the node's configuration, comments kept.
+    let config = dir.path().join("node.toml");
+    let original = "listen = \"127.0.0.1:7001\"\napi_listen = \"127.0.0.1:8001\"\n[identity]\ndir = \"svid\"\n[protocol]\n# how often we probe\nprobe_interval_ms = 50\n";
+    std::fs::write(&config, original).unwrap();
+    let change = [
+        "--template",
+        "parameter-change",
+        "--name",
+        "protocol.probe_interval_ms",
+        "--value",
+        "200",
+    ];
+    let output = pass_and_execute(dir.path(), &ca, &change, &["--node-config", path(&config)]);
+    assert_eq!(code(&output), 0, "{}", stderr(&output));
+    assert!(stdout(&output).contains("\"new\":200"));
+    assert_eq!(
+        std::fs::read_to_string(&config).unwrap(),
+        original.replace("= 50", "= 200")
+    );
+    // A configuration the node would refuse: nothing changes, the proposal stays queued.
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "listen = 3\n").unwrap();
+    let output = pass_and_execute(dir.path(), &ca, &change, &["--node-config", path(&bad)]);
+    assert_eq!(code(&output), 2, "{}", stdout(&output));
+    assert!(
+        stderr(&output).contains("the node would refuse its configuration"),
+        "{}",
+        stderr(&output)
+    );
+    assert_eq!(std::fs::read_to_string(&bad).unwrap(), "listen = 3\n");
+    let status = ok(&[
+        "dao",
+        "status",
+        "--state",
+        path(&dir.path().join("dao.json")),
+        "--at",
+        "300",
+        "--json",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&status).unwrap();
+    assert_eq!(v["proposals"][1]["state"], "Queued", "{status}");
+    // A ban outside the CA's trust domain is refused before anything happens.
+    let foreign = [
+        "--template",
+        "node-ban",
+        "--node",
+        "spiffe://other.test/node/mallory",
+        "--reason",
+        "r",
+    ];
+    let output = pass_and_execute(dir.path(), &ca, &foreign, &["--ca", path(&ca)]);
+    assert_eq!(code(&output), 2, "{}", stdout(&output));
+    assert!(stderr(&output).contains("not a node of this CA's trust domain"));
+    // A node ban becomes a CA-signed revocation, which `ca issue` then honours.
+    ca_issue(&ca, "mallory", &dir.path().join("mallory"));
+    let ban = [
+        "--template",
+        "node-ban",
+        "--node",
+        "spiffe://mesh.test/node/mallory",
+        "--reason",
+        "rogue routes",
+    ];
+    let output = pass_and_execute(dir.path(), &ca, &ban, &["--ca", path(&ca)]);
+    assert_eq!(code(&output), 0, "{}", stderr(&output));
+    let out = stdout(&output);
+    assert!(
+        out.contains("node_banned")
+            && out.contains("\"target\":\"spiffe://mesh.test/node/mallory\""),
+        "{out}"
+    );
+    let reissue = run(&[
+        "ca",
+        "issue",
+        "--dir",
+        path(&ca),
+        "--name",
+        "mallory",
+        "--out",
+        path(&dir.path().join("mallory2")),
+    ]);
+    assert_ne!(code(&reissue), 0, "a revoked node gets no new SVID");
+    assert!(stderr(&reissue).contains("revoked"), "{}", stderr(&reissue));
+}
+
+#[test]
+fn sentiment_scores_texts_and_files_with_the_domain_lexicon() {
+    let out = ok(&[
+        "dao",
+        "sentiment",
+        "Another outage last night and the latency is back",
+        "--json",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let s = &v["texts"][0]["sentiment"];
+    assert!(s["compound"].as_f64().unwrap() < -0.4, "{out}");
+    assert_eq!(s["domain_words"], serde_json::json!(["outage", "latency"]));
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("discussion.txt");
+    std::fs::write(
+        &file,
+        "Great idea, the mesh gets more resilient.\n\nLove it, failover is faster.\n",
+    )
+    .unwrap();
+    let text = ok(&["dao", "sentiment", "--file", path(&file)]);
+    assert!(text.contains("mean compound +0."), "{text}");
+    assert!(text.contains("resilient"), "{text}");
+    std::fs::write(&file, "\n  \n").unwrap();
+    refused(
+        &["dao", "sentiment", "--file", path(&file)],
+        2,
+        "no text to score",
+    );
+    refused(
+        &["dao", "sentiment", "--file", path(&dir.path().join("nope"))],
+        2,
+        "cannot read the file",
+    );
+    let output = run(&["dao", "sentiment"]);
+    assert_eq!(code(&output), 2, "a text or --file is required");
+}
+
+#[test]
+fn predict_beats_the_base_rate_on_held_out_proposals() {
+    let out = ok(&[
+        "dao",
+        "predict",
+        "--voters",
+        "150",
+        "--proposals",
+        "400",
+        "--seed",
+        "5",
+        "--json",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let e = &v["evaluation"];
+    let f = |k: &str, m: &str| e[k][m].as_f64().unwrap();
+    assert_eq!(
+        (e["train"].as_u64(), e["test"].as_u64()),
+        (Some(280), Some(120))
+    );
+    assert!(
+        f("predictor", "accuracy") > f("baseline", "accuracy") + 0.05,
+        "{out}"
+    );
+    assert!(f("predictor", "brier") < f("baseline", "brier"), "{out}");
+    let text = ok(&["dao", "predict", "--proposals", "100", "--voters", "40"]);
+    assert!(
+        text.contains("logistic regression") && text.contains("base rate"),
+        "{text}"
+    );
+    refused(
+        &["dao", "predict", "--train-share", "1.5"],
+        2,
+        "--train-share 1.5 is out of range",
+    );
+    refused(
+        &["dao", "simulate", "--proxy-threshold", "0.3"],
+        2,
+        "--proxy-threshold 0.3 is out of range",
+    );
+}
+
+#[test]
+fn simulate_records_why_the_proxy_refused() {
+    let out = ok(&[
+        "dao",
+        "simulate",
+        "--voters",
+        "120",
+        "--proposals",
+        "20",
+        "--proxy-threshold",
+        "0.97",
+        "--train-proposals",
+        "100",
+        "--json",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(
+        v["scenarios"][2]["proxy_declined"].as_u64().unwrap() > 0,
+        "{out}"
+    );
+    let refusals: Vec<_> = v["proxy_examples"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["support"] == "none")
+        .collect();
+    assert!(!refusals.is_empty(), "{out}");
+    assert!(refusals[0]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("below the threshold 0.97"));
 }
 
 /// anvil from contracts/node_modules (scripts/build-contracts.sh), $X0TTA6BL4_ANVIL or PATH.

@@ -18,9 +18,17 @@
 //! - [`engine`]: the same rules off chain, as a sans-IO state machine (time is an argument).
 //!   Its refusals carry the contracts' own revert reasons; the differential test
 //!   (`tests/differential.rs`) checks both agree on random histories.
+//! - [`apply`]: an executed parameter change written into a node's configuration file
+//!   (`x0tta6bl4 dao execute --node-config`; a ban becomes a CA revocation with `--ca`).
 //! - [`signed`]: Snapshot-style gasless governance: proposals, votes and delegations signed
 //!   with the operators' SVID keys (ECDSA P-256), verified before they reach the engine.
-//! - [`simulate`]: the participation model behind `x0tta6bl4 dao simulate`.
+//! - [`sentiment`]: VADER over its lexicon extended with mesh-operations words, for
+//!   proposal texts and discussion comments (`x0tta6bl4 dao sentiment`).
+//! - [`predict`]: the outcome predictor (logistic regression over sentiment, proposer
+//!   history, early turnout and early margin) and the auto-proxy's policies
+//!   (`x0tta6bl4 dao predict`).
+//! - [`simulate`]: the participation model behind `x0tta6bl4 dao simulate`, with the
+//!   auto-proxy driven by the predictor, and the simulated proposal history it is trained on.
 //!
 //! Written by hand, and why: the tally with liquid delegation at a snapshot and the
 //! quadratic ballot have no library in Rust; OpenZeppelin's Governor counts one token-weighted
@@ -29,9 +37,12 @@
 //! SafeCast) are used on chain. The EVM (revm), the ABI (alloy) and the signatures
 //! (aws-lc-rs) are libraries.
 
+pub mod apply;
 pub mod engine;
 pub mod evm;
+pub mod predict;
 pub mod rpc;
+pub mod sentiment;
 pub mod signed;
 pub mod simulate;
 pub mod store;
