@@ -260,11 +260,14 @@ def test_pods_relink_to_a_seed_that_comes_back_with_a_new_address(chart, tmp_pat
         eventually("pod 1 to link to the seed", lambda: "x0tta6bl4-0" in pod.neighbours_up(), 15)
         # The seed pod is recreated: same name, new address (DNS updated in place).
         seed.stop()
+        # Until pod 1 notices, its old link still reads as up: wait for that first, so
+        # the checks below are of the new link.
+        eventually("pod 1 to see the seed go", lambda: "x0tta6bl4-0" not in pod.neighbours_up(), 15)
         with open(hosts, "w") as file:
             file.write(f"127.0.0.1 localhost\n127.0.0.3 {seed_name}\n")
         seed.start("127.0.0.3")
         eventually("pod 1 to link to the recreated seed", lambda: "x0tta6bl4-0" in pod.neighbours_up(), 30)
-        assert "x0tta6bl4-1" in seed.neighbours_up()
+        eventually("the recreated seed to hold pod 1 as up", lambda: "x0tta6bl4-1" in seed.neighbours_up(), 15)
     finally:
         seed.stop()
         pod.stop()
