@@ -13,6 +13,29 @@ fn ok(args: &[&str]) -> String {
     stdout(&output)
 }
 
+/// `dao init` of the governance both end-to-end tests use: registrar `root`, voting delay
+/// 10, period 100, timelock 50, grace period 100, quorum 50 %.
+fn init_governance(state: &str) {
+    ok(&[
+        "dao",
+        "init",
+        "--state",
+        state,
+        "--registrar",
+        "root",
+        "--voting-delay",
+        "10",
+        "--voting-period",
+        "100",
+        "--timelock",
+        "50",
+        "--grace-period",
+        "100",
+        "--quorum-percent",
+        "50",
+    ]);
+}
+
 fn refused(args: &[&str], exit: i32, reason: &str) {
     let output = run(args);
     assert_eq!(code(&output), exit, "{args:?}: {}", stdout(&output));
@@ -36,24 +59,7 @@ fn signed_governance_from_proposal_to_execution() {
     let state = dir.path().join("dao.json");
     let s = path(&state);
     let id = |n: &str| format!("spiffe://mesh.test/node/{n}");
-    ok(&[
-        "dao",
-        "init",
-        "--state",
-        s,
-        "--registrar",
-        "root",
-        "--voting-delay",
-        "10",
-        "--voting-period",
-        "100",
-        "--timelock",
-        "50",
-        "--grace-period",
-        "100",
-        "--quorum-percent",
-        "50",
-    ]);
+    init_governance(s);
     for n in ["alice", "bob", "carol"] {
         let k = key(n);
         ok(&[
@@ -412,24 +418,7 @@ fn pass_and_execute(
     let alice = "spiffe://mesh.test/node/alice";
     if !state.exists() {
         ca_issue(ca, "alice", &dir.join("alice"));
-        ok(&[
-            "dao",
-            "init",
-            "--state",
-            s,
-            "--registrar",
-            "root",
-            "--voting-delay",
-            "10",
-            "--voting-period",
-            "100",
-            "--timelock",
-            "50",
-            "--grace-period",
-            "100",
-            "--quorum-percent",
-            "50",
-        ]);
+        init_governance(s);
         ok(&[
             "dao",
             "admit",

@@ -375,6 +375,7 @@ impl Driver {
             }
             Input::Beacon { from, bytes } => self.node.handle_beacon(now, from, &bytes),
             Input::AddPeer(addr) => self.node.add_peer(now, addr),
+            Input::RemovePeer(addr) => self.node.remove_peer(addr),
         }
         self.after_input();
     }

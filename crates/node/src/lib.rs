@@ -78,11 +78,9 @@ const RESOLVE_RETRY: Duration = Duration::from_secs(1);
 /// How often a static peer given by host name is resolved again once it resolved: a
 /// recreated pod comes back under the same name with a new address (CoreDNS answers
 /// cluster records with a 5 s TTL by default; the system resolver gives no TTL, so this
-/// is that TTL). Each address not seen before is handed to the driver, which dials it.
+/// is that TTL). Each address not seen before is handed to the driver, which dials it,
+/// and each address the name no longer has is taken back, so it is not redialed.
 const RERESOLVE_INTERVAL: Duration = Duration::from_secs(5);
-/// Addresses of one peer name remembered as already handed to the driver (the oldest are
-/// forgotten beyond; the protocol core keeps its own bounded list of peers).
-const RESOLVED_MAX: usize = 64;
 
 /// A socket the node could not bind.
 #[derive(Debug, thiserror::Error)]
@@ -517,30 +515,40 @@ fn static_peers(
 }
 
 /// Resolve `host` until the node stops: every [`RERESOLVE_INTERVAL`] once it resolved,
-/// every [`RESOLVE_RETRY`] while it does not, handing each new address to the driver.
+/// every [`RESOLVE_RETRY`] while it does not, handing each new address to the driver and
+/// taking back each address the name no longer has.
 async fn resolve_peer(host: String, inputs: mpsc::Sender<Input>, mut stop: watch::Receiver<bool>) {
-    let mut known: std::collections::VecDeque<SocketAddr> = std::collections::VecDeque::new();
+    let mut current: Vec<SocketAddr> = Vec::new();
     loop {
         let wait = match tokio::net::lookup_host(&host).await {
             Ok(addrs) => {
                 let addrs: Vec<SocketAddr> = addrs.collect();
                 if addrs.is_empty() {
+                    // An empty answer is kept as no news: the last addresses stay dialed.
                     tracing::warn!(peer = %host, "static peer has no address; retrying");
-                }
-                for addr in new_addresses(&mut known, &addrs) {
-                    tracing::info!(peer = %host, %addr, "static peer resolved");
-                    if inputs.send(Input::AddPeer(addr)).await.is_err() {
-                        return;
-                    }
-                }
-                if addrs.is_empty() {
                     RESOLVE_RETRY
                 } else {
+                    let (added, gone) = address_changes(&current, &addrs);
+                    current = addrs;
+                    let mut changes = Vec::new();
+                    for addr in gone {
+                        tracing::info!(peer = %host, %addr, "static peer no longer at this address");
+                        changes.push(Input::RemovePeer(addr));
+                    }
+                    for addr in added {
+                        tracing::info!(peer = %host, %addr, "static peer resolved");
+                        changes.push(Input::AddPeer(addr));
+                    }
+                    for change in changes {
+                        if inputs.send(change).await.is_err() {
+                            return;
+                        }
+                    }
                     RERESOLVE_INTERVAL
                 }
             }
             Err(error) => {
-                if known.is_empty() {
+                if current.is_empty() {
                     tracing::warn!(peer = %host, %error, "static peer does not resolve; retrying");
                 } else {
                     tracing::debug!(peer = %host, %error, "static peer does not resolve now");
@@ -555,24 +563,23 @@ async fn resolve_peer(host: String, inputs: mpsc::Sender<Input>, mut stop: watch
     }
 }
 
-/// The addresses of `resolved` not in `known`, which remembers them (at most
-/// [`RESOLVED_MAX`], the oldest forgotten first).
-fn new_addresses(
-    known: &mut std::collections::VecDeque<SocketAddr>,
-    resolved: &[SocketAddr],
-) -> Vec<SocketAddr> {
-    let mut new = Vec::new();
-    for addr in resolved {
-        if known.contains(addr) {
-            continue;
-        }
-        if known.len() == RESOLVED_MAX {
-            known.pop_front();
-        }
-        known.push_back(*addr);
-        new.push(*addr);
-    }
-    new
+/// What changed from the addresses a name had (`before`) to those it has (`now`): the
+/// ones added and the ones gone, each in the order given.
+fn address_changes(
+    before: &[SocketAddr],
+    now: &[SocketAddr],
+) -> (Vec<SocketAddr>, Vec<SocketAddr>) {
+    let added = now
+        .iter()
+        .filter(|a| !before.contains(a))
+        .copied()
+        .collect();
+    let gone = before
+        .iter()
+        .filter(|a| !now.contains(a))
+        .copied()
+        .collect();
+    (added, gone)
 }
 
 /// A seed from OS randomness (std's hasher keys are drawn from it), time and pid.
@@ -602,21 +609,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_peer_name_hands_over_each_address_once() {
+    fn a_peer_name_hands_over_new_addresses_and_takes_back_gone_ones() {
         let a: SocketAddr = "10.0.0.1:7001".parse().unwrap();
         let b: SocketAddr = "10.0.0.2:7001".parse().unwrap();
-        let mut known = std::collections::VecDeque::new();
-        assert_eq!(new_addresses(&mut known, &[a]), vec![a]);
-        assert_eq!(new_addresses(&mut known, &[a]), vec![]);
-        // The pod came back with a new address: only that one is new.
-        assert_eq!(new_addresses(&mut known, &[b]), vec![b]);
-        assert_eq!(new_addresses(&mut known, &[a, b]), vec![]);
-        for i in 0..RESOLVED_MAX {
-            let port = u16::try_from(8000 + i).unwrap();
-            new_addresses(&mut known, &[SocketAddr::from(([10, 0, 1, 1], port))]);
-        }
-        assert_eq!(known.len(), RESOLVED_MAX);
-        // The oldest were forgotten, so they count as new again.
-        assert_eq!(new_addresses(&mut known, &[a]), vec![a]);
+        assert_eq!(address_changes(&[], &[a]), (vec![a], vec![]));
+        assert_eq!(address_changes(&[a], &[a]), (vec![], vec![]));
+        // The pod came back with a new address: that one is dialed, the old one dropped
+        // (before, every address ever seen stayed in the core's peer list, which is
+        // bounded, so after enough recreations new addresses were ignored).
+        assert_eq!(address_changes(&[a], &[b]), (vec![b], vec![a]));
+        assert_eq!(address_changes(&[b], &[a, b]), (vec![a], vec![]));
     }
 }

@@ -82,6 +82,8 @@ pub(crate) enum Input {
     Beacon { from: SocketAddr, bytes: Vec<u8> },
     /// A static peer given by host name resolved to `addr`.
     AddPeer(SocketAddr),
+    /// A static peer given by host name no longer resolves to `addr`.
+    RemovePeer(SocketAddr),
 }
 
 /// An authenticated connection, before the driver decided to keep it.

@@ -494,6 +494,12 @@ impl Node {
         });
     }
 
+    /// Stop keeping a connection to the static peer at `addr` (its name no longer resolves
+    /// to it): it is not dialed again. A link open through it stays until it closes.
+    pub fn remove_peer(&mut self, addr: SocketAddr) {
+        self.peers.retain(|p| p.addr != addr);
+    }
+
     /// Start LAN discovery beacons announcing that our QUIC endpoint listens on `port`.
     pub fn enable_beacons(&mut self, now: Instant, port: u16) {
         if self.config.beacon_interval_ms > 0 {

@@ -206,3 +206,45 @@ fn a_peer_that_keeps_refusing_us_is_redialed_with_a_growing_delay() {
         "the delay grows to the maximum: {gaps:?}"
     );
 }
+
+#[test]
+fn a_removed_peer_address_is_not_redialed() {
+    let me = name(0);
+    let auth = SimAuthenticator::new(SECRET, me.clone());
+    let mut now = Instant::from_micros(1_000_000);
+    let mut node = Node::new(me, Config::default(), auth, now).unwrap();
+    let (old, new): (SocketAddr, SocketAddr) = (
+        "10.0.0.1:7001".parse().unwrap(),
+        "10.0.0.2:7001".parse().unwrap(),
+    );
+    node.add_peer(now, old);
+    let dials = |node: &mut Node, now: Instant| {
+        node.handle_timeout(now);
+        while node.poll_transmit().is_some() {}
+        let mut dialed = Vec::new();
+        while let Some(event) = node.poll_event() {
+            if let Event::Dial { addr } = event {
+                dialed.push(addr);
+            }
+        }
+        dialed
+    };
+    assert_eq!(dials(&mut node, now), vec![old]);
+    node.handle_link_up(now, name(1), Some(old));
+    // The peer's name now resolves elsewhere (a recreated pod): the old address is
+    // taken back while its link is still open, the new one added.
+    node.remove_peer(old);
+    node.add_peer(now, new);
+    assert_eq!(dials(&mut node, now), vec![new]);
+    node.handle_link_down(now, &name(1));
+    let end = now + Duration::from_secs(30);
+    let mut redialed = Vec::new();
+    while now < end {
+        now = node
+            .poll_timeout()
+            .unwrap()
+            .max(now + Duration::from_micros(1));
+        redialed.extend(dials(&mut node, now));
+    }
+    assert!(!redialed.contains(&old), "the removed address was redialed");
+}
