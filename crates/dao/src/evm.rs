@@ -345,6 +345,29 @@ pub fn initcode<C: SolConstructor>(artifact: &Artifact, args: C) -> Vec<u8> {
     code
 }
 
+/// `MeshGovernance`'s bytecode with the constructor arguments `rules` give: one mapping
+/// of the engine's rules to the contract's, for the in-process chain and `dao deploy`.
+pub fn governance_initcode(
+    artifacts: &Artifacts,
+    parameters: Address,
+    registry: Address,
+    rules: &Rules,
+) -> Vec<u8> {
+    let u48 = |v: u64| alloy_primitives::aliases::U48::from(v);
+    initcode(
+        &artifacts.governance,
+        IMeshGovernance::constructorCall {
+            parameters,
+            registry,
+            votingDelay: u48(rules.voting_delay),
+            votingPeriod: u48(rules.voting_period),
+            timelockDelay: u48(rules.timelock_delay),
+            gracePeriod: u48(rules.grace_period),
+            quorumPercent: U256::from(rules.quorum_percent),
+        },
+    )
+}
+
 /// The deployed contracts and their deployment gas.
 #[derive(Debug, Clone, Copy)]
 pub struct Deployment {
@@ -381,21 +404,9 @@ impl Deployment {
             ),
         )?;
         let (parameters, registry) = (p.created.unwrap_or_default(), r.created.unwrap_or_default());
-        let u48 = |v: u64| alloy_primitives::aliases::U48::from(v);
         let g = chain.deploy(
             admin,
-            initcode(
-                &artifacts.governance,
-                IMeshGovernance::constructorCall {
-                    parameters,
-                    registry,
-                    votingDelay: u48(rules.voting_delay),
-                    votingPeriod: u48(rules.voting_period),
-                    timelockDelay: u48(rules.timelock_delay),
-                    gracePeriod: u48(rules.grace_period),
-                    quorumPercent: U256::from(rules.quorum_percent),
-                },
-            ),
+            governance_initcode(artifacts, parameters, registry, rules),
         )?;
         let governance = g.created.unwrap_or_default();
         let role = chain.view(registry, IOperatorRegistry::REGISTRAR_ROLECall {})?;

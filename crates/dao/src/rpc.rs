@@ -22,7 +22,7 @@ use serde_json::{json, Value};
 
 use crate::engine::Rules;
 use crate::evm::{
-    decode_revert, initcode, Artifacts, IMeshGovernance, IMeshParameters, IOperatorRegistry,
+    decode_revert, governance_initcode, initcode, Artifacts, IMeshParameters, IOperatorRegistry,
 };
 
 /// Everything that can go wrong talking to a chain.
@@ -376,7 +376,6 @@ pub async fn deploy(
     let admin = wallet.address();
     let mut transactions = Vec::new();
     let mut created = Vec::new();
-    let u48 = |v: u64| alloy_primitives::aliases::U48::from(v);
     for (name, code) in [
         (
             "deploy MeshParameters",
@@ -408,18 +407,7 @@ pub async fn deploy(
         .send(
             "deploy MeshGovernance",
             TxKind::Create,
-            initcode(
-                &artifacts.governance,
-                IMeshGovernance::constructorCall {
-                    parameters,
-                    registry,
-                    votingDelay: u48(rules.voting_delay),
-                    votingPeriod: u48(rules.voting_period),
-                    timelockDelay: u48(rules.timelock_delay),
-                    gracePeriod: u48(rules.grace_period),
-                    quorumPercent: U256::from(rules.quorum_percent),
-                },
-            ),
+            governance_initcode(artifacts, parameters, registry, rules),
         )
         .await?;
     let governance = g.contract.ok_or_else(|| RpcError::Decode {
