@@ -316,6 +316,23 @@ fn open_trail(dir: &Path) -> anyhow::Result<AuditTrail> {
     Ok(trail)
 }
 
+/// Version `number` of `trail` (stored in `dir`), or the usage error naming the versions
+/// there are.
+fn version<'t>(trail: &'t AuditTrail, number: u64, dir: &Path) -> anyhow::Result<&'t Record> {
+    trail.get(number).ok_or_else(|| {
+        problem(
+            Exit::Usage,
+            format!("no version {number}"),
+            dir.display(),
+            format!(
+                "versions are 1 to {} (`x0tta6bl4 fl models`)",
+                trail.records().len()
+            ),
+        )
+        .into()
+    })
+}
+
 fn row(r: &Record) -> serde_json::Value {
     let d = &r.block.decision;
     serde_json::json!({
@@ -376,18 +393,7 @@ pub fn models(args: &ModelsArgs) -> anyhow::Result<ExitCode> {
 /// `fl show VERSION`.
 pub fn show(args: &ShowArgs) -> anyhow::Result<ExitCode> {
     let trail = open_trail(&args.dir.audit)?;
-    let Some(r) = trail.get(args.model_version) else {
-        return Err(problem(
-            Exit::Usage,
-            format!("no version {}", args.model_version),
-            args.dir.audit.display(),
-            format!(
-                "versions are 1 to {} (`x0tta6bl4 fl models`)",
-                trail.records().len()
-            ),
-        )
-        .into());
-    };
+    let r = version(&trail, args.model_version, &args.dir.audit)?;
     let params = trail
         .model(&r.block.decision.model_hash)
         .map(|m| m.len())
@@ -420,18 +426,7 @@ pub fn rollback(args: &RollbackArgs) -> anyhow::Result<ExitCode> {
         .into());
     }
     let mut committee = LocalCommittee::open_or_create(&args.dir.audit)?;
-    let Some(target) = committee.trail().get(args.model_version).cloned() else {
-        return Err(problem(
-            Exit::Usage,
-            format!("no version {}", args.model_version),
-            args.dir.audit.display(),
-            format!(
-                "versions are 1 to {} (`x0tta6bl4 fl models`)",
-                committee.trail().records().len()
-            ),
-        )
-        .into());
-    };
+    let target = version(committee.trail(), args.model_version, &args.dir.audit)?.clone();
     committee
         .trail()
         .model(&target.block.decision.model_hash)

@@ -367,40 +367,26 @@ fn signed_bytes<T: Serialize>(tag: &str, value: &T) -> Vec<u8> {
     out
 }
 
-impl Vote {
-    /// The bytes its signature covers.
-    pub fn signed_bytes(&self) -> Vec<u8> {
-        let mut v = self.clone();
-        v.signature = Sig::default();
-        signed_bytes("vote", &v)
-    }
+/// `signed_bytes()` of a signed committee message: its bytes with the signature emptied,
+/// under the message's own domain tag.
+macro_rules! signed_message {
+    ($($message:ty => $tag:literal),* $(,)?) => {$(
+        impl $message {
+            /// The bytes its signature covers.
+            pub fn signed_bytes(&self) -> Vec<u8> {
+                let mut v = self.clone();
+                v.signature = Sig::default();
+                signed_bytes($tag, &v)
+            }
+        }
+    )*};
 }
 
-impl PrePrepare {
-    /// The bytes its signature covers.
-    pub fn signed_bytes(&self) -> Vec<u8> {
-        let mut v = self.clone();
-        v.signature = Sig::default();
-        signed_bytes("pre-prepare", &v)
-    }
-}
-
-impl ViewChange {
-    /// The bytes its signature covers.
-    pub fn signed_bytes(&self) -> Vec<u8> {
-        let mut v = self.clone();
-        v.signature = Sig::default();
-        signed_bytes("view-change", &v)
-    }
-}
-
-impl NewView {
-    /// The bytes its signature covers.
-    pub fn signed_bytes(&self) -> Vec<u8> {
-        let mut v = self.clone();
-        v.signature = Sig::default();
-        signed_bytes("new-view", &v)
-    }
+signed_message! {
+    Vote => "vote",
+    PrePrepare => "pre-prepare",
+    ViewChange => "view-change",
+    NewView => "new-view",
 }
 
 /// Verifies committee signatures: the authenticator and every candidate's credential
@@ -823,11 +809,16 @@ impl Replica {
         let hash = pp.block.hash();
         let view = pp.view;
         self.accepted.insert(view, pp);
+        self.vote(VoteKind::Prepare, view, hash);
+    }
+
+    /// Sign, send and count our own vote of `kind` for `block` in `view`.
+    fn vote(&mut self, kind: VoteKind, view: u64, block: Digest) {
         let mut vote = Vote {
-            kind: VoteKind::Prepare,
+            kind,
             view,
             height: self.height,
-            block: hash,
+            block,
             from: self.me.clone(),
             signature: Sig::default(),
         };
@@ -1015,17 +1006,7 @@ impl Replica {
                         prepares: prepares[..self.quorum()].to_vec(),
                     });
                 }
-                let mut vote = Vote {
-                    kind: VoteKind::Commit,
-                    view: pp.view,
-                    height: self.height,
-                    block: hash,
-                    from: self.me.clone(),
-                    signature: Sig::default(),
-                };
-                vote.signature = self.sign(&vote.signed_bytes());
-                self.broadcast(&Message::Vote(vote.clone()));
-                self.record_vote(vote);
+                self.vote(VoteKind::Commit, pp.view, hash);
             }
         }
         // 2f+1 commits of any one view for a block we hold: committed.
