@@ -271,7 +271,7 @@ impl Collector for ApiCollector {
 }
 
 /// Proto's cumulative counters: name (without `_total`), help, value.
-fn stats_counters(s: &Stats) -> [(&'static str, &'static str, u64); 18] {
+fn stats_counters(s: &Stats) -> [(&'static str, &'static str, u64); 19] {
     [
         (
             "lsa_originated",
@@ -309,6 +309,11 @@ fn stats_counters(s: &Stats) -> [(&'static str, &'static str, u64); 18] {
             s.lsa_expired,
         ),
         ("route_computations", "Route computations run", s.spf_runs),
+        (
+            "route_computations_incremental",
+            "Route computations that repaired the table incrementally (what changed only)",
+            s.spf_incremental,
+        ),
         (
             "route_changes",
             "Route changes (destinations whose route changed, summed over computations)",

@@ -17,7 +17,40 @@ use crate::time::Instant;
 use crate::wire::SignedLsa;
 
 /// An advertisement's links as (neighbour slot, cost), sorted by slot.
-type Adjacency = Arc<[(u32, u32)]>;
+pub(crate) type Adjacency = Arc<[(u32, u32)]>;
+
+/// Origins changed since the routes were last computed from a database, at most this
+/// many; beyond it a full computation is cheaper than the incremental one.
+const CHANGES_MAX: usize = 64;
+
+/// What changed in a database since [`LinkStateDb::take_changes`] last ran: the input
+/// of the incremental route computation (`route::update_routes`).
+#[derive(Clone, Debug)]
+pub(crate) struct Changes {
+    /// Slots were reassigned (or too much changed): routes must be computed afresh.
+    pub(crate) rebuilt: bool,
+    /// Each changed origin's slot, with the links it advertised before its first
+    /// change (`None`: it had no entry).
+    pub(crate) origins: Vec<(u32, Option<Adjacency>)>,
+}
+
+impl Changes {
+    fn note(&mut self, slot: u32, before: Option<Adjacency>) {
+        if self.rebuilt || self.origins.iter().any(|&(s, _)| s == slot) {
+            return;
+        }
+        if self.origins.len() >= CHANGES_MAX {
+            self.all();
+            return;
+        }
+        self.origins.push((slot, before));
+    }
+
+    fn all(&mut self) {
+        self.rebuilt = true;
+        self.origins.clear();
+    }
+}
 
 /// Slot ↔ name, and the slots in name order. Append-only until compacted.
 #[derive(Clone, Debug, Default)]
@@ -139,6 +172,8 @@ pub struct LinkStateDb {
     entries: Vec<Option<Entry>>,
     len: usize,
     entries_max: usize,
+    /// Changes since the routes were last computed.
+    changes: Changes,
 }
 
 /// Advertisements to install in many databases at once (state transfer, see
@@ -222,6 +257,10 @@ impl LinkStateDb {
             entries: Vec::new(),
             len: 0,
             entries_max,
+            changes: Changes {
+                rebuilt: true,
+                origins: Vec::new(),
+            },
         }
     }
 
@@ -266,6 +305,8 @@ impl LinkStateDb {
             adjacency,
         });
         self.len += usize::from(previous.is_none());
+        self.changes
+            .note(slot as u32, previous.map(|e| e.adjacency));
         InstallOutcome::Installed
     }
 
@@ -288,6 +329,7 @@ impl LinkStateDb {
         if Arc::ptr_eq(&self.names, names) {
             return true;
         }
+        self.changes.all();
         let held: Vec<Entry> = self.entries.drain(..).flatten().collect();
         self.names = names.clone();
         self.len = 0;
@@ -344,6 +386,7 @@ impl LinkStateDb {
         if self.names.len() <= 2 * (self.len + links) + 1024 {
             return;
         }
+        self.changes.all();
         let held: Vec<Entry> = self.entries.drain(..).flatten().collect();
         let names = held.iter().map(|e| e.lsa.lsa.origin.clone()).collect();
         self.names = Arc::new(SlotNames::of(names));
@@ -351,6 +394,16 @@ impl LinkStateDb {
         for entry in held {
             self.install(entry.lsa, entry.expires_at);
         }
+    }
+
+    /// What changed since the last call (or since the database was made), for the
+    /// routes computed from it.
+    pub(crate) fn take_changes(&mut self) -> Changes {
+        let none = Changes {
+            rebuilt: false,
+            origins: Vec::new(),
+        };
+        std::mem::replace(&mut self.changes, none)
     }
 
     /// The slot table.
@@ -373,12 +426,6 @@ impl LinkStateDb {
         self.entries.get(slot as usize).and_then(Option::as_ref)
     }
 
-    /// Every entry with its slot, in slot order.
-    pub(crate) fn slots(&self) -> impl Iterator<Item = (u32, &Entry)> {
-        let entries = self.entries.iter().enumerate();
-        entries.filter_map(|(slot, entry)| Some((slot as u32, entry.as_ref()?)))
-    }
-
     /// The entry of `origin`.
     pub fn get(&self, origin: &NodeName) -> Option<&Entry> {
         self.at(self.names.get(origin)?)
@@ -388,8 +435,10 @@ impl LinkStateDb {
     pub fn remove(&mut self, origin: &NodeName) -> Option<Entry> {
         let slot = self.names.get(origin)? as usize;
         let removed = self.entries.get_mut(slot).and_then(Option::take);
-        if removed.is_some() {
+        if let Some(entry) = &removed {
             self.len -= 1;
+            self.changes
+                .note(slot as u32, Some(entry.adjacency.clone()));
             self.compact_slots();
         }
         removed

@@ -16,7 +16,7 @@ use crate::neighbour::{DownReason, Neighbour, NeighbourState, NeighbourView};
 use crate::replay::RecentMessages;
 use crate::revocations::{Inserted, RevocationSet};
 use crate::rng::Rng;
-use crate::route::{compute_routes, RoutingTable};
+use crate::route::{compute_routes, update_routes, RoutingTable};
 use crate::time::Instant;
 use crate::wire::{self, Data, Lsa, LsaLink, Message, SignedLsa, WireError};
 
@@ -257,6 +257,8 @@ pub struct Stats {
     pub lsa_expired: u64,
     /// Route computations run.
     pub spf_runs: u64,
+    /// Among them, those that repaired the table incrementally (what changed only).
+    pub spf_incremental: u64,
     /// Route changes (destinations whose route changed, summed over computations).
     pub route_changes: u64,
     /// Application messages originated here.
@@ -1659,12 +1661,31 @@ impl Node {
 
     fn run_spf(&mut self) {
         self.spf_at = None;
-        let table = compute_routes(&self.name, &self.lsdb);
         self.stats.spf_runs += 1;
-        let changed = table.changes_from(&self.routes);
+        let changes = self.lsdb.take_changes();
+        let changed = match update_routes(&self.name, &self.lsdb, &mut self.routes, &changes) {
+            Some(changed) => {
+                self.stats.spf_incremental += 1;
+                changed
+            }
+            None => {
+                let table = compute_routes(&self.name, &self.lsdb);
+                let changed = table.changes_from(&self.routes);
+                self.routes = table;
+                changed
+            }
+        };
+        #[cfg(debug_assertions)]
+        if self.lsdb.slot_count() <= 256 {
+            // The repaired table is exactly the one computed afresh.
+            let fresh = compute_routes(&self.name, &self.lsdb);
+            debug_assert!(
+                fresh == self.routes,
+                "incremental routes differ from a full computation"
+            );
+        }
         if changed > 0 {
             self.stats.route_changes += changed as u64;
-            self.routes = table;
             let reachable = self.routes.len();
             self.emit(Event::RoutesChanged { changed, reachable });
         }

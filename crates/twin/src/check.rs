@@ -22,32 +22,147 @@ pub enum Walk {
 
 /// Follow the forwarding tables from `source` to `destination`.
 pub fn walk(sim: &Sim, source: u32, destination: u32) -> Walk {
-    let target = sim.name(destination);
-    let mut path = vec![source];
-    let mut at = source;
-    let hops_max = sim.len();
-    let hop_limit = usize::from(sim.protocol().ttl_default);
-    while at != destination {
-        let Some(next_hop) = sim.node(at).routes().next_hop(target) else {
-            return Walk::NoRoute;
-        };
-        let Some(next) = sim.index_of(next_hop) else {
-            return Walk::Broken;
-        };
+    Walks::towards(sim, destination).walk(source)
+}
+
+/// Where a node's walk towards the destination goes, once known.
+#[derive(Clone, Copy, Debug)]
+enum Known {
+    Unknown,
+    /// Reaches it over `next` in `hops` hops.
+    Reached {
+        next: u32,
+        hops: u32,
+    },
+    /// Ends as this (never [`Walk::Reached`] or [`Walk::TooLong`]).
+    Fails(Failure),
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Failure {
+    NoRoute,
+    Loop,
+    Broken,
+}
+
+/// Walks of many sources towards one destination. A node's walk always goes the same
+/// way, so each node's forwarding table is read once however many walks cross it:
+/// checking all n² pairs costs O(n) table lookups per destination, not one per hop.
+pub struct Walks<'a> {
+    sim: &'a Sim,
+    destination: u32,
+    /// What is known of each node's walk, valid when stamped with `destination_epoch`.
+    known: Vec<(u32, Known)>,
+    destination_epoch: u32,
+    /// The walk that last passed each node (loop detection in O(1)).
+    passed: Vec<u32>,
+    walks: u32,
+}
+
+impl<'a> Walks<'a> {
+    /// Walks towards `destination`.
+    pub fn towards(sim: &'a Sim, destination: u32) -> Self {
+        let n = sim.len();
+        Walks {
+            sim,
+            destination,
+            known: vec![(0, Known::Unknown); n],
+            destination_epoch: 0,
+            passed: vec![u32::MAX; n],
+            walks: 0,
+        }
+    }
+
+    /// Walk towards `destination` from now on (reusing the memory).
+    pub fn retarget(&mut self, destination: u32) {
+        if destination != self.destination {
+            self.destination = destination;
+            self.destination_epoch = self.destination_epoch.wrapping_add(1);
+        }
+    }
+
+    fn known(&self, at: u32) -> Known {
+        match self.known[at as usize] {
+            (epoch, known) if epoch == self.destination_epoch => known,
+            _ => Known::Unknown,
+        }
+    }
+
+    fn learn(&mut self, at: u32, known: Known) {
+        self.known[at as usize] = (self.destination_epoch, known);
+    }
+
+    /// The next node from `at`, or how the walk fails there.
+    fn step(&self, at: u32) -> Result<u32, Failure> {
+        let sim = self.sim;
+        let target = sim.name(self.destination);
+        let next_hop = sim.node(at).routes().next_hop(target);
+        let next = next_hop.ok_or(Failure::NoRoute)?;
+        let next = sim.index_of(next).ok_or(Failure::Broken)?;
         let usable = sim.link_between(at, next).is_some_and(|l| sim.usable(l));
-        if !usable {
-            return Walk::Broken;
-        }
-        if path.len() > hops_max || path.contains(&next) {
-            return Walk::Loop;
-        }
-        path.push(next);
-        at = next;
+        usable.then_some(next).ok_or(Failure::Broken)
     }
-    if path.len() - 1 > hop_limit {
-        return Walk::TooLong;
+
+    /// Follow the forwarding tables from `source`, as [`walk`] does.
+    pub fn walk(&mut self, source: u32) -> Walk {
+        let walk = self.walks;
+        self.walks = self.walks.wrapping_add(1);
+        let mut path = vec![source];
+        self.passed[source as usize] = walk;
+        let mut at = source;
+        // Climb until the walk reaches what is known.
+        let ended = loop {
+            if at == self.destination {
+                break Ok(0);
+            }
+            match self.known(at) {
+                Known::Reached { hops, .. } => break Ok(hops),
+                Known::Fails(failure) => break Err(failure),
+                Known::Unknown => {}
+            }
+            match self.step(at) {
+                Ok(next) if self.passed[next as usize] == walk => break Err(Failure::Loop),
+                Ok(next) => {
+                    self.passed[next as usize] = walk;
+                    path.push(next);
+                    at = next;
+                }
+                Err(failure) => break Err(failure),
+            }
+        };
+        // Every node climbed goes the same way from now on.
+        match ended {
+            Err(failure) => {
+                for &v in &path {
+                    self.learn(v, Known::Fails(failure));
+                }
+                match failure {
+                    Failure::NoRoute => Walk::NoRoute,
+                    Failure::Loop => Walk::Loop,
+                    Failure::Broken => Walk::Broken,
+                }
+            }
+            Ok(mut hops) => {
+                for pair in path.windows(2).rev() {
+                    hops += 1;
+                    let known = Known::Reached {
+                        next: pair[1],
+                        hops,
+                    };
+                    self.learn(pair[0], known);
+                }
+                while let Known::Reached { next, .. } = self.known(at) {
+                    path.push(next);
+                    at = next;
+                }
+                let hop_limit = usize::from(self.sim.protocol().ttl_default);
+                if path.len() - 1 > hop_limit {
+                    return Walk::TooLong;
+                }
+                Walk::Reached(path)
+            }
+        }
     }
-    Walk::Reached(path)
 }
 
 /// Component id of every running node over usable links (`u32::MAX` if not running).
@@ -163,29 +278,34 @@ fn check_with(sim: &Sim, pairs_max: usize, rng: &mut Rng, route_counts: bool) ->
         }
     }
     let total_pairs = running.len() * running.len().saturating_sub(1);
-    let check_pair = |s: u32, d: u32, health: &mut Health| {
-        if s == d || component[s as usize] != component[d as usize] {
-            return;
-        }
-        health.pairs_checked += 1;
-        match walk(sim, s, d) {
-            Walk::Reached(_) => {}
-            Walk::Loop => health.loops += 1,
-            Walk::TooLong => health.paths_over_hop_limit += 1,
-            Walk::NoRoute | Walk::Broken => health.unreachable_pairs += 1,
-        }
-    };
-    if total_pairs <= pairs_max {
-        for &s in &running {
-            for &d in &running {
-                check_pair(s, d, &mut health);
-            }
-        }
+    // Pairs by destination, so walks towards one destination share what they learn.
+    let mut pairs: Vec<(u32, u32)> = if total_pairs <= pairs_max {
+        let all = running
+            .iter()
+            .flat_map(|&s| running.iter().map(move |&d| (d, s)));
+        all.collect()
     } else {
-        for _ in 0..pairs_max {
-            let s = running[rng.below(running.len() as u64) as usize];
-            let d = running[rng.below(running.len() as u64) as usize];
-            check_pair(s, d, &mut health);
+        let mut draw = || running[rng.below(running.len() as u64) as usize];
+        (0..pairs_max)
+            .map(|_| (draw(), draw()))
+            .map(|(s, d)| (d, s))
+            .collect()
+    };
+    pairs.sort_by_key(|&(d, _)| d);
+    let mut walks = Walks::towards(sim, 0);
+    for group in pairs.chunk_by(|a, b| a.0 == b.0) {
+        walks.retarget(group[0].0);
+        for &(d, s) in group {
+            if s == d || component[s as usize] != component[d as usize] {
+                continue;
+            }
+            health.pairs_checked += 1;
+            match walks.walk(s) {
+                Walk::Reached(_) => {}
+                Walk::Loop => health.loops += 1,
+                Walk::TooLong => health.paths_over_hop_limit += 1,
+                Walk::NoRoute | Walk::Broken => health.unreachable_pairs += 1,
+            }
         }
     }
     health

@@ -12,7 +12,7 @@ use std::time::Duration;
 use x0tta6bl4_proto::measure::flow_outage_us;
 use x0tta6bl4_proto::{Instant, Rng};
 
-use crate::check::{self, walk, Walk};
+use crate::check::{self, Walk, Walks};
 use crate::engine::{Observed, Sim};
 
 /// How many nodes fail.
@@ -121,11 +121,15 @@ pub enum Scenario {
 /// sample of sources to every node (`None` when there is none, e.g. a full mesh).
 fn transit_nodes(sim: &Sim, rng: &mut Rng) -> Option<Vec<u32>> {
     let n = sim.len() as u32;
+    let sources: Vec<u32> = (0..32.min(n))
+        .map(|_| rng.below(u64::from(n)) as u32)
+        .collect();
     let mut transit = BTreeSet::new();
-    for _ in 0..32.min(n) {
-        let s = rng.below(u64::from(n)) as u32;
-        for d in (0..n).filter(|&d| d != s) {
-            if let Walk::Reached(path) = walk(sim, s, d) {
+    let mut walks = Walks::towards(sim, 0);
+    for d in 0..n {
+        walks.retarget(d);
+        for &s in sources.iter().filter(|&&s| s != d) {
+            if let Walk::Reached(path) = walks.walk(s) {
                 transit.extend(&path[1..path.len() - 1]);
             }
         }
@@ -858,20 +862,19 @@ pub fn affected_flows(sim: &Sim, plan: &FaultPlan, flows_max: usize, rng: &mut R
             .into_iter()
             .collect()
     };
-    let mut affected = Vec::new();
-    let mut bystanders = Vec::new();
-    let mut unroutable = 0;
-    let mut longest_path_delay = Duration::ZERO;
-    let mut worst_path_delivery = 1.0f64;
-    for &s in &sources {
-        for &d in &survivors {
+    // Walks by destination share what they learn; flows are then taken in source order.
+    let mut outcomes = vec![None; sources.len() * survivors.len()];
+    let mut walks = Walks::towards(sim, 0);
+    for (j, &d) in survivors.iter().enumerate() {
+        walks.retarget(d);
+        for (i, &s) in sources.iter().enumerate() {
             // A flow whose ends the fault leaves disconnected cannot heal: not measured.
             if s == d || component[s as usize] != component[d as usize] {
                 continue;
             }
-            let Walk::Reached(path) = walk(sim, s, d) else {
+            let Walk::Reached(path) = walks.walk(s) else {
                 // No working path before the fault: a routing failure, never hidden.
-                unroutable += 1;
+                outcomes[i * survivors.len() + j] = Some(Err(()));
                 continue;
             };
             // One-way delay (latency plus jitter) and the chance a message crosses.
@@ -886,8 +889,6 @@ pub fn affected_flows(sim: &Sim, plan: &FaultPlan, flows_max: usize, rng: &mut R
                         delivery * (1.0 - p.loss_of(link.a == from)),
                     )
                 });
-            longest_path_delay = longest_path_delay.max(delay);
-            worst_path_delivery = worst_path_delivery.min(delivery);
             let crosses_node = path[1..path.len() - 1]
                 .iter()
                 .any(|v| plan.failed_nodes.contains(v) || plan.stressed_nodes.contains(v));
@@ -895,10 +896,29 @@ pub fn affected_flows(sim: &Sim, plan: &FaultPlan, flows_max: usize, rng: &mut R
                 sim.link_between(w[0], w[1])
                     .is_some_and(|l| plan.disturbed_links.contains(&l))
             });
-            if crosses_node || crosses_link {
-                affected.push((s, d));
-            } else {
-                bystanders.push((s, d));
+            outcomes[i * survivors.len() + j] =
+                Some(Ok((crosses_node || crosses_link, delay, delivery)));
+        }
+    }
+    let mut affected = Vec::new();
+    let mut bystanders = Vec::new();
+    let mut unroutable = 0;
+    let mut longest_path_delay = Duration::ZERO;
+    let mut worst_path_delivery = 1.0f64;
+    for (i, &s) in sources.iter().enumerate() {
+        for (j, &d) in survivors.iter().enumerate() {
+            match outcomes[i * survivors.len() + j] {
+                None => {}
+                Some(Err(())) => unroutable += 1,
+                Some(Ok((crosses, delay, delivery))) => {
+                    longest_path_delay = longest_path_delay.max(delay);
+                    worst_path_delivery = worst_path_delivery.min(delivery);
+                    if crosses {
+                        affected.push((s, d));
+                    } else {
+                        bystanders.push((s, d));
+                    }
+                }
             }
         }
     }
