@@ -443,10 +443,11 @@ pub(crate) fn update_routes(
     for (u, v) in links {
         let (then, now) = (two_way(links_before, u, v), graph.link(u, v));
         match (then, now) {
-            (Some(then), now) if now.is_none_or(|now| now > then) => {
-                if table.parents[v as usize] == u {
-                    worse.push(v);
-                }
+            // Worse, and it was the far end's link in the tree.
+            (Some(then), now)
+                if now.is_none_or(|now| now > then) && table.parents[v as usize] == u =>
+            {
+                worse.push(v)
             }
             (then, Some(now)) if then.is_none_or(|then| now < then) => better.push((u, v, now)),
             _ => {}
@@ -685,8 +686,8 @@ mod tests {
                 };
                 db.install(Arc::new(signed), Instant::ZERO);
             };
-            for a in 0..nodes {
-                let own: Vec<(usize, u32)> = links[a].iter().map(|(&b, &c)| (b, c)).collect();
+            for (a, own) in links.iter().enumerate().take(nodes) {
+                let own: Vec<(usize, u32)> = own.iter().map(|(&b, &c)| (b, c)).collect();
                 install(&mut db, a, &own);
             }
             let me = name(0);
