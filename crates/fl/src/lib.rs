@@ -48,6 +48,7 @@ pub mod coordinator;
 pub mod data;
 pub mod dp;
 pub mod keys;
+pub mod mesh;
 pub mod model;
 pub mod participant;
 pub mod wire;
