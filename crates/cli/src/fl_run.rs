@@ -35,6 +35,8 @@ use crate::problem::{problem, Exit};
 
 /// Longest single wait of an agent's long poll.
 const POLL_WAIT_MAX: Duration = Duration::from_millis(500);
+/// `payload_bytes_max` of the nodes `fl run` starts (the protocol's largest).
+const MESH_PAYLOAD_MAX: usize = 16_384;
 
 /// `x0tta6bl4 fl agent`.
 #[derive(Debug, Args)]
@@ -63,6 +65,10 @@ pub struct FlAgentArgs {
     /// milliseconds (longer than a round).
     #[arg(long, value_name = "MS", default_value_t = 5000)]
     pub failover_ms: u64,
+    /// The node's `[protocol] payload_bytes_max`: longer FL envelopes are sent in
+    /// fragments.
+    #[arg(long, value_name = "BYTES", default_value_t = MESH_PAYLOAD_MAX)]
+    pub payload_max: usize,
 }
 
 /// What every agent of one federation must agree on.
@@ -93,15 +99,25 @@ pub struct TrainingArgs {
 
 impl TrainingArgs {
     fn check(&self) -> anyhow::Result<()> {
-        let bad = |what: String, fix: &str| Err(problem(Exit::Usage, what, "x0tta6bl4 fl", fix).into());
+        let bad =
+            |what: String, fix: &str| Err(problem(Exit::Usage, what, "x0tta6bl4 fl", fix).into());
         if self.rounds < 3 {
-            return bad(format!("--rounds {} is too few", self.rounds), "give at least 3 rounds");
+            return bad(
+                format!("--rounds {} is too few", self.rounds),
+                "give at least 3 rounds",
+            );
         }
         if self.epochs == 0 || self.batch == 0 {
-            return bad("--epochs and --batch must be at least 1".into(), "give positive values");
+            return bad(
+                "--epochs and --batch must be at least 1".into(),
+                "give positive values",
+            );
         }
         if !(self.lr.is_finite() && self.lr > 0.0) {
-            return bad(format!("--lr {} must be > 0", self.lr), "give a positive learning rate");
+            return bad(
+                format!("--lr {} must be > 0", self.lr),
+                "give a positive learning rate",
+            );
         }
         Ok(())
     }
@@ -135,7 +151,10 @@ fn load(dir: &Path, name: &str, split: &str) -> anyhow::Result<Dataset> {
             Exit::Usage,
             e.to_string(),
             dir.display(),
-            format!("run `python3 scripts/fetch-fl-data.py --dir {}`", dir.display()),
+            format!(
+                "run `python3 scripts/fetch-fl-data.py --dir {}`",
+                dir.display()
+            ),
         )
         .into()
     })
@@ -169,22 +188,34 @@ pub async fn agent(args: FlAgentArgs) -> anyhow::Result<ExitCode> {
     };
     x0tta6bl4_identity::install_default_crypto_provider();
     let identity = x0tta6bl4_identity::NodeIdentity::load(&args.identity).map_err(|e| {
-        usage(e.to_string(), "give the node's SVID directory with --identity")
+        usage(
+            e.to_string(),
+            "give the node's SVID directory with --identity",
+        )
     })?;
     let me = identity.name().clone();
     let order: Vec<NodeName> = args
         .order
         .iter()
-        .map(|n| NodeName::new(n).map_err(|e| usage(format!("--order: {n:?}: {e}"), "give node names")))
+        .map(|n| {
+            NodeName::new(n).map_err(|e| usage(format!("--order: {n:?}: {e}"), "give node names"))
+        })
         .collect::<anyhow::Result<_>>()?;
     let mut credentials = BTreeMap::new();
     for name in &order {
         let path = args.certs.join(name.as_str()).join("svid.pem");
-        let der = leaf_certificate(&path)
-            .map_err(|e| usage(format!("{e:#}"), "--certs must hold NAME/svid.pem for every node of --order"))?;
+        let der = leaf_certificate(&path).map_err(|e| {
+            usage(
+                format!("{e:#}"),
+                "--certs must hold NAME/svid.pem for every node of --order",
+            )
+        })?;
         credentials.insert(name.clone(), der);
     }
-    let signer = Arc::new(AuthSigner::new(Arc::from(identity.authenticator()), credentials));
+    let signer = Arc::new(AuthSigner::new(
+        Arc::from(identity.authenticator()),
+        credentials,
+    ));
     let dir = args.training.data_dir();
     let train = Arc::new(load(&dir, &args.training.dataset, "train")?);
     let test = load(&dir, &args.training.dataset, "test")?;
@@ -197,7 +228,10 @@ pub async fn agent(args: FlAgentArgs) -> anyhow::Result<ExitCode> {
     let initial = spec.init(&mut rng);
     let parts = partition_iid(train.len(), order.len(), &mut rng);
     let rank = order.iter().position(|n| n == &me).ok_or_else(|| {
-        usage(format!("this node ({me}) is not in --order"), "list every node of the federation")
+        usage(
+            format!("this node ({me}) is not in --order"),
+            "list every node of the federation",
+        )
     })?;
     let trainer = CandleTrainer {
         spec,
@@ -218,43 +252,69 @@ pub async fn agent(args: FlAgentArgs) -> anyhow::Result<ExitCode> {
         min_updates: 1,
         aggregator: AggregatorKind::FedAvg,
         seed: args.training.seed,
+        payload_max: args.payload_max,
     };
     let api = Api::new(&args.api)?;
     let clock = std::time::Instant::now();
     let now = || Instant::from_micros(clock.elapsed().as_micros() as u64);
     let mut role = MeshRole::new(cfg, initial, Box::new(trainer), signer, now())
         .map_err(|e| usage(e, "check --order and the timeouts"))?;
-    emit(&me, 0, "started", json!({ "rank": rank, "rows": parts[rank].len() }));
+    emit(
+        &me,
+        0,
+        "started",
+        json!({ "rank": rank, "rows": parts[rank].len() }),
+    );
     let mut after = 0u64;
     let mut dropped = 0u64;
     loop {
         while let Some(t) = role.poll_transmit() {
             if let Err(e) = api.channel_send(FL_CHANNEL, t.to.as_str(), t.bytes).await {
                 let t_ms = clock.elapsed().as_millis() as u64;
-                emit(&me, t_ms, "send_failed", json!({ "to": t.to.as_str(), "error": format!("{e:#}") }));
+                emit(
+                    &me,
+                    t_ms,
+                    "send_failed",
+                    json!({ "to": t.to.as_str(), "error": format!("{e:#}") }),
+                );
             }
         }
         while let Some(event) = role.poll_event() {
             report(&me, clock.elapsed().as_millis() as u64, event, spec, &test);
         }
         if role.is_done() {
-            emit(&me, clock.elapsed().as_millis() as u64, "done", json!({ "round": role.adopted().0 }));
+            emit(
+                &me,
+                clock.elapsed().as_millis() as u64,
+                "done",
+                json!({ "round": role.adopted().0 }),
+            );
             return Ok(ExitCode::SUCCESS);
         }
         let wait = role
             .poll_timeout()
             .map_or(POLL_WAIT_MAX, |t| t.saturating_since(now()))
             .min(POLL_WAIT_MAX);
-        match api.channel_messages(FL_CHANNEL, after, wait.as_millis() as u64).await {
+        match api
+            .channel_messages(FL_CHANNEL, after, wait.as_millis() as u64)
+            .await
+        {
             Ok(batch) => {
                 if batch.dropped > dropped {
                     let t_ms = clock.elapsed().as_millis() as u64;
-                    emit(&me, t_ms, "node_dropped", json!({ "deliveries": batch.dropped - dropped }));
+                    emit(
+                        &me,
+                        t_ms,
+                        "node_dropped",
+                        json!({ "deliveries": batch.dropped - dropped }),
+                    );
                     dropped = batch.dropped;
                 }
                 for m in batch.messages {
                     after = after.max(m.seq);
-                    let (Ok(from), Ok(payload)) = (NodeName::new(&m.from), hex::decode(&m.payload_hex)) else {
+                    let (Ok(from), Ok(payload)) =
+                        (NodeName::new(&m.from), hex::decode(&m.payload_hex))
+                    else {
                         continue;
                     };
                     role.handle_message(now(), &from, &payload);
@@ -262,7 +322,12 @@ pub async fn agent(args: FlAgentArgs) -> anyhow::Result<ExitCode> {
             }
             Err(e) => {
                 let t_ms = clock.elapsed().as_millis() as u64;
-                emit(&me, t_ms, "api_failed", json!({ "error": format!("{e:#}") }));
+                emit(
+                    &me,
+                    t_ms,
+                    "api_failed",
+                    json!({ "error": format!("{e:#}") }),
+                );
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
         }
@@ -275,7 +340,10 @@ pub async fn agent(args: FlAgentArgs) -> anyhow::Result<ExitCode> {
 fn report(me: &NodeName, t_ms: u64, event: MeshEvent, spec: ModelSpec, test: &Dataset) {
     let names = |v: &[NodeName]| v.iter().map(|n| n.as_str().to_owned()).collect::<Vec<_>>();
     match event {
-        MeshEvent::Following { coordinator, reason } => emit(
+        MeshEvent::Following {
+            coordinator,
+            reason,
+        } => emit(
             me,
             t_ms,
             "following",
@@ -334,7 +402,12 @@ fn report(me: &NodeName, t_ms: u64, event: MeshEvent, spec: ModelSpec, test: &Da
             "adopted",
             json!({ "round": round, "from": from.as_str() }),
         ),
-        MeshEvent::Participant(e) => emit(me, t_ms, "participant", json!({ "detail": format!("{e:?}") })),
+        MeshEvent::Participant(e) => emit(
+            me,
+            t_ms,
+            "participant",
+            json!({ "detail": format!("{e:?}") }),
+        ),
         MeshEvent::Ignored { from, reason } => emit(
             me,
             t_ms,
@@ -477,7 +550,8 @@ pub async fn run(args: FlRunArgs) -> anyhow::Result<ExitCode> {
         json: args.json,
         keep_dir: args.keep_dir,
     };
-    let plan = Plan::new(&demo, args.training.seed)?;
+    let mut plan = Plan::new(&demo, args.training.seed)?;
+    plan.payload_bytes_max = Some(MESH_PAYLOAD_MAX);
     let workspace = tempfile::Builder::new()
         .prefix("x0tta6bl4-fl-run-")
         .tempdir()
@@ -487,7 +561,9 @@ pub async fn run(args: FlRunArgs) -> anyhow::Result<ExitCode> {
     let result = run_in(&args, &plan, workspace.path(), &mut fleet, &mut agents).await;
     agents.clear();
     fleet.stop_all();
-    let kept = args.keep_dir.then(|| workspace.keep().display().to_string());
+    let kept = args
+        .keep_dir
+        .then(|| workspace.keep().display().to_string());
     let mut report = result.map_err(|error| match &kept {
         Some(dir) => error.context(format!("configs and logs are kept in {dir}")),
         None => error.context("rerun with --keep-dir to keep the configs and logs"),
@@ -581,9 +657,9 @@ async fn run_in(
     let rounds = args.training.rounds;
     let kill_participant_after = (rounds / 3).max(1);
     let kill_coordinator_after = (2 * rounds / 3).max(kill_participant_after + 1);
-    let budget = Duration::from_millis(
-        (rounds + 4) * (args.round_timeout_ms + 1500) + 3 * args.failover_ms,
-    ) + Duration::from_secs(20);
+    let budget =
+        Duration::from_millis((rounds + 4) * (args.round_timeout_ms + 1500) + 3 * args.failover_ms)
+            + Duration::from_secs(20);
     let deadline = tokio::time::Instant::now() + budget;
     let mut kills: Vec<Kill> = Vec::new();
     let mut rounds_run: Vec<RoundRun> = Vec::new();
@@ -614,7 +690,10 @@ async fn run_in(
                     at_ms,
                 };
                 if !args.json {
-                    println!("{} coordinates from round {} ({})", h.node, h.first_round, h.reason);
+                    println!(
+                        "{} coordinates from round {} ({})",
+                        h.node, h.first_round, h.reason
+                    );
                 }
                 current = node.clone();
                 handovers.push(h);
@@ -628,7 +707,9 @@ async fn run_in(
                     at_ms,
                 };
                 if !args.json {
-                    let acc = r.accuracy.map_or("n/a".into(), |a| format!("{:.1} %", a * 100.0));
+                    let acc = r
+                        .accuracy
+                        .map_or("n/a".into(), |a| format!("{:.1} %", a * 100.0));
                     println!(
                         "round {:>3}  coordinator {}  accuracy {acc}  updates {}",
                         r.round, r.coordinator, r.updates
@@ -720,10 +801,15 @@ fn spawn_agent(
         .arg("--round-timeout-ms")
         .arg(args.round_timeout_ms.to_string())
         .arg("--failover-ms")
-        .arg(args.failover_ms.to_string());
+        .arg(args.failover_ms.to_string())
+        .arg("--payload-max")
+        .arg(MESH_PAYLOAD_MAX.to_string());
     args.training.push_args(&mut command);
     let mut child = command
-        .env(crate::node_cmd::PARENT_PID_ENV, std::process::id().to_string())
+        .env(
+            crate::node_cmd::PARENT_PID_ENV,
+            std::process::id().to_string(),
+        )
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(log.try_clone().context("cannot reopen the agent log")?)

@@ -15,7 +15,11 @@
 //! - tag 1: a coordinator/participant frame (`RoundStart`, `ModelChunk`,
 //!   `UpdateChunk`), as between a [`Coordinator`] and a [`Participant`];
 //! - tag 2: a `ModelChunk` of the model the coordinator adopted at the end of the
-//!   frame's round, sent to every node: the state a successor resumes from.
+//!   frame's round, sent to every node: the state a successor resumes from;
+//! - tag 3: a fragment, `id u32 | index u16 | count u16 | bytes`, of an envelope longer
+//!   than the mesh's largest payload (`payload_max`, the node's `payload_bytes_max`;
+//!   an FL frame is up to 64 KiB, a mesh payload at most 16 KiB). Fragments are
+//!   reassembled per sender and id, at most [`REASSEMBLIES_MAX`] at once.
 //!
 //! ## Handover
 //!
@@ -53,6 +57,14 @@ pub const FL_CHANNEL: u8 = 2;
 pub const TAG_FRAME: u8 = 1;
 /// Envelope tag of a chunk of an adopted model.
 pub const TAG_ADOPTED: u8 = 2;
+/// Envelope tag of a fragment of a longer envelope.
+pub const TAG_FRAGMENT: u8 = 3;
+/// Bytes of a fragment's header: tag, id u32, index u16, count u16.
+const FRAGMENT_HEADER: usize = 1 + 4 + 2 + 2;
+/// Most fragments of one envelope.
+const FRAGMENTS_MAX: usize = 256;
+/// Envelopes being reassembled at once (the oldest is given up).
+const REASSEMBLIES_MAX: usize = 256;
 
 /// The federation as one node sees it.
 #[derive(Clone, Debug)]
@@ -74,6 +86,9 @@ pub struct MeshConfig {
     pub aggregator: AggregatorKind,
     /// Seed of the sampling and training randomness (mixed with the rank).
     pub seed: u64,
+    /// Largest payload the mesh carries (the node's `payload_bytes_max`); longer
+    /// envelopes go in fragments.
+    pub payload_max: usize,
 }
 
 /// What happened at this node.
@@ -147,6 +162,12 @@ pub enum MeshEvent {
     NoCoordinatorLeft,
 }
 
+struct Reassembly {
+    from: NodeName,
+    id: u32,
+    parts: Vec<Option<Vec<u8>>>,
+}
+
 struct Adopting {
     round: u64,
     got: Vec<bool>,
@@ -167,6 +188,8 @@ pub struct MeshRole {
     coordinator: Option<Coordinator>,
     signer: Arc<dyn Signer>,
     done: bool,
+    next_fragment_id: u32,
+    reassembly: VecDeque<Reassembly>,
     transmits: VecDeque<Transmit>,
     events: VecDeque<MeshEvent>,
 }
@@ -197,6 +220,14 @@ impl MeshRole {
                 cfg.round_timeout.as_millis()
             ));
         }
+        if cfg.payload_max <= FRAGMENT_HEADER
+            || cfg.payload_max * FRAGMENTS_MAX < wire::MAX_FRAME + FRAGMENTS_MAX * FRAGMENT_HEADER
+        {
+            return Err(format!(
+                "a mesh payload of at most {} bytes is too small to carry FL frames",
+                cfg.payload_max
+            ));
+        }
         if initial.is_empty() || initial.len() > wire::MAX_PARAMS as usize {
             return Err(format!("a model of {} parameters", initial.len()));
         }
@@ -222,6 +253,8 @@ impl MeshRole {
             coordinator: None,
             signer,
             done: false,
+            next_fragment_id: 0,
+            reassembly: VecDeque::new(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
         };
@@ -277,6 +310,17 @@ impl MeshRole {
         let Some((&tag, frame)) = payload.split_first() else {
             return self.ignore(from, "an empty payload".into());
         };
+        if tag == TAG_FRAGMENT {
+            match self.reassemble(from, frame) {
+                Ok(Some(whole)) if whole.first() == Some(&TAG_FRAGMENT) => {
+                    self.ignore(from, "a fragment inside a fragment".into())
+                }
+                Ok(Some(whole)) => self.message(now, from, &whole),
+                Ok(None) => {}
+                Err(e) => self.ignore(from, e),
+            }
+            return;
+        }
         if tag != TAG_FRAME && tag != TAG_ADOPTED {
             return self.ignore(from, format!("unknown envelope tag {tag}"));
         }
@@ -342,6 +386,78 @@ impl MeshRole {
                 from,
                 "an adopted-model envelope without a model chunk".into(),
             ),
+        }
+    }
+
+    /// Keep a fragment; the whole envelope once every fragment is in.
+    fn reassemble(&mut self, from: &NodeName, bytes: &[u8]) -> Result<Option<Vec<u8>>, String> {
+        if bytes.len() < FRAGMENT_HEADER - 1 {
+            return Err("a fragment shorter than its header".into());
+        }
+        let id = u32::from_le_bytes(bytes[0..4].try_into().expect("4 bytes"));
+        let index = usize::from(u16::from_le_bytes([bytes[4], bytes[5]]));
+        let count = usize::from(u16::from_le_bytes([bytes[6], bytes[7]]));
+        if count < 2 || count > FRAGMENTS_MAX || index >= count {
+            return Err(format!("fragment {index} of {count}"));
+        }
+        let at = match self
+            .reassembly
+            .iter()
+            .position(|r| r.id == id && &r.from == from)
+        {
+            Some(at) => at,
+            None => {
+                if self.reassembly.len() >= REASSEMBLIES_MAX {
+                    self.reassembly.pop_front();
+                }
+                self.reassembly.push_back(Reassembly {
+                    from: from.clone(),
+                    id,
+                    parts: vec![None; count],
+                });
+                self.reassembly.len() - 1
+            }
+        };
+        let r = &mut self.reassembly[at];
+        if r.parts.len() != count {
+            return Err(format!("fragment count {count} changed for id {id}"));
+        }
+        r.parts[index] = Some(bytes[8..].to_vec());
+        if r.parts.iter().any(Option::is_none) {
+            return Ok(None);
+        }
+        let r = self.reassembly.remove(at).expect("present");
+        let whole: Vec<u8> = r.parts.into_iter().flatten().flatten().collect();
+        if whole.len() > wire::MAX_FRAME + 1 {
+            return Err(format!("a reassembled envelope of {} bytes", whole.len()));
+        }
+        Ok(Some(whole))
+    }
+
+    /// Queue `envelope` for `to`, in fragments if it is longer than a mesh payload.
+    fn send(&mut self, to: NodeName, envelope: Vec<u8>) {
+        if envelope.len() <= self.cfg.payload_max {
+            return self.transmits.push_back(Transmit {
+                to,
+                bytes: envelope,
+            });
+        }
+        let id = self.next_fragment_id;
+        self.next_fragment_id = self.next_fragment_id.wrapping_add(1);
+        let pieces: Vec<&[u8]> = envelope
+            .chunks(self.cfg.payload_max - FRAGMENT_HEADER)
+            .collect();
+        for (index, piece) in pieces.iter().enumerate() {
+            let mut bytes = Vec::with_capacity(FRAGMENT_HEADER + piece.len());
+            bytes.push(TAG_FRAGMENT);
+            bytes.extend_from_slice(&id.to_le_bytes());
+            bytes.extend_from_slice(&(index as u16).to_le_bytes());
+            bytes.extend_from_slice(&(pieces.len() as u16).to_le_bytes());
+            bytes.extend_from_slice(piece);
+            self.transmits.push_back(Transmit {
+                to: to.clone(),
+                bytes,
+            });
         }
     }
 
@@ -516,25 +632,40 @@ impl MeshRole {
                 MeshRole::envelope(TAG_ADOPTED, frame)
             })
             .collect();
-        for to in self.cfg.order.iter().filter(|n| **n != self.cfg.me) {
+        let others: Vec<NodeName> = self
+            .cfg
+            .order
+            .iter()
+            .filter(|n| **n != self.cfg.me)
+            .cloned()
+            .collect();
+        for to in others {
             for bytes in &frames {
-                self.transmits.push_back(Transmit {
-                    to: to.clone(),
-                    bytes: bytes.clone(),
-                });
+                self.send(to.clone(), bytes.clone());
             }
         }
     }
 
-    fn drain(&mut self) {
-        let mut coordinator_events = Vec::new();
+    /// The frames the coordinator and the participant queued, enveloped.
+    fn collect_frames(&mut self) {
+        let mut out = Vec::new();
         if let Some(c) = self.coordinator.as_mut() {
             while let Some(t) = c.poll_transmit() {
-                self.transmits.push_back(Transmit {
-                    to: t.to,
-                    bytes: MeshRole::envelope(TAG_FRAME, t.bytes),
-                });
+                out.push(t);
             }
+        }
+        while let Some(t) = self.participant.poll_transmit() {
+            out.push(t);
+        }
+        for t in out {
+            self.send(t.to, MeshRole::envelope(TAG_FRAME, t.bytes));
+        }
+    }
+
+    fn drain(&mut self) {
+        self.collect_frames();
+        let mut coordinator_events = Vec::new();
+        if let Some(c) = self.coordinator.as_mut() {
             while let Some(e) = c.poll_event() {
                 coordinator_events.push((e, c.global().to_vec()));
             }
@@ -579,21 +710,7 @@ impl MeshRole {
                 }
             }
         }
-        // Transmits pushed just now (the next round's start) are sent with the rest.
-        if let Some(c) = self.coordinator.as_mut() {
-            while let Some(t) = c.poll_transmit() {
-                self.transmits.push_back(Transmit {
-                    to: t.to,
-                    bytes: MeshRole::envelope(TAG_FRAME, t.bytes),
-                });
-            }
-        }
-        while let Some(t) = self.participant.poll_transmit() {
-            self.transmits.push_back(Transmit {
-                to: t.to,
-                bytes: MeshRole::envelope(TAG_FRAME, t.bytes),
-            });
-        }
+        self.collect_frames();
         while let Some(e) = self.participant.poll_event() {
             self.events.push_back(MeshEvent::Participant(e));
         }
@@ -650,10 +767,11 @@ mod tests {
                         min_updates: 1,
                         aggregator: AggregatorKind::FedAvg,
                         seed: 7,
+                        payload_max: 1024,
                     };
                     MeshRole::new(
                         cfg,
-                        vec![0.0; 10],
+                        vec![0.0; 1000],
                         Box::new(TowardsOne),
                         Arc::new(NoSignatures),
                         Instant::ZERO,
@@ -735,8 +853,10 @@ mod tests {
         let mut net = Net::new(5, 12);
         // A participant dies early (every round then waits for its deadline, 200 ms);
         // the coordinator dies during round 6 or so.
-        net.kills.push((4, Instant::ZERO + Duration::from_millis(10)));
-        net.kills.push((0, Instant::ZERO + Duration::from_millis(700)));
+        net.kills
+            .push((4, Instant::ZERO + Duration::from_millis(10)));
+        net.kills
+            .push((0, Instant::ZERO + Duration::from_millis(700)));
         net.run_until(Instant::ZERO + Duration::from_secs(10));
         let done = net.completed();
         let before: Vec<u64> = done.iter().filter(|d| d.1 == 0).map(|d| d.0).collect();
@@ -784,6 +904,7 @@ mod tests {
             min_updates: 1,
             aggregator: AggregatorKind::FedAvg,
             seed: 1,
+            payload_max: 16_384,
         };
         let role = |c| {
             MeshRole::new(
@@ -799,5 +920,8 @@ mod tests {
         assert!(role(cfg(vec!["b"], 500)).contains("not in the coordinator order"));
         assert!(role(cfg(vec!["a", "a"], 500)).contains("twice"));
         assert!(role(cfg(vec!["a", "b"], 100)).contains("longer than a round"));
+        let mut small = cfg(vec!["a", "b"], 500);
+        small.payload_max = 200;
+        assert!(role(small).contains("too small"));
     }
 }
