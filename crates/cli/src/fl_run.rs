@@ -98,6 +98,15 @@ pub struct TrainingArgs {
 }
 
 impl TrainingArgs {
+    /// (round timeout, failover) in ms: the given ones, else the data set's defaults.
+    fn timeouts(&self, round: Option<u64>, failover: Option<u64>) -> (u64, u64) {
+        let mnist = self.dataset == "mnist";
+        (
+            round.unwrap_or(if mnist { 20_000 } else { 2000 }),
+            failover.unwrap_or(if mnist { 60_000 } else { 5000 }),
+        )
+    }
+
     fn check(&self) -> anyhow::Result<()> {
         let bad =
             |what: String, fix: &str| Err(problem(Exit::Usage, what, "x0tta6bl4 fl", fix).into());
@@ -430,19 +439,22 @@ pub struct FlRunArgs {
     /// Mean number of links per node in the random topology.
     #[arg(long, value_name = "D", default_value_t = 3.0)]
     pub degree: f64,
-    /// Time a round waits for updates, in milliseconds.
-    #[arg(long, value_name = "MS", default_value_t = 2000)]
-    pub round_timeout_ms: u64,
+    /// Time a round waits for updates, in milliseconds (default 2000 on digits, 20000
+    /// on mnist, whose local training takes seconds).
+    #[arg(long, value_name = "MS")]
+    pub round_timeout_ms: Option<u64>,
     /// Silence of the coordinator after which the next node takes over, in
-    /// milliseconds.
-    #[arg(long, value_name = "MS", default_value_t = 5000)]
-    pub failover_ms: u64,
+    /// milliseconds (default 5000 on digits, 60000 on mnist: longer than a round and
+    /// than a participant's local training, during which its agent does not listen).
+    #[arg(long, value_name = "MS")]
+    pub failover_ms: Option<u64>,
     /// Print one JSON object instead of the round lines and summary.
     ///
     /// Keys: nodes, dataset, rounds, seed, order, kills [{node, role, after_round,
     /// at_ms}], rounds_run [{round, coordinator, accuracy, updates, at_ms}],
     /// accuracy_per_round, coordinator_per_round, final_accuracy, handovers [{node,
-    /// first_round, reason, at_ms}], continued, seconds.
+    /// first_round, reason, at_ms}], aborted_rounds (started by a coordinator that was
+    /// killed before it ended them), continued, seconds.
     #[arg(long)]
     pub json: bool,
     /// Keep the temporary directory (CA, SVIDs, configs, node and agent logs).
@@ -513,6 +525,7 @@ pub struct RunReport {
     coordinator_per_round: Vec<String>,
     final_accuracy: Option<f64>,
     handovers: Vec<Handover>,
+    aborted_rounds: Vec<u64>,
     continued: bool,
     seconds: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -531,7 +544,10 @@ pub async fn run(args: FlRunArgs) -> anyhow::Result<ExitCode> {
         )
         .into());
     }
-    if args.failover_ms <= args.round_timeout_ms {
+    let (round_timeout_ms, failover_ms) = args
+        .training
+        .timeouts(args.round_timeout_ms, args.failover_ms);
+    if failover_ms <= round_timeout_ms {
         return Err(problem(
             Exit::Usage,
             "--failover-ms must be longer than --round-timeout-ms",
@@ -641,9 +657,20 @@ async fn run_in(
             .cloned(),
     );
     order.push(participant_victim.clone());
+    let (round_timeout_ms, failover_ms) = args
+        .training
+        .timeouts(args.round_timeout_ms, args.failover_ms);
     let (lines_tx, mut lines) = tokio::sync::mpsc::unbounded_channel::<(String, String)>();
     for node in &nodes {
-        agents.push(spawn_agent(args, node, dir, &order, lines_tx.clone())?);
+        let timeouts = (round_timeout_ms, failover_ms);
+        agents.push(spawn_agent(
+            args,
+            node,
+            dir,
+            &order,
+            timeouts,
+            lines_tx.clone(),
+        )?);
     }
     drop(lines_tx);
     if !args.json {
@@ -657,13 +684,13 @@ async fn run_in(
     let rounds = args.training.rounds;
     let kill_participant_after = (rounds / 3).max(1);
     let kill_coordinator_after = (2 * rounds / 3).max(kill_participant_after + 1);
-    let budget =
-        Duration::from_millis((rounds + 4) * (args.round_timeout_ms + 1500) + 3 * args.failover_ms)
-            + Duration::from_secs(20);
+    let budget = Duration::from_millis((rounds + 4) * (round_timeout_ms + 1500) + 3 * failover_ms)
+        + Duration::from_secs(20);
     let deadline = tokio::time::Instant::now() + budget;
     let mut kills: Vec<Kill> = Vec::new();
     let mut rounds_run: Vec<RoundRun> = Vec::new();
     let mut handovers: Vec<Handover> = Vec::new();
+    let mut aborted: Vec<u64> = Vec::new();
     let mut current = coordinator_victim.clone();
     loop {
         let line = match tokio::time::timeout_at(deadline, lines.recv()).await {
@@ -689,6 +716,18 @@ async fn run_in(
                     reason: event["reason"].as_str().unwrap_or("").to_owned(),
                     at_ms,
                 };
+                let last = rounds_run.last().map_or(0, |r| r.round);
+                if !handovers.is_empty() && h.first_round > last + 1 {
+                    let lost: Vec<u64> = (last + 1..h.first_round).collect();
+                    if !args.json {
+                        let list: Vec<String> = lost.iter().map(u64::to_string).collect();
+                        println!(
+                            "round {} aborted: started by {current}, whose host was killed",
+                            list.join(", ")
+                        );
+                    }
+                    aborted.extend(lost);
+                }
                 if !args.json {
                     println!(
                         "{} coordinates from round {} ({})",
@@ -772,6 +811,7 @@ async fn run_in(
         kills,
         rounds_run,
         handovers,
+        aborted_rounds: aborted,
         continued,
         seconds,
         dir: None,
@@ -783,6 +823,7 @@ fn spawn_agent(
     node: &NodeSetup,
     dir: &Path,
     order: &[String],
+    (round_timeout_ms, failover_ms): (u64, u64),
     lines: tokio::sync::mpsc::UnboundedSender<(String, String)>,
 ) -> anyhow::Result<AgentProcess> {
     let exe = std::env::current_exe().context("cannot find the path of this executable")?;
@@ -799,9 +840,9 @@ fn spawn_agent(
         .arg("--order")
         .arg(order.join(","))
         .arg("--round-timeout-ms")
-        .arg(args.round_timeout_ms.to_string())
+        .arg(round_timeout_ms.to_string())
         .arg("--failover-ms")
-        .arg(args.failover_ms.to_string())
+        .arg(failover_ms.to_string())
         .arg("--payload-max")
         .arg(MESH_PAYLOAD_MAX.to_string());
     args.training.push_args(&mut command);

@@ -397,7 +397,7 @@ impl MeshRole {
         let id = u32::from_le_bytes(bytes[0..4].try_into().expect("4 bytes"));
         let index = usize::from(u16::from_le_bytes([bytes[4], bytes[5]]));
         let count = usize::from(u16::from_le_bytes([bytes[6], bytes[7]]));
-        if count < 2 || count > FRAGMENTS_MAX || index >= count {
+        if !(2..=FRAGMENTS_MAX).contains(&count) || index >= count {
             return Err(format!("fragment {index} of {count}"));
         }
         let at = match self
