@@ -41,7 +41,8 @@ const MESH_PAYLOAD_MAX: usize = 16_384;
 /// `x0tta6bl4 fl agent`.
 #[derive(Debug, Args)]
 pub struct FlAgentArgs {
-    /// The HTTP API of this agent's node.
+    /// The HTTP API of this agent's node (`https://...` for an API with mutual TLS:
+    /// the agent then presents the SVID of --identity).
     #[arg(long, value_name = "URL")]
     pub api: String,
     /// This node's SVID directory (svid.pem, svid_key.pem, bundle.pem): frames are
@@ -263,7 +264,12 @@ pub async fn agent(args: FlAgentArgs) -> anyhow::Result<ExitCode> {
         seed: args.training.seed,
         payload_max: args.payload_max,
     };
-    let api = Api::new(&args.api)?;
+    // An API with mutual TLS (`https://`) is reached with this node's own SVID.
+    let svid = args
+        .api
+        .starts_with("https://")
+        .then_some(args.identity.as_path());
+    let api = Api::with_svid(&args.api, svid)?;
     let clock = std::time::Instant::now();
     let now = || Instant::from_micros(clock.elapsed().as_micros() as u64);
     let mut role = MeshRole::new(cfg, initial, Box::new(trainer), signer, now())
