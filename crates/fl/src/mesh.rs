@@ -924,4 +924,85 @@ mod tests {
         small.payload_max = 200;
         assert!(role(small).contains("too small"));
     }
+
+    fn ignored(role: &mut MeshRole) -> Vec<String> {
+        std::iter::from_fn(|| role.poll_event())
+            .filter_map(|e| match e {
+                MeshEvent::Ignored { reason, .. } => Some(reason),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Frames signed with ECDSA keys: a forged signature, an outsider and bad
+    /// fragments are ignored with their reason, and nothing is adopted from them.
+    #[test]
+    fn forged_outsider_and_malformed_payloads_are_ignored() {
+        use crate::keys::EcdsaKey;
+        use crate::{AuthSigner, Authenticator};
+        let key = || Arc::new(EcdsaKey::generate().unwrap().0);
+        let (a, b, mallory) = (key(), key(), key());
+        let credentials: std::collections::BTreeMap<NodeName, Vec<u8>> = [
+            (name("a"), a.public_key().to_vec()),
+            (name("b"), b.public_key().to_vec()),
+        ]
+        .into();
+        let cfg = MeshConfig {
+            me: name("b"),
+            order: vec![name("a"), name("b")],
+            rounds: 3,
+            round_timeout: Duration::from_millis(100),
+            failover_after: Duration::from_millis(500),
+            min_updates: 1,
+            aggregator: AggregatorKind::FedAvg,
+            seed: 1,
+            payload_max: 1024,
+        };
+        let signer = |k: Arc<EcdsaKey>| -> Arc<dyn Signer> {
+            Arc::new(AuthSigner::new(k, credentials.clone()))
+        };
+        let mut role_b = MeshRole::new(
+            cfg,
+            vec![0.0; 4],
+            Box::new(TowardsOne),
+            signer(b),
+            Instant::ZERO,
+        )
+        .unwrap();
+        let adopted = |k: Arc<EcdsaKey>| {
+            let m = &wire::model_chunks(1, &[1.0; 4])[0];
+            let frame = m.encode(&k.sign(&m.encode_body()));
+            MeshRole::envelope(TAG_ADOPTED, frame)
+        };
+        let now = Instant::ZERO + Duration::from_millis(1);
+        role_b.handle_message(now, &name("a"), &adopted(mallory.clone()));
+        role_b.handle_message(now, &name("m"), &adopted(mallory));
+        role_b.handle_message(now, &name("a"), &[]);
+        role_b.handle_message(now, &name("a"), &[9, 1, 2]);
+        role_b.handle_message(now, &name("a"), &[TAG_FRAGMENT, 0, 0, 0, 0, 5, 0, 2, 0, 1]);
+        role_b.handle_message(now, &name("a"), &[TAG_FRAGMENT, 1]);
+        let reasons = ignored(&mut role_b);
+        assert_eq!(reasons.len(), 6, "{reasons:#?}");
+        for (reason, want) in reasons.iter().zip([
+            "bad signature",
+            "bad signature", // no credential for m
+            "empty",
+            "unknown envelope tag 9",
+            "fragment 5 of 2",
+            "shorter than its header",
+        ]) {
+            assert!(reason.contains(want), "{reason} lacks {want}");
+        }
+        assert_eq!(role_b.adopted().0, 0);
+        // The genuine frame, in two fragments, is adopted.
+        let whole = adopted(a.clone());
+        let half = whole.len() / 2;
+        for (index, piece) in [&whole[..half], &whole[half..]].into_iter().enumerate() {
+            let mut bytes = vec![TAG_FRAGMENT, 7, 0, 0, 0, index as u8, 0, 2, 0];
+            bytes.extend_from_slice(piece);
+            role_b.handle_message(now, &name("a"), &bytes);
+        }
+        assert_eq!(role_b.adopted(), (1, &[1.0f32; 4][..]));
+        assert!(ignored(&mut role_b).is_empty());
+    }
 }
