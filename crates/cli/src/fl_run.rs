@@ -788,6 +788,8 @@ async fn run_in(
                     break;
                 }
             }
+            // The coordinator ran its last round (even a failed one): nothing follows.
+            Some("finished") if node == current => break,
             Some("round_failed") if !args.json => println!(
                 "round {:>3}  coordinator {node}  failed: {}",
                 event["round"],
