@@ -72,6 +72,26 @@ pub struct FlowArrivals {
     pub arrivals_us: Vec<u64>,
 }
 
+/// `GET /api/v1/channels/{channel}/messages`.
+#[derive(Clone, Debug, Deserialize)]
+pub struct ChannelMessages {
+    /// Deliveries, oldest first.
+    pub messages: Vec<ChannelMessage>,
+    /// Deliveries the node dropped (oldest first) because nobody read them in time.
+    pub dropped: u64,
+}
+
+/// One delivery on an attached channel.
+#[derive(Clone, Debug, Deserialize)]
+pub struct ChannelMessage {
+    /// Its sequence number at the node.
+    pub seq: u64,
+    /// The sending node.
+    pub from: String,
+    /// The payload, hex.
+    pub payload_hex: String,
+}
+
 #[derive(Serialize)]
 struct FlowsRequest<'a> {
     targets: &'a [String],
@@ -176,6 +196,40 @@ impl Api {
     /// The probe-flow arrivals at this node.
     pub async fn flows(&self) -> anyhow::Result<FlowsReport> {
         self.get("/api/v1/flows").await
+    }
+
+    /// Send `payload` to `to` on attached channel `channel` (2-255).
+    pub async fn channel_send(
+        &self,
+        channel: u8,
+        to: &str,
+        payload: Vec<u8>,
+    ) -> anyhow::Result<serde_json::Value> {
+        let url = format!("{}/api/v1/channels/{channel}/send", self.base);
+        let answer = self
+            .http
+            .post(&url)
+            .query(&[("to", to)])
+            .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+            .body(payload)
+            .send()
+            .await
+            .with_context(|| format!("POST {url} failed"))?;
+        decode(answer, format!("POST {url}")).await
+    }
+
+    /// The deliveries on attached channel `channel` after sequence number `after`,
+    /// waiting up to `wait_ms` for the first.
+    pub async fn channel_messages(
+        &self,
+        channel: u8,
+        after: u64,
+        wait_ms: u64,
+    ) -> anyhow::Result<ChannelMessages> {
+        self.get(&format!(
+            "/api/v1/channels/{channel}/messages?after={after}&wait_ms={wait_ms}"
+        ))
+        .await
     }
 
     /// Send an application message.

@@ -38,6 +38,28 @@ pub enum FlCommand {
         after_help = "Exit codes: 0 the run completed, 1 it failed, 2 bad arguments or missing data."
     )]
     Bench(Box<FlBenchArgs>),
+    /// Federated learning over the real mesh: start a local mesh of node processes
+    /// (CA, SVIDs, random topology, as `x0tta6bl4 demo`) and one FL agent per node,
+    /// train, kill a participant and then the coordinator's host (node and agent,
+    /// SIGKILL) mid-training, and show that training continues under the next
+    /// coordinator.
+    ///
+    /// FL frames travel as mesh messages on channel 2, signed with each node's SVID key;
+    /// the coordinator role passes, when its host is silent for --failover-ms, to the
+    /// next node of a fixed order, which resumes from the last model it adopted (a
+    /// deterministic handover, not yet a committee decision: docs/fl.md). Prints
+    /// accuracy per round, the coordinator of each round, the kills and a summary.
+    #[command(
+        after_help = "Exit codes: 0 training reached the last round under a new coordinator after both kills, 1 it did not, 2 bad arguments or missing data."
+    )]
+    Run(Box<crate::fl_run::FlRunArgs>),
+    /// One node's FL role, attached to its node's HTTP API (started by `fl run`, one
+    /// per node): reads channel-2 deliveries, drives the sans-IO coordinator and
+    /// participant, sends their frames, prints every event as a JSON line.
+    #[command(
+        after_help = "Exit codes: 0 the training is done, 2 bad arguments, identity or data."
+    )]
+    Agent(Box<crate::fl_run::FlAgentArgs>),
     /// Safety and view-change timing of the model-version committee (PBFT), in a
     /// deterministic simulation: for f = 1 of 4 and f = 2 of 7 validators (drawn per
     /// epoch from 2 more candidates), each seed draws message loss (0-10 %), delays,

@@ -16,6 +16,7 @@ mod dao_cmd;
 mod demo;
 mod fl_chain_cmd;
 mod fl_cmd;
+mod fl_run;
 mod lab_cmd;
 mod node_cmd;
 mod problem;
@@ -82,6 +83,11 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Lab(LabCommand::ProbeAgent(args)) => return lab_cmd::probe_agent(&args),
         Command::Rag(command) => return rag_cmd::run(command).await,
         Command::Fl(fl_cmd::FlCommand::Bench(args)) => return fl_cmd::bench(*args).await,
+        Command::Fl(fl_cmd::FlCommand::Run(args)) => return fl_run::run(*args).await,
+        Command::Fl(fl_cmd::FlCommand::Agent(args)) => {
+            node_cmd::watch_parent();
+            return fl_run::agent(*args).await;
+        }
         Command::Fl(fl_cmd::FlCommand::CommitteeBench(args)) => {
             return fl_chain_cmd::committee_bench(&args)
         }

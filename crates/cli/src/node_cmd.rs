@@ -119,7 +119,7 @@ pub async fn shutdown_signal() {
 }
 
 /// Exit when the parent named by [`PARENT_PID_ENV`] is gone (we get re-parented).
-fn watch_parent() {
+pub(crate) fn watch_parent() {
     let Some(parent) = std::env::var(PARENT_PID_ENV)
         .ok()
         .and_then(|v| v.parse::<u32>().ok())

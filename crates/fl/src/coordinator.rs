@@ -229,6 +229,13 @@ impl Coordinator {
         }
     }
 
+    /// Continue a federation whose rounds up to `round` are done (a coordinator taking
+    /// over from one that failed): the first round this one starts is `round + 1`.
+    pub fn resume_after(mut self, round: u64) -> Self {
+        self.round = round;
+        self
+    }
+
     /// The current global model.
     pub fn global(&self) -> &[f32] {
         &self.global

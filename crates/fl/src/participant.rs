@@ -168,6 +168,21 @@ impl Participant {
         &self.name
     }
 
+    /// Take rounds from `coordinator` from now on (the role was handed over). A round
+    /// still has to be later than every round already started, whoever started it.
+    pub fn set_coordinator(&mut self, coordinator: NodeName) {
+        if coordinator != self.coordinator {
+            self.coordinator = coordinator;
+            self.incoming = None;
+            self.held = None;
+        }
+    }
+
+    /// The coordinator rounds are taken from.
+    pub fn coordinator(&self) -> &NodeName {
+        &self.coordinator
+    }
+
     fn ignore(&mut self, reason: String) {
         self.events.push_back(ParticipantEvent::Ignored { reason });
     }

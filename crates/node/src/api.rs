@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::{Query, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{header, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -21,7 +21,9 @@ use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot};
 use x0tta6bl4_proto::{NodeName, SendError};
 
-use crate::driver::{Command, RevokeError, FLOW_TARGETS_MAX};
+use crate::driver::{
+    Command, RevokeError, FIRST_ATTACHED_CHANNEL, FLOW_TARGETS_MAX, MESSAGE_CHANNEL,
+};
 use crate::metrics::Metrics;
 use crate::state::Shared;
 
@@ -76,6 +78,8 @@ pub(crate) fn router(state: ApiState) -> Router {
         .route("/api/v1/send", post(send))
         .route("/api/v1/revocations", post(revoke).get(revoked))
         .route("/api/v1/messages", get(messages))
+        .route("/api/v1/channels/{channel}/send", post(channel_send))
+        .route("/api/v1/channels/{channel}/messages", get(channel_messages))
         .route(
             "/api/v1/flows",
             post(start_flows).delete(stop_flows).get(flows),
@@ -352,6 +356,7 @@ async fn send(
     let (reply, answer) = oneshot::channel();
     let command = Command::Send {
         to: request.to,
+        channel: MESSAGE_CHANNEL,
         payload: request.payload.into_bytes(),
         reply,
     };
@@ -360,6 +365,113 @@ async fn send(
         StatusCode::ACCEPTED,
         Json(json!({ "id": receipt.id, "next_hop": receipt.next_hop })),
     ))
+}
+
+/// An attached channel (2 to 255) from the path, or `400` saying which channels are.
+fn attached_channel(channel: &str) -> Result<u8, ApiError> {
+    channel
+        .parse::<u8>()
+        .ok()
+        .filter(|c| *c >= FIRST_ATTACHED_CHANNEL)
+        .ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "channel {channel} is not an attached channel: use {FIRST_ATTACHED_CHANNEL} to \
+                 255 (channel 0 is /api/v1/send and /api/v1/messages, 1 the probe flows)"
+            ))
+        })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ChannelSendQuery {
+    to: NodeName,
+}
+
+/// `POST /api/v1/channels/{channel}/send?to=NAME`: the raw body is the payload.
+async fn channel_send(
+    State(state): State<ApiState>,
+    Path(channel): Path<String>,
+    query: Result<Query<ChannelSendQuery>, axum::extract::rejection::QueryRejection>,
+    body: Bytes,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let channel = attached_channel(&channel)?;
+    let Query(query) = query.map_err(|e| {
+        ApiError::bad_request(format!("{e}: give the destination as ?to=NODE_NAME"))
+    })?;
+    if !state.shared.policy.send(&state.shared.name, &query.to) {
+        let message = format!(
+            "the authorization policy denies sending from {} to {}",
+            state.shared.name, query.to
+        );
+        return Err(ApiError(StatusCode::FORBIDDEN, message));
+    }
+    let (reply, answer) = oneshot::channel();
+    let command = Command::Send {
+        to: query.to,
+        channel,
+        payload: body.to_vec(),
+        reply,
+    };
+    let receipt = ask(&state, command, answer).await?.map_err(send_error)?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({ "id": receipt.id, "next_hop": receipt.next_hop })),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ChannelMessagesQuery {
+    #[serde(default)]
+    after: u64,
+    #[serde(default)]
+    wait_ms: u64,
+}
+
+/// `GET /api/v1/channels/{channel}/messages?after=SEQ&wait_ms=MS`: the deliveries on
+/// the channel after `SEQ`, waiting up to `MS` (at most half the request timeout) for
+/// the first one.
+async fn channel_messages(
+    State(state): State<ApiState>,
+    Path(channel): Path<String>,
+    query: Result<Query<ChannelMessagesQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let channel = attached_channel(&channel)?;
+    let Query(query) = query.map_err(|e| {
+        ApiError::bad_request(format!("{e}: the parameters are ?after=SEQ&wait_ms=MS"))
+    })?;
+    let wait = Duration::from_millis(query.wait_ms).min(state.request_timeout / 2);
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        // Registered before the check, so a delivery between the check and the wait
+        // still wakes this request.
+        let arrived = state.shared.app_arrived.notified();
+        tokio::pin!(arrived);
+        arrived.as_mut().enable();
+        let (messages, last, dropped) = {
+            let app = state.shared.app();
+            let messages: Vec<Value> = app
+                .ring
+                .iter()
+                .filter(|m| m.seq > query.after && m.channel == channel)
+                .map(|m| {
+                    json!({
+                        "seq": m.seq,
+                        "from": m.from,
+                        "hops": m.hops,
+                        "payload_hex": hex::encode(&m.payload),
+                    })
+                })
+                .collect();
+            (messages, app.last_seq, app.dropped)
+        };
+        if !messages.is_empty() || tokio::time::Instant::now() >= deadline {
+            return Ok(Json(
+                json!({ "messages": messages, "last_seq": last, "dropped": dropped }),
+            ));
+        }
+        let _ = tokio::time::timeout_at(deadline, arrived).await;
+    }
 }
 
 fn send_error(error: SendError) -> ApiError {

@@ -54,6 +54,10 @@ const EVENT_ROUNDS_MAX: usize = 64;
 pub(crate) const MESSAGE_CHANNEL: u8 = 0;
 /// Application channel of data-plane probe flows.
 pub(crate) const FLOW_CHANNEL: u8 = 1;
+/// Channels from this one up are attached channels: the node keeps their deliveries for
+/// the local process that reads them (`/api/v1/channels/{channel}/...`; channel 2 is
+/// federated learning, `x0tta6bl4 fl agent`).
+pub(crate) const FIRST_ATTACHED_CHANNEL: u8 = 2;
 /// Probe-flow targets accepted at once.
 pub(crate) const FLOW_TARGETS_MAX: usize = 1024;
 
@@ -61,6 +65,7 @@ pub(crate) const FLOW_TARGETS_MAX: usize = 1024;
 pub(crate) enum Command {
     Send {
         to: NodeName,
+        channel: u8,
         payload: Vec<u8>,
         reply: oneshot::Sender<Result<SendReceipt, SendError>>,
     },
@@ -579,12 +584,17 @@ impl Driver {
 
     fn on_command(&mut self, command: Command) {
         match command {
-            Command::Send { to, payload, reply } => {
+            Command::Send {
+                to,
+                channel,
+                payload,
+                reply,
+            } => {
                 let next_hop = match self.node.routes().get(&to) {
                     Some(route) => route.next_hop.clone(),
                     None => to.clone(), // itself, or an error below
                 };
-                let result = self.node.send(self.now(), &to, MESSAGE_CHANNEL, payload);
+                let result = self.node.send(self.now(), &to, channel, payload);
                 let _ = reply.send(result.map(|id| SendReceipt { id, next_hop }));
                 self.after_input();
             }
@@ -750,7 +760,17 @@ impl Driver {
                     self.outage_seconds.observe(outage_us as f64 / 1e6);
                 }
             }
-            _ => self.shared.counters.drop(DriverDrop::UnknownChannel),
+            FIRST_ATTACHED_CHANNEL..
+                if self.shared.policy.send(&delivery.source, self.node.name()) =>
+            {
+                self.shared.record_app(
+                    delivery.channel,
+                    delivery.source,
+                    delivery.payload,
+                    delivery.hops,
+                )
+            }
+            FIRST_ATTACHED_CHANNEL.. => {}
         }
     }
 

@@ -489,6 +489,8 @@ fn shared_state(
         snapshot: RwLock::new(snapshot),
         messages: Mutex::default(),
         flows: Mutex::default(),
+        app: Mutex::default(),
+        app_arrived: tokio::sync::Notify::new(),
         counters: Counters::default(),
         policy,
     }

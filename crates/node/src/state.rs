@@ -16,6 +16,10 @@ use x0tta6bl4_proto::{NodeName, Stats};
 
 /// Application messages kept for `GET /api/v1/messages` (the oldest is dropped).
 pub const MESSAGES_MAX: usize = 1000;
+/// Deliveries kept for the attached channels (the oldest is dropped).
+pub const APP_MESSAGES_MAX: usize = 4096;
+/// Payload bytes kept for the attached channels (the oldest is dropped).
+pub const APP_BYTES_MAX: usize = 32 << 20;
 /// Probe-flow arrivals kept per source (the oldest is dropped).
 pub const ARRIVALS_PER_SOURCE_MAX: usize = 60_000;
 /// Probe-flow sources tracked; arrivals from further sources are dropped and counted.
@@ -93,6 +97,29 @@ pub(crate) struct Messages {
     pub total: u64,
 }
 
+/// One delivery on an attached application channel (2 to 255), as
+/// `GET /api/v1/channels/{channel}/messages` hands it to the process attached there
+/// (e.g. an `x0tta6bl4 fl agent` on channel 2).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct AppMessage {
+    /// Position in the node's sequence of channel deliveries, from 1.
+    pub seq: u64,
+    pub channel: u8,
+    pub from: NodeName,
+    pub payload: Vec<u8>,
+    pub hops: u8,
+}
+
+/// Deliveries on attached channels, oldest first, bounded by [`APP_MESSAGES_MAX`] and
+/// [`APP_BYTES_MAX`] (the oldest go first, counted in `dropped`).
+#[derive(Debug, Default)]
+pub(crate) struct AppChannels {
+    pub ring: VecDeque<AppMessage>,
+    pub bytes: usize,
+    pub last_seq: u64,
+    pub dropped: u64,
+}
+
 #[derive(Debug, Default)]
 pub(crate) struct Flows {
     /// Interval of this node's running flows (0 when none run).
@@ -120,8 +147,8 @@ pub(crate) enum DriverDrop {
     StreamReadFailed,
     /// A probe-flow arrival from a source beyond `FLOW_SOURCES_MAX`.
     FlowSourcesFull,
-    /// A delivered message on a channel this node does not serve.
-    UnknownChannel,
+    /// A delivery on an attached channel pushed out the oldest one not yet read.
+    AttachedChannelFull,
 }
 
 impl DriverDrop {
@@ -132,7 +159,7 @@ impl DriverDrop {
         DriverDrop::SendFailed,
         DriverDrop::StreamReadFailed,
         DriverDrop::FlowSourcesFull,
-        DriverDrop::UnknownChannel,
+        DriverDrop::AttachedChannelFull,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -143,7 +170,7 @@ impl DriverDrop {
             DriverDrop::SendFailed => "send_failed",
             DriverDrop::StreamReadFailed => "stream_read_failed",
             DriverDrop::FlowSourcesFull => "flow_sources_full",
-            DriverDrop::UnknownChannel => "unknown_channel",
+            DriverDrop::AttachedChannelFull => "attached_channel_full",
         }
     }
 }
@@ -298,6 +325,9 @@ pub(crate) struct Shared {
     pub snapshot: RwLock<Snapshot>,
     pub messages: Mutex<Messages>,
     pub flows: Mutex<Flows>,
+    /// Deliveries on attached channels (2 to 255), and their waiters.
+    pub app: Mutex<AppChannels>,
+    pub app_arrived: tokio::sync::Notify,
     pub counters: Counters,
     /// The authorization policy in force.
     pub policy: Arc<crate::policy::NodePolicy>,
@@ -316,6 +346,36 @@ impl Shared {
 
     pub fn messages(&self) -> MutexGuard<'_, Messages> {
         self.messages.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub fn app(&self) -> MutexGuard<'_, AppChannels> {
+        self.app.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Keep a delivery on an attached channel and wake the long polls waiting for one.
+    pub fn record_app(&self, channel: u8, from: NodeName, payload: Vec<u8>, hops: u8) {
+        let mut app = self.app();
+        while !app.ring.is_empty()
+            && (app.ring.len() >= APP_MESSAGES_MAX || app.bytes + payload.len() > APP_BYTES_MAX)
+        {
+            if let Some(old) = app.ring.pop_front() {
+                app.bytes -= old.payload.len();
+                app.dropped += 1;
+                self.counters.drop(DriverDrop::AttachedChannelFull);
+            }
+        }
+        app.last_seq += 1;
+        let seq = app.last_seq;
+        app.bytes += payload.len();
+        app.ring.push_back(AppMessage {
+            seq,
+            channel,
+            from,
+            payload,
+            hops,
+        });
+        drop(app);
+        self.app_arrived.notify_waiters();
     }
 
     pub fn flows(&self) -> MutexGuard<'_, Flows> {
@@ -383,6 +443,8 @@ mod tests {
             snapshot: RwLock::new(snapshot),
             messages: Mutex::default(),
             flows: Mutex::default(),
+            app: Mutex::default(),
+            app_arrived: tokio::sync::Notify::new(),
             counters: Counters::default(),
             policy: Arc::new(
                 crate::policy::NodePolicy::load(

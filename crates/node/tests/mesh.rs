@@ -47,6 +47,7 @@ async fn line_of_three_nodes_converges_delivers_and_heals() {
     check_send_and_errors(&api_a, &api_c).await;
     check_metrics(&api_a).await;
     check_flows(&api_a, &api_c).await;
+    check_attached_channels(&api_a, &api_c).await;
 
     let b = stop_and_restart(dir.path(), b, &api_a, &api_c).await;
     for node in [a, b, c] {
@@ -194,6 +195,73 @@ async fn check_send_and_errors(api_a: &Api, api_c: &Api) {
     let too_large = format!(r#"{{"to": "c", "payload": "{}"}}"#, "x".repeat(5000));
     assert_eq!(api_a.post("/api/v1/send", &too_large).await.0, 413);
     assert_eq!(api_a.get("/api/v1/nothing").await.0, 404);
+}
+
+/// Channel 2 carries raw bytes for a local process (the FL agent): sent with
+/// `POST /api/v1/channels/2/send?to=`, read with a long poll, kept apart from channel 0
+/// and from other attached channels.
+async fn check_attached_channels(api_a: &Api, api_c: &Api) {
+    let payload = "\u{0}\u{ff}fl frame"; // JSON text; the node takes the raw body bytes
+    let (status, body) = api_a.post("/api/v1/channels/2/send?to=c", payload).await;
+    assert_eq!((status, &body["next_hop"]), (202, &json!("b")), "{body}");
+    let (status, body) = api_c
+        .get("/api/v1/channels/2/messages?after=0&wait_ms=2000")
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let messages = body["messages"].as_array().unwrap();
+    assert_eq!(messages.len(), 1, "{body}");
+    let m = &messages[0];
+    assert_eq!((&m["from"], &m["hops"]), (&json!("a"), &json!(2)), "{body}");
+    assert_eq!(
+        m["payload_hex"],
+        json!(hex_of(payload.as_bytes())),
+        "{body}"
+    );
+    let seq = m["seq"].as_u64().unwrap();
+    // Nothing newer: the long poll waits, then answers empty.
+    let started = std::time::Instant::now();
+    let (_, body) = api_c
+        .get(&format!(
+            "/api/v1/channels/2/messages?after={seq}&wait_ms=300"
+        ))
+        .await;
+    assert!(body["messages"].as_array().unwrap().is_empty(), "{body}");
+    assert!(started.elapsed() >= Duration::from_millis(250));
+    // Another attached channel sees nothing of channel 2; channel 0 sees nothing either.
+    let (_, body) = api_c.get("/api/v1/channels/3/messages").await;
+    assert!(body["messages"].as_array().unwrap().is_empty(), "{body}");
+    let (_, messages) = api_c.get("/api/v1/messages").await;
+    assert!(
+        !messages
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["payload"].as_str().unwrap().contains("fl frame")),
+        "{messages}"
+    );
+    // Channels 0 and 1 have their own endpoints; the destination is required.
+    for path in [
+        "/api/v1/channels/1/send?to=c",
+        "/api/v1/channels/256/send?to=c",
+        "/api/v1/channels/2/send",
+    ] {
+        let (status, body) = api_a.post(path, "x").await;
+        assert_eq!(status, 400, "{path}: {body}");
+    }
+    let (status, body) = api_c.get("/api/v1/channels/0/messages").await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("/api/v1/send"),
+        "{body}"
+    );
+    let (status, _) = api_a
+        .post("/api/v1/channels/2/send?to=c", &"x".repeat(5000))
+        .await;
+    assert_eq!(status, 413);
+}
+
+fn hex_of(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 async fn check_metrics(api_a: &Api) {

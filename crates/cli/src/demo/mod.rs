@@ -7,9 +7,9 @@
 //! or is interrupted (the future is dropped).
 
 mod analysis;
-mod procs;
-mod report;
-mod setup;
+pub(crate) mod procs;
+pub(crate) mod report;
+pub(crate) mod setup;
 mod topology;
 
 use std::collections::BTreeMap;
@@ -147,7 +147,7 @@ async fn run_in(
 
 /// Write the CA, SVIDs and configs, start every node and wait for convergence; returns
 /// the nodes and the milliseconds from the first spawn to convergence.
-async fn start_and_converge(
+pub(crate) async fn start_and_converge(
     plan: &Plan,
     dir: &Path,
     fleet: &mut Fleet,

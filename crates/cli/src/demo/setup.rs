@@ -37,6 +37,9 @@ pub struct Plan {
     /// on shortest paths, survivors kept connected), so that one seed always kills the
     /// same nodes whatever the live routes looked like.
     pub victims: Vec<usize>,
+    /// `[protocol] payload_bytes_max` of every node (`None`: the default); `fl run`
+    /// raises it for model frames.
+    pub payload_bytes_max: Option<usize>,
 }
 
 impl Plan {
@@ -65,6 +68,7 @@ impl Plan {
             names,
             topology,
             victims,
+            payload_bytes_max: None,
         })
     }
 
@@ -131,6 +135,13 @@ struct NodeToml {
     standalone: bool,
     identity: IdentityToml,
     discovery: DiscoveryToml,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    protocol: Option<ProtocolToml>,
+}
+
+#[derive(Serialize)]
+struct ProtocolToml {
+    payload_bytes_max: usize,
 }
 
 #[derive(Serialize)]
@@ -177,6 +188,9 @@ pub fn prepare(dir: &Path, plan: &Plan) -> anyhow::Result<Vec<NodeSetup>> {
                 dir: node_dir.clone(),
             },
             discovery: DiscoveryToml { enabled: false },
+            protocol: plan
+                .payload_bytes_max
+                .map(|payload_bytes_max| ProtocolToml { payload_bytes_max }),
         };
         let config = node_dir.join("node.toml");
         let text = toml::to_string(&toml).context("cannot encode a node config")?;
