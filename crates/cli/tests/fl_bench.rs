@@ -86,11 +86,17 @@ fn out_of_range_training_flags_are_usage_errors() {
     // Checked before any data is read.
     for (flag, value) in [
         ("--momentum", "1"),
-        ("--server-momentum", "-0.1"),
+        ("--server-momentum", "=-0.1"),
         ("--server-lr", "0"),
         ("--local-epochs", "0"),
     ] {
-        let out = bench("/nonexistent", &[flag, value]);
+        let arg = if let Some(v) = value.strip_prefix('=') {
+            vec![format!("{flag}={v}")]
+        } else {
+            vec![flag.to_string(), value.to_string()]
+        };
+        let arg: Vec<&str> = arg.iter().map(String::as_str).collect();
+        let out = bench("/nonexistent", &arg);
         assert_eq!(code(&out), 2, "{flag} {value}: {}", stderr(&out));
         let err = stderr(&out);
         assert!(err.starts_with("x0tta6bl4: "), "{err}");
