@@ -30,8 +30,8 @@ pub enum FlCommand {
     /// same numbers.
     ///
     /// --json prints one object: dataset, model, aggregator, attack, byzantine,
-    /// byzantine_participants, participants, per_round, non_iid, rounds,
-    /// final_accuracy, accuracy_per_round, target, rounds_to_target, epsilon, delta,
+    /// byzantine_participants, participants, per_round, non_iid, rounds, local_epochs,
+    /// batch, lr, momentum, server_lr, server_momentum, final_accuracy, accuracy_per_round, target, rounds_to_target, epsilon, delta,
     /// noise_multiplier, epsilon_per_round, bytes_per_round, dense_bytes_per_round,
     /// refusals, failed_rounds, budget_exhausted, seed, seconds.
     #[command(
