@@ -11,7 +11,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use x0tta6bl4_fl::bench::{self, AggregatorChoice, BenchConfig, BenchReport, DpTarget};
 use x0tta6bl4_fl::data::{default_data_dir, DataError, Dataset};
 use x0tta6bl4_fl::model::{ModelKind, TrainConfig};
-use x0tta6bl4_fl::{AttackKind, AttackParams};
+use x0tta6bl4_fl::{AttackKind, AttackParams, ServerOptimizer};
 
 use crate::problem::{problem, Exit};
 
@@ -30,8 +30,8 @@ pub enum FlCommand {
     /// same numbers.
     ///
     /// --json prints one object: dataset, model, aggregator, attack, byzantine,
-    /// byzantine_participants, participants, per_round, non_iid, rounds,
-    /// final_accuracy, accuracy_per_round, target, rounds_to_target, epsilon, delta,
+    /// byzantine_participants, participants, per_round, non_iid, rounds, local_epochs,
+    /// batch, lr, momentum, server_lr, server_momentum, final_accuracy, accuracy_per_round, target, rounds_to_target, epsilon, delta,
     /// noise_multiplier, epsilon_per_round, bytes_per_round, dense_bytes_per_round,
     /// refusals, failed_rounds, budget_exhausted, seed, seconds.
     #[command(
@@ -152,8 +152,13 @@ pub struct FlBenchArgs {
     /// Hidden units of the MLP.
     #[arg(long, value_name = "H", default_value_t = 128)]
     pub hidden: usize,
-    /// Local epochs per round.
-    #[arg(long, value_name = "E", default_value_t = 1)]
+    /// Local epochs per round (passes over a participant's data before it sends).
+    #[arg(
+        long,
+        visible_alias = "local-epochs",
+        value_name = "E",
+        default_value_t = 1
+    )]
     pub epochs: usize,
     /// Local minibatch size.
     #[arg(long, value_name = "B", default_value_t = 32)]
@@ -161,6 +166,17 @@ pub struct FlBenchArgs {
     /// Local SGD learning rate.
     #[arg(long, value_name = "LR", default_value_t = 0.05)]
     pub lr: f64,
+    /// Local SGD momentum in [0, 1) (0: plain SGD; the velocity restarts every round).
+    #[arg(long, value_name = "M", default_value_t = 0.0)]
+    pub momentum: f64,
+    /// Server learning rate: the global model moves by this times the aggregate (or
+    /// the server velocity with --server-momentum). 1 is plain FedAvg.
+    #[arg(long, value_name = "LR", default_value_t = 1.0)]
+    pub server_lr: f64,
+    /// Server momentum in [0, 1) (FedAvgM): the server keeps a velocity of past
+    /// aggregates. Post-processing only: with DP it costs no privacy budget.
+    #[arg(long, value_name = "M", default_value_t = 0.0)]
+    pub server_momentum: f64,
     /// Accuracy that counts for rounds_to_target (default 0.97 on mnist, 0.9 on digits).
     #[arg(long, value_name = "A")]
     pub target: Option<f64>,
@@ -257,6 +273,25 @@ fn config(args: &FlBenchArgs) -> anyhow::Result<BenchConfig> {
             "e.g. 0.05",
         ));
     }
+    for (v, flag) in [
+        (args.momentum, "--momentum"),
+        (args.server_momentum, "--server-momentum"),
+    ] {
+        if !(v.is_finite() && (0.0..1.0).contains(&v)) {
+            return Err(usage(
+                format!("{flag} {v} is out of range"),
+                flag,
+                "give a momentum in [0, 1), e.g. 0.9",
+            ));
+        }
+    }
+    if !(args.server_lr.is_finite() && args.server_lr > 0.0) {
+        return Err(usage(
+            format!("--server-lr {} must be > 0", args.server_lr),
+            "--server-lr",
+            "e.g. 1",
+        ));
+    }
     let dp = match args.dp_epsilon {
         Some(e) => {
             if !(e.is_finite() && e > 0.0) {
@@ -315,6 +350,11 @@ fn config(args: &FlBenchArgs) -> anyhow::Result<BenchConfig> {
             epochs: args.epochs,
             batch: args.batch,
             lr: args.lr,
+            momentum: args.momentum,
+        },
+        server: ServerOptimizer {
+            lr: args.server_lr,
+            momentum: args.server_momentum,
         },
         target: args
             .target

@@ -251,6 +251,7 @@ pub async fn agent(args: FlAgentArgs) -> anyhow::Result<ExitCode> {
             epochs: args.training.epochs,
             batch: args.training.batch,
             lr: args.training.lr,
+            momentum: 0.0,
         },
     };
     let cfg = MeshConfig {

@@ -16,7 +16,9 @@ use serde::Serialize;
 use crate::aggregate::AggregatorKind;
 use crate::attack::{AttackKind, AttackParams, Collusion};
 use crate::compress::Compression;
-use crate::coordinator::{Coordinator, CoordinatorConfig, Event, Refusal, RoundSummary};
+use crate::coordinator::{
+    Coordinator, CoordinatorConfig, Event, Refusal, RoundSummary, ServerOptimizer,
+};
 use crate::data::{partition_dirichlet, partition_iid, Dataset};
 use crate::dp::{noise_multiplier_for, DpConfig};
 use crate::model::{accuracy, ModelKind, ModelSpec, TrainConfig};
@@ -133,6 +135,8 @@ pub struct BenchConfig {
     pub model: ModelKind,
     /// Local training.
     pub train: TrainConfig,
+    /// The server's step (learning rate, momentum) from aggregate to global model.
+    pub server: ServerOptimizer,
     /// Accuracy counted for `rounds_to_target`.
     pub target: f64,
     /// FLTrust's root set size (rows of the training set held by the coordinator).
@@ -183,6 +187,18 @@ pub struct BenchReport {
     pub non_iid: Option<f64>,
     /// Rounds run.
     pub rounds: u64,
+    /// Local epochs per round.
+    pub local_epochs: usize,
+    /// Local minibatch size.
+    pub batch: usize,
+    /// Local learning rate.
+    pub lr: f64,
+    /// Local SGD momentum.
+    pub momentum: f64,
+    /// Server learning rate.
+    pub server_lr: f64,
+    /// Server momentum.
+    pub server_momentum: f64,
     /// Accuracy after the last round.
     pub final_accuracy: f64,
     /// Accuracy after each round.
@@ -273,6 +289,20 @@ pub fn run_observed(
         return Err(
             "client-level DP is calibrated for fedavg only: use --aggregator fedavg".into(),
         );
+    }
+    let t = &cfg.train;
+    if !(t.lr.is_finite() && t.lr > 0.0 && (0.0..1.0).contains(&t.momentum)) {
+        return Err(format!(
+            "local learning rate {} must be > 0 and momentum {} in [0, 1)",
+            t.lr, t.momentum
+        ));
+    }
+    let s = &cfg.server;
+    if !(s.lr.is_finite() && s.lr > 0.0 && (0.0..1.0).contains(&s.momentum)) {
+        return Err(format!(
+            "server learning rate {} must be > 0 and server momentum {} in [0, 1)",
+            s.lr, s.momentum
+        ));
     }
     if train.features != test.features || train.classes != test.classes {
         return Err("train and test splits differ in shape".into());
@@ -400,7 +430,8 @@ pub fn run_observed(
         root,
         signer.clone(),
         cfg.seed.wrapping_add(1),
-    );
+    )
+    .with_server_optimizer(cfg.server);
 
     let index_of = |n: &NodeName| names.binary_search(n).ok();
     let latency = Duration::from_millis(1);
@@ -536,6 +567,12 @@ pub fn run_observed(
         per_round,
         non_iid: cfg.non_iid,
         rounds: records.len() as u64,
+        local_epochs: cfg.train.epochs,
+        batch: cfg.train.batch,
+        lr: cfg.train.lr,
+        momentum: cfg.train.momentum,
+        server_lr: cfg.server.lr,
+        server_momentum: cfg.server.momentum,
         final_accuracy: accuracy_per_round.last().copied().unwrap_or(0.0),
         rounds_to_target: records
             .iter()

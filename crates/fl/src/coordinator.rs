@@ -35,6 +35,27 @@ pub struct CoordinatorConfig {
     pub dp: Option<DpConfig>,
 }
 
+/// The server's step from a round's aggregate to the new global model: with velocity
+/// `v ← momentum · v + aggregate`, the global model moves by `lr · v` (FedAvgM, Hsu et
+/// al. 2019; `lr` 1 and `momentum` 0 is plain FedAvg). It only post-processes the
+/// (clipped, noised) aggregate, so it costs no privacy budget.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ServerOptimizer {
+    /// Server learning rate.
+    pub lr: f64,
+    /// Server momentum in [0, 1).
+    pub momentum: f64,
+}
+
+impl Default for ServerOptimizer {
+    fn default() -> Self {
+        ServerOptimizer {
+            lr: 1.0,
+            momentum: 0.0,
+        }
+    }
+}
+
 /// Why an update (or one of its chunks) was refused. An update with any refused chunk
 /// is dropped whole.
 #[derive(Clone, Debug, PartialEq)]
@@ -196,6 +217,8 @@ pub struct Coordinator {
     open: Option<Open>,
     next_round_at: Option<Instant>,
     accountant: RdpAccountant,
+    server: ServerOptimizer,
+    velocity: Vec<f32>,
     refusals: BTreeMap<&'static str, u64>,
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
@@ -223,6 +246,8 @@ impl Coordinator {
             open: None,
             next_round_at: Some(Instant::ZERO),
             accountant: RdpAccountant::new(),
+            server: ServerOptimizer::default(),
+            velocity: Vec::new(),
             refusals: BTreeMap::new(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
@@ -233,6 +258,13 @@ impl Coordinator {
     /// over from one that failed): the first round this one starts is `round + 1`.
     pub fn resume_after(mut self, round: u64) -> Self {
         self.round = round;
+        self
+    }
+
+    /// Use `server` for the step from each round's aggregate to the global model
+    /// (default: plain FedAvg, the aggregate added as it is).
+    pub fn with_server_optimizer(mut self, server: ServerOptimizer) -> Self {
+        self.server = server;
         self
     }
 
@@ -553,8 +585,24 @@ impl Coordinator {
                 .compose(self.sampling_rate(), d.noise_multiplier, 1);
             epsilon = Some(self.accountant.epsilon(d.delta));
         }
-        for (g, a) in self.global.iter_mut().zip(&agg.values) {
-            *g += a;
+        if self.server == ServerOptimizer::default() {
+            for (g, a) in self.global.iter_mut().zip(&agg.values) {
+                *g += a;
+            }
+        } else {
+            if self.velocity.len() != self.global.len() {
+                self.velocity = vec![0.0; self.global.len()];
+            }
+            let (lr, mu) = (self.server.lr as f32, self.server.momentum as f32);
+            for ((g, v), a) in self
+                .global
+                .iter_mut()
+                .zip(self.velocity.iter_mut())
+                .zip(&agg.values)
+            {
+                *v = mu * *v + a;
+                *g += lr * *v;
+            }
         }
         let suspected = agg
             .suspected

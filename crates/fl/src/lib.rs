@@ -17,7 +17,9 @@
 //! infinite values, not sampled, replayed from another round, duplicate, malformed,
 //! bad signature), aggregates the rest with a robust rule ([`aggregate`]), applies
 //! client-level differential privacy when configured ([`dp`]) and adopts the result
-//! as the next global model. Participants train with candle ([`model`]), may compress
+//! as the next global model, optionally through a server optimizer with learning rate
+//! and momentum ([`ServerOptimizer`], FedAvgM). Participants train with candle
+//! ([`model`]: minibatch SGD, optional momentum, several local epochs), may compress
 //! their update ([`compress`]) and may be Byzantine ([`attack`]).
 //!
 //! Each adopted round's result can be committed by a BFT committee ([`committee`]: a
@@ -31,8 +33,8 @@
 //!
 //! Written by hand, because no library does it in Rust: the robust aggregation rules
 //! (checked against Flower's own functions), the RDP accountant (checked against
-//! Google's `dp-accounting`), top-k with error feedback and the wire format. Tensors
-//! and training are candle's. PBFT is written by hand too: Malachite's core consensus
+//! Google's `dp-accounting`), top-k with error feedback, the wire format and the
+//! momentum step (candle-nn's `SGD` has none). Tensors and gradients are candle's. PBFT is written by hand too: Malachite's core consensus
 //! builds here and is sans-IO, but wiring its context did not fit this piece (see
 //! [`committee`] and docs/fl.md).
 #![forbid(unsafe_code)]
@@ -57,7 +59,9 @@ pub mod wire;
 
 pub use aggregate::{Aggregator, AggregatorKind, Update};
 pub use attack::{AttackKind, AttackParams};
-pub use coordinator::{Coordinator, CoordinatorConfig, Event, Refusal, RoundSummary};
+pub use coordinator::{
+    Coordinator, CoordinatorConfig, Event, Refusal, RoundSummary, ServerOptimizer,
+};
 pub use participant::{Behaviour, CandleTrainer, LocalTrainer, Participant, ParticipantEvent};
 pub use x0tta6bl4_proto::{Authenticator, Instant, NodeName};
 

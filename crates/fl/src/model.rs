@@ -163,6 +163,9 @@ pub struct TrainConfig {
     pub batch: usize,
     /// SGD learning rate.
     pub lr: f64,
+    /// SGD momentum (heavy ball, as PyTorch's `SGD(momentum=…)`), 0 for plain SGD.
+    /// The velocity starts at zero every round: participants keep no optimizer state.
+    pub momentum: f64,
 }
 
 /// Train from `params` with minibatch SGD on rows `idx` of `data`; returns the new
@@ -178,13 +181,28 @@ pub fn train(
 ) -> Result<Vec<f32>, ModelError> {
     let net = Net::new(spec, params)?;
     let mut sgd = SGD::new(net.vars.clone(), cfg.lr)?;
+    // candle-nn's SGD has no momentum: the heavy-ball step is written out here.
+    let mut velocity: Vec<Option<Tensor>> = vec![None; net.vars.len()];
     let mut order = idx.to_vec();
     for _ in 0..cfg.epochs {
         order.shuffle(rng);
         for b in order.chunks(cfg.batch.max(1)) {
             let (x, y) = batch(data, b, flip_labels)?;
             let loss = candle_nn::loss::cross_entropy(&net.forward(&x)?, &y)?;
-            sgd.backward_step(&loss)?;
+            if cfg.momentum == 0.0 {
+                sgd.backward_step(&loss)?;
+                continue;
+            }
+            let grads = loss.backward()?;
+            for (var, v) in net.vars.iter().zip(velocity.iter_mut()) {
+                let Some(g) = grads.get(var) else { continue };
+                let next = match v.take() {
+                    Some(prev) => ((prev * cfg.momentum)? + g)?,
+                    None => g.clone(),
+                };
+                var.set(&var.as_tensor().sub(&(&next * cfg.lr)?)?)?;
+                *v = Some(next);
+            }
         }
     }
     net.params()
@@ -250,10 +268,32 @@ mod tests {
                 epochs: 30,
                 batch: 16,
                 lr: 0.5,
+                momentum: 0.0,
             };
             let p1 = train(spec, &p0, &data, &idx, cfg, false, &mut rng).unwrap();
             let acc = accuracy(spec, &p1, &data).unwrap();
             assert!(acc > 0.95, "{kind:?}: {acc}");
+            // With momentum, fewer steps at a smaller rate learn it too, and the path
+            // differs from plain SGD's.
+            let heavy = TrainConfig {
+                epochs: 5,
+                lr: 0.1,
+                momentum: 0.9,
+                ..cfg
+            };
+            let mut r1 = ChaCha8Rng::seed_from_u64(5);
+            let pm = train(spec, &p0, &data, &idx, heavy, false, &mut r1).unwrap();
+            assert!(
+                accuracy(spec, &pm, &data).unwrap() > 0.95,
+                "{kind:?} momentum"
+            );
+            let plain = TrainConfig {
+                momentum: 0.0,
+                ..heavy
+            };
+            let mut r2 = ChaCha8Rng::seed_from_u64(5);
+            let pp = train(spec, &p0, &data, &idx, plain, false, &mut r2).unwrap();
+            assert_ne!(pm, pp);
             // Trained on flipped labels, the model learns the opposite.
             let p2 = train(spec, &p0, &data, &idx, cfg, true, &mut rng).unwrap();
             assert!(accuracy(spec, &p2, &data).unwrap() < 0.05);

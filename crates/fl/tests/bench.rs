@@ -8,7 +8,7 @@ use std::sync::Arc;
 use x0tta6bl4_fl::bench::{self, AggregatorChoice, BenchConfig, BenchReport, DpTarget};
 use x0tta6bl4_fl::data::Dataset;
 use x0tta6bl4_fl::model::{ModelKind, TrainConfig};
-use x0tta6bl4_fl::{AttackKind, AttackParams};
+use x0tta6bl4_fl::{AttackKind, AttackParams, ServerOptimizer};
 
 fn base() -> BenchConfig {
     BenchConfig {
@@ -31,7 +31,9 @@ fn base() -> BenchConfig {
             epochs: 1,
             batch: 16,
             lr: 0.2,
+            momentum: 0.0,
         },
+        server: ServerOptimizer::default(),
         target: 0.85,
         root_size: 100,
     }

@@ -417,3 +417,31 @@ fn rounds_past_the_privacy_budget_are_refused() {
     }
     panic!("the budget was never enforced: {completed:?}");
 }
+
+#[test]
+fn the_server_optimizer_steps_with_learning_rate_and_momentum() {
+    let (c, mut parts) = setup(2, 2, 9);
+    let mut c = c.with_server_optimizer(x0tta6bl4_fl::ServerOptimizer {
+        lr: 0.5,
+        momentum: 0.5,
+    });
+    // Steps 1 and 2: every round's aggregate is 1.5 per coordinate. Velocity 1.5,
+    // 2.25, 2.625; the model moves by half of it: 0.75, 1.875, 3.1875.
+    let now = Instant::ZERO;
+    for want in [0.75f32, 1.875, 3.1875] {
+        c.handle_timeout(now);
+        events(&mut c);
+        for (from, f) in to_participants(&mut c, &mut parts, now) {
+            c.handle_message(now, &from, &f);
+        }
+        assert!(events(&mut c)
+            .iter()
+            .any(|e| matches!(e, Event::RoundCompleted(_))));
+        let g = c.global();
+        assert!(
+            g.iter().all(|&v| (v - want).abs() < 1e-5),
+            "{} != {want}",
+            g[0]
+        );
+    }
+}

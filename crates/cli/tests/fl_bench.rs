@@ -1,0 +1,108 @@
+//! `x0tta6bl4 fl bench`'s training flags (local epochs, momentum, server optimizer),
+//! run as a user would on scikit-learn's digits.
+
+mod common;
+
+use common::{code, path, run, stderr, stdout};
+
+/// The digits data, or skip (fail under CI=true).
+fn digits() -> Option<std::path::PathBuf> {
+    let dir = x0tta6bl4_fl::data::default_data_dir();
+    if dir.join("digits-train.bin").exists() {
+        return Some(dir);
+    }
+    let msg = "digits data missing: run `python3 scripts/fetch-fl-data.py` (scripts/test.sh does)";
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("prerequisite missing under CI=true: {msg}");
+    }
+    eprintln!("SKIPPED: {msg}");
+    None
+}
+
+fn bench(data: &str, extra: &[&str]) -> std::process::Output {
+    let mut args = vec![
+        "fl",
+        "bench",
+        "--dataset",
+        "digits",
+        "--data-dir",
+        data,
+        "--participants",
+        "10",
+        "--per-round",
+        "5",
+        "--model",
+        "logreg",
+        "--lr",
+        "0.1",
+        "--batch",
+        "16",
+        "--rounds",
+        "3",
+        "--json",
+    ];
+    args.extend_from_slice(extra);
+    run(&args)
+}
+
+#[test]
+fn training_flags_reach_the_run_and_the_report() {
+    let Some(data) = digits() else { return };
+    let d = path(&data);
+    let out = bench(
+        d,
+        &[
+            "--local-epochs",
+            "2",
+            "--momentum",
+            "0.9",
+            "--server-lr",
+            "0.8",
+            "--server-momentum",
+            "0.5",
+        ],
+    );
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let r: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(r["local_epochs"], 2);
+    assert_eq!(r["momentum"], 0.9);
+    assert_eq!(r["server_lr"], 0.8);
+    assert_eq!(r["server_momentum"], 0.5);
+    assert_eq!(r["accuracy_per_round"].as_array().unwrap().len(), 3);
+    assert!(r["final_accuracy"].as_f64().unwrap() > 0.5, "{r}");
+    // The defaults are plain FedAvg with plain local SGD, one epoch.
+    let plain = bench(d, &[]);
+    assert_eq!(code(&plain), 0, "{}", stderr(&plain));
+    let p: serde_json::Value = serde_json::from_str(&stdout(&plain)).unwrap();
+    assert_eq!(p["local_epochs"], 1);
+    assert_eq!(p["momentum"], 0.0);
+    assert_eq!(p["server_lr"], 1.0);
+    assert_eq!(p["server_momentum"], 0.0);
+    assert_ne!(p["accuracy_per_round"], r["accuracy_per_round"]);
+}
+
+#[test]
+fn out_of_range_training_flags_are_usage_errors() {
+    // Checked before any data is read.
+    for (flag, value) in [
+        ("--momentum", "1"),
+        ("--server-momentum", "=-0.1"),
+        ("--server-lr", "0"),
+        ("--local-epochs", "0"),
+    ] {
+        let arg = if let Some(v) = value.strip_prefix('=') {
+            vec![format!("{flag}={v}")]
+        } else {
+            vec![flag.to_string(), value.to_string()]
+        };
+        let arg: Vec<&str> = arg.iter().map(String::as_str).collect();
+        let out = bench("/nonexistent", &arg);
+        assert_eq!(code(&out), 2, "{flag} {value}: {}", stderr(&out));
+        let err = stderr(&out);
+        assert!(err.starts_with("x0tta6bl4: "), "{err}");
+        assert!(
+            err.contains(flag) || err.contains("--epochs"),
+            "{flag}: {err}"
+        );
+    }
+}
