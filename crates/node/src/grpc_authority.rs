@@ -43,8 +43,9 @@ const HEADER_TABLE_SIZE: usize = 4096;
 const LOCALHOST: &[u8] = b"localhost";
 
 /// Relay one connection: `client` ↔ `server`, the client's header blocks rewritten.
-/// Ends when both directions have ended; a malformed client stream ends the relay
-/// (the server then sees the connection close).
+/// Ends when the server's side has ended (the client's requests would go nowhere), or
+/// when both have; a malformed client stream closes the server's side (the server then
+/// ends the connection).
 pub(crate) async fn relay(client: tokio::net::UnixStream, server: tokio::net::UnixStream) {
     let (client_read, mut client_write) = client.into_split();
     let (mut server_read, server_write) = server.into_split();
@@ -57,7 +58,11 @@ pub(crate) async fn relay(client: tokio::net::UnixStream, server: tokio::net::Un
         let _ = tokio::io::copy(&mut server_read, &mut client_write).await;
         let _ = client_write.shutdown().await;
     };
-    tokio::join!(up, down);
+    tokio::pin!(up, down);
+    tokio::select! {
+        () = &mut up => (&mut down).await,
+        () = &mut down => {}
+    }
 }
 
 /// Copy the client's byte stream to the server, header blocks rewritten.
