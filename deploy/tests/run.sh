@@ -4,14 +4,14 @@
 # Chaos Mesh experiments, the Dockerfile, the workflows, the runbook).
 #
 # Installs what it needs when missing (Debian: prometheus, for promtool and the server;
-# PyPI: helm-python-sdk, kubernetes-validate, pyyaml, pytest) and builds the release
+# PyPI: helm-python-sdk, kubernetes-validate, pyyaml, pytest, spiffe) and builds the release
 # binary (X0TTA6BL4_BIN=PATH uses another). Safe to rerun; offline once installed.
 # Extra arguments go to pytest, e.g. `deploy/tests/run.sh -k helm`.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 
 APT_PACKAGES=(prometheus podman) # podman: test_image.py builds the Containerfile image
-PIP_PACKAGES=(helm-python-sdk kubernetes-validate pyyaml pytest)
+PIP_PACKAGES=(helm-python-sdk kubernetes-validate pyyaml pytest spiffe) # spiffe: py-spiffe, test_workload_api.py
 
 missing_apt=()
 for package in "${APT_PACKAGES[@]}"; do

@@ -72,7 +72,8 @@ def test_api_mtls_probes_and_scrape_reach_the_node(chart, tmp_path):
     the kubelet got no answer and restarted the pod for ever (checked below)."""
     ca = make_ca(tmp_path, [])
     api_port = free_port()
-    objects = render(chart, {**loopback_values(tmp_path, api_port, apiMtls=True, apiOpen=True)})
+    values = loopback_values(tmp_path, api_port, apiMtls=True, apiOpen=True)
+    objects = render(chart, {**values, "serviceMonitor": {"enabled": True}})
     pod = one(objects, "StatefulSet")["spec"]["template"]
     issue_as_the_init_container(pod, ca, "x0tta6bl4-0")
     node = Node(tmp_path, ca, "x0tta6bl4-0")

@@ -29,12 +29,12 @@ VARIANTS = {
     "join-token": {"identity": {"source": "joinToken",
                                 "joinToken": {"caServer": "ca.example.org:8443", "tokens": {"x0tta6bl4-0": "s3cret"}},
                                 "spire": {"enabled": True, "csiDriver": "csi.spiffe.io"}},
-                   "serviceMonitor": {"labels": {"release": "prometheus"}},
+                   "serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}},
                    "replicas": 5, "node": {"seedPeers": 2, "peers": ["203.0.113.7:7001"]}},
     "spire": {"identity": {"source": "spire", "spire": {"enabled": True}}},
     "federation": {"node": {"federation": {
         "partner.example": "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"}}},
-    "api-mtls": {"node": {"apiMtls": True}},
+    "api-mtls": {"node": {"apiMtls": True}, "serviceMonitor": {"enabled": True}},
     "minimal": {"replicas": 1, "serviceMonitor": {"enabled": False},
                 "podDisruptionBudget": {"enabled": False}, "networkPolicy": {"enabled": False}},
 }
@@ -109,7 +109,8 @@ def test_objects_are_valid_kubernetes(chart, variant):
 # ServiceMonitor is a Prometheus Operator CRD, not in the Kubernetes schemas: the fields
 # this chart uses, from the operator's API reference (monitoring.coreos.com/v1).
 SERVICE_MONITOR_SPEC = {"jobLabel", "namespaceSelector", "selector", "endpoints"}
-SERVICE_MONITOR_ENDPOINT = {"port", "path", "scheme", "tlsConfig", "interval", "scrapeTimeout"}
+SERVICE_MONITOR_ENDPOINT = {"port", "path", "scheme", "tlsConfig", "relabelings", "interval",
+                            "scrapeTimeout"}
 
 
 def check_service_monitor(obj: dict) -> None:
@@ -122,8 +123,64 @@ def check_service_monitor(obj: dict) -> None:
         assert re.fullmatch(r"\d+(ms|s|m|h)", endpoint["interval"])
 
 
+def test_without_the_prometheus_operator_no_service_monitor_is_rendered(chart):
+    """Issue #19 item 6: `helm install` failed on a cluster without the Prometheus
+    Operator (no ServiceMonitor kind). By default (auto) the chart renders it only where
+    the API monitoring.coreos.com/v1 exists; helm-python-sdk renders offline with Helm's
+    default capabilities, which are those of a cluster without the operator. true forces
+    it (for `helm template` without a cluster), false never renders it."""
+    assert render(chart, {}) and not [o for o in render(chart, {}) if o["kind"] == "ServiceMonitor"]
+    assert chart.values["serviceMonitor"]["enabled"] == "auto"
+    assert one(render(chart, {"serviceMonitor": {"enabled": True}}), "ServiceMonitor")
+    assert not [o for o in render(chart, {"serviceMonitor": {"enabled": False}})
+                if o["kind"] == "ServiceMonitor"]
+    with pytest.raises(helm.HelmError, match="enabled"):
+        render(chart, {"serviceMonitor": {"enabled": "yes"}})
+
+
+def test_service_monitor_labels_each_release_as_its_own_mesh(chart):
+    """Issue #19 item 8: the target label `mesh` comes from the api Service's
+    app.kubernetes.io/instance label, which differs between two releases in one
+    namespace (the rules group by it; x0tta6bl4-rules.test.yml "two meshes")."""
+    meshes = set()
+    for release in ("blue", "green"):
+        objects = render(chart, {"serviceMonitor": {"enabled": True}}, name=release)
+        monitor = one(objects, "ServiceMonitor")
+        api = one(objects, "Service", "-api")
+        [relabel] = monitor["spec"]["endpoints"][0]["relabelings"]
+        assert relabel["targetLabel"] == "mesh"
+        [source] = relabel["sourceLabels"]
+        prefix = "__meta_kubernetes_service_label_"
+        assert source.startswith(prefix)
+        label = next(k for k in api["metadata"]["labels"]
+                     if re.sub(r"[^a-zA-Z0-9_]", "_", k) == source[len(prefix):])
+        meshes.add(api["metadata"]["labels"][label])
+        assert monitor["spec"]["selector"]["matchLabels"].items() <= api["metadata"]["labels"].items()
+    assert meshes == {"blue", "green"}
+    rules = (ROOT / "deploy" / "monitoring" / "prometheus" / "x0tta6bl4-rules.yml").read_text()
+    assert "by (namespace, job)" not in rules and "on (namespace, job)" not in rules
+    assert rules.count("namespace, job, mesh") >= 8
+
+
+def test_probe_flows_are_rendered_into_the_node_config(chart, tmp_path):
+    """Issue #19 item 9: by default every pod sends probe flows to the seed pods from
+    its start (the MTTR rules' data), plus node.flows.targets; the node accepts it."""
+    flows = tomllib.loads(node_toml(render(chart, {"replicas": 5})))["flows"]
+    assert flows == {"targets": ["x0tta6bl4-0", "x0tta6bl4-1", "x0tta6bl4-2"], "interval_ms": 100}
+    values = {"node": {"flows": {"toSeeds": False, "targets": ["edge-1"], "intervalMs": 20}}}
+    flows = tomllib.loads(node_toml(render(chart, values)))["flows"]
+    assert flows == {"targets": ["edge-1"], "interval_ms": 20}
+    flows = tomllib.loads(node_toml(render(chart, VARIANTS["daemonset"])))["flows"]
+    assert flows["targets"] == []
+    config = tmp_path / "node.toml"
+    write_config(render(chart, {"replicas": 5}), config)
+    assert run("node", "--config", config, "--check-config").stdout.strip() == "ok"
+    with pytest.raises(helm.HelmError, match="intervalMs"):
+        render(chart, {"node": {"flows": {"intervalMs": 0}}})
+
+
 def test_service_monitor_scrapes_the_api_service_as_job_x0tta6bl4(chart):
-    objects = render(chart, {})
+    objects = render(chart, {"serviceMonitor": {"enabled": True}})
     monitor = one(objects, "ServiceMonitor")
     api, mesh = one(objects, "Service", "-api"), one(objects, "Service", "-mesh")
     selector = monitor["spec"]["selector"]["matchLabels"]

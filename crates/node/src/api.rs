@@ -21,6 +21,7 @@ use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot};
 use x0tta6bl4_proto::{NodeName, SendError};
 
+use crate::config::FLOW_INTERVAL_MS_MAX;
 use crate::driver::{
     Command, RevokeError, FIRST_ATTACHED_CHANNEL, FLOW_TARGETS_MAX, MESSAGE_CHANNEL,
 };
@@ -29,8 +30,6 @@ use crate::state::Shared;
 
 /// How long a request waits for the driver's reply.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
-/// Largest probe-flow interval accepted.
-const FLOW_INTERVAL_MS_MAX: u64 = 60_000;
 /// Largest request body accepted, in bytes (the API's bodies are small JSON objects);
 /// larger ones get `413 {"error": ...}`.
 pub(crate) const BODY_BYTES_MAX: usize = 1 << 20;

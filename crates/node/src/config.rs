@@ -40,6 +40,11 @@ pub struct NodeConfig {
     /// The protocol core's settings (`[protocol]` and `[protocol.healing]`).
     #[serde(default)]
     pub protocol: x0tta6bl4_proto::Config,
+    /// Probe flows started with the node (`[flows]`), as `POST /api/v1/flows` starts
+    /// them: the MTTR metrics of a deployment then have data from the first second and
+    /// after every restart.
+    #[serde(default)]
+    pub flows: FlowsConfig,
     /// Fault injection (`x0tta6bl4 node --chaos FILE`, for the chaos lab): the file that
     /// sets delay, jitter and loss on frames sent (see `chaos`). Not a TOML key.
     #[serde(skip)]
@@ -102,6 +107,50 @@ pub enum IdentitySource {
 
 fn default_true() -> bool {
     true
+}
+
+/// `[flows]`: probe flows this node sends from its start (docs/api.md, "Probe flows").
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FlowsConfig {
+    /// Node names to send a probe flow to; this node's own name is skipped, so every
+    /// node of a mesh may share one list. Empty: no flows until the API starts some.
+    pub targets: Vec<x0tta6bl4_proto::NodeName>,
+    /// Milliseconds between two probes of a flow (1 to 60000).
+    pub interval_ms: u64,
+}
+
+impl Default for FlowsConfig {
+    fn default() -> Self {
+        FlowsConfig {
+            targets: Vec::new(),
+            interval_ms: 100,
+        }
+    }
+}
+
+/// Largest `[flows] interval_ms` (and the API's `interval_ms`).
+pub(crate) const FLOW_INTERVAL_MS_MAX: u64 = 60_000;
+
+impl FlowsConfig {
+    fn validate(&self) -> Result<(), (String, String)> {
+        if !(1..=FLOW_INTERVAL_MS_MAX).contains(&self.interval_ms) {
+            let message = format!(
+                "{}: use 1 to {FLOW_INTERVAL_MS_MAX} (100 sees a 250 ms outage)",
+                self.interval_ms
+            );
+            return Err(("flows.interval_ms".into(), message));
+        }
+        let max = crate::driver::FLOW_TARGETS_MAX;
+        if self.targets.len() > max {
+            let message = format!(
+                "{} targets: at most {max} flows per node",
+                self.targets.len()
+            );
+            return Err(("flows.targets".into(), message));
+        }
+        Ok(())
+    }
 }
 
 /// `[discovery]`: LAN beacons over UDP broadcast.
@@ -290,6 +339,7 @@ impl NodeConfig {
         }
         self.validate_identity()?;
         self.api.validate()?;
+        self.flows.validate()?;
         if self.discovery.enabled && self.discovery.port == 0 {
             let message = "port 0 cannot be shared by nodes: use a fixed port such as 7946";
             return Err(("discovery.port".into(), message.into()));

@@ -776,7 +776,7 @@ impl Driver {
 
     // ----- probe flows -----
 
-    fn set_flows(&mut self, targets: Vec<NodeName>, interval_ms: u64) {
+    pub(crate) fn set_flows(&mut self, targets: Vec<NodeName>, interval_ms: u64) {
         let running = !targets.is_empty();
         self.flows = running.then(|| Flows {
             targets,

@@ -25,6 +25,7 @@ mod config;
 mod dial_log;
 mod discovery;
 mod driver;
+mod grpc_authority;
 mod metrics;
 mod outage;
 mod policy;
@@ -50,8 +51,8 @@ use x0tta6bl4_identity::NodeIdentity;
 use x0tta6bl4_proto::{Instant, NodeName, Stats};
 
 pub use config::{
-    load_config, ApiConfig, ConfigError, DiscoveryConfig, IdentityConfig, IdentitySource,
-    NodeConfig, API_CONNECTIONS_MAX, PEERS_MAX,
+    load_config, ApiConfig, ConfigError, DiscoveryConfig, FlowsConfig, IdentityConfig,
+    IdentitySource, NodeConfig, API_CONNECTIONS_MAX, PEERS_MAX,
 };
 pub use metrics::PREFIX as METRICS_PREFIX;
 pub use state::{
@@ -258,6 +259,24 @@ impl NodeHandle {
             sockets.beacon.as_ref().map(|_| quic_addr.port()),
             &kept_revocations,
         );
+        // `[flows]`: this node's own name is skipped, so a mesh may share one list.
+        let mut flow_targets: Vec<NodeName> = config
+            .flows
+            .targets
+            .iter()
+            .filter(|target| **target != *identity.name())
+            .cloned()
+            .collect();
+        flow_targets.sort();
+        flow_targets.dedup();
+        if !flow_targets.is_empty() {
+            tracing::info!(
+                targets = flow_targets.len(),
+                interval_ms = config.flows.interval_ms,
+                "probe flows from [flows]"
+            );
+            driver.set_flows(flow_targets, config.flows.interval_ms);
+        }
 
         // Every log line of this node's tasks carries its name (several nodes may share
         // a process: tests, the demo).
@@ -486,6 +505,7 @@ fn shared_state(
         standalone,
         started: std::time::Instant::now(),
         svid_not_after: Mutex::new(identity.not_after()),
+        svid_issued: Mutex::new(renewal::issued(identity)),
         snapshot: RwLock::new(snapshot),
         messages: Mutex::default(),
         flows: Mutex::default(),

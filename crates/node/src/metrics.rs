@@ -139,6 +139,20 @@ impl NodeCollector {
             "svid_expiry_timestamp_seconds",
             help,
             expiry.as_secs_f64(),
+        )?;
+        let issued = self
+            .shared
+            .svid_issued
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default();
+        let help = "When the node's current X.509-SVID was issued (notBefore plus the CA's clock-skew allowance), seconds since the Unix epoch; with the expiry it gives the fraction of the SVID's life left";
+        gauge(
+            e,
+            "svid_issued_timestamp_seconds",
+            help,
+            issued.as_secs_f64(),
         )
     }
 

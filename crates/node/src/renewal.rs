@@ -47,16 +47,25 @@ pub(crate) fn install(
         .svid_not_after
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner) = identity.not_after();
+    *shared
+        .svid_issued
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = issued(&identity);
     tls.replace(identity);
     tracing::info!(%source, %not_after, "SVID renewed: new handshakes use it");
+}
+
+/// When `identity` was issued: certificates start CLOCK_SKEW_ALLOWANCE before that
+/// (never after their notAfter, for a certificate of another CA's making).
+pub(crate) fn issued(identity: &NodeIdentity) -> SystemTime {
+    (identity.not_before() + x0tta6bl4_identity::CLOCK_SKEW_ALLOWANCE).min(identity.not_after())
 }
 
 impl Renewal {
     /// When the current SVID should be renewed: half-way through its validity.
     fn due(&self) -> SystemTime {
         let identity = self.tls.current();
-        // Certificates start CLOCK_SKEW_ALLOWANCE before they were issued.
-        let issued = identity.not_before() + x0tta6bl4_identity::CLOCK_SKEW_ALLOWANCE;
+        let issued = issued(&identity);
         let life = identity
             .not_after()
             .duration_since(issued)

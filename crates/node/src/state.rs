@@ -322,6 +322,9 @@ pub(crate) struct Shared {
     pub started: std::time::Instant,
     /// Updated when the SVID is renewed.
     pub svid_not_after: Mutex<SystemTime>,
+    /// When the current SVID was issued (its notBefore plus the clock-skew allowance
+    /// the CA backdates by); updated with `svid_not_after`.
+    pub svid_issued: Mutex<SystemTime>,
     pub snapshot: RwLock<Snapshot>,
     pub messages: Mutex<Messages>,
     pub flows: Mutex<Flows>,
@@ -440,6 +443,7 @@ mod tests {
             standalone: false,
             started: std::time::Instant::now(),
             svid_not_after: Mutex::new(SystemTime::now()),
+            svid_issued: Mutex::new(SystemTime::now()),
             snapshot: RwLock::new(snapshot),
             messages: Mutex::default(),
             flows: Mutex::default(),

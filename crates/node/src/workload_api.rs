@@ -6,7 +6,10 @@
 //! server-streaming, every request carries the metadata `workload.spiffe.io: true`
 //! (a server refuses a request without it with `InvalidArgument`), and each response
 //! carries the SVIDs (the first is the default), their keys, the trust bundle and the
-//! federated bundles keyed by the foreign trust domain's SPIFFE ID. The messages below
+//! federated bundles keyed by the foreign trust domain's SPIFFE ID. The server also
+//! streams `FetchX509Bundles` (every trust domain's CAs, keyed by SPIFFE ID), and
+//! accepts gRPC-core clients' percent-encoded socket path as `:authority`
+//! (see `grpc_authority.rs`). The messages below
 //! follow the specification's `workload.proto` (SPIFFE Workload API, X.509-SVID
 //! profile) field for field, tags included (a unit test pins the wire bytes); they are
 //! written by hand with prost derives so that no `protoc` or proto file is needed.
@@ -25,6 +28,8 @@ use x0tta6bl4_proto::NodeName;
 
 /// The gRPC path of `FetchX509SVID` (the service has no protobuf package).
 pub const FETCH_X509_SVID_PATH: &str = "/SpiffeWorkloadAPI/FetchX509SVID";
+/// The gRPC path of `FetchX509Bundles`, served by [`WorkloadApiServer`] too.
+pub const FETCH_X509_BUNDLES_PATH: &str = "/SpiffeWorkloadAPI/FetchX509Bundles";
 /// The metadata key every Workload API request must carry, with value `true`.
 pub const SECURITY_HEADER: &str = "workload.spiffe.io";
 /// The environment variable naming the Workload API endpoint (SPIFFE convention).
@@ -70,6 +75,41 @@ pub struct X509Svid {
     /// An operator-given hint to tell several SVIDs apart.
     #[prost(string, tag = "5")]
     pub hint: String,
+}
+
+/// `X509BundlesRequest`: no parameters.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct X509BundlesRequest {}
+
+/// `X509BundlesResponse`: every trust domain's CAs, the workload's own included.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct X509BundlesResponse {
+    /// ASN.1 DER CRLs.
+    #[prost(bytes = "vec", repeated, tag = "1")]
+    pub crl: Vec<Vec<u8>>,
+    /// CAs (concatenated DER), keyed by the trust domain's SPIFFE ID.
+    #[prost(map = "string, bytes", tag = "2")]
+    pub bundles: std::collections::HashMap<String, Vec<u8>>,
+}
+
+impl X509BundlesResponse {
+    /// The bundles an SVID response carries: the default SVID's trust domain and the
+    /// federated ones.
+    pub fn of(response: &X509SvidResponse) -> X509BundlesResponse {
+        let mut bundles = response.federated_bundles.clone();
+        if let Some(svid) = response.svids.first() {
+            let domain = svid
+                .spiffe_id
+                .strip_prefix("spiffe://")
+                .and_then(|rest| rest.split('/').next())
+                .unwrap_or_default();
+            bundles.insert(format!("spiffe://{domain}"), svid.bundle.clone());
+        }
+        X509BundlesResponse {
+            crl: response.crl.clone(),
+            bundles,
+        }
+    }
 }
 
 /// The socket path of a Workload API endpoint: `unix:///PATH`, `unix:PATH` (the SPIFFE
@@ -342,7 +382,37 @@ impl BoundServer {
     pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
         tracing::info!(socket = %self.socket.display(), "SPIFFE Workload API serving");
         let reissue = tokio::spawn(self.issuer.run(self.due, self.sender));
-        let incoming = tokio_stream::wrappers::UnixListenerStream::new(self.listener);
+        // Every connection goes through the `:authority` relay (see grpc_authority.rs).
+        let (accepted, incoming) = tokio::sync::mpsc::channel(16);
+        let listener = self.listener;
+        let accept = tokio::spawn(async move {
+            loop {
+                let client = match listener.accept().await {
+                    Ok((client, _)) => client,
+                    Err(error) => {
+                        tracing::warn!(%error, "Workload API accept failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                };
+                let (inner, server) = match tokio::net::UnixStream::pair() {
+                    Ok(pair) => pair,
+                    Err(error) => {
+                        tracing::warn!(%error, "Workload API: no socket pair for a connection");
+                        continue;
+                    }
+                };
+                tokio::spawn(crate::grpc_authority::relay(client, inner));
+                if accepted
+                    .send(Ok::<_, std::io::Error>(server))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        });
+        let incoming = tokio_stream::wrappers::ReceiverStream::new(incoming);
         let served = tonic::transport::Server::builder()
             .add_service(WorkloadApiServer {
                 current: self.current,
@@ -350,6 +420,7 @@ impl BoundServer {
             .serve_with_incoming_shutdown(incoming, shutdown)
             .await;
         reissue.abort();
+        accept.abort();
         let _ = std::fs::remove_file(&self.socket);
         served.context("Workload API server")
     }
@@ -444,10 +515,7 @@ impl tonic::server::ServerStreamingService<X509SvidRequest> for FetchX509Svid {
 
     /// Check the security header, then stream the current response and every re-issue.
     fn call(&mut self, request: tonic::Request<X509SvidRequest>) -> Self::Future {
-        let header = request.metadata().get(SECURITY_HEADER);
-        if header.is_none_or(|value| value != "true") {
-            tracing::info!("Workload API request refused: no `workload.spiffe.io: true` header");
-            let status = tonic::Status::invalid_argument("security header missing from request");
+        if let Some(status) = refusal(request.metadata()) {
             return std::future::ready(Err(status));
         }
         let updates = tokio_stream::wrappers::WatchStream::new(self.0.current.clone());
@@ -457,6 +525,47 @@ impl tonic::server::ServerStreamingService<X509SvidRequest> for FetchX509Svid {
             }));
         std::future::ready(Ok(tonic::Response::new(stream)))
     }
+}
+
+type BundlesStream =
+    Pin<Box<dyn Stream<Item = Result<X509BundlesResponse, tonic::Status>> + Send + 'static>>;
+
+struct FetchX509Bundles(WorkloadApiServer);
+
+impl tonic::server::ServerStreamingService<X509BundlesRequest> for FetchX509Bundles {
+    type Response = X509BundlesResponse;
+    type ResponseStream = BundlesStream;
+    type Future = std::future::Ready<Result<tonic::Response<BundlesStream>, tonic::Status>>;
+
+    /// Check the security header, then stream the bundles of every (re-)issue.
+    fn call(&mut self, request: tonic::Request<X509BundlesRequest>) -> Self::Future {
+        if let Some(status) = refusal(request.metadata()) {
+            return std::future::ready(Err(status));
+        }
+        let updates = tokio_stream::wrappers::WatchStream::new(self.0.current.clone());
+        let stream: BundlesStream = Box::pin(tokio_stream::StreamExt::filter_map(
+            updates,
+            |update| match update {
+                Some(Ok(response)) => Some(Ok(X509BundlesResponse::of(&response))),
+                Some(Err(status)) => Some(Err(status)),
+                None => None,
+            },
+        ));
+        std::future::ready(Ok(tonic::Response::new(stream)))
+    }
+}
+
+/// The specification's rule: a request without `workload.spiffe.io: true` is refused
+/// (the status to answer with).
+fn refusal(metadata: &tonic::metadata::MetadataMap) -> Option<tonic::Status> {
+    let header = metadata.get(SECURITY_HEADER);
+    if header.is_none_or(|value| value != "true") {
+        tracing::info!("Workload API request refused: no `workload.spiffe.io: true` header");
+        return Some(tonic::Status::invalid_argument(
+            "security header missing from request",
+        ));
+    }
+    None
 }
 
 type BoxFuture<T> = Pin<Box<dyn std::future::Future<Output = T> + Send + 'static>>;
@@ -475,19 +584,35 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        if request.uri().path() != FETCH_X509_SVID_PATH {
-            let status = tonic::Status::unimplemented(format!(
-                "{} is not served here: only {FETCH_X509_SVID_PATH}",
-                request.uri().path()
-            ));
-            return Box::pin(async move { Ok(status.into_http()) });
+        match request.uri().path() {
+            FETCH_X509_SVID_PATH => {
+                let service = FetchX509Svid(self.clone());
+                Box::pin(async move {
+                    let codec =
+                        tonic::codec::ProstCodec::<X509SvidResponse, X509SvidRequest>::default();
+                    let mut grpc = tonic::server::Grpc::new(codec);
+                    Ok(grpc.server_streaming(service, request).await)
+                })
+            }
+            FETCH_X509_BUNDLES_PATH => {
+                let service = FetchX509Bundles(self.clone());
+                Box::pin(async move {
+                    let codec = tonic::codec::ProstCodec::<
+                        X509BundlesResponse,
+                        X509BundlesRequest,
+                    >::default();
+                    let mut grpc = tonic::server::Grpc::new(codec);
+                    Ok(grpc.server_streaming(service, request).await)
+                })
+            }
+            other => {
+                let status = tonic::Status::unimplemented(format!(
+                    "{other} is not served here: only {FETCH_X509_SVID_PATH} and \
+                     {FETCH_X509_BUNDLES_PATH} (X.509 SVIDs; no JWT SVIDs)"
+                ));
+                Box::pin(async move { Ok(status.into_http()) })
+            }
         }
-        let service = FetchX509Svid(self.clone());
-        Box::pin(async move {
-            let codec = tonic::codec::ProstCodec::<X509SvidResponse, X509SvidRequest>::default();
-            let mut grpc = tonic::server::Grpc::new(codec);
-            Ok(grpc.server_streaming(service, request).await)
-        })
     }
 }
 

@@ -116,3 +116,123 @@ async fn a_node_down_during_the_flood_learns_the_revocation_when_it_returns() {
         node.shutdown().await.unwrap();
     }
 }
+
+/// Issue #19 item 5: a pod recreated from scratch has an empty state directory, so its
+/// `revocations.jsonl` is gone. Every node of the mesh is restarted in turn with its
+/// file deleted (a rolling restart of recreated pods, the revoked node still running and
+/// dialing): each one re-learns the revocation from its neighbours by anti-entropy
+/// before the next goes, and at the end every node holds it, persisted again, and the
+/// revoked node is still refused everywhere. (If every holder lost its state at once,
+/// nobody would be left to re-learn from: the operator posts it again, docs/runbook.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolling_restart_with_wiped_state_keeps_the_revocation() {
+    let dir = tempfile::tempdir().unwrap();
+    let names = ["n1", "n2", "n3"];
+    issue(dir.path(), &["n1", "n2", "n3", "n5"]);
+    let any = "127.0.0.1:0".parse().unwrap();
+    let listen: Vec<std::net::SocketAddr> = names
+        .iter()
+        .map(|_| {
+            let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            socket.local_addr().unwrap()
+        })
+        .collect();
+    // A full mesh of three: each dials the ones before it (static peers, as seeds).
+    let configs: Vec<_> = names
+        .iter()
+        .enumerate()
+        .map(|(i, name)| write_config(dir.path(), name, listen[i], any, &listen[..i]))
+        .collect();
+    let mut nodes = Vec::new();
+    for config in &configs {
+        nodes.push(Some(
+            NodeHandle::start(load_config(config).unwrap())
+                .await
+                .unwrap(),
+        ));
+    }
+    let n5 = start(dir.path(), "n5", &[listen[0]]).await;
+    let api5 = Api::new(&n5);
+    eventually(Duration::from_secs(15), "n5 routes to n3", || async {
+        api5.route("n3").await.is_some()
+    })
+    .await;
+
+    let ca = x0tta6bl4_identity::CertificateAuthority::open(&dir.path().join("ca")).unwrap();
+    let revocation = ca
+        .revoke(&x0tta6bl4_proto::NodeName::new("n5").unwrap())
+        .unwrap();
+    let api1 = Api::new(nodes[0].as_ref().unwrap());
+    let (status, answer) = api1
+        .post(
+            "/api/v1/revocations",
+            &serde_json::to_string(&revocation).unwrap(),
+        )
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    for node in nodes.iter().flatten() {
+        let api = Api::new(node);
+        eventually(Duration::from_secs(5), "every node holds it", || async {
+            revoked(&api).await == ["n5"]
+        })
+        .await;
+    }
+
+    for (i, name) in names.iter().enumerate() {
+        nodes[i].take().unwrap().shutdown().await.unwrap();
+        let file = dir.path().join(name).join("revocations.jsonl");
+        assert!(file.exists(), "{name} had persisted the revocation");
+        std::fs::remove_file(&file).unwrap();
+        // The old endpoint's socket may linger for a moment after shutdown.
+        let mut attempts = 0;
+        let node = loop {
+            match NodeHandle::start(load_config(&configs[i]).unwrap()).await {
+                Ok(node) => break node,
+                Err(error) if attempts < 50 => {
+                    attempts += 1;
+                    println!("{name} restart: {error:#}; again in 100 ms");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(error) => panic!("{name} restart: {error:#}"),
+            }
+        };
+        let api = Api::new(&node);
+        let other = names[(i + 1) % names.len()];
+        eventually(Duration::from_secs(10), "the restarted node links", || {
+            neighbour_up(&api, other)
+        })
+        .await;
+        eventually(
+            Duration::from_secs(10),
+            "the restarted node re-learns",
+            || async { revoked(&api).await == ["n5"] },
+        )
+        .await;
+        eventually(
+            Duration::from_secs(5),
+            "the revocation persisted again",
+            || async { std::fs::read_to_string(&file).is_ok_and(|text| text.contains("n5")) },
+        )
+        .await;
+        nodes[i] = Some(node);
+    }
+
+    let apis: Vec<Api> = nodes.iter().flatten().map(Api::new).collect();
+    eventually(Duration::from_secs(5), "n5 cut off everywhere", || async {
+        let mut anything = api5.route("n1").await.is_some();
+        for api in &apis {
+            anything |= api.route("n5").await.is_some() || neighbour_up(api, "n5").await;
+        }
+        !anything
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !neighbour_up(&apis[0], "n5").await,
+        "n5 re-entered through n1"
+    );
+    for node in nodes.into_iter().flatten() {
+        node.shutdown().await.unwrap();
+    }
+    n5.shutdown().await.unwrap();
+}

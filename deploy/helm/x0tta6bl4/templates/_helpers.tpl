@@ -49,6 +49,22 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- if contains ":" $host -}}[{{ $host }}]:{{ index . 1 }}{{- else -}}{{ $host }}:{{ index . 1 }}{{- end -}}
 {{- end -}}
 
+{{/* Probe-flow targets: the StatefulSet's seed pods (node.flows.toSeeds), then
+node.flows.targets. */}}
+{{- define "x0tta6bl4.flowTargets" -}}
+{{- $targets := list -}}
+{{- if and .Values.node.flows.toSeeds (eq .Values.kind "StatefulSet") -}}
+{{- $seeds := min (int .Values.node.seedPeers) (int .Values.replicas) -}}
+{{- range $i := until (int $seeds) -}}
+{{- $targets = append $targets (printf "%s-%d" (include "x0tta6bl4.fullname" $) $i) -}}
+{{- end -}}
+{{- end -}}
+{{- range .Values.node.flows.targets -}}
+{{- $targets = append $targets . -}}
+{{- end -}}
+{{- toJson (uniq $targets) -}}
+{{- end -}}
+
 {{/* Static peers: the StatefulSet's seed pods by DNS name, then node.peers. */}}
 {{- define "x0tta6bl4.peers" -}}
 {{- $peers := list -}}
