@@ -75,8 +75,8 @@ pub struct IngestArgs {
     /// Store directory [default: $X0TTA6BL4_RAG_INDEX or ~/.local/share/x0tta6bl4/rag].
     #[arg(long, value_name = "DIR")]
     pub index: Option<PathBuf>,
-    /// Index kind and parameters: flat, int8[:clip=Q], pq[:m=M,refine=R,cand=C],
-    /// graph[:m=M,efc=E,ef=S].
+    /// Index kind and parameters: flat, int8[:clip=Q],
+    /// pq[:m=M,bits=B,refine=R,rbits=RB,renorm=1,cand=C], graph[:m=M,efc=E,ef=S].
     #[arg(long, default_value = "int8", value_name = "KIND[:PARAMS]")]
     pub kind: String,
     /// Longest chunk, characters.
@@ -119,7 +119,8 @@ pub struct BenchArgs {
     #[arg(long)]
     pub dataset: String,
     /// Index to measure (repeat to compare several on the same data): flat,
-    /// int8[:clip=Q], pq[:m=M,refine=R,cand=C,train=T,iters=I], graph[:m=M,efc=E,ef=S].
+    /// int8[:clip=Q], pq[:m=M,bits=B,refine=R,rbits=RB,renorm=1,cand=C,train=T,iters=I]
+    /// (B, RB: bits per sub-space code, 1-8), graph[:m=M,efc=E,ef=S].
     #[arg(long = "index", required = true, value_name = "KIND[:PARAMS]")]
     pub indexes: Vec<String>,
     /// Print one JSON object per index instead of a table.
@@ -137,6 +138,19 @@ pub struct BenchArgs {
     /// Cache of embedded data sets [default: ~/.cache/x0tta6bl4].
     #[arg(long, value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
+    /// Measure on an edge budget: the benchmark runs in a child process pinned to one
+    /// CPU (taskset) inside a cgroup with a memory limit (--edge-memory, no swap) and a
+    /// CPU quota (--edge-cpu), as a Raspberry-Pi-class device would give it; then the
+    /// targets are checked, with the peak memory, OOM kills and CPU throttling. Needs
+    /// root and writable cgroups (v2, or v1 cpu and memory hierarchies).
+    #[arg(long)]
+    pub edge: bool,
+    /// Memory limit of the edge budget: bytes or K, M, G.
+    #[arg(long, default_value = "512M", requires = "edge", value_name = "SIZE")]
+    pub edge_memory: String,
+    /// CPU quota of the edge budget, in cores (at most 1: the process is pinned to one).
+    #[arg(long, default_value = "1", requires = "edge", value_name = "CORES")]
+    pub edge_cpu: String,
 }
 
 fn store_dir(arg: &Option<PathBuf>) -> PathBuf {
@@ -166,7 +180,7 @@ pub(crate) fn spec(s: &str) -> anyhow::Result<IndexSpec> {
         Exit::Usage,
         "invalid index spec",
         format!("--index/--kind {s}"),
-        "use flat, int8[:clip=0.0001], pq[:m=48,refine=96,cand=100] (m and refine divide 384) or graph[:m=16,efc=100,ef=64]",
+        "use flat, int8[:clip=0.0001], pq[:m=48,bits=8,refine=96,rbits=8,cand=100] (m and refine divide 384, bits 1 to 8) or graph[:m=16,efc=100,ef=64]",
     )
 }
 
@@ -322,7 +336,230 @@ fn fmt_opt(v: Option<f64>) -> String {
     v.map_or_else(|| "-".into(), |x| format!("{x:.2}"))
 }
 
+fn print_header() {
+    println!(
+        "{:<34} {:>8} {:>7} {:>7} {:>8} {:>8} {:>8} {:>7} {:>7} {:>8} {:>8}",
+        "index",
+        "vectors",
+        "R@1",
+        "R@10",
+        "mem x",
+        "disk x",
+        "build s",
+        "p50 ms",
+        "p99 ms",
+        "e2e p99",
+        "peak MB"
+    );
+}
+
+fn print_row(r: &bench::BenchReport) {
+    println!(
+        "{:<34} {:>8} {:>7.4} {:>7.4} {:>8.2} {:>8.2} {:>8.2} {:>7.3} {:>7.3} {:>8} {:>8}",
+        r.index,
+        r.vectors,
+        r.recall_at_1,
+        r.recall_at_10,
+        r.compression_memory,
+        r.compression_disk,
+        r.build_s,
+        r.p50_ms,
+        r.p99_ms,
+        fmt_opt(r.p99_end_to_end_ms),
+        fmt_opt(r.peak_rss_mb)
+    );
+}
+
+fn print_targets(checks: &[bench::TargetCheck]) {
+    for c in checks {
+        println!(
+            "target {:<50} {:<4} {} ({})",
+            c.target,
+            if c.met { "met" } else { "MISSED" },
+            c.measured,
+            c.index
+        );
+    }
+}
+
+/// The first CPU this process may run on (from /proc/self/status `Cpus_allowed_list`).
+fn first_allowed_cpu() -> u32 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            let list = s
+                .lines()
+                .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))?
+                .trim()
+                .to_owned();
+            list.split([',', '-']).next()?.parse().ok()
+        })
+        .unwrap_or(0)
+}
+
+/// `rag bench --edge`: the benchmark in a child pinned to one CPU, in a cgroup.
+fn bench_edge(args: &BenchArgs) -> anyhow::Result<ExitCode> {
+    use x0tta6bl4_lab::budget::{Budget, Cgroups};
+    let place = "rag bench --edge";
+    let cpu = Budget::parse_cpu(&args.edge_cpu)
+        .map_err(|e| crate::lab_cmd::lab_problem(e, "--edge-cpu"))?;
+    if cpu > 1.0 {
+        return Err(problem(
+            Exit::Usage,
+            format!(
+                "--edge-cpu {} is more than the one core the run is pinned to",
+                args.edge_cpu
+            ),
+            "--edge-cpu",
+            "give a share of one core, 0.01 to 1",
+        )
+        .into());
+    }
+    let memory = Budget::parse_memory(&args.edge_memory)
+        .map_err(|e| crate::lab_cmd::lab_problem(e, "--edge-memory"))?;
+    let budget = Budget {
+        cpu: Some(cpu),
+        memory_bytes: Some(memory),
+    };
+    let cgroups = Cgroups::create(budget, 1).map_err(|e| crate::lab_cmd::lab_problem(e, place))?;
+    let exe = std::env::current_exe().problem(
+        Exit::Failure,
+        "cannot find this program's own path",
+        "/proc/self/exe",
+        "run the binary from a readable path",
+    )?;
+    let mut child_args: Vec<std::ffi::OsString> = vec![
+        "rag".into(),
+        "bench".into(),
+        "--json".into(),
+        "--dataset".into(),
+        args.dataset.clone().into(),
+    ];
+    for i in &args.indexes {
+        child_args.extend(["--index".into(), i.into()]);
+    }
+    if args.no_model {
+        child_args.push("--no-model".into());
+    }
+    for (flag, dir) in [
+        ("--export", &args.export),
+        ("--model-dir", &args.model_dir),
+        ("--cache-dir", &args.cache_dir),
+    ] {
+        if let Some(d) = dir {
+            child_args.extend([flag.into(), d.clone().into_os_string()]);
+        }
+    }
+    let procs: Vec<String> = cgroups
+        .procs_files(0)
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect();
+    let cpu_index = first_allowed_cpu();
+    // The shell moves itself into the cgroup(s), then becomes taskset, which pins itself
+    // to one CPU and becomes the benchmark: every byte and thread of it is charged there.
+    let output = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(
+            r#"for f in $X0_PROCS; do echo $$ > "$f" || exit 125; done; exec taskset -c "$X0_CPU" "$@""#,
+        )
+        .arg("sh")
+        .arg(&exe)
+        .args(&child_args)
+        .env("X0_PROCS", procs.join(" "))
+        .env("X0_CPU", cpu_index.to_string())
+        // One core: candle's matrix products would otherwise split into as many tasks
+        // as the host has physical cores, all run on the one CPU.
+        .env(
+            "RAYON_NUM_THREADS",
+            std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "1".into()),
+        )
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .problem(
+            Exit::Failure,
+            "cannot start the benchmark child process",
+            "sh, taskset",
+            "install util-linux (taskset) and a POSIX sh",
+        )?;
+    let usage = cgroups.report(1);
+    drop(cgroups);
+    if !output.status.success() {
+        let why = if usage.oom_kills > 0 {
+            format!(
+                "the benchmark was killed by the memory limit ({} OOM kill(s) at {} MiB)",
+                usage.oom_kills,
+                memory >> 20
+            )
+        } else {
+            format!("the benchmark child failed ({})", output.status)
+        };
+        return Err(problem(
+            Exit::Failure,
+            why,
+            place,
+            "raise --edge-memory, or see the child's error above",
+        )
+        .into());
+    }
+    let reports: Vec<bench::BenchReport> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(serde_json::from_str)
+        .collect::<Result<_, _>>()
+        .problem(
+            Exit::Failure,
+            "cannot read the benchmark child's report",
+            place,
+            "this is a bug: the child prints one JSON report per index",
+        )?;
+    let checks: Vec<bench::TargetCheck> = reports.iter().flat_map(bench::targets).collect();
+    let all_met = checks.iter().all(|c| c.met);
+    let edge = serde_json::json!({
+        "cpu": cpu_index,
+        "cpu_quota_cores": cpu,
+        "memory_max_bytes": memory,
+        "cgroup": usage.cgroup,
+        "oom_kills": usage.oom_kills,
+        "cpu_throttled_periods": usage.cpu_throttled_periods,
+        "cpu_throttled_s": usage.cpu_throttled_s,
+        "targets_met": all_met,
+    });
+    if args.json {
+        for r in &reports {
+            let mut v = serde_json::to_value(r)?;
+            v["edge"] = edge.clone();
+            v["targets"] = serde_json::to_value(bench::targets(r))?;
+            println!("{v}");
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    print_header();
+    for r in &reports {
+        print_row(r);
+    }
+    print_targets(&checks);
+    println!(
+        "edge budget: pinned to CPU {cpu_index}, CPU quota {cpu} core, memory limit {} MiB without swap (cgroup {}); peak resident {} MB; OOM kills {}; throttled in {} periods ({:.2} s); all targets met: {}",
+        memory >> 20,
+        usage.cgroup,
+        reports
+            .iter()
+            .filter_map(|r| r.peak_rss_mb)
+            .fold(0f64, f64::max)
+            .round(),
+        usage.oom_kills,
+        usage.cpu_throttled_periods,
+        usage.cpu_throttled_s,
+        if all_met { "yes" } else { "no" }
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 fn bench_cmd(args: &BenchArgs) -> anyhow::Result<ExitCode> {
+    if args.edge {
+        return bench_edge(args);
+    }
     let name = DatasetName::parse(&args.dataset)
         .map_err(anyhow::Error::msg)
         .problem(
@@ -379,21 +616,9 @@ fn bench_cmd(args: &BenchArgs) -> anyhow::Result<ExitCode> {
     }
     let scratch = tempfile::tempdir()?;
     if !args.json {
-        println!(
-            "{:<28} {:>8} {:>7} {:>7} {:>8} {:>8} {:>8} {:>7} {:>7} {:>8} {:>8}",
-            "index",
-            "vectors",
-            "R@1",
-            "R@10",
-            "mem x",
-            "disk x",
-            "build s",
-            "p50 ms",
-            "p99 ms",
-            "e2e p99",
-            "peak MB"
-        );
+        print_header();
     }
+    let mut checks = Vec::new();
     for spec in &specs {
         let r = bench::run(&data, &truth, spec, model.as_ref(), scratch.path())
             .map_err(anyhow::Error::msg)
@@ -406,20 +631,8 @@ fn bench_cmd(args: &BenchArgs) -> anyhow::Result<ExitCode> {
         if args.json {
             println!("{}", serde_json::to_string(&r)?);
         } else {
-            println!(
-                "{:<28} {:>8} {:>7.4} {:>7.4} {:>8.2} {:>8.2} {:>8.2} {:>7.3} {:>7.3} {:>8} {:>8}",
-                r.index,
-                r.vectors,
-                r.recall_at_1,
-                r.recall_at_10,
-                r.compression_memory,
-                r.compression_disk,
-                r.build_s,
-                r.p50_ms,
-                r.p99_ms,
-                fmt_opt(r.p99_end_to_end_ms),
-                fmt_opt(r.peak_rss_mb)
-            );
+            print_row(&r);
+            checks.extend(bench::targets(&r));
         }
     }
     if !args.json {
@@ -431,6 +644,7 @@ fn bench_cmd(args: &BenchArgs) -> anyhow::Result<ExitCode> {
             truth.len(),
             std::thread::available_parallelism().map_or(1, |n| n.get())
         );
+        print_targets(&checks);
     }
     Ok(ExitCode::SUCCESS)
 }

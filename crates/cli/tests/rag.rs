@@ -376,3 +376,93 @@ fn serve_without_an_svid_is_a_usage_error() {
         "{err}"
     );
 }
+
+/// Whether `rag bench --edge` could make its cgroup; under `CI=true` a host where it
+/// cannot fails the test.
+fn edge_cgroups_available(output: &std::process::Output) -> bool {
+    let text = stderr(output);
+    if code(output) == 2 && text.contains("cgroup") {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI=true: rag bench --edge cannot make its cgroup here: {text}"
+        );
+        eprintln!("SKIPPED: rag bench --edge cannot make its cgroup here: {text}");
+        return false;
+    }
+    true
+}
+
+/// `rag bench --edge` runs the benchmark pinned to one CPU in a memory-capped cgroup,
+/// reports the budget and the targets, and says so when the limit kills it.
+#[test]
+fn edge_bench_runs_in_a_capped_cgroup_and_reports_oom_kills() {
+    let output = run(&[
+        "rag",
+        "bench",
+        "--edge",
+        "--edge-memory",
+        "256M",
+        "--dataset",
+        "synthetic:2000",
+        "--no-model",
+        "--index",
+        "int8",
+        "--json",
+    ]);
+    if !edge_cgroups_available(&output) {
+        return;
+    }
+    assert_eq!(code(&output), 0, "{}", stderr(&output));
+    let line = String::from_utf8_lossy(&output.stdout).into_owned();
+    let report: Value = serde_json::from_str(line.trim()).expect("one JSON report");
+    assert_eq!(report["vectors"], 2000, "{report}");
+    assert_eq!(report["cpus"], 1, "pinned to one CPU: {report}");
+    let edge = &report["edge"];
+    assert_eq!(edge["memory_max_bytes"], 256u64 << 20, "{report}");
+    assert_eq!(edge["oom_kills"], 0, "{report}");
+    let targets = report["targets"].as_array().expect("targets");
+    assert!(
+        targets
+            .iter()
+            .any(|t| t["target"].as_str().unwrap().starts_with("int8 recall@10")),
+        "{report}"
+    );
+    // 100,000 vectors of 384 floats are 154 MB: a 64 MiB limit kills the child.
+    let output = run(&[
+        "rag",
+        "bench",
+        "--edge",
+        "--edge-memory",
+        "64M",
+        "--dataset",
+        "synthetic-100k",
+        "--no-model",
+        "--index",
+        "flat",
+    ]);
+    assert_eq!(code(&output), 1, "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("killed by the memory limit"),
+        "{}",
+        stderr(&output)
+    );
+    // A quota above the one pinned core is a usage error.
+    let output = run(&[
+        "rag",
+        "bench",
+        "--edge",
+        "--edge-cpu",
+        "2",
+        "--dataset",
+        "synthetic:100",
+        "--no-model",
+        "--index",
+        "flat",
+    ]);
+    assert_eq!(code(&output), 2, "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("--edge-cpu"),
+        "{}",
+        stderr(&output)
+    );
+}

@@ -44,7 +44,10 @@ fn main() -> Result<(), String> {
     }
     let scratch = std::env::temp_dir();
     for spec in &specs {
-        let r = bench::run(&data, &truth, spec, model.as_ref(), &scratch)?;
+        // --no-model: no end-to-end figures (the model is still needed to embed an
+        // uncached linux-doc data set).
+        let e2e = if no_model { None } else { model.as_ref() };
+        let r = bench::run(&data, &truth, spec, e2e, &scratch)?;
         println!("{}", serde_json::to_string(&r).map_err(|e| e.to_string())?);
     }
     Ok(())

@@ -19,7 +19,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::chunk::{chunk_document, ChunkConfig};
 use crate::data::{clustered, linux_doc_files, read_document};
@@ -269,7 +269,7 @@ pub fn linux_doc(
 }
 
 /// The measured figures of one index on one data set.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct BenchReport {
     /// Index spec as built.
     pub index: String,
@@ -310,6 +310,70 @@ pub struct BenchReport {
     pub peak_rss_mb: Option<f64>,
     /// CPUs the process may run on (1 when pinned with `taskset -c 0`).
     pub cpus: usize,
+}
+
+/// Search p99 target (issue 17: 100k chunks on one core), milliseconds.
+pub const TARGET_SEARCH_P99_MS: f64 = 5.0;
+/// End-to-end (embedding + search) p99 target, milliseconds.
+pub const TARGET_E2E_P99_MS: f64 = 30.0;
+
+/// One of issue 17's targets checked against a measured report.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TargetCheck {
+    /// The index it was checked on.
+    pub index: String,
+    /// The target, in words (`pq recall@10 >= 0.95 at >= 8x memory compression`).
+    pub target: String,
+    /// What was measured.
+    pub measured: String,
+    /// Whether the target holds.
+    pub met: bool,
+}
+
+/// The targets that apply to `r`: recall and compression for `int8` and `pq`, search
+/// p99 for every index (the target is set for 100k vectors: checked at any size, the
+/// data set is in the report), end-to-end p99 when it was measured.
+pub fn targets(r: &BenchReport) -> Vec<TargetCheck> {
+    let check = |target: &str, measured: String, met: bool| TargetCheck {
+        index: r.index.clone(),
+        target: target.to_owned(),
+        measured,
+        met,
+    };
+    let mut out = Vec::new();
+    match r.index.split(':').next().unwrap_or_default() {
+        "int8" => out.push(check(
+            "int8 recall@10 >= 0.99 at 4x",
+            format!(
+                "recall@10 {:.4} at {:.2}x",
+                r.recall_at_10, r.compression_memory
+            ),
+            // 4x less the per-dimension calibration tables (3 KB).
+            r.recall_at_10 >= 0.99 && r.compression_memory >= 3.9,
+        )),
+        "pq" => out.push(check(
+            "pq recall@10 >= 0.95 at >= 8x memory compression",
+            format!(
+                "recall@10 {:.4} at {:.2}x",
+                r.recall_at_10, r.compression_memory
+            ),
+            r.recall_at_10 >= 0.95 && r.compression_memory >= 8.0,
+        )),
+        _ => {}
+    }
+    out.push(check(
+        "search p99 <= 5 ms",
+        format!("{:.3} ms over {} vectors", r.p99_ms, r.vectors),
+        r.p99_ms <= TARGET_SEARCH_P99_MS,
+    ));
+    if let Some(e2e) = r.p99_end_to_end_ms {
+        out.push(check(
+            "end-to-end p99 <= 30 ms",
+            format!("{e2e:.2} ms"),
+            e2e <= TARGET_E2E_P99_MS,
+        ));
+    }
+    out
 }
 
 /// Percentile (0..=100) of sorted `v` (nearest rank).
@@ -533,6 +597,19 @@ mod tests {
         ] {
             assert!(json.get(key).is_some(), "{key} missing");
         }
+        // Targets: int8's recall and compression, the search p99; no end-to-end figure
+        // without a model.
+        let checks = targets(&int8);
+        assert_eq!(checks.len(), 2, "{checks:?}");
+        assert!(checks[0].target.starts_with("int8 recall@10"));
+        assert_eq!(checks[0].met, int8.recall_at_10 >= 0.99);
+        let mut slow = int8.clone();
+        slow.index = "pq:m=48".into();
+        slow.p99_end_to_end_ms = Some(31.0);
+        let checks = targets(&slow);
+        assert_eq!(checks.len(), 3);
+        assert!(!checks[0].met, "pq at 4x is not 8x");
+        assert!(!checks[2].met, "31 ms end to end");
         export(&data, &truth, dir.path()).unwrap();
         assert_eq!(
             std::fs::metadata(dir.path().join("base.f32"))

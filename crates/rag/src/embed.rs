@@ -10,6 +10,16 @@
 //!
 //! The files are copied into a cache directory by `scripts/fetch-model.sh` (or
 //! `x0tta6bl4 rag setup`); [`default_model_dir`] says where.
+//!
+//! # Speed
+//! A query is tokenized on its own ([`Embedder::embed_one`]: no batch padding, no
+//! thread pool for one text). The forward pass is dominated by the six layers' matrix
+//! products (`gemm`) over the encoder's 10.6 M weights (42 MB, repacked by `gemm` for
+//! every product): about 13 ms of CPU for an operator question of 8-12 words and 38 ms
+//! for a 40-word sentence on one core of the 2-core VM, measured by the `embed_latency`
+//! example (docs/rag.md). Laying the weights out transposed in memory, so that `gemm`
+//! need not repack them per call, was measured too and was slower (15 ms: the unpacked
+//! operand is read with a stride).
 
 use std::path::{Path, PathBuf};
 
@@ -141,9 +151,13 @@ impl Embedder {
         Self::load(&default_model_dir())
     }
 
-    /// Embed one text.
+    /// Embed one text (a query): tokenized alone, so without padding.
     pub fn embed_one(&self, text: &str) -> Result<Vec<f32>, EmbedError> {
-        let mut out = self.embed(&[text])?;
+        let encoding = self
+            .tokenizer
+            .encode(text, true)
+            .map_err(|e| EmbedError::Run(e.to_string()))?;
+        let mut out = self.run(std::slice::from_ref(&encoding))?;
         Ok(out.pop().unwrap_or_default())
     }
 
@@ -164,12 +178,18 @@ impl Embedder {
             .tokenizer
             .encode_batch(inputs, true)
             .map_err(|e| run(&e))?;
+        self.run(&encodings)
+    }
+
+    /// The model on tokenized texts of equal length (padded), mean-pooled, normalised.
+    fn run(&self, encodings: &[tokenizers::Encoding]) -> Result<Vec<Vec<f32>>, EmbedError> {
+        let run = |e: &dyn std::fmt::Display| EmbedError::Run(e.to_string());
         let n = encodings.len();
         let len = encodings.first().map_or(0, |e| e.get_ids().len());
         let mut ids = Vec::with_capacity(n * len);
         let mut mask = Vec::with_capacity(n * len);
         let mut types = Vec::with_capacity(n * len);
-        for enc in &encodings {
+        for enc in encodings {
             ids.extend(enc.get_ids().iter().map(|&x| x as i64));
             mask.extend(enc.get_attention_mask().iter().map(|&x| x as i64));
             types.extend(enc.get_type_ids().iter().map(|&x| x as i64));

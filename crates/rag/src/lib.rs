@@ -5,7 +5,8 @@
 //! - [`chunk`]: Markdown, reStructuredText, HTML and plain text split into overlapping
 //!   chunks that keep their source path and heading path.
 //! - [`index`]: vector indexes behind one trait ([`index::VectorIndex`]): exact `flat`,
-//!   scalar `int8`, product-quantized `pq` with residual re-ranking, an HNSW `graph`
+//!   scalar `int8`, product-quantized `pq` (1- to 8-bit codes, bit-packed) with residual
+//!   re-ranking, an HNSW `graph`
 //!   over int8 codes; each persisted to a
 //!   versioned, checksummed file, each reporting the bytes it needs.
 //! - [`data`]: synthetic clustered vectors and the Linux kernel documentation corpus.
@@ -13,7 +14,7 @@
 //!   or documents in memory), query.
 //! - [`advise`]: runbook passages for a fault or healing event name.
 //! - [`bench`]: recall against `flat`, compression, latency and memory of an index on a
-//!   data set.
+//!   data set, and issue 17's targets checked against them ([`bench::targets`]).
 //!
 //! Field libraries do the heavy lifting: candle and candle-transformers (the BERT
 //! encoder), tokenizers (word pieces), pulldown-cmark (Markdown), scraper/html5ever

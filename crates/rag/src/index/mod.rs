@@ -37,7 +37,9 @@ pub use kernels::{dot, dot_rows_f32, dot_rows_u8, top_k, Hit, TopK};
 /// The magic bytes that start every index file.
 pub const MAGIC: &[u8; 8] = b"X0RAGIDX";
 /// The index file format this build reads and writes.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
+/// The oldest format version this build still reads (version 1: `pq` codes one byte).
+pub const FORMAT_VERSION_MIN: u32 = 1;
 const HEADER_LEN: usize = 8 + 4 + 4 + 4 + 8 + 8 + 4;
 
 /// Why an index could not be built, saved or loaded.
@@ -142,7 +144,7 @@ pub enum IndexSpec {
         /// Lower clipping quantile.
         clip: f32,
     },
-    /// `pq[:m=M,refine=R,cand=C,train=T,iters=I,seed=S]`.
+    /// `pq[:m=M,bits=B,refine=R,rbits=RB,renorm=0|1,cand=C,train=T,iters=I,seed=S]`.
     Pq(pq::PqParams),
     /// `graph[:m=M,efc=E,ef=S,clip=Q,seed=S]`.
     Graph(graph::GraphParams),
@@ -203,12 +205,27 @@ impl IndexSpec {
                     let n = n as usize;
                     match k {
                         "m" => p.m = n,
+                        "bits" => p.bits = n,
                         "refine" => p.refine = n,
+                        "rbits" => p.rbits = n,
+                        "renorm" => p.renorm = n != 0,
                         "cand" => p.candidates = n,
                         "train" => p.train = n,
                         "iters" => p.iters = n,
                         "seed" => p.seed = n as u64,
-                        _ => return Err(unknown(k, "m, refine, cand, train, iters, seed")),
+                        _ => {
+                            return Err(unknown(
+                                k,
+                                "m, bits, refine, rbits, renorm, cand, train, iters, seed",
+                            ))
+                        }
+                    }
+                }
+                for (name, b) in [("bits", p.bits), ("rbits", p.rbits)] {
+                    if !(1..=8).contains(&b) {
+                        return Err(IndexError::Invalid(format!(
+                            "pq {name}={b} must be 1 to 8 (bits per sub-space code)"
+                        )));
                     }
                 }
                 Ok(Self::Pq(p))
@@ -326,9 +343,9 @@ pub fn load(path: &Path) -> Result<Box<dyn VectorIndex>, IndexError> {
     }
     let mut r = Reader::new(&bytes[8..HEADER_LEN]);
     let version = r.u32().unwrap_or(0);
-    if version != FORMAT_VERSION {
+    if !(FORMAT_VERSION_MIN..=FORMAT_VERSION).contains(&version) {
         return Err(refuse(format!(
-            "format version {version}, this build reads version {FORMAT_VERSION}"
+            "format version {version}, this build reads versions {FORMAT_VERSION_MIN} to {FORMAT_VERSION}"
         )));
     }
     let code = r.u32().unwrap_or(0);
@@ -352,7 +369,7 @@ pub fn load(path: &Path) -> Result<Box<dyn VectorIndex>, IndexError> {
     let index: Result<Box<dyn VectorIndex>, String> = match kind {
         IndexKind::Flat => flat::FlatIndex::decode(&mut r, dim, n).map(|i| Box::new(i) as _),
         IndexKind::Int8 => int8::Int8Index::decode(&mut r, dim, n).map(|i| Box::new(i) as _),
-        IndexKind::Pq => pq::PqIndex::decode(&mut r, dim, n).map(|i| Box::new(i) as _),
+        IndexKind::Pq => pq::PqIndex::decode(&mut r, dim, n, version).map(|i| Box::new(i) as _),
         IndexKind::Graph => graph::GraphIndex::decode(&mut r, dim, n).map(|i| Box::new(i) as _),
     };
     let index = index.map_err(|e| refuse(format!("malformed {kind} payload: {e}")))?;
@@ -462,6 +479,8 @@ mod tests {
             ("pq:m", "not key=value"),
             ("pq:m=x", "not a number"),
             ("pq:q=1", "unknown parameter"),
+            ("pq:bits=9", "bits=9 must be 1 to 8"),
+            ("pq:refine=8,rbits=0", "rbits=0 must be 1 to 8"),
             ("int8:clip=0.7", "must be in"),
             ("flat:x=1", "unknown parameter"),
         ] {
@@ -480,6 +499,8 @@ mod tests {
             "int8",
             "pq:m=8,train=600,iters=6",
             "pq:m=4,refine=16,cand=40,train=600,iters=6",
+            "pq:m=8,bits=4,refine=32,rbits=3,cand=40,renorm=1,train=600,iters=6",
+            "pq:m=32,bits=5,renorm=1,train=600,iters=6",
             "graph:m=6,efc=32,ef=24",
         ] {
             let index = built(spec, &data, dim);
@@ -495,6 +516,51 @@ mod tests {
                 assert_eq!(back.search(q, 5), index.search(q, 5), "{spec}");
             }
         }
+    }
+
+    #[test]
+    fn packed_pq_codes_are_counted_at_their_bit_width() {
+        let dim = 48;
+        let data = synthetic_clustered(300, dim, 6, 0.3, 2);
+        // 48 sub-spaces of 3 bits = 18 bytes, 48 of 5 bits = 30 bytes; codebooks of
+        // 8 and 32 centroids of the whole width; one f32 norm each.
+        let pq = built(
+            "pq:m=48,bits=3,refine=48,rbits=5,renorm=1,train=300,iters=4",
+            &data,
+            dim,
+        );
+        assert_eq!(pq.memory_bytes(), 300 * (18 + 30 + 4) + (8 + 32) * dim * 4);
+        // Packed codes decode to the same scores as a search over them finds: the best
+        // hit of a stored vector is itself or one of its cluster.
+        let hits = pq.search(&data[..dim], 5);
+        assert_eq!(hits.len(), 5);
+        assert!(hits.windows(2).all(|w| w[0].score >= w[1].score));
+    }
+
+    #[test]
+    fn version_1_pq_files_are_still_read() {
+        let dim = 16;
+        let data = synthetic_clustered(200, dim, 4, 0.3, 5);
+        let index = built("pq:m=4,refine=8,cand=30,train=200,iters=4", &data, dim);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v1.bin");
+        // A version-1 payload: the same without the bit widths and renorm flag (the 12
+        // bytes after the 28 of m, refine, cand, train, iters and seed).
+        let mut payload = Vec::new();
+        index.encode(&mut payload);
+        payload.drain(28..40);
+        let mut bytes = MAGIC.to_vec();
+        for v in [1u32, IndexKind::Pq.code(), dim as u32] {
+            bytes.extend_from_slice(&v.to_le_bytes());
+        }
+        bytes.extend_from_slice(&200u64.to_le_bytes());
+        bytes.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+        bytes.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+        bytes.extend_from_slice(&payload);
+        std::fs::write(&path, &bytes).unwrap();
+        let back = load(&path).unwrap();
+        assert_eq!(back.spec(), index.spec());
+        assert_eq!(back.search(&data[..dim], 5), index.search(&data[..dim], 5));
     }
 
     #[test]
