@@ -5,20 +5,6 @@ mod common;
 
 use common::{code, path, run, stderr, stdout};
 
-/// The digits data, or skip (fail under CI=true).
-fn digits() -> Option<std::path::PathBuf> {
-    let dir = x0tta6bl4_fl::data::default_data_dir();
-    if dir.join("digits-train.bin").exists() {
-        return Some(dir);
-    }
-    let msg = "digits data missing: run `python3 scripts/fetch-fl-data.py` (scripts/test.sh does)";
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("prerequisite missing under CI=true: {msg}");
-    }
-    eprintln!("SKIPPED: {msg}");
-    None
-}
-
 fn bench(data: &str, extra: &[&str]) -> std::process::Output {
     let mut args = vec![
         "fl",
@@ -47,7 +33,9 @@ fn bench(data: &str, extra: &[&str]) -> std::process::Output {
 
 #[test]
 fn training_flags_reach_the_run_and_the_report() {
-    let Some(data) = digits() else { return };
+    let Some(data) = common::digits_data() else {
+        return;
+    };
     let d = path(&data);
     let out = bench(
         d,

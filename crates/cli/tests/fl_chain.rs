@@ -11,23 +11,11 @@ fn ok(args: &[&str]) -> String {
     stdout(&output)
 }
 
-/// The digits data, or skip (fail under CI=true).
-fn digits() -> Option<std::path::PathBuf> {
-    let dir = x0tta6bl4_fl::data::default_data_dir();
-    if dir.join("digits-train.bin").exists() {
-        return Some(dir);
-    }
-    let msg = "digits data missing: run `python3 scripts/fetch-fl-data.py` (scripts/test.sh does)";
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("prerequisite missing under CI=true: {msg}");
-    }
-    eprintln!("SKIPPED: {msg}");
-    None
-}
-
 #[test]
 fn committed_versions_list_show_roll_back_and_verify() {
-    let Some(data) = digits() else { return };
+    let Some(data) = common::digits_data() else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let audit = dir.path().join("audit");
     let a = path(&audit);

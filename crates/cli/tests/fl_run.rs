@@ -5,25 +5,13 @@ mod common;
 
 use common::{code, path, run, stderr, stdout};
 
-/// The digits data, or skip (fail under CI=true).
-fn digits() -> Option<std::path::PathBuf> {
-    let dir = x0tta6bl4_fl::data::default_data_dir();
-    if dir.join("digits-train.bin").exists() && dir.join("digits-test.bin").exists() {
-        return Some(dir);
-    }
-    let msg = "digits data missing: run `python3 scripts/fetch-fl-data.py` (scripts/test.sh does)";
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("prerequisite missing under CI=true: {msg}");
-    }
-    eprintln!("SKIPPED: {msg}");
-    None
-}
-
 /// Ten nodes, six rounds of digits/logreg: the coordinator role passes to the next node
 /// after its host is killed, the last round is reached and the model is good.
 #[test]
 fn training_continues_after_a_participant_and_the_coordinator_are_killed() {
-    let Some(data) = digits() else { return };
+    let Some(data) = common::digits_data() else {
+        return;
+    };
     let started = std::time::Instant::now();
     let output = run(&[
         "fl",

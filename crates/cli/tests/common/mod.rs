@@ -207,3 +207,18 @@ pub fn free_ports(count: usize) -> Vec<(SocketAddr, SocketAddr)> {
         .map(|(u, t)| (u.local_addr().expect("addr"), t.local_addr().expect("addr")))
         .collect()
 }
+
+/// scikit-learn's digits for the federated-learning tests, or `None` to skip (a failure
+/// under `CI=true`, where the data must be there).
+pub fn digits_data() -> Option<PathBuf> {
+    let dir = x0tta6bl4_fl::data::default_data_dir();
+    if dir.join("digits-train.bin").exists() && dir.join("digits-test.bin").exists() {
+        return Some(dir);
+    }
+    let msg = "digits data missing: run `python3 scripts/fetch-fl-data.py` (scripts/test.sh does)";
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("prerequisite missing under CI=true: {msg}");
+    }
+    eprintln!("SKIPPED: {msg}");
+    None
+}
