@@ -326,9 +326,7 @@ pub fn run_observed(
         Some(alpha) => return Err(format!("Dirichlet alpha {alpha} must be > 0")),
         None => partition_iid(train.len(), cfg.participants, &mut rng),
     };
-    let names: Vec<NodeName> = (0..cfg.participants)
-        .map(|i| name(&format!("p{i:04}")))
-        .collect();
+    let names = participant_names(cfg.participants);
     let coordinator = name("coordinator");
     let mut order: Vec<usize> = (0..cfg.participants).collect();
     order.shuffle(&mut rng);
@@ -596,4 +594,24 @@ pub fn run_observed(
         seed: cfg.seed,
         seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+/// Participants' names, `p0000`, `p0001`, ...: zero-padded to one width so that name
+/// order is index order (looked up by binary search), however many there are.
+fn participant_names(count: usize) -> Vec<NodeName> {
+    let width = count.saturating_sub(1).to_string().len().max(4);
+    (0..count).map(|i| name(&format!("p{i:0width$}"))).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn participant_names_sort_in_index_order_past_ten_thousand() {
+        let names = participant_names(10_001);
+        assert!(names.windows(2).all(|w| w[0] < w[1]));
+        assert_eq!(names[5].as_str(), "p00005");
+        assert_eq!(participant_names(50)[7].as_str(), "p0007");
+    }
 }
