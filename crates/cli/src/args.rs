@@ -10,9 +10,10 @@ use clap::{Args, Parser, Subcommand};
 
 const EXIT_CODES: &str = "\
 Exit codes:
-  0  success
-  1  failure (a node, the network or the demo did not do what was asked, e.g. the mesh did not heal)
-  2  usage or configuration error (bad flag, bad value, malformed config file)";
+  0    success
+  1    failure (a node, the network or the demo did not do what was asked, e.g. the mesh did not heal)
+  2    usage or configuration error (bad flag, bad value, malformed config file)
+  141  the reader closed the output early (e.g. `| head`), as for a SIGPIPE";
 
 /// x0tta6bl4: a self-healing, zero-trust mesh network.
 ///

@@ -34,6 +34,7 @@ use args::{CaCommand, Cli, Command, DemoArgs, LabCommand, TwinCommand};
 use problem::{problem, report, Exit};
 
 fn main() -> ExitCode {
+    quiet_on_closed_stdout();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -54,6 +55,29 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(error) => report(&error),
     }
+}
+
+/// A reader that closes the pipe early (`x0tta6bl4 twin topology --json | head`) ends
+/// the output, as it does for other Unix tools: exit quietly with 141 (128 + SIGPIPE)
+/// instead of a panic and its backtrace. (The standard library ignores SIGPIPE, so that
+/// a node writing to a closed socket gets an error instead of dying, which makes
+/// `println!` to a closed stdout panic.)
+fn quiet_on_closed_stdout() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied());
+        let closed = message.is_some_and(|m| {
+            m.starts_with("failed printing to stdout") && m.contains("Broken pipe")
+        });
+        if closed {
+            std::process::exit(141);
+        }
+        default(info);
+    }));
 }
 
 async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {

@@ -255,3 +255,32 @@ fn status_of_a_missing_node_fails_clearly() {
     );
     assert!(text.contains("api_listen"), "{text}");
 }
+
+/// A reader that closes the pipe early ends the output quietly (exit 141, as SIGPIPE
+/// would), with no panic or backtrace on stderr.
+#[test]
+fn a_closed_stdout_ends_the_output_without_a_panic() {
+    use std::io::Read as _;
+    use std::process::Stdio;
+    let mut child = common::bin()
+        .args([
+            "twin",
+            "topology",
+            "--topology",
+            "grid",
+            "--nodes",
+            "2500",
+            "--json",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Read a little (the output is some 300 KB, far more than a pipe holds), then close.
+    let mut first = [0u8; 16];
+    child.stdout.take().unwrap().read_exact(&mut first).unwrap();
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(output.status.code(), Some(141), "{stderr}");
+}
