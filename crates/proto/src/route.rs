@@ -236,7 +236,7 @@ pub fn compute_routes(me: &NodeName, lsdb: &LinkStateDb) -> RoutingTable {
     // Work on the database's integer slots: every advertisement's links were resolved
     // to slots when it was installed. A link counts only when its other end advertises
     // it back (the two-way check).
-    let Some(source) = lsdb.slot(me).filter(|&slot| lsdb.at(slot).is_some()) else {
+    let Some(source) = source_slot(me, lsdb) else {
         return RoutingTable::default();
     };
     let graph = Graph::of(lsdb, source);
@@ -401,19 +401,15 @@ pub(crate) fn update_routes(
     table: &mut RoutingTable,
     changes: &Changes,
 ) -> Option<usize> {
-    let source = lsdb.slot(me).filter(|&slot| lsdb.at(slot).is_some())?;
+    let source = source_slot(me, lsdb)?;
     if changes.rebuilt || table.source != source {
         return None;
     }
     // Between reassignments slots are only added: new ones start unreachable.
     let n = lsdb.slot_count();
     if table.by_slot.len() < n {
-        let mut by_slot = std::mem::take(&mut table.by_slot).into_vec();
-        by_slot.resize(n, Hop::NONE);
-        table.by_slot = by_slot.into_boxed_slice();
-        let mut parents = std::mem::take(&mut table.parents).into_vec();
-        parents.resize(n, NONE);
-        table.parents = parents.into_boxed_slice();
+        grow(&mut table.by_slot, n, Hop::NONE);
+        grow(&mut table.parents, n, NONE);
     }
     if !Arc::ptr_eq(&table.names, lsdb.names()) {
         table.names = lsdb.names().clone();
@@ -474,9 +470,10 @@ pub(crate) fn update_routes(
         }
         for (w, _) in subtree.iter().enumerate().filter(|(_, &inside)| inside) {
             let w = w as u32;
+            // w advertises each u it lists: only u's side of the link is left to check.
             for &(u, _) in graph.links(w) {
                 if !subtree[u as usize] && graph.label(table, u).reachable() {
-                    if let Some(cost) = graph.link(u, w) {
+                    if let Some(cost) = cost_to(graph.links(u), w) {
                         graph.offer(table, u, w, cost);
                     }
                 }
@@ -505,6 +502,18 @@ pub(crate) fn update_routes(
         }
     }
     Some(changed)
+}
+
+/// The slot of `me` when the database holds its own advertisement (routes start there).
+fn source_slot(me: &NodeName, lsdb: &LinkStateDb) -> Option<u32> {
+    lsdb.slot(me).filter(|&slot| lsdb.at(slot).is_some())
+}
+
+/// Extend `slots` to `n` entries of `fill`.
+fn grow<T: Clone>(slots: &mut Box<[T]>, n: usize, fill: T) {
+    let mut grown = std::mem::take(slots).into_vec();
+    grown.resize(n, fill);
+    *slots = grown.into_boxed_slice();
 }
 
 /// Which slots lie in the shortest-path tree below any of `roots` (roots included).

@@ -20,11 +20,6 @@ pub enum Walk {
     TooLong,
 }
 
-/// Follow the forwarding tables from `source` to `destination`.
-pub fn walk(sim: &Sim, source: u32, destination: u32) -> Walk {
-    Walks::towards(sim, destination).walk(source)
-}
-
 /// Where a node's walk towards the destination goes, once known.
 #[derive(Clone, Copy, Debug)]
 enum Known {
@@ -103,7 +98,7 @@ impl<'a> Walks<'a> {
         usable.then_some(next).ok_or(Failure::Broken)
     }
 
-    /// Follow the forwarding tables from `source`, as [`walk`] does.
+    /// Follow the forwarding tables from `source` towards the destination.
     pub fn walk(&mut self, source: u32) -> Walk {
         let walk = self.walks;
         self.walks = self.walks.wrapping_add(1);
