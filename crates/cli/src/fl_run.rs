@@ -28,6 +28,7 @@ use x0tta6bl4_fl::{AggregatorKind, AuthSigner, CandleTrainer, Instant, NodeName}
 
 use crate::api::Api;
 use crate::args::DemoArgs;
+use crate::demo::keep_or_remove;
 use crate::demo::procs::Fleet;
 use crate::demo::report::Progress;
 use crate::demo::setup::{NodeSetup, Plan};
@@ -584,13 +585,7 @@ pub async fn run(args: FlRunArgs) -> anyhow::Result<ExitCode> {
     let result = run_in(&args, &plan, workspace.path(), &mut fleet, &mut agents).await;
     agents.clear();
     fleet.stop_all();
-    let kept = args
-        .keep_dir
-        .then(|| workspace.keep().display().to_string());
-    let mut report = result.map_err(|error| match &kept {
-        Some(dir) => error.context(format!("configs and logs are kept in {dir}")),
-        None => error.context("rerun with --keep-dir to keep the configs and logs"),
-    })?;
+    let (mut report, kept) = keep_or_remove(workspace, args.keep_dir, result, "configs")?;
     report.dir = kept;
     if args.json {
         println!("{}", serde_json::to_string(&report)?);

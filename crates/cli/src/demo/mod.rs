@@ -61,15 +61,26 @@ pub async fn run(args: &DemoArgs) -> anyhow::Result<DemoReport> {
     if result.is_ok() {
         progress.done();
     }
-    let dir = args
-        .keep_dir
-        .then(|| workspace.keep().display().to_string());
-    let mut report = result.map_err(|error| match &dir {
-        Some(dir) => error.context(format!("node configs and logs are kept in {dir}")),
-        None => error.context("rerun with --keep-dir to keep the node configs and logs"),
-    })?;
+    let (mut report, dir) = keep_or_remove(workspace, args.keep_dir, result, "node configs")?;
     report.dir = dir;
     Ok(report)
+}
+
+/// The end of a run of local node processes: keep `workspace` (returning its path) when
+/// `keep` is set, or let it be removed; an error says where its `what` and logs are, or
+/// how to keep them.
+pub(crate) fn keep_or_remove<T>(
+    workspace: tempfile::TempDir,
+    keep: bool,
+    result: anyhow::Result<T>,
+    what: &str,
+) -> anyhow::Result<(T, Option<String>)> {
+    let dir = keep.then(|| workspace.keep().display().to_string());
+    let value = result.map_err(|error| match &dir {
+        Some(dir) => error.context(format!("{what} and logs are kept in {dir}")),
+        None => error.context(format!("rerun with --keep-dir to keep the {what} and logs")),
+    })?;
+    Ok((value, dir))
 }
 
 async fn run_in(
