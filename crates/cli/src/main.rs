@@ -36,10 +36,14 @@ use problem::{problem, report, Exit};
 fn main() -> ExitCode {
     quiet_on_closed_stdout();
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    // A node is a few timers and a socket: one thread runs it with fewer wake-ups and no
+    // cross-thread hand-offs (its API server has its own thread). The rest (twin, fl,
+    // rag, lab) use both cores.
+    let mut builder = match cli.command {
+        Command::Node(_) => tokio::runtime::Builder::new_current_thread(),
+        _ => tokio::runtime::Builder::new_multi_thread(),
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
             let error = anyhow::Error::new(error).context(problem(

@@ -229,6 +229,10 @@ pub(crate) fn bind_endpoint(
     Ok((endpoint, addr))
 }
 
+/// Ack-eliciting packets a peer may receive before it must acknowledge (see
+/// `transport_config`).
+const ACK_ELICITING_THRESHOLD: u32 = 10;
+
 fn transport_config(initial_rtt: Duration) -> TransportConfig {
     let mut transport = TransportConfig::default();
     transport.initial_rtt(initial_rtt);
@@ -241,6 +245,13 @@ fn transport_config(initial_rtt: Duration) -> TransportConfig {
         .datagram_send_buffer_size(DATAGRAM_SEND_BUFFER_BYTES)
         .max_concurrent_uni_streams(UNI_STREAMS_MAX.into())
         .max_concurrent_bidi_streams(0u32.into());
+    // Probes and their replies cross every link every few tens of milliseconds, so a
+    // peer's acknowledgements can ride on them: ask it to acknowledge every 10th
+    // ack-eliciting packet (or after its max_ack_delay) instead of every 2nd, which
+    // halves the packets of an idle link.
+    let mut acks = quinn::AckFrequencyConfig::default();
+    acks.ack_eliciting_threshold(VarInt::from_u32(ACK_ELICITING_THRESHOLD));
+    transport.ack_frequency_config(Some(acks));
     transport
 }
 

@@ -36,7 +36,7 @@ pub use byzantine::ByzantineSender;
 pub use config::{Config, ConfigError};
 pub use crypto::{AuthError, Authenticator, SimAuthenticator};
 pub use heal::{Decision, DecisionKind, HealingConfig};
-pub use lsdb::{InstallOutcome, LinkStateDb, LinkStateSnapshot};
+pub use lsdb::{InstallOutcome, LinkStateDb, LinkStateSnapshot, SlotNames};
 pub use name::{NameError, NodeName};
 pub use neighbour::{DownReason, NeighbourState, NeighbourView};
 pub use node::{

@@ -64,6 +64,12 @@ pub struct SlotNames {
 }
 
 impl SlotNames {
+    /// A table of `names` (duplicates ignored, slots in name order) to share among the
+    /// databases of many nodes of one mesh ([`crate::Node::share_slot_names`]).
+    pub fn shared(names: Vec<NodeName>) -> Arc<SlotNames> {
+        Arc::new(SlotNames::of(names))
+    }
+
     /// A table of `names` (duplicates ignored), slots given in name order.
     fn of(mut names: Vec<NodeName>) -> SlotNames {
         names.sort();
@@ -325,7 +331,7 @@ impl LinkStateDb {
     /// Take `names` as this database's slot table (re-resolving what it holds), so that
     /// it and what is resolved against it can be shared. Returns whether the table is
     /// still shared afterwards (it is not if this database held a name it lacks).
-    fn share_names(&mut self, names: &Arc<SlotNames>) -> bool {
+    pub(crate) fn share_names(&mut self, names: &Arc<SlotNames>) -> bool {
         if Arc::ptr_eq(&self.names, names) {
             return true;
         }

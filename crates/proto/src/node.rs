@@ -10,7 +10,7 @@ use serde::Serialize;
 use crate::config::{Config, ConfigError};
 use crate::crypto::{AuthError, Authenticator};
 use crate::heal::{self, Decision, DecisionKind, Observation, Symptom};
-use crate::lsdb::{InstallOutcome, LinkStateDb, LinkStateSnapshot};
+use crate::lsdb::{InstallOutcome, LinkStateDb, LinkStateSnapshot, SlotNames};
 use crate::name::NodeName;
 use crate::neighbour::{DownReason, Neighbour, NeighbourState, NeighbourView};
 use crate::replay::RecentMessages;
@@ -446,6 +446,14 @@ impl Node {
     /// The link-state database.
     pub fn lsdb(&self) -> &LinkStateDb {
         &self.lsdb
+    }
+
+    /// Resolve names through `names`, a slot table shared with other nodes of the same
+    /// mesh (a simulation holding thousands of nodes: one table instead of one per node,
+    /// so look-ups stay in cache). Behaviour is unchanged: slots are internal and ties
+    /// are broken by name. A name the table lacks gives this node a private copy.
+    pub fn share_slot_names(&mut self, names: &Arc<SlotNames>) {
+        self.lsdb.share_names(names);
     }
 
     /// Every neighbour this node knows, sorted by name.
@@ -1388,6 +1396,10 @@ impl Node {
 
     /// Send `lsa` to every up neighbour except `except`, tracking acknowledgements.
     fn flood(&mut self, now: Instant, lsa: &Arc<SignedLsa>, except: Option<&NodeName>) {
+        let Some(entry) = self.lsdb.get(&lsa.lsa.origin) else {
+            return;
+        };
+        let lifetime_ms = remaining_ms(now, entry.expires_at);
         let targets: Vec<NodeName> = self
             .neighbours
             .values()
@@ -1395,16 +1407,19 @@ impl Node {
             .map(|n| n.name.clone())
             .collect();
         for target in targets {
-            self.send_lsa(now, &target, lsa);
+            self.send_lsa(now, &target, lsa, lifetime_ms);
         }
     }
 
-    fn send_lsa(&mut self, now: Instant, target: &NodeName, lsa: &Arc<SignedLsa>) {
-        let Some(entry) = self.lsdb.get(&lsa.lsa.origin) else {
-            return;
-        };
-        let lifetime_ms =
-            u32::try_from(entry.expires_at.saturating_since(now).as_millis()).unwrap_or(u32::MAX);
+    /// Send `lsa`, held with `lifetime_ms` left, to `target` (staged, and retransmitted
+    /// until acknowledged).
+    fn send_lsa(
+        &mut self,
+        now: Instant,
+        target: &NodeName,
+        lsa: &Arc<SignedLsa>,
+        lifetime_ms: u32,
+    ) {
         let rto = Duration::from_millis(self.config.flood_retransmit_ms);
         let next_at = now + rto;
         let list = self.retransmits.entry(target.clone()).or_default();
@@ -1472,22 +1487,19 @@ impl Node {
         }
     }
 
-    /// A neighbour just came up: send it the whole database.
-    /// Our own advertisement is left out: every caller originates right after, and that
-    /// (possibly held back by `lsa_min_interval_ms`) floods to the new neighbour too, so
-    /// a soon-outdated copy is not flooded through the whole mesh first.
     /// Offer `name` every advertisement held; our own too when `with_own` (otherwise the
-    /// caller originates a fresh one right after).
+    /// caller originates a fresh one right after, so a soon-outdated copy is not flooded
+    /// through the whole mesh first).
     fn sync_database(&mut self, now: Instant, name: &NodeName, with_own: bool) {
-        let mut all: Vec<Arc<SignedLsa>> = self
+        let mut all: Vec<(u32, Arc<SignedLsa>)> = self
             .lsdb
             .iter()
             .filter(|(origin, _)| with_own || **origin != self.name)
-            .map(|(_, e)| e.lsa.clone())
+            .map(|(_, e)| (remaining_ms(now, e.expires_at), e.lsa.clone()))
             .collect();
-        all.sort_by(|a, b| a.lsa.origin.cmp(&b.lsa.origin));
-        for lsa in &all {
-            self.send_lsa(now, name, lsa);
+        all.sort_by(|a, b| a.1.lsa.origin.cmp(&b.1.lsa.origin));
+        for (lifetime_ms, lsa) in &all {
+            self.send_lsa(now, name, lsa, *lifetime_ms);
         }
         self.send_revocation_digest(name, true);
         self.arm_revocation_resync(now);
@@ -1583,16 +1595,16 @@ impl Node {
         // Duplicates and stale copies are settled by sequence number alone: only an
         // advertisement that would change the database pays for signature verification.
         if origin != self.name {
-            match self.lsdb.get(&origin).map(|e| e.lsa.lsa.sequence) {
-                Some(held) if held == sequence => {
+            match self.lsdb.get(&origin) {
+                Some(held) if held.lsa.lsa.sequence == sequence => {
                     self.stage_ack(now, from, &origin, sequence);
                     return self.receive_ack(from, &origin, sequence);
                 }
-                Some(held) if held > sequence => {
+                Some(held) if held.lsa.lsa.sequence > sequence => {
+                    let (newer, lifetime_ms) =
+                        (held.lsa.clone(), remaining_ms(now, held.expires_at));
                     self.count_drop(DropReason::StaleAdvertisement);
-                    if let Some(newer) = self.lsdb.get(&origin).map(|e| e.lsa.clone()) {
-                        self.send_lsa(now, from, &newer);
-                    }
+                    self.send_lsa(now, from, &newer, lifetime_ms);
                     return;
                 }
                 _ => {}
@@ -1795,4 +1807,9 @@ fn wire_drop_reason(error: &WireError) -> DropReason {
         WireError::Oversized(_) => DropReason::Oversized,
         _ => DropReason::Malformed,
     }
+}
+
+/// Milliseconds left until `expires_at` (the lifetime an advertisement is sent with).
+fn remaining_ms(now: Instant, expires_at: Instant) -> u32 {
+    u32::try_from(expires_at.saturating_since(now).as_millis()).unwrap_or(u32::MAX)
 }

@@ -16,11 +16,12 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::sync::Arc;
 use std::time::Duration;
 
 use x0tta6bl4_proto::{
     ByzantineSender, Config, Destination, Event, Instant, LinkStateSnapshot, Message, Node,
-    NodeName, Rng, SimAuthenticator,
+    NodeName, Rng, SimAuthenticator, SlotNames,
 };
 
 use crate::topology::{LinkParams, Topology};
@@ -341,6 +342,8 @@ pub struct Sim {
     now: Instant,
     nodes: Vec<SimNode>,
     names: Vec<NodeName>,
+    /// One slot table for every node's link-state database (`Node::share_slot_names`).
+    slot_names: Arc<SlotNames>,
     index: HashMap<NodeName, u32>,
     /// All links; `adjacency[i]` lists the links of node i.
     links: Vec<SimLink>,
@@ -381,6 +384,7 @@ impl Sim {
         let mut sim = Sim {
             now: Instant::from_micros(1_000_000),
             nodes: Vec::with_capacity(n),
+            slot_names: SlotNames::shared(names.clone()),
             names,
             index,
             links: Vec::with_capacity(topology.links.len()),
@@ -445,7 +449,10 @@ impl Sim {
             ..self.config.protocol.clone()
         };
         let auth = SimAuthenticator::new(self.config.seed, name.clone());
-        Node::new(name, protocol, auth, self.now).expect("protocol config validated by the caller")
+        let mut node = Node::new(name, protocol, auth, self.now)
+            .expect("protocol config validated by the caller");
+        node.share_slot_names(&self.slot_names);
+        node
     }
 
     fn add_dialed_peers(&mut self, i: u32) {
