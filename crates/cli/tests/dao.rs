@@ -800,6 +800,62 @@ fn deploy_to_anvil_over_json_rpc() {
     for c in ["parameters", "registry", "governance"] {
         assert!(json[c].as_str().unwrap().starts_with("0x"), "{json}");
     }
+    // anvil's latest hardfork has a base fee: EIP-1559 transactions, fees from
+    // eth_feeHistory; --legacy and given fees are honoured.
+    assert_eq!(json["transaction_type"], "eip1559", "{json}");
+    let legacy = ok(&[
+        "dao",
+        "deploy",
+        "--rpc",
+        &url,
+        "--key-file",
+        path(&key),
+        "--legacy",
+    ]);
+    let legacy: serde_json::Value = serde_json::from_str(&legacy).unwrap();
+    assert_eq!(legacy["transaction_type"], "legacy", "{legacy}");
+    let given = ok(&[
+        "dao",
+        "deploy",
+        "--rpc",
+        &url,
+        "--key-file",
+        path(&key),
+        "--max-fee-per-gas",
+        "40000000000",
+        "--max-priority-fee-per-gas",
+        "2000000000",
+    ]);
+    let given: serde_json::Value = serde_json::from_str(&given).unwrap();
+    assert_eq!(given["transaction_type"], "eip1559", "{given}");
+    refused(
+        &[
+            "dao",
+            "deploy",
+            "--rpc",
+            &url,
+            "--key-file",
+            path(&key),
+            "--max-fee-per-gas",
+            "1000",
+            "--max-priority-fee-per-gas",
+            "2000",
+        ],
+        1,
+        "below the priority fee",
+    );
+    let conflict = run(&[
+        "dao",
+        "deploy",
+        "--rpc",
+        &url,
+        "--key-file",
+        path(&key),
+        "--legacy",
+        "--max-fee-per-gas",
+        "1",
+    ]);
+    assert_eq!(code(&conflict), 2, "{}", stderr(&conflict));
 
     // Bad input: a key file that is not a key, an endpoint nobody serves, a bad address.
     let bad_key = dir.path().join("bad.key");
@@ -839,5 +895,267 @@ fn deploy_to_anvil_over_json_rpc() {
         ],
         1,
         "cannot reach the JSON-RPC endpoint",
+    );
+}
+
+/// The auto-proxy in the signed ledger: opt-ins signed with SVID keys (a wrongly signed one
+/// refused and without effect), proxy votes recorded with their reasons, shown by `tally`
+/// and `status`, verified from the state file, and a forged record caught.
+#[test]
+fn auto_proxy_opt_ins_are_signed_and_its_votes_verifiable() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca");
+    ca_init(&ca, "mesh.test");
+    let names = ["alice", "bob", "carol", "dave"];
+    for n in names {
+        ca_issue(&ca, n, &dir.path().join(n));
+    }
+    let key = |n: &str| dir.path().join(n).join("svid_key.pem");
+    let id = |n: &str| format!("spiffe://mesh.test/node/{n}");
+    let state = dir.path().join("dao.json");
+    let s = path(&state);
+    init_governance(s);
+    for n in names {
+        let k = key(n);
+        ok(&[
+            "dao",
+            "admit",
+            "--state",
+            s,
+            "--registrar",
+            "root",
+            "--operator",
+            &id(n),
+            "--key-file",
+            path(&k),
+            "--at",
+            "1",
+        ]);
+    }
+    let (ka, kc, kd) = (key("alice"), key("carol"), key("dave"));
+    ok(&[
+        "dao",
+        "propose",
+        "--state",
+        s,
+        "--as",
+        &id("alice"),
+        "--key-file",
+        path(&ka),
+        "--template",
+        "parameter-change",
+        "--name",
+        "protocol.probe_interval_ms",
+        "--value",
+        "200",
+        "--description",
+        "slower probes save battery",
+        "--at",
+        "100",
+    ]);
+    // bob signs with carol's key: refused, and the proxy never votes for bob.
+    refused(
+        &[
+            "dao",
+            "proxy",
+            "opt-in",
+            "--state",
+            s,
+            "--as",
+            &id("bob"),
+            "--key-file",
+            path(&kc),
+            "--follow-delegate",
+            &id("alice"),
+            "--at",
+            "101",
+        ],
+        1,
+        "signature does not verify with the registered key of spiffe://mesh.test/node/bob",
+    );
+    refused(
+        &[
+            "dao",
+            "proxy",
+            "opt-in",
+            "--state",
+            s,
+            "--as",
+            &id("carol"),
+            "--key-file",
+            path(&kc),
+            "--follow-prediction",
+            "0.2",
+            "--at",
+            "101",
+        ],
+        1,
+        "outside 0.5",
+    );
+    // carol follows alice; dave follows the prediction at 0.6.
+    ok(&[
+        "dao",
+        "proxy",
+        "opt-in",
+        "--state",
+        s,
+        "--as",
+        &id("carol"),
+        "--key-file",
+        path(&kc),
+        "--follow-delegate",
+        &id("alice"),
+        "--at",
+        "102",
+    ]);
+    ok(&[
+        "dao",
+        "proxy",
+        "opt-in",
+        "--state",
+        s,
+        "--as",
+        &id("dave"),
+        "--key-file",
+        path(&kd),
+        "--follow-prediction",
+        "0.6",
+        "--at",
+        "102",
+    ]);
+    ok(&[
+        "dao",
+        "vote",
+        "--state",
+        s,
+        "--as",
+        &id("alice"),
+        "--key-file",
+        path(&ka),
+        "--proposal",
+        "1",
+        "--support",
+        "for",
+        "--votes",
+        "3",
+        "--at",
+        "120",
+    ]);
+    let out = ok(&[
+        "dao",
+        "proxy",
+        "run",
+        "--state",
+        s,
+        "--proposal",
+        "1",
+        "--at",
+        "180",
+        "--json",
+    ]);
+    let records: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let records = records.as_array().unwrap();
+    assert_eq!(records.len(), 2, "{out}");
+    assert_eq!(records[0]["operator"], id("carol"));
+    assert_eq!(records[0]["support"], "for");
+    assert!(records[0]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("follows delegate"));
+    assert_eq!(records[1]["operator"], id("dave"));
+    assert!(
+        records[1]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("P(for wins)"),
+        "{out}"
+    );
+    assert!(
+        records[1]["inputs"]["predictor"]["weights"].is_array(),
+        "{out}"
+    );
+    // bob (no valid opt-in) has no vote: alice, carol and maybe dave are represented.
+    let tally = ok(&[
+        "dao",
+        "tally",
+        "--state",
+        s,
+        "--proposal",
+        "1",
+        "--at",
+        "181",
+        "--json",
+    ]);
+    let t: serde_json::Value = serde_json::from_str(&tally).unwrap();
+    let proxy_votes = records.iter().filter(|r| r["votes"] == 1).count() as u64;
+    assert_eq!(t["tally"]["represented"], 1 + proxy_votes, "{tally}");
+    assert_eq!(t["proxy"].as_array().unwrap().len(), 2, "{tally}");
+    assert_eq!(t["proxy_unverified"], 0);
+    let text = ok(&[
+        "dao",
+        "tally",
+        "--state",
+        s,
+        "--proposal",
+        "1",
+        "--at",
+        "181",
+    ]);
+    assert!(text.contains("auto-proxy decisions"), "{text}");
+    assert!(
+        text.contains(&format!("{} for (1 votes): follows delegate", id("carol"))),
+        "{text}"
+    );
+    let status = ok(&["dao", "status", "--state", s, "--at", "181"]);
+    assert!(status.contains("auto-proxy opt-ins: 2"), "{status}");
+    assert!(
+        status.contains(&format!("proxy for {}: for", id("carol"))),
+        "{status}"
+    );
+    assert!(ok(&["dao", "proxy", "verify", "--state", s]).contains("2 of 2 proxy records verified"));
+
+    // Revoked: dave's opt-in is gone.
+    ok(&[
+        "dao",
+        "proxy",
+        "opt-out",
+        "--state",
+        s,
+        "--as",
+        &id("dave"),
+        "--key-file",
+        path(&kd),
+        "--at",
+        "182",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&ok(&[
+        "dao", "status", "--state", s, "--at", "182", "--json",
+    ]))
+    .unwrap();
+    assert_eq!(v["proxies"].as_array().unwrap().len(), 1, "{v}");
+
+    // A record changed in the file is caught by anyone who verifies.
+    let text = std::fs::read_to_string(&state).unwrap();
+    let mut json: serde_json::Value = serde_json::from_str(&text).unwrap();
+    json["proxy_log"][0]["support"] = "against".into();
+    std::fs::write(&state, serde_json::to_string(&json).unwrap()).unwrap();
+    refused(
+        &["dao", "proxy", "verify", "--state", s],
+        1,
+        "1 proxy records do not verify",
+    );
+    let text = ok(&[
+        "dao",
+        "tally",
+        "--state",
+        s,
+        "--proposal",
+        "1",
+        "--at",
+        "183",
+    ]);
+    assert!(
+        text.contains("WARNING: 1 proxy records do not verify"),
+        "{text}"
     );
 }
