@@ -82,9 +82,11 @@ pub enum DaoCommand {
     ///
     /// The effect reaches the running mesh with --ca (a node ban becomes a CA-signed
     /// revocation, as `x0tta6bl4 ca revoke` makes) and --node-config (a parameter change is
-    /// written into each node configuration file, comments kept). Both are checked before
-    /// the proposal is executed: a wrong CA, a banned node outside its trust domain or a
-    /// configuration the node would refuse change nothing.
+    /// written into each node configuration file, comments kept); with --node-api the
+    /// revocation is posted to the running nodes, and the nodes reload their configuration
+    /// (no restart). All is checked before the proposal is executed: a wrong CA, a banned
+    /// node outside its trust domain, a configuration the node would refuse, or a bad
+    /// --node-api or --svid change nothing.
     Execute(ExecuteArgs),
     /// Deploy the governance contracts to an Ethereum JSON-RPC endpoint.
     ///
@@ -385,6 +387,17 @@ pub struct ExecuteArgs {
     /// it. Repeat for more nodes.
     #[arg(long = "node-config", value_name = "FILE")]
     pub node_configs: Vec<PathBuf>,
+    /// A running node's HTTP API, e.g. http://127.0.0.1:8001; repeat for more nodes. A node
+    /// ban's revocation (with --ca) is posted to each (`POST /api/v1/revocations`, as `ca
+    /// revoke --api` does; the nodes flood it on), and after a parameter change (with
+    /// --node-config) each node reloads its configuration (`POST /api/v1/config/reload`).
+    /// Each node's answer is printed; exit 1 when one did not accept.
+    #[arg(long = "node-api", value_name = "URL")]
+    pub node_apis: Vec<String>,
+    /// An SVID directory for node APIs that require mutual TLS (`[identity] api_mtls`), as
+    /// `ca revoke --svid`.
+    #[arg(long, value_name = "DIR", env = "X0TTA6BL4_SVID")]
+    pub svid: Option<PathBuf>,
 }
 
 /// `dao proxy` subcommands.
@@ -832,7 +845,11 @@ pub fn run(command: &DaoCommand) -> anyhow::Result<ExitCode> {
             println!("proposal {} queued; executable from {eta}", a.proposal);
             Ok(ExitCode::SUCCESS)
         }
-        DaoCommand::Execute(a) => execute_cmd(a),
+        DaoCommand::Execute(_) => Err(usage(
+            "dao execute runs asynchronously",
+            "dao",
+            "call dao_cmd::execute",
+        )),
         DaoCommand::Proxy(c) => proxy_cmd(c),
     }
 }
@@ -1215,15 +1232,88 @@ fn predict_cmd(a: &PredictArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// What `dao execute` will do to the running mesh, checked before the proposal executes.
+/// What `dao execute` will do to the running mesh, checked before the proposal executes
+/// (a revocation: the CA and the node; once made, the CA's revocation).
 enum MeshChange {
     None,
-    Revoke(Box<x0tta6bl4_identity::CertificateAuthority>, NodeName),
+    Revoke(Box<x0tta6bl4_identity::CertificateAuthority>, RevokeStep),
     Configs(Vec<(PathBuf, String)>),
 }
 
-fn execute_cmd(a: &ExecuteArgs) -> anyhow::Result<ExitCode> {
-    let mut ledger = load(&a.state.state)?;
+/// The node to revoke, then its revocation.
+enum RevokeStep {
+    Node(NodeName),
+    Made(Box<x0tta6bl4_identity::Revocation>),
+}
+
+/// `dao execute`: the proposal, then its effect on the running mesh.
+pub async fn execute(a: &ExecuteArgs) -> anyhow::Result<ExitCode> {
+    let mut apis = Vec::new();
+    for url in &a.node_apis {
+        apis.push((url.clone(), crate::status::api_for(url, a.svid.as_deref())?));
+    }
+    let ledger = load(&a.state.state)?;
+    if !apis.is_empty() {
+        let needs = match ledger.engine.proposal(a.proposal).map(|p| &p.action) {
+            Ok(Action::NodeBan { .. }) if a.ca.is_none() => Some("a node ban needs --ca DIR"),
+            Ok(Action::ParameterChange { .. }) if a.node_configs.is_empty() => {
+                Some("a parameter change needs --node-config FILE (the files the nodes reload)")
+            }
+            Ok(Action::NodeBan { .. } | Action::ParameterChange { .. }) | Err(_) => None,
+            Ok(_) => Some("only node bans and parameter changes reach the nodes' APIs"),
+        };
+        if let Some(why) = needs {
+            return Err(usage(
+                &format!("--node-api: {why}"),
+                format!("proposal {}", a.proposal),
+                "see `x0tta6bl4 dao execute --help`",
+            ));
+        }
+    }
+    let change = execute_cmd(a, ledger)?;
+    let (path, body, what) = match change {
+        MeshChange::Revoke(_, RevokeStep::Made(revocation)) => (
+            "/api/v1/revocations",
+            serde_json::to_value(&revocation)?,
+            "the revocation",
+        ),
+        MeshChange::Configs(_) => (
+            "/api/v1/config/reload",
+            serde_json::json!({}),
+            "the configuration reload",
+        ),
+        MeshChange::None | MeshChange::Revoke(_, RevokeStep::Node(_)) => {
+            return Ok(ExitCode::SUCCESS)
+        }
+    };
+    let mut refused = 0;
+    for (url, api) in &apis {
+        let line = match api.post::<_, serde_json::Value>(path, &body).await {
+            Ok(answer) => serde_json::json!({"node_api": url, "accepted": true, "answer": answer}),
+            Err(e) => {
+                refused += 1;
+                serde_json::json!({"node_api": url, "accepted": false, "error": format!("{e:#}")})
+            }
+        };
+        println!("{line}");
+    }
+    if refused > 0 {
+        return Err(failure(
+            &format!(
+                "the proposal is executed, but {refused} of {} nodes did not take {what}",
+                apis.len()
+            ),
+            path,
+            "see the nodes' answers above; retry with `x0tta6bl4 ca revoke --api URL` or \
+             `curl -X POST URL/api/v1/config/reload` once the node is back",
+        ));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Executes the proposal and applies its effect to the CA and the configuration files;
+/// returns what was done.
+fn execute_cmd(a: &ExecuteArgs, mut ledger: Ledger) -> anyhow::Result<MeshChange> {
     let action = ledger
         .engine
         .proposal(a.proposal)
@@ -1265,7 +1355,7 @@ fn execute_cmd(a: &ExecuteArgs) -> anyhow::Result<ExitCode> {
                             "pass the CA of spiffe://DOMAIN/node/NAME with --ca",
                         )
                     })?;
-                MeshChange::Revoke(Box::new(ca), name)
+                MeshChange::Revoke(Box::new(ca), RevokeStep::Node(name))
             }
             None => MeshChange::None,
         },
@@ -1297,9 +1387,10 @@ fn execute_cmd(a: &ExecuteArgs) -> anyhow::Result<ExitCode> {
     })?;
     save(&a.state.state, &ledger)?;
     println!("{}", serde_json::to_string(&effect)?);
-    match change {
-        MeshChange::None => {}
-        MeshChange::Revoke(ca, name) => {
+    Ok(match change {
+        MeshChange::None => MeshChange::None,
+        MeshChange::Revoke(ca, RevokeStep::Made(r)) => MeshChange::Revoke(ca, RevokeStep::Made(r)),
+        MeshChange::Revoke(ca, RevokeStep::Node(name)) => {
             let revocation = ca.revoke(&name).map_err(|e| {
                 failure(
                     &format!("the proposal is executed but the revocation failed: {e}"),
@@ -1314,9 +1405,10 @@ fn execute_cmd(a: &ExecuteArgs) -> anyhow::Result<ExitCode> {
                 )
             })?;
             println!("{}", serde_json::to_string(&revocation)?);
+            MeshChange::Revoke(ca, RevokeStep::Made(Box::new(revocation)))
         }
         MeshChange::Configs(configs) => {
-            for (file, text) in configs {
+            for (file, text) in &configs {
                 store::write_atomically(&file, text.as_bytes()).map_err(|e| {
                     failure(
                         &format!(
@@ -1328,9 +1420,9 @@ fn execute_cmd(a: &ExecuteArgs) -> anyhow::Result<ExitCode> {
                 })?;
                 eprintln!("wrote {}", file.display());
             }
+            MeshChange::Configs(configs)
         }
-    }
-    Ok(ExitCode::SUCCESS)
+    })
 }
 
 /// Checks `text` the way the node will read it, from a temporary file beside `file`.

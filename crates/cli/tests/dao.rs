@@ -1159,3 +1159,227 @@ fn auto_proxy_opt_ins_are_signed_and_its_votes_verifiable() {
         "{text}"
     );
 }
+
+/// A counter of a node's /metrics (0 when absent).
+fn metric(api: std::net::SocketAddr, line_start: &str) -> u64 {
+    let (_, metrics) = common::http(api, "GET", "/metrics", None);
+    metrics
+        .lines()
+        .find(|l| l.starts_with(line_start))
+        .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .unwrap_or(0.0) as u64
+}
+
+/// The probe interval a node has in force (`GET /api/v1/config`).
+fn probe_interval_ms(api: std::net::SocketAddr) -> u64 {
+    let (status, body) = common::http(api, "GET", "/api/v1/config", None);
+    assert_eq!(status, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    v["protocol"]["probe_interval_ms"].as_u64().unwrap()
+}
+
+/// Frames a node sent during `window` (probes and their answers, mostly).
+fn frames_sent_in(api: std::net::SocketAddr, window: std::time::Duration) -> u64 {
+    let before = metric(api, "x0tta6bl4_frames_sent_total ");
+    std::thread::sleep(window);
+    metric(api, "x0tta6bl4_frames_sent_total ") - before
+}
+
+/// Issue 16: executed proposals reach running node processes. A ban posted by `dao
+/// execute --node-api` cuts the banned node off (its links refused); a parameter change
+/// written by `--node-config` is reloaded by the nodes without a restart, and their probe
+/// rate follows; a node reloads on SIGHUP too, and keeps its configuration when the file
+/// is invalid.
+#[test]
+fn executed_proposals_reach_running_nodes_without_a_restart() {
+    // a dials b, b dials c, c dials a.
+    let mesh = common::Mesh::start(&["a", "b", "c"], &[&[1], &[2], &[0]]);
+    mesh.wait_converged(std::time::Duration::from_secs(30));
+    let root = mesh.dir.path();
+    let ca = root.join("ca");
+    let (api_a, api_b) = (mesh.nodes[0].1, mesh.nodes[1].1);
+    let (url_a, url_b) = (mesh.api(0), mesh.api(1));
+
+    // The ban of c: revoked in the CA and posted to a and b, which both accept.
+    let ban = [
+        "--template",
+        "node-ban",
+        "--node",
+        "spiffe://test.x0tta6bl4.mesh/node/c",
+        "--reason",
+        "rogue routes",
+    ];
+    let start = std::time::Instant::now();
+    let output = pass_and_execute(
+        root,
+        &ca,
+        &ban,
+        &[
+            "--ca",
+            path(&ca),
+            "--node-api",
+            &url_a,
+            "--node-api",
+            &url_b,
+        ],
+    );
+    assert_eq!(code(&output), 0, "{}", stderr(&output));
+    let lines: Vec<serde_json::Value> = stdout(&output)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines[0]["effect"], "node_banned", "{lines:?}");
+    assert_eq!(lines[1]["target"], "spiffe://test.x0tta6bl4.mesh/node/c");
+    for (line, url) in lines[2..].iter().zip([&url_a, &url_b]) {
+        assert_eq!(line["node_api"], url.as_str());
+        assert_eq!(line["accepted"], true, "{line}");
+    }
+    let cut_off = || {
+        [api_a, api_b].iter().all(|&api| {
+            let get = |target: &str| {
+                let (_, body) = common::http(api, "GET", target, None);
+                serde_json::from_str::<Vec<serde_json::Value>>(&body).unwrap()
+            };
+            let linked = get("/api/v1/peers")
+                .iter()
+                .any(|p| p["name"] == "c" && p["state"] == "up");
+            let routed = get("/api/v1/routes")
+                .iter()
+                .any(|r| r["destination"] == "c");
+            !linked && !routed
+        })
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !cut_off() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "c still linked\n{}",
+            mesh.logs()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    eprintln!(
+        "ban: c cut off {:?} after dao execute started",
+        start.elapsed()
+    );
+    // c redials a: refused by a's policy, and it stays out.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let deny = "x0tta6bl4_policy_decisions_total{decision=\"deny\",action=\"neighbour\"}";
+    while metric(api_a, deny) == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no refused link from c at a\n{}",
+            mesh.logs()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(cut_off(), "c got back in");
+
+    // The probe interval: 50 ms in force, then 1000 ms after the executed change, with
+    // no restart: the frames a sends to b fall accordingly.
+    assert_eq!(probe_interval_ms(api_a), 50);
+    let window = std::time::Duration::from_millis(1500);
+    let fast = frames_sent_in(api_a, window);
+    let configs = [root.join("a/node.toml"), root.join("b/node.toml")];
+    let change = [
+        "--template",
+        "parameter-change",
+        "--name",
+        "protocol.probe_interval_ms",
+        "--value",
+        "1000",
+    ];
+    let output = pass_and_execute(
+        root,
+        &ca,
+        &change,
+        &[
+            "--node-config",
+            path(&configs[0]),
+            "--node-config",
+            path(&configs[1]),
+            "--node-api",
+            &url_a,
+            "--node-api",
+            &url_b,
+        ],
+    );
+    assert_eq!(code(&output), 0, "{}", stderr(&output));
+    let out = stdout(&output);
+    let reloads: Vec<serde_json::Value> = out
+        .lines()
+        .skip(1)
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(reloads.len(), 2, "{out}");
+    for r in &reloads {
+        assert_eq!(r["accepted"], true, "{r}");
+        assert_eq!(
+            r["answer"]["applied"],
+            serde_json::json!(["protocol.probe_interval_ms"]),
+            "{r}"
+        );
+        assert_eq!(
+            r["answer"]["restart_required"],
+            serde_json::json!([]),
+            "{r}"
+        );
+    }
+    assert_eq!(probe_interval_ms(api_a), 1000);
+    assert_eq!(probe_interval_ms(api_b), 1000);
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let slow = frames_sent_in(api_a, window);
+    eprintln!(
+        "frames a sent in {window:?}: {fast} at 50 ms probes, {slow} at 1000 ms (no restart)"
+    );
+    assert!(slow * 4 < fast, "{fast} frames before, {slow} after");
+
+    // SIGHUP: b re-reads its file; an invalid file is refused and the old settings stay.
+    let b_config = std::fs::read_to_string(&configs[1]).unwrap();
+    let hup = |pid: u32| {
+        let status = std::process::Command::new("kill")
+            .args(["-HUP", &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    };
+    std::fs::write(&configs[1], b_config.replace("= 1000", "= 300")).unwrap();
+    hup(mesh.nodes[1].2.id());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while probe_interval_ms(api_b) != 300 {
+        assert!(std::time::Instant::now() < deadline, "{}", mesh.logs());
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    std::fs::write(&configs[1], b_config.replace("= 1000", "= 1")).unwrap();
+    let (status, body) = common::http(api_b, "POST", "/api/v1/config/reload", Some("{}"));
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        body.contains("protocol.probe_interval_ms") && body.contains("is kept"),
+        "{body}"
+    );
+    assert_eq!(probe_interval_ms(api_b), 300);
+    // A setting read only at start is reported, not applied.
+    std::fs::write(
+        &configs[1],
+        b_config.replace("standalone = false", "standalone = true"),
+    )
+    .unwrap();
+    let (status, body) = common::http(api_b, "POST", "/api/v1/config/reload", Some("{}"));
+    assert_eq!(status, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        v["restart_required"],
+        serde_json::json!(["standalone"]),
+        "{body}"
+    );
+    assert_eq!(
+        v["applied"],
+        serde_json::json!(["protocol.probe_interval_ms"]),
+        "{body}"
+    );
+    assert!(
+        mesh.logs().contains("configuration reloaded"),
+        "{}",
+        mesh.logs()
+    );
+}

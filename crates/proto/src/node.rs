@@ -480,6 +480,45 @@ impl Node {
 
     // ----- commands -----
 
+    /// Replace the settings in force with `config` at `now` (a configuration reload):
+    /// every setting read as the node runs applies from now on, and a probe round due
+    /// later than one new probe interval from now is brought forward to it. Refused,
+    /// changing nothing, when `config` does not validate or changes a setting fixed at
+    /// construction (`lsdb_entries_max`, `revocations_max`, `rng_seed`,
+    /// `initial_sequence`): those need a new instance.
+    pub fn set_config(&mut self, config: Config, now: Instant) -> Result<(), ConfigError> {
+        config.validate()?;
+        let old = &self.config;
+        let fixed = [
+            (
+                "lsdb_entries_max",
+                old.lsdb_entries_max,
+                config.lsdb_entries_max,
+            ),
+            (
+                "revocations_max",
+                old.revocations_max,
+                config.revocations_max,
+            ),
+            ("rng_seed", old.rng_seed as usize, config.rng_seed as usize),
+            (
+                "initial_sequence",
+                old.initial_sequence as usize,
+                config.initial_sequence as usize,
+            ),
+        ];
+        if let Some((key, _, new)) = fixed.into_iter().find(|(_, a, b)| a != b) {
+            return Err(ConfigError {
+                key,
+                value: new.to_string(),
+                fix: "fixed when the node starts: restart it to change this".to_owned(),
+            });
+        }
+        self.next_probe_at = self.next_probe_at.min(now + config.probe_interval());
+        self.config = config;
+        Ok(())
+    }
+
     /// Keep a connection to the peer at `addr` (a static peer): dial it now and redial
     /// it with backoff whenever the connection is lost.
     pub fn add_peer(&mut self, now: Instant, addr: SocketAddr) {
