@@ -1409,7 +1409,7 @@ fn execute_cmd(a: &ExecuteArgs, mut ledger: Ledger) -> anyhow::Result<MeshChange
         }
         MeshChange::Configs(configs) => {
             for (file, text) in &configs {
-                store::write_atomically(&file, text.as_bytes()).map_err(|e| {
+                store::write_atomically(file, text.as_bytes()).map_err(|e| {
                     failure(
                         &format!(
                             "the proposal is executed but the configuration was not written: {e}"
