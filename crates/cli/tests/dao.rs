@@ -1337,8 +1337,9 @@ fn executed_proposals_reach_running_nodes_without_a_restart() {
     // SIGHUP: b re-reads its file; an invalid file is refused and the old settings stay.
     let b_config = std::fs::read_to_string(&configs[1]).unwrap();
     let hup = |pid: u32| {
-        let status = std::process::Command::new("kill")
-            .args(["-HUP", &pid.to_string()])
+        // The shell's own `kill`: no procps needed.
+        let status = std::process::Command::new("sh")
+            .args(["-c", &format!("kill -HUP {pid}")])
             .status()
             .unwrap();
         assert!(status.success());

@@ -430,9 +430,11 @@ impl Ledger {
             return Err(Refused("governance: vote outside the voting window").into());
         }
         let features = self.features(id, now)?;
-        let resolved = self.engine.resolve(id)?;
-        let operators: Vec<String> = self.engine.operators().map(str::to_string).collect();
-        let vote_start = self.engine.proposal(id)?.vote_start;
+        // On a copy: a refusal half way leaves the ledger as it was.
+        let mut engine = self.engine.clone();
+        let resolved = engine.resolve(id)?;
+        let operators: Vec<String> = engine.operators().map(str::to_string).collect();
+        let vote_start = engine.proposal(id)?.vote_start;
         let mut records = Vec::new();
         for (i, operator) in operators.iter().enumerate() {
             let Some(opt_in) = self.proxies.get(operator) else {
@@ -442,12 +444,12 @@ impl Ledger {
             if opt_in.since > now || resolved[i].is_some() {
                 continue;
             }
-            if !self.engine.was_operator_at(operator, vote_start) {
+            if !engine.was_operator_at(operator, vote_start) {
                 continue;
             }
             let inputs = match &opt_in.policy {
                 ProxyPolicy::FollowDelegate { delegate } => ProxyInputs {
-                    delegate_ballot: Some(self.engine.ballot_of(id, delegate)?),
+                    delegate_ballot: Some(engine.ballot_of(id, delegate)?),
                     predictor: None,
                     features: None,
                 },
@@ -460,8 +462,7 @@ impl Ledger {
             let decision = decide(&opt_in.policy, &inputs);
             let (support, votes) = match &decision {
                 ProxyDecision::Vote { support, .. } => {
-                    self.engine
-                        .cast_vote(operator, id, *support as u8, PROXY_VOTES, now)?;
+                    engine.cast_vote(operator, id, *support as u8, PROXY_VOTES, now)?;
                     (support_name(*support), PROXY_VOTES)
                 }
                 ProxyDecision::NoVote { .. } => ("none", 0),
@@ -477,6 +478,7 @@ impl Ledger {
                 opt_in: opt_in.signed.clone(),
             });
         }
+        self.engine = engine;
         self.proxy_log.extend(records.iter().cloned());
         Ok(records)
     }

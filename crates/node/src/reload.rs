@@ -56,6 +56,8 @@ pub(crate) struct Reloader {
     path: Option<PathBuf>,
     running: Mutex<NodeConfig>,
     commands: mpsc::Sender<Command>,
+    /// One reload at a time (a SIGHUP and an API call may come together).
+    turn: tokio::sync::Mutex<()>,
 }
 
 impl Reloader {
@@ -64,6 +66,7 @@ impl Reloader {
             path: config.source.clone(),
             running: Mutex::new(config.clone()),
             commands,
+            turn: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -79,6 +82,7 @@ impl Reloader {
     /// Read the file again and apply what can change at run time.
     pub(crate) async fn reload(&self) -> Result<ReloadReport, ReloadError> {
         let path = self.path.clone().ok_or(ReloadError::NoFile)?;
+        let _turn = self.turn.lock().await;
         let file = path.display().to_string();
         let read = tokio::task::spawn_blocking(move || crate::load_config(&path))
             .await
