@@ -320,7 +320,11 @@ impl NodeHandle {
             request_timeout: Duration::from_millis(config.api.request_timeout_ms),
         };
         let api_counters = metrics.api.clone();
-        let reloader = Arc::new(reload::Reloader::new(&config, commands_tx.clone()));
+        let reloader = Arc::new(reload::Reloader::new(
+            &config,
+            shared.clone(),
+            commands_tx.clone(),
+        ));
         tokio::spawn(reload::on_hangup(reloader.clone(), stop_rx.clone()).instrument(span.clone()));
         let router = api::router(api::ApiState {
             shared,

@@ -54,6 +54,7 @@ pub enum ReloadError {
 /// The node's configuration in force and the way to change it.
 pub(crate) struct Reloader {
     path: Option<PathBuf>,
+    shared: std::sync::Arc<crate::state::Shared>,
     running: Mutex<NodeConfig>,
     commands: mpsc::Sender<Command>,
     /// One reload at a time (a SIGHUP and an API call may come together).
@@ -61,9 +62,14 @@ pub(crate) struct Reloader {
 }
 
 impl Reloader {
-    pub(crate) fn new(config: &NodeConfig, commands: mpsc::Sender<Command>) -> Reloader {
+    pub(crate) fn new(
+        config: &NodeConfig,
+        shared: std::sync::Arc<crate::state::Shared>,
+        commands: mpsc::Sender<Command>,
+    ) -> Reloader {
         Reloader {
             path: config.source.clone(),
+            shared,
             running: Mutex::new(config.clone()),
             commands,
             turn: tokio::sync::Mutex::new(()),
@@ -79,8 +85,20 @@ impl Reloader {
         self.running.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Read the file again and apply what can change at run time.
+    /// Read the file again and apply what can change at run time; counted in
+    /// `config_reloads_total{result}`.
     pub(crate) async fn reload(&self) -> Result<ReloadReport, ReloadError> {
+        let outcome = self.reload_once().await;
+        let counters = &self.shared.counters;
+        let counter = match outcome {
+            Ok(_) => &counters.config_reloads_ok,
+            Err(_) => &counters.config_reloads_rejected,
+        };
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        outcome
+    }
+
+    async fn reload_once(&self) -> Result<ReloadReport, ReloadError> {
         let path = self.path.clone().ok_or(ReloadError::NoFile)?;
         let _turn = self.turn.lock().await;
         let file = path.display().to_string();

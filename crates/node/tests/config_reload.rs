@@ -94,6 +94,13 @@ async fn a_running_node_reloads_its_protocol_settings_and_refuses_bad_files() {
         "{error}"
     );
     assert_eq!(interval().await, 400);
+    let metrics = api.text("/metrics").await;
+    for line in [
+        "x0tta6bl4_config_reloads_total{result=\"ok\"} 1",
+        "x0tta6bl4_config_reloads_total{result=\"rejected\"} 3",
+    ] {
+        assert!(metrics.contains(line), "{line} missing:\n{metrics}");
+    }
     a.shutdown().await.unwrap();
 
     // A node embedded with a configuration of no file has nothing to reload.
