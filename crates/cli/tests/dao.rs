@@ -582,6 +582,61 @@ fn executed_proposals_reach_the_ca_and_the_node_configuration() {
     ]);
     assert_ne!(code(&reissue), 0, "a revoked node gets no new SVID");
     assert!(stderr(&reissue).contains("revoked"), "{}", stderr(&reissue));
+
+    // --node-api: a ban without --ca is refused before anything executes; a node that
+    // does not answer is reported per node, and the exit is 1 after the others.
+    let ban_eve = [
+        "--template",
+        "node-ban",
+        "--node",
+        "spiffe://mesh.test/node/eve",
+        "--reason",
+        "r",
+    ];
+    let output = pass_and_execute(
+        dir.path(),
+        &ca,
+        &ban_eve,
+        &["--node-api", "http://127.0.0.1:9"],
+    );
+    assert_eq!(code(&output), 2, "{}", stdout(&output));
+    assert!(
+        stderr(&output).contains("a node ban needs --ca DIR"),
+        "{}",
+        stderr(&output)
+    );
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let url = format!("http://{closed}");
+    let faster = [
+        "--template",
+        "parameter-change",
+        "--name",
+        "protocol.probe_interval_ms",
+        "--value",
+        "100",
+    ];
+    let output = pass_and_execute(
+        dir.path(),
+        &ca,
+        &faster,
+        &["--node-config", path(&config), "--node-api", &url],
+    );
+    assert_eq!(code(&output), 1, "{}", stdout(&output));
+    let out = stdout(&output);
+    let node: serde_json::Value = serde_json::from_str(out.lines().nth(1).unwrap()).unwrap();
+    assert_eq!(node["node_api"], url.as_str());
+    assert_eq!(node["accepted"], false, "{node}");
+    assert!(
+        stderr(&output).contains("the proposal is executed, but 1 of 1 nodes did not take"),
+        "{}",
+        stderr(&output)
+    );
+    assert!(std::fs::read_to_string(&config)
+        .unwrap()
+        .contains("probe_interval_ms = 100"));
 }
 
 #[test]
