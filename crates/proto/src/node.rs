@@ -488,29 +488,21 @@ impl Node {
     /// `initial_sequence`): those need a new instance.
     pub fn set_config(&mut self, config: Config, now: Instant) -> Result<(), ConfigError> {
         config.validate()?;
-        let old = &self.config;
-        let fixed = [
-            (
-                "lsdb_entries_max",
-                old.lsdb_entries_max,
-                config.lsdb_entries_max,
-            ),
-            (
-                "revocations_max",
-                old.revocations_max,
-                config.revocations_max,
-            ),
-            ("rng_seed", old.rng_seed as usize, config.rng_seed as usize),
-            (
-                "initial_sequence",
-                old.initial_sequence as usize,
-                config.initial_sequence as usize,
-            ),
+        const FIXED: [&str; 4] = [
+            "lsdb_entries_max",
+            "revocations_max",
+            "rng_seed",
+            "initial_sequence",
         ];
-        if let Some((key, _, new)) = fixed.into_iter().find(|(_, a, b)| a != b) {
+        let fixed = |c: &Config| {
+            let sizes = [c.lsdb_entries_max, c.revocations_max].map(|v| v as u64);
+            [sizes[0], sizes[1], c.rng_seed, c.initial_sequence]
+        };
+        let (old, new) = (fixed(&self.config), fixed(&config));
+        if let Some(i) = (0..FIXED.len()).find(|&i| old[i] != new[i]) {
             return Err(ConfigError {
-                key,
-                value: new.to_string(),
+                key: FIXED[i],
+                value: new[i].to_string(),
                 fix: "fixed when the node starts: restart it to change this".to_owned(),
             });
         }
