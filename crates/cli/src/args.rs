@@ -36,7 +36,10 @@ pub enum Command {
     /// The node listens for QUIC links on `listen`, dials every address in `peers`,
     /// authenticates peers with the SVID in `[identity] dir` and serves its HTTP API on
     /// `api_listen` (see docs/api.md). `examples/node.toml` shows and explains every key.
-    /// It runs until Ctrl-C or SIGTERM.
+    /// It runs until Ctrl-C or SIGTERM. SIGHUP (or `POST /api/v1/config/reload`) reloads
+    /// the file without a restart: the `[protocol]` settings that change at run time apply
+    /// at once, an invalid file is refused and the settings in force stay, and settings
+    /// read only at start (addresses, identity, ...) are logged as needing a restart.
     #[command(after_help = EXIT_CODES)]
     Node(NodeArgs),
     /// Create a trust-domain CA and issue node SVIDs.

@@ -64,24 +64,44 @@ pub enum DaoCommand {
     Tally(TallyArgs),
     /// Show every proposal's state, the operators, and the governed parameters.
     Status(StatusArgs),
+    /// The auto-proxy: signed opt-ins in the ledger, proxy votes, and their verification.
+    ///
+    /// An operator opts in with a signed message naming its policy: follow a delegate (vote
+    /// the side of that operator's ballot once they voted) or follow the prediction (vote
+    /// the side the outcome predictor expects to win when its confidence reaches the
+    /// threshold); opt-out revokes it. `proxy run` (anyone may run it, best late in the
+    /// vote) applies every opt-in in force to an open proposal: for each operator whose
+    /// power is not cast yet, directly or through delegation, it casts 1 vote on the chosen
+    /// side or refuses, and records the decision, its reason, its inputs and the signed
+    /// opt-in in the state file. `proxy verify` checks every record again from the file.
+    #[command(subcommand)]
+    Proxy(ProxyCommand),
     /// Queue a successful proposal behind the timelock.
     Queue(ProposalArgs),
     /// Execute a queued proposal whose timelock has elapsed; prints what changed.
     ///
     /// The effect reaches the running mesh with --ca (a node ban becomes a CA-signed
     /// revocation, as `x0tta6bl4 ca revoke` makes) and --node-config (a parameter change is
-    /// written into each node configuration file, comments kept). Both are checked before
-    /// the proposal is executed: a wrong CA, a banned node outside its trust domain or a
-    /// configuration the node would refuse change nothing.
+    /// written into each node configuration file, comments kept); with --node-api the
+    /// revocation is posted to the running nodes, and the nodes reload their configuration
+    /// (no restart). All is checked before the proposal is executed: a wrong CA, a banned
+    /// node outside its trust domain, a configuration the node would refuse, or a bad
+    /// --node-api or --svid change nothing.
     Execute(ExecuteArgs),
     /// Deploy the governance contracts to an Ethereum JSON-RPC endpoint.
     ///
     /// Deploys MeshParameters, OperatorRegistry and MeshGovernance (from contracts/out,
     /// built by scripts/build-contracts.sh) with transactions signed locally by --key-file's
-    /// account (legacy transactions with the EIP-155 chain id, gas from eth_estimateGas and
-    /// eth_gasPrice), admits the --operator accounts, grants MeshGovernance the registrar
+    /// account, admits the --operator accounts, grants MeshGovernance the registrar
     /// role and hands it the ownership of MeshParameters. Prints the addresses as JSON (and
     /// writes them to --out). A step the chain would revert stops with its revert reason.
+    ///
+    /// Fees: when the endpoint's latest block has a base fee (London and later), EIP-1559
+    /// (type 2) transactions with the priority fee from eth_feeHistory (the median
+    /// 50th-percentile tip of the last 10 blocks, 1 gwei when they paid none) and a max fee
+    /// of twice the next base fee plus the tip, unless --max-priority-fee-per-gas and
+    /// --max-fee-per-gas say otherwise; before London, or with --legacy, legacy (type 0)
+    /// transactions with the EIP-155 chain id at eth_gasPrice. Gas from eth_estimateGas.
     Deploy(DeployArgs),
 }
 
@@ -139,6 +159,15 @@ pub struct DeployArgs {
     /// Seconds to wait for each transaction's receipt.
     #[arg(long, default_value_t = 120)]
     pub receipt_timeout: u64,
+    /// Send legacy (type 0) transactions even when the endpoint supports EIP-1559.
+    #[arg(long, conflicts_with_all = ["max_fee_per_gas", "max_priority_fee_per_gas"])]
+    pub legacy: bool,
+    /// EIP-1559 max fee per gas, in wei (default: twice the next base fee plus the tip).
+    #[arg(long, value_name = "WEI")]
+    pub max_fee_per_gas: Option<u128>,
+    /// EIP-1559 priority fee (tip) per gas, in wei (default: from eth_feeHistory).
+    #[arg(long, value_name = "WEI")]
+    pub max_priority_fee_per_gas: Option<u128>,
 }
 
 #[derive(Debug, Args)]
@@ -358,6 +387,83 @@ pub struct ExecuteArgs {
     /// it. Repeat for more nodes.
     #[arg(long = "node-config", value_name = "FILE")]
     pub node_configs: Vec<PathBuf>,
+    /// A running node's HTTP API, e.g. http://127.0.0.1:8001; repeat for more nodes. A node
+    /// ban's revocation (with --ca) is posted to each (`POST /api/v1/revocations`, as `ca
+    /// revoke --api` does; the nodes flood it on), and after a parameter change (with
+    /// --node-config) each node reloads its configuration (`POST /api/v1/config/reload`).
+    /// Each node's answer is printed; exit 1 when one did not accept.
+    #[arg(long = "node-api", value_name = "URL")]
+    pub node_apis: Vec<String>,
+    /// An SVID directory for node APIs that require mutual TLS (`[identity] api_mtls`), as
+    /// `ca revoke --svid`.
+    #[arg(long, value_name = "DIR", env = "X0TTA6BL4_SVID")]
+    pub svid: Option<PathBuf>,
+}
+
+/// `dao proxy` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum ProxyCommand {
+    /// Opt in to the auto-proxy with a policy, signed with your key (replaces an earlier
+    /// opt-in).
+    OptIn(ProxyOptInArgs),
+    /// Revoke your opt-in, signed with your key (the proxy's earlier votes stay).
+    OptOut(ProxyOptOutArgs),
+    /// Run the auto-proxy on an open proposal and record its decisions.
+    ///
+    /// The follow-the-prediction policies use the outcome predictor trained on a simulated
+    /// history (the electorate model of `dao simulate`; --train-proposals, --seed); its
+    /// weights are recorded with each decision, so anyone can recompute it.
+    Run(ProxyRunArgs),
+    /// Check every proxy record of the state file: the opt-in's signature against the
+    /// operator's registered key, the decision recomputed from the policy and the recorded
+    /// inputs, the sentiment recomputed from the proposal's text, the vote in the ballot.
+    /// Exit 1 when a record does not hold.
+    Verify(StatusArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ProxyOptInArgs {
+    #[command(flatten)]
+    pub state: StateArg,
+    #[command(flatten)]
+    pub signer: Signer,
+    /// Follow this operator: vote the side of its ballot once it voted.
+    #[arg(
+        long,
+        value_name = "OPERATOR",
+        conflicts_with = "follow_prediction",
+        required_unless_present = "follow_prediction"
+    )]
+    pub follow_delegate: Option<String>,
+    /// Follow the prediction when its confidence reaches this threshold (0.5 to 1).
+    #[arg(long, value_name = "THRESHOLD")]
+    pub follow_prediction: Option<f64>,
+}
+
+#[derive(Debug, Args)]
+pub struct ProxyOptOutArgs {
+    #[command(flatten)]
+    pub state: StateArg,
+    #[command(flatten)]
+    pub signer: Signer,
+}
+
+#[derive(Debug, Args)]
+pub struct ProxyRunArgs {
+    #[command(flatten)]
+    pub state: StateArg,
+    /// The proposal's id (1, 2, ...; see `dao status`).
+    #[arg(long)]
+    pub proposal: u64,
+    /// Proposals of the simulated history the predictor is trained on (20 to 10000).
+    #[arg(long, default_value_t = 300)]
+    pub train_proposals: usize,
+    /// Seed of the simulated history.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -461,18 +567,26 @@ pub async fn deploy(a: &DeployArgs) -> anyhow::Result<ExitCode> {
     let mut endpoint =
         rpc::Rpc::new(&a.rpc).map_err(|e| usage(&e, "--rpc", "pass an http:// or https:// URL"))?;
     endpoint.receipt_timeout = std::time::Duration::from_secs(a.receipt_timeout);
-    let on_chain = async {
-        let wallet = rpc::Wallet::new(&endpoint, signer).await?;
-        rpc::deploy(&wallet, &artifacts, &rules, &operators).await
-    }
-    .await
-    .map_err(|e| {
-        failure(
-            &format!("deployment failed: {e}"),
-            &a.rpc,
-            "see the reason; a partial deployment leaves contracts behind, deploy again",
-        )
-    })?;
+    let mut wallet = rpc::Wallet::new(&endpoint, signer)
+        .await
+        .map_err(|e| failure(&e.to_string(), &a.rpc, "check --rpc"))?;
+    let fees = rpc::FeePolicy {
+        legacy: a.legacy,
+        max_fee_per_gas: a.max_fee_per_gas,
+        max_priority_fee_per_gas: a.max_priority_fee_per_gas,
+    };
+    wallet
+        .set_fee_policy(fees)
+        .map_err(|e| usage(&e, &a.rpc, "see `x0tta6bl4 dao deploy --help`, \"Fees\""))?;
+    let on_chain = rpc::deploy(&wallet, &artifacts, &rules, &operators)
+        .await
+        .map_err(|e| {
+            failure(
+                &format!("deployment failed: {e}"),
+                &a.rpc,
+                "see the reason; a partial deployment leaves contracts behind, deploy again",
+            )
+        })?;
     let json =
         serde_json::to_string_pretty(&on_chain).map_err(|e| failure(&e.to_string(), "JSON", ""))?;
     if let Some(out) = &a.out {
@@ -606,14 +720,32 @@ pub fn run(command: &DaoCommand) -> anyhow::Result<ExitCode> {
             let tally = e.tally(a.proposal).map_err(refused)?;
             let state = e.state(a.proposal, at).map_err(refused)?;
             let quorum = e.quorum(a.proposal).map_err(refused)?;
+            let proxy = proxy_records(&ledger, a.proposal);
+            let unverified = ledger.verify_proxy().len();
             if a.json {
-                let v = serde_json::json!({"proposal": a.proposal, "state": format!("{state:?}"), "tally": tally, "quorum": quorum});
+                let v = serde_json::json!({"proposal": a.proposal, "state": format!("{state:?}"), "tally": tally, "quorum": quorum,
+                    "proxy": proxy, "proxy_unverified": unverified});
                 println!("{v}");
             } else {
                 println!(
                     "proposal {}: {:?}\n  for {}  against {}  abstain {}\n  voting power cast {} of {} (quorum {})",
                     a.proposal, state, tally.for_votes, tally.against, tally.abstain, tally.represented, tally.eligible, quorum
                 );
+                if !proxy.is_empty() {
+                    println!("  auto-proxy decisions (signed opt-ins, see `dao proxy verify`):");
+                }
+                for r in &proxy {
+                    println!(
+                        "    {} {} ({} votes): {}",
+                        r["operator"].as_str().unwrap_or_default(),
+                        r["support"].as_str().unwrap_or_default(),
+                        r["votes"],
+                        r["reason"].as_str().unwrap_or_default()
+                    );
+                }
+                if unverified > 0 {
+                    println!("  WARNING: {unverified} proxy records do not verify: run `x0tta6bl4 dao proxy verify`");
+                }
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -630,6 +762,7 @@ pub fn run(command: &DaoCommand) -> anyhow::Result<ExitCode> {
                         "description": p.description,
                         "state": e.state(p.id, at).map(|s| format!("{s:?}")).unwrap_or_default(),
                         "vote_start": p.vote_start, "vote_end": p.vote_end, "eta": p.eta,
+                        "proxy": proxy_records(&ledger, p.id),
                     })
                 })
                 .collect();
@@ -638,8 +771,15 @@ pub fn run(command: &DaoCommand) -> anyhow::Result<ExitCode> {
                 .filter(|o| e.is_operator(o))
                 .map(|o| serde_json::json!({"id": o, "delegate": e.delegate_of(o)}))
                 .collect();
+            let proxies: Vec<_> = ledger
+                .proxies()
+                .iter()
+                .map(|(o, p)| serde_json::json!({"operator": o, "policy": p.policy, "since": p.since}))
+                .collect();
+            let unverified = ledger.verify_proxy().len();
             if a.json {
-                let v = serde_json::json!({"rules": e.rules, "operators": operators, "proposals": proposals, "mesh": e.mesh});
+                let v = serde_json::json!({"rules": e.rules, "operators": operators, "proposals": proposals, "mesh": e.mesh,
+                    "proxies": proxies, "proxy_unverified": unverified});
                 println!("{v}");
             } else {
                 println!("operators: {}", operators.len());
@@ -657,6 +797,29 @@ pub fn run(command: &DaoCommand) -> anyhow::Result<ExitCode> {
                         p["state"].as_str().unwrap_or_default(),
                         p["description"].as_str().unwrap_or_default()
                     );
+                    for r in p["proxy"].as_array().into_iter().flatten() {
+                        println!(
+                            "    proxy for {}: {} ({})",
+                            r["operator"].as_str().unwrap_or_default(),
+                            r["support"].as_str().unwrap_or_default(),
+                            r["reason"].as_str().unwrap_or_default()
+                        );
+                    }
+                }
+                println!("auto-proxy opt-ins: {}", proxies.len());
+                for (o, p) in ledger.proxies() {
+                    let policy = match &p.policy {
+                        x0tta6bl4_dao::predict::ProxyPolicy::FollowDelegate { delegate } => {
+                            format!("follows delegate {delegate}")
+                        }
+                        x0tta6bl4_dao::predict::ProxyPolicy::FollowPrediction { threshold } => {
+                            format!("follows the prediction at confidence >= {threshold}")
+                        }
+                    };
+                    println!("  {o}: {policy} (since {})", p.since);
+                }
+                if unverified > 0 {
+                    println!("WARNING: {unverified} proxy records do not verify: run `x0tta6bl4 dao proxy verify`");
                 }
                 println!("parameters:");
                 for p in &e.mesh.parameters {
@@ -682,8 +845,122 @@ pub fn run(command: &DaoCommand) -> anyhow::Result<ExitCode> {
             println!("proposal {} queued; executable from {eta}", a.proposal);
             Ok(ExitCode::SUCCESS)
         }
-        DaoCommand::Execute(a) => execute_cmd(a),
+        DaoCommand::Execute(_) => Err(usage(
+            "dao execute runs asynchronously",
+            "dao",
+            "call dao_cmd::execute",
+        )),
+        DaoCommand::Proxy(c) => proxy_cmd(c),
     }
+}
+
+fn proxy_cmd(command: &ProxyCommand) -> anyhow::Result<ExitCode> {
+    use x0tta6bl4_dao::predict::{Predictor, ProxyPolicy};
+    match command {
+        ProxyCommand::OptIn(a) => {
+            let policy = match (&a.follow_delegate, a.follow_prediction) {
+                (Some(delegate), _) => ProxyPolicy::FollowDelegate {
+                    delegate: delegate.clone(),
+                },
+                (None, Some(threshold)) => ProxyPolicy::FollowPrediction { threshold },
+                (None, None) => unreachable!("clap requires one policy"),
+            };
+            apply(&a.state, &a.signer, Message::ProxyOptIn { policy })
+        }
+        ProxyCommand::OptOut(a) => apply(&a.state, &a.signer, Message::ProxyOptOut),
+        ProxyCommand::Run(a) => {
+            if !(20..=10_000).contains(&a.train_proposals) {
+                return Err(usage(
+                    &format!("--train-proposals {} is out of range", a.train_proposals),
+                    "dao proxy run",
+                    "pass 20 to 10000",
+                ));
+            }
+            let mut ledger = load(&a.state.state)?;
+            let predicts = ledger
+                .proxies()
+                .values()
+                .any(|o| matches!(o.policy, ProxyPolicy::FollowPrediction { .. }));
+            let predictor = if predicts {
+                let model = simulate::Model::new(200, a.train_proposals, a.seed);
+                let history = simulate::history(&model)
+                    .map_err(|e| usage(&e, "dao proxy run", "see --help"))?;
+                Some(
+                    Predictor::fit(&history, 2_000, 0.5, 1e-3)
+                        .map_err(|e| usage(&e, "dao proxy run", "see --help"))?,
+                )
+            } else {
+                None
+            };
+            let records = ledger
+                .run_proxy(a.proposal, predictor.as_ref(), now(&a.state))
+                .map_err(|e| {
+                    failure(
+                        &e.to_string(),
+                        format!("proposal {}", a.proposal),
+                        "run the proxy while the proposal is Active (see `x0tta6bl4 dao tally`)",
+                    )
+                })?;
+            save(&a.state.state, &ledger)?;
+            if a.json {
+                println!("{}", serde_json::to_string(&records)?);
+            } else if records.is_empty() {
+                println!(
+                    "no opted-in operator without a vote on proposal {}",
+                    a.proposal
+                );
+            } else {
+                for r in &records {
+                    println!("{} {}: {}", r.operator, r.support, r.reason);
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        ProxyCommand::Verify(a) => {
+            let ledger = load(&a.state.state)?;
+            let problems = ledger.verify_proxy();
+            let total = ledger.proxy_log().len();
+            if a.json {
+                let items: Vec<_> = problems
+                    .iter()
+                    .map(|(i, why)| serde_json::json!({"record": i, "problem": why}))
+                    .collect();
+                println!("{}", serde_json::json!({"records": total, "failed": items}));
+            } else {
+                for (i, why) in &problems {
+                    println!("record {i}: {why}");
+                }
+                println!(
+                    "{} of {total} proxy records verified",
+                    total - problems.len()
+                );
+            }
+            if problems.is_empty() {
+                Ok(ExitCode::SUCCESS)
+            } else {
+                Err(failure(
+                    &format!("{} proxy records do not verify", problems.len()),
+                    a.state.state.display(),
+                    "the state file was changed outside `x0tta6bl4 dao`; see the records above",
+                ))
+            }
+        }
+    }
+}
+
+/// The proxy's records on proposal `id`, as JSON.
+fn proxy_records(ledger: &Ledger, id: u64) -> Vec<serde_json::Value> {
+    ledger
+        .proxy_log()
+        .iter()
+        .filter(|r| r.proposal == id)
+        .map(|r| {
+            serde_json::json!({
+                "operator": r.operator, "at": r.at, "support": r.support,
+                "votes": r.votes, "reason": r.reason,
+            })
+        })
+        .collect()
 }
 
 fn apply(state: &StateArg, signer: &Signer, message: Message) -> anyhow::Result<ExitCode> {
@@ -955,15 +1232,88 @@ fn predict_cmd(a: &PredictArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// What `dao execute` will do to the running mesh, checked before the proposal executes.
+/// What `dao execute` will do to the running mesh, checked before the proposal executes
+/// (a revocation: the CA and the node; once made, the CA's revocation).
 enum MeshChange {
     None,
-    Revoke(Box<x0tta6bl4_identity::CertificateAuthority>, NodeName),
+    Revoke(Box<x0tta6bl4_identity::CertificateAuthority>, RevokeStep),
     Configs(Vec<(PathBuf, String)>),
 }
 
-fn execute_cmd(a: &ExecuteArgs) -> anyhow::Result<ExitCode> {
-    let mut ledger = load(&a.state.state)?;
+/// The node to revoke, then its revocation.
+enum RevokeStep {
+    Node(NodeName),
+    Made(Box<x0tta6bl4_identity::Revocation>),
+}
+
+/// `dao execute`: the proposal, then its effect on the running mesh.
+pub async fn execute(a: &ExecuteArgs) -> anyhow::Result<ExitCode> {
+    let mut apis = Vec::new();
+    for url in &a.node_apis {
+        apis.push((url.clone(), crate::status::api_for(url, a.svid.as_deref())?));
+    }
+    let ledger = load(&a.state.state)?;
+    if !apis.is_empty() {
+        let needs = match ledger.engine.proposal(a.proposal).map(|p| &p.action) {
+            Ok(Action::NodeBan { .. }) if a.ca.is_none() => Some("a node ban needs --ca DIR"),
+            Ok(Action::ParameterChange { .. }) if a.node_configs.is_empty() => {
+                Some("a parameter change needs --node-config FILE (the files the nodes reload)")
+            }
+            Ok(Action::NodeBan { .. } | Action::ParameterChange { .. }) | Err(_) => None,
+            Ok(_) => Some("only node bans and parameter changes reach the nodes' APIs"),
+        };
+        if let Some(why) = needs {
+            return Err(usage(
+                &format!("--node-api: {why}"),
+                format!("proposal {}", a.proposal),
+                "see `x0tta6bl4 dao execute --help`",
+            ));
+        }
+    }
+    let change = execute_cmd(a, ledger)?;
+    let (path, body, what) = match change {
+        MeshChange::Revoke(_, RevokeStep::Made(revocation)) => (
+            "/api/v1/revocations",
+            serde_json::to_value(&revocation)?,
+            "the revocation",
+        ),
+        MeshChange::Configs(_) => (
+            "/api/v1/config/reload",
+            serde_json::json!({}),
+            "the configuration reload",
+        ),
+        MeshChange::None | MeshChange::Revoke(_, RevokeStep::Node(_)) => {
+            return Ok(ExitCode::SUCCESS)
+        }
+    };
+    let mut refused = 0;
+    for (url, api) in &apis {
+        let line = match api.post::<_, serde_json::Value>(path, &body).await {
+            Ok(answer) => serde_json::json!({"node_api": url, "accepted": true, "answer": answer}),
+            Err(e) => {
+                refused += 1;
+                serde_json::json!({"node_api": url, "accepted": false, "error": format!("{e:#}")})
+            }
+        };
+        println!("{line}");
+    }
+    if refused > 0 {
+        return Err(failure(
+            &format!(
+                "the proposal is executed, but {refused} of {} nodes did not take {what}",
+                apis.len()
+            ),
+            path,
+            "see the nodes' answers above; retry with `x0tta6bl4 ca revoke --api URL` or \
+             `curl -X POST URL/api/v1/config/reload` once the node is back",
+        ));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Executes the proposal and applies its effect to the CA and the configuration files;
+/// returns what was done.
+fn execute_cmd(a: &ExecuteArgs, mut ledger: Ledger) -> anyhow::Result<MeshChange> {
     let action = ledger
         .engine
         .proposal(a.proposal)
@@ -1005,7 +1355,7 @@ fn execute_cmd(a: &ExecuteArgs) -> anyhow::Result<ExitCode> {
                             "pass the CA of spiffe://DOMAIN/node/NAME with --ca",
                         )
                     })?;
-                MeshChange::Revoke(Box::new(ca), name)
+                MeshChange::Revoke(Box::new(ca), RevokeStep::Node(name))
             }
             None => MeshChange::None,
         },
@@ -1037,9 +1387,10 @@ fn execute_cmd(a: &ExecuteArgs) -> anyhow::Result<ExitCode> {
     })?;
     save(&a.state.state, &ledger)?;
     println!("{}", serde_json::to_string(&effect)?);
-    match change {
-        MeshChange::None => {}
-        MeshChange::Revoke(ca, name) => {
+    Ok(match change {
+        MeshChange::None => MeshChange::None,
+        MeshChange::Revoke(ca, RevokeStep::Made(r)) => MeshChange::Revoke(ca, RevokeStep::Made(r)),
+        MeshChange::Revoke(ca, RevokeStep::Node(name)) => {
             let revocation = ca.revoke(&name).map_err(|e| {
                 failure(
                     &format!("the proposal is executed but the revocation failed: {e}"),
@@ -1054,10 +1405,11 @@ fn execute_cmd(a: &ExecuteArgs) -> anyhow::Result<ExitCode> {
                 )
             })?;
             println!("{}", serde_json::to_string(&revocation)?);
+            MeshChange::Revoke(ca, RevokeStep::Made(Box::new(revocation)))
         }
         MeshChange::Configs(configs) => {
-            for (file, text) in configs {
-                store::write_atomically(&file, text.as_bytes()).map_err(|e| {
+            for (file, text) in &configs {
+                store::write_atomically(file, text.as_bytes()).map_err(|e| {
                     failure(
                         &format!(
                             "the proposal is executed but the configuration was not written: {e}"
@@ -1068,9 +1420,9 @@ fn execute_cmd(a: &ExecuteArgs) -> anyhow::Result<ExitCode> {
                 })?;
                 eprintln!("wrote {}", file.display());
             }
+            MeshChange::Configs(configs)
         }
-    }
-    Ok(ExitCode::SUCCESS)
+    })
 }
 
 /// Checks `text` the way the node will read it, from a temporary file beside `file`.

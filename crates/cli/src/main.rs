@@ -97,6 +97,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Ca(CaCommand::Revoke(args)) => ca::revoke(&args).await?,
         Command::Ca(CaCommand::RotateRoot(args)) => ca::rotate_root(&args)?,
         Command::Dao(dao_cmd::DaoCommand::Deploy(args)) => return dao_cmd::deploy(&args).await,
+        Command::Dao(dao_cmd::DaoCommand::Execute(args)) => return dao_cmd::execute(&args).await,
         Command::Dao(command) => return dao_cmd::run(&command),
         Command::Status(args) => status::status(&args).await?,
         Command::Send(args) => status::send(&args).await?,

@@ -582,6 +582,61 @@ fn executed_proposals_reach_the_ca_and_the_node_configuration() {
     ]);
     assert_ne!(code(&reissue), 0, "a revoked node gets no new SVID");
     assert!(stderr(&reissue).contains("revoked"), "{}", stderr(&reissue));
+
+    // --node-api: a ban without --ca is refused before anything executes; a node that
+    // does not answer is reported per node, and the exit is 1 after the others.
+    let ban_eve = [
+        "--template",
+        "node-ban",
+        "--node",
+        "spiffe://mesh.test/node/eve",
+        "--reason",
+        "r",
+    ];
+    let output = pass_and_execute(
+        dir.path(),
+        &ca,
+        &ban_eve,
+        &["--node-api", "http://127.0.0.1:9"],
+    );
+    assert_eq!(code(&output), 2, "{}", stdout(&output));
+    assert!(
+        stderr(&output).contains("a node ban needs --ca DIR"),
+        "{}",
+        stderr(&output)
+    );
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let url = format!("http://{closed}");
+    let faster = [
+        "--template",
+        "parameter-change",
+        "--name",
+        "protocol.probe_interval_ms",
+        "--value",
+        "100",
+    ];
+    let output = pass_and_execute(
+        dir.path(),
+        &ca,
+        &faster,
+        &["--node-config", path(&config), "--node-api", &url],
+    );
+    assert_eq!(code(&output), 1, "{}", stdout(&output));
+    let out = stdout(&output);
+    let node: serde_json::Value = serde_json::from_str(out.lines().nth(1).unwrap()).unwrap();
+    assert_eq!(node["node_api"], url.as_str());
+    assert_eq!(node["accepted"], false, "{node}");
+    assert!(
+        stderr(&output).contains("the proposal is executed, but 1 of 1 nodes did not take"),
+        "{}",
+        stderr(&output)
+    );
+    assert!(std::fs::read_to_string(&config)
+        .unwrap()
+        .contains("probe_interval_ms = 100"));
 }
 
 #[test]
@@ -800,6 +855,62 @@ fn deploy_to_anvil_over_json_rpc() {
     for c in ["parameters", "registry", "governance"] {
         assert!(json[c].as_str().unwrap().starts_with("0x"), "{json}");
     }
+    // anvil's latest hardfork has a base fee: EIP-1559 transactions, fees from
+    // eth_feeHistory; --legacy and given fees are honoured.
+    assert_eq!(json["transaction_type"], "eip1559", "{json}");
+    let legacy = ok(&[
+        "dao",
+        "deploy",
+        "--rpc",
+        &url,
+        "--key-file",
+        path(&key),
+        "--legacy",
+    ]);
+    let legacy: serde_json::Value = serde_json::from_str(&legacy).unwrap();
+    assert_eq!(legacy["transaction_type"], "legacy", "{legacy}");
+    let given = ok(&[
+        "dao",
+        "deploy",
+        "--rpc",
+        &url,
+        "--key-file",
+        path(&key),
+        "--max-fee-per-gas",
+        "40000000000",
+        "--max-priority-fee-per-gas",
+        "2000000000",
+    ]);
+    let given: serde_json::Value = serde_json::from_str(&given).unwrap();
+    assert_eq!(given["transaction_type"], "eip1559", "{given}");
+    refused(
+        &[
+            "dao",
+            "deploy",
+            "--rpc",
+            &url,
+            "--key-file",
+            path(&key),
+            "--max-fee-per-gas",
+            "1000",
+            "--max-priority-fee-per-gas",
+            "2000",
+        ],
+        1,
+        "below the priority fee",
+    );
+    let conflict = run(&[
+        "dao",
+        "deploy",
+        "--rpc",
+        &url,
+        "--key-file",
+        path(&key),
+        "--legacy",
+        "--max-fee-per-gas",
+        "1",
+    ]);
+    assert_eq!(code(&conflict), 2, "{}", stderr(&conflict));
 
     // Bad input: a key file that is not a key, an endpoint nobody serves, a bad address.
     let bad_key = dir.path().join("bad.key");
@@ -839,5 +950,492 @@ fn deploy_to_anvil_over_json_rpc() {
         ],
         1,
         "cannot reach the JSON-RPC endpoint",
+    );
+}
+
+/// The auto-proxy in the signed ledger: opt-ins signed with SVID keys (a wrongly signed one
+/// refused and without effect), proxy votes recorded with their reasons, shown by `tally`
+/// and `status`, verified from the state file, and a forged record caught.
+#[test]
+fn auto_proxy_opt_ins_are_signed_and_its_votes_verifiable() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca");
+    ca_init(&ca, "mesh.test");
+    let names = ["alice", "bob", "carol", "dave"];
+    for n in names {
+        ca_issue(&ca, n, &dir.path().join(n));
+    }
+    let key = |n: &str| dir.path().join(n).join("svid_key.pem");
+    let id = |n: &str| format!("spiffe://mesh.test/node/{n}");
+    let state = dir.path().join("dao.json");
+    let s = path(&state);
+    init_governance(s);
+    for n in names {
+        let k = key(n);
+        ok(&[
+            "dao",
+            "admit",
+            "--state",
+            s,
+            "--registrar",
+            "root",
+            "--operator",
+            &id(n),
+            "--key-file",
+            path(&k),
+            "--at",
+            "1",
+        ]);
+    }
+    let (ka, kc, kd) = (key("alice"), key("carol"), key("dave"));
+    ok(&[
+        "dao",
+        "propose",
+        "--state",
+        s,
+        "--as",
+        &id("alice"),
+        "--key-file",
+        path(&ka),
+        "--template",
+        "parameter-change",
+        "--name",
+        "protocol.probe_interval_ms",
+        "--value",
+        "200",
+        "--description",
+        "slower probes save battery",
+        "--at",
+        "100",
+    ]);
+    // bob signs with carol's key: refused, and the proxy never votes for bob.
+    refused(
+        &[
+            "dao",
+            "proxy",
+            "opt-in",
+            "--state",
+            s,
+            "--as",
+            &id("bob"),
+            "--key-file",
+            path(&kc),
+            "--follow-delegate",
+            &id("alice"),
+            "--at",
+            "101",
+        ],
+        1,
+        "signature does not verify with the registered key of spiffe://mesh.test/node/bob",
+    );
+    refused(
+        &[
+            "dao",
+            "proxy",
+            "opt-in",
+            "--state",
+            s,
+            "--as",
+            &id("carol"),
+            "--key-file",
+            path(&kc),
+            "--follow-prediction",
+            "0.2",
+            "--at",
+            "101",
+        ],
+        1,
+        "outside 0.5",
+    );
+    // carol follows alice; dave follows the prediction at 0.6.
+    ok(&[
+        "dao",
+        "proxy",
+        "opt-in",
+        "--state",
+        s,
+        "--as",
+        &id("carol"),
+        "--key-file",
+        path(&kc),
+        "--follow-delegate",
+        &id("alice"),
+        "--at",
+        "102",
+    ]);
+    ok(&[
+        "dao",
+        "proxy",
+        "opt-in",
+        "--state",
+        s,
+        "--as",
+        &id("dave"),
+        "--key-file",
+        path(&kd),
+        "--follow-prediction",
+        "0.6",
+        "--at",
+        "102",
+    ]);
+    ok(&[
+        "dao",
+        "vote",
+        "--state",
+        s,
+        "--as",
+        &id("alice"),
+        "--key-file",
+        path(&ka),
+        "--proposal",
+        "1",
+        "--support",
+        "for",
+        "--votes",
+        "3",
+        "--at",
+        "120",
+    ]);
+    let out = ok(&[
+        "dao",
+        "proxy",
+        "run",
+        "--state",
+        s,
+        "--proposal",
+        "1",
+        "--at",
+        "180",
+        "--json",
+    ]);
+    let records: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let records = records.as_array().unwrap();
+    assert_eq!(records.len(), 2, "{out}");
+    assert_eq!(records[0]["operator"], id("carol"));
+    assert_eq!(records[0]["support"], "for");
+    assert!(records[0]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("follows delegate"));
+    assert_eq!(records[1]["operator"], id("dave"));
+    assert!(
+        records[1]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("P(for wins)"),
+        "{out}"
+    );
+    assert!(
+        records[1]["inputs"]["predictor"]["weights"].is_array(),
+        "{out}"
+    );
+    // bob (no valid opt-in) has no vote: alice, carol and maybe dave are represented.
+    let tally = ok(&[
+        "dao",
+        "tally",
+        "--state",
+        s,
+        "--proposal",
+        "1",
+        "--at",
+        "181",
+        "--json",
+    ]);
+    let t: serde_json::Value = serde_json::from_str(&tally).unwrap();
+    let proxy_votes = records.iter().filter(|r| r["votes"] == 1).count() as u64;
+    assert_eq!(t["tally"]["represented"], 1 + proxy_votes, "{tally}");
+    assert_eq!(t["proxy"].as_array().unwrap().len(), 2, "{tally}");
+    assert_eq!(t["proxy_unverified"], 0);
+    let text = ok(&[
+        "dao",
+        "tally",
+        "--state",
+        s,
+        "--proposal",
+        "1",
+        "--at",
+        "181",
+    ]);
+    assert!(text.contains("auto-proxy decisions"), "{text}");
+    assert!(
+        text.contains(&format!("{} for (1 votes): follows delegate", id("carol"))),
+        "{text}"
+    );
+    let status = ok(&["dao", "status", "--state", s, "--at", "181"]);
+    assert!(status.contains("auto-proxy opt-ins: 2"), "{status}");
+    assert!(
+        status.contains(&format!("proxy for {}: for", id("carol"))),
+        "{status}"
+    );
+    assert!(ok(&["dao", "proxy", "verify", "--state", s]).contains("2 of 2 proxy records verified"));
+
+    // Revoked: dave's opt-in is gone.
+    ok(&[
+        "dao",
+        "proxy",
+        "opt-out",
+        "--state",
+        s,
+        "--as",
+        &id("dave"),
+        "--key-file",
+        path(&kd),
+        "--at",
+        "182",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&ok(&[
+        "dao", "status", "--state", s, "--at", "182", "--json",
+    ]))
+    .unwrap();
+    assert_eq!(v["proxies"].as_array().unwrap().len(), 1, "{v}");
+
+    // A record changed in the file is caught by anyone who verifies.
+    let text = std::fs::read_to_string(&state).unwrap();
+    let mut json: serde_json::Value = serde_json::from_str(&text).unwrap();
+    json["proxy_log"][0]["support"] = "against".into();
+    std::fs::write(&state, serde_json::to_string(&json).unwrap()).unwrap();
+    refused(
+        &["dao", "proxy", "verify", "--state", s],
+        1,
+        "1 proxy records do not verify",
+    );
+    let text = ok(&[
+        "dao",
+        "tally",
+        "--state",
+        s,
+        "--proposal",
+        "1",
+        "--at",
+        "183",
+    ]);
+    assert!(
+        text.contains("WARNING: 1 proxy records do not verify"),
+        "{text}"
+    );
+}
+
+/// A counter of a node's /metrics (0 when absent).
+fn metric(api: std::net::SocketAddr, line_start: &str) -> u64 {
+    let (_, metrics) = common::http(api, "GET", "/metrics", None);
+    metrics
+        .lines()
+        .find(|l| l.starts_with(line_start))
+        .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .unwrap_or(0.0) as u64
+}
+
+/// The probe interval a node has in force (`GET /api/v1/config`).
+fn probe_interval_ms(api: std::net::SocketAddr) -> u64 {
+    let (status, body) = common::http(api, "GET", "/api/v1/config", None);
+    assert_eq!(status, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    v["protocol"]["probe_interval_ms"].as_u64().unwrap()
+}
+
+/// Frames a node sent during `window` (probes and their answers, mostly).
+fn frames_sent_in(api: std::net::SocketAddr, window: std::time::Duration) -> u64 {
+    let before = metric(api, "x0tta6bl4_frames_sent_total ");
+    std::thread::sleep(window);
+    metric(api, "x0tta6bl4_frames_sent_total ") - before
+}
+
+/// Issue 16: executed proposals reach running node processes. A ban posted by `dao
+/// execute --node-api` cuts the banned node off (its links refused); a parameter change
+/// written by `--node-config` is reloaded by the nodes without a restart, and their probe
+/// rate follows; a node reloads on SIGHUP too, and keeps its configuration when the file
+/// is invalid.
+#[test]
+fn executed_proposals_reach_running_nodes_without_a_restart() {
+    // a dials b, b dials c, c dials a.
+    let mesh = common::Mesh::start(&["a", "b", "c"], &[&[1], &[2], &[0]]);
+    mesh.wait_converged(std::time::Duration::from_secs(30));
+    let root = mesh.dir.path();
+    let ca = root.join("ca");
+    let (api_a, api_b) = (mesh.nodes[0].1, mesh.nodes[1].1);
+    let (url_a, url_b) = (mesh.api(0), mesh.api(1));
+
+    // The ban of c: revoked in the CA and posted to a and b, which both accept.
+    let ban = [
+        "--template",
+        "node-ban",
+        "--node",
+        "spiffe://test.x0tta6bl4.mesh/node/c",
+        "--reason",
+        "rogue routes",
+    ];
+    let start = std::time::Instant::now();
+    let output = pass_and_execute(
+        root,
+        &ca,
+        &ban,
+        &[
+            "--ca",
+            path(&ca),
+            "--node-api",
+            &url_a,
+            "--node-api",
+            &url_b,
+        ],
+    );
+    assert_eq!(code(&output), 0, "{}", stderr(&output));
+    let lines: Vec<serde_json::Value> = stdout(&output)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines[0]["effect"], "node_banned", "{lines:?}");
+    assert_eq!(lines[1]["target"], "spiffe://test.x0tta6bl4.mesh/node/c");
+    for (line, url) in lines[2..].iter().zip([&url_a, &url_b]) {
+        assert_eq!(line["node_api"], url.as_str());
+        assert_eq!(line["accepted"], true, "{line}");
+    }
+    let cut_off = || {
+        [api_a, api_b].iter().all(|&api| {
+            let get = |target: &str| {
+                let (_, body) = common::http(api, "GET", target, None);
+                serde_json::from_str::<Vec<serde_json::Value>>(&body).unwrap()
+            };
+            let linked = get("/api/v1/peers")
+                .iter()
+                .any(|p| p["name"] == "c" && p["state"] == "up");
+            let routed = get("/api/v1/routes")
+                .iter()
+                .any(|r| r["destination"] == "c");
+            !linked && !routed
+        })
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !cut_off() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "c still linked\n{}",
+            mesh.logs()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    eprintln!(
+        "ban: c cut off {:?} after dao execute started",
+        start.elapsed()
+    );
+    // c redials a: refused by a's policy, and it stays out.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let deny = "x0tta6bl4_policy_decisions_total{decision=\"deny\",action=\"neighbour\"}";
+    while metric(api_a, deny) == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no refused link from c at a\n{}",
+            mesh.logs()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(cut_off(), "c got back in");
+
+    // The probe interval: 50 ms in force, then 1000 ms after the executed change, with
+    // no restart: the frames a sends to b fall accordingly.
+    assert_eq!(probe_interval_ms(api_a), 50);
+    let window = std::time::Duration::from_millis(1500);
+    let fast = frames_sent_in(api_a, window);
+    let configs = [root.join("a/node.toml"), root.join("b/node.toml")];
+    let change = [
+        "--template",
+        "parameter-change",
+        "--name",
+        "protocol.probe_interval_ms",
+        "--value",
+        "1000",
+    ];
+    let output = pass_and_execute(
+        root,
+        &ca,
+        &change,
+        &[
+            "--node-config",
+            path(&configs[0]),
+            "--node-config",
+            path(&configs[1]),
+            "--node-api",
+            &url_a,
+            "--node-api",
+            &url_b,
+        ],
+    );
+    assert_eq!(code(&output), 0, "{}", stderr(&output));
+    let out = stdout(&output);
+    let reloads: Vec<serde_json::Value> = out
+        .lines()
+        .skip(1)
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(reloads.len(), 2, "{out}");
+    for r in &reloads {
+        assert_eq!(r["accepted"], true, "{r}");
+        assert_eq!(
+            r["answer"]["applied"],
+            serde_json::json!(["protocol.probe_interval_ms"]),
+            "{r}"
+        );
+        assert_eq!(
+            r["answer"]["restart_required"],
+            serde_json::json!([]),
+            "{r}"
+        );
+    }
+    assert_eq!(probe_interval_ms(api_a), 1000);
+    assert_eq!(probe_interval_ms(api_b), 1000);
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let slow = frames_sent_in(api_a, window);
+    eprintln!(
+        "frames a sent in {window:?}: {fast} at 50 ms probes, {slow} at 1000 ms (no restart)"
+    );
+    assert!(slow * 4 < fast, "{fast} frames before, {slow} after");
+
+    // SIGHUP: b re-reads its file; an invalid file is refused and the old settings stay.
+    let b_config = std::fs::read_to_string(&configs[1]).unwrap();
+    let hup = |pid: u32| {
+        // The shell's own `kill`: no procps needed.
+        let status = std::process::Command::new("sh")
+            .args(["-c", &format!("kill -HUP {pid}")])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    };
+    std::fs::write(&configs[1], b_config.replace("= 1000", "= 300")).unwrap();
+    hup(mesh.nodes[1].2.id());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while probe_interval_ms(api_b) != 300 {
+        assert!(std::time::Instant::now() < deadline, "{}", mesh.logs());
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    std::fs::write(&configs[1], b_config.replace("= 1000", "= 1")).unwrap();
+    let (status, body) = common::http(api_b, "POST", "/api/v1/config/reload", Some("{}"));
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        body.contains("protocol.probe_interval_ms") && body.contains("is kept"),
+        "{body}"
+    );
+    assert_eq!(probe_interval_ms(api_b), 300);
+    // A setting read only at start is reported, not applied.
+    std::fs::write(
+        &configs[1],
+        b_config.replace("standalone = false", "standalone = true"),
+    )
+    .unwrap();
+    let (status, body) = common::http(api_b, "POST", "/api/v1/config/reload", Some("{}"));
+    assert_eq!(status, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        v["restart_required"],
+        serde_json::json!(["standalone"]),
+        "{body}"
+    );
+    assert_eq!(
+        v["applied"],
+        serde_json::json!(["protocol.probe_interval_ms"]),
+        "{body}"
+    );
+    assert!(
+        mesh.logs().contains("configuration reloaded"),
+        "{}",
+        mesh.logs()
     );
 }

@@ -300,6 +300,13 @@ impl Engine {
             .is_some_and(|&i| self.operators[i].member.latest())
     }
 
+    /// Whether `id` was a registered operator at `time` (a proposal's snapshot).
+    pub fn was_operator_at(&self, id: &str, time: u64) -> bool {
+        self.index
+            .get(id)
+            .is_some_and(|&i| self.operators[i].member.at(time))
+    }
+
     pub fn operator_count(&self) -> u64 {
         self.count.latest()
     }

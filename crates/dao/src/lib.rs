@@ -14,14 +14,19 @@
 //!   policy).
 //! - [`evm`]: those contracts executed in revm, with alloy `sol!` bindings.
 //! - [`rpc`]: the same contracts deployed to any Ethereum JSON-RPC endpoint, with
-//!   transactions signed locally (alloy), behind `x0tta6bl4 dao deploy`.
+//!   transactions signed locally (alloy; EIP-1559 where the chain has a base fee, fees from
+//!   `eth_feeHistory`, else legacy), behind `x0tta6bl4 dao deploy`.
 //! - [`engine`]: the same rules off chain, as a sans-IO state machine (time is an argument).
 //!   Its refusals carry the contracts' own revert reasons; the differential test
 //!   (`tests/differential.rs`) checks both agree on random histories.
 //! - [`apply`]: an executed parameter change written into a node's configuration file
-//!   (`x0tta6bl4 dao execute --node-config`; a ban becomes a CA revocation with `--ca`).
-//! - [`signed`]: Snapshot-style gasless governance: proposals, votes and delegations signed
-//!   with the operators' SVID keys (ECDSA P-256), verified before they reach the engine.
+//!   (`x0tta6bl4 dao execute --node-config`, then reloaded by the running nodes with
+//!   `--node-api`; a ban becomes a CA revocation with `--ca`, posted to the nodes with
+//!   `--node-api`).
+//! - [`signed`]: Snapshot-style gasless governance: proposals, votes, delegations and
+//!   auto-proxy opt-ins signed with the operators' SVID keys (ECDSA P-256), verified before
+//!   they reach the engine; the proxy's votes recorded with their reasons and verifiable
+//!   from the ledger (`x0tta6bl4 dao proxy`).
 //! - [`sentiment`]: VADER over its lexicon extended with mesh-operations words, for
 //!   proposal texts and discussion comments (`x0tta6bl4 dao sentiment`).
 //! - [`predict`]: the outcome predictor (logistic regression over sentiment, proposer

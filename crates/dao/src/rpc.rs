@@ -1,11 +1,16 @@
 //! The contracts on a real chain: an Ethereum JSON-RPC client (reqwest), transactions
-//! signed locally (alloy's `TxLegacy` with the EIP-155 chain id, secp256k1 signatures from
-//! the `k256` crate), and
+//! signed locally (alloy's `TxEip1559`, or `TxLegacy` with the EIP-155 chain id;
+//! secp256k1 signatures from the `k256` crate), and
 //! [`deploy`], behind `x0tta6bl4 dao deploy --rpc URL --key-file FILE`.
 //!
 //! Any endpoint that speaks the standard `eth_*` methods works (a devnet such as Foundry's
 //! anvil, a testnet node, a provider): the client asks for the chain id, the nonce, a gas
-//! estimate and the gas price, signs, sends the raw transaction and waits for its receipt.
+//! estimate and the fees, signs, sends the raw transaction and waits for its receipt.
+//! Fees ([`FeePolicy`]): when the endpoint's latest block has a base fee (London and
+//! later) transactions are EIP-1559 (type 2) with the priority fee and the max fee taken
+//! from `eth_feeHistory` (the median tip of the last blocks; twice the next base fee plus
+//! the tip, the rule of ethers and alloy) or given; otherwise legacy (type 0) at
+//! `eth_gasPrice`.
 //! A transaction the chain would revert is refused before it is sent, with the decoded
 //! revert reason from the gas estimate.
 
@@ -13,7 +18,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use alloy_consensus::{SignableTransaction, TxEnvelope, TxLegacy};
+use alloy_consensus::{SignableTransaction, TxEip1559, TxEnvelope, TxLegacy};
 use alloy_eips::eip2718::Encodable2718;
 use alloy_primitives::{Address, Bytes, TxKind, B256, U256};
 use alloy_sol_types::SolCall;
@@ -226,6 +231,86 @@ pub struct Mined {
     pub hash: B256,
     pub gas_used: u64,
     pub contract: Option<Address>,
+    /// The fees it was sent with.
+    pub fees: Fees,
+    /// The receipt's `type` (`0x0` legacy, `0x2` EIP-1559).
+    pub receipt_type: String,
+}
+
+/// How transactions pay for gas (`dao deploy --legacy`, `--max-fee-per-gas`,
+/// `--max-priority-fee-per-gas`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FeePolicy {
+    /// Legacy transactions at `eth_gasPrice` even when the endpoint supports EIP-1559.
+    pub legacy: bool,
+    /// The max fee per gas in wei (default: twice the next base fee plus the tip).
+    pub max_fee_per_gas: Option<u128>,
+    /// The priority fee (tip) per gas in wei (default: the median of the 50th-percentile
+    /// tips of the last [`FEE_HISTORY_BLOCKS`] blocks, [`TIP_FLOOR`] when they are all 0).
+    pub max_priority_fee_per_gas: Option<u128>,
+}
+
+/// Blocks of `eth_feeHistory` the default tip is the median of.
+pub const FEE_HISTORY_BLOCKS: u64 = 10;
+/// The default tip when the last blocks paid none (empty blocks): 1 gwei.
+pub const TIP_FLOOR: u128 = 1_000_000_000;
+
+/// The fees one transaction pays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Fees {
+    /// Type 0, with the EIP-155 chain id.
+    Legacy { gas_price: u128 },
+    /// Type 2 (EIP-1559).
+    Eip1559 {
+        max_fee_per_gas: u128,
+        max_priority_fee_per_gas: u128,
+    },
+}
+
+/// The EIP-1559 fees from `eth_feeHistory`'s answer (`baseFeePerGas` has one entry more
+/// than the blocks asked for: the next block's base fee; `reward` holds each block's
+/// 50th-percentile tip) and the policy's overrides.
+pub fn eip1559_fees(history: &Value, policy: &FeePolicy) -> Result<Fees, String> {
+    let quantity = |v: &Value| {
+        v.as_str()
+            .and_then(|s| u128::from_str_radix(s.trim_start_matches("0x"), 16).ok())
+    };
+    let next_base = history
+        .get("baseFeePerGas")
+        .and_then(Value::as_array)
+        .and_then(|a| a.last())
+        .and_then(quantity)
+        .ok_or("no baseFeePerGas in the answer")?;
+    let tip = match policy.max_priority_fee_per_gas {
+        Some(tip) => tip,
+        None => {
+            let mut tips: Vec<u128> = history
+                .get("reward")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(|r| r.get(0).and_then(quantity))
+                .collect();
+            tips.sort_unstable();
+            match tips.get(tips.len() / 2) {
+                Some(&t) if t > 0 => t,
+                _ => TIP_FLOOR,
+            }
+        }
+    };
+    let max_fee = policy
+        .max_fee_per_gas
+        .unwrap_or_else(|| next_base.saturating_mul(2).saturating_add(tip));
+    if max_fee < tip {
+        return Err(format!(
+            "the max fee per gas ({max_fee} wei) is below the priority fee ({tip} wei): raise --max-fee-per-gas"
+        ));
+    }
+    Ok(Fees::Eip1559 {
+        max_fee_per_gas: max_fee,
+        max_priority_fee_per_gas: tip,
+    })
 }
 
 /// Signs and sends transactions from one account.
@@ -233,15 +318,76 @@ pub struct Wallet<'a> {
     pub rpc: &'a Rpc,
     signer: SigningKey,
     chain_id: u64,
+    /// The endpoint's latest block has a base fee (London or later).
+    london: bool,
+    fees: FeePolicy,
 }
 
 impl<'a> Wallet<'a> {
+    /// A wallet with the default [`FeePolicy`]: EIP-1559 where the endpoint supports it.
     pub async fn new(rpc: &'a Rpc, signer: SigningKey) -> Result<Self, RpcError> {
         let chain_id = rpc.chain_id().await?;
+        let block = rpc
+            .request("eth_getBlockByNumber", json!(["latest", false]))
+            .await?;
+        let london = block
+            .get("baseFeePerGas")
+            .is_some_and(|fee| fee.is_string());
         Ok(Wallet {
             rpc,
             signer,
             chain_id,
+            london,
+            fees: FeePolicy::default(),
+        })
+    }
+
+    /// Whether the endpoint supports EIP-1559 transactions (its blocks have a base fee).
+    pub fn supports_eip1559(&self) -> bool {
+        self.london
+    }
+
+    /// Whether this wallet sends EIP-1559 transactions (supported and not `legacy`).
+    pub fn uses_eip1559(&self) -> bool {
+        self.london && !self.fees.legacy
+    }
+
+    /// Sets how transactions pay for gas; EIP-1559 fees on an endpoint without EIP-1559
+    /// are refused.
+    pub fn set_fee_policy(&mut self, policy: FeePolicy) -> Result<(), String> {
+        let eip1559_fees =
+            policy.max_fee_per_gas.is_some() || policy.max_priority_fee_per_gas.is_some();
+        if eip1559_fees && (policy.legacy || !self.london) {
+            return Err(if policy.legacy {
+                "EIP-1559 fees were given with legacy transactions: drop --legacy or the fees"
+                    .into()
+            } else {
+                "the endpoint does not support EIP-1559 (its latest block has no base fee): \
+                 drop --max-fee-per-gas and --max-priority-fee-per-gas"
+                    .into()
+            });
+        }
+        self.fees = policy;
+        Ok(())
+    }
+
+    /// The fees the next transaction pays.
+    pub async fn fees(&self) -> Result<Fees, RpcError> {
+        if !self.uses_eip1559() {
+            return Ok(Fees::Legacy {
+                gas_price: self.rpc.quantity("eth_gasPrice", json!([])).await?,
+            });
+        }
+        let history = self
+            .rpc
+            .request(
+                "eth_feeHistory",
+                json!([format!("{FEE_HISTORY_BLOCKS:#x}"), "latest", [50]]),
+            )
+            .await?;
+        eip1559_fees(&history, &self.fees).map_err(|why| RpcError::Decode {
+            method: "eth_feeHistory".into(),
+            why,
         })
     }
 
@@ -277,26 +423,42 @@ impl<'a> Wallet<'a> {
             .rpc
             .quantity("eth_getTransactionCount", json!([from, "pending"]))
             .await? as u64;
-        let gas_price = self.rpc.quantity("eth_gasPrice", json!([])).await?;
-        let tx = TxLegacy {
-            chain_id: Some(self.chain_id),
-            nonce,
-            gas_price,
-            gas_limit: estimate + estimate / 5 + 10_000,
-            to,
-            value: U256::ZERO,
-            input: data,
+        let gas_limit = estimate + estimate / 5 + 10_000;
+        let fees = self.fees().await?;
+        let raw = match fees {
+            Fees::Legacy { gas_price } => {
+                let tx = TxLegacy {
+                    chain_id: Some(self.chain_id),
+                    nonce,
+                    gas_price,
+                    gas_limit,
+                    to,
+                    value: U256::ZERO,
+                    input: data,
+                };
+                let signature = self.sign(tx.signature_hash())?;
+                TxEnvelope::Legacy(tx.into_signed(signature)).encoded_2718()
+            }
+            Fees::Eip1559 {
+                max_fee_per_gas,
+                max_priority_fee_per_gas,
+            } => {
+                let tx = TxEip1559 {
+                    chain_id: self.chain_id,
+                    nonce,
+                    gas_limit,
+                    max_fee_per_gas,
+                    max_priority_fee_per_gas,
+                    to,
+                    value: U256::ZERO,
+                    access_list: Default::default(),
+                    input: data,
+                };
+                let signature = self.sign(tx.signature_hash())?;
+                TxEnvelope::Eip1559(tx.into_signed(signature)).encoded_2718()
+            }
         };
-        let (signature, recovery) = self
-            .signer
-            .sign_prehash_recoverable(tx.signature_hash().as_slice())
-            .map_err(|e| RpcError::Decode {
-                method: "sign".into(),
-                why: e.to_string(),
-            })?;
-        let signature =
-            alloy_primitives::Signature::from_signature_and_parity(signature, recovery.is_y_odd());
-        let raw = Bytes::from(TxEnvelope::Legacy(tx.into_signed(signature)).encoded_2718());
+        let raw = Bytes::from(raw);
         let hash: B256 = serde_json::from_value(
             self.rpc
                 .request("eth_sendRawTransaction", json!([raw]))
@@ -329,6 +491,8 @@ impl<'a> Wallet<'a> {
                     hash,
                     gas_used,
                     contract,
+                    fees,
+                    receipt_type: field("type").to_string(),
                 });
             }
             if start.elapsed() > self.rpc.receipt_timeout {
@@ -341,6 +505,20 @@ impl<'a> Wallet<'a> {
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(Duration::from_secs(2));
         }
+    }
+
+    fn sign(&self, hash: B256) -> Result<alloy_primitives::Signature, RpcError> {
+        let (signature, recovery) = self
+            .signer
+            .sign_prehash_recoverable(hash.as_slice())
+            .map_err(|e| RpcError::Decode {
+                method: "sign".into(),
+                why: e.to_string(),
+            })?;
+        Ok(alloy_primitives::Signature::from_signature_and_parity(
+            signature,
+            recovery.is_y_odd(),
+        ))
     }
 
     /// A typed transaction to a contract.
@@ -358,6 +536,8 @@ pub struct ChainDeployment {
     pub parameters: Address,
     pub registry: Address,
     pub governance: Address,
+    /// `eip1559` (type 2) or `legacy` (type 0).
+    pub transaction_type: String,
     /// (step, transaction hash, gas used), in order.
     pub transactions: Vec<(String, B256, u64)>,
     pub operators: Vec<Address>,
@@ -454,6 +634,11 @@ pub async fn deploy(
     ));
     Ok(ChainDeployment {
         chain_id: wallet.chain_id(),
+        transaction_type: match wallet.uses_eip1559() {
+            true => "eip1559",
+            false => "legacy",
+        }
+        .into(),
         deployer: admin,
         parameters,
         registry,
@@ -461,4 +646,63 @@ pub async fn deploy(
         transactions,
         operators: operators.to_vec(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn history(bases: &[&str], tips: &[&str]) -> Value {
+        json!({
+            "baseFeePerGas": bases,
+            "reward": tips.iter().map(|t| vec![*t]).collect::<Vec<_>>(),
+        })
+    }
+
+    #[test]
+    fn eip1559_fees_from_the_fee_history() {
+        let auto = FeePolicy::default();
+        // next base fee 0x64 = 100 wei; median tip of 1, 5, 3 = 3 wei
+        let h = history(&["0x10", "0x20", "0x30", "0x64"], &["0x1", "0x5", "0x3"]);
+        assert_eq!(
+            eip1559_fees(&h, &auto).unwrap(),
+            Fees::Eip1559 {
+                max_fee_per_gas: 203,
+                max_priority_fee_per_gas: 3
+            }
+        );
+        // empty blocks paid no tip: the floor
+        let h = history(&["0x1", "0x1"], &["0x0"]);
+        assert_eq!(
+            eip1559_fees(&h, &auto).unwrap(),
+            Fees::Eip1559 {
+                max_fee_per_gas: 2 + TIP_FLOOR,
+                max_priority_fee_per_gas: TIP_FLOOR
+            }
+        );
+        // given fees win
+        let given = FeePolicy {
+            max_fee_per_gas: Some(1_000),
+            max_priority_fee_per_gas: Some(7),
+            legacy: false,
+        };
+        assert_eq!(
+            eip1559_fees(&h, &given).unwrap(),
+            Fees::Eip1559 {
+                max_fee_per_gas: 1_000,
+                max_priority_fee_per_gas: 7
+            }
+        );
+        let below = FeePolicy {
+            max_fee_per_gas: Some(5),
+            max_priority_fee_per_gas: Some(7),
+            legacy: false,
+        };
+        assert!(eip1559_fees(&h, &below)
+            .unwrap_err()
+            .contains("below the priority fee"));
+        assert!(eip1559_fees(&json!({}), &auto)
+            .unwrap_err()
+            .contains("no baseFeePerGas"));
+    }
 }

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use alloy_primitives::{keccak256, Address, U256};
+use alloy_primitives::{keccak256, Address, TxKind, B256, U256};
 use k256::ecdsa::SigningKey;
 use serde_json::json;
 use x0tta6bl4_dao::engine::Rules;
@@ -19,7 +19,7 @@ use x0tta6bl4_dao::evm::{
     default_artifact_dir, Artifacts, IMeshGovernance as G, IMeshParameters as P,
     IOperatorRegistry as R,
 };
-use x0tta6bl4_dao::rpc::{self, Rpc, RpcError, Wallet};
+use x0tta6bl4_dao::rpc::{self, FeePolicy, Rpc, RpcError, Wallet};
 
 /// anvil: $X0TTA6BL4_ANVIL, contracts/node_modules/.bin/anvil, or on PATH.
 pub fn anvil_binary() -> Option<PathBuf> {
@@ -54,6 +54,11 @@ impl Drop for Anvil {
 
 impl Anvil {
     pub async fn start(binary: &Path) -> Anvil {
+        Anvil::start_with(binary, &[]).await
+    }
+
+    /// anvil with extra arguments (e.g. `--hardfork berlin`: blocks without a base fee).
+    pub async fn start_with(binary: &Path, extra: &[&str]) -> Anvil {
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("free port")
@@ -66,6 +71,7 @@ impl Anvil {
                 &port.to_string(),
                 "--silent",
             ])
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -160,10 +166,16 @@ async fn deploys_to_anvil_and_executes_a_proposal_over_json_rpc() {
         quorum_percent: 50,
     };
     let addresses: Vec<Address> = ops.iter().map(Wallet::address).collect();
+    assert!(
+        deployer.supports_eip1559(),
+        "anvil's latest hardfork has a base fee"
+    );
     let d = rpc::deploy(&deployer, &artifacts, &rules, &addresses)
         .await
         .unwrap();
     assert_eq!(d.chain_id, 31337);
+    assert_eq!(d.transaction_type, "eip1559");
+    assert_transaction_types(&rpc, &d.transactions, "0x2").await;
     for (name, at) in [
         ("MeshParameters", d.parameters),
         ("OperatorRegistry", d.registry),
@@ -374,6 +386,120 @@ async fn deploys_to_anvil_and_executes_a_proposal_over_json_rpc() {
         revert_reason(direct),
         format!("OwnableUnauthorizedAccount({})", deployer.address())
     );
+}
+
+/// Every transaction's receipt has `type` `kind`, and a type-2 transaction paid its base
+/// fee plus a tip within its max fee.
+async fn assert_transaction_types(rpc: &Rpc, transactions: &[(String, B256, u64)], kind: &str) {
+    for (step, hash, _) in transactions {
+        let receipt = rpc
+            .request("eth_getTransactionReceipt", json!([hash]))
+            .await
+            .unwrap();
+        assert_eq!(receipt["type"], kind, "{step}: {receipt}");
+        let tx = rpc
+            .request("eth_getTransactionByHash", json!([hash]))
+            .await
+            .unwrap();
+        assert_eq!(tx["type"], kind, "{step}: {tx}");
+        if kind == "0x2" {
+            let q = |v: &serde_json::Value| {
+                u128::from_str_radix(v.as_str().unwrap().trim_start_matches("0x"), 16).unwrap()
+            };
+            let (max_fee, tip) = (q(&tx["maxFeePerGas"]), q(&tx["maxPriorityFeePerGas"]));
+            assert!(tip <= max_fee, "{step}: tip {tip} above max fee {max_fee}");
+            assert!(
+                q(&receipt["effectiveGasPrice"]) <= max_fee,
+                "{step}: {receipt}"
+            );
+        }
+    }
+}
+
+/// Before London (anvil `--hardfork berlin`: blocks without a base fee) the wallet falls
+/// back to legacy transactions, and EIP-1559 fees are refused with a reason; on a
+/// London chain `FeePolicy` forces legacy or sets the fees.
+#[tokio::test(flavor = "current_thread")]
+async fn deploys_with_legacy_transactions_before_london_and_with_given_fees_after() {
+    let Some(binary) = anvil_binary() else {
+        skip_or_fail(
+            "anvil is missing: run scripts/build-contracts.sh (npm @foundry-rs/anvil-linux-amd64)",
+        );
+        return;
+    };
+    let artifacts = Artifacts::load(&default_artifact_dir()).unwrap_or_else(|e| panic!("{e}"));
+    let rules = Rules::default();
+    let berlin = Anvil::start_with(&binary, &["--hardfork", "berlin"]).await;
+    let rpc = Rpc::new(&berlin.url).unwrap();
+    let mut deployer = Wallet::new(&rpc, key(0x31)).await.unwrap();
+    fund(&rpc, deployer.address()).await;
+    assert!(!deployer.supports_eip1559());
+    let e = deployer
+        .set_fee_policy(FeePolicy {
+            max_priority_fee_per_gas: Some(2_000_000_000),
+            ..FeePolicy::default()
+        })
+        .unwrap_err();
+    assert!(e.contains("does not support EIP-1559"), "{e}");
+    // The governance contracts need Shanghai's PUSH0, which Berlin lacks: a contract of
+    // Berlin's instruction set (its runtime returns 42) goes through the same `send`.
+    let initcode =
+        alloy_primitives::hex::decode("600a600c600039600a6000f3602a60005260206000f3").unwrap();
+    let mined = deployer
+        .send("deploy a Berlin contract", TxKind::Create, initcode)
+        .await
+        .unwrap();
+    assert!(
+        matches!(mined.fees, rpc::Fees::Legacy { .. }),
+        "{:?}",
+        mined.fees
+    );
+    let created = mined.contract.expect("a contract address");
+    assert_eq!(
+        rpc.code(created).await.unwrap().to_vec(),
+        alloy_primitives::hex::decode("602a60005260206000f3").unwrap()
+    );
+    assert_transaction_types(&rpc, &[("create".into(), mined.hash, 0)], "0x0").await;
+    drop(berlin);
+
+    let london = Anvil::start(&binary).await;
+    let rpc = Rpc::new(&london.url).unwrap();
+    let mut deployer = Wallet::new(&rpc, key(0x32)).await.unwrap();
+    fund(&rpc, deployer.address()).await;
+    let fees = FeePolicy {
+        max_fee_per_gas: Some(50_000_000_000),
+        max_priority_fee_per_gas: Some(3_000_000_000),
+        ..FeePolicy::default()
+    };
+    deployer.set_fee_policy(fees).unwrap();
+    let d = rpc::deploy(&deployer, &artifacts, &rules, &[])
+        .await
+        .unwrap();
+    assert_eq!(d.transaction_type, "eip1559");
+    assert_transaction_types(&rpc, &d.transactions, "0x2").await;
+    let tx = rpc
+        .request("eth_getTransactionByHash", json!([d.transactions[0].1]))
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            tx["maxFeePerGas"].as_str(),
+            tx["maxPriorityFeePerGas"].as_str()
+        ),
+        (Some("0xba43b7400"), Some("0xb2d05e00")),
+        "the given fees"
+    );
+    deployer
+        .set_fee_policy(FeePolicy {
+            legacy: true,
+            ..FeePolicy::default()
+        })
+        .unwrap();
+    let d = rpc::deploy(&deployer, &artifacts, &rules, &[])
+        .await
+        .unwrap();
+    assert_eq!(d.transaction_type, "legacy");
+    assert_transaction_types(&rpc, &d.transactions, "0x0").await;
 }
 
 #[tokio::test(flavor = "current_thread")]

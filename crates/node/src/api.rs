@@ -39,6 +39,8 @@ const REJECTION_BYTES_MAX: usize = 16 * 1024;
 #[derive(Clone)]
 pub(crate) struct ApiState {
     pub shared: Arc<Shared>,
+    /// The configuration in force; reloads it from its file.
+    pub reloader: Arc<crate::reload::Reloader>,
     pub commands: mpsc::Sender<Command>,
     pub metrics: Arc<Metrics>,
     /// `[identity] api_mtls`: callers must present an SVID.
@@ -76,6 +78,8 @@ pub(crate) fn router(state: ApiState) -> Router {
         .route("/api/v1/topology", get(topology))
         .route("/api/v1/send", post(send))
         .route("/api/v1/revocations", post(revoke).get(revoked))
+        .route("/api/v1/config", get(config))
+        .route("/api/v1/config/reload", post(reload))
         .route("/api/v1/messages", get(messages))
         .route("/api/v1/channels/{channel}/send", post(channel_send))
         .route("/api/v1/channels/{channel}/messages", get(channel_messages))
@@ -285,6 +289,35 @@ async fn status(State(state): State<ApiState>) -> Json<Value> {
         "sequence": snapshot.sequence,
         "messages_received": messages_received,
     }))
+}
+
+/// `GET /api/v1/config`: the `[protocol]` settings in force.
+async fn config(State(state): State<ApiState>) -> Json<Value> {
+    Json(json!({ "protocol": state.reloader.protocol() }))
+}
+
+/// `POST /api/v1/config/reload`: read the configuration file again and apply the
+/// `[protocol]` settings that change at run time (as `SIGHUP` does).
+async fn reload(State(state): State<ApiState>) -> Result<Json<Value>, ApiError> {
+    use crate::reload::ReloadError;
+    match state.reloader.reload().await {
+        Ok(report) => {
+            tracing::info!(
+                applied = ?report.applied,
+                restart_required = ?report.restart_required,
+                "configuration reloaded through the API"
+            );
+            Ok(Json(json!(report)))
+        }
+        Err(error @ (ReloadError::NoFile | ReloadError::Invalid(_))) => Err(ApiError(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("configuration not reloaded: {error}"),
+        )),
+        Err(error @ ReloadError::Unavailable(_)) => Err(ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("configuration not reloaded: {error}"),
+        )),
+    }
 }
 
 async fn peers(State(state): State<ApiState>) -> Json<Value> {

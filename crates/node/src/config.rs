@@ -49,6 +49,11 @@ pub struct NodeConfig {
     /// sets delay, jitter and loss on frames sent (see `chaos`). Not a TOML key.
     #[serde(skip)]
     pub chaos: Option<std::path::PathBuf>,
+    /// The file this configuration was read from (set by [`load_config`] and
+    /// [`NodeConfig::from_toml`]): a reload (`SIGHUP`, `POST /api/v1/config/reload`) reads
+    /// it again. Not a TOML key.
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
 }
 
 /// `[identity]`: the node's X.509-SVID.
@@ -301,6 +306,7 @@ impl NodeConfig {
     pub fn from_toml(text: &str, path: &Path) -> Result<NodeConfig, ConfigError> {
         let mut config: NodeConfig =
             toml::from_str(text).map_err(|error| parse_error(text, path, &error))?;
+        config.source = Some(path.to_owned());
         let base = path.parent().unwrap_or(Path::new(""));
         if config.identity.dir.is_relative() {
             config.identity.dir = base.join(&config.identity.dir);

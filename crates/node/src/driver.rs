@@ -86,6 +86,11 @@ pub(crate) enum Command {
         bytes: Vec<u8>,
         reply: oneshot::Sender<Result<String, RevokeError>>,
     },
+    /// New `[protocol]` settings (a configuration reload); refused with the reason.
+    Reconfigure {
+        config: Box<x0tta6bl4_proto::Config>,
+        reply: oneshot::Sender<Result<(), String>>,
+    },
 }
 
 /// Why `POST /api/v1/revocations` did not succeed.
@@ -616,6 +621,19 @@ impl Driver {
             }
             Command::Topology { reply } => {
                 let _ = reply.send(self.topology());
+            }
+            Command::Reconfigure { config, reply } => {
+                let mut config = *config;
+                // Drawn at start, not in the file.
+                config.rng_seed = self.node.config().rng_seed;
+                config.initial_sequence = self.node.config().initial_sequence;
+                let now = self.now();
+                let result = self
+                    .node
+                    .set_config(config, now)
+                    .map_err(|e| format!("protocol.{} = {}: {}", e.key, e.value, e.fix));
+                let _ = reply.send(result);
+                self.after_input();
             }
         }
     }

@@ -29,6 +29,7 @@ mod grpc_authority;
 mod metrics;
 mod outage;
 mod policy;
+pub mod reload;
 mod renewal;
 mod revocation_store;
 mod state;
@@ -319,8 +320,15 @@ impl NodeHandle {
             request_timeout: Duration::from_millis(config.api.request_timeout_ms),
         };
         let api_counters = metrics.api.clone();
+        let reloader = Arc::new(reload::Reloader::new(
+            &config,
+            shared.clone(),
+            commands_tx.clone(),
+        ));
+        tokio::spawn(reload::on_hangup(reloader.clone(), stop_rx.clone()).instrument(span.clone()));
         let router = api::router(api::ApiState {
             shared,
+            reloader,
             commands: commands_tx,
             metrics,
             mtls: config.identity.api_mtls,

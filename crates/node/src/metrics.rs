@@ -242,6 +242,13 @@ impl NodeCollector {
         }
         let help = "Authorization policy reloads by result (ok; rejected: the old policy stayed)";
         counter_family(e, "policy_reloads", help, "result", policy.reloads())?;
+        let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+        let reloads = [
+            ("ok", load(&counters.config_reloads_ok)),
+            ("rejected", load(&counters.config_reloads_rejected)),
+        ];
+        let help = "Configuration reloads (SIGHUP, POST /api/v1/config/reload) by result (ok; rejected: the configuration in force stayed)";
+        counter_family(e, "config_reloads", help, "result", reloads)?;
         let failures = counters
             .state_write_failures
             .load(std::sync::atomic::Ordering::Relaxed);

@@ -236,6 +236,9 @@ pub(crate) struct Counters {
     pub state_write_failures: AtomicU64,
     /// Records (revocations) accepted but not yet written to disk.
     pub state_writes_pending: AtomicU64,
+    /// Configuration reloads (SIGHUP, API): applied, and refused (the old one stayed).
+    pub config_reloads_ok: AtomicU64,
+    pub config_reloads_rejected: AtomicU64,
     /// Dials refused because of identity, counted and logged rate-limited.
     pub dial_refusals: crate::dial_log::DialRefusals,
     /// Successful handshakes by key-exchange group (few distinct groups exist).

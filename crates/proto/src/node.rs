@@ -488,6 +488,37 @@ impl Node {
 
     // ----- commands -----
 
+    /// Replace the settings in force with `config` at `now` (a configuration reload):
+    /// every setting read as the node runs applies from now on, and a probe round due
+    /// later than one new probe interval from now is brought forward to it. Refused,
+    /// changing nothing, when `config` does not validate or changes a setting fixed at
+    /// construction (`lsdb_entries_max`, `revocations_max`, `rng_seed`,
+    /// `initial_sequence`): those need a new instance.
+    pub fn set_config(&mut self, config: Config, now: Instant) -> Result<(), ConfigError> {
+        config.validate()?;
+        const FIXED: [&str; 4] = [
+            "lsdb_entries_max",
+            "revocations_max",
+            "rng_seed",
+            "initial_sequence",
+        ];
+        let fixed = |c: &Config| {
+            let sizes = [c.lsdb_entries_max, c.revocations_max].map(|v| v as u64);
+            [sizes[0], sizes[1], c.rng_seed, c.initial_sequence]
+        };
+        let (old, new) = (fixed(&self.config), fixed(&config));
+        if let Some(i) = (0..FIXED.len()).find(|&i| old[i] != new[i]) {
+            return Err(ConfigError {
+                key: FIXED[i],
+                value: new[i].to_string(),
+                fix: "fixed when the node starts: restart it to change this".to_owned(),
+            });
+        }
+        self.next_probe_at = self.next_probe_at.min(now + config.probe_interval());
+        self.config = config;
+        Ok(())
+    }
+
     /// Keep a connection to the peer at `addr` (a static peer): dial it now and redial
     /// it with backoff whenever the connection is lost.
     pub fn add_peer(&mut self, now: Instant, addr: SocketAddr) {
