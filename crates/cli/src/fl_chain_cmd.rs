@@ -298,6 +298,8 @@ impl x0tta6bl4_fl::bench::Observer for AuditObserver {
             epsilon: s.epsilon,
             accuracy: Some(accuracy),
             rollback_to: None,
+            coordinator: None,
+            handover: None,
         };
         self.committee.commit(decision)?;
         self.committed += 1;
@@ -447,6 +449,8 @@ pub fn rollback(args: &RollbackArgs) -> anyhow::Result<ExitCode> {
         epsilon: committee.trail().tip().and_then(|b| b.decision.epsilon),
         accuracy: d.accuracy,
         rollback_to: Some(args.model_version),
+        coordinator: None,
+        handover: None,
     };
     let record = committee.commit(decision).map_err(|e| {
         problem(

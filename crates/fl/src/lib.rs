@@ -62,7 +62,9 @@ pub use attack::{AttackKind, AttackParams};
 pub use coordinator::{
     Coordinator, CoordinatorConfig, Event, Refusal, RoundSummary, ServerOptimizer,
 };
-pub use participant::{Behaviour, CandleTrainer, LocalTrainer, Participant, ParticipantEvent};
+pub use participant::{
+    Behaviour, CandleTrainer, LocalTrainer, Participant, ParticipantEvent, TrainJob,
+};
 pub use x0tta6bl4_proto::{Authenticator, Instant, NodeName};
 
 /// A frame to send.

@@ -52,6 +52,8 @@ fn commit(c: &Chain, trail: &mut AuditTrail, round: u64, model: &[f32], rollback
         epsilon: Some(0.25 * round as f64),
         accuracy: Some(0.5 + 0.01 * round as f64),
         rollback_to,
+        coordinator: None,
+        handover: None,
     };
     let cfg = CommitteeConfig {
         chain_id: c.info.chain_id.clone(),
@@ -283,6 +285,8 @@ fn blocks_re_encode_to_the_same_bytes_for_any_float() {
             epsilon: Some(v),
             accuracy: Some(rng.random::<f64>()),
             rollback_to: None,
+            coordinator: None,
+            handover: None,
         };
         let json = serde_json::to_vec(&d).unwrap();
         let back: Decision = serde_json::from_slice(&json).unwrap();
