@@ -347,10 +347,24 @@ fn row(r: &Record) -> serde_json::Value {
         "participants": d.participants.len(),
         "suspected": d.suspected.len(),
         "rollback_to": d.rollback_to,
+        "coordinator": d.coordinator,
+        "handover": d.handover,
         "epoch": r.block.epoch,
         "view": r.qc.view,
         "signers": r.qc.commits.iter().map(|v| v.from.to_string()).collect::<Vec<_>>(),
     })
+}
+
+/// A version's note: a rollback, or a coordinator change committed over the mesh.
+fn note(d: &Decision) -> String {
+    match (&d.rollback_to, &d.handover, &d.coordinator) {
+        (Some(v), _, _) => format!("rollback to {v}"),
+        (None, Some(h), Some(to)) => format!(
+            "coordinator change: {to} after silent {}, from version {}",
+            h.replaces, h.model_version
+        ),
+        _ => String::new(),
+    }
 }
 
 /// `fl models`.
@@ -381,9 +395,7 @@ pub fn models(args: &ModelsArgs) -> anyhow::Result<ExitCode> {
             d.aggregator,
             d.participants.len(),
             d.suspected.len(),
-            d.rollback_to
-                .map(|v| format!("rollback to {v}"))
-                .unwrap_or_default()
+            note(d)
         );
     }
     if trail.records().is_empty() {
