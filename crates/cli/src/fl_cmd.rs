@@ -41,23 +41,29 @@ pub enum FlCommand {
     /// Federated learning over the real mesh: start a local mesh of node processes
     /// (CA, SVIDs, random topology, as `x0tta6bl4 demo`) and one FL agent per node,
     /// train, kill a participant and then the coordinator's host (node and agent,
-    /// SIGKILL) mid-training, and show that training continues under the next
-    /// coordinator.
+    /// SIGKILL) mid-training, and show that training continues under the coordinator
+    /// the committee chose.
     ///
-    /// FL frames travel as mesh messages on channel 2, signed with each node's SVID key;
-    /// the coordinator role passes, when its host is silent for --failover-ms, to the
-    /// next node of a fixed order, which resumes from the last model it adopted (a
-    /// deterministic handover, not yet a committee decision: docs/fl.md). Prints
-    /// accuracy per round, the coordinator of each round, the kills and a summary.
+    /// FL frames and PBFT committee messages travel as mesh messages on channel 2,
+    /// signed with each node's SVID key. Every round's result (round, model hash,
+    /// participants, aggregator, suspected attackers, epsilon, accuracy) is committed by
+    /// the committee (3f+1 nodes drawn per epoch) before any node adopts the model, and
+    /// each agent appends the committed blocks to its own audit trail (NODE/fl-audit).
+    /// When the coordinator's host is silent for --failover-ms the validators commit a
+    /// coordinator change (who takes over, from which committed model version). At the
+    /// end every node's trail is verified and all are compared height by height.
+    /// Prints each committed block, the kills, the handover and a summary (docs/fl.md).
     #[command(
-        after_help = "Exit codes: 0 training reached the last round under a new coordinator after both kills, 1 it did not, 2 bad arguments or missing data."
+        after_help = "Exit codes: 0 training reached the last round under the coordinator the committee chose after both kills and every audit trail verifies and agrees, 1 it did not, 2 bad arguments or missing data."
     )]
     Run(Box<crate::fl_run::FlRunArgs>),
     /// One node's FL role, attached to its node's HTTP API (started by `fl run`, one
-    /// per node): reads channel-2 deliveries, drives the sans-IO coordinator and
-    /// participant, sends their frames, prints every event as a JSON line.
+    /// per node): reads channel-2 deliveries, drives the sans-IO coordinator,
+    /// participant and committee replica, sends their frames, trains on its own thread,
+    /// appends every committed block to its audit trail (--audit) and prints every
+    /// event as a JSON line.
     #[command(
-        after_help = "Exit codes: 0 the training is done, 2 bad arguments, identity or data."
+        after_help = "Exit codes: 0 the training is done, 1 the audit trail could not be written, 2 bad arguments, identity, data or an audit trail of another chain."
     )]
     Agent(Box<crate::fl_run::FlAgentArgs>),
     /// Safety and view-change timing of the model-version committee (PBFT), in a

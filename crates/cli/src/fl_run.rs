@@ -347,9 +347,12 @@ pub async fn agent(args: FlAgentArgs) -> anyhow::Result<ExitCode> {
     let auth: Arc<dyn x0tta6bl4_fl::Authenticator> = Arc::from(identity.authenticator());
     let signer = Arc::new(AuthSigner::new(auth.clone(), credentials));
     let committee = args.committee.config(order.clone());
-    committee
-        .check()
-        .map_err(|e| usage(e, "give --committee-f with 3f+1 at most the number of nodes"))?;
+    committee.check().map_err(|e| {
+        usage(
+            e,
+            "give --committee-f with 3f+1 at most the number of nodes",
+        )
+    })?;
     let info = ChainInfo {
         chain_id: committee.chain_id.clone(),
         f: committee.f,
@@ -676,12 +679,9 @@ fn report(me: &NodeName, t_ms: u64, event: MeshEvent, spec: ModelSpec, test: &Da
             "view_changed",
             json!({ "height": height, "view": view }),
         ),
-        MeshEvent::Committed { block, qc, .. } => emit(
-            me,
-            t_ms,
-            "committed",
-            committed_fields(&block, qc.view),
-        ),
+        MeshEvent::Committed { block, qc, .. } => {
+            emit(me, t_ms, "committed", committed_fields(&block, qc.view))
+        }
         MeshEvent::Participant(e) => emit(
             me,
             t_ms,
@@ -931,6 +931,11 @@ fn summary(r: &RunReport) -> String {
             h.height, h.node, h.first_round, h.model_version, h.replaces
         ));
     }
+    if let Some(ms) = r.resumed_ms {
+        out.push_str(&format!(
+            "first round under the new coordinator committed {ms} ms after the kill\n"
+        ));
+    }
     let verified = r.trails.iter().filter(|t| t.verified).count();
     out.push_str(&format!(
         "audit trails: {verified} of {} verify, {} conflicting heights\n",
@@ -1057,7 +1062,10 @@ async fn run_in(
                 let coordinator = event["coordinator"].as_str().unwrap_or("").to_owned();
                 let round = event["round"].as_u64().unwrap_or(0);
                 if let Some(h) = event["handover"].as_object() {
-                    let kill = kills.iter().rev().find(|k| Some(k.node.as_str()) == h["replaces"].as_str());
+                    let kill = kills
+                        .iter()
+                        .rev()
+                        .find(|k| Some(k.node.as_str()) == h["replaces"].as_str());
                     let handover = Handover {
                         node: coordinator.clone(),
                         replaces: h["replaces"].as_str().unwrap_or("").to_owned(),

@@ -69,7 +69,11 @@ fn training_continues_under_the_coordinator_the_committee_chose() {
     let chosen = change["node"].as_str().unwrap();
     assert_ne!(chosen, host);
     let change_height = change["height"].as_u64().unwrap();
-    assert!(report["handover_ms"].as_u64().unwrap() >= 4000, "{report:#}");
+    // After the failover silence (4 s, counted from the last delivery before the kill).
+    assert!(
+        report["handover_ms"].as_u64().unwrap() >= 3000,
+        "{report:#}"
+    );
     let rounds = report["rounds_run"].as_array().unwrap();
     for r in rounds {
         let (round, height) = (r["round"].as_u64().unwrap(), r["height"].as_u64().unwrap());
@@ -78,11 +82,20 @@ fn training_continues_under_the_coordinator_the_committee_chose() {
             assert_eq!(by, host, "{report:#}");
         } else {
             assert!(height > change_height, "{report:#}");
-            assert_eq!(by, chosen, "rounds after the change come from the chosen node");
+            assert_eq!(
+                by, chosen,
+                "rounds after the change come from the chosen node"
+            );
         }
     }
-    assert!(rounds.iter().any(|r| r["coordinator"] == chosen), "{report:#}");
-    assert!(rounds.last().unwrap()["round"].as_u64().unwrap() >= 6, "{report:#}");
+    assert!(
+        rounds.iter().any(|r| r["coordinator"] == chosen),
+        "{report:#}"
+    );
+    assert!(
+        rounds.last().unwrap()["round"].as_u64().unwrap() >= 6,
+        "{report:#}"
+    );
     // The change resumed from the last committed model: the version of the last round
     // committed before it.
     let last_before = rounds
@@ -108,7 +121,11 @@ fn training_continues_under_the_coordinator_the_committee_chose() {
         let versions: serde_json::Value = serde_json::from_str(stdout(&listed).trim()).unwrap();
         let versions = versions.as_array().unwrap();
         if node != host && node != kills[0]["node"] {
-            assert_eq!(versions.len() as u64, top, "survivor {node} holds every block");
+            assert_eq!(
+                versions.len() as u64,
+                top,
+                "survivor {node} holds every block"
+            );
         }
         for v in versions {
             let version = v["version"].as_u64().unwrap();

@@ -75,9 +75,7 @@ use crate::committee::{
     QuorumCertificate, Replica, Verifier,
 };
 use crate::coordinator::{Coordinator, CoordinatorConfig, Event, RoundSummary};
-use crate::participant::{
-    Behaviour, LocalTrainer, Participant, ParticipantEvent, TrainJob,
-};
+use crate::participant::{Behaviour, LocalTrainer, Participant, ParticipantEvent, TrainJob};
 use crate::wire::{self, Message};
 use crate::{Signer, Transmit};
 
@@ -247,7 +245,12 @@ impl BlockRules for FedState {
     }
 }
 
-/// What happened at this node.
+/// Measures a model's test accuracy (put in its round's decision).
+pub type Evaluator = Box<dyn Fn(&[f32]) -> Option<f64> + Send>;
+
+/// What happened at this node. (The large `Committed` and `RoundCompleted` variants
+/// come once per round at most: not worth a box.)
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq)]
 pub enum MeshEvent {
     /// This node takes rounds from `coordinator` now.
@@ -409,7 +412,7 @@ pub struct MeshRole {
     heard: BTreeMap<NodeName, Instant>,
     coordinator_heard: Instant,
     handover_proposed: bool,
-    evaluator: Option<Box<dyn Fn(&[f32]) -> Option<f64> + Send>>,
+    evaluator: Option<Evaluator>,
     done: bool,
     next_fragment_id: u32,
     reassembly: VecDeque<Reassembly>,
@@ -483,7 +486,10 @@ impl MeshRole {
         let mut state = FedState::new(&cfg.order, cfg.order[0].clone(), model_hash(&model));
         for block in chain {
             if block.height != state.height + 1 {
-                return Err(format!("the chain holds block {} after {}", block.height, state.height));
+                return Err(format!(
+                    "the chain holds block {} after {}",
+                    block.height, state.height
+                ));
             }
             state.apply(block);
         }
@@ -548,7 +554,10 @@ impl MeshRole {
         let reason = if chain.is_empty() {
             "first in the coordinator order".to_owned()
         } else {
-            format!("the committed chain (height {}) names it", role.state.height)
+            format!(
+                "the committed chain (height {}) names it",
+                role.state.height
+            )
         };
         role.took_over(now, first, reason);
         role.drain(now);
@@ -556,7 +565,7 @@ impl MeshRole {
     }
 
     /// Measure each aggregated model's accuracy (put in its decision).
-    pub fn with_evaluator(mut self, evaluate: Box<dyn Fn(&[f32]) -> Option<f64> + Send>) -> Self {
+    pub fn with_evaluator(mut self, evaluate: Evaluator) -> Self {
         self.evaluator = Some(evaluate);
         self
     }
@@ -690,7 +699,10 @@ impl MeshRole {
                     values,
                 },
             ) => self.proposed_chunk(from, round, index, offset, &values),
-            (_, _) => self.ignore(from, "a proposed-model envelope without a model chunk".into()),
+            (_, _) => self.ignore(
+                from,
+                "a proposed-model envelope without a model chunk".into(),
+            ),
         }
     }
 
@@ -745,11 +757,21 @@ impl MeshRole {
         }
     }
 
-    fn proposed_chunk(&mut self, from: &NodeName, round: u64, index: u16, offset: u32, values: &[f32]) {
+    fn proposed_chunk(
+        &mut self,
+        from: &NodeName,
+        round: u64,
+        index: u16,
+        offset: u32,
+        values: &[f32],
+    ) {
         if round <= self.state.round {
             return self.ignore(
                 from,
-                format!("proposed model of round {round}, round {} is committed", self.state.round),
+                format!(
+                    "proposed model of round {round}, round {} is committed",
+                    self.state.round
+                ),
             );
         }
         let n = self.adopted.len();
@@ -862,7 +884,6 @@ impl MeshRole {
             });
         }
     }
-
 
     /// Committed blocks, in order, as far as their models are here.
     fn apply_waiting(&mut self, now: Instant) -> bool {
@@ -1010,7 +1031,12 @@ impl MeshRole {
     fn propose_handover(&mut self, now: Instant) {
         let silent = self.state.coordinator.clone();
         let n = self.cfg.order.len();
-        let start = self.cfg.order.iter().position(|c| *c == silent).unwrap_or(0);
+        let start = self
+            .cfg
+            .order
+            .iter()
+            .position(|c| *c == silent)
+            .unwrap_or(0);
         let live = |c: &NodeName| {
             *c == self.cfg.me
                 || self
@@ -1043,7 +1069,8 @@ impl MeshRole {
             }),
         };
         self.replica.propose(now, decision);
-        self.events.push_back(MeshEvent::HandoverProposed { silent, successor });
+        self.events
+            .push_back(MeshEvent::HandoverProposed { silent, successor });
     }
 
     /// Advance time: the coordinator's, participant's and committee's timers, the
@@ -1388,8 +1415,9 @@ mod tests {
                     }
                 }
                 let now = self.now;
-                let (due, later): (Vec<_>, Vec<_>) =
-                    std::mem::take(&mut self.jobs).into_iter().partition(|j| j.0 <= now);
+                let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.jobs)
+                    .into_iter()
+                    .partition(|j| j.0 <= now);
                 self.jobs = later;
                 for (_, i, job) in due {
                     if !self.dead(i) {
@@ -1468,7 +1496,10 @@ mod tests {
                         && t <= at
                         && matches!(c, MeshEvent::Committed { block, .. } if block.decision.round + 1 == *round)
                 });
-                assert!(*round == 1 || committed, "node {i} trained round {round} early");
+                assert!(
+                    *round == 1 || committed,
+                    "node {i} trained round {round} early"
+                );
             }
         }
     }
@@ -1517,7 +1548,10 @@ mod tests {
                 .filter(|b| b.decision.handover.is_none())
                 .count() as i32;
             let model = r.adopted().1[0];
-            assert!((model - (1.0 - 0.5f32.powi(rounds))).abs() < 1e-5, "{model} after {rounds}");
+            assert!(
+                (model - (1.0 - 0.5f32.powi(rounds))).abs() < 1e-5,
+                "{model} after {rounds}"
+            );
         }
         assert!(net.log.iter().any(|(_, _, e)| matches!(
             e,
@@ -1554,7 +1588,10 @@ mod tests {
             handover: None,
         };
         assert!(s.check(&round(1, "a")).is_ok());
-        assert!(s.check(&round(1, "b")).unwrap_err().contains("a coordinates"));
+        assert!(s
+            .check(&round(1, "b"))
+            .unwrap_err()
+            .contains("a coordinates"));
         let block = |h: u64, d: Decision| Block {
             height: h,
             epoch: 0,

@@ -207,7 +207,9 @@ impl Participant {
             Some(inc) if inc.round == round => self.send_trained(now, inc, result),
             other => {
                 self.training = other;
-                self.ignore(format!("training result of round {round}, no longer wanted"));
+                self.ignore(format!(
+                    "training result of round {round}, no longer wanted"
+                ));
             }
         }
     }
