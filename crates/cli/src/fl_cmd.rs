@@ -33,7 +33,9 @@ pub enum FlCommand {
     /// byzantine_participants, participants, per_round, non_iid, rounds, local_epochs,
     /// batch, lr, momentum, server_lr, server_momentum, final_accuracy, accuracy_per_round, target, rounds_to_target, epsilon, delta,
     /// noise_multiplier, epsilon_per_round, bytes_per_round, dense_bytes_per_round,
-    /// refusals, failed_rounds, budget_exhausted, seed, seconds.
+    /// refusals, failed_rounds, budget_exhausted, seed, signing (with --signed: keys,
+    /// signatures, verifications, sign_seconds, verify_seconds, sign_us_mean,
+    /// verify_us_mean, signature_bytes, share_of_run; else null), seconds.
     #[command(
         after_help = "Exit codes: 0 the run completed, 1 it failed, 2 bad arguments or missing data."
     )]
@@ -189,6 +191,11 @@ pub struct FlBenchArgs {
     /// FLTrust: rows of the training set the coordinator holds as its clean root set.
     #[arg(long, value_name = "N", default_value_t = 100)]
     pub root_size: usize,
+    /// Sign every frame with the sender's own ECDSA P-256 key (the SVID algorithm; one
+    /// key pair per participant and one for the coordinator) and check it at the
+    /// receiver, instead of unsigned frames; prints the signing cost.
+    #[arg(long)]
+    pub signed: bool,
     /// Print one JSON object instead of a summary.
     #[arg(long)]
     pub json: bool,
@@ -366,6 +373,7 @@ fn config(args: &FlBenchArgs) -> anyhow::Result<BenchConfig> {
             .target
             .unwrap_or(if args.dataset == "mnist" { 0.97 } else { 0.9 }),
         root_size: args.root_size,
+        signed: args.signed,
     })
 }
 
@@ -516,6 +524,20 @@ fn summary(r: &BenchReport) -> String {
     }
     for (round, why) in &r.failed_rounds {
         s += &format!("round {round} adopted no model: {why}\n");
+    }
+    if let Some(c) = &r.signing {
+        s += &format!(
+            "signed frames ({} ECDSA P-256 keys): {} signatures, {:.1} us each ({:.3} s), {} verifications, {:.1} us each ({:.3} s), {:.1} % of the run, {} signature bytes\n",
+            c.keys,
+            c.signatures,
+            c.sign_us_mean,
+            c.sign_seconds,
+            c.verifications,
+            c.verify_us_mean,
+            c.verify_seconds,
+            100.0 * c.share_of_run,
+            c.signature_bytes
+        );
     }
     s += &format!("seed {}, {:.1} s\n", r.seed, r.seconds);
     s
