@@ -5,9 +5,14 @@
 //! them to the sans-IO [`MeshRole`] with the wall clock as time, sends what the role
 //! sends (`POST /api/v1/channels/2/send`) and prints every event as one JSON line. Frames
 //! are signed with the node's SVID key and checked against the senders' SVID
-//! certificates. `fl run` starts a demo-style mesh (CA, SVIDs, node processes, a random
-//! topology), one agent per node, and kills a participant and then the coordinator's
-//! host (node and agent, SIGKILL) while they train; see docs/fl.md.
+//! certificates; the committee's messages travel on the same channel, signed with the
+//! same key and checked against the SEC1 public keys of the SVIDs, which the node's
+//! audit trail keeps (`--audit`): every committed block is appended there, with its
+//! model, before the model is adopted. Local training runs on a thread of its own, so
+//! frames and votes keep being handled meanwhile. `fl run` starts a demo-style mesh (CA,
+//! SVIDs, node processes, a random topology), one agent per node, kills a participant
+//! and then the coordinator's host (node and agent, SIGKILL) while they train, and at
+//! the end verifies and compares every node's trail; see docs/fl.md.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write as _};
@@ -61,8 +66,9 @@ pub struct FlAgentArgs {
     /// frames are checked against.
     #[arg(long, value_name = "DIR")]
     pub certs: PathBuf,
-    /// Every node of the federation, comma-separated, in the order the coordinator
-    /// role passes on (the first coordinates first). All agents must get the same.
+    /// Every node of the federation (the committee's candidates), comma-separated: the
+    /// first coordinates first; a node asking the committee to replace a silent
+    /// coordinator names the first live node after it. All agents must get the same.
     #[arg(long, value_name = "NAMES", value_delimiter = ',', required = true)]
     pub order: Vec<String>,
     #[command(flatten)]
@@ -70,8 +76,8 @@ pub struct FlAgentArgs {
     /// Time a round waits for updates, in milliseconds.
     #[arg(long, value_name = "MS", default_value_t = 2000)]
     pub round_timeout_ms: u64,
-    /// Silence of the coordinator after which the next node of --order takes over, in
-    /// milliseconds (longer than a round).
+    /// Silence of the committed coordinator after which this node asks the committee
+    /// for a coordinator change, in milliseconds (longer than a round).
     #[arg(long, value_name = "MS", default_value_t = 5000)]
     pub failover_ms: u64,
     /// The node's `[protocol] payload_bytes_max`: longer FL envelopes are sent in

@@ -23,7 +23,10 @@
 //! The committee of each epoch ([`CommitteeConfig::epoch_len`] heights) is 3f+1 of the
 //! candidates, drawn by [`draw`]: candidates ordered by SHA-256 of the last committed
 //! block before the epoch, the epoch and the name, which anyone holding the chain can
-//! recompute. Messages are signed with the node's SVID key through
+//! recompute. What a decision may say after the committed chain is up to the
+//! application's [`BlockRules`] (over the mesh, [`crate::mesh::FedState`]: round results
+//! only from the committed coordinator, coordinator changes only at the committed
+//! model), judged alike by every honest replica. Messages are signed with the node's SVID key through
 //! [`x0tta6bl4_proto::Authenticator`] (ECDSA P-256 in the daemon,
 //! `x0tta6bl4_identity::NodeIdentity::authenticator`); simulations may use the keyed-hash
 //! `SimAuthenticator`.

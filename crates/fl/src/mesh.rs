@@ -27,7 +27,11 @@
 //!   signed inside with the sender's key);
 //! - tag 5 ([`TAG_SUBMIT`]): a round's result submitted by its coordinator to every
 //!   candidate: `signature length u16 | signature | Decision JSON`, the signature over
-//!   `x0tta6bl4-fl-submit\n` and the JSON.
+//!   `x0tta6bl4-fl-submit\n` and the JSON;
+//! - tag 6 ([`TAG_MODEL_REQUEST`]): `round u64 | SHA-256`, asking the other nodes for
+//!   the model a committed block names, which this node lacks (the coordinator's
+//!   broadcast was lost, or it died sending it); a node holding it answers with tag 2
+//!   chunks, checked against the block's hash.
 //!
 //! ## A round
 //!
@@ -91,6 +95,8 @@ pub const TAG_FRAGMENT: u8 = 3;
 pub const TAG_COMMITTEE: u8 = 4;
 /// Envelope tag of a decision a coordinator submits to the committee.
 pub const TAG_SUBMIT: u8 = 5;
+/// Envelope tag of a request for a committed model this node lacks.
+pub const TAG_MODEL_REQUEST: u8 = 6;
 /// Bytes of a fragment's header: tag, id u32, index u16, count u16.
 const FRAGMENT_HEADER: usize = 1 + 4 + 2 + 2;
 /// Most fragments of one envelope.
@@ -412,6 +418,8 @@ pub struct MeshRole {
     heard: BTreeMap<NodeName, Instant>,
     coordinator_heard: Instant,
     handover_proposed: bool,
+    /// When to ask the other nodes again for the model a committed block names.
+    model_request_at: Option<Instant>,
     evaluator: Option<Evaluator>,
     done: bool,
     next_fragment_id: u32,
@@ -541,6 +549,7 @@ impl MeshRole {
             heard: BTreeMap::new(),
             coordinator_heard: now,
             handover_proposed: false,
+            model_request_at: None,
             evaluator: None,
             done: state.round >= cfg.rounds,
             next_fragment_id: 0,
@@ -634,6 +643,7 @@ impl MeshRole {
             },
             TAG_COMMITTEE => self.replica.handle_message(now, from, body),
             TAG_SUBMIT => self.submission(now, from, body),
+            TAG_MODEL_REQUEST => self.model_request(from, body),
             TAG_FRAME | TAG_PROPOSED => self.frame(now, from, tag, body),
             _ => self.ignore(from, format!("unknown envelope tag {tag}")),
         }
@@ -802,6 +812,47 @@ impl MeshRole {
         }
     }
 
+    /// Ask every other node for the model of `hash`, committed for `round`.
+    fn request_model(&mut self, round: u64, hash: Digest) {
+        let mut bytes = vec![TAG_MODEL_REQUEST];
+        bytes.extend_from_slice(&round.to_le_bytes());
+        bytes.extend_from_slice(&hash.0);
+        let others: Vec<NodeName> = self
+            .cfg
+            .order
+            .iter()
+            .filter(|n| **n != self.cfg.me && !self.state.retired.contains(*n))
+            .cloned()
+            .collect();
+        for to in others {
+            self.send(to, bytes.clone());
+        }
+    }
+
+    /// A node lacks the model of a committed block: send it, signed, if this node
+    /// holds it (adopted or proposed). Its hash in the block is what the asker checks.
+    fn model_request(&mut self, from: &NodeName, body: &[u8]) {
+        if !self.cfg.order.contains(from) || body.len() != 8 + 32 {
+            return self.ignore(from, "a malformed model request or an outsider's".into());
+        }
+        let round = u64::from_le_bytes(body[..8].try_into().expect("8 bytes"));
+        let hash = Digest(body[8..].try_into().expect("32 bytes"));
+        let model = if hash == self.state.model {
+            Some(self.adopted.clone())
+        } else {
+            self.proposed
+                .iter()
+                .find(|(h, _)| *h == hash)
+                .map(|(_, m)| m.clone())
+        };
+        if let Some(model) = model {
+            for m in wire::model_chunks(round, &model) {
+                let frame = m.encode(&self.signer.sign(&m.encode_body()));
+                self.send(from.clone(), MeshRole::envelope(TAG_PROPOSED, frame));
+            }
+        }
+    }
+
     fn keep_proposed(&mut self, model: Vec<f32>) {
         let hash = model_hash(&model);
         if self.proposed.iter().any(|(h, _)| *h == hash) {
@@ -898,7 +949,17 @@ impl MeshRole {
                     .find(|(h, _)| *h == hash)
                     .map(|(_, m)| m.clone())
             };
-            let Some(model) = model else { break };
+            let Some(model) = model else {
+                // The coordinator's broadcast did not reach this node (lost, or the
+                // coordinator died sending it): ask every other node for the model.
+                if self.model_request_at.is_none_or(|t| now >= t) {
+                    let (round, hash) = (block.decision.round, hash);
+                    self.request_model(round, hash);
+                    self.model_request_at = Some(now + self.cfg.committee.resend * 2);
+                }
+                break;
+            };
+            self.model_request_at = None;
             let (block, qc) = self.waiting.pop_front().expect("present");
             self.apply(now, block, qc, model);
             applied = true;
@@ -1107,6 +1168,7 @@ impl MeshRole {
             self.participant.poll_timeout(),
             self.replica.poll_timeout(),
             self.submitted.as_ref().map(|s| s.1),
+            self.model_request_at.filter(|_| !self.waiting.is_empty()),
             failover,
         ]
         .into_iter()
@@ -1360,17 +1422,24 @@ mod tests {
         queue: VecDeque<(Instant, NodeName, NodeName, Vec<u8>)>,
         jobs: Vec<(Instant, usize, TrainJob)>,
         train_delay: Duration,
+        /// Payloads from one node to another with this envelope tag are lost.
+        lose: Option<(usize, usize, u8)>,
         log: Vec<(usize, Instant, MeshEvent)>,
     }
 
     impl Net {
         fn new(n: usize, rounds: u64, f: usize, outside: bool) -> Net {
+            Net::with_payload(n, rounds, f, outside, 1024)
+        }
+
+        fn with_payload(n: usize, rounds: u64, f: usize, outside: bool, payload: usize) -> Net {
             let order: Vec<NodeName> = (0..n).map(|i| name(&format!("n{i}"))).collect();
             let roles = order
                 .iter()
                 .map(|me| {
                     let mut cfg = config(me, &order, rounds, f);
                     cfg.train_outside = outside;
+                    cfg.payload_max = payload;
                     role(cfg, vec![0.0; 1000]).unwrap()
                 })
                 .collect();
@@ -1381,6 +1450,7 @@ mod tests {
                 queue: VecDeque::new(),
                 jobs: Vec::new(),
                 train_delay: Duration::from_millis(40),
+                lose: None,
                 log: Vec::new(),
             }
         }
@@ -1431,7 +1501,8 @@ mod tests {
                 while self.queue.front().is_some_and(|m| m.0 <= self.now) {
                     let (_, from, to, bytes) = self.queue.pop_front().unwrap();
                     let (f, t) = (self.index(&from), self.index(&to));
-                    if !self.dead(f) && !self.dead(t) {
+                    let lost = self.lose == Some((f, t, bytes[0]));
+                    if !self.dead(f) && !self.dead(t) && !lost {
                         self.roles[t].handle_message(self.now, &from, &bytes);
                     }
                 }
@@ -1557,6 +1628,21 @@ mod tests {
             e,
             MeshEvent::HandoverProposed { silent, successor } if *silent == name("n0") && *successor == name("n1")
         )));
+    }
+
+    /// The coordinator's model broadcast never reaches n3: it asks the others for each
+    /// committed model and adopts it all the same.
+    #[test]
+    fn a_node_that_missed_a_committed_model_fetches_it() {
+        let mut net = Net::with_payload(4, 3, 1, false, 16_384);
+        net.lose = Some((0, 3, TAG_PROPOSED));
+        net.run_until(Instant::ZERO + Duration::from_secs(3));
+        net.assert_chains_agree();
+        for r in &net.roles {
+            assert_eq!(r.adopted().0, 3, "{}", r.cfg.me);
+            assert!((r.adopted().1[0] - 0.875).abs() < 1e-6);
+        }
+        assert_eq!(net.chains()[3].len(), 3);
     }
 
     #[test]
