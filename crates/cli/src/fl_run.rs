@@ -708,7 +708,8 @@ fn report(me: &NodeName, t_ms: u64, event: MeshEvent, spec: ModelSpec, test: &Da
 /// `x0tta6bl4 fl run`.
 #[derive(Debug, Args)]
 pub struct FlRunArgs {
-    /// Node processes (and agents) to start (4 to 100).
+    /// Node processes (and agents) to start (7 to 100: the committee, f = 2, outlives
+    /// both kills).
     #[arg(long, value_name = "N", default_value_t = 10)]
     pub nodes: usize,
     #[command(flatten)]
@@ -859,6 +860,15 @@ pub async fn run(args: FlRunArgs) -> anyhow::Result<ExitCode> {
             format!("--committee-f {f} for {} nodes", args.nodes),
             "x0tta6bl4 fl run",
             "give f >= 2 (two nodes are killed) with 3f+1 at most --nodes",
+        )
+        .into());
+    }
+    if args.committee.epoch_len == 0 || args.committee.view_timeout_ms == 0 {
+        return Err(problem(
+            Exit::Usage,
+            "--epoch-len and --view-timeout-ms must be at least 1",
+            "x0tta6bl4 fl run",
+            "give e.g. --epoch-len 4 --view-timeout-ms 1000",
         )
         .into());
     }

@@ -158,6 +158,8 @@ fn bad_arguments_are_usage_errors() {
         &["fl", "run", "--nodes", "3"][..],
         &["fl", "run", "--nodes", "6"][..],
         &["fl", "run", "--committee-f", "1"][..],
+        &["fl", "run", "--committee-f", "3", "--nodes", "9"][..],
+        &["fl", "run", "--epoch-len", "0"][..],
         &["fl", "run", "--rounds", "2"][..],
         &[
             "fl",
