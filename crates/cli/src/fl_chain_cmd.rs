@@ -298,6 +298,8 @@ impl x0tta6bl4_fl::bench::Observer for AuditObserver {
             epsilon: s.epsilon,
             accuracy: Some(accuracy),
             rollback_to: None,
+            coordinator: None,
+            handover: None,
         };
         self.committee.commit(decision)?;
         self.committed += 1;
@@ -345,10 +347,24 @@ fn row(r: &Record) -> serde_json::Value {
         "participants": d.participants.len(),
         "suspected": d.suspected.len(),
         "rollback_to": d.rollback_to,
+        "coordinator": d.coordinator,
+        "handover": d.handover,
         "epoch": r.block.epoch,
         "view": r.qc.view,
         "signers": r.qc.commits.iter().map(|v| v.from.to_string()).collect::<Vec<_>>(),
     })
+}
+
+/// A version's note: a rollback, or a coordinator change committed over the mesh.
+fn note(d: &Decision) -> String {
+    match (&d.rollback_to, &d.handover, &d.coordinator) {
+        (Some(v), _, _) => format!("rollback to {v}"),
+        (None, Some(h), Some(to)) => format!(
+            "coordinator change: {to} after silent {}, from version {}",
+            h.replaces, h.model_version
+        ),
+        _ => String::new(),
+    }
 }
 
 /// `fl models`.
@@ -379,9 +395,7 @@ pub fn models(args: &ModelsArgs) -> anyhow::Result<ExitCode> {
             d.aggregator,
             d.participants.len(),
             d.suspected.len(),
-            d.rollback_to
-                .map(|v| format!("rollback to {v}"))
-                .unwrap_or_default()
+            note(d)
         );
     }
     if trail.records().is_empty() {
@@ -447,6 +461,8 @@ pub fn rollback(args: &RollbackArgs) -> anyhow::Result<ExitCode> {
         epsilon: committee.trail().tip().and_then(|b| b.decision.epsilon),
         accuracy: d.accuracy,
         rollback_to: Some(args.model_version),
+        coordinator: None,
+        handover: None,
     };
     let record = committee.commit(decision).map_err(|e| {
         problem(

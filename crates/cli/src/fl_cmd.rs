@@ -33,7 +33,9 @@ pub enum FlCommand {
     /// byzantine_participants, participants, per_round, non_iid, rounds, local_epochs,
     /// batch, lr, momentum, server_lr, server_momentum, final_accuracy, accuracy_per_round, target, rounds_to_target, epsilon, delta,
     /// noise_multiplier, epsilon_per_round, bytes_per_round, dense_bytes_per_round,
-    /// refusals, failed_rounds, budget_exhausted, seed, seconds.
+    /// refusals, failed_rounds, budget_exhausted, seed, signing (with --signed: keys,
+    /// signatures, verifications, sign_seconds, verify_seconds, sign_us_mean,
+    /// verify_us_mean, signature_bytes, share_of_run; else null), seconds.
     #[command(
         after_help = "Exit codes: 0 the run completed, 1 it failed, 2 bad arguments or missing data."
     )]
@@ -41,23 +43,29 @@ pub enum FlCommand {
     /// Federated learning over the real mesh: start a local mesh of node processes
     /// (CA, SVIDs, random topology, as `x0tta6bl4 demo`) and one FL agent per node,
     /// train, kill a participant and then the coordinator's host (node and agent,
-    /// SIGKILL) mid-training, and show that training continues under the next
-    /// coordinator.
+    /// SIGKILL) mid-training, and show that training continues under the coordinator
+    /// the committee chose.
     ///
-    /// FL frames travel as mesh messages on channel 2, signed with each node's SVID key;
-    /// the coordinator role passes, when its host is silent for --failover-ms, to the
-    /// next node of a fixed order, which resumes from the last model it adopted (a
-    /// deterministic handover, not yet a committee decision: docs/fl.md). Prints
-    /// accuracy per round, the coordinator of each round, the kills and a summary.
+    /// FL frames and PBFT committee messages travel as mesh messages on channel 2,
+    /// signed with each node's SVID key. Every round's result (round, model hash,
+    /// participants, aggregator, suspected attackers, epsilon, accuracy) is committed by
+    /// the committee (3f+1 nodes drawn per epoch) before any node adopts the model, and
+    /// each agent appends the committed blocks to its own audit trail (NODE/fl-audit).
+    /// When the coordinator's host is silent for --failover-ms the validators commit a
+    /// coordinator change (who takes over, from which committed model version). At the
+    /// end every node's trail is verified and all are compared height by height.
+    /// Prints each committed block, the kills, the handover and a summary (docs/fl.md).
     #[command(
-        after_help = "Exit codes: 0 training reached the last round under a new coordinator after both kills, 1 it did not, 2 bad arguments or missing data."
+        after_help = "Exit codes: 0 training reached the last round under the coordinator the committee chose after both kills and every audit trail verifies and agrees, 1 it did not, 2 bad arguments or missing data."
     )]
     Run(Box<crate::fl_run::FlRunArgs>),
     /// One node's FL role, attached to its node's HTTP API (started by `fl run`, one
-    /// per node): reads channel-2 deliveries, drives the sans-IO coordinator and
-    /// participant, sends their frames, prints every event as a JSON line.
+    /// per node): reads channel-2 deliveries, drives the sans-IO coordinator,
+    /// participant and committee replica, sends their frames, trains on its own thread,
+    /// appends every committed block to its audit trail (--audit) and prints every
+    /// event as a JSON line.
     #[command(
-        after_help = "Exit codes: 0 the training is done, 2 bad arguments, identity or data."
+        after_help = "Exit codes: 0 the training is done, 1 the audit trail could not be written, 2 bad arguments, identity, data or an audit trail of another chain."
     )]
     Agent(Box<crate::fl_run::FlAgentArgs>),
     /// Safety and view-change timing of the model-version committee (PBFT), in a
@@ -183,6 +191,11 @@ pub struct FlBenchArgs {
     /// FLTrust: rows of the training set the coordinator holds as its clean root set.
     #[arg(long, value_name = "N", default_value_t = 100)]
     pub root_size: usize,
+    /// Sign every frame with the sender's own ECDSA P-256 key (the SVID algorithm; one
+    /// key pair per participant and one for the coordinator) and check it at the
+    /// receiver, instead of unsigned frames; prints the signing cost.
+    #[arg(long)]
+    pub signed: bool,
     /// Print one JSON object instead of a summary.
     #[arg(long)]
     pub json: bool,
@@ -360,6 +373,7 @@ fn config(args: &FlBenchArgs) -> anyhow::Result<BenchConfig> {
             .target
             .unwrap_or(if args.dataset == "mnist" { 0.97 } else { 0.9 }),
         root_size: args.root_size,
+        signed: args.signed,
     })
 }
 
@@ -510,6 +524,20 @@ fn summary(r: &BenchReport) -> String {
     }
     for (round, why) in &r.failed_rounds {
         s += &format!("round {round} adopted no model: {why}\n");
+    }
+    if let Some(c) = &r.signing {
+        s += &format!(
+            "signed frames ({} ECDSA P-256 keys): {} signatures, {:.1} us each ({:.3} s), {} verifications, {:.1} us each ({:.3} s), {:.1} % of the run, {} signature bytes\n",
+            c.keys,
+            c.signatures,
+            c.sign_us_mean,
+            c.sign_seconds,
+            c.verifications,
+            c.verify_us_mean,
+            c.verify_seconds,
+            100.0 * c.share_of_run,
+            c.signature_bytes
+        );
     }
     s += &format!("seed {}, {:.1} s\n", r.seed, r.seconds);
     s

@@ -5,9 +5,14 @@
 //! them to the sans-IO [`MeshRole`] with the wall clock as time, sends what the role
 //! sends (`POST /api/v1/channels/2/send`) and prints every event as one JSON line. Frames
 //! are signed with the node's SVID key and checked against the senders' SVID
-//! certificates. `fl run` starts a demo-style mesh (CA, SVIDs, node processes, a random
-//! topology), one agent per node, and kills a participant and then the coordinator's
-//! host (node and agent, SIGKILL) while they train; see docs/fl.md.
+//! certificates; the committee's messages travel on the same channel, signed with the
+//! same key and checked against the SEC1 public keys of the SVIDs, which the node's
+//! audit trail keeps (`--audit`): every committed block is appended there, with its
+//! model, before the model is adopted. Local training runs on a thread of its own, so
+//! frames and votes keep being handled meanwhile. `fl run` starts a demo-style mesh (CA,
+//! SVIDs, node processes, a random topology), one agent per node, kills a participant
+//! and then the coordinator's host (node and agent, SIGKILL) while they train, and at
+//! the end verifies and compares every node's trail; see docs/fl.md.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write as _};
@@ -21,10 +26,15 @@ use clap::Args;
 use rand::SeedableRng;
 use serde::Serialize;
 use serde_json::{json, Value};
+use x0tta6bl4_fl::audit::{AuditTrail, ChainInfo, Member, Record};
+use x0tta6bl4_fl::committee::{Block, CommitteeConfig, QuorumCertificate};
 use x0tta6bl4_fl::data::{default_data_dir, partition_iid, Dataset};
+use x0tta6bl4_fl::keys::PublicKeys;
 use x0tta6bl4_fl::mesh::{MeshConfig, MeshEvent, MeshRole, FL_CHANNEL};
 use x0tta6bl4_fl::model::{self, ModelKind, ModelSpec, TrainConfig};
-use x0tta6bl4_fl::{AggregatorKind, AuthSigner, CandleTrainer, Instant, NodeName};
+use x0tta6bl4_fl::{
+    AggregatorKind, AuthSigner, CandleTrainer, Instant, LocalTrainer, NodeName, TrainJob,
+};
 
 use crate::api::Api;
 use crate::args::DemoArgs;
@@ -36,6 +46,8 @@ use crate::problem::{problem, Exit};
 
 /// Longest single wait of an agent's long poll.
 const POLL_WAIT_MAX: Duration = Duration::from_millis(500);
+/// How long a done agent keeps answering the committee.
+const LINGER: Duration = Duration::from_millis(1500);
 /// `payload_bytes_max` of the nodes `fl run` starts (the protocol's largest).
 const MESH_PAYLOAD_MAX: usize = 16_384;
 
@@ -54,8 +66,9 @@ pub struct FlAgentArgs {
     /// frames are checked against.
     #[arg(long, value_name = "DIR")]
     pub certs: PathBuf,
-    /// Every node of the federation, comma-separated, in the order the coordinator
-    /// role passes on (the first coordinates first). All agents must get the same.
+    /// Every node of the federation (the committee's candidates), comma-separated: the
+    /// first coordinates first; a node asking the committee to replace a silent
+    /// coordinator names the first live node after it. All agents must get the same.
     #[arg(long, value_name = "NAMES", value_delimiter = ',', required = true)]
     pub order: Vec<String>,
     #[command(flatten)]
@@ -63,14 +76,71 @@ pub struct FlAgentArgs {
     /// Time a round waits for updates, in milliseconds.
     #[arg(long, value_name = "MS", default_value_t = 2000)]
     pub round_timeout_ms: u64,
-    /// Silence of the coordinator after which the next node of --order takes over, in
-    /// milliseconds (longer than a round).
+    /// Silence of the committed coordinator after which this node asks the committee
+    /// for a coordinator change, in milliseconds (longer than a round).
     #[arg(long, value_name = "MS", default_value_t = 5000)]
     pub failover_ms: u64,
     /// The node's `[protocol] payload_bytes_max`: longer FL envelopes are sent in
     /// fragments.
     #[arg(long, value_name = "BYTES", default_value_t = MESH_PAYLOAD_MAX)]
     pub payload_max: usize,
+    /// This node's audit trail: every committed block (with its quorum certificate)
+    /// and model is appended to it before the model is adopted (default: DIR/fl-audit
+    /// of --identity). An existing trail of the same chain is resumed from.
+    #[arg(long, value_name = "DIR")]
+    pub audit: Option<PathBuf>,
+    #[command(flatten)]
+    pub committee: CommitteeArgs,
+}
+
+/// The committee's settings: every agent of one federation must get the same.
+#[derive(Clone, Debug, Args)]
+pub struct CommitteeArgs {
+    /// The chain's name (its genesis hash is derived from it).
+    #[arg(long, value_name = "NAME", default_value = "x0tta6bl4-fl")]
+    pub chain_id: String,
+    /// Byzantine (or crashed) validators the committee tolerates: it has 3f+1 members
+    /// drawn from the nodes per epoch (default: 2, at most (nodes - 1) / 3).
+    #[arg(long, value_name = "F")]
+    pub committee_f: Option<usize>,
+    /// Heights per epoch: the committee is drawn anew at each epoch.
+    #[arg(long, value_name = "H", default_value_t = 4)]
+    pub epoch_len: u64,
+    /// First view-change timeout of the committee, in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 1000)]
+    pub view_timeout_ms: u64,
+}
+
+impl CommitteeArgs {
+    /// f for a federation of `nodes`.
+    fn f(&self, nodes: usize) -> usize {
+        self.committee_f
+            .unwrap_or_else(|| 2.min(nodes.saturating_sub(1) / 3))
+    }
+
+    fn config(&self, candidates: Vec<NodeName>) -> CommitteeConfig {
+        let view_timeout = Duration::from_millis(self.view_timeout_ms.max(1));
+        CommitteeConfig {
+            chain_id: self.chain_id.clone(),
+            f: self.f(candidates.len()),
+            candidates,
+            epoch_len: self.epoch_len,
+            view_timeout,
+            resend: view_timeout / 2,
+        }
+    }
+
+    fn push_args(&self, command: &mut Command, nodes: usize) {
+        command
+            .arg("--chain-id")
+            .arg(&self.chain_id)
+            .arg("--committee-f")
+            .arg(self.f(nodes).to_string())
+            .arg("--epoch-len")
+            .arg(self.epoch_len.to_string())
+            .arg("--view-timeout-ms")
+            .arg(self.view_timeout_ms.to_string());
+    }
 }
 
 /// What every agent of one federation must agree on.
@@ -181,6 +251,59 @@ fn leaf_certificate(path: &Path) -> anyhow::Result<Vec<u8>> {
     Ok(first.to_vec())
 }
 
+/// The SEC1 public key of a DER certificate (an SVID's ECDSA P-256 key): what the
+/// committee's signatures and the audit trail are checked against.
+fn public_key(der: &[u8], path: &Path) -> anyhow::Result<Vec<u8>> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der)
+        .map_err(|e| anyhow::anyhow!("{} does not parse as X.509: {e}", path.display()))?;
+    Ok(cert.public_key().subject_public_key.data.to_vec())
+}
+
+/// Open the trail in `dir`, or create it for `info` with the initial model stored.
+fn open_trail(
+    dir: &Path,
+    info: &ChainInfo,
+    initial: &[f32],
+) -> anyhow::Result<(AuditTrail, Vec<f32>)> {
+    let fix = "give another --audit directory, or remove the trail of another federation";
+    if !dir.join(x0tta6bl4_fl::audit::CHAIN_FILE).exists() {
+        let trail = AuditTrail::create(dir, info.clone())
+            .map_err(|e| problem(Exit::Failure, e.what, e.place.display(), fix))?;
+        trail
+            .store_model(initial)
+            .map_err(|e| problem(Exit::Failure, e.what, e.place.display(), fix))?;
+        return Ok((trail, initial.to_vec()));
+    }
+    let (trail, _) = AuditTrail::open(dir).map_err(|e| {
+        let place = match e.block {
+            Some(h) => format!("block {h}, {}", e.place.display()),
+            None => e.place.display().to_string(),
+        };
+        problem(Exit::Failure, e.what, place, fix)
+    })?;
+    if trail.info() != info {
+        return Err(problem(
+            Exit::Usage,
+            "the audit trail is of another chain (chain id, f, epoch length or members differ)",
+            dir.display(),
+            fix,
+        )
+        .into());
+    }
+    let model = match trail
+        .records()
+        .iter()
+        .rev()
+        .find(|r| r.block.decision.handover.is_none())
+    {
+        Some(r) => trail
+            .model(&r.block.decision.model_hash)
+            .map_err(|e| problem(Exit::Failure, e.what, e.place.display(), fix))?,
+        None => initial.to_vec(),
+    };
+    Ok((trail, model))
+}
+
 /// Print one event line: `{"node", "t_ms", "event", ...}`.
 fn emit(me: &NodeName, t_ms: u64, event: &str, mut fields: Value) {
     fields["node"] = json!(me.as_str());
@@ -213,23 +336,47 @@ pub async fn agent(args: FlAgentArgs) -> anyhow::Result<ExitCode> {
         })
         .collect::<anyhow::Result<_>>()?;
     let mut credentials = BTreeMap::new();
+    let mut keys = BTreeMap::new();
     for name in &order {
         let path = args.certs.join(name.as_str()).join("svid.pem");
-        let der = leaf_certificate(&path).map_err(|e| {
-            usage(
-                format!("{e:#}"),
-                "--certs must hold NAME/svid.pem for every node of --order",
-            )
-        })?;
-        credentials.insert(name.clone(), der);
+        let der = leaf_certificate(&path)
+            .and_then(|der| Ok((public_key(&der, &path)?, der)))
+            .map_err(|e| {
+                usage(
+                    format!("{e:#}"),
+                    "--certs must hold NAME/svid.pem for every node of --order",
+                )
+            })?;
+        keys.insert(name.clone(), der.0);
+        credentials.insert(name.clone(), der.1);
     }
-    let signer = Arc::new(AuthSigner::new(
-        Arc::from(identity.authenticator()),
-        credentials,
-    ));
+    let auth: Arc<dyn x0tta6bl4_fl::Authenticator> = Arc::from(identity.authenticator());
+    let signer = Arc::new(AuthSigner::new(auth.clone(), credentials));
+    let committee = args.committee.config(order.clone());
+    committee.check().map_err(|e| {
+        usage(
+            e,
+            "give --committee-f with 3f+1 at most the number of nodes",
+        )
+    })?;
+    let info = ChainInfo {
+        chain_id: committee.chain_id.clone(),
+        f: committee.f,
+        epoch_len: committee.epoch_len,
+        members: keys
+            .iter()
+            .map(|(name, key)| Member {
+                name: name.clone(),
+                credential: hex::encode(key),
+            })
+            .collect(),
+    };
+    let verifier = info
+        .verifier(Arc::new(PublicKeys))
+        .map_err(|e| usage(e, "check the SVIDs in --certs"))?;
     let dir = args.training.data_dir();
     let train = Arc::new(load(&dir, &args.training.dataset, "train")?);
-    let test = load(&dir, &args.training.dataset, "test")?;
+    let test = Arc::new(load(&dir, &args.training.dataset, "test")?);
     let spec = ModelSpec {
         kind: ModelKind::LogReg,
         inputs: train.features,
@@ -244,7 +391,7 @@ pub async fn agent(args: FlAgentArgs) -> anyhow::Result<ExitCode> {
             "list every node of the federation",
         )
     })?;
-    let trainer = CandleTrainer {
+    let mut trainer = CandleTrainer {
         spec,
         data: train.clone(),
         rows: parts[rank].clone(),
@@ -265,7 +412,14 @@ pub async fn agent(args: FlAgentArgs) -> anyhow::Result<ExitCode> {
         aggregator: AggregatorKind::FedAvg,
         seed: args.training.seed,
         payload_max: args.payload_max,
+        committee,
+        train_outside: true,
     };
+    let audit_dir = args
+        .audit
+        .clone()
+        .unwrap_or_else(|| args.identity.join("fl-audit"));
+    let (mut trail, model) = open_trail(&audit_dir, &info, &initial)?;
     // An API with mutual TLS (`https://`) is reached with this node's own SVID.
     let svid = args
         .api
@@ -274,48 +428,102 @@ pub async fn agent(args: FlAgentArgs) -> anyhow::Result<ExitCode> {
     let api = Api::with_svid(&args.api, svid)?;
     let clock = std::time::Instant::now();
     let now = || Instant::from_micros(clock.elapsed().as_micros() as u64);
-    let mut role = MeshRole::new(cfg, initial, Box::new(trainer), signer, now())
-        .map_err(|e| usage(e, "check --order and the timeouts"))?;
+    let evaluated = test.clone();
+    let mut role = MeshRole::new(
+        cfg,
+        model,
+        Box::new(Unused),
+        signer,
+        auth,
+        verifier,
+        &trail.blocks(),
+        now(),
+    )
+    .map_err(|e| usage(e, "check --order, the timeouts and the audit trail"))?
+    .with_evaluator(Box::new(move |m| model::accuracy(spec, m, &evaluated).ok()));
     emit(
         &me,
         0,
         "started",
-        json!({ "rank": rank, "rows": parts[rank].len() }),
+        json!({
+            "rank": rank,
+            "rows": parts[rank].len(),
+            "audit": audit_dir.display().to_string(),
+            "committee": role.replica().committee().iter().map(NodeName::as_str).collect::<Vec<_>>(),
+        }),
     );
+    // Local training runs on its own thread: the loop below keeps handling frames
+    // (committee votes among them) while a round's model trains.
+    let (jobs, job_queue) = std::sync::mpsc::channel::<TrainJob>();
+    let (results_tx, mut results) = tokio::sync::mpsc::unbounded_channel();
+    std::thread::spawn(move || {
+        for job in job_queue {
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(job.seed);
+            let result = trainer.train(&job.model, job.flip_labels, &mut rng);
+            if results_tx.send((job.round, result)).is_err() {
+                break;
+            }
+        }
+    });
     let mut after = 0u64;
     let mut dropped = 0u64;
+    let mut done_at: Option<std::time::Instant> = None;
+    let mut send_failures: BTreeMap<NodeName, u64> = BTreeMap::new();
     loop {
+        while let Some(job) = role.poll_train() {
+            let _ = jobs.send(job);
+        }
         while let Some(t) = role.poll_transmit() {
             if let Err(e) = api.channel_send(FL_CHANNEL, t.to.as_str(), t.bytes).await {
-                let t_ms = clock.elapsed().as_millis() as u64;
-                emit(
-                    &me,
-                    t_ms,
-                    "send_failed",
-                    json!({ "to": t.to.as_str(), "error": format!("{e:#}") }),
-                );
+                // Sends to a dead node fail until the committee stops drawing it: one
+                // line per destination, then every 100th failure.
+                let count = send_failures.entry(t.to.clone()).or_insert(0u64);
+                *count += 1;
+                if *count % 100 == 1 {
+                    let t_ms = clock.elapsed().as_millis() as u64;
+                    emit(
+                        &me,
+                        t_ms,
+                        "send_failed",
+                        json!({ "to": t.to.as_str(), "failures": *count, "error": format!("{e:#}") }),
+                    );
+                }
             }
         }
         while let Some(event) = role.poll_event() {
-            report(&me, clock.elapsed().as_millis() as u64, event, spec, &test);
+            let t_ms = clock.elapsed().as_millis() as u64;
+            if let MeshEvent::Committed { block, qc, model } = event {
+                append(&mut trail, block.clone(), qc.clone(), &model)?;
+                emit(&me, t_ms, "committed", committed_fields(&block, qc.view));
+            } else {
+                report(&me, t_ms, event, spec, &test);
+            }
         }
-        if role.is_done() {
+        if role.is_done() && done_at.is_none() {
             emit(
                 &me,
                 clock.elapsed().as_millis() as u64,
                 "done",
-                json!({ "round": role.adopted().0 }),
+                json!({ "round": role.adopted().0, "height": role.state().height }),
             );
+            done_at = Some(std::time::Instant::now());
+        }
+        // Done: stay a moment for the validators still committing the last block.
+        if done_at.is_some_and(|t| t.elapsed() >= LINGER) {
             return Ok(ExitCode::SUCCESS);
         }
         let wait = role
             .poll_timeout()
             .map_or(POLL_WAIT_MAX, |t| t.saturating_since(now()))
             .min(POLL_WAIT_MAX);
-        match api
-            .channel_messages(FL_CHANNEL, after, wait.as_millis() as u64)
-            .await
-        {
+        let polled = tokio::select! {
+            polled = api.channel_messages(FL_CHANNEL, after, wait.as_millis() as u64) => polled,
+            Some((round, result)) = results.recv() => {
+                role.trained(now(), round, result);
+                continue;
+            }
+        };
+        match polled {
             Ok(batch) => {
                 if batch.dropped > dropped {
                     let t_ms = clock.elapsed().as_millis() as u64;
@@ -351,6 +559,58 @@ pub async fn agent(args: FlAgentArgs) -> anyhow::Result<ExitCode> {
         if role.poll_timeout().is_some_and(|t| t <= now()) {
             role.handle_timeout(now());
         }
+    }
+}
+
+/// Store a committed block's model and append the block, durable before the model is
+/// used.
+fn append(
+    trail: &mut AuditTrail,
+    block: Block,
+    qc: QuorumCertificate,
+    model: &[f32],
+) -> anyhow::Result<()> {
+    let fail = |e: x0tta6bl4_fl::audit::AuditError| -> anyhow::Error {
+        problem(
+            Exit::Failure,
+            e.what,
+            e.place.display(),
+            "check the disk (space, permissions); the committed blocks are safe at the other nodes",
+        )
+        .into()
+    };
+    trail.store_model(model).map_err(fail)?;
+    trail.append(Record { block, qc }).map_err(fail)
+}
+
+fn committed_fields(block: &Block, view: u64) -> Value {
+    let d = &block.decision;
+    json!({
+        "height": block.height,
+        "round": d.round,
+        "model_hash": d.model_hash.hex(),
+        "coordinator": d.coordinator.as_ref().map(NodeName::as_str),
+        "participants": d.participants.len(),
+        "accuracy": d.accuracy,
+        "view": view,
+        "handover": d.handover.as_ref().map(|h| json!({
+            "replaces": h.replaces.as_str(),
+            "model_version": h.model_version,
+        })),
+    })
+}
+
+/// A trainer the role never calls (training runs on the agent's own thread).
+struct Unused;
+
+impl LocalTrainer for Unused {
+    fn train(
+        &mut self,
+        _global: &[f32],
+        _flip: bool,
+        _rng: &mut rand_chacha::ChaCha8Rng,
+    ) -> Result<(Vec<f32>, u64), String> {
+        Err("training runs on the agent's training thread".into())
     }
 }
 
@@ -413,12 +673,21 @@ fn report(me: &NodeName, t_ms: u64, event: MeshEvent, spec: ModelSpec, test: &Da
             "refused",
             json!({ "round": round, "from": from.as_str(), "reason": reason }),
         ),
-        MeshEvent::Adopted { round, from } => emit(
+        MeshEvent::HandoverProposed { silent, successor } => emit(
             me,
             t_ms,
-            "adopted",
-            json!({ "round": round, "from": from.as_str() }),
+            "handover_proposed",
+            json!({ "silent": silent.as_str(), "successor": successor.as_str() }),
         ),
+        MeshEvent::ViewChanged { height, view } => emit(
+            me,
+            t_ms,
+            "view_changed",
+            json!({ "height": height, "view": view }),
+        ),
+        MeshEvent::Committed { block, qc, .. } => {
+            emit(me, t_ms, "committed", committed_fields(&block, qc.view))
+        }
         MeshEvent::Participant(e) => emit(
             me,
             t_ms,
@@ -439,7 +708,8 @@ fn report(me: &NodeName, t_ms: u64, event: MeshEvent, spec: ModelSpec, test: &Da
 /// `x0tta6bl4 fl run`.
 #[derive(Debug, Args)]
 pub struct FlRunArgs {
-    /// Node processes (and agents) to start (4 to 100).
+    /// Node processes (and agents) to start (7 to 100: the committee, f = 2, outlives
+    /// both kills).
     #[arg(long, value_name = "N", default_value_t = 10)]
     pub nodes: usize,
     #[command(flatten)]
@@ -451,23 +721,31 @@ pub struct FlRunArgs {
     /// on mnist, whose local training takes seconds).
     #[arg(long, value_name = "MS")]
     pub round_timeout_ms: Option<u64>,
-    /// Silence of the coordinator after which the next node takes over, in
-    /// milliseconds (default 5000 on digits, 60000 on mnist: longer than a round and
-    /// than a participant's local training, during which its agent does not listen).
+    /// Silence of the coordinator after which the nodes ask the committee for a
+    /// coordinator change, in milliseconds (default 5000 on digits, 60000 on mnist:
+    /// longer than a round).
     #[arg(long, value_name = "MS")]
     pub failover_ms: Option<u64>,
     /// Print one JSON object instead of the round lines and summary.
     ///
-    /// Keys: nodes, dataset, rounds, seed, order, kills [{node, role, after_round,
-    /// at_ms}], rounds_run [{round, coordinator, accuracy, updates, at_ms}],
-    /// accuracy_per_round, coordinator_per_round, final_accuracy, handovers [{node,
-    /// first_round, reason, at_ms}], aborted_rounds (started by a coordinator that was
-    /// killed before it ended them), continued, seconds.
+    /// Keys: nodes, dataset, rounds, seed, order, committee_f, kills [{node, role,
+    /// after_round, at_ms}], rounds_run [{round, height, coordinator, accuracy,
+    /// updates, at_ms}] (committed rounds), accuracy_per_round, coordinator_per_round,
+    /// final_accuracy, handovers [{node, replaces, height, model_version, first_round,
+    /// at_ms, ms_after_kill}] (committed coordinator changes), handover_ms (coordinator
+    /// kill to the committed change), resumed_ms (kill to the first round committed
+    /// under the new coordinator), aborted_rounds (started, never committed),
+    /// view_changes, heights, trails [{node, blocks, verified, torn_bytes, error}],
+    /// trail_conflicts (heights where two trails hold different blocks), trails_agree,
+    /// continued, seconds.
     #[arg(long)]
     pub json: bool,
-    /// Keep the temporary directory (CA, SVIDs, configs, node and agent logs).
+    /// Keep the temporary directory (CA, SVIDs, configs, node and agent logs, every
+    /// node's audit trail in NODE/fl-audit).
     #[arg(long)]
     pub keep_dir: bool,
+    #[command(flatten)]
+    pub committee: CommitteeArgs,
 }
 
 /// One agent process; killed and reaped when dropped.
@@ -500,23 +778,38 @@ pub struct Kill {
     at_ms: u64,
 }
 
-/// One round that ended with a new model.
+/// One committed round.
 #[derive(Clone, Debug, Serialize)]
 pub struct RoundRun {
     round: u64,
+    height: u64,
     coordinator: String,
     accuracy: Option<f64>,
     updates: usize,
     at_ms: u64,
 }
 
-/// A node that took the coordinator role.
+/// A committed coordinator change.
 #[derive(Clone, Debug, Serialize)]
 pub struct Handover {
     node: String,
+    replaces: String,
+    height: u64,
+    model_version: u64,
     first_round: u64,
-    reason: String,
     at_ms: u64,
+    ms_after_kill: Option<u64>,
+}
+
+/// One node's audit trail after the run.
+#[derive(Clone, Debug, Serialize)]
+pub struct TrailCheck {
+    node: String,
+    blocks: usize,
+    verified: bool,
+    torn_bytes: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
 }
 
 /// What `fl run` reports.
@@ -527,13 +820,21 @@ pub struct RunReport {
     rounds: u64,
     seed: u64,
     order: Vec<String>,
+    committee_f: usize,
     kills: Vec<Kill>,
     rounds_run: Vec<RoundRun>,
     accuracy_per_round: Vec<Option<f64>>,
     coordinator_per_round: Vec<String>,
     final_accuracy: Option<f64>,
     handovers: Vec<Handover>,
+    handover_ms: Option<u64>,
+    resumed_ms: Option<u64>,
     aborted_rounds: Vec<u64>,
+    view_changes: u64,
+    heights: u64,
+    trails: Vec<TrailCheck>,
+    trail_conflicts: u64,
+    trails_agree: bool,
     continued: bool,
     seconds: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -543,12 +844,31 @@ pub struct RunReport {
 /// Start a mesh, train over it, kill a participant and the coordinator's host.
 pub async fn run(args: FlRunArgs) -> anyhow::Result<ExitCode> {
     args.training.check()?;
-    if !(4..=crate::demo::setup::NODES_MAX).contains(&args.nodes) {
+    if !(7..=crate::demo::setup::NODES_MAX).contains(&args.nodes) {
         return Err(problem(
             Exit::Usage,
             format!("--nodes {} is out of range", args.nodes),
             "x0tta6bl4 fl run",
-            "use 4 to 100 nodes: a coordinator, its successor, a victim and a participant",
+            "use 7 to 100 nodes: the committee (3f+1 = 7 for f = 2) must outlive both kills",
+        )
+        .into());
+    }
+    let f = args.committee.f(args.nodes);
+    if f < 2 || 3 * f + 1 > args.nodes {
+        return Err(problem(
+            Exit::Usage,
+            format!("--committee-f {f} for {} nodes", args.nodes),
+            "x0tta6bl4 fl run",
+            "give f >= 2 (two nodes are killed) with 3f+1 at most --nodes",
+        )
+        .into());
+    }
+    if args.committee.epoch_len == 0 || args.committee.view_timeout_ms == 0 {
+        return Err(problem(
+            Exit::Usage,
+            "--epoch-len and --view-timeout-ms must be at least 1",
+            "x0tta6bl4 fl run",
+            "give e.g. --epoch-len 4 --view-timeout-ms 1000",
         )
         .into());
     }
@@ -605,10 +925,12 @@ fn summary(r: &RunReport) -> String {
         .final_accuracy
         .map_or("n/a".to_owned(), |a| format!("{:.1} %", a * 100.0));
     out.push_str(&format!(
-        "{} rounds of {} over {} node processes, final accuracy {accuracy}\n",
+        "{} rounds of {} committed over {} node processes (committee f = {}, {} blocks), final accuracy {accuracy}\n",
         r.rounds_run.len(),
         r.dataset,
-        r.nodes
+        r.nodes,
+        r.committee_f,
+        r.heights
     ));
     for k in &r.kills {
         out.push_str(&format!(
@@ -617,9 +939,30 @@ fn summary(r: &RunReport) -> String {
         ));
     }
     for h in &r.handovers {
+        let after = h
+            .ms_after_kill
+            .map_or(String::new(), |ms| format!(", {ms} ms after the kill"));
         out.push_str(&format!(
-            "{} coordinated from round {} ({})\n",
-            h.node, h.first_round, h.reason
+            "committee committed block {}: {} coordinates from round {} at model version {} ({} silent{after})\n",
+            h.height, h.node, h.first_round, h.model_version, h.replaces
+        ));
+    }
+    if let Some(ms) = r.resumed_ms {
+        out.push_str(&format!(
+            "first round under the new coordinator committed {ms} ms after the kill\n"
+        ));
+    }
+    let verified = r.trails.iter().filter(|t| t.verified).count();
+    out.push_str(&format!(
+        "audit trails: {verified} of {} verify, {} conflicting heights\n",
+        r.trails.len(),
+        r.trail_conflicts
+    ));
+    for t in r.trails.iter().filter(|t| !t.verified) {
+        out.push_str(&format!(
+            "  {}: {}\n",
+            t.node,
+            t.error.as_deref().unwrap_or("")
         ));
     }
     out.push_str(if r.continued {
@@ -692,14 +1035,23 @@ async fn run_in(
     let mut kills: Vec<Kill> = Vec::new();
     let mut rounds_run: Vec<RoundRun> = Vec::new();
     let mut handovers: Vec<Handover> = Vec::new();
-    let mut aborted: Vec<u64> = Vec::new();
-    let mut current = coordinator_victim.clone();
+    let mut started_rounds = std::collections::BTreeSet::new();
+    let mut heights = std::collections::BTreeSet::new();
+    let mut done: std::collections::BTreeSet<String> = Default::default();
+    let mut view_changes = 0u64;
+    let mut finished_at: Option<tokio::time::Instant> = None;
     loop {
-        let line = match tokio::time::timeout_at(deadline, lines.recv()).await {
+        // After the last round: wait a moment for every live agent to commit it too.
+        let until = finished_at.map_or(deadline, |t| (t + Duration::from_secs(8)).min(deadline));
+        let live = nodes.len() - kills.len();
+        if finished_at.is_some() && done.len() >= live {
+            break;
+        }
+        let line = match tokio::time::timeout_at(until, lines.recv()).await {
             Ok(Some(line)) => line,
             Ok(None) => break,
             Err(_) => {
-                if !args.json {
+                if !args.json && finished_at.is_none() {
                     println!("stopping: no end of training within {} s", budget.as_secs());
                 }
                 break;
@@ -711,40 +1063,49 @@ async fn run_in(
         };
         let at_ms = started.elapsed().as_millis() as u64;
         match event["event"].as_str() {
-            Some("coordinating") => {
-                let h = Handover {
-                    node: node.clone(),
-                    first_round: event["first_round"].as_u64().unwrap_or(0),
-                    reason: event["reason"].as_str().unwrap_or("").to_owned(),
-                    at_ms,
-                };
-                let last = rounds_run.last().map_or(0, |r| r.round);
-                if !handovers.is_empty() && h.first_round > last + 1 {
-                    let lost: Vec<u64> = (last + 1..h.first_round).collect();
+            Some("round_started") => {
+                started_rounds.insert(event["round"].as_u64().unwrap_or(0));
+            }
+            Some("view_changed") => view_changes += 1,
+            Some("done") => {
+                done.insert(node.clone());
+            }
+            Some("committed") => {
+                let height = event["height"].as_u64().unwrap_or(0);
+                if !heights.insert(height) {
+                    continue;
+                }
+                let coordinator = event["coordinator"].as_str().unwrap_or("").to_owned();
+                let round = event["round"].as_u64().unwrap_or(0);
+                if let Some(h) = event["handover"].as_object() {
+                    let kill = kills
+                        .iter()
+                        .rev()
+                        .find(|k| Some(k.node.as_str()) == h["replaces"].as_str());
+                    let handover = Handover {
+                        node: coordinator.clone(),
+                        replaces: h["replaces"].as_str().unwrap_or("").to_owned(),
+                        height,
+                        model_version: h["model_version"].as_u64().unwrap_or(0),
+                        first_round: round + 1,
+                        at_ms,
+                        ms_after_kill: kill.map(|k| at_ms.saturating_sub(k.at_ms)),
+                    };
                     if !args.json {
-                        let list: Vec<String> = lost.iter().map(u64::to_string).collect();
                         println!(
-                            "round {} aborted: started by {current}, whose host was killed",
-                            list.join(", ")
+                            "block {height:>3}  the committee chose {} to coordinate after silent {}, from model version {}",
+                            handover.node, handover.replaces, handover.model_version
                         );
                     }
-                    aborted.extend(lost);
+                    handovers.push(handover);
+                    continue;
                 }
-                if !args.json {
-                    println!(
-                        "{} coordinates from round {} ({})",
-                        h.node, h.first_round, h.reason
-                    );
-                }
-                current = node.clone();
-                handovers.push(h);
-            }
-            Some("round_completed") => {
                 let r = RoundRun {
-                    round: event["round"].as_u64().unwrap_or(0),
-                    coordinator: node.clone(),
+                    round,
+                    height,
+                    coordinator: coordinator.clone(),
                     accuracy: event["accuracy"].as_f64(),
-                    updates: event["aggregated"].as_array().map_or(0, Vec::len),
+                    updates: event["participants"].as_u64().unwrap_or(0) as usize,
                     at_ms,
                 };
                 if !args.json {
@@ -752,16 +1113,15 @@ async fn run_in(
                         .accuracy
                         .map_or("n/a".into(), |a| format!("{:.1} %", a * 100.0));
                     println!(
-                        "round {:>3}  coordinator {}  accuracy {acc}  updates {}",
+                        "block {height:>3}  round {:>3}  coordinator {}  accuracy {acc}  updates {}",
                         r.round, r.coordinator, r.updates
                     );
                 }
-                let round = r.round;
                 rounds_run.push(r);
                 let victim = if round >= kill_participant_after && kills.is_empty() {
                     Some((participant_victim.clone(), "participant"))
                 } else if round >= kill_coordinator_after && kills.len() == 1 {
-                    Some((current.clone(), "coordinator's host"))
+                    Some((coordinator, "coordinator's host"))
                 } else {
                     None
                 };
@@ -770,6 +1130,7 @@ async fn run_in(
                     if let Some(a) = agents.iter_mut().find(|a| a.name == victim) {
                         a.kill();
                     }
+                    done.remove(&victim);
                     if !args.json {
                         println!("killed {victim} ({role}): node and agent, SIGKILL");
                     }
@@ -780,12 +1141,10 @@ async fn run_in(
                         at_ms,
                     });
                 }
-                if round >= rounds {
-                    break;
+                if round >= rounds && finished_at.is_none() {
+                    finished_at = Some(tokio::time::Instant::now());
                 }
             }
-            // The coordinator ran its last round (even a failed one): nothing follows.
-            Some("finished") if node == current => break,
             Some("round_failed") if !args.json => println!(
                 "round {:>3}  coordinator {node}  failed: {}",
                 event["round"],
@@ -794,14 +1153,36 @@ async fn run_in(
             _ => {}
         }
     }
+    // Every agent stops; then each node's trail is opened (a torn last line of a
+    // killed agent is cut), verified and compared with the others.
+    for a in agents.iter_mut() {
+        a.kill();
+    }
+    let (trails, trail_conflicts) = check_trails(dir, &plan.names);
+    let trails_agree = trail_conflicts == 0 && trails.iter().all(|t| t.verified);
+    let committed: std::collections::BTreeSet<u64> = rounds_run.iter().map(|r| r.round).collect();
+    let aborted: Vec<u64> = started_rounds
+        .into_iter()
+        .filter(|r| !committed.contains(r))
+        .collect();
+    for h in &mut handovers {
+        if let Some(r) = rounds_run.iter().find(|r| r.height > h.height) {
+            h.first_round = r.round;
+        }
+    }
     let coordinator_kill = kills.get(1).cloned();
+    let handover = coordinator_kill
+        .as_ref()
+        .and_then(|k| handovers.iter().find(|h| h.replaces == k.node));
+    let resumed = handover.and_then(|h| {
+        rounds_run
+            .iter()
+            .find(|r| r.height > h.height && r.coordinator == h.node)
+    });
     let continued = kills.len() == 2
         && rounds_run.last().is_some_and(|r| r.round >= rounds)
-        && coordinator_kill.as_ref().is_some_and(|k| {
-            rounds_run
-                .iter()
-                .any(|r| r.round > k.after_round && r.coordinator != k.node)
-        });
+        && resumed.is_some()
+        && trails_agree;
     let seconds = started.elapsed().as_secs_f64();
     Ok(RunReport {
         nodes: nodes.len(),
@@ -809,17 +1190,65 @@ async fn run_in(
         rounds,
         seed: args.training.seed,
         order,
+        committee_f: args.committee.f(nodes.len()),
         accuracy_per_round: rounds_run.iter().map(|r| r.accuracy).collect(),
         coordinator_per_round: rounds_run.iter().map(|r| r.coordinator.clone()).collect(),
         final_accuracy: rounds_run.last().and_then(|r| r.accuracy),
+        handover_ms: handover.and_then(|h| h.ms_after_kill),
+        resumed_ms: resumed
+            .zip(coordinator_kill.as_ref())
+            .map(|(r, k)| r.at_ms.saturating_sub(k.at_ms)),
         kills,
         rounds_run,
         handovers,
         aborted_rounds: aborted,
+        view_changes,
+        heights: heights.last().copied().unwrap_or(0),
+        trails,
+        trail_conflicts,
+        trails_agree,
         continued,
         seconds,
         dir: None,
     })
+}
+
+/// Open, verify and compare every node's audit trail (DIR/NODE/fl-audit): the checks,
+/// and the number of heights at which two trails hold different blocks.
+fn check_trails(dir: &Path, names: &[String]) -> (Vec<TrailCheck>, u64) {
+    let mut by_height: BTreeMap<u64, std::collections::BTreeSet<String>> = BTreeMap::new();
+    let mut checks = Vec::new();
+    for node in names {
+        let path = dir.join(node).join("fl-audit");
+        let mut check = TrailCheck {
+            node: node.clone(),
+            blocks: 0,
+            verified: false,
+            torn_bytes: 0,
+            error: None,
+        };
+        match AuditTrail::open(&path) {
+            Ok((trail, opened)) => {
+                check.torn_bytes = opened.torn_bytes;
+                check.blocks = trail.records().len();
+                for r in trail.records() {
+                    by_height
+                        .entry(r.block.height)
+                        .or_default()
+                        .insert(r.block.hash().hex());
+                }
+                drop(trail);
+                match AuditTrail::verify(&path, Arc::new(PublicKeys)) {
+                    Ok(_) => check.verified = true,
+                    Err(e) => check.error = Some(e.to_string()),
+                }
+            }
+            Err(e) => check.error = Some(e.to_string()),
+        }
+        checks.push(check);
+    }
+    let conflicts = by_height.values().filter(|h| h.len() > 1).count() as u64;
+    (checks, conflicts)
 }
 
 fn spawn_agent(
@@ -848,8 +1277,11 @@ fn spawn_agent(
         .arg("--failover-ms")
         .arg(failover_ms.to_string())
         .arg("--payload-max")
-        .arg(MESH_PAYLOAD_MAX.to_string());
+        .arg(MESH_PAYLOAD_MAX.to_string())
+        .arg("--audit")
+        .arg(dir.join(&node.name).join("fl-audit"));
     args.training.push_args(&mut command);
+    args.committee.push_args(&mut command, order.len());
     let mut child = command
         .env(
             crate::node_cmd::PARENT_PID_ENV,

@@ -21,8 +21,8 @@
 //!
 //! [`AuditTrail::verify`] re-checks everything: each line's checksum, the heights and
 //! the hash chain, every commit signature of every certificate against the committee
-//! drawn for the block's epoch, rollbacks against the versions they restore, and the
-//! hash of every stored model. The first failure names its block.
+//! drawn for the block's epoch, rollbacks and coordinator changes against the versions
+//! they restore or resume from, and the hash of every stored model. The first failure names its block.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -531,6 +531,29 @@ impl AuditTrail {
                         Some(height),
                         &path,
                         format!("rollback to {to} names another model than version {to}'s"),
+                    ));
+                }
+            }
+            if let Some(h) = &b.decision.handover {
+                let resumed = match h.model_version {
+                    0 => None,
+                    v if v < height => records.get(v as usize - 1),
+                    v => {
+                        return Err(err(
+                            Some(height),
+                            &path,
+                            format!("coordinator change resumes from version {v}, not before it"),
+                        ))
+                    }
+                };
+                if resumed.is_some_and(|t| t.block.decision.model_hash != b.decision.model_hash) {
+                    return Err(err(
+                        Some(height),
+                        &path,
+                        format!(
+                            "coordinator change names another model than version {}'s",
+                            h.model_version
+                        ),
                     ));
                 }
             }

@@ -1,10 +1,13 @@
 //! The in-process driver behind `x0tta6bl4 fl bench`: one coordinator and N
 //! participants exchanging real frames over a simulated network (1 ms per frame),
 //! with simulated time, everything seeded. The model is evaluated on the test split
-//! after every round.
+//! after every round. Frames are unsigned ([`NoSignatures`]) unless
+//! [`BenchConfig::signed`]: then every party signs with its own ECDSA P-256 key and
+//! checks the sender's, and the report carries what that cost ([`SigningCost`]).
 
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BTreeMap, BinaryHeap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -21,6 +24,7 @@ use crate::coordinator::{
 };
 use crate::data::{partition_dirichlet, partition_iid, Dataset};
 use crate::dp::{noise_multiplier_for, DpConfig};
+use crate::keys::{verify_p256, EcdsaKey};
 use crate::model::{accuracy, ModelKind, ModelSpec, TrainConfig};
 use crate::participant::{Behaviour, CandleTrainer, Participant};
 use crate::{Instant, NoSignatures, NodeName, Signer};
@@ -141,6 +145,103 @@ pub struct BenchConfig {
     pub target: f64,
     /// FLTrust's root set size (rows of the training set held by the coordinator).
     pub root_size: usize,
+    /// Every participant and the coordinator sign their frames with their own ECDSA
+    /// P-256 key (the SVID algorithm) and check the sender's, instead of
+    /// [`NoSignatures`]; the report carries the signing cost.
+    pub signed: bool,
+}
+
+/// What signing cost in a `signed` run (wall-clock time inside sign and verify).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct SigningCost {
+    /// Key pairs: the coordinator's and one per participant.
+    pub keys: usize,
+    /// Frames signed.
+    pub signatures: u64,
+    /// Signatures checked.
+    pub verifications: u64,
+    /// Seconds spent signing, all parties together.
+    pub sign_seconds: f64,
+    /// Seconds spent verifying.
+    pub verify_seconds: f64,
+    /// Mean microseconds per signature.
+    pub sign_us_mean: f64,
+    /// Mean microseconds per verification.
+    pub verify_us_mean: f64,
+    /// Signature bytes sent, all frames together.
+    pub signature_bytes: u64,
+    /// Share of the run's wall time spent signing and verifying.
+    pub share_of_run: f64,
+}
+
+#[derive(Default)]
+struct SigningStats {
+    signatures: AtomicU64,
+    verifications: AtomicU64,
+    sign_ns: AtomicU64,
+    verify_ns: AtomicU64,
+    signature_bytes: AtomicU64,
+}
+
+/// One party's signer in a signed run: its own key, every party's public key, the
+/// time it spends counted.
+struct KeySigner {
+    key: Arc<EcdsaKey>,
+    public: Arc<BTreeMap<NodeName, Vec<u8>>>,
+    stats: Arc<SigningStats>,
+}
+
+impl Signer for KeySigner {
+    fn sign(&self, body: &[u8]) -> Vec<u8> {
+        let t = std::time::Instant::now();
+        let signature = crate::Authenticator::sign(&*self.key, body);
+        let ns = t.elapsed().as_nanos() as u64;
+        self.stats.sign_ns.fetch_add(ns, Ordering::Relaxed);
+        self.stats.signatures.fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .signature_bytes
+            .fetch_add(signature.len() as u64, Ordering::Relaxed);
+        signature
+    }
+
+    fn verify(&self, from: &NodeName, body: &[u8], signature: &[u8]) -> Result<(), String> {
+        let public = self
+            .public
+            .get(from)
+            .ok_or_else(|| format!("no key known for {from}"))?;
+        let t = std::time::Instant::now();
+        let checked = verify_p256(public, body, signature);
+        let ns = t.elapsed().as_nanos() as u64;
+        self.stats.verify_ns.fetch_add(ns, Ordering::Relaxed);
+        self.stats.verifications.fetch_add(1, Ordering::Relaxed);
+        checked
+    }
+}
+
+/// The signers of a signed run: the coordinator's, then one per participant.
+fn key_signers(
+    coordinator: &NodeName,
+    names: &[NodeName],
+    stats: &Arc<SigningStats>,
+) -> Result<Vec<Arc<dyn Signer>>, String> {
+    let mut keys = Vec::with_capacity(names.len() + 1);
+    let mut public = BTreeMap::new();
+    for n in std::iter::once(coordinator).chain(names) {
+        let key = Arc::new(EcdsaKey::generate()?.0);
+        public.insert(n.clone(), key.public_key().to_vec());
+        keys.push(key);
+    }
+    let public = Arc::new(public);
+    Ok(keys
+        .into_iter()
+        .map(|key| {
+            Arc::new(KeySigner {
+                key,
+                public: public.clone(),
+                stats: stats.clone(),
+            }) as Arc<dyn Signer>
+        })
+        .collect())
 }
 
 /// One round's outcome.
@@ -227,6 +328,8 @@ pub struct BenchReport {
     pub budget_exhausted: bool,
     /// Seed.
     pub seed: u64,
+    /// Signing cost (a signed run only).
+    pub signing: Option<SigningCost>,
     /// Wall-clock seconds.
     pub seconds: f64,
 }
@@ -337,7 +440,13 @@ pub fn run_observed(
         b
     };
     let collusion = Arc::new(Mutex::new(Collusion::default()));
-    let signer: Arc<dyn Signer> = Arc::new(NoSignatures);
+    let stats = Arc::new(SigningStats::default());
+    let signers: Vec<Arc<dyn Signer>> = if cfg.signed {
+        key_signers(&coordinator, &names, &stats)?
+    } else {
+        let unsigned: Arc<dyn Signer> = Arc::new(NoSignatures);
+        std::iter::repeat_n(unsigned, names.len() + 1).collect()
+    };
     let compression = Compression {
         top_k: cfg.top_k,
         q8: cfg.q8,
@@ -367,7 +476,7 @@ pub fn run_observed(
                 Box::new(trainer),
                 behaviour,
                 compression,
-                signer.clone(),
+                signers[i + 1].clone(),
                 cfg.seed ^ (0x9e37_79b9_7f4a_7c15u64.wrapping_mul(i as u64 + 1)),
             )
         })
@@ -426,7 +535,7 @@ pub fn run_observed(
         initial,
         kind.build(),
         root,
-        signer.clone(),
+        signers[0].clone(),
         cfg.seed.wrapping_add(1),
     )
     .with_server_optimizer(cfg.server);
@@ -592,6 +701,25 @@ pub fn run_observed(
         failed_rounds: failed,
         budget_exhausted,
         seed: cfg.seed,
+        signing: cfg.signed.then(|| {
+            let count = |a: &AtomicU64| a.load(Ordering::Relaxed);
+            let (signatures, verifications) =
+                (count(&stats.signatures), count(&stats.verifications));
+            let sign_seconds = count(&stats.sign_ns) as f64 / 1e9;
+            let verify_seconds = count(&stats.verify_ns) as f64 / 1e9;
+            SigningCost {
+                keys: names.len() + 1,
+                signatures,
+                verifications,
+                sign_seconds,
+                verify_seconds,
+                sign_us_mean: 1e6 * sign_seconds / signatures.max(1) as f64,
+                verify_us_mean: 1e6 * verify_seconds / verifications.max(1) as f64,
+                signature_bytes: count(&stats.signature_bytes),
+                share_of_run: (sign_seconds + verify_seconds)
+                    / started.elapsed().as_secs_f64().max(1e-9),
+            }
+        }),
         seconds: started.elapsed().as_secs_f64(),
     })
 }

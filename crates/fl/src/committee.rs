@@ -23,7 +23,10 @@
 //! The committee of each epoch ([`CommitteeConfig::epoch_len`] heights) is 3f+1 of the
 //! candidates, drawn by [`draw`]: candidates ordered by SHA-256 of the last committed
 //! block before the epoch, the epoch and the name, which anyone holding the chain can
-//! recompute. Messages are signed with the node's SVID key through
+//! recompute. What a decision may say after the committed chain is up to the
+//! application's [`BlockRules`] (over the mesh, [`crate::mesh::FedState`]: round results
+//! only from the committed coordinator, coordinator changes only at the committed
+//! model), judged alike by every honest replica. Messages are signed with the node's SVID key through
 //! [`x0tta6bl4_proto::Authenticator`] (ECDSA P-256 in the daemon,
 //! `x0tta6bl4_identity::NodeIdentity::authenticator`); simulations may use the keyed-hash
 //! `SimAuthenticator`.
@@ -140,6 +143,36 @@ pub struct Decision {
     pub accuracy: Option<f64>,
     /// A rollback: this decision re-adopts the model of that earlier version.
     pub rollback_to: Option<u64>,
+    /// Over the mesh: the node that ran the round, or, in a coordinator change, the
+    /// node that coordinates from this block on. Absent in trails written in process.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub coordinator: Option<NodeName>,
+    /// A coordinator change: `coordinator` takes over from a silent one, resuming from
+    /// the committed model of `model_version` (whose hash is `model_hash`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handover: Option<Handover>,
+}
+
+/// What a coordinator-change decision says besides its new coordinator.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Handover {
+    /// The coordinator that went silent.
+    pub replaces: NodeName,
+    /// The version (height) of the committed model the new coordinator resumes from (0:
+    /// the initial model).
+    pub model_version: u64,
+}
+
+/// Application rules a [`Replica`] applies to every proposed block besides
+/// [`Decision::check`]: what makes a decision valid after the committed chain (the
+/// federation over the mesh: a round result only from the committed coordinator, a
+/// coordinator change only from the committed model). Deterministic in the committed
+/// blocks, so every honest replica judges a block alike.
+pub trait BlockRules: Send {
+    /// Whether `decision` may be committed next.
+    fn check(&self, decision: &Decision) -> Result<(), String>;
+    /// `block` was committed (in height order).
+    fn committed(&mut self, block: &Block);
 }
 
 impl Decision {
@@ -594,6 +627,7 @@ pub struct Replica {
     future: Vec<(NodeName, Message)>,
     transmits: VecDeque<Transmit>,
     events: VecDeque<CommitteeEvent>,
+    rules: Option<Box<dyn BlockRules>>,
 }
 
 /// Committed blocks a replica keeps in memory for those behind it.
@@ -657,9 +691,19 @@ impl Replica {
             future: Vec::new(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
+            rules: None,
         };
         r.committee = draw(&r.cfg.candidates, &seed, epoch, 3 * r.cfg.f + 1);
         Ok(r)
+    }
+
+    /// Judge every proposed block by `rules` too (they must already have seen the
+    /// committed blocks this replica started after). Blocks that arrive committed, with
+    /// a quorum certificate, are not re-judged; decisions the rules refuse after a
+    /// commit are dropped from the pending ones.
+    pub fn with_rules(mut self, rules: Box<dyn BlockRules>) -> Self {
+        self.rules = Some(rules);
+        self
     }
 
     fn epoch_of(&self, height: u64) -> u64 {
@@ -716,6 +760,10 @@ impl Replica {
     pub fn propose(&mut self, now: Instant, decision: Decision) {
         if self.pending.contains(&decision) {
             return;
+        }
+        if let Some(Err(e)) = self.rules.as_ref().map(|r| r.check(&decision)) {
+            let me = self.me.clone();
+            return self.drop_msg(&me, Drop::Invalid(format!("submitted decision: {e}")));
         }
         self.pending.push_back(decision);
         self.arm_timer(now);
@@ -801,7 +849,11 @@ impl Replica {
         if block.epoch != self.epoch_of(block.height) {
             return Err(format!("block says epoch {}", block.epoch));
         }
-        block.decision.check()
+        block.decision.check()?;
+        match &self.rules {
+            Some(rules) => rules.check(&block.decision),
+            None => Ok(()),
+        }
     }
 
     /// Accept a pre-prepare of the current view and prepare it.
@@ -900,9 +952,17 @@ impl Replica {
     }
 
     fn on_decided(&mut self, now: Instant, from: &NodeName, block: Block, qc: QuorumCertificate) {
-        let checked = self
-            .check_block(&block)
-            .and_then(|()| self.verifier.check_qc(&qc, &block, &self.committee));
+        let extends = if block.height != self.height || block.prev != self.tip {
+            Err(format!(
+                "block {} after {} does not extend height {} after {}",
+                block.height, block.prev, self.height, self.tip
+            ))
+        } else if block.epoch != self.epoch_of(block.height) {
+            Err(format!("block says epoch {}", block.epoch))
+        } else {
+            block.decision.check()
+        };
+        let checked = extends.and_then(|()| self.verifier.check_qc(&qc, &block, &self.committee));
         match checked {
             Ok(()) => self.commit(now, block, qc),
             Err(e) => self.drop_msg(from, Drop::Invalid(format!("decided block: {e}"))),
@@ -1036,6 +1096,11 @@ impl Replica {
     fn commit(&mut self, now: Instant, block: Block, qc: QuorumCertificate) {
         let hash = block.hash();
         self.pending.retain(|d| *d != block.decision);
+        if let Some(rules) = self.rules.as_mut() {
+            rules.committed(&block);
+            let rules = &*rules;
+            self.pending.retain(|d| rules.check(d).is_ok());
+        }
         // Those that hear nothing more from the committee (observers) learn it now.
         let decided = Message::Decided {
             block: block.clone(),

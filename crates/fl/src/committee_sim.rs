@@ -167,6 +167,8 @@ pub fn decision(k: u64) -> Decision {
         epsilon: Some(0.1 * k as f64),
         accuracy: None,
         rollback_to: None,
+        coordinator: None,
+        handover: None,
     }
 }
 

@@ -6,10 +6,12 @@
 //! arguments, bytes through `handle_message(now, from, bytes)` and
 //! `handle_timeout(now)`, and give bytes, deadlines and events back through
 //! `poll_transmit`, `poll_timeout` and `poll_event`. The in-process driver of
-//! [`bench`] runs them for `x0tta6bl4 fl bench`; [`mesh`] wraps them for a federation of
-//! real nodes (an envelope for the mesh's FL channel 2 with fragments, the broadcast of
-//! every adopted model, the coordinator handover when its host goes silent), driven by
-//! `x0tta6bl4 fl agent` next to each node daemon; the twin can drive the same machines.
+//! [`bench`] runs them for `x0tta6bl4 fl bench`; [`mesh`] wraps them, with a committee
+//! replica, for a federation of real nodes (an envelope for the mesh's FL channel 2 with
+//! fragments and the committee's messages, every round's result committed before any
+//! node adopts its model, the coordinator handover itself a committed decision, training
+//! handed to the driver's thread), driven by `x0tta6bl4 fl agent` next to each node
+//! daemon; the twin can drive the same machines.
 //!
 //! A round: the coordinator samples participants with its seeded RNG, sends each the
 //! global model in chunks ([`wire`]), collects updates (model deltas) until the
@@ -62,7 +64,9 @@ pub use attack::{AttackKind, AttackParams};
 pub use coordinator::{
     Coordinator, CoordinatorConfig, Event, Refusal, RoundSummary, ServerOptimizer,
 };
-pub use participant::{Behaviour, CandleTrainer, LocalTrainer, Participant, ParticipantEvent};
+pub use participant::{
+    Behaviour, CandleTrainer, LocalTrainer, Participant, ParticipantEvent, TrainJob,
+};
 pub use x0tta6bl4_proto::{Authenticator, Instant, NodeName};
 
 /// A frame to send.

@@ -1,53 +1,85 @@
 //! Federated learning over the mesh: the role one node plays, sans-IO.
 //!
-//! A [`MeshRole`] holds a [`Participant`] and, while this node coordinates, a
-//! [`Coordinator`]; it adds what a federation of real nodes needs on top of them: an
-//! envelope for the mesh's FL channel ([`FL_CHANNEL`]), the broadcast of every adopted
-//! model, and the handover of the coordinator role when its host goes silent. Like the
-//! machines it holds, it takes time and bytes as arguments and gives back frames,
-//! deadlines and events; `x0tta6bl4 fl agent` drives it against a node daemon.
+//! A [`MeshRole`] holds a [`Participant`], a committee [`Replica`] and, while this node
+//! coordinates a round, a [`Coordinator`]; it adds what a federation of real nodes
+//! needs on top of them: an envelope for the mesh's FL channel ([`FL_CHANNEL`]), the
+//! committee's messages on the same channel, the rule that a model is adopted only
+//! once the committee committed a block naming its hash, and the handover of the
+//! coordinator role, itself a committed decision. Like the machines it holds, it takes
+//! time and bytes as arguments and gives back frames, deadlines, training jobs and
+//! events; `x0tta6bl4 fl agent` drives it against a node daemon.
 //!
 //! ## The envelope
 //!
-//! Every payload on the FL channel is `tag u8 | frame`, the frame an [`crate::wire`]
-//! frame signed by its sender (the node's SVID key in the agent):
+//! Every payload on the FL channel is `tag u8 | body`:
 //!
-//! - tag 1: a coordinator/participant frame (`RoundStart`, `ModelChunk`,
-//!   `UpdateChunk`), as between a [`Coordinator`] and a [`Participant`];
-//! - tag 2: a `ModelChunk` of the model the coordinator adopted at the end of the
-//!   frame's round, sent to every node: the state a successor resumes from;
-//! - tag 3: a fragment, `id u32 | index u16 | count u16 | bytes`, of an envelope longer
-//!   than the mesh's largest payload (`payload_max`, the node's `payload_bytes_max`;
-//!   an FL frame is up to 64 KiB, a mesh payload at most 16 KiB). Fragments are
-//!   reassembled per sender and id, at most [`REASSEMBLIES_MAX`] at once.
+//! - tag 1 ([`TAG_FRAME`]): a coordinator/participant [`crate::wire`] frame
+//!   (`RoundStart`, `ModelChunk`, `UpdateChunk`) signed by its sender (the node's SVID
+//!   key in the agent), as between a [`Coordinator`] and a [`Participant`];
+//! - tag 2 ([`TAG_PROPOSED`]): a signed `ModelChunk` of the model a coordinator
+//!   aggregated at the end of the frame's round, sent to every node; kept by its
+//!   SHA-256 until a committed block names that hash;
+//! - tag 3 ([`TAG_FRAGMENT`]): a fragment, `id u32 | index u16 | count u16 | bytes`, of
+//!   an envelope longer than the mesh's largest payload (`payload_max`, the node's
+//!   `payload_bytes_max`; an FL frame is up to 64 KiB, a mesh payload at most 16 KiB).
+//!   Fragments are reassembled per sender and id, at most [`REASSEMBLIES_MAX`] at once;
+//! - tag 4 ([`TAG_COMMITTEE`]): a committee message ([`crate::committee::Message`],
+//!   signed inside with the sender's key);
+//! - tag 5 ([`TAG_SUBMIT`]): a round's result submitted by its coordinator to every
+//!   candidate: `signature length u16 | signature | Decision JSON`, the signature over
+//!   `x0tta6bl4-fl-submit\n` and the JSON;
+//! - tag 6 ([`TAG_MODEL_REQUEST`]): `round u64 | SHA-256`, asking the other nodes for
+//!   the model a committed block names, which this node lacks (the coordinator's
+//!   broadcast was lost, or it died sending it); a node holding it answers with tag 2
+//!   chunks, checked against the block's hash.
+//!
+//! ## A round
+//!
+//! The coordinator named by the committed chain (the first node of `order` until a
+//! coordinator change is committed) starts round r+1 from the last committed model,
+//! collects updates, aggregates, sends the new model to every node (tag 2) and submits
+//! the round's [`Decision`] (round, model hash, participants, aggregation rule,
+//! suspected attackers, ε, accuracy) to every candidate; the committee of the epoch
+//! (3f+1 of the candidates, [`crate::committee::draw`]) commits it. Every node adopts a
+//! model only once it holds the committed block naming its hash and the model itself
+//! ([`MeshEvent::Committed`], which the driver appends to its audit trail), and a
+//! participant trains only on a round model whose hash is the last committed one: the
+//! frames of a round are held until then. The coordinator starts the next round only
+//! after its round's block is committed.
 //!
 //! ## Handover
 //!
-//! Every node has the same `order` of the federation's nodes. The node of rank 0
-//! coordinates first. A coordinator is heard at least once a round (a `RoundStart`,
-//! then the adopted model at the round's end), so a node that hears nothing from the
-//! current coordinator for `failover_after` moves to the next rank: if that is itself
-//! it coordinates, resuming after the last round it saw (started or adopted) from the
-//! last model it adopted; otherwise it takes rounds from that node. A signed frame of
-//! a coordinator of a higher rank moves a node (and a coordinator of a lower rank,
-//! which steps down) to that rank at once; frames of a lower rank are ignored. The
-//! nodes ranked before the new coordinator, presumed dead, are no longer sampled.
+//! A node that hears nothing from the committed coordinator for `failover_after`
+//! submits a coordinator change to the committee: the first node after the silent one
+//! in `order` that it heard from within `failover_after`, resuming from the last
+//! committed model (its version and hash). The committee commits one such decision
+//! (its leader's, or after a view change the next leader's); every node then follows
+//! the committed successor, which starts the round after the highest one it saw. The
+//! committee's [`BlockRules`] ([`FedState`]) accept a round result only from the
+//! committed coordinator and for a later round, and a coordinator change only from
+//! the committed coordinator to another live candidate at the committed model, so no
+//! node follows a coordinator the committee did not choose, and PBFT's safety (at most
+//! f Byzantine validators) means no two nodes commit different blocks at one height.
 //!
-//! This is a deterministic handover from the last adopted round's signed broadcast, not
-//! a decision of the PBFT committee ([`crate::committee`]): the committee is not yet
-//! carried over the mesh. Two nodes that time out at different moments agree again as
-//! soon as the higher-ranked one sends its first frame; a coordinator that was only
-//! slow, not dead, steps down when it hears its successor.
+//! Training can run outside the role ([`MeshConfig::train_outside`]): the participant
+//! then hands each round's training to the driver as a [`TrainJob`] and the driver
+//! gives the result back with [`MeshRole::trained`], so the role keeps handling frames
+//! (committee votes included) while a model trains on another thread.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
-use x0tta6bl4_proto::{Instant, NodeName};
+use x0tta6bl4_proto::{Authenticator, Instant, NodeName};
 
 use crate::aggregate::AggregatorKind;
+use crate::audit::model_hash;
+use crate::committee::{
+    Block, BlockRules, CommitteeConfig, CommitteeEvent, Decision, Digest, Handover,
+    QuorumCertificate, Replica, Verifier,
+};
 use crate::coordinator::{Coordinator, CoordinatorConfig, Event, RoundSummary};
-use crate::participant::{Behaviour, LocalTrainer, Participant, ParticipantEvent};
+use crate::participant::{Behaviour, LocalTrainer, Participant, ParticipantEvent, TrainJob};
 use crate::wire::{self, Message};
 use crate::{Signer, Transmit};
 
@@ -55,57 +87,190 @@ use crate::{Signer, Transmit};
 pub const FL_CHANNEL: u8 = 2;
 /// Envelope tag of a coordinator/participant frame.
 pub const TAG_FRAME: u8 = 1;
-/// Envelope tag of a chunk of an adopted model.
-pub const TAG_ADOPTED: u8 = 2;
+/// Envelope tag of a chunk of a model a coordinator proposes.
+pub const TAG_PROPOSED: u8 = 2;
 /// Envelope tag of a fragment of a longer envelope.
 pub const TAG_FRAGMENT: u8 = 3;
+/// Envelope tag of a committee message.
+pub const TAG_COMMITTEE: u8 = 4;
+/// Envelope tag of a decision a coordinator submits to the committee.
+pub const TAG_SUBMIT: u8 = 5;
+/// Envelope tag of a request for a committed model this node lacks.
+pub const TAG_MODEL_REQUEST: u8 = 6;
 /// Bytes of a fragment's header: tag, id u32, index u16, count u16.
 const FRAGMENT_HEADER: usize = 1 + 4 + 2 + 2;
 /// Most fragments of one envelope.
 const FRAGMENTS_MAX: usize = 256;
 /// Envelopes being reassembled at once (the oldest is given up).
 const REASSEMBLIES_MAX: usize = 256;
+/// Proposed models kept (by hash) until a committed block names one.
+const PROPOSED_MAX: usize = 8;
+/// Domain tag of a submission's signature.
+const SUBMIT_DOMAIN: &[u8] = b"x0tta6bl4-fl-submit\n";
 
 /// The federation as one node sees it.
 #[derive(Clone, Debug)]
 pub struct MeshConfig {
     /// This node.
     pub me: NodeName,
-    /// Every node of the federation, in the order the coordinator role passes on.
+    /// Every node of the federation; the first coordinates first, and a node proposing
+    /// a coordinator change names the first live node after the silent one.
     pub order: Vec<NodeName>,
-    /// Rounds of the whole training.
+    /// Rounds of the whole training (committed rounds).
     pub rounds: u64,
     /// Time a round waits for updates.
     pub round_timeout: Duration,
-    /// Silence of the coordinator after which the next node in `order` takes over;
-    /// longer than a round.
+    /// Silence of the committed coordinator after which this node asks the committee
+    /// for a coordinator change; longer than a round.
     pub failover_after: Duration,
     /// Fewest updates a round needs.
     pub min_updates: usize,
     /// Aggregation rule.
     pub aggregator: AggregatorKind,
-    /// Seed of the sampling and training randomness (mixed with the rank).
+    /// Seed of the sampling and training randomness (mixed with the rank and round).
     pub seed: u64,
     /// Largest payload the mesh carries (the node's `payload_bytes_max`); longer
     /// envelopes go in fragments.
     pub payload_max: usize,
+    /// The committee; its candidates must be the nodes of `order`.
+    pub committee: CommitteeConfig,
+    /// Hand local training to the driver ([`MeshRole::poll_train`],
+    /// [`MeshRole::trained`]) instead of training inside `handle_message`.
+    pub train_outside: bool,
 }
 
-/// What happened at this node.
+/// The federation's state after the committed blocks: what the committee's rules
+/// judge the next block by, and what every node acts on.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FedState {
+    /// The coordinator.
+    pub coordinator: NodeName,
+    /// The last committed round (or the round a handover resumed after).
+    pub round: u64,
+    /// Hash of the last committed model.
+    pub model: Digest,
+    /// Its version (block height; 0 for the initial model).
+    pub model_version: u64,
+    /// Height of the last block.
+    pub height: u64,
+    /// Coordinators replaced for silence (never sampled again).
+    pub retired: BTreeSet<NodeName>,
+    candidates: BTreeSet<NodeName>,
+}
+
+impl FedState {
+    /// The state before any block: `first` coordinates, from the model of hash
+    /// `initial`.
+    pub fn new(candidates: &[NodeName], first: NodeName, initial: Digest) -> FedState {
+        FedState {
+            coordinator: first,
+            round: 0,
+            model: initial,
+            model_version: 0,
+            height: 0,
+            retired: BTreeSet::new(),
+            candidates: candidates.iter().cloned().collect(),
+        }
+    }
+
+    /// Apply a committed block.
+    pub fn apply(&mut self, block: &Block) {
+        let d = &block.decision;
+        self.height = block.height;
+        match (&d.handover, &d.coordinator) {
+            (Some(h), Some(to)) => {
+                self.retired.insert(h.replaces.clone());
+                self.coordinator = to.clone();
+                self.round = self.round.max(d.round);
+            }
+            _ => {
+                self.round = d.round;
+                self.model = d.model_hash;
+                self.model_version = block.height;
+            }
+        }
+    }
+
+    /// Whether `d` may be the next block.
+    pub fn check(&self, d: &Decision) -> Result<(), String> {
+        if d.rollback_to.is_some() {
+            return Err("rollbacks are not decided over the mesh".into());
+        }
+        let Some(named) = &d.coordinator else {
+            return Err("a decision over the mesh names its coordinator".into());
+        };
+        if let Some(h) = &d.handover {
+            if h.replaces != self.coordinator {
+                return Err(format!(
+                    "coordinator change replaces {}, but {} coordinates",
+                    h.replaces, self.coordinator
+                ));
+            }
+            if *named == h.replaces
+                || !self.candidates.contains(named)
+                || self.retired.contains(named)
+            {
+                return Err(format!("{named} cannot take over"));
+            }
+            if d.model_hash != self.model || h.model_version != self.model_version {
+                return Err(format!(
+                    "coordinator change resumes from version {}, the committed one is {}",
+                    h.model_version, self.model_version
+                ));
+            }
+            if d.round < self.round || !d.participants.is_empty() {
+                return Err("a coordinator change with an earlier round or participants".into());
+            }
+            return Ok(());
+        }
+        if *named != self.coordinator {
+            return Err(format!(
+                "round {} from {named}, but {} coordinates",
+                d.round, self.coordinator
+            ));
+        }
+        if d.round <= self.round {
+            return Err(format!(
+                "round {} is not after the committed round {}",
+                d.round, self.round
+            ));
+        }
+        if let Some(n) = d.participants.iter().find(|n| !self.candidates.contains(n)) {
+            return Err(format!("participant {n} is not a node of the federation"));
+        }
+        Ok(())
+    }
+}
+
+impl BlockRules for FedState {
+    fn check(&self, decision: &Decision) -> Result<(), String> {
+        FedState::check(self, decision)
+    }
+    fn committed(&mut self, block: &Block) {
+        self.apply(block);
+    }
+}
+
+/// Measures a model's test accuracy (put in its round's decision).
+pub type Evaluator = Box<dyn Fn(&[f32]) -> Option<f64> + Send>;
+
+/// What happened at this node. (The large `Committed` and `RoundCompleted` variants
+/// come once per round at most: not worth a box.)
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq)]
 pub enum MeshEvent {
     /// This node takes rounds from `coordinator` now.
     Following {
         /// The coordinator.
         coordinator: NodeName,
-        /// Why the role moved.
+        /// Why.
         reason: String,
     },
     /// This node coordinates now.
     Coordinating {
         /// The first round it starts.
         first_round: u64,
-        /// The round of the model it resumes from (0: the initial model).
+        /// The version (height) of the committed model it resumes from.
         model_round: u64,
         /// Why.
         reason: String,
@@ -117,11 +282,11 @@ pub enum MeshEvent {
         /// Sampled participants.
         sampled: Vec<NodeName>,
     },
-    /// A round here ended with a new model.
+    /// A round here ended with a new model, submitted to the committee.
     RoundCompleted {
         /// What was aggregated.
         summary: RoundSummary,
-        /// The adopted model.
+        /// The aggregated model.
         model: Vec<f32>,
     },
     /// A round here ended without a new model.
@@ -140,12 +305,29 @@ pub enum MeshEvent {
         /// Why.
         reason: String,
     },
-    /// The model a coordinator adopted at the end of `round` arrived.
-    Adopted {
-        /// Round.
-        round: u64,
-        /// The coordinator.
-        from: NodeName,
+    /// This node asked the committee to replace a silent coordinator.
+    HandoverProposed {
+        /// The silent coordinator.
+        silent: NodeName,
+        /// The successor proposed.
+        successor: NodeName,
+    },
+    /// A block was committed and its model is here: append it to the audit trail.
+    /// In height order, each once.
+    Committed {
+        /// The block.
+        block: Block,
+        /// Its certificate.
+        qc: QuorumCertificate,
+        /// The model it names (the current one again for a coordinator change).
+        model: Vec<f32>,
+    },
+    /// The committee moved to a view at a height.
+    ViewChanged {
+        /// Height.
+        height: u64,
+        /// View.
+        view: u64,
     },
     /// What the participant did.
     Participant(ParticipantEvent),
@@ -156,9 +338,9 @@ pub enum MeshEvent {
         /// Why.
         reason: String,
     },
-    /// Every round is done (this node coordinated the last one).
+    /// The last round is committed.
     Finished,
-    /// Every node of the order has been given up on.
+    /// No node is left to propose as coordinator.
     NoCoordinatorLeft,
 }
 
@@ -168,25 +350,77 @@ struct Reassembly {
     parts: Vec<Option<Vec<u8>>>,
 }
 
-struct Adopting {
+/// A model arriving in chunks.
+struct Assembly {
+    from: NodeName,
     round: u64,
     got: Vec<bool>,
     model: Vec<f32>,
+}
+
+impl Assembly {
+    fn new(from: NodeName, round: u64, n: usize) -> Assembly {
+        Assembly {
+            from,
+            round,
+            got: vec![false; wire::dense_chunk_count(n)],
+            model: vec![0.0; n],
+        }
+    }
+
+    /// Put a chunk in; whether it fit.
+    fn put(&mut self, index: u16, offset: u32, values: &[f32]) -> bool {
+        let (n, chunks) = (self.model.len(), self.got.len());
+        let (i, offset) = (usize::from(index), offset as usize);
+        let fits = i < chunks
+            && offset == i * wire::DENSE_CHUNK
+            && offset + values.len() <= n
+            && (i + 1 < chunks || offset + values.len() == n)
+            && values.iter().all(|v| v.is_finite());
+        if fits {
+            self.model[offset..offset + values.len()].copy_from_slice(values);
+            self.got[i] = true;
+        }
+        fits
+    }
+
+    fn complete(&self) -> bool {
+        self.got.iter().all(|&g| g)
+    }
+}
+
+/// A round's frames from the coordinator, held until their model is the committed one.
+struct HeldRound {
+    round: u64,
+    frames: Vec<Vec<u8>>,
+    model: Assembly,
 }
 
 /// One node's part in a federation over the mesh.
 pub struct MeshRole {
     cfg: MeshConfig,
     me_rank: usize,
-    coord_rank: usize,
-    last_heard: Instant,
-    adopted_round: u64,
+    signer: Arc<dyn Signer>,
+    replica: Replica,
+    /// The state after the blocks applied here (committed and model held).
+    state: FedState,
+    /// Committed blocks whose model has not arrived yet.
+    waiting: VecDeque<(Block, QuorumCertificate)>,
     adopted: Vec<f32>,
-    adopting: Option<Adopting>,
-    highest_round: u64,
+    proposed: VecDeque<(Digest, Vec<f32>)>,
+    assemblies: VecDeque<Assembly>,
+    held: Option<HeldRound>,
     participant: Participant,
     coordinator: Option<Coordinator>,
-    signer: Arc<dyn Signer>,
+    /// The decision this coordinator submitted and when to submit it again.
+    submitted: Option<(Decision, Instant)>,
+    highest_round: u64,
+    heard: BTreeMap<NodeName, Instant>,
+    coordinator_heard: Instant,
+    handover_proposed: bool,
+    /// When to ask the other nodes again for the model a committed block names.
+    model_request_at: Option<Instant>,
+    evaluator: Option<Evaluator>,
     done: bool,
     next_fragment_id: u32,
     reassembly: VecDeque<Reassembly>,
@@ -194,19 +428,45 @@ pub struct MeshRole {
     events: VecDeque<MeshEvent>,
 }
 
+/// A trainer for a participant whose training runs outside ([`TrainJob`]).
+struct Outside;
+
+impl LocalTrainer for Outside {
+    fn train(
+        &mut self,
+        _global: &[f32],
+        _flip: bool,
+        _rng: &mut rand_chacha::ChaCha8Rng,
+    ) -> Result<(Vec<f32>, u64), String> {
+        Err("training runs outside this role".into())
+    }
+}
+
 impl MeshRole {
-    /// This node's role from `now`, every node starting from `initial`; `trainer`
-    /// trains on this node's data when it participates.
+    /// This node's role from `now`, after the committed blocks `chain` (oldest first;
+    /// empty for a new federation), from `model`: the initial model for a new
+    /// federation, else the model the chain's last round committed. `trainer` trains on
+    /// this node's data when it participates (unused with
+    /// [`MeshConfig::train_outside`]); `signer` signs FL frames, `auth` committee
+    /// messages, `verifier` checks the candidates' committee signatures.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         cfg: MeshConfig,
-        initial: Vec<f32>,
+        model: Vec<f32>,
         trainer: Box<dyn LocalTrainer>,
         signer: Arc<dyn Signer>,
+        auth: Arc<dyn Authenticator>,
+        verifier: Verifier,
+        chain: &[Block],
         now: Instant,
     ) -> Result<MeshRole, String> {
         let distinct: BTreeSet<&NodeName> = cfg.order.iter().collect();
         if distinct.len() != cfg.order.len() {
             return Err("the coordinator order names a node twice".into());
+        }
+        let candidates: BTreeSet<&NodeName> = cfg.committee.candidates.iter().collect();
+        if candidates != distinct {
+            return Err("the committee's candidates are not the nodes of the order".into());
         }
         let me_rank = cfg
             .order
@@ -228,69 +488,125 @@ impl MeshRole {
                 cfg.payload_max
             ));
         }
-        if initial.is_empty() || initial.len() > wire::MAX_PARAMS as usize {
-            return Err(format!("a model of {} parameters", initial.len()));
+        if model.is_empty() || model.len() > wire::MAX_PARAMS as usize {
+            return Err(format!("a model of {} parameters", model.len()));
         }
-        let participant = Participant::new(
+        let mut state = FedState::new(&cfg.order, cfg.order[0].clone(), model_hash(&model));
+        for block in chain {
+            if block.height != state.height + 1 {
+                return Err(format!(
+                    "the chain holds block {} after {}",
+                    block.height, state.height
+                ));
+            }
+            state.apply(block);
+        }
+        if state.model != model_hash(&model) {
+            return Err(format!(
+                "the model given is not version {}'s ({})",
+                state.model_version, state.model
+            ));
+        }
+        let replica = Replica::new(
             cfg.me.clone(),
-            cfg.order[0].clone(),
+            cfg.committee.clone(),
+            auth,
+            verifier,
+            chain,
+            now,
+        )?
+        .with_rules(Box::new(state.clone()));
+        let trainer: Box<dyn LocalTrainer> = if cfg.train_outside {
+            Box::new(Outside)
+        } else {
+            trainer
+        };
+        let mut participant = Participant::new(
+            cfg.me.clone(),
+            state.coordinator.clone(),
             trainer,
             Behaviour::honest(),
             Default::default(),
             signer.clone(),
             cfg.seed ^ (me_rank as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15),
         );
+        if cfg.train_outside {
+            participant = participant.train_outside();
+        }
         let mut role = MeshRole {
-            cfg,
             me_rank,
-            coord_rank: 0,
-            last_heard: now,
-            adopted_round: 0,
-            adopted: initial,
-            adopting: None,
-            highest_round: 0,
+            signer,
+            replica,
+            waiting: VecDeque::new(),
+            adopted: model,
+            proposed: VecDeque::new(),
+            assemblies: VecDeque::new(),
+            held: None,
             participant,
             coordinator: None,
-            signer,
-            done: false,
+            submitted: None,
+            highest_round: state.round,
+            heard: BTreeMap::new(),
+            coordinator_heard: now,
+            handover_proposed: false,
+            model_request_at: None,
+            evaluator: None,
+            done: state.round >= cfg.rounds,
             next_fragment_id: 0,
             reassembly: VecDeque::new(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
+            state,
+            cfg,
         };
-        if me_rank == 0 {
-            role.coordinate(now, "first in the coordinator order".into());
+        let first = role.state.coordinator.clone();
+        let reason = if chain.is_empty() {
+            "first in the coordinator order".to_owned()
         } else {
-            role.events.push_back(MeshEvent::Following {
-                coordinator: role.cfg.order[0].clone(),
-                reason: "first in the coordinator order".into(),
-            });
-        }
+            format!(
+                "the committed chain (height {}) names it",
+                role.state.height
+            )
+        };
+        role.took_over(now, first, reason);
+        role.drain(now);
         Ok(role)
     }
 
-    /// The node rounds are taken from (this node while it coordinates).
+    /// Measure each aggregated model's accuracy (put in its decision).
+    pub fn with_evaluator(mut self, evaluate: Evaluator) -> Self {
+        self.evaluator = Some(evaluate);
+        self
+    }
+
+    /// The committed coordinator (this node while it coordinates).
     pub fn coordinator(&self) -> &NodeName {
-        &self.cfg.order[self.coord_rank]
+        &self.state.coordinator
     }
 
-    /// Whether this node coordinates.
+    /// Whether this node is the committed coordinator.
     pub fn is_coordinating(&self) -> bool {
-        self.coordinator.is_some()
+        self.state.coordinator == self.cfg.me
     }
 
-    /// The round of the last model adopted here, and the model.
+    /// The federation's state after the blocks adopted here.
+    pub fn state(&self) -> &FedState {
+        &self.state
+    }
+
+    /// The last committed round adopted here, and its model.
     pub fn adopted(&self) -> (u64, &[f32]) {
-        (self.adopted_round, &self.adopted)
+        (self.state.round, &self.adopted)
     }
 
-    /// Every round is done, as far as this node knows.
+    /// The committee replica.
+    pub fn replica(&self) -> &Replica {
+        &self.replica
+    }
+
+    /// The last round is committed, as far as this node knows.
     pub fn is_done(&self) -> bool {
         self.done
-    }
-
-    fn rank_of(&self, name: &NodeName) -> Option<usize> {
-        self.cfg.order.iter().position(|n| n == name)
     }
 
     fn ignore(&mut self, from: &NodeName, reason: String) {
@@ -302,28 +618,61 @@ impl MeshRole {
 
     /// Feed a payload delivered on [`FL_CHANNEL`] from `from`.
     pub fn handle_message(&mut self, now: Instant, from: &NodeName, payload: &[u8]) {
+        if self.cfg.order.contains(from) {
+            self.heard.insert(from.clone(), now);
+            if *from == self.state.coordinator {
+                self.coordinator_heard = now;
+            }
+        }
         self.message(now, from, payload);
-        self.drain();
+        self.drain(now);
     }
 
     fn message(&mut self, now: Instant, from: &NodeName, payload: &[u8]) {
-        let Some((&tag, frame)) = payload.split_first() else {
+        let Some((&tag, body)) = payload.split_first() else {
             return self.ignore(from, "an empty payload".into());
         };
-        if tag == TAG_FRAGMENT {
-            match self.reassemble(from, frame) {
+        match tag {
+            TAG_FRAGMENT => match self.reassemble(from, body) {
                 Ok(Some(whole)) if whole.first() == Some(&TAG_FRAGMENT) => {
                     self.ignore(from, "a fragment inside a fragment".into())
                 }
                 Ok(Some(whole)) => self.message(now, from, &whole),
                 Ok(None) => {}
                 Err(e) => self.ignore(from, e),
-            }
-            return;
+            },
+            TAG_COMMITTEE => self.replica.handle_message(now, from, body),
+            TAG_SUBMIT => self.submission(now, from, body),
+            TAG_MODEL_REQUEST => self.model_request(from, body),
+            TAG_FRAME | TAG_PROPOSED => self.frame(now, from, tag, body),
+            _ => self.ignore(from, format!("unknown envelope tag {tag}")),
         }
-        if tag != TAG_FRAME && tag != TAG_ADOPTED {
-            return self.ignore(from, format!("unknown envelope tag {tag}"));
+    }
+
+    fn submission(&mut self, now: Instant, from: &NodeName, body: &[u8]) {
+        let parsed = body
+            .split_first_chunk::<2>()
+            .map(|(len, rest)| (usize::from(u16::from_le_bytes(*len)), rest))
+            .filter(|(len, rest)| *len <= rest.len())
+            .map(|(len, rest)| rest.split_at(len));
+        let Some((signature, json)) = parsed else {
+            return self.ignore(from, "a submission shorter than its signature".into());
+        };
+        let signed = [SUBMIT_DOMAIN, json].concat();
+        if let Err(e) = self.signer.verify(from, &signed, signature) {
+            return self.ignore(from, format!("submission with a bad signature: {e}"));
         }
+        let decision: Decision = match serde_json::from_slice(json) {
+            Ok(d) => d,
+            Err(e) => return self.ignore(from, format!("malformed submission: {e}")),
+        };
+        if decision.coordinator.as_ref() != Some(from) || decision.handover.is_some() {
+            return self.ignore(from, "a submission not of the sender's own round".into());
+        }
+        self.replica.propose(now, decision);
+    }
+
+    fn frame(&mut self, now: Instant, from: &NodeName, tag: u8, frame: &[u8]) {
         let (msg, body, signature) = match Message::decode(frame) {
             Ok(m) => m,
             Err(e) => return self.ignore(from, format!("malformed frame: {e}")),
@@ -331,48 +680,26 @@ impl MeshRole {
         if let Err(e) = self.signer.verify(from, body, signature) {
             return self.ignore(from, format!("bad signature: {e}"));
         }
-        let Some(rank) = self.rank_of(from) else {
+        if !self.cfg.order.contains(from) {
             return self.ignore(from, "not a node of the federation".into());
-        };
-        if let Message::UpdateChunk { .. } = msg {
-            if tag != TAG_FRAME {
-                return self.ignore(from, "an update in an adopted-model envelope".into());
-            }
-            match self.coordinator.as_mut() {
-                Some(c) => c.handle_message(now, from, frame),
-                None => self.ignore(from, "an update, and this node does not coordinate".into()),
-            }
-            return;
         }
-        // A frame only a coordinator sends.
-        if rank == self.me_rank {
-            return self.ignore(from, "a coordinator frame from this very node".into());
-        }
-        if rank < self.coord_rank {
-            return self.ignore(
-                from,
-                format!(
-                    "a coordinator frame from {from}, whose turn ended ({} coordinates)",
-                    self.coordinator()
-                ),
-            );
-        }
-        if rank > self.coord_rank {
-            self.coordinator = None;
-            self.coord_rank = rank;
-            self.participant.set_coordinator(from.clone());
-            self.events.push_back(MeshEvent::Following {
-                coordinator: from.clone(),
-                reason: format!("{from} sent a signed coordinator frame"),
-            });
-        }
-        self.last_heard = now;
         match (tag, msg) {
-            (TAG_FRAME, Message::RoundStart { round, .. }) => {
-                self.highest_round = self.highest_round.max(round);
-                self.participant.handle_message(now, from, frame);
+            (TAG_FRAME, Message::UpdateChunk { .. }) => match self.coordinator.as_mut() {
+                Some(c) => c.handle_message(now, from, frame),
+                None => self.ignore(from, "an update, and no round runs here".into()),
+            },
+            (TAG_FRAME, msg) => {
+                if *from != self.state.coordinator {
+                    return self.ignore(
+                        from,
+                        format!(
+                            "a round frame from {from}, not the committed coordinator {}",
+                            self.state.coordinator
+                        ),
+                    );
+                }
+                self.round_frame(now, from, msg, frame);
             }
-            (TAG_FRAME, _) => self.participant.handle_message(now, from, frame),
             (
                 _,
                 Message::ModelChunk {
@@ -381,12 +708,160 @@ impl MeshRole {
                     offset,
                     values,
                 },
-            ) => self.adopt_chunk(from, round, index, offset, &values),
+            ) => self.proposed_chunk(from, round, index, offset, &values),
             (_, _) => self.ignore(
                 from,
-                "an adopted-model envelope without a model chunk".into(),
+                "a proposed-model envelope without a model chunk".into(),
             ),
         }
+    }
+
+    /// A `RoundStart` or `ModelChunk` from the committed coordinator: held until the
+    /// round's model is the committed one, then given to the participant.
+    fn round_frame(&mut self, now: Instant, from: &NodeName, msg: Message, frame: &[u8]) {
+        match msg {
+            Message::RoundStart {
+                round, num_params, ..
+            } => {
+                if num_params as usize != self.adopted.len() {
+                    return self.ignore(from, format!("round {round} of {num_params} parameters"));
+                }
+                self.highest_round = self.highest_round.max(round);
+                self.held = Some(HeldRound {
+                    round,
+                    frames: vec![frame.to_vec()],
+                    model: Assembly::new(from.clone(), round, self.adopted.len()),
+                });
+            }
+            Message::ModelChunk {
+                round,
+                index,
+                offset,
+                values,
+            } => {
+                let Some(held) = self.held.as_mut().filter(|h| h.round == round) else {
+                    return self.ignore(from, format!("model chunk of round {round}, not started"));
+                };
+                if !held.model.put(index, offset, &values) {
+                    return self.ignore(from, format!("model chunk {index} does not fit"));
+                }
+                held.frames.push(frame.to_vec());
+            }
+            Message::UpdateChunk { .. } => {}
+        }
+        self.release_held(now);
+    }
+
+    /// Give the held round to the participant once its model is the committed one.
+    fn release_held(&mut self, now: Instant) {
+        let ready = self
+            .held
+            .as_ref()
+            .is_some_and(|h| h.model.complete() && model_hash(&h.model.model) == self.state.model);
+        if ready {
+            let held = self.held.take().expect("checked");
+            let from = self.state.coordinator.clone();
+            for f in &held.frames {
+                self.participant.handle_message(now, &from, f);
+            }
+        }
+    }
+
+    fn proposed_chunk(
+        &mut self,
+        from: &NodeName,
+        round: u64,
+        index: u16,
+        offset: u32,
+        values: &[f32],
+    ) {
+        if round <= self.state.round {
+            return self.ignore(
+                from,
+                format!(
+                    "proposed model of round {round}, round {} is committed",
+                    self.state.round
+                ),
+            );
+        }
+        let n = self.adopted.len();
+        let at = match self
+            .assemblies
+            .iter()
+            .position(|a| a.round == round && a.from == *from)
+        {
+            Some(at) => at,
+            None => {
+                if self.assemblies.len() >= PROPOSED_MAX {
+                    self.assemblies.pop_front();
+                }
+                self.assemblies
+                    .push_back(Assembly::new(from.clone(), round, n));
+                self.assemblies.len() - 1
+            }
+        };
+        if !self.assemblies[at].put(index, offset, values) {
+            return self.ignore(
+                from,
+                format!("proposed-model chunk {index} does not fit a model of {n}"),
+            );
+        }
+        if self.assemblies[at].complete() {
+            let a = self.assemblies.remove(at).expect("present");
+            self.keep_proposed(a.model);
+        }
+    }
+
+    /// Ask every other node for the model of `hash`, committed for `round`.
+    fn request_model(&mut self, round: u64, hash: Digest) {
+        let mut bytes = vec![TAG_MODEL_REQUEST];
+        bytes.extend_from_slice(&round.to_le_bytes());
+        bytes.extend_from_slice(&hash.0);
+        let others: Vec<NodeName> = self
+            .cfg
+            .order
+            .iter()
+            .filter(|n| **n != self.cfg.me && !self.state.retired.contains(*n))
+            .cloned()
+            .collect();
+        for to in others {
+            self.send(to, bytes.clone());
+        }
+    }
+
+    /// A node lacks the model of a committed block: send it, signed, if this node
+    /// holds it (adopted or proposed). Its hash in the block is what the asker checks.
+    fn model_request(&mut self, from: &NodeName, body: &[u8]) {
+        if !self.cfg.order.contains(from) || body.len() != 8 + 32 {
+            return self.ignore(from, "a malformed model request or an outsider's".into());
+        }
+        let round = u64::from_le_bytes(body[..8].try_into().expect("8 bytes"));
+        let hash = Digest(body[8..].try_into().expect("32 bytes"));
+        let model = if hash == self.state.model {
+            Some(self.adopted.clone())
+        } else {
+            self.proposed
+                .iter()
+                .find(|(h, _)| *h == hash)
+                .map(|(_, m)| m.clone())
+        };
+        if let Some(model) = model {
+            for m in wire::model_chunks(round, &model) {
+                let frame = m.encode(&self.signer.sign(&m.encode_body()));
+                self.send(from.clone(), MeshRole::envelope(TAG_PROPOSED, frame));
+            }
+        }
+    }
+
+    fn keep_proposed(&mut self, model: Vec<f32>) {
+        let hash = model_hash(&model);
+        if self.proposed.iter().any(|(h, _)| *h == hash) {
+            return;
+        }
+        if self.proposed.len() >= PROPOSED_MAX {
+            self.proposed.pop_front();
+        }
+        self.proposed.push_back((hash, model));
     }
 
     /// Keep a fragment; the whole envelope once every fragment is in.
@@ -461,71 +936,113 @@ impl MeshRole {
         }
     }
 
-    fn adopt_chunk(
-        &mut self,
-        from: &NodeName,
-        round: u64,
-        index: u16,
-        offset: u32,
-        values: &[f32],
-    ) {
-        if round <= self.adopted_round {
-            return self.ignore(
-                from,
-                format!(
-                    "adopted model of round {round}, round {} is adopted",
-                    self.adopted_round
-                ),
-            );
+    /// Committed blocks, in order, as far as their models are here.
+    fn apply_waiting(&mut self, now: Instant) -> bool {
+        let mut applied = false;
+        while let Some((block, _)) = self.waiting.front() {
+            let hash = block.decision.model_hash;
+            let model = if hash == self.state.model {
+                Some(self.adopted.clone())
+            } else {
+                self.proposed
+                    .iter()
+                    .find(|(h, _)| *h == hash)
+                    .map(|(_, m)| m.clone())
+            };
+            let Some(model) = model else {
+                // The coordinator's broadcast did not reach this node (lost, or the
+                // coordinator died sending it): ask every other node for the model.
+                if self.model_request_at.is_none_or(|t| now >= t) {
+                    let (round, hash) = (block.decision.round, hash);
+                    self.request_model(round, hash);
+                    self.model_request_at = Some(now + self.cfg.committee.resend * 2);
+                }
+                break;
+            };
+            self.model_request_at = None;
+            let (block, qc) = self.waiting.pop_front().expect("present");
+            self.apply(now, block, qc, model);
+            applied = true;
         }
-        let n = self.adopted.len();
-        let chunks = wire::dense_chunk_count(n);
-        let (i, offset) = (usize::from(index), offset as usize);
-        let fits = i < chunks
-            && offset == i * wire::DENSE_CHUNK
-            && offset + values.len() <= n
-            && (i + 1 < chunks || offset + values.len() == n)
-            && values.iter().all(|v| v.is_finite());
-        if !fits {
-            return self.ignore(
-                from,
-                format!("adopted-model chunk {index} does not fit a model of {n}"),
-            );
+        applied
+    }
+
+    fn apply(&mut self, now: Instant, block: Block, qc: QuorumCertificate, model: Vec<f32>) {
+        self.state.apply(&block);
+        self.adopted = model.clone();
+        self.highest_round = self.highest_round.max(self.state.round);
+        let handover = block
+            .decision
+            .handover
+            .clone()
+            .zip(block.decision.coordinator.clone());
+        if self
+            .submitted
+            .as_ref()
+            .is_some_and(|(d, _)| d.round <= self.state.round || handover.is_some())
+        {
+            self.submitted = None;
         }
-        if self.adopting.as_ref().is_none_or(|a| a.round != round) {
-            self.adopting = Some(Adopting {
-                round,
-                got: vec![false; chunks],
-                model: self.adopted.clone(),
+        let height = block.height;
+        self.events
+            .push_back(MeshEvent::Committed { block, qc, model });
+        if let Some((h, to)) = handover {
+            self.handover_proposed = false;
+            self.coordinator_heard = now;
+            let reason = format!(
+                "the committee committed block {height}: {to} takes over from {}, silent, at version {}",
+                h.replaces, h.model_version
+            );
+            self.took_over(now, to, reason);
+        }
+        self.release_held(now);
+        if self.state.round >= self.cfg.rounds && !self.done {
+            self.done = true;
+            self.coordinator = None;
+            self.events.push_back(MeshEvent::Finished);
+        }
+    }
+
+    /// The committed coordinator is `coordinator` from now on.
+    fn took_over(&mut self, _now: Instant, coordinator: NodeName, reason: String) {
+        self.participant.set_coordinator(coordinator.clone());
+        self.held = None;
+        if coordinator == self.cfg.me {
+            self.events.push_back(MeshEvent::Coordinating {
+                first_round: self.state.round.max(self.highest_round) + 1,
+                model_round: self.state.model_version,
+                reason,
             });
-        }
-        let a = self.adopting.as_mut().expect("set above");
-        a.model[offset..offset + values.len()].copy_from_slice(values);
-        a.got[i] = true;
-        if a.got.iter().all(|&g| g) {
-            let a = self.adopting.take().expect("present");
-            self.adopted_round = a.round;
-            self.adopted = a.model;
-            self.highest_round = self.highest_round.max(a.round);
-            self.done = a.round >= self.cfg.rounds;
-            self.events.push_back(MeshEvent::Adopted {
-                round: a.round,
-                from: from.clone(),
+        } else {
+            self.coordinator = None;
+            self.submitted = None;
+            self.events.push_back(MeshEvent::Following {
+                coordinator,
+                reason,
             });
         }
     }
 
-    fn coordinate(&mut self, now: Instant, reason: String) {
-        let participants: Vec<NodeName> = self.cfg.order[self.me_rank + 1..].to_vec();
-        let after = self.adopted_round.max(self.highest_round);
-        self.coord_rank = self.me_rank;
-        self.participant.set_coordinator(self.cfg.me.clone());
-        self.events.push_back(MeshEvent::Coordinating {
-            first_round: after + 1,
-            model_round: self.adopted_round,
-            reason,
-        });
-        if participants.is_empty() {
+    /// Start the next round when this node is the committed coordinator and nothing is
+    /// pending.
+    fn coordinate(&mut self, now: Instant) {
+        if self.done
+            || self.state.coordinator != self.cfg.me
+            || self.coordinator.is_some()
+            || self.submitted.is_some()
+            || !self.waiting.is_empty()
+        {
+            return;
+        }
+        let round = self.state.round.max(self.highest_round) + 1;
+        let participants: Vec<NodeName> = self
+            .cfg
+            .order
+            .iter()
+            .filter(|n| **n != self.cfg.me && !self.state.retired.contains(*n))
+            .cloned()
+            .collect();
+        if participants.is_empty() || round > self.cfg.rounds.saturating_mul(3) {
             self.done = true;
             self.events.push_back(MeshEvent::NoCoordinatorLeft);
             return;
@@ -535,70 +1052,123 @@ impl MeshRole {
             participants,
             round_timeout: self.cfg.round_timeout,
             min_updates: self.cfg.min_updates,
-            max_rounds: self.cfg.rounds,
+            max_rounds: round,
             dp: None,
         };
-        let coordinator = Coordinator::new(
+        let seed = self.cfg.seed
+            ^ (self.me_rank as u64 + 1).wrapping_mul(0xd1b5_4a32_d192_ed03)
+            ^ round.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        let mut c = Coordinator::new(
             cfg,
             self.adopted.clone(),
             self.cfg.aggregator.build(),
             None,
             self.signer.clone(),
-            self.cfg.seed ^ (self.me_rank as u64 + 1).wrapping_mul(0xd1b5_4a32_d192_ed03),
+            seed,
         )
-        .resume_after(after);
-        self.coordinator = Some(coordinator);
-        if let Some(c) = self.coordinator.as_mut() {
-            c.handle_timeout(now);
-        }
-        self.drain();
+        .resume_after(round - 1);
+        c.handle_timeout(now);
+        self.coordinator = Some(c);
     }
 
-    /// Advance time: the coordinator's and participant's timers, and the handover when
-    /// the coordinator has been silent for `failover_after`.
+    /// Send `decision` to every candidate and to this node's replica.
+    fn submit(&mut self, now: Instant, decision: Decision) {
+        let json = serde_json::to_vec(&decision).unwrap_or_default();
+        let signature = self.signer.sign(&[SUBMIT_DOMAIN, &json].concat());
+        let mut bytes = vec![TAG_SUBMIT];
+        bytes.extend_from_slice(&(signature.len() as u16).to_le_bytes());
+        bytes.extend_from_slice(&signature);
+        bytes.extend_from_slice(&json);
+        for to in self.cfg.committee.candidates.clone() {
+            if to != self.cfg.me {
+                self.send(to, bytes.clone());
+            }
+        }
+        self.replica.propose(now, decision.clone());
+        self.submitted = Some((decision, now + self.cfg.committee.resend * 2));
+    }
+
+    /// Ask the committee to replace the silent coordinator.
+    fn propose_handover(&mut self, now: Instant) {
+        let silent = self.state.coordinator.clone();
+        let n = self.cfg.order.len();
+        let start = self
+            .cfg
+            .order
+            .iter()
+            .position(|c| *c == silent)
+            .unwrap_or(0);
+        let live = |c: &NodeName| {
+            *c == self.cfg.me
+                || self
+                    .heard
+                    .get(c)
+                    .is_some_and(|t| now.saturating_since(*t) < self.cfg.failover_after)
+        };
+        let successor = (1..n)
+            .map(|k| &self.cfg.order[(start + k) % n])
+            .find(|c| !self.state.retired.contains(*c) && live(c))
+            .cloned();
+        self.coordinator_heard = now;
+        self.handover_proposed = true;
+        let Some(successor) = successor else {
+            return self.events.push_back(MeshEvent::NoCoordinatorLeft);
+        };
+        let decision = Decision {
+            round: self.state.round,
+            model_hash: self.state.model,
+            participants: Vec::new(),
+            aggregator: self.cfg.aggregator.to_string(),
+            suspected: Vec::new(),
+            epsilon: None,
+            accuracy: None,
+            rollback_to: None,
+            coordinator: Some(successor.clone()),
+            handover: Some(Handover {
+                replaces: silent.clone(),
+                model_version: self.state.model_version,
+            }),
+        };
+        self.replica.propose(now, decision);
+        self.events
+            .push_back(MeshEvent::HandoverProposed { silent, successor });
+    }
+
+    /// Advance time: the coordinator's, participant's and committee's timers, the
+    /// resubmission of a decision, and a handover request when the coordinator has
+    /// been silent for `failover_after`.
     pub fn handle_timeout(&mut self, now: Instant) {
         if let Some(c) = self.coordinator.as_mut() {
             c.handle_timeout(now);
         }
         self.participant.handle_timeout(now);
-        if self.coordinator.is_none()
-            && !self.done
-            && now >= self.last_heard + self.cfg.failover_after
-        {
-            let silent = self.coordinator().clone();
-            let reason = format!(
-                "{silent} was silent for {} ms",
-                self.cfg.failover_after.as_millis()
-            );
-            self.last_heard = now;
-            self.coord_rank += 1;
-            if self.coord_rank >= self.cfg.order.len() {
-                self.coord_rank = self.cfg.order.len() - 1;
-                self.done = true;
-                self.events.push_back(MeshEvent::NoCoordinatorLeft);
-            } else if self.coord_rank == self.me_rank {
-                self.coordinate(now, reason);
-            } else {
-                let next = self.cfg.order[self.coord_rank].clone();
-                self.participant.set_coordinator(next.clone());
-                self.events.push_back(MeshEvent::Following {
-                    coordinator: next,
-                    reason,
-                });
+        self.replica.handle_timeout(now);
+        if let Some((d, at)) = self.submitted.clone() {
+            if now >= at {
+                self.submit(now, d);
             }
         }
-        self.drain();
+        if !self.done
+            && self.state.coordinator != self.cfg.me
+            && now >= self.coordinator_heard + self.cfg.failover_after
+        {
+            self.propose_handover(now);
+        }
+        self.drain(now);
     }
 
     /// When [`MeshRole::handle_timeout`] must next be called.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let failover = (self.coordinator.is_none() && !self.done)
-            .then(|| self.last_heard + self.cfg.failover_after);
+        let failover = (!self.done && self.state.coordinator != self.cfg.me)
+            .then(|| self.coordinator_heard + self.cfg.failover_after);
         [
             self.coordinator
                 .as_ref()
                 .and_then(Coordinator::poll_timeout),
             self.participant.poll_timeout(),
+            self.replica.poll_timeout(),
+            self.submitted.as_ref().map(|s| s.1),
+            self.model_request_at.filter(|_| !self.waiting.is_empty()),
             failover,
         ]
         .into_iter()
@@ -616,6 +1186,17 @@ impl MeshRole {
         self.events.pop_front()
     }
 
+    /// The next training job ([`MeshConfig::train_outside`]).
+    pub fn poll_train(&mut self) -> Option<TrainJob> {
+        self.participant.poll_train()
+    }
+
+    /// The result of the training job of `round`.
+    pub fn trained(&mut self, now: Instant, round: u64, result: Result<(Vec<f32>, u64), String>) {
+        self.participant.trained(now, round, result);
+        self.drain(now);
+    }
+
     fn envelope(tag: u8, frame: Vec<u8>) -> Vec<u8> {
         let mut bytes = Vec::with_capacity(frame.len() + 1);
         bytes.push(tag);
@@ -623,20 +1204,20 @@ impl MeshRole {
         bytes
     }
 
-    /// Send the adopted model of `round` to every other node.
-    fn broadcast_adopted(&mut self, round: u64) {
-        let frames: Vec<Vec<u8>> = wire::model_chunks(round, &self.adopted)
+    /// Send the model aggregated in `round` to every other node.
+    fn broadcast_proposed(&mut self, round: u64, model: &[f32]) {
+        let frames: Vec<Vec<u8>> = wire::model_chunks(round, model)
             .iter()
             .map(|m| {
                 let frame = m.encode(&self.signer.sign(&m.encode_body()));
-                MeshRole::envelope(TAG_ADOPTED, frame)
+                MeshRole::envelope(TAG_PROPOSED, frame)
             })
             .collect();
         let others: Vec<NodeName> = self
             .cfg
             .order
             .iter()
-            .filter(|n| **n != self.cfg.me)
+            .filter(|n| **n != self.cfg.me && !self.state.retired.contains(*n))
             .cloned()
             .collect();
         for to in others {
@@ -646,73 +1227,114 @@ impl MeshRole {
         }
     }
 
-    /// The frames the coordinator and the participant queued, enveloped.
-    fn collect_frames(&mut self) {
-        let mut out = Vec::new();
-        if let Some(c) = self.coordinator.as_mut() {
-            while let Some(t) = c.poll_transmit() {
+    /// Run the machines' outputs until nothing moves: frames out, the coordinator's
+    /// round results submitted, committed blocks applied, the next round started.
+    fn drain(&mut self, now: Instant) {
+        loop {
+            let mut moved = false;
+            let mut out = Vec::new();
+            if let Some(c) = self.coordinator.as_mut() {
+                while let Some(t) = c.poll_transmit() {
+                    out.push(t);
+                }
+            }
+            while let Some(t) = self.participant.poll_transmit() {
                 out.push(t);
             }
-        }
-        while let Some(t) = self.participant.poll_transmit() {
-            out.push(t);
-        }
-        for t in out {
-            self.send(t.to, MeshRole::envelope(TAG_FRAME, t.bytes));
+            for t in out {
+                self.send(t.to, MeshRole::envelope(TAG_FRAME, t.bytes));
+            }
+            let mut coordinator_events = Vec::new();
+            if let Some(c) = self.coordinator.as_mut() {
+                while let Some(e) = c.poll_event() {
+                    coordinator_events.push((e, c.global().to_vec()));
+                }
+            }
+            for (event, global) in coordinator_events {
+                moved = true;
+                self.coordinator_event(now, event, global);
+            }
+            let mut committee = Vec::new();
+            while let Some(t) = self.replica.poll_transmit() {
+                committee.push(t);
+            }
+            for t in committee {
+                self.send(t.to, MeshRole::envelope(TAG_COMMITTEE, t.bytes));
+            }
+            while let Some(e) = self.replica.poll_event() {
+                match e {
+                    CommitteeEvent::Committed { block, qc } => {
+                        moved = true;
+                        self.waiting.push_back((block, qc));
+                    }
+                    CommitteeEvent::ViewChanged { height, view } => self
+                        .events
+                        .push_back(MeshEvent::ViewChanged { height, view }),
+                    CommitteeEvent::Dropped { from, reason } => {
+                        self.ignore(&from, format!("committee message: {reason:?}"))
+                    }
+                }
+            }
+            moved |= self.apply_waiting(now);
+            while let Some(e) = self.participant.poll_event() {
+                self.events.push_back(MeshEvent::Participant(e));
+            }
+            let idle = self.coordinator.is_none();
+            self.coordinate(now);
+            moved |= idle && self.coordinator.is_some();
+            if !moved {
+                break;
+            }
         }
     }
 
-    fn drain(&mut self) {
-        self.collect_frames();
-        let mut coordinator_events = Vec::new();
-        if let Some(c) = self.coordinator.as_mut() {
-            while let Some(e) = c.poll_event() {
-                coordinator_events.push((e, c.global().to_vec()));
+    fn coordinator_event(&mut self, now: Instant, event: Event, global: Vec<f32>) {
+        match event {
+            Event::RoundStarted { round, sampled } => {
+                self.highest_round = self.highest_round.max(round);
+                self.events
+                    .push_back(MeshEvent::RoundStarted { round, sampled });
             }
-        }
-        for (event, global) in coordinator_events {
-            match event {
-                Event::RoundStarted { round, sampled } => {
-                    self.highest_round = self.highest_round.max(round);
-                    self.events
-                        .push_back(MeshEvent::RoundStarted { round, sampled });
-                }
-                Event::Refused {
-                    round,
-                    from,
-                    reason,
-                } => self.events.push_back(MeshEvent::Refused {
-                    round,
-                    from,
-                    reason: reason.to_string(),
-                }),
-                Event::RoundCompleted(summary) => {
-                    let round = summary.round;
-                    self.adopted_round = round;
-                    self.adopted = global.clone();
-                    self.broadcast_adopted(round);
-                    self.events.push_back(MeshEvent::RoundCompleted {
-                        summary,
-                        model: global,
-                    });
-                }
-                Event::RoundFailed { round, reason } => {
-                    // The model stays; its broadcast tells every node the round is over
-                    // and that this coordinator is alive.
-                    self.adopted_round = round;
-                    self.broadcast_adopted(round);
-                    self.events
-                        .push_back(MeshEvent::RoundFailed { round, reason });
-                }
-                Event::BudgetExhausted { .. } | Event::Finished => {
-                    self.done = true;
-                    self.events.push_back(MeshEvent::Finished);
-                }
+            Event::Refused {
+                round,
+                from,
+                reason,
+            } => self.events.push_back(MeshEvent::Refused {
+                round,
+                from,
+                reason: reason.to_string(),
+            }),
+            Event::RoundCompleted(summary) => {
+                self.coordinator = None;
+                let hash = model_hash(&global);
+                self.keep_proposed(global.clone());
+                self.broadcast_proposed(summary.round, &global);
+                let accuracy = self.evaluator.as_ref().and_then(|f| f(&global));
+                let decision = Decision {
+                    round: summary.round,
+                    model_hash: hash,
+                    participants: summary.aggregated.clone(),
+                    aggregator: self.cfg.aggregator.to_string(),
+                    suspected: summary.suspected.clone(),
+                    epsilon: summary.epsilon,
+                    accuracy,
+                    rollback_to: None,
+                    coordinator: Some(self.cfg.me.clone()),
+                    handover: None,
+                };
+                self.submit(now, decision);
+                self.events.push_back(MeshEvent::RoundCompleted {
+                    summary,
+                    model: global,
+                });
             }
-        }
-        self.collect_frames();
-        while let Some(e) = self.participant.poll_event() {
-            self.events.push_back(MeshEvent::Participant(e));
+            Event::RoundFailed { round, reason } => {
+                // The committed model stays; the next round starts from it.
+                self.coordinator = None;
+                self.events
+                    .push_back(MeshEvent::RoundFailed { round, reason });
+            }
+            Event::BudgetExhausted { .. } | Event::Finished => self.coordinator = None,
         }
     }
 }
@@ -722,6 +1344,7 @@ mod tests {
     use super::*;
     use crate::NoSignatures;
     use rand_chacha::ChaCha8Rng;
+    use x0tta6bl4_proto::SimAuthenticator;
 
     /// Moves every parameter half way to 1.0: a federation whose model converges to all
     /// ones, so a round's effect is visible in the adopted model.
@@ -742,41 +1365,82 @@ mod tests {
         NodeName::new(s).unwrap()
     }
 
-    /// `n` roles over a lossless network with 1 ms hops; `dead` nodes (by index) stop
-    /// at their kill time: nothing is delivered to or from them after it.
+    fn committee(order: &[NodeName], f: usize) -> CommitteeConfig {
+        CommitteeConfig {
+            chain_id: "mesh-test".into(),
+            candidates: order.to_vec(),
+            f,
+            epoch_len: 3,
+            view_timeout: Duration::from_millis(300),
+            resend: Duration::from_millis(100),
+        }
+    }
+
+    fn config(me: &NodeName, order: &[NodeName], rounds: u64, f: usize) -> MeshConfig {
+        MeshConfig {
+            me: me.clone(),
+            order: order.to_vec(),
+            rounds,
+            round_timeout: Duration::from_millis(200),
+            failover_after: Duration::from_millis(500),
+            min_updates: 1,
+            aggregator: AggregatorKind::FedAvg,
+            seed: 7,
+            payload_max: 1024,
+            committee: committee(order, f),
+            train_outside: false,
+        }
+    }
+
+    fn role(cfg: MeshConfig, model: Vec<f32>) -> Result<MeshRole, String> {
+        let auth: Arc<dyn Authenticator> = Arc::new(SimAuthenticator::new(1, cfg.me.clone()));
+        let credentials = cfg
+            .order
+            .iter()
+            .map(|n| (n.clone(), n.as_str().as_bytes().to_vec()))
+            .collect();
+        let verifier = Verifier::new(auth.clone(), credentials);
+        MeshRole::new(
+            cfg,
+            model,
+            Box::new(TowardsOne),
+            Arc::new(NoSignatures),
+            auth,
+            verifier,
+            &[],
+            Instant::ZERO,
+        )
+    }
+
+    /// `n` roles over a lossless network with 1 ms hops; killed nodes (by index) stop
+    /// at their kill time: nothing is delivered to or from them after it. Training
+    /// outside takes `train_delay`, during which frames keep arriving.
     struct Net {
         roles: Vec<MeshRole>,
         kills: Vec<(usize, Instant)>,
         now: Instant,
         queue: VecDeque<(Instant, NodeName, NodeName, Vec<u8>)>,
-        log: Vec<(usize, MeshEvent)>,
+        jobs: Vec<(Instant, usize, TrainJob)>,
+        train_delay: Duration,
+        /// Payloads from one node to another with this envelope tag are lost.
+        lose: Option<(usize, usize, u8)>,
+        log: Vec<(usize, Instant, MeshEvent)>,
     }
 
     impl Net {
-        fn new(n: usize, rounds: u64) -> Net {
+        fn new(n: usize, rounds: u64, f: usize, outside: bool) -> Net {
+            Net::with_payload(n, rounds, f, outside, 1024)
+        }
+
+        fn with_payload(n: usize, rounds: u64, f: usize, outside: bool, payload: usize) -> Net {
             let order: Vec<NodeName> = (0..n).map(|i| name(&format!("n{i}"))).collect();
             let roles = order
                 .iter()
                 .map(|me| {
-                    let cfg = MeshConfig {
-                        me: me.clone(),
-                        order: order.clone(),
-                        rounds,
-                        round_timeout: Duration::from_millis(200),
-                        failover_after: Duration::from_millis(500),
-                        min_updates: 1,
-                        aggregator: AggregatorKind::FedAvg,
-                        seed: 7,
-                        payload_max: 1024,
-                    };
-                    MeshRole::new(
-                        cfg,
-                        vec![0.0; 1000],
-                        Box::new(TowardsOne),
-                        Arc::new(NoSignatures),
-                        Instant::ZERO,
-                    )
-                    .unwrap()
+                    let mut cfg = config(me, &order, rounds, f);
+                    cfg.train_outside = outside;
+                    cfg.payload_max = payload;
+                    role(cfg, vec![0.0; 1000]).unwrap()
                 })
                 .collect();
             Net {
@@ -784,6 +1448,9 @@ mod tests {
                 kills: Vec::new(),
                 now: Instant::ZERO,
                 queue: VecDeque::new(),
+                jobs: Vec::new(),
+                train_delay: Duration::from_millis(40),
+                lose: None,
                 log: Vec::new(),
             }
         }
@@ -805,19 +1472,37 @@ mod tests {
                     if self.roles[i].poll_timeout().is_some_and(|t| t <= self.now) {
                         self.roles[i].handle_timeout(self.now);
                     }
+                    while let Some(job) = self.roles[i].poll_train() {
+                        self.jobs.push((self.now + self.train_delay, i, job));
+                    }
                     while let Some(t) = self.roles[i].poll_transmit() {
                         let from = self.roles[i].cfg.me.clone();
                         let at = self.now + Duration::from_millis(1);
                         self.queue.push_back((at, from, t.to, t.bytes));
                     }
                     while let Some(e) = self.roles[i].poll_event() {
-                        self.log.push((i, e));
+                        self.log.push((i, self.now, e));
+                    }
+                }
+                let now = self.now;
+                let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.jobs)
+                    .into_iter()
+                    .partition(|j| j.0 <= now);
+                self.jobs = later;
+                for (_, i, job) in due {
+                    if !self.dead(i) {
+                        let result = TowardsOne.train(&job.model, false, &mut {
+                            use rand::SeedableRng;
+                            ChaCha8Rng::seed_from_u64(job.seed)
+                        });
+                        self.roles[i].trained(now, job.round, result);
                     }
                 }
                 while self.queue.front().is_some_and(|m| m.0 <= self.now) {
                     let (_, from, to, bytes) = self.queue.pop_front().unwrap();
                     let (f, t) = (self.index(&from), self.index(&to));
-                    if !self.dead(f) && !self.dead(t) {
+                    let lost = self.lose == Some((f, t, bytes[0]));
+                    if !self.dead(f) && !self.dead(t) && !lost {
                         self.roles[t].handle_message(self.now, &from, &bytes);
                     }
                 }
@@ -825,104 +1510,229 @@ mod tests {
             }
         }
 
-        fn completed(&self) -> Vec<(u64, usize)> {
-            self.log
-                .iter()
-                .filter_map(|(i, e)| match e {
-                    MeshEvent::RoundCompleted { summary, .. } => Some((summary.round, *i)),
-                    _ => None,
+        /// Every node's committed blocks, in order.
+        fn chains(&self) -> Vec<Vec<Block>> {
+            (0..self.roles.len())
+                .map(|i| {
+                    self.log
+                        .iter()
+                        .filter(|(j, _, _)| *j == i)
+                        .filter_map(|(_, _, e)| match e {
+                            MeshEvent::Committed { block, .. } => Some(block.clone()),
+                            _ => None,
+                        })
+                        .collect()
                 })
                 .collect()
         }
+
+        /// Every node's chain runs 1, 2, ... and all agree at their common heights.
+        fn assert_chains_agree(&self) {
+            let chains = self.chains();
+            for (i, c) in chains.iter().enumerate() {
+                for (k, b) in c.iter().enumerate() {
+                    assert_eq!(b.height, k as u64 + 1, "node {i}");
+                }
+                for other in &chains {
+                    for (a, b) in c.iter().zip(other) {
+                        assert_eq!(a.hash(), b.hash(), "height {}", a.height);
+                    }
+                }
+            }
+        }
     }
 
     #[test]
-    fn rounds_run_and_every_node_adopts_the_model() {
-        let mut net = Net::new(4, 3);
+    fn every_round_is_committed_and_then_adopted_everywhere() {
+        let mut net = Net::new(4, 3, 1, false);
         net.run_until(Instant::ZERO + Duration::from_secs(3));
-        assert_eq!(net.completed(), vec![(1, 0), (2, 0), (3, 0)]);
+        net.assert_chains_agree();
+        for (i, r) in net.roles.iter().enumerate() {
+            assert!(r.is_done(), "{}", r.cfg.me);
+            assert_eq!(r.adopted().0, 3, "{}", r.cfg.me);
+            assert!((r.adopted().1[0] - 0.875).abs() < 1e-6);
+            let chain = &net.chains()[i];
+            assert_eq!(chain.len(), 3);
+            for (k, b) in chain.iter().enumerate() {
+                assert_eq!(b.decision.round, k as u64 + 1);
+                assert_eq!(b.decision.coordinator, Some(name("n0")));
+                assert_eq!(b.decision.participants.len(), 3);
+            }
+        }
+        // A participant's update of round r+1 leaves only after it committed round r.
+        for (i, at, e) in &net.log {
+            if let MeshEvent::Participant(ParticipantEvent::Sent { round, .. }) = e {
+                let committed = net.log.iter().any(|(j, t, c)| {
+                    j == i
+                        && t <= at
+                        && matches!(c, MeshEvent::Committed { block, .. } if block.decision.round + 1 == *round)
+                });
+                assert!(
+                    *round == 1 || committed,
+                    "node {i} trained round {round} early"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_committee_hands_the_coordinator_role_over_from_the_last_committed_model() {
+        let mut net = Net::new(7, 12, 2, false);
+        // A participant dies early (every round then waits for its deadline, 200 ms);
+        // the coordinator dies mid-training.
+        net.kills
+            .push((6, Instant::ZERO + Duration::from_millis(10)));
+        net.kills
+            .push((0, Instant::ZERO + Duration::from_millis(900)));
+        net.run_until(Instant::ZERO + Duration::from_secs(12));
+        net.assert_chains_agree();
+        let chain = net.chains()[1].clone();
+        let changes: Vec<&Block> = chain
+            .iter()
+            .filter(|b| b.decision.handover.is_some())
+            .collect();
+        assert_eq!(changes.len(), 1, "{chain:#?}");
+        let change = &changes[0].decision;
+        assert_eq!(change.coordinator, Some(name("n1")));
+        assert_eq!(change.handover.as_ref().unwrap().replaces, name("n0"));
+        let before = changes[0].height;
+        assert!(chain[..before as usize - 1]
+            .iter()
+            .all(|b| b.decision.coordinator == Some(name("n0"))));
+        assert!(chain[before as usize..]
+            .iter()
+            .all(|b| b.decision.coordinator == Some(name("n1"))));
+        assert!(chain.len() > before as usize);
+        // The change resumed from the last committed model.
+        let last_model = chain[..before as usize - 1]
+            .last()
+            .map(|b| b.decision.model_hash);
+        assert_eq!(Some(change.model_hash), last_model);
+        for i in 1..6 {
+            let r = &net.roles[i];
+            assert!(r.is_done(), "{}", r.cfg.me);
+            assert_eq!(r.coordinator(), &name("n1"));
+            assert!(r.state().retired.contains(&name("n0")));
+            // Every committed round moved the model half way to 1.
+            let rounds = net.chains()[i]
+                .iter()
+                .filter(|b| b.decision.handover.is_none())
+                .count() as i32;
+            let model = r.adopted().1[0];
+            assert!(
+                (model - (1.0 - 0.5f32.powi(rounds))).abs() < 1e-5,
+                "{model} after {rounds}"
+            );
+        }
+        assert!(net.log.iter().any(|(_, _, e)| matches!(
+            e,
+            MeshEvent::HandoverProposed { silent, successor } if *silent == name("n0") && *successor == name("n1")
+        )));
+    }
+
+    /// The coordinator's model broadcast never reaches n3: it asks the others for each
+    /// committed model and adopts it all the same.
+    #[test]
+    fn a_node_that_missed_a_committed_model_fetches_it() {
+        let mut net = Net::with_payload(4, 3, 1, false, 16_384);
+        net.lose = Some((0, 3, TAG_PROPOSED));
+        net.run_until(Instant::ZERO + Duration::from_secs(3));
+        net.assert_chains_agree();
         for r in &net.roles {
             assert_eq!(r.adopted().0, 3, "{}", r.cfg.me);
             assert!((r.adopted().1[0] - 0.875).abs() < 1e-6);
-            assert!(r.is_done());
+        }
+        assert_eq!(net.chains()[3].len(), 3);
+    }
+
+    #[test]
+    fn training_outside_keeps_the_role_answering() {
+        let mut net = Net::new(4, 3, 1, true);
+        net.train_delay = Duration::from_millis(120);
+        net.run_until(Instant::ZERO + Duration::from_secs(4));
+        net.assert_chains_agree();
+        for r in &net.roles {
+            assert_eq!(r.adopted().0, 3, "{}", r.cfg.me);
+            assert!((r.adopted().1[0] - 0.875).abs() < 1e-6);
         }
     }
 
     #[test]
-    fn the_next_node_takes_over_from_the_last_adopted_model() {
-        let mut net = Net::new(5, 12);
-        // A participant dies early (every round then waits for its deadline, 200 ms);
-        // the coordinator dies during round 6 or so.
-        net.kills
-            .push((4, Instant::ZERO + Duration::from_millis(10)));
-        net.kills
-            .push((0, Instant::ZERO + Duration::from_millis(700)));
-        net.run_until(Instant::ZERO + Duration::from_secs(10));
-        let done = net.completed();
-        let before: Vec<u64> = done.iter().filter(|d| d.1 == 0).map(|d| d.0).collect();
-        let after: Vec<u64> = done.iter().filter(|d| d.1 == 1).map(|d| d.0).collect();
-        assert!(!before.is_empty(), "{done:?}");
-        assert!(!after.is_empty(), "{done:?}");
-        assert_eq!(after.last(), Some(&12), "{done:?}");
-        assert!(after[0] > *before.last().unwrap());
-        assert!(done.iter().all(|d| d.1 <= 1), "{done:?}");
-        // The successor resumed from the model its predecessor adopted: every round
-        // moved the model half way to 1, so it is 1 - 2^-(completed rounds).
-        let rounds = done.len() as i32;
-        let model = net.roles[1].adopted().1[0];
-        assert!(
-            (model - (1.0 - 0.5f32.powi(rounds))).abs() < 1e-5,
-            "{model} after {rounds}"
-        );
-        for i in [2, 3] {
-            assert_eq!(net.roles[i].coordinator(), &name("n1"));
-            assert_eq!(net.roles[i].adopted().0, 12);
-        }
-    }
-
-    #[test]
-    fn a_frame_from_a_later_coordinator_moves_the_role_at_once() {
-        let mut net = Net::new(3, 50);
-        net.run_until(Instant::ZERO + Duration::from_millis(30));
-        // n1 believes n0 is gone (a partition only it saw) and starts coordinating.
-        let t = net.now;
-        net.roles[1].handle_timeout(t + Duration::from_millis(600));
-        assert!(net.roles[1].is_coordinating());
-        net.run_until(t + Duration::from_millis(100));
-        assert!(!net.roles[0].is_coordinating(), "n0 stepped down");
-        assert_eq!(net.roles[2].coordinator(), &name("n1"));
+    fn the_rules_refuse_what_the_chain_does_not_allow() {
+        let order: Vec<NodeName> = ["a", "b", "c", "d"].into_iter().map(name).collect();
+        let mut s = FedState::new(&order, name("a"), Digest::of(&[b"m0"]));
+        let round = |r: u64, by: &str| Decision {
+            round: r,
+            model_hash: Digest::of(&[&r.to_le_bytes()]),
+            participants: vec![name("b")],
+            aggregator: "fedavg".into(),
+            suspected: Vec::new(),
+            epsilon: None,
+            accuracy: None,
+            rollback_to: None,
+            coordinator: Some(name(by)),
+            handover: None,
+        };
+        assert!(s.check(&round(1, "a")).is_ok());
+        assert!(s
+            .check(&round(1, "b"))
+            .unwrap_err()
+            .contains("a coordinates"));
+        let block = |h: u64, d: Decision| Block {
+            height: h,
+            epoch: 0,
+            prev: Digest::default(),
+            decision: d,
+        };
+        s.apply(&block(1, round(1, "a")));
+        assert!(s.check(&round(1, "a")).unwrap_err().contains("not after"));
+        let change = |to: &str, version: u64, model: Digest| Decision {
+            participants: Vec::new(),
+            model_hash: model,
+            coordinator: Some(name(to)),
+            handover: Some(Handover {
+                replaces: name("a"),
+                model_version: version,
+            }),
+            ..round(1, to)
+        };
+        let m1 = s.model;
+        assert!(s.check(&change("b", 0, Digest::of(&[b"m0"]))).is_err());
+        assert!(s.check(&change("a", 1, m1)).is_err());
+        assert!(s.check(&change("z", 1, m1)).is_err());
+        assert!(s.check(&change("b", 1, m1)).is_ok());
+        s.apply(&block(2, change("b", 1, m1)));
+        assert_eq!(s.coordinator, name("b"));
+        assert!(s.check(&round(2, "a")).is_err());
+        assert!(s.check(&round(2, "b")).is_ok());
+        let mut back = change("a", 1, m1);
+        back.handover.as_mut().unwrap().replaces = name("b");
+        assert!(s.check(&back).unwrap_err().contains("cannot take over"));
+        let mut rollback = round(2, "b");
+        rollback.rollback_to = Some(1);
+        assert!(s.check(&rollback).is_err());
     }
 
     #[test]
     fn bad_configurations_are_refused() {
-        let cfg = |order: Vec<&str>, failover: u64| MeshConfig {
-            me: name("a"),
-            order: order.into_iter().map(name).collect(),
-            rounds: 1,
-            round_timeout: Duration::from_millis(100),
-            failover_after: Duration::from_millis(failover),
-            min_updates: 1,
-            aggregator: AggregatorKind::FedAvg,
-            seed: 1,
-            payload_max: 16_384,
+        let cfg = |order: Vec<&str>, failover: u64| {
+            let order: Vec<NodeName> = order.into_iter().map(name).collect();
+            let mut c = config(&name("a"), &order, 1, 0);
+            c.round_timeout = Duration::from_millis(100);
+            c.failover_after = Duration::from_millis(failover);
+            c.payload_max = 16_384;
+            c
         };
-        let role = |c| {
-            MeshRole::new(
-                c,
-                vec![0.0; 3],
-                Box::new(TowardsOne),
-                Arc::new(NoSignatures),
-                Instant::ZERO,
-            )
-            .err()
-            .unwrap_or_default()
-        };
-        assert!(role(cfg(vec!["b"], 500)).contains("not in the coordinator order"));
-        assert!(role(cfg(vec!["a", "a"], 500)).contains("twice"));
-        assert!(role(cfg(vec!["a", "b"], 100)).contains("longer than a round"));
+        let refused = |c| role(c, vec![0.0; 3]).err().unwrap_or_default();
+        assert!(refused(cfg(vec!["b"], 500)).contains("not in the coordinator order"));
+        assert!(refused(cfg(vec!["a", "a"], 500)).contains("twice"));
+        assert!(refused(cfg(vec!["a", "b"], 100)).contains("longer than a round"));
         let mut small = cfg(vec!["a", "b"], 500);
         small.payload_max = 200;
-        assert!(role(small).contains("too small"));
+        assert!(refused(small).contains("too small"));
+        let mut other = cfg(vec!["a", "b"], 500);
+        other.committee.candidates = vec![name("a"), name("c")];
+        assert!(refused(other).contains("candidates"));
     }
 
     fn ignored(role: &mut MeshRole) -> Vec<String> {
@@ -935,54 +1745,53 @@ mod tests {
     }
 
     /// Frames signed with ECDSA keys: a forged signature, an outsider and bad
-    /// fragments are ignored with their reason, and nothing is adopted from them.
+    /// fragments are ignored with their reason; a genuine proposed model is kept but
+    /// not adopted without a committed block naming it.
     #[test]
-    fn forged_outsider_and_malformed_payloads_are_ignored() {
+    fn forged_outsider_malformed_and_uncommitted_payloads_are_not_adopted() {
         use crate::keys::EcdsaKey;
-        use crate::{AuthSigner, Authenticator};
+        use crate::AuthSigner;
         let key = || Arc::new(EcdsaKey::generate().unwrap().0);
         let (a, b, mallory) = (key(), key(), key());
-        let credentials: std::collections::BTreeMap<NodeName, Vec<u8>> = [
+        let credentials: BTreeMap<NodeName, Vec<u8>> = [
             (name("a"), a.public_key().to_vec()),
             (name("b"), b.public_key().to_vec()),
         ]
         .into();
-        let cfg = MeshConfig {
-            me: name("b"),
-            order: vec![name("a"), name("b")],
-            rounds: 3,
-            round_timeout: Duration::from_millis(100),
-            failover_after: Duration::from_millis(500),
-            min_updates: 1,
-            aggregator: AggregatorKind::FedAvg,
-            seed: 1,
-            payload_max: 1024,
-        };
+        let order = vec![name("a"), name("b")];
+        let mut cfg = config(&name("b"), &order, 3, 0);
+        cfg.round_timeout = Duration::from_millis(100);
         let signer = |k: Arc<EcdsaKey>| -> Arc<dyn Signer> {
             Arc::new(AuthSigner::new(k, credentials.clone()))
         };
+        let verifier = Verifier::new(b.clone(), credentials.clone());
         let mut role_b = MeshRole::new(
             cfg,
             vec![0.0; 4],
             Box::new(TowardsOne),
-            signer(b),
+            signer(b.clone()),
+            b.clone(),
+            verifier,
+            &[],
             Instant::ZERO,
         )
         .unwrap();
-        let adopted = |k: Arc<EcdsaKey>| {
+        let proposed = |k: Arc<EcdsaKey>| {
             let m = &wire::model_chunks(1, &[1.0; 4])[0];
             let frame = m.encode(&k.sign(&m.encode_body()));
-            MeshRole::envelope(TAG_ADOPTED, frame)
+            MeshRole::envelope(TAG_PROPOSED, frame)
         };
         let now = Instant::ZERO + Duration::from_millis(1);
-        role_b.handle_message(now, &name("a"), &adopted(mallory.clone()));
-        role_b.handle_message(now, &name("m"), &adopted(mallory));
+        ignored(&mut role_b);
+        role_b.handle_message(now, &name("a"), &proposed(mallory.clone()));
+        role_b.handle_message(now, &name("m"), &proposed(mallory));
         role_b.handle_message(now, &name("a"), &[]);
         role_b.handle_message(now, &name("a"), &[9, 1, 2]);
         role_b.handle_message(now, &name("a"), &[TAG_FRAGMENT, 0, 0, 0, 0, 5, 0, 2, 0, 1]);
         role_b.handle_message(now, &name("a"), &[TAG_FRAGMENT, 1]);
+        role_b.handle_message(now, &name("a"), &[TAG_SUBMIT, 200, 0, 1]);
         let reasons = ignored(&mut role_b);
-        assert_eq!(reasons.len(), 6, "{reasons:#?}");
+        assert_eq!(reasons.len(), 7, "{reasons:#?}");
         for (reason, want) in reasons.iter().zip([
             "bad signature",
             "bad signature", // no credential for m
@@ -990,19 +1799,21 @@ mod tests {
             "unknown envelope tag 9",
             "fragment 5 of 2",
             "shorter than its header",
+            "shorter than its signature",
         ]) {
             assert!(reason.contains(want), "{reason} lacks {want}");
         }
-        assert_eq!(role_b.adopted().0, 0);
-        // The genuine frame, in two fragments, is adopted.
-        let whole = adopted(a.clone());
+        // The genuine frame, in two fragments, is kept, and not adopted: no committed
+        // block names it.
+        let whole = proposed(a.clone());
         let half = whole.len() / 2;
         for (index, piece) in [&whole[..half], &whole[half..]].into_iter().enumerate() {
             let mut bytes = vec![TAG_FRAGMENT, 7, 0, 0, 0, index as u8, 0, 2, 0];
             bytes.extend_from_slice(piece);
             role_b.handle_message(now, &name("a"), &bytes);
         }
-        assert_eq!(role_b.adopted(), (1, &[1.0f32; 4][..]));
         assert!(ignored(&mut role_b).is_empty());
+        assert_eq!(role_b.proposed.len(), 1);
+        assert_eq!(role_b.adopted(), (0, &[0.0f32; 4][..]));
     }
 }

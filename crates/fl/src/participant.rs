@@ -107,6 +107,22 @@ pub enum ParticipantEvent {
     },
 }
 
+/// Local training handed to the driver (a participant built with
+/// [`Participant::train_outside`]): train from `model` with an RNG seeded by `seed`, then
+/// give the result to [`Participant::trained`]. The driver may train on another thread
+/// while it keeps feeding frames.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TrainJob {
+    /// The round.
+    pub round: u64,
+    /// The round's global model.
+    pub model: Vec<f32>,
+    /// The label-flip attack.
+    pub flip_labels: bool,
+    /// Seed of the training RNG.
+    pub seed: u64,
+}
+
 struct Incoming {
     round: u64,
     num_params: usize,
@@ -131,6 +147,11 @@ pub struct Participant {
     latest_round: u64,
     /// A colluder's crafted send: (when, round, samples, honest update, model size).
     held: Option<(Instant, u64, u64, Vec<f32>, usize)>,
+    /// Training outside: the jobs not yet taken, and the round being trained with its
+    /// model, deadline and sample size.
+    outside: bool,
+    jobs: VecDeque<TrainJob>,
+    training: Option<Incoming>,
     transmits: VecDeque<Transmit>,
     events: VecDeque<ParticipantEvent>,
 }
@@ -158,8 +179,38 @@ impl Participant {
             incoming: None,
             latest_round: 0,
             held: None,
+            outside: false,
+            jobs: VecDeque::new(),
+            training: None,
             transmits: VecDeque::new(),
             events: VecDeque::new(),
+        }
+    }
+
+    /// Hand local training to the driver ([`Participant::poll_train`],
+    /// [`Participant::trained`]) instead of calling the trainer in `handle_message`.
+    pub fn train_outside(mut self) -> Self {
+        self.outside = true;
+        self
+    }
+
+    /// The next training job (a participant that trains outside).
+    pub fn poll_train(&mut self) -> Option<TrainJob> {
+        self.jobs.pop_front()
+    }
+
+    /// The result of the training job of `round`: the update is built and sent as if
+    /// the trainer had returned it in `handle_message`. A result for a round no longer
+    /// being trained (the coordinator changed, a later round started) is dropped.
+    pub fn trained(&mut self, now: Instant, round: u64, result: Result<(Vec<f32>, u64), String>) {
+        match self.training.take() {
+            Some(inc) if inc.round == round => self.send_trained(now, inc, result),
+            other => {
+                self.training = other;
+                self.ignore(format!(
+                    "training result of round {round}, no longer wanted"
+                ));
+            }
         }
     }
 
@@ -175,6 +226,8 @@ impl Participant {
             self.coordinator = coordinator;
             self.incoming = None;
             self.held = None;
+            self.training = None;
+            self.jobs.clear();
         }
     }
 
@@ -254,9 +307,30 @@ impl Participant {
     }
 
     fn train_and_send(&mut self, now: Instant, inc: Incoming) {
+        let flip = self.behaviour.attack == AttackKind::LabelFlip;
+        if self.outside {
+            self.jobs.clear();
+            self.jobs.push_back(TrainJob {
+                round: inc.round,
+                model: inc.model.clone(),
+                flip_labels: flip,
+                seed: rand::Rng::random(&mut self.rng),
+            });
+            self.training = Some(inc);
+            return;
+        }
+        let result = self.trainer.train(&inc.model, flip, &mut self.rng);
+        self.send_trained(now, inc, result);
+    }
+
+    fn send_trained(
+        &mut self,
+        now: Instant,
+        inc: Incoming,
+        result: Result<(Vec<f32>, u64), String>,
+    ) {
         let b = &self.behaviour;
-        let flip = b.attack == AttackKind::LabelFlip;
-        let (params, samples) = match self.trainer.train(&inc.model, flip, &mut self.rng) {
+        let (params, samples) = match result {
             Ok(r) => r,
             Err(reason) => {
                 return self.events.push_back(ParticipantEvent::TrainingFailed {

@@ -52,7 +52,13 @@ fn commit(c: &Chain, trail: &mut AuditTrail, round: u64, model: &[f32], rollback
         epsilon: Some(0.25 * round as f64),
         accuracy: Some(0.5 + 0.01 * round as f64),
         rollback_to,
+        coordinator: None,
+        handover: None,
     };
+    commit_decision(c, trail, decision);
+}
+
+fn commit_decision(c: &Chain, trail: &mut AuditTrail, decision: Decision) {
     let cfg = CommitteeConfig {
         chain_id: c.info.chain_id.clone(),
         candidates: c.info.candidates(),
@@ -283,9 +289,50 @@ fn blocks_re_encode_to_the_same_bytes_for_any_float() {
             epsilon: Some(v),
             accuracy: Some(rng.random::<f64>()),
             rollback_to: None,
+            coordinator: None,
+            handover: None,
         };
         let json = serde_json::to_vec(&d).unwrap();
         let back: Decision = serde_json::from_slice(&json).unwrap();
         assert_eq!(serde_json::to_vec(&back).unwrap(), json, "{v:e}");
+    }
+}
+
+/// A coordinator change committed over the mesh names the model of the version it
+/// resumes from; `verify` checks that, and names the block of a change that lies.
+#[test]
+fn a_coordinator_change_must_name_the_model_of_its_version() {
+    use x0tta6bl4_fl::committee::Handover;
+    let c = chain(6);
+    let change = |hash, version| Decision {
+        round: 2,
+        model_hash: hash,
+        participants: Vec::new(),
+        aggregator: "fedavg".into(),
+        suspected: Vec::new(),
+        epsilon: None,
+        accuracy: None,
+        rollback_to: None,
+        coordinator: Some(NodeName::new("validator-1").unwrap()),
+        handover: Some(Handover {
+            replaces: NodeName::new("validator-0").unwrap(),
+            model_version: version,
+        }),
+    };
+    for (hash_of, version, good) in [(2, 2, true), (1, 2, false), (2, 3, false)] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut trail = AuditTrail::create(dir.path(), c.info.clone()).unwrap();
+        commit(&c, &mut trail, 1, &model(1), None);
+        commit(&c, &mut trail, 2, &model(2), None);
+        let hash = trail.store_model(&model(hash_of)).unwrap();
+        commit_decision(&c, &mut trail, change(hash, version));
+        let verified = AuditTrail::verify(dir.path(), Arc::new(PublicKeys));
+        if good {
+            assert_eq!(verified.unwrap(), 3);
+        } else {
+            let e = verified.unwrap_err();
+            assert_eq!(e.block, Some(3), "{e}");
+            assert!(e.to_string().contains("coordinator change"), "{e}");
+        }
     }
 }

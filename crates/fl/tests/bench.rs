@@ -36,6 +36,7 @@ fn base() -> BenchConfig {
         server: ServerOptimizer::default(),
         target: 0.85,
         root_size: 100,
+        signed: false,
     }
 }
 
@@ -137,4 +138,34 @@ fn top_k_sends_far_fewer_bytes() {
     mlp.non_iid = Some(0.5);
     mlp.rounds = 4;
     assert!(run(&mlp).unwrap().final_accuracy > 0.5);
+}
+
+/// Every party signs with its own ECDSA P-256 key and checks the sender's: the same
+/// training (signatures do not touch the models), every frame signed once and checked
+/// by each receiver, nothing refused, and the cost reported.
+#[test]
+fn signed_frames_train_alike_and_their_cost_is_reported() {
+    let mut cfg = base();
+    cfg.rounds = 3;
+    let Some(unsigned) = run(&cfg) else { return };
+    assert!(unsigned.signing.is_none());
+    cfg.signed = true;
+    let signed = run(&cfg).unwrap();
+    assert_eq!(signed.accuracy_per_round, unsigned.accuracy_per_round);
+    assert!(signed.refusals.is_empty(), "{:?}", signed.refusals);
+    let cost = signed.signing.expect("a signed run reports its cost");
+    assert_eq!(cost.keys, 11);
+    // Per round the coordinator signs a round start and one model chunk (the same
+    // frames go to all 10), each participant signs its one-chunk update; each of the
+    // 10 checks both coordinator frames, the coordinator checks the 10 updates.
+    assert_eq!(cost.signatures, 3 * (2 + 10), "{cost:?}");
+    assert_eq!(cost.verifications, 3 * (10 * 2 + 10), "{cost:?}");
+    assert!(
+        cost.sign_seconds > 0.0 && cost.verify_seconds > 0.0,
+        "{cost:?}"
+    );
+    // DER ECDSA P-256 signatures are 70-72 bytes.
+    let per = cost.signature_bytes as f64 / cost.signatures as f64;
+    assert!((68.0..=72.0).contains(&per), "{per}");
+    assert!(signed.bytes_per_round > unsigned.bytes_per_round);
 }

@@ -292,3 +292,137 @@ fn unsigned_forged_and_misdirected_messages_are_dropped_with_a_reason() {
         "{d:?}"
     );
 }
+
+/// A committee judging blocks by the federation's rules (`FedState`): a leader's
+/// correctly signed pre-prepare of a round result from a node that does not coordinate
+/// is refused by every honest validator, a submitted decision the rules refuse is not
+/// even queued, and after the valid round commits, a pending decision it made invalid
+/// (the same round again) is dropped, so nothing more is committed.
+#[test]
+fn the_block_rules_refuse_what_the_chain_does_not_allow() {
+    use x0tta6bl4_fl::committee::{Block, Handover};
+    use x0tta6bl4_fl::mesh::FedState;
+    let keys: Vec<(NodeName, Arc<EcdsaKey>)> = (0..4)
+        .map(|i| {
+            (
+                name(&format!("r{i}")),
+                Arc::new(EcdsaKey::generate().unwrap().0),
+            )
+        })
+        .collect();
+    let names: Vec<NodeName> = keys.iter().map(|(n, _)| n.clone()).collect();
+    let credentials: BTreeMap<NodeName, Vec<u8>> = keys
+        .iter()
+        .map(|(n, k)| (n.clone(), k.public_key().to_vec()))
+        .collect();
+    let verifier = Verifier::new(Arc::new(PublicKeys), credentials);
+    let cfg = CommitteeConfig {
+        chain_id: "rules".into(),
+        candidates: names.clone(),
+        f: 1,
+        epoch_len: 10,
+        view_timeout: Duration::from_millis(200),
+        resend: Duration::from_millis(100),
+    };
+    let initial = Digest::of(&[b"initial model"]);
+    let mut replicas: Vec<Replica> = keys
+        .iter()
+        .map(|(n, k)| {
+            Replica::new(
+                n.clone(),
+                cfg.clone(),
+                k.clone(),
+                verifier.clone(),
+                &[],
+                Instant::ZERO,
+            )
+            .unwrap()
+            .with_rules(Box::new(FedState::new(&names, names[0].clone(), initial)))
+        })
+        .collect();
+    let round = |r: u64, by: &NodeName| Decision {
+        coordinator: Some(by.clone()),
+        ..decision(r)
+    };
+    let dropped = |r: &mut Replica| -> Vec<String> {
+        std::iter::from_fn(|| r.poll_event())
+            .filter_map(|e| match e {
+                CommitteeEvent::Dropped { reason, .. } => Some(format!("{reason:?}")),
+                _ => None,
+            })
+            .collect()
+    };
+    let now = Instant::ZERO;
+    // The leader (whoever it is) proposes, correctly signed, a round of r1, who does not
+    // coordinate (r0 does).
+    let leader = replicas[0].leader().clone();
+    let li = names.iter().position(|n| *n == leader).unwrap();
+    let mut pp = PrePrepare {
+        view: 0,
+        block: Block {
+            height: 1,
+            epoch: 0,
+            prev: genesis("rules"),
+            decision: round(1, &names[1]),
+        },
+        from: leader.clone(),
+        signature: Sig::default(),
+    };
+    pp.signature = Sig(keys[li].1.sign(&pp.signed_bytes()));
+    for (i, r) in replicas.iter_mut().enumerate() {
+        if i != li {
+            r.handle_message(now, &leader, &Message::PrePrepare(pp.clone()).encode());
+            let d = dropped(r);
+            assert!(
+                matches!(&d[..], [e] if e.contains("but r0 coordinates")),
+                "{d:?}"
+            );
+        }
+    }
+    // A submission the rules refuse is not queued.
+    replicas[0].propose(now, round(1, &names[2]));
+    assert_eq!(replicas[0].pending(), 0);
+    assert!(dropped(&mut replicas[0])[0].contains("submitted decision"));
+    // The valid round commits everywhere; a coordinator change at the wrong model
+    // version, queued before, is dropped by the commit (it no longer fits the chain).
+    let change = Decision {
+        participants: Vec::new(),
+        model_hash: initial,
+        coordinator: Some(names[1].clone()),
+        handover: Some(Handover {
+            replaces: names[0].clone(),
+            model_version: 0,
+        }),
+        ..decision(0)
+    };
+    let valid = round(1, &names[0]);
+    let mut queue = std::collections::VecDeque::new();
+    for r in &mut replicas {
+        r.propose(now, valid.clone());
+        r.propose(now, change.clone());
+        assert_eq!(r.pending(), 2);
+    }
+    let mut committed = vec![Vec::new(); 4];
+    for _ in 0..10_000 {
+        for (i, r) in replicas.iter_mut().enumerate() {
+            while let Some(t) = r.poll_transmit() {
+                let to = names.iter().position(|n| *n == t.to).unwrap();
+                queue.push_back((to, names[i].clone(), t.bytes));
+            }
+            while let Some(e) = r.poll_event() {
+                if let CommitteeEvent::Committed { block, .. } = e {
+                    committed[i].push(block);
+                }
+            }
+        }
+        let Some((to, from, bytes)) = queue.pop_front() else {
+            break;
+        };
+        replicas[to].handle_message(now, &from, &bytes);
+    }
+    for (i, c) in committed.iter().enumerate() {
+        assert_eq!(c.len(), 1, "replica {i}: {c:?}");
+        assert_eq!(c[0].decision, valid);
+        assert_eq!(replicas[i].pending(), 0, "the change was dropped");
+    }
+}
