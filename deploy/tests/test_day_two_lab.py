@@ -29,9 +29,9 @@ at the chart's `node.identityDir`, and the cluster DNS as /etc/hosts (rewritten 
 when a pod moves). A kubelet loop probes each node as the rendered probes say, restarts
 containers that exit or fail liveness, and counts it.
 
-Runs 10 minutes (X0TTA6BL4_DAY_TWO_S shortens it for development; the schedule and the
-expected alerts assume the default). Needs root, podman, ip, prometheus and promtool:
-under CI=true a missing one fails the test, elsewhere it skips."""
+Takes about 11 minutes (the image build, the 10-minute run, the final checks); both meshes
+run in the same 10 minutes. Needs root, podman, ip, prometheus and promtool: under
+CI=true a missing one fails the test, elsewhere it skips."""
 
 from __future__ import annotations
 
@@ -53,15 +53,17 @@ import helm_python as helm
 import pytest
 import yaml
 
-from support import CHART, RULES, binary, eventually, free_port, http, run
+from support import CHART, RULES, eventually, free_port, http, run
 from test_helm import one, render
 from test_image import Image, require
 
-RUN_S = float(os.environ.get("X0TTA6BL4_DAY_TWO_S", "600"))
+RUN_S = 600
 REPLICAS = 6
 REVOKED = REPLICAS - 1
 SVID_TTL = "2m"
 SCRAPE_S = 5
+# How long the node holding the revoked name's stolen SVID is watched being refused.
+ROGUE_WATCH_S = 15
 USER = "10001:10001"
 RELEASE = "x0tta6bl4"
 MODES = {"caSecret": "casecret", "joinToken": "jointoken"}  # identity mode -> namespace
@@ -592,7 +594,6 @@ def scenario(mesh: Mesh, prometheus_targets, t0: float, results: dict) -> None:
     results["refused_after_s"] = time.time() - mesh.events[-1][0]
     mesh.note("scale down to 5")
     revoked.delete(10)
-    revoked.node = None
     prometheus_targets()
     mesh.wait_converged("after the scale-down")
 
@@ -625,7 +626,6 @@ def final_checks(mesh: Mesh, results: dict) -> None:
     assert "is revoked" in init_output, init_output
     results["revoked_init"] = init_output.strip().splitlines()[-1]
     revoked.delete(0)
-    revoked.node = None
     # The stolen SVID, presented by a node at a new address dialing the seeds: refused,
     # though every pod restarted (with its state wiped) since the revocation.
     ns, ip = mesh.cluster.add_pod()
@@ -637,7 +637,7 @@ def final_checks(mesh: Mesh, results: dict) -> None:
     try:
         eventually(f"{mesh.namespace}: the rogue node's API",
                    lambda: status(f"http://{ip}:{mesh.api_port}/health/live") == 200, 20)
-        deadline = time.time() + 15
+        deadline = time.time() + ROGUE_WATCH_S
         while time.time() < deadline:
             ups = get_json(f"http://{ip}:{mesh.api_port}/api/v1/peers")
             assert not [p for p in ups if p["state"] == "up"], f"{mesh.namespace}: the revoked node linked: {ups}"
@@ -647,7 +647,7 @@ def final_checks(mesh: Mesh, results: dict) -> None:
     finally:
         stop(rogue, 0)
         mesh.cluster.remove_pod(ns)
-    results["rogue_refused_s"] = 15
+    results["rogue_refused_for_s"] = ROGUE_WATCH_S
 
 
 @pytest.fixture(scope="module")
