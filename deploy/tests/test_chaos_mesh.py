@@ -67,6 +67,40 @@ STRESS_CHAOS = {
         "memory": {"workers!": int, "size": str, "options": [str], "oomScoreAdj": int},
     },
 }
+# TimeChaos and DNSChaos: "Simulate Time Faults" / "Simulate DNS Faults" (api/v1alpha1/
+# timechaos_types.go, dnschaos_types.go). DNSChaos patterns may end in one `*` only.
+TIME_CHAOS = {
+    **POD_SELECTOR,
+    "timeOffset!": "offset",
+    "clockIds": [{"CLOCK_REALTIME", "CLOCK_MONOTONIC", "CLOCK_PROCESS_CPUTIME_ID",
+                  "CLOCK_THREAD_CPUTIME_ID", "CLOCK_MONOTONIC_RAW", "CLOCK_REALTIME_COARSE",
+                  "CLOCK_MONOTONIC_COARSE", "CLOCK_BOOTTIME", "CLOCK_REALTIME_ALARM",
+                  "CLOCK_BOOTTIME_ALARM"}],
+    "containerNames": [str],
+    "duration": "duration",
+    "remoteCluster": str,
+}
+DNS_CHAOS = {
+    **POD_SELECTOR,
+    "action!": {"error", "random"},
+    "patterns": ["dns-pattern"],
+    "containerNames": [str],
+    "duration": "duration",
+    "remoteCluster": str,
+}
+# StatusCheck ("Define Status Check", api/v1alpha1/statuscheck_types.go): no selector.
+STATUS_CHECK = {
+    "mode": {"Synchronous", "Continuous"},
+    "type!": {"HTTP"},
+    "duration": "duration",
+    "timeoutSeconds": int,
+    "intervalSeconds": int,
+    "failureThreshold": int,
+    "successThreshold": int,
+    "recordsHistoryLimit": int,
+    "http": {"url!": str, "method": {"GET", "POST"}, "headers": dict, "body": str,
+             "criteria!": {"statusCode!": str}},
+}
 SCHEDULE_TYPES = {"PodChaos": "podChaos", "NetworkChaos": "networkChaos", "StressChaos": "stressChaos"}
 SCHEDULE = {
     "schedule!": "cron",
@@ -79,9 +113,10 @@ SCHEDULE = {
     "stressChaos": STRESS_CHAOS,
 }
 SPECS = {"PodChaos": POD_CHAOS, "NetworkChaos": NETWORK_CHAOS, "StressChaos": STRESS_CHAOS,
-         "Schedule": SCHEDULE}
+         "TimeChaos": TIME_CHAOS, "DNSChaos": DNS_CHAOS, "StatusCheck": STATUS_CHECK, "Schedule": SCHEDULE}
 
 GO_DURATION = re.compile(r"(\d+(\.\d+)?(ns|us|µs|ms|s|m|h))+")
+DNS_PATTERN = re.compile(r"[a-zA-Z0-9.?-]+\*?")
 CRON_FIELD = re.compile(r"[0-9*/,\-]+")
 
 
@@ -106,6 +141,12 @@ def check(value, shape, path: str) -> list[str]:
     if shape == "duration":
         ok = isinstance(value, str) and GO_DURATION.fullmatch(value)
         return [] if ok else [f"{path}: {value!r} is not a Go duration"]
+    if shape == "offset":  # a signed Go duration
+        ok = isinstance(value, str) and GO_DURATION.fullmatch(value.removeprefix("-"))
+        return [] if ok else [f"{path}: {value!r} is not a Go duration"]
+    if shape == "dns-pattern":
+        ok = isinstance(value, str) and DNS_PATTERN.fullmatch(value)
+        return [] if ok else [f"{path}: {value!r}: only A-Z a-z 0-9 . - ?, and one * at the end"]
     if shape == "cron":
         fields = str(value).split()
         ok = str(value).startswith("@") or (len(fields) == 5 and all(CRON_FIELD.fullmatch(f) for f in fields))
@@ -146,9 +187,12 @@ def check_manifest(obj: dict) -> list[str]:
 
 
 def chaos_specs(obj: dict) -> list[dict]:
-    """The chaos specs of a manifest: its spec, or the one a Schedule embeds."""
+    """The chaos specs of a manifest: its spec, or the one a Schedule embeds (none for a
+    StatusCheck, which injects nothing)."""
     if obj["kind"] == "Schedule":
         return [obj["spec"][key] for key in SCHEDULE_TYPES.values() if key in obj["spec"]]
+    if obj["kind"] == "StatusCheck":
+        return []
     return [obj["spec"]]
 
 
@@ -193,11 +237,45 @@ def test_the_issue_faults_are_covered():
             kind = obj["spec"]["type"] if obj["kind"] == "Schedule" else obj["kind"]
             if kind == "StressChaos":
                 faults |= {f"stress-{s}" for s in chaos["stressors"]}
+            elif kind == "TimeChaos":
+                faults.add("time-offset")
+            elif kind == "DNSChaos":
+                faults.add(f"dns-{chaos['action']}")
             else:
                 faults.add(chaos["action"])
     assert {"pod-kill", "pod-failure", "delay", "partition", "loss", "bandwidth",
-            "stress-cpu", "stress-memory"} <= faults
+            "stress-cpu", "stress-memory", "time-offset", "dns-error"} <= faults
     assert any(obj["kind"] == "Schedule" for _, obj in manifests())
+    assert any(obj["kind"] == "StatusCheck" for _, obj in manifests())
+
+
+def test_time_chaos_outlives_the_svid_and_dns_chaos_hits_the_peer_names():
+    """TimeChaos shifts the node's clock past the chart's default SVID lifetime, so the
+    SVID really looks expired; DNSChaos' pattern matches the seed names the chart
+    renders; the StatusCheck probes the chart's API Service at its readiness path."""
+    with helm.Chart.load(CHART) as chart:
+        rendered = chart.render({}, name="x0tta6bl4", namespace="x0tta6bl4")
+    objects = [o for path, text in rendered.items() if path.endswith(".yaml")
+               for o in yaml.safe_load_all(text) if o]
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    by_kind = {obj["kind"]: obj for _, obj in manifests() if obj["kind"] in {"TimeChaos", "DNSChaos", "StatusCheck"}}
+    hours = {"h": 3600, "m": 60, "s": 1}
+
+    def seconds(duration: str) -> int:
+        return sum(int(n) * hours[u] for n, u in re.findall(r"(\d+)([hms])", duration))
+
+    assert seconds(by_kind["TimeChaos"]["spec"]["timeOffset"]) > seconds(values["identity"]["ttl"])
+    assert by_kind["TimeChaos"]["spec"]["containerNames"] == ["node"]
+    toml = next(o for o in objects if o["kind"] == "ConfigMap")["data"]["node.toml"]
+    seeds = re.findall(r'"([^":]+):\d+"', toml.split("peers = ", 1)[1].split("\n", 1)[0])
+    assert seeds
+    for pattern in by_kind["DNSChaos"]["spec"]["patterns"]:
+        regex = re.escape(pattern).replace(r"\*", ".*").replace(r"\?", ".")
+        assert all(re.match(regex, seed) for seed in seeds), (pattern, seeds)
+    api = next(o for o in objects if o["kind"] == "Service" and o["metadata"]["name"].endswith("-api"))
+    url = by_kind["StatusCheck"]["spec"]["http"]["url"]
+    port = api["spec"]["ports"][0]["port"]
+    assert url == f"http://{api['metadata']['name']}.x0tta6bl4.svc:{port}/health/ready", url
 
 
 def selectors(obj: dict) -> list[dict]:
@@ -223,6 +301,8 @@ def test_selectors_match_the_chart_pods(kind):
     namespace = workload["metadata"]["namespace"]
     for file, obj in manifests():
         assert obj["metadata"]["namespace"] == namespace, file
+        if obj["kind"] == "StatusCheck":
+            assert f".{namespace}.svc:" in obj["spec"]["http"]["url"], file
         for selector in selectors(obj):
             assert selector["namespaces"] == [namespace], file
             labels = selector["labelSelectors"]

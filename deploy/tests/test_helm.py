@@ -368,3 +368,29 @@ def test_release_name_and_namespace_flow_into_peers(chart):
     peers = tomllib.loads(node_toml(objects))["peers"]
     assert peers == [f"edge-x0tta6bl4-{i}.edge-x0tta6bl4-mesh.mesh-prod.svc.cluster.local:7001" for i in (0, 1)]
     assert one(objects, "StatefulSet")["metadata"]["name"] == "edge-x0tta6bl4"
+
+
+def test_pods_spread_over_nodes_and_zones_by_default(chart):
+    """Issue 19, item 10: anti-affinity and topology spread by default (soft, so small
+    clusters still schedule); `affinity` replaces the default; a DaemonSet has neither."""
+    pod = one(render(chart, {}), "StatefulSet")["spec"]["template"]
+    selector = one(render(chart, {}), "StatefulSet")["spec"]["selector"]["matchLabels"]
+    preferred = pod["spec"]["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
+    assert preferred[0]["podAffinityTerm"] == {"topologyKey": "kubernetes.io/hostname",
+                                               "labelSelector": {"matchLabels": selector}}
+    spread = pod["spec"]["topologySpreadConstraints"]
+    assert [c["topologyKey"] for c in spread] == ["topology.kubernetes.io/zone", "kubernetes.io/hostname"]
+    assert all(c["whenUnsatisfiable"] == "ScheduleAnyway" and c["labelSelector"]["matchLabels"] == selector
+               for c in spread)
+    hard = one(render(chart, {"podAntiAffinity": "hard"}), "StatefulSet")["spec"]["template"]["spec"]
+    assert "requiredDuringSchedulingIgnoredDuringExecution" in hard["affinity"]["podAntiAffinity"]
+    custom = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+        {"matchExpressions": [{"key": "mesh", "operator": "Exists"}]}]}}}
+    assert one(render(chart, {"affinity": custom}), "StatefulSet")["spec"]["template"]["spec"]["affinity"] == custom
+    none = one(render(chart, {"podAntiAffinity": "none", "topologySpread": {"enabled": False}}),
+               "StatefulSet")["spec"]["template"]["spec"]
+    assert "affinity" not in none and "topologySpreadConstraints" not in none
+    daemon = one(render(chart, {"kind": "DaemonSet"}), "DaemonSet")["spec"]["template"]["spec"]
+    assert "affinity" not in daemon and "topologySpreadConstraints" not in daemon
+    with pytest.raises(Exception, match="podAntiAffinity"):
+        render(chart, {"podAntiAffinity": "always"})

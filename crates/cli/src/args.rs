@@ -576,7 +576,7 @@ pub enum CaCommand {
     /// SVID, or as one of the bundle's CAs); exits 1 when it does not.
     #[command(after_help = EXIT_CODES)]
     Inspect(CaInspectArgs),
-    /// Create a one-time join token for a node (printed once; only its hash is stored).
+    /// Create a join token for a node, one-time or `--reusable` (printed once; only its hash is stored).
     ///
     /// The token (x0t1.SECRET.CA_SHA256) also pins the CA certificate, so a joining node
     /// needs nothing else: `x0tta6bl4 ca join --server ADDR --token TOKEN --out DIR`.
@@ -666,6 +666,12 @@ pub struct CaTokenArgs {
     /// How long the token can be redeemed, e.g. `10m`, `1h`.
     #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = parse_duration)]
     pub ttl: Duration,
+    /// Redeemable again until it expires, not once: for a Kubernetes pod's join-token
+    /// Secret, so the pod re-enrols whenever it is recreated with an empty identity
+    /// directory. Whoever reads it can enrol as NAME until --ttl runs out; a revoked NAME
+    /// is still refused.
+    #[arg(long)]
+    pub reusable: bool,
 }
 
 /// `x0tta6bl4 ca serve`.

@@ -85,7 +85,12 @@ fn open_ca(dir: &std::path::Path) -> anyhow::Result<CertificateAuthority> {
 pub fn token(args: &CaTokenArgs) -> anyhow::Result<()> {
     let name = node_name_arg(&args.name)?;
     let ca = open_ca(&args.dir)?;
-    let token = ca.create_token(&name, args.ttl).map_err(|e| {
+    let created = if args.reusable {
+        ca.create_reusable_token(&name, args.ttl)
+    } else {
+        ca.create_token(&name, args.ttl)
+    };
+    let token = created.map_err(|e| {
         identity_problem(
             e,
             "cannot create the token",
@@ -94,8 +99,13 @@ pub fn token(args: &CaTokenArgs) -> anyhow::Result<()> {
         )
     })?;
     println!("{token}");
+    let kind = if args.reusable {
+        "reusable"
+    } else {
+        "one-time"
+    };
     eprintln!(
-        "one-time token for node {name}, valid for {}; join with: x0tta6bl4 ca join --server ADDR --token TOKEN --out DIR",
+        "{kind} token for node {name}, valid for {}; join with: x0tta6bl4 ca join --server ADDR --token TOKEN --out DIR",
         human_duration(args.ttl)
     );
     Ok(())

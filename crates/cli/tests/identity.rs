@@ -150,6 +150,63 @@ fn token(ca: &std::path::Path, name: &str, ttl: &str) -> String {
 }
 
 #[test]
+fn a_reusable_token_re_enrols_a_recreated_pod_until_revoked() {
+    // A StatefulSet pod recreated with an empty identity directory joins again with the
+    // token of its Secret; a one-time token would be refused as "already used".
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca");
+    ca_init(&ca, "example.org");
+    let output = run(&[
+        "ca",
+        "token",
+        "--dir",
+        path(&ca),
+        "--name",
+        "pod-0",
+        "--ttl",
+        "10m",
+        "--reusable",
+    ]);
+    assert_eq!(code(&output), 0, "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("reusable token"),
+        "{}",
+        stderr(&output)
+    );
+    let reusable = stdout(&output).trim().to_owned();
+    let service = Service::start(&ca);
+    let join = |out: &str| {
+        let out = dir.path().join(out);
+        run(&[
+            "ca",
+            "join",
+            "--server",
+            &service.1,
+            "--token",
+            &reusable,
+            "--out",
+            path(&out),
+        ])
+    };
+    for attempt in ["first", "recreated", "recreated-again"] {
+        let output = join(attempt);
+        assert_eq!(code(&output), 0, "{attempt}: {}", stderr(&output));
+        assert!(stdout(&output).contains("joined as spiffe://example.org/node/pod-0"));
+    }
+    // Revoked, the name gets nothing, reusable token or not.
+    let output = run(&["ca", "revoke", "--dir", path(&ca), "--name", "pod-0"]);
+    assert_eq!(code(&output), 0, "{}", stderr(&output));
+    let output = join("after-revocation");
+    assert_ne!(code(&output), 0);
+    assert!(stderr(&output).contains("revoked"), "{}", stderr(&output));
+    assert!(!dir
+        .path()
+        .join("after-revocation")
+        .join("svid.pem")
+        .exists());
+}
+
+#[test]
 fn ca_serve_joins_with_one_time_tokens_and_keeps_state_across_restarts() {
     let dir = tempfile::tempdir().unwrap();
     let ca = dir.path().join("ca");

@@ -63,8 +63,12 @@ struct TokenEntry {
     name: String,
     /// Unix seconds.
     expires: i64,
-    /// Unix seconds of use; 0 while unused.
+    /// Unix seconds of the (last) use; 0 while unused.
     used: i64,
+    /// Redeemable again until it expires (`ca token --reusable`): a pod recreated with
+    /// an empty identity directory re-enrols with the same token.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    reusable: bool,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -134,6 +138,26 @@ impl CertificateAuthority {
     /// Create a one-time join token for node `name`, valid for `ttl`. Only its hash is
     /// stored; the token itself is returned once.
     pub fn create_token(&self, name: &NodeName, ttl: Duration) -> Result<String, Error> {
+        self.create_token_with(name, ttl, false)
+    }
+
+    /// Create a join token for node `name`, valid for `ttl`, that can be redeemed again
+    /// and again until it expires: the enrolment credential of a Kubernetes pod kept in a
+    /// Secret, which must work each time the pod is recreated with an empty identity
+    /// directory (as kubeadm's bootstrap tokens are reusable until they expire). It
+    /// admits only `name`, a revoked name is still refused, and each use is logged by
+    /// the service; whoever reads the Secret can enrol as `name` until `ttl` runs out, so
+    /// keep `ttl` to the Secret's intended life and revoke the name if it leaks.
+    pub fn create_reusable_token(&self, name: &NodeName, ttl: Duration) -> Result<String, Error> {
+        self.create_token_with(name, ttl, true)
+    }
+
+    fn create_token_with(
+        &self,
+        name: &NodeName,
+        ttl: Duration,
+        reusable: bool,
+    ) -> Result<String, Error> {
         if self.is_revoked(name)? {
             return Err(Error::Config(format!(
                 "node {name} is revoked (see revocations.toml): it cannot join again; use a new name"
@@ -156,6 +180,7 @@ impl CertificateAuthority {
             name: name.to_string(),
             expires: now.saturating_add(i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX)),
             used: 0,
+            reusable,
         });
         self.write_tokens(&tokens)?;
         let ca_pem = std::fs::read(self.dir().join(CA_CERT_FILE))
@@ -168,7 +193,8 @@ impl CertificateAuthority {
     }
 
     /// Redeem `token`: the node name it was made for. Refuses, saying so, an unknown,
-    /// expired or already used token; marks it used.
+    /// expired or already used one-time token; marks it used (a reusable token: records
+    /// the time of its last use).
     fn redeem_token(&self, token: &str) -> Result<NodeName, String> {
         let (secret, _) = parse_token(token)?;
         let hash = sha256_hex(secret.as_bytes());
@@ -179,9 +205,9 @@ impl CertificateAuthority {
             .iter_mut()
             .find(|t| t.sha256 == hash)
             .ok_or("unknown join token: create one with `x0tta6bl4 ca token`")?;
-        if entry.used != 0 {
+        if entry.used != 0 && !entry.reusable {
             return Err(format!(
-                "join token already used (at {}): tokens are one-time; create a new one",
+                "join token already used (at {}): tokens are one-time; create a new one (or a `--reusable` one for a pod that may be recreated)",
                 svid::rfc3339(entry.used)
             ));
         }
