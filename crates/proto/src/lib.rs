@@ -35,6 +35,7 @@ pub mod wire;
 pub use byzantine::ByzantineSender;
 pub use config::{Config, ConfigError};
 pub use crypto::{AuthError, Authenticator, SimAuthenticator};
+pub use hash::{FastHasher, FastMap};
 pub use heal::{Decision, DecisionKind, HealingConfig};
 pub use lsdb::{InstallOutcome, LinkStateDb, LinkStateSnapshot, SlotNames};
 pub use name::{NameError, NodeName};

@@ -11,6 +11,8 @@ use crate::time::Instant;
 
 /// Probes remembered per neighbour for matching acknowledgements and counting losses.
 const PROBES_IN_FLIGHT_MAX: usize = 8;
+/// RTT samples the link's cost takes its minimum over (about 0.8 s at 50 ms probes).
+const COST_RTT_SAMPLES: usize = 16;
 /// Down transitions remembered per neighbour for flap detection.
 pub(crate) const FLAPS_REMEMBERED_MAX: usize = 32;
 /// Weight of one loss sample in the loss average.
@@ -129,6 +131,10 @@ pub(crate) struct Neighbour {
     pub(crate) last_heard: Instant,
     srtt_us: Option<f64>,
     rttvar_us: f64,
+    /// The last [`COST_RTT_SAMPLES`] RTT samples (µs), oldest overwritten first.
+    recent_rtt_us: [u32; COST_RTT_SAMPLES],
+    /// Samples taken so far (the ring is full from `COST_RTT_SAMPLES` on).
+    rtt_samples: u64,
     pub(crate) loss: f64,
     /// `loss` when the last probe was answered: the link's loss before the current
     /// silence, which the silence itself must not stretch.
@@ -161,6 +167,8 @@ impl Neighbour {
             last_heard: now,
             srtt_us: None,
             rttvar_us: 0.0,
+            recent_rtt_us: [0; COST_RTT_SAMPLES],
+            rtt_samples: 0,
             loss: 0.0,
             loss_when_heard: 0.0,
             last_acked_seq: None,
@@ -213,7 +221,11 @@ impl Neighbour {
             self.last_acked_seq = Some(seq);
         }
         self.loss_when_heard = self.loss;
-        let sample = now.saturating_since(echo).as_micros() as f64;
+        let sample_us = now.saturating_since(echo).as_micros();
+        self.recent_rtt_us[(self.rtt_samples % COST_RTT_SAMPLES as u64) as usize] =
+            u32::try_from(sample_us).unwrap_or(u32::MAX);
+        self.rtt_samples += 1;
+        let sample = sample_us as f64;
         match self.srtt_us {
             None => {
                 self.srtt_us = Some(sample);
@@ -255,11 +267,24 @@ impl Neighbour {
         }
     }
 
-    /// The link's cost from RTT and loss: 10 per hop plus 1 per 100 µs of RTT, scaled up
-    /// by loss (a 20 % loss doubles it), and by 10 when the healing loop marked the link
-    /// degraded.
+    /// The least of the recent RTT samples: the link's own delay without the queueing and
+    /// scheduling delays that come and go on top of it (the base delay of LEDBAT and
+    /// BBR's min RTT). A cost that followed the smoothed RTT would chase a busy host's
+    /// scheduler, and every move would flood the mesh and shift its routes.
+    fn base_rtt_us(&self) -> u32 {
+        let held = (self.rtt_samples as usize).min(COST_RTT_SAMPLES);
+        self.recent_rtt_us[..held]
+            .iter()
+            .copied()
+            .min()
+            .unwrap_or(0)
+    }
+
+    /// The link's cost from RTT and loss: 10 per hop plus 1 per 100 µs of the link's
+    /// base RTT ([`Neighbour::base_rtt_us`]), scaled up by loss (a 20 % loss doubles it),
+    /// and by 10 when the healing loop marked the link degraded.
     pub(crate) fn cost(&self) -> u32 {
-        let rtt_units = self.srtt_us.unwrap_or(0.0) / 100.0;
+        let rtt_units = f64::from(self.base_rtt_us()) / 100.0;
         let loss = self.loss.clamp(0.0, 0.95);
         let mut cost = (10.0 + rtt_units) * (1.0 + 4.0 * loss / (1.0 - loss));
         if self.degraded {
@@ -332,6 +357,43 @@ mod tests {
         }
         assert!(n.loss > 0.9, "loss {}", n.loss);
         assert!(n.cost() > 100);
+    }
+
+    /// A veth of 100 µs on a host that makes half the answers wait for a core, 1 to
+    /// 40 ms (the chaos lab at 49 nodes on 2 cores): the cost stays the link's own,
+    /// where the smoothed RTT swings by tens of milliseconds. A link that really slows
+    /// down (every sample) moves the cost within one window.
+    #[test]
+    fn the_cost_follows_the_links_delay_not_the_hosts_scheduling() {
+        let mut n = neighbour();
+        let mut rng = crate::Rng::seed(7);
+        let (mut srtt_min, mut srtt_max) = (u64::MAX, 0);
+        for seq in 0..400u32 {
+            let sent = Instant::from_micros(u64::from(seq) * 50_000);
+            let waited = if rng.unit() < 0.5 {
+                1_000 + (rng.unit() * 39_000.0) as u64
+            } else {
+                0
+            };
+            n.probe_sent(seq);
+            assert!(n.probe_acked(seq, sent, sent + Duration::from_micros(100 + waited)));
+            if seq >= COST_RTT_SAMPLES as u32 {
+                assert_eq!(n.cost(), 11, "probe {seq}: the cost is 10 + 100 µs");
+                let srtt = n.srtt().unwrap().as_micros() as u64;
+                (srtt_min, srtt_max) = (srtt_min.min(srtt), srtt_max.max(srtt));
+            }
+        }
+        // A cost from the smoothed RTT would move between about 40 and 200 here.
+        assert!(
+            srtt_min > 2_000 && srtt_max > 4 * srtt_min,
+            "the smoothed RTT swings ({srtt_min}..{srtt_max} µs)"
+        );
+        for seq in 400..400 + COST_RTT_SAMPLES as u32 {
+            let sent = Instant::from_micros(u64::from(seq) * 50_000);
+            n.probe_sent(seq);
+            assert!(n.probe_acked(seq, sent, sent + Duration::from_millis(5)));
+        }
+        assert_eq!(n.cost(), 60, "10 + 5 ms once every sample of the window says so");
     }
 
     #[test]

@@ -1365,6 +1365,9 @@ impl Node {
             .collect()
     }
 
+    /// Whether a link's cost moved far enough from what we advertised to be worth a
+    /// flood: by `cost_change_percent`, and by at least [`COST_CHANGE_MIN`] (half a
+    /// hop: on a link of a few hundred µs, 30 % is a few tens of µs of noise).
     fn advertised_costs_stale(&self) -> bool {
         let percent = u64::from(self.config.cost_change_percent);
         self.neighbours
@@ -1372,8 +1375,8 @@ impl Node {
             .filter(|n| n.state == NeighbourState::Up)
             .any(|n| {
                 self.advertised.get(&n.name).is_some_and(|&old| {
-                    let new = u64::from(n.cost());
-                    new.abs_diff(u64::from(old)) * 100 >= percent * u64::from(old.max(1))
+                    let change = u64::from(n.cost()).abs_diff(u64::from(old));
+                    change >= COST_CHANGE_MIN && change * 100 >= percent * u64::from(old.max(1))
                 })
             })
     }
@@ -1839,6 +1842,9 @@ fn wire_drop_reason(error: &WireError) -> DropReason {
         _ => DropReason::Malformed,
     }
 }
+
+/// The least cost change worth a new advertisement (see `advertised_costs_stale`).
+const COST_CHANGE_MIN: u64 = 5;
 
 /// Milliseconds left until `expires_at` (the lifetime an advertisement is sent with).
 fn remaining_ms(now: Instant, expires_at: Instant) -> u32 {

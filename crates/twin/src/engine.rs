@@ -14,14 +14,14 @@
 //! instant run in insertion order, and no hash map is iterated where order matters. The
 //! same seed gives the same history, byte for byte.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::Arc;
 use std::time::Duration;
 
 use x0tta6bl4_proto::{
-    ByzantineSender, Config, Destination, Event, Instant, LinkStateSnapshot, Message, Node,
-    NodeName, Rng, SimAuthenticator, SlotNames,
+    ByzantineSender, Config, Destination, Event, FastMap, Instant, LinkStateSnapshot, Message,
+    Node, NodeName, Rng, SimAuthenticator, SlotNames,
 };
 
 use crate::topology::{LinkParams, Topology};
@@ -344,11 +344,11 @@ pub struct Sim {
     names: Vec<NodeName>,
     /// One slot table for every node's link-state database (`Node::share_slot_names`).
     slot_names: Arc<SlotNames>,
-    index: HashMap<NodeName, u32>,
+    index: FastMap<NodeName, u32>,
     /// All links; `adjacency[i]` lists the links of node i.
     links: Vec<SimLink>,
     adjacency: Vec<Vec<u32>>,
-    pair: HashMap<(u32, u32), u32>,
+    pair: FastMap<(u32, u32), u32>,
     queue: EventQueue,
     next_conn: u64,
     /// Dials under way: neither completed nor failed yet (see [`Sim::dial`]).
@@ -390,7 +390,7 @@ impl Sim {
             links: Vec::with_capacity(topology.links.len()),
             adjacency: vec![Vec::new(); n],
             liveness_violation: None,
-            pair: HashMap::new(),
+            pair: FastMap::default(),
             queue: EventQueue::default(),
             next_conn: 1,
             dials_pending: Default::default(),
