@@ -515,6 +515,17 @@ mod tests {
             IndexSpec::Pq(p) => assert_eq!((p.m, p.refine, p.candidates), (48, 96, 200)),
             other => panic!("{other:?}"),
         }
+        match IndexSpec::parse("pq:pca=1,bytes=160,cand=300").unwrap() {
+            IndexSpec::PcaPq(p) => {
+                assert_eq!((p.bytes, p.candidates, p.renorm), (160, 300, false))
+            }
+            other => panic!("{other:?}"),
+        }
+        // pca=0 is the plain product quantizer.
+        assert!(matches!(
+            IndexSpec::parse("pq:pca=0,m=48").unwrap(),
+            IndexSpec::Pq(_)
+        ));
         for (bad, needle) in [
             ("hnsw", "unknown index kind"),
             ("graph:m=1", "m=1 must be"),
@@ -525,6 +536,9 @@ mod tests {
             ("pq:q=1", "unknown parameter"),
             ("pq:bits=9", "bits=9 must be 1 to 8"),
             ("pq:refine=8,rbits=0", "rbits=0 must be 1 to 8"),
+            ("pq:pca=1,m=48", "with pca=1: bytes"),
+            ("pq:pca=1,bytes=0", "must be positive"),
+            ("pq:pca=1,bytes=-3", "non-negative integer"),
             ("int8:clip=0.7", "must be in"),
             ("flat:x=1", "unknown parameter"),
         ] {
