@@ -72,7 +72,9 @@ impl Default for PcaPqParams {
             bytes: 192,
             renorm: false,
             candidates: 0,
-            train: 65_536,
+            // Enough for a 384 × 384 covariance; bounds the build's f64 copies (2 ×
+            // 16,384 × 384 × 8 bytes = 100 MB) on a large corpus.
+            train: 16_384,
             iters: 30,
         }
     }
