@@ -76,7 +76,9 @@ pub struct IngestArgs {
     #[arg(long, value_name = "DIR")]
     pub index: Option<PathBuf>,
     /// Index kind and parameters: flat, int8[:clip=Q],
-    /// pq[:m=M,bits=B,refine=R,rbits=RB,renorm=1,cand=C], graph[:m=M,efc=E,ef=S].
+    /// pq[:m=M,bits=B,refine=R,rbits=RB,renorm=1,cand=C],
+    /// pq:pca=1[,bytes=BYTES,cand=C,renorm=1] (PCA-rotated, BYTES of index per vector in
+    /// all: 192 = 8x), graph[:m=M,efc=E,ef=S].
     #[arg(long, default_value = "int8", value_name = "KIND[:PARAMS]")]
     pub kind: String,
     /// Longest chunk, characters.
@@ -120,7 +122,9 @@ pub struct BenchArgs {
     pub dataset: String,
     /// Index to measure (repeat to compare several on the same data): flat,
     /// int8[:clip=Q], pq[:m=M,bits=B,refine=R,rbits=RB,renorm=1,cand=C,train=T,iters=I]
-    /// (B, RB: bits per sub-space code, 1-8), graph[:m=M,efc=E,ef=S].
+    /// (B, RB: bits per sub-space code, 1-8), pq:pca=1[,bytes=BYTES,cand=C,renorm=1]
+    /// (PCA-rotated, bit widths allocated per component; BYTES of index per vector,
+    /// everything counted: 192 = 8x of 384-d f32), graph[:m=M,efc=E,ef=S].
     #[arg(long = "index", required = true, value_name = "KIND[:PARAMS]")]
     pub indexes: Vec<String>,
     /// Print one JSON object per index instead of a table.
@@ -180,7 +184,7 @@ pub(crate) fn spec(s: &str) -> anyhow::Result<IndexSpec> {
         Exit::Usage,
         "invalid index spec",
         format!("--index/--kind {s}"),
-        "use flat, int8[:clip=0.0001], pq[:m=48,bits=8,refine=96,rbits=8,cand=100] (m and refine divide 384, bits 1 to 8) or graph[:m=16,efc=100,ef=64]",
+        "use flat, int8[:clip=0.0001], pq[:m=48,bits=8,refine=96,rbits=8,cand=100] (m and refine divide 384, bits 1 to 8), pq:pca=1[,bytes=192,cand=300] or graph[:m=16,efc=100,ef=64]",
     )
 }
 

@@ -6,9 +6,10 @@
 //!   chunks that keep their source path and heading path.
 //! - [`index`]: vector indexes behind one trait ([`index::VectorIndex`]): exact `flat`,
 //!   scalar `int8`, product-quantized `pq` (1- to 8-bit codes, bit-packed) with residual
-//!   re-ranking, an HNSW `graph`
-//!   over int8 codes; each persisted to a
-//!   versioned, checksummed file, each reporting the bytes it needs.
+//!   re-ranking, `pq:pca=1` (a PCA rotation, then one-dimensional sub-spaces whose bit
+//!   widths are allocated under a whole-index byte budget), an HNSW `graph` over int8
+//!   codes; each persisted to a versioned, checksummed file, each reporting the bytes it
+//!   needs.
 //! - [`data`]: synthetic clustered vectors and the Linux kernel documentation corpus.
 //! - [`store`]: a directory holding chunks, their index and its manifest: ingest (files
 //!   or documents in memory), query.
@@ -18,9 +19,11 @@
 //!
 //! Field libraries do the heavy lifting: candle and candle-transformers (the BERT
 //! encoder), tokenizers (word pieces), pulldown-cmark (Markdown), scraper/html5ever
-//! (HTML). Written by hand, because no library fits: the reStructuredText section
+//! (HTML), nalgebra (the PCA's eigendecomposition and QR), half (f16). Written by hand,
+//! because no library fits: the reStructuredText section
 //! parser, k-means for PQ codebooks (seeded f32, FAISS-style empty-cluster splitting),
-//! the quantizers and their scoring loops, the HNSW graph (see [`index::graph`] for why
+//! the quantizers and their scoring loops (including `pq:pca=1`'s one-dimensional
+//! Lloyd-Max codebooks and budgeted bit allocation), the HNSW graph (see [`index::graph`] for why
 //! not `hnsw_rs`), and the index file format.
 
 pub mod advise;

@@ -8,6 +8,9 @@
 //! - [`pq::PqIndex`]: product quantization with k-means-trained codebooks, asymmetric
 //!   distance computation (the query stays in f32), optionally re-ranking a candidate
 //!   list with a second, residual product quantizer whose codes are counted in its size.
+//! - [`pcapq::PcaPqIndex`] (`pq:pca=1`): product quantization after a PCA rotation,
+//!   with one-dimensional sub-spaces whose bit widths (0-8) are allocated from a
+//!   budget by score-weighted distortion; the most accurate per byte.
 //! - [`graph::GraphIndex`]: an HNSW proximity graph over int8 codes: a search scores a
 //!   few hundred vectors instead of all of them.
 //!
@@ -26,6 +29,7 @@ pub mod graph;
 pub mod int8;
 mod kernels;
 pub mod kmeans;
+pub mod pcapq;
 pub mod pq;
 
 use std::fmt;
@@ -78,6 +82,9 @@ pub enum IndexKind {
     Pq,
     /// HNSW graph over int8 codes.
     Graph,
+    /// PCA-rotated product quantization with allocated bit widths (`pq:pca=1`).
+    #[serde(rename = "pq-pca")]
+    PcaPq,
 }
 
 impl IndexKind {
@@ -87,6 +94,7 @@ impl IndexKind {
             Self::Int8 => 2,
             Self::Pq => 3,
             Self::Graph => 4,
+            Self::PcaPq => 5,
         }
     }
 
@@ -96,6 +104,7 @@ impl IndexKind {
             2 => Some(Self::Int8),
             3 => Some(Self::Pq),
             4 => Some(Self::Graph),
+            5 => Some(Self::PcaPq),
             _ => None,
         }
     }
@@ -108,6 +117,7 @@ impl fmt::Display for IndexKind {
             Self::Int8 => "int8",
             Self::Pq => "pq",
             Self::Graph => "graph",
+            Self::PcaPq => "pq-pca",
         })
     }
 }
@@ -146,6 +156,8 @@ pub enum IndexSpec {
     },
     /// `pq[:m=M,bits=B,refine=R,rbits=RB,renorm=0|1,cand=C,train=T,iters=I,seed=S]`.
     Pq(pq::PqParams),
+    /// `pq:pca=1[,bytes=B,cand=C,renorm=0|1,train=T,iters=I]`.
+    PcaPq(pcapq::PcaPqParams),
     /// `graph[:m=M,efc=E,ef=S,clip=Q,seed=S]`.
     Graph(graph::GraphParams),
 }
@@ -193,6 +205,35 @@ impl IndexSpec {
                 }
                 Ok(Self::Int8 { clip })
             }
+            "pq" if pairs.iter().any(|&(k, v)| k == "pca" && v != "0") => {
+                let mut p = pcapq::PcaPqParams::default();
+                for (k, v) in pairs {
+                    let n = num(k, v)?;
+                    if n < 0.0 || n.fract() != 0.0 {
+                        return Err(IndexError::Invalid(format!(
+                            "pq {k}={v} must be a non-negative integer"
+                        )));
+                    }
+                    let n = n as usize;
+                    match k {
+                        "pca" => {}
+                        "bytes" => p.bytes = n,
+                        "renorm" => p.renorm = n != 0,
+                        "cand" => p.candidates = n,
+                        "train" => p.train = n,
+                        "iters" => p.iters = n,
+                        _ => {
+                            return Err(unknown(k, "with pca=1: bytes, cand, renorm, train, iters"))
+                        }
+                    }
+                }
+                if p.bytes == 0 || p.iters == 0 || p.train == 0 {
+                    return Err(IndexError::Invalid(format!(
+                        "pq:pca=1 bytes, train and iters must be positive (e.g. pq:pca=1,bytes=144), got `{s}`"
+                    )));
+                }
+                Ok(Self::PcaPq(p))
+            }
             "pq" => {
                 let mut p = pq::PqParams::default();
                 for (k, v) in pairs {
@@ -213,10 +254,11 @@ impl IndexSpec {
                         "train" => p.train = n,
                         "iters" => p.iters = n,
                         "seed" => p.seed = n as u64,
+                        "pca" => {}
                         _ => {
                             return Err(unknown(
                                 k,
-                                "m, bits, refine, rbits, renorm, cand, train, iters, seed",
+                                "m, bits, refine, rbits, renorm, cand, train, iters, seed, pca",
                             ))
                         }
                     }
@@ -277,6 +319,7 @@ impl IndexSpec {
             Self::Flat => Box::new(flat::FlatIndex::new(data.to_vec(), dim)),
             Self::Int8 { clip } => Box::new(int8::Int8Index::build(data, dim, *clip)),
             Self::Pq(p) => Box::new(pq::PqIndex::build(data, dim, p)?),
+            Self::PcaPq(p) => Box::new(pcapq::PcaPqIndex::build(data, dim, p)?),
             Self::Graph(p) => Box::new(graph::GraphIndex::build(data, dim, p)?),
         })
     }
@@ -371,6 +414,7 @@ pub fn load(path: &Path) -> Result<Box<dyn VectorIndex>, IndexError> {
         IndexKind::Int8 => int8::Int8Index::decode(&mut r, dim, n).map(|i| Box::new(i) as _),
         IndexKind::Pq => pq::PqIndex::decode(&mut r, dim, n, version).map(|i| Box::new(i) as _),
         IndexKind::Graph => graph::GraphIndex::decode(&mut r, dim, n).map(|i| Box::new(i) as _),
+        IndexKind::PcaPq => pcapq::PcaPqIndex::decode(&mut r, dim, n).map(|i| Box::new(i) as _),
     };
     let index = index.map_err(|e| refuse(format!("malformed {kind} payload: {e}")))?;
     if r.remaining() != 0 {
@@ -471,6 +515,17 @@ mod tests {
             IndexSpec::Pq(p) => assert_eq!((p.m, p.refine, p.candidates), (48, 96, 200)),
             other => panic!("{other:?}"),
         }
+        match IndexSpec::parse("pq:pca=1,bytes=160,cand=300").unwrap() {
+            IndexSpec::PcaPq(p) => {
+                assert_eq!((p.bytes, p.candidates, p.renorm), (160, 300, false))
+            }
+            other => panic!("{other:?}"),
+        }
+        // pca=0 is the plain product quantizer.
+        assert!(matches!(
+            IndexSpec::parse("pq:pca=0,m=48").unwrap(),
+            IndexSpec::Pq(_)
+        ));
         for (bad, needle) in [
             ("hnsw", "unknown index kind"),
             ("graph:m=1", "m=1 must be"),
@@ -481,6 +536,9 @@ mod tests {
             ("pq:q=1", "unknown parameter"),
             ("pq:bits=9", "bits=9 must be 1 to 8"),
             ("pq:refine=8,rbits=0", "rbits=0 must be 1 to 8"),
+            ("pq:pca=1,m=48", "with pca=1: bytes"),
+            ("pq:pca=1,bytes=0", "must be positive"),
+            ("pq:pca=1,bytes=-3", "non-negative integer"),
             ("int8:clip=0.7", "must be in"),
             ("flat:x=1", "unknown parameter"),
         ] {
@@ -501,6 +559,8 @@ mod tests {
             "pq:m=4,refine=16,cand=40,train=600,iters=6",
             "pq:m=8,bits=4,refine=32,rbits=3,cand=40,renorm=1,train=600,iters=6",
             "pq:m=32,bits=5,renorm=1,train=600,iters=6",
+            "pq:pca=1,bytes=12",
+            "pq:pca=1,bytes=16,cand=50,renorm=0,iters=8",
             "graph:m=6,efc=32,ef=24",
         ] {
             let index = built(spec, &data, dim);

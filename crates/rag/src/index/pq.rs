@@ -220,7 +220,7 @@ pub struct PqIndex {
     inv_norms: Vec<f32>,
 }
 
-fn sample_rows(data: &[f32], dim: usize, count: usize) -> Vec<f32> {
+pub(crate) fn sample_rows(data: &[f32], dim: usize, count: usize) -> Vec<f32> {
     let n = data.len() / dim;
     let step = n.div_ceil(count.max(1)).max(1);
     data.chunks_exact(dim)
