@@ -40,7 +40,8 @@ pub struct Config {
     pub lsa_min_interval_ms: u64,
     /// Shortest interval between two advertisements that only change link costs.
     pub cost_update_interval_ms: u64,
-    /// Relative cost change (percent) that is worth a new advertisement.
+    /// Relative cost change (percent) that is worth a new advertisement (a change under
+    /// half a hop's cost, 5, never is).
     pub cost_change_percent: u32,
     /// Initial hop limit of application messages.
     pub ttl_default: u8,
