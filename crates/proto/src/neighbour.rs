@@ -393,7 +393,11 @@ mod tests {
             n.probe_sent(seq);
             assert!(n.probe_acked(seq, sent, sent + Duration::from_millis(5)));
         }
-        assert_eq!(n.cost(), 60, "10 + 5 ms once every sample of the window says so");
+        assert_eq!(
+            n.cost(),
+            60,
+            "10 + 5 ms once every sample of the window says so"
+        );
     }
 
     #[test]
