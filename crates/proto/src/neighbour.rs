@@ -135,6 +135,11 @@ pub(crate) struct Neighbour {
     recent_rtt_us: [u32; COST_RTT_SAMPLES],
     /// Samples taken so far (the ring is full from `COST_RTT_SAMPLES` on).
     rtt_samples: u64,
+    /// The link's base RTT: the least of `recent_rtt_us`, its own delay without the
+    /// queueing and scheduling delays that come and go on top of it (the base delay of
+    /// LEDBAT, BBR's min RTT). A cost that followed the smoothed RTT would chase a busy
+    /// host's scheduler, and every move would flood the mesh and shift its routes.
+    base_rtt_us: u32,
     pub(crate) loss: f64,
     /// `loss` when the last probe was answered: the link's loss before the current
     /// silence, which the silence itself must not stretch.
@@ -169,6 +174,7 @@ impl Neighbour {
             rttvar_us: 0.0,
             recent_rtt_us: [0; COST_RTT_SAMPLES],
             rtt_samples: 0,
+            base_rtt_us: 0,
             loss: 0.0,
             loss_when_heard: 0.0,
             last_acked_seq: None,
@@ -225,6 +231,12 @@ impl Neighbour {
         self.recent_rtt_us[(self.rtt_samples % COST_RTT_SAMPLES as u64) as usize] =
             u32::try_from(sample_us).unwrap_or(u32::MAX);
         self.rtt_samples += 1;
+        let held = (self.rtt_samples as usize).min(COST_RTT_SAMPLES);
+        self.base_rtt_us = self.recent_rtt_us[..held]
+            .iter()
+            .copied()
+            .min()
+            .unwrap_or(0);
         let sample = sample_us as f64;
         match self.srtt_us {
             None => {
@@ -267,24 +279,11 @@ impl Neighbour {
         }
     }
 
-    /// The least of the recent RTT samples: the link's own delay without the queueing and
-    /// scheduling delays that come and go on top of it (the base delay of LEDBAT and
-    /// BBR's min RTT). A cost that followed the smoothed RTT would chase a busy host's
-    /// scheduler, and every move would flood the mesh and shift its routes.
-    fn base_rtt_us(&self) -> u32 {
-        let held = (self.rtt_samples as usize).min(COST_RTT_SAMPLES);
-        self.recent_rtt_us[..held]
-            .iter()
-            .copied()
-            .min()
-            .unwrap_or(0)
-    }
-
     /// The link's cost from RTT and loss: 10 per hop plus 1 per 100 µs of the link's
-    /// base RTT ([`Neighbour::base_rtt_us`]), scaled up by loss (a 20 % loss doubles it),
+    /// base RTT (`base_rtt_us`), scaled up by loss (a 20 % loss doubles it),
     /// and by 10 when the healing loop marked the link degraded.
     pub(crate) fn cost(&self) -> u32 {
-        let rtt_units = f64::from(self.base_rtt_us()) / 100.0;
+        let rtt_units = f64::from(self.base_rtt_us) / 100.0;
         let loss = self.loss.clamp(0.0, 0.95);
         let mut cost = (10.0 + rtt_units) * (1.0 + 4.0 * loss / (1.0 - loss));
         if self.degraded {
