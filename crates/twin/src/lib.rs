@@ -38,6 +38,7 @@ pub mod scenario;
 
 pub use runner::{run, Report, RunError, RunOptions, Start};
 pub use scenario::{Measurement, Scenario, Targets, SCENARIO_HELP};
+pub mod fl;
 pub mod fuzz;
 pub mod parts;
 pub mod plot;
