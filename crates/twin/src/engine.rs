@@ -52,6 +52,9 @@ pub const SHAPER_QUEUE_MAX: Duration = Duration::from_millis(100);
 /// collected channel ([`Sim::collect_channel`]).
 pub const DELIVERY_CALLBACK: u64 = u64::MAX;
 
+/// A message delivered on the collected channel: (destination, source, payload).
+pub type Collected = (u32, u32, Vec<u8>);
+
 /// Settings of the engine itself (the protocol's are in [`Config`]).
 #[derive(Clone, Debug)]
 pub struct SimConfig {
@@ -365,7 +368,7 @@ pub struct Sim {
     callbacks_due: Vec<u64>,
     /// Application channel whose deliveries are kept for the driver, and those kept:
     /// (destination, source, payload) (see [`Sim::collect_channel`]).
-    collected: (Option<u8>, Vec<(u32, u32, Vec<u8>)>),
+    collected: (Option<u8>, Vec<Collected>),
     /// While `Some`, link-state updates are held here instead of crossing links (see
     /// [`Sim::hold_link_state`]): (sender, receiver, frame), in the order sent.
     held_updates: Option<Vec<(u32, NodeName, Message)>>,
@@ -804,7 +807,7 @@ impl Sim {
 
     /// The messages delivered on the collected channel since the last call, in delivery
     /// order: (destination, source, payload).
-    pub fn take_collected(&mut self) -> Vec<(u32, u32, Vec<u8>)> {
+    pub fn take_collected(&mut self) -> Vec<Collected> {
         std::mem::take(&mut self.collected.1)
     }
 

@@ -145,7 +145,8 @@ impl FlOptions {
         }
     }
 
-    fn check(&self, nodes: usize) -> Result<(), String> {
+    /// Whether these options fit a mesh of `nodes` nodes (what is wrong, if not).
+    pub fn check(&self, nodes: usize) -> Result<(), String> {
         let fraction = |v: f64| (0.0..=1.0).contains(&v);
         if self.rounds == 0 {
             return Err("rounds must be at least 1".into());
