@@ -50,8 +50,34 @@ fn options(seed: u64) -> FlOptions {
     o
 }
 
+/// No conflicting commits, the last round reached, and every committed round
+/// coordinated by the node the chain named at its height (n0001 first, then each
+/// committed handover's successor), heights 1, 2, ... without a gap.
 fn check_safe(r: &FlReport) {
     assert_eq!(r.conflicting_commits, 0, "{r:#?}");
+    let mut blocks: Vec<(u64, Option<&str>, &str)> = r
+        .round_log
+        .iter()
+        .map(|x| (x.height, None, x.coordinator.as_str()))
+        .chain(
+            r.handovers
+                .iter()
+                .map(|h| (h.height, Some(h.from.as_str()), h.to.as_str())),
+        )
+        .collect();
+    blocks.sort();
+    let mut coordinator = "n0001";
+    for (k, (height, replaces, named)) in blocks.iter().enumerate() {
+        assert_eq!(*height, k as u64 + 1, "{r:#?}");
+        match replaces {
+            Some(from) => {
+                assert_eq!(*from, coordinator, "height {height}: {r:#?}");
+                coordinator = named;
+            }
+            None => assert_eq!(*named, coordinator, "height {height}: {r:#?}"),
+        }
+    }
+    assert_eq!(blocks.len() as u64, r.committee_commits);
     assert_eq!(r.last_round, r.rounds, "{r:#?}");
     assert!(r.rounds_committed >= 2, "{r:#?}");
     let rounds: Vec<u64> = r.round_log.iter().map(|x| x.round).collect();
@@ -118,6 +144,9 @@ fn partition_heals_and_training_continues_without_conflicts() {
     let r = run_fl(&topology, &o, &data).unwrap();
     check_safe(&r);
     assert!(r.fl_unroutable > 0, "the partition cut routes: {r:#?}");
+    // The coordinator was on the cut-off quarter: the majority's committee replaced it.
+    assert_eq!(r.handovers.len(), 1, "{r:#?}");
+    assert_eq!(r.handovers[0].from, "n0001");
     let healed = (at + duration).as_secs_f64();
     assert!(
         r.round_log.iter().any(|x| x.committed_at_s > healed),
