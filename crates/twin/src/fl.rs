@@ -24,7 +24,7 @@
 //! update is handed back to its role `rows × epochs × compute_per_sample` of simulated
 //! time after the round's model reached it, times `straggler_factor` for stragglers (a
 //! fixed set of `stragglers × nodes` nodes drawn from the seed). An update that comes
-//! after the round's deadline is refused by the coordinator like any late update. A
+//! after the round's deadline is not aggregated, like any late update. A
 //! drop-out is a sampled participant that, with probability `dropouts` per round (drawn
 //! from the seed), leaves before sending its update (it stays a mesh node and a
 //! committee candidate).
