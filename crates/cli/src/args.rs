@@ -317,6 +317,106 @@ pub enum TwinCommand {
     /// Print the topology the twin would simulate (nodes and links) without running it.
     #[command(after_long_help = twin_topology_help())]
     Topology(TwinTopologyArgs),
+    /// Federated learning in the twin: every simulated node runs the federation role of
+    /// `fl run` (participant, PBFT committee replica, coordinator when the committed chain
+    /// names it) over the simulated mesh.
+    ///
+    /// FL frames travel as mesh application messages on the FL channel, routed hop by hop
+    /// by the simulated protocol nodes, so link loss, latency, partitions and crashed
+    /// nodes apply to them; time is simulated and the run is deterministic per seed.
+    /// Training is real (candle logistic regression on each node's IID share of the
+    /// digits data set); its duration is modelled: rows x epochs x --compute-per-sample-ms,
+    /// times --straggler-factor for the --stragglers share of the nodes. A --dropouts
+    /// share of the sampled participants leave their round before sending. Reports rounds
+    /// committed, accuracy and simulated time per round, committee commits, coordinator
+    /// handovers, FL messages and frames lost. Exits 1 when training did not reach
+    /// --rounds within --sim-limit-s or two nodes committed different blocks.
+    #[command(after_long_help = twin_topology_help())]
+    Fl(TwinFlArgs),
+}
+
+/// `x0tta6bl4 twin fl`.
+#[derive(Debug, Args)]
+pub struct TwinFlArgs {
+    /// Topology: random-geometric, erdos-renyi, grid, ring, scale-free, file:PATH, ...,
+    /// with parameters after a colon, e.g. grid:loss=0.01 (see below).
+    #[arg(long, value_name = "KIND[:params]", default_value = "erdos-renyi")]
+    pub topology: String,
+    /// Number of nodes of generated topologies (every node is a participant and a
+    /// committee candidate).
+    #[arg(long, value_name = "N", default_value_t = 50)]
+    pub nodes: usize,
+    /// Participants the coordinator samples per round.
+    #[arg(long, value_name = "K", default_value_t = 20)]
+    pub participants_per_round: usize,
+    /// Rounds of the training (round numbers; a round that fails for lack of updates
+    /// is skipped).
+    #[arg(long, value_name = "R", default_value_t = 10)]
+    pub rounds: u64,
+    /// Seed of the mesh, data split, initial model, sampling, stragglers, drop-outs.
+    #[arg(long, value_name = "S", default_value_t = 1)]
+    pub seed: u64,
+    /// Share of the nodes that train --straggler-factor times slower.
+    #[arg(long, value_name = "FRACTION", default_value_t = 0.0)]
+    pub stragglers: f64,
+    /// How much slower a straggler trains.
+    #[arg(long, value_name = "X", default_value_t = 10.0)]
+    pub straggler_factor: f64,
+    /// Probability that a sampled participant leaves its round before sending.
+    #[arg(long, value_name = "FRACTION", default_value_t = 0.0)]
+    pub dropouts: f64,
+    /// Simulated training time per sample and local epoch, in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 5.0)]
+    pub compute_per_sample_ms: f64,
+    /// Partition during training: at=S,for=S[,fraction=F] cuts the first F (default
+    /// 0.3) of the nodes, the first coordinator among them, from the rest S seconds
+    /// after training starts, for S seconds.
+    #[arg(long, value_name = "at=S,for=S[,fraction=F]")]
+    pub partition: Option<String>,
+    /// Crash the committed coordinator's node this many seconds after training starts.
+    #[arg(long, value_name = "S")]
+    pub crash_coordinator_at_s: Option<f64>,
+    /// Time a round waits for updates, in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 2000)]
+    pub round_timeout_ms: u64,
+    /// Coordinator silence after which a node asks the committee for a handover, in
+    /// milliseconds (longer than a round).
+    #[arg(long, value_name = "MS", default_value_t = 5000)]
+    pub failover_ms: u64,
+    /// Byzantine validators the committee tolerates, 3f+1 members per epoch (default:
+    /// 2, at most (nodes - 1) / 3).
+    #[arg(long, value_name = "F")]
+    pub committee_f: Option<usize>,
+    /// Heights per committee epoch (the committee is drawn anew each epoch).
+    #[arg(long, value_name = "H", default_value_t = 4)]
+    pub epoch_len: u64,
+    /// First view-change timeout of the committee, in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 1000)]
+    pub view_timeout_ms: u64,
+    /// Local epochs per round.
+    #[arg(long, value_name = "E", default_value_t = 2)]
+    pub epochs: usize,
+    /// Local minibatch size.
+    #[arg(long, value_name = "B", default_value_t = 16)]
+    pub batch: usize,
+    /// Local SGD learning rate.
+    #[arg(long, value_name = "LR", default_value_t = 0.1)]
+    pub lr: f64,
+    /// Directory of the converted digits data set (scripts/fetch-fl-data.py writes it).
+    #[arg(long, value_name = "DIR", env = "X0TTA6BL4_FL_DATA")]
+    pub data_dir: Option<PathBuf>,
+    /// Give up after this many simulated seconds of training.
+    #[arg(long, value_name = "S", default_value_t = 600)]
+    pub sim_limit_s: u64,
+    /// Print one JSON object: nodes, links, topology, seed, rounds, rounds_committed,
+    /// last_round, participants_per_round, final_accuracy, accuracy_per_round,
+    /// sim_seconds_per_round, round_log, committee_commits, handovers,
+    /// conflicting_commits, nodes_finished, nodes_alive, stragglers, dropouts,
+    /// updates_sent, updates_refused, rounds_failed, fl_messages_sent,
+    /// fl_messages_delivered, fl_unroutable, frames_lost, trainings, converged_s,
+    /// sim_seconds, wall_seconds.
+    #[arg(long)]
+    pub json: bool,
 }
 
 fn twin_run_help() -> String {

@@ -25,6 +25,7 @@ mod rag_metrics;
 mod rag_serve;
 mod status;
 mod twin_cmd;
+mod twin_fl;
 
 use std::process::ExitCode;
 
@@ -107,6 +108,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Twin(TwinCommand::Fuzz(args)) => return twin_cmd::fuzz(&args).await,
         Command::Twin(TwinCommand::Tune(args)) => return twin_cmd::tune_cmd(&args).await,
         Command::Twin(TwinCommand::Topology(args)) => twin_cmd::topology(&args).await?,
+        Command::Twin(TwinCommand::Fl(args)) => return twin_fl::run(&args).await,
         Command::Lab(LabCommand::Run(args)) => return lab_cmd::run(&args).await,
         Command::Lab(LabCommand::Soak(args)) => return lab_cmd::soak(&args).await,
         Command::Lab(LabCommand::ProbeAgent(args)) => return lab_cmd::probe_agent(&args),

@@ -410,6 +410,9 @@ pub struct MeshRole {
     proposed: VecDeque<(Digest, Vec<f32>)>,
     assemblies: VecDeque<Assembly>,
     held: Option<HeldRound>,
+    /// Model chunks of the committed coordinator that came before their round's
+    /// `RoundStart` (the mesh may reorder datagrams): replayed when it comes.
+    early: VecDeque<(u64, Message, Vec<u8>)>,
     participant: Participant,
     coordinator: Option<Coordinator>,
     /// The decision this coordinator submitted and when to submit it again.
@@ -421,6 +424,8 @@ pub struct MeshRole {
     /// When to ask the other nodes again for the model a committed block names.
     model_request_at: Option<Instant>,
     evaluator: Option<Evaluator>,
+    /// Participants a round samples (`None`: every other node).
+    per_round: Option<usize>,
     done: bool,
     next_fragment_id: u32,
     reassembly: VecDeque<Reassembly>,
@@ -542,6 +547,7 @@ impl MeshRole {
             proposed: VecDeque::new(),
             assemblies: VecDeque::new(),
             held: None,
+            early: VecDeque::new(),
             participant,
             coordinator: None,
             submitted: None,
@@ -551,6 +557,7 @@ impl MeshRole {
             handover_proposed: false,
             model_request_at: None,
             evaluator: None,
+            per_round: None,
             done: state.round >= cfg.rounds,
             next_fragment_id: 0,
             reassembly: VecDeque::new(),
@@ -576,6 +583,24 @@ impl MeshRole {
     /// Measure each aggregated model's accuracy (put in its decision).
     pub fn with_evaluator(mut self, evaluate: Evaluator) -> Self {
         self.evaluator = Some(evaluate);
+        self
+    }
+
+    /// Sample `k` participants per round (at random, seeded per round) instead of every
+    /// other node; at least 1. For large federations, as the twin's. Call it right after
+    /// [`MeshRole::new`], at the same `now`, before any input: a first coordinator's
+    /// first round, which `new` started over every node, starts again over `k`.
+    pub fn with_participants_per_round(mut self, k: usize, now: Instant) -> Self {
+        self.per_round = Some(k.max(1));
+        if self.coordinator.is_some() && self.heard.is_empty() && self.submitted.is_none() {
+            // Nothing but that round's frames was queued yet.
+            self.coordinator = None;
+            self.highest_round = self.state.round;
+            self.transmits.clear();
+            self.events
+                .retain(|e| !matches!(e, MeshEvent::RoundStarted { .. }));
+            self.drain(now);
+        }
         self
     }
 
@@ -732,6 +757,14 @@ impl MeshRole {
                     frames: vec![frame.to_vec()],
                     model: Assembly::new(from.clone(), round, self.adopted.len()),
                 });
+                let early = std::mem::take(&mut self.early);
+                for (r, msg, bytes) in early {
+                    if r == round {
+                        self.round_frame(now, from, msg, &bytes);
+                    } else if r > round {
+                        self.early.push_back((r, msg, bytes));
+                    }
+                }
             }
             Message::ModelChunk {
                 round,
@@ -740,6 +773,21 @@ impl MeshRole {
                 values,
             } => {
                 let Some(held) = self.held.as_mut().filter(|h| h.round == round) else {
+                    if round > self.state.round
+                        && self.held.as_ref().is_none_or(|h| h.round < round)
+                    {
+                        // Overtook its RoundStart: keep it for when that comes.
+                        if self.early.len() >= wire::dense_chunk_count(self.adopted.len()) {
+                            self.early.pop_front();
+                        }
+                        let msg = Message::ModelChunk {
+                            round,
+                            index,
+                            offset,
+                            values,
+                        };
+                        return self.early.push_back((round, msg, frame.to_vec()));
+                    }
                     return self.ignore(from, format!("model chunk of round {round}, not started"));
                 };
                 if !held.model.put(index, offset, &values) {
@@ -1007,6 +1055,7 @@ impl MeshRole {
     fn took_over(&mut self, _now: Instant, coordinator: NodeName, reason: String) {
         self.participant.set_coordinator(coordinator.clone());
         self.held = None;
+        self.early.clear();
         if coordinator == self.cfg.me {
             self.events.push_back(MeshEvent::Coordinating {
                 first_round: self.state.round.max(self.highest_round) + 1,
@@ -1048,7 +1097,9 @@ impl MeshRole {
             return;
         }
         let cfg = CoordinatorConfig {
-            per_round: participants.len(),
+            per_round: self
+                .per_round
+                .map_or(participants.len(), |k| k.min(participants.len())),
             participants,
             round_timeout: self.cfg.round_timeout,
             min_updates: self.cfg.min_updates,
@@ -1573,6 +1624,59 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn rounds_sample_the_participants_per_round_from_the_first() {
+        let mut net = Net::new(7, 3, 1, false);
+        net.roles = std::mem::take(&mut net.roles)
+            .into_iter()
+            .map(|r| r.with_participants_per_round(2, Instant::ZERO))
+            .collect();
+        net.run_until(Instant::ZERO + Duration::from_secs(3));
+        net.assert_chains_agree();
+        let started: Vec<&Vec<NodeName>> = net
+            .log
+            .iter()
+            .filter_map(|(_, _, e)| match e {
+                MeshEvent::RoundStarted { sampled, .. } => Some(sampled),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(started.len(), 3, "one start per round, round 1 not twice");
+        assert!(started.iter().all(|s| s.len() == 2), "{started:?}");
+        for (i, r) in net.roles.iter().enumerate() {
+            assert!(r.is_done(), "{}", r.cfg.me);
+            for b in &net.chains()[i] {
+                assert_eq!(b.decision.participants.len(), 2);
+            }
+        }
+    }
+
+    #[test]
+    fn model_chunks_that_overtake_their_round_start_are_kept() {
+        // Unfragmented: RoundStart, then the model's chunk, to every participant.
+        let mut net = Net::with_payload(4, 1, 1, false, 65_536);
+        let mut frames = Vec::new();
+        while let Some(t) = net.roles[0].poll_transmit() {
+            if t.to == name("n1") {
+                frames.push(t.bytes);
+            }
+        }
+        assert_eq!(frames.len(), 2);
+        frames.reverse();
+        let role = &mut net.roles[1];
+        for f in &frames {
+            role.handle_message(Instant::ZERO, &name("n0"), f);
+        }
+        let events: Vec<MeshEvent> = std::iter::from_fn(|| role.poll_event()).collect();
+        assert!(
+            events.iter().any(|e| matches!(
+                e,
+                MeshEvent::Participant(ParticipantEvent::Sent { round: 1, .. })
+            )),
+            "{events:?}"
+        );
     }
 
     #[test]

@@ -48,6 +48,13 @@ pub const SHAPER_BURST_BYTES: u64 = 32_000 / 8;
 /// that finds more than this ahead of it is dropped and counted in `frames_lost`.
 pub const SHAPER_QUEUE_MAX: Duration = Duration::from_millis(100);
 
+/// The callback id with which [`Sim::run_until`] returns when a message arrived on the
+/// collected channel ([`Sim::collect_channel`]).
+pub const DELIVERY_CALLBACK: u64 = u64::MAX;
+
+/// A message delivered on the collected channel: (destination, source, payload).
+pub type Collected = (u32, u32, Vec<u8>);
+
 /// Settings of the engine itself (the protocol's are in [`Config`]).
 #[derive(Clone, Debug)]
 pub struct SimConfig {
@@ -359,6 +366,9 @@ pub struct Sim {
     stats: SimStats,
     observed: Vec<(Instant, Observed)>,
     callbacks_due: Vec<u64>,
+    /// Application channel whose deliveries are kept for the driver, and those kept:
+    /// (destination, source, payload) (see [`Sim::collect_channel`]).
+    collected: (Option<u8>, Vec<Collected>),
     /// While `Some`, link-state updates are held here instead of crossing links (see
     /// [`Sim::hold_link_state`]): (sender, receiver, frame), in the order sent.
     held_updates: Option<Vec<(u32, NodeName, Message)>>,
@@ -399,6 +409,7 @@ impl Sim {
             stats: SimStats::default(),
             observed: Vec::new(),
             callbacks_due: Vec::new(),
+            collected: (None, Vec::new()),
             held_updates: None,
             config,
         };
@@ -784,6 +795,20 @@ impl Sim {
             .is_ok();
         self.after_input(from);
         ok
+    }
+
+    /// Keep the messages delivered on `channel` for the driver ([`Sim::take_collected`]):
+    /// each delivery ends [`Sim::run_until`] early with the callback [`DELIVERY_CALLBACK`],
+    /// so a driver running an application over the mesh (the twin's federated learning)
+    /// answers a message at the simulated instant it arrives.
+    pub fn collect_channel(&mut self, channel: u8) {
+        self.collected.0 = Some(channel);
+    }
+
+    /// The messages delivered on the collected channel since the last call, in delivery
+    /// order: (destination, source, payload).
+    pub fn take_collected(&mut self) -> Vec<Collected> {
+        std::mem::take(&mut self.collected.1)
     }
 
     /// Ask to be woken at `at` (see [`Sim::run_until`]): returns the callback's id.
@@ -1201,6 +1226,12 @@ impl Sim {
                             destination: i,
                         },
                     ));
+                }
+            }
+            Event::Delivered(delivery) if Some(delivery.channel) == self.collected.0 => {
+                if let Some(&source) = self.index.get(&delivery.source) {
+                    self.collected.1.push((i, source, delivery.payload));
+                    self.callbacks_due.push(DELIVERY_CALLBACK);
                 }
             }
             Event::Revoked { node, .. } => {

@@ -20,6 +20,10 @@
 //! of millions of duplicate deliveries at 10,000 nodes); [`Start::Snapshot`] skips that
 //! flood, not the protocol's checks (see its documentation).
 //!
+//! Applications run over the simulated mesh too: [`fl`] runs federated learning, one
+//! `x0tta6bl4_fl::mesh::MeshRole` per simulated node, its frames carried as mesh
+//! application messages by the simulated protocol nodes ([`Sim::collect_channel`]).
+//!
 //! Long studies shard: iteration `k` depends only on (seed, k), so [`run_shard`] runs a
 //! range of a run's iterations on any machine and [`merge`] turns the parts (raw
 //! per-iteration results, not statistics) into exactly the report [`run`] gives; see
@@ -38,6 +42,7 @@ pub mod scenario;
 
 pub use runner::{run, Report, RunError, RunOptions, Start};
 pub use scenario::{Measurement, Scenario, Targets, SCENARIO_HELP};
+pub mod fl;
 pub mod fuzz;
 pub mod parts;
 pub mod plot;

@@ -1,0 +1,204 @@
+//! `x0tta6bl4 twin fl`: federated learning in the digital twin
+//! ([`x0tta6bl4_twin::fl`] does the work; this module reads the arguments and the data
+//! set and prints the report).
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use x0tta6bl4_fl::data::{default_data_dir, Dataset};
+use x0tta6bl4_twin::fl::{run_fl, FlData, FlError, FlOptions, FlReport, Partition};
+use x0tta6bl4_twin::scenario::parse_params;
+
+use crate::args::TwinFlArgs;
+use crate::problem::{problem, Exit};
+
+fn usage(what: impl Into<String>, place: &str, fix: impl Into<String>) -> anyhow::Error {
+    problem(Exit::Usage, what, place, fix).into()
+}
+
+fn seconds(v: f64, place: &str) -> anyhow::Result<Duration> {
+    if !(v.is_finite() && v >= 0.0) {
+        return Err(usage(
+            format!("{v} is not a time in seconds"),
+            place,
+            "give a number of seconds, 0 or more",
+        ));
+    }
+    Ok(Duration::from_secs_f64(v))
+}
+
+/// Parse `at=S,for=S[,fraction=F]`.
+fn partition(spec: &str) -> anyhow::Result<Partition> {
+    let place = format!("--partition {spec}");
+    let fix = "give --partition at=SECONDS,for=SECONDS[,fraction=F], e.g. at=5,for=10,fraction=0.3";
+    let params = parse_params(spec, spec, &["at", "for", "fraction"])
+        .map_err(|e| usage(e.reason, &place, fix))?;
+    let (Some(&at), Some(&duration)) = (params.get("at"), params.get("for")) else {
+        return Err(usage("a partition needs at= and for=", &place, fix));
+    };
+    Ok(Partition {
+        at: seconds(at, &place)?,
+        duration: seconds(duration, &place)?,
+        fraction: params.get("fraction").copied().unwrap_or(0.3),
+    })
+}
+
+fn options(args: &TwinFlArgs, nodes: usize) -> anyhow::Result<FlOptions> {
+    let mut o = FlOptions::new(args.seed);
+    o.rounds = args.rounds;
+    o.participants_per_round = args.participants_per_round;
+    o.stragglers = args.stragglers;
+    o.straggler_factor = args.straggler_factor;
+    o.dropouts = args.dropouts;
+    o.compute_per_sample = seconds(args.compute_per_sample_ms / 1e3, "--compute-per-sample-ms")?;
+    o.epochs = args.epochs;
+    o.batch = args.batch;
+    o.lr = args.lr;
+    o.round_timeout = Duration::from_millis(args.round_timeout_ms);
+    o.failover_after = Duration::from_millis(args.failover_ms);
+    o.committee_f = args
+        .committee_f
+        .unwrap_or_else(|| 2.min(nodes.saturating_sub(1) / 3));
+    o.epoch_len = args.epoch_len;
+    o.view_timeout = Duration::from_millis(args.view_timeout_ms.max(1));
+    o.partition = args.partition.as_deref().map(partition).transpose()?;
+    o.crash_coordinator_at = args
+        .crash_coordinator_at_s
+        .map(|s| seconds(s, "--crash-coordinator-at-s"))
+        .transpose()?;
+    o.sim_limit = Duration::from_secs(args.sim_limit_s);
+    Ok(o)
+}
+
+fn load(args: &TwinFlArgs) -> anyhow::Result<FlData> {
+    let dir = args.data_dir.clone().unwrap_or_else(default_data_dir);
+    let read = |split: &str| {
+        Dataset::load(&dir, "digits", split).map_err(|e| {
+            usage(
+                e.to_string(),
+                &dir.display().to_string(),
+                "run scripts/fetch-fl-data.py, or give --data-dir / X0TTA6BL4_FL_DATA",
+            )
+        })
+    };
+    Ok(FlData {
+        train: Arc::new(read("train")?),
+        test: Arc::new(read("test")?),
+    })
+}
+
+/// `x0tta6bl4 twin fl`.
+pub async fn run(args: &TwinFlArgs) -> anyhow::Result<ExitCode> {
+    let topology = crate::twin_cmd::load_topology(&args.topology, args.nodes, args.seed).await?;
+    let opts = options(args, topology.len())?;
+    opts.check(topology.len()).map_err(|e| {
+        usage(
+            e,
+            "x0tta6bl4 twin fl",
+            "see `x0tta6bl4 twin fl --help` for the options' ranges",
+        )
+    })?;
+    let data = load(args)?;
+    let report = tokio::task::block_in_place(|| run_fl(&topology, &opts, &data)).map_err(
+        |e| -> anyhow::Error {
+            match e {
+                FlError::Options(what) => usage(
+                    what,
+                    "x0tta6bl4 twin fl",
+                    "see `x0tta6bl4 twin fl --help` for the options' ranges",
+                ),
+                FlError::Mesh(what) => problem(
+                    Exit::Failure,
+                    what,
+                    format!("--topology {}", args.topology),
+                    "use a connected topology, or fewer nodes",
+                )
+                .into(),
+            }
+        },
+    )?;
+    if args.json {
+        let mut value = serde_json::to_value(&report)?;
+        value["topology"] = serde_json::Value::String(args.topology.clone());
+        println!("{}", serde_json::to_string_pretty(&value)?);
+    } else {
+        print_report(args, &report);
+    }
+    let complete = report.last_round == report.rounds;
+    if !complete || report.conflicting_commits > 0 {
+        eprintln!(
+            "x0tta6bl4: training {} (twin fl, seed {}): {}",
+            if complete {
+                "committed conflicting blocks"
+            } else {
+                "did not finish"
+            },
+            args.seed,
+            if complete {
+                "a safety bug: report this seed".to_owned()
+            } else {
+                format!(
+                    "last committed round {} of {}; give a longer --sim-limit-s or milder faults",
+                    report.last_round, report.rounds
+                )
+            }
+        );
+        return Ok(ExitCode::from(1));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_report(args: &TwinFlArgs, r: &FlReport) {
+    println!(
+        "federated learning in the twin: {} nodes, {} links ({}), seed {}",
+        r.nodes, r.links, args.topology, r.seed
+    );
+    println!(
+        "mesh converged in {:.2} s simulated; {} participants per round, {} stragglers, drop-out probability {}",
+        r.converged_s, r.participants_per_round, r.stragglers, args.dropouts
+    );
+    println!();
+    println!("round  height  coordinator  updates  accuracy  sim s/round  committed at s");
+    for x in &r.round_log {
+        println!(
+            "{:>5}  {:>6}  {:<11}  {:>7}  {:>8}  {:>11.3}  {:>14.3}",
+            x.round,
+            x.height,
+            x.coordinator,
+            x.participants,
+            x.accuracy
+                .map_or("-".to_owned(), |a| format!("{:.2} %", a * 100.0)),
+            x.sim_seconds,
+            x.committed_at_s
+        );
+    }
+    for h in &r.handovers {
+        println!(
+            "handover at height {}: {} -> {} (committed at {:.3} s)",
+            h.height, h.from, h.to, h.committed_at_s
+        );
+    }
+    println!();
+    println!(
+        "rounds committed: {} (last round {} of {}; {} failed), committee commits: {}, conflicting commits: {}",
+        r.rounds_committed, r.last_round, r.rounds, r.rounds_failed, r.committee_commits, r.conflicting_commits
+    );
+    println!(
+        "final accuracy: {}",
+        r.final_accuracy
+            .map_or("-".to_owned(), |a| format!("{:.2} %", a * 100.0))
+    );
+    println!(
+        "updates: {} sent, {} refused, {} drop-outs; trainings: {}",
+        r.updates_sent, r.updates_refused, r.dropouts, r.trainings
+    );
+    println!(
+        "FL messages: {} sent, {} delivered, {} without a route; frames lost on links: {}",
+        r.fl_messages_sent, r.fl_messages_delivered, r.fl_unroutable, r.frames_lost
+    );
+    println!(
+        "nodes: {} alive, {} adopted the last round; {:.1} s simulated in {:.2} s wall clock",
+        r.nodes_alive, r.nodes_finished, r.sim_seconds, r.wall_seconds
+    );
+}
