@@ -432,7 +432,7 @@ pub async fn agent(args: FlAgentArgs) -> anyhow::Result<ExitCode> {
     let mut role = MeshRole::new(
         cfg,
         model,
-        Box::new(Unused),
+        Box::new(x0tta6bl4_fl::mesh::Outside),
         signer,
         auth,
         verifier,
@@ -598,20 +598,6 @@ fn committed_fields(block: &Block, view: u64) -> Value {
             "model_version": h.model_version,
         })),
     })
-}
-
-/// A trainer the role never calls (training runs on the agent's own thread).
-struct Unused;
-
-impl LocalTrainer for Unused {
-    fn train(
-        &mut self,
-        _global: &[f32],
-        _flip: bool,
-        _rng: &mut rand_chacha::ChaCha8Rng,
-    ) -> Result<(Vec<f32>, u64), String> {
-        Err("training runs on the agent's training thread".into())
-    }
 }
 
 fn report(me: &NodeName, t_ms: u64, event: MeshEvent, spec: ModelSpec, test: &Dataset) {

@@ -433,8 +433,9 @@ pub struct MeshRole {
     events: VecDeque<MeshEvent>,
 }
 
-/// A trainer for a participant whose training runs outside ([`TrainJob`]).
-struct Outside;
+/// A trainer for a participant whose training runs outside ([`TrainJob`]): the role
+/// never calls it (`fl agent` and the twin pass it).
+pub struct Outside;
 
 impl LocalTrainer for Outside {
     fn train(
@@ -860,18 +861,22 @@ impl MeshRole {
         }
     }
 
+    /// Every other node still in the federation (not retired by a committed change).
+    fn others(&self) -> Vec<NodeName> {
+        self.cfg
+            .order
+            .iter()
+            .filter(|n| **n != self.cfg.me && !self.state.retired.contains(*n))
+            .cloned()
+            .collect()
+    }
+
     /// Ask every other node for the model of `hash`, committed for `round`.
     fn request_model(&mut self, round: u64, hash: Digest) {
         let mut bytes = vec![TAG_MODEL_REQUEST];
         bytes.extend_from_slice(&round.to_le_bytes());
         bytes.extend_from_slice(&hash.0);
-        let others: Vec<NodeName> = self
-            .cfg
-            .order
-            .iter()
-            .filter(|n| **n != self.cfg.me && !self.state.retired.contains(*n))
-            .cloned()
-            .collect();
+        let others = self.others();
         for to in others {
             self.send(to, bytes.clone());
         }
@@ -1084,13 +1089,7 @@ impl MeshRole {
             return;
         }
         let round = self.state.round.max(self.highest_round) + 1;
-        let participants: Vec<NodeName> = self
-            .cfg
-            .order
-            .iter()
-            .filter(|n| **n != self.cfg.me && !self.state.retired.contains(*n))
-            .cloned()
-            .collect();
+        let participants = self.others();
         if participants.is_empty() || round > self.cfg.rounds.saturating_mul(3) {
             self.done = true;
             self.events.push_back(MeshEvent::NoCoordinatorLeft);
@@ -1264,13 +1263,7 @@ impl MeshRole {
                 MeshRole::envelope(TAG_PROPOSED, frame)
             })
             .collect();
-        let others: Vec<NodeName> = self
-            .cfg
-            .order
-            .iter()
-            .filter(|n| **n != self.cfg.me && !self.state.retired.contains(*n))
-            .cloned()
-            .collect();
+        let others = self.others();
         for to in others {
             for bytes in &frames {
                 self.send(to.clone(), bytes.clone());
