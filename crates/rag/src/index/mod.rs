@@ -180,6 +180,15 @@ impl IndexSpec {
                 IndexError::Invalid(format!("index parameter {k}={v} in `{s}` is not a number"))
             })
         };
+        let whole = |k: &str, v: &str| -> Result<usize, IndexError> {
+            let n = num(k, v)?;
+            if n < 0.0 || n.fract() != 0.0 {
+                return Err(IndexError::Invalid(format!(
+                    "{kind} {k}={v} must be a non-negative integer"
+                )));
+            }
+            Ok(n as usize)
+        };
         let unknown = |k: &str, known: &str| {
             IndexError::Invalid(format!(
                 "unknown parameter `{k}` for index `{kind}` (known: {known})"
@@ -208,13 +217,7 @@ impl IndexSpec {
             "pq" if pairs.iter().any(|&(k, v)| k == "pca" && v != "0") => {
                 let mut p = pcapq::PcaPqParams::default();
                 for (k, v) in pairs {
-                    let n = num(k, v)?;
-                    if n < 0.0 || n.fract() != 0.0 {
-                        return Err(IndexError::Invalid(format!(
-                            "pq {k}={v} must be a non-negative integer"
-                        )));
-                    }
-                    let n = n as usize;
+                    let n = whole(k, v)?;
                     match k {
                         "pca" => {}
                         "bytes" => p.bytes = n,
@@ -237,13 +240,7 @@ impl IndexSpec {
             "pq" => {
                 let mut p = pq::PqParams::default();
                 for (k, v) in pairs {
-                    let n = num(k, v)?;
-                    if n < 0.0 || n.fract() != 0.0 {
-                        return Err(IndexError::Invalid(format!(
-                            "pq {k}={v} must be a non-negative integer"
-                        )));
-                    }
-                    let n = n as usize;
+                    let n = whole(k, v)?;
                     match k {
                         "m" => p.m = n,
                         "bits" => p.bits = n,
@@ -275,21 +272,12 @@ impl IndexSpec {
             "graph" => {
                 let mut p = graph::GraphParams::default();
                 for (k, v) in pairs {
-                    let n = num(k, v)?;
-                    let whole = || {
-                        if n < 0.0 || n.fract() != 0.0 {
-                            return Err(IndexError::Invalid(format!(
-                                "graph {k}={v} must be a non-negative integer"
-                            )));
-                        }
-                        Ok(n as usize)
-                    };
                     match k {
-                        "m" => p.m = whole()?,
-                        "efc" => p.ef_construction = whole()?,
-                        "ef" => p.ef_search = whole()?,
-                        "seed" => p.seed = whole()? as u64,
-                        "clip" => p.clip = n as f32,
+                        "m" => p.m = whole(k, v)?,
+                        "efc" => p.ef_construction = whole(k, v)?,
+                        "ef" => p.ef_search = whole(k, v)?,
+                        "seed" => p.seed = whole(k, v)? as u64,
+                        "clip" => p.clip = num(k, v)? as f32,
                         _ => return Err(unknown(k, "m, efc, ef, clip, seed")),
                     }
                 }
