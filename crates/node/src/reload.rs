@@ -165,18 +165,31 @@ pub(crate) fn plan(
     }
     let mut protocol = new.protocol.clone();
     let old = &running.protocol;
-    if protocol.lsdb_entries_max != old.lsdb_entries_max {
-        protocol.lsdb_entries_max = old.lsdb_entries_max;
-        restart.push("protocol.lsdb_entries_max".into());
+    // Read only when the node starts: the running value stays until a restart.
+    fn keep<T: PartialEq + Copy>(new: &mut T, old: T, key: &str, restart: &mut Vec<String>) {
+        if *new != old {
+            *new = old;
+            restart.push(key.to_owned());
+        }
     }
-    if protocol.revocations_max != old.revocations_max {
-        protocol.revocations_max = old.revocations_max;
-        restart.push("protocol.revocations_max".into());
-    }
-    if protocol.dial_timeout_ms != old.dial_timeout_ms {
-        protocol.dial_timeout_ms = old.dial_timeout_ms;
-        restart.push("protocol.dial_timeout_ms".into());
-    }
+    keep(
+        &mut protocol.lsdb_entries_max,
+        old.lsdb_entries_max,
+        "protocol.lsdb_entries_max",
+        &mut restart,
+    );
+    keep(
+        &mut protocol.revocations_max,
+        old.revocations_max,
+        "protocol.revocations_max",
+        &mut restart,
+    );
+    keep(
+        &mut protocol.dial_timeout_ms,
+        old.dial_timeout_ms,
+        "protocol.dial_timeout_ms",
+        &mut restart,
+    );
     let mut applied = Vec::new();
     differing_keys("protocol", &json(old), &json(&protocol), &mut applied);
     (protocol, applied, restart)

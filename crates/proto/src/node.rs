@@ -496,21 +496,29 @@ impl Node {
     /// `initial_sequence`): those need a new instance.
     pub fn set_config(&mut self, config: Config, now: Instant) -> Result<(), ConfigError> {
         config.validate()?;
-        const FIXED: [&str; 4] = [
-            "lsdb_entries_max",
-            "revocations_max",
-            "rng_seed",
-            "initial_sequence",
+        let (old, new) = (&self.config, &config);
+        let fixed = [
+            (
+                "lsdb_entries_max",
+                old.lsdb_entries_max as u64,
+                new.lsdb_entries_max as u64,
+            ),
+            (
+                "revocations_max",
+                old.revocations_max as u64,
+                new.revocations_max as u64,
+            ),
+            ("rng_seed", old.rng_seed, new.rng_seed),
+            (
+                "initial_sequence",
+                old.initial_sequence,
+                new.initial_sequence,
+            ),
         ];
-        let fixed = |c: &Config| {
-            let sizes = [c.lsdb_entries_max, c.revocations_max].map(|v| v as u64);
-            [sizes[0], sizes[1], c.rng_seed, c.initial_sequence]
-        };
-        let (old, new) = (fixed(&self.config), fixed(&config));
-        if let Some(i) = (0..FIXED.len()).find(|&i| old[i] != new[i]) {
+        if let Some(&(key, _, value)) = fixed.iter().find(|(_, old, new)| old != new) {
             return Err(ConfigError {
-                key: FIXED[i],
-                value: new[i].to_string(),
+                key,
+                value: value.to_string(),
                 fix: "fixed when the node starts: restart it to change this".to_owned(),
             });
         }
