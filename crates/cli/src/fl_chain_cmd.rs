@@ -386,9 +386,7 @@ pub fn models(args: &ModelsArgs) -> anyhow::Result<ExitCode> {
             r.block.height,
             d.round,
             &d.model_hash.hex()[..12],
-            d.accuracy
-                .map(|a| format!("{:.2} %", 100.0 * a))
-                .unwrap_or_else(|| "-".into()),
+            accuracy_cell(d.accuracy),
             d.epsilon
                 .map(|e| format!("{e:.3}"))
                 .unwrap_or_else(|| "-".into()),
@@ -510,4 +508,9 @@ pub fn verify(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
             ))
         }
     }
+}
+
+/// An accuracy in a table: a percentage, or `-` where none was measured.
+pub(crate) fn accuracy_cell(accuracy: Option<f64>) -> String {
+    accuracy.map_or_else(|| "-".to_owned(), |a| format!("{:.2} %", 100.0 * a))
 }

@@ -11,6 +11,7 @@ use x0tta6bl4_twin::fl::{run_fl, FlData, FlError, FlOptions, FlReport, Partition
 use x0tta6bl4_twin::scenario::parse_params;
 
 use crate::args::TwinFlArgs;
+use crate::fl_chain_cmd::accuracy_cell;
 use crate::problem::{problem, Exit};
 
 fn usage(what: impl Into<String>, place: &str, fix: impl Into<String>) -> anyhow::Error {
@@ -167,8 +168,7 @@ fn print_report(args: &TwinFlArgs, r: &FlReport) {
             x.height,
             x.coordinator,
             x.participants,
-            x.accuracy
-                .map_or("-".to_owned(), |a| format!("{:.2} %", a * 100.0)),
+            accuracy_cell(x.accuracy),
             x.sim_seconds,
             x.committed_at_s
         );
@@ -184,11 +184,7 @@ fn print_report(args: &TwinFlArgs, r: &FlReport) {
         "rounds committed: {} (last round {} of {}; {} failed), committee commits: {}, conflicting commits: {}",
         r.rounds_committed, r.last_round, r.rounds, r.rounds_failed, r.committee_commits, r.conflicting_commits
     );
-    println!(
-        "final accuracy: {}",
-        r.final_accuracy
-            .map_or("-".to_owned(), |a| format!("{:.2} %", a * 100.0))
-    );
+    println!("final accuracy: {}", accuracy_cell(r.final_accuracy));
     println!(
         "updates: {} sent, {} refused, {} drop-outs; trainings: {}",
         r.updates_sent, r.updates_refused, r.dropouts, r.trainings
