@@ -150,6 +150,11 @@ pub(crate) struct Neighbour {
     /// survived (a run of misses ended by an answer), not to its loss.
     outage_end_seq: u32,
     probes: [Option<ProbeRecord>; PROBES_IN_FLIGHT_MAX],
+    /// Sequence of the last probe sent to it. Each neighbour has its own, so a run of
+    /// sequence numbers is a run of probes on this link: with one counter for all
+    /// neighbours, a node with more than three saw every answer as the end of an outage
+    /// and its loss estimates stayed at 0.
+    last_seq: u32,
     /// Instants at which it went down, oldest first.
     pub(crate) down_times: VecDeque<Instant>,
     pub(crate) damped_until: Option<Instant>,
@@ -180,6 +185,7 @@ impl Neighbour {
             last_acked_seq: None,
             outage_end_seq: 0,
             probes: [None; PROBES_IN_FLIGHT_MAX],
+            last_seq: 0,
             down_times: VecDeque::new(),
             damped_until: None,
             damp_count: 0,
@@ -187,6 +193,12 @@ impl Neighbour {
             retransmit_due: None,
             revocation_digest: None,
         }
+    }
+
+    /// The sequence number of the next probe to it.
+    pub(crate) fn next_probe_seq(&mut self) -> u32 {
+        self.last_seq = self.last_seq.wrapping_add(1);
+        self.last_seq
     }
 
     /// Record a probe sent; the probe it displaces counts as lost if never answered.

@@ -348,7 +348,6 @@ pub struct Node {
     retransmits: BTreeMap<NodeName, RetransmitList>,
     spf_at: Option<Instant>,
     next_probe_at: Instant,
-    probe_seq: u32,
     next_refresh_at: Instant,
     next_age_check_at: Instant,
     beacon: Option<(u16, Instant)>,
@@ -398,7 +397,6 @@ impl Node {
             retransmits: BTreeMap::new(),
             spf_at: None,
             next_probe_at: now,
-            probe_seq: 0,
             next_refresh_at: now,
             next_age_check_at: now + AGE_CHECK_INTERVAL,
             beacon: None,
@@ -1020,11 +1018,11 @@ impl Node {
     }
 
     fn send_probe(&mut self, now: Instant, name: &NodeName) {
-        self.probe_seq = self.probe_seq.wrapping_add(1);
-        let seq = self.probe_seq;
-        if let Some(n) = self.neighbours.get_mut(name) {
-            n.probe_sent(seq);
-        }
+        let Some(n) = self.neighbours.get_mut(name) else {
+            return;
+        };
+        let seq = n.next_probe_seq();
+        n.probe_sent(seq);
         self.transmit(
             Destination::Neighbour(name.clone()),
             Message::Probe {

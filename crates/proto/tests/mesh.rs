@@ -267,6 +267,39 @@ fn a_lossy_link_is_rerouted_around() {
 }
 
 #[test]
+fn a_hubs_loss_estimate_sees_each_links_own_loss() {
+    // A hub probes six neighbours each interval. Only the link to 1 loses frames (20 %
+    // each way, so 36 % of probe round trips); the hub must see that loss on that link
+    // alone, however many other neighbours its probes go to (a probe sequence shared by
+    // all neighbours once made every answer look like the end of an outage, and the
+    // estimate stayed at 0).
+    let mut mesh = Mesh::new(7, Config::default(), 5);
+    for leaf in 1..7 {
+        mesh.connect(0, leaf, ms(1));
+    }
+    mesh.run_until(ms(2_000), Mesh::converged);
+    mesh.set_loss(0, 1, 0.2);
+    mesh.run_for(ms(5_000));
+    // The estimate is an average over 16 probes: sample it over 30 s of probes.
+    let mut sums = [0.0; 7];
+    for _ in 0..300 {
+        mesh.run_for(ms(100));
+        for view in mesh.nodes[0].neighbours() {
+            let leaf = (1..7).find(|&l| view.name == name(l)).unwrap();
+            sums[leaf] += view.loss / 300.0;
+        }
+    }
+    assert!(
+        (0.25..0.5).contains(&sums[1]),
+        "the lossy link's estimate averaged {}",
+        sums[1]
+    );
+    for (leaf, loss) in sums.iter().enumerate().skip(2) {
+        assert!(*loss < 0.02, "leaf {leaf}: {loss}");
+    }
+}
+
+#[test]
 fn same_seed_same_history() {
     let trace = |seed| {
         let mut mesh = Mesh::random_connected(8, 4, Config::default(), seed);
