@@ -640,7 +640,8 @@ pub struct NodeArgs {
     /// exist and be valid); reads no SVID and binds no socket. Exits 2 on a bad config.
     #[arg(long)]
     pub check_config: bool,
-    /// Log filter, e.g. `info` or `x0tta6bl4_node=debug,info` (default: $RUST_LOG, else info).
+    /// Log filter, e.g. `info` or `x0tta6bl4_node=debug,info` (default: $RUST_LOG, else
+    /// `info,quinn=warn`).
     ///
     /// Uses the tracing-subscriber EnvFilter syntax. When given, it overrides $RUST_LOG.
     /// Logs go to standard error.

@@ -40,8 +40,15 @@ use crate::transport::{self, close, Input, LinkContext, NewLink};
 
 /// Inputs handled per turn before timers and commands get their chance.
 pub(crate) const IO_LOOP_BOUND: usize = 160;
-/// A protocol timer handled this late is logged (probes run every 50 ms by default).
+/// A protocol timer handled this late is logged (probes run every 50 ms by default),
+/// at most once per [`TIMER_LATE_LOG_INTERVAL`].
 const TIMER_LATE_WARN: Duration = Duration::from_millis(100);
+const TIMER_LATE_LOG_INTERVAL: Duration = Duration::from_secs(10);
+/// A timer this late first lets the transport deliver what arrived meanwhile.
+const TIMER_LATE_DRAIN: Duration = Duration::from_millis(5);
+/// Turns given to the transport's tasks before a late timer (socket, connection, link
+/// reader: each hands the frame on to the next).
+const TRANSPORT_TURNS: usize = 3;
 /// Shortest interval between two snapshot refreshes.
 pub(crate) const SNAPSHOT_INTERVAL: Duration = Duration::from_millis(10);
 /// A link heard within this is alive (see [`Driver::keep_old_link`]).
@@ -182,6 +189,8 @@ pub(crate) struct Driver {
     snapshot_at: tokio::time::Instant,
     snapshot_pending: bool,
     routes_dirty: bool,
+    /// Route audit mismatches already logged (see `Stats::route_audit_mismatches`).
+    route_mismatches_logged: u64,
 }
 
 async fn sleep_until(deadline: Option<tokio::time::Instant>) {
@@ -219,6 +228,7 @@ impl Driver {
             snapshot_at: tokio::time::Instant::now(),
             snapshot_pending: true,
             routes_dirty: true,
+            route_mismatches_logged: 0,
         }
     }
 
@@ -267,6 +277,8 @@ impl Driver {
         self.after_input();
         self.refresh_snapshot();
         let mut commands_open = true;
+        let mut late_timers = 0_u64;
+        let mut late_logged: Option<tokio::time::Instant> = None;
         loop {
             let flow_at = self.flows.as_ref().map(|f| f.next_at);
             let expiry_at = self.next_peer_expiry();
@@ -280,8 +292,27 @@ impl Driver {
                     let late = tokio::time::Instant::now().saturating_duration_since(self.timer_at);
                     self.timer_lateness.observe(late.as_secs_f64());
                     if late >= TIMER_LATE_WARN {
-                        tracing::warn!(late_ms = late.as_millis(),
-                            "protocol timer handled late: the mesh is starved of CPU");
+                        late_timers += 1;
+                        if late_logged.is_none_or(|at| at.elapsed() >= TIMER_LATE_LOG_INTERVAL) {
+                            tracing::warn!(late_ms = late.as_millis(), late_timers,
+                                "protocol timers handled late (count since the last such line): \
+                                 the host is starved of CPU");
+                            late_logged = Some(tokio::time::Instant::now());
+                            late_timers = 0;
+                        }
+                    }
+                    if late >= TIMER_LATE_DRAIN {
+                        // The process did not run for a while: frames that arrived meanwhile
+                        // wait in the socket and the connection tasks, which the runtime
+                        // would run after this one. Judged first, a neighbour whose probes
+                        // are queued here would look silent and be declared down.
+                        for _ in 0..TRANSPORT_TURNS {
+                            tokio::task::yield_now().await;
+                        }
+                        for _ in 0..IO_LOOP_BOUND {
+                            let Ok(input) = inputs.try_recv() else { break };
+                            self.on_input(input);
+                        }
                     }
                     self.on_timeout();
                     true
@@ -744,6 +775,15 @@ impl Driver {
                     tracing::trace!(%destination, next_hop = %route.next_hop, cost = route.cost, hops = route.hops, "route");
                 }
                 self.routes_dirty = true;
+                let mismatches = self.node.stats().route_audit_mismatches;
+                if mismatches > self.route_mismatches_logged {
+                    self.route_mismatches_logged = mismatches;
+                    tracing::error!(
+                        mismatches,
+                        "route audit: the incremental route computation \
+                        differed from a full one (a bug; the full table is in force)"
+                    );
+                }
             }
             Event::Delivered(delivery) => self.on_delivery(delivery),
             Event::Revoked { node, revocation } => return self.on_revoked(node, &revocation),

@@ -292,7 +292,7 @@ impl Collector for ApiCollector {
 }
 
 /// Proto's cumulative counters: name (without `_total`), help, value.
-fn stats_counters(s: &Stats) -> [(&'static str, &'static str, u64); 19] {
+fn stats_counters(s: &Stats) -> [(&'static str, &'static str, u64); 21] {
     [
         (
             "lsa_originated",
@@ -334,6 +334,16 @@ fn stats_counters(s: &Stats) -> [(&'static str, &'static str, u64); 19] {
             "route_computations_incremental",
             "Route computations that repaired the table incrementally (what changed only)",
             s.spf_incremental,
+        ),
+        (
+            "route_audits",
+            "Incremental route computations checked against a full one",
+            s.route_audits,
+        ),
+        (
+            "route_audit_mismatches",
+            "Audited incremental route computations that differed from a full one (a bug; the full table is adopted)",
+            s.route_audit_mismatches,
         ),
         (
             "route_changes",
