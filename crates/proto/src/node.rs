@@ -1748,7 +1748,7 @@ impl Node {
         if cfg!(debug_assertions) {
             self.lsdb.slot_count() <= 256
         } else {
-            self.stats.spf_incremental % ROUTE_AUDIT_EVERY == 0
+            self.stats.spf_incremental.is_multiple_of(ROUTE_AUDIT_EVERY)
         }
     }
 
