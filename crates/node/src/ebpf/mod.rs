@@ -314,6 +314,12 @@ impl EbpfCollector {
     }
 }
 
+/// Turn on the kernel's BPF run-time statistics (`kernel.bpf_stats_enabled`) for as long
+/// as the returned descriptor stays open: [`EbpfCollector::run_times`] then counts.
+pub fn enable_run_time_stats() -> Result<std::os::fd::OwnedFd, String> {
+    aya::sys::enable_stats(aya::sys::Stats::RunTime).map_err(|e| e.to_string())
+}
+
 fn program<'a, T>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut T, LoadError>
 where
     &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
