@@ -931,10 +931,9 @@ impl Driver {
         let neighbours = self.node.neighbours();
         let links: Vec<crate::telemetry::LinkInput<'_>> = neighbours
             .iter()
-            .map(|n| crate::telemetry::LinkInput {
-                neighbour: &n.name,
-                probe: Some(n),
-                connection: self.links.get(&n.name).map(|link| &link.conn),
+            .map(|n| {
+                let connection = self.links.get(&n.name).map(|link| &link.conn);
+                crate::telemetry::LinkInput::connected(&n.name, Some(n), connection)
             })
             .collect();
         self.telemetry.sample(now, &links);

@@ -16,7 +16,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -68,18 +68,28 @@ pub struct LinkSample {
 pub struct LinkInput<'a> {
     /// The neighbour.
     pub neighbour: &'a NodeName,
+    /// The peer's IP address, as the kernel sees it (IPv4-mapped IPv6 as IPv4).
+    pub address: Option<IpAddr>,
     /// The core's view of it.
     pub probe: Option<&'a NeighbourView>,
     /// The open QUIC connection, if any.
     pub connection: Option<&'a quinn::Connection>,
 }
 
-impl LinkInput<'_> {
-    /// The peer's address (IPv4-mapped IPv6 turned back into IPv4).
-    pub fn address(&self) -> Option<IpAddr> {
-        self.connection
-            .map(|c| c.remote_address())
-            .map(|a: SocketAddr| a.ip().to_canonical())
+impl<'a> LinkInput<'a> {
+    /// A link with an open connection: its address is the connection's.
+    pub fn connected(
+        neighbour: &'a NodeName,
+        probe: Option<&'a NeighbourView>,
+        connection: Option<&'a quinn::Connection>,
+    ) -> LinkInput<'a> {
+        let address = connection.map(|c| c.remote_address().ip().to_canonical());
+        LinkInput {
+            neighbour,
+            address,
+            probe,
+            connection,
+        }
     }
 }
 
@@ -427,10 +437,10 @@ fn encode_links(e: &mut DescriptorEncoder, links: &[LinkFeatures]) -> fmt::Resul
         }
     }
     let counters: [(&str, &str, fn(&LinkSample) -> Option<u64>); 4] = [
-        ("link_quic_sent_packets_total", "QUIC packets sent on the link's current connection (starts again with a new connection)", |s| s.quic_sent_packets),
-        ("link_quic_lost_packets_total", "QUIC packets declared lost on the link's current connection (starts again with a new connection)", |s| s.quic_lost_packets),
-        ("link_kernel_packets_total", "Packets to and from the neighbour's address counted by the eBPF collector on the node's interfaces", |s| s.kernel_packets),
-        ("link_kernel_drops_total", "Packets to or from the neighbour's address the kernel dropped, any reason (eBPF collector)", |s| s.kernel_drops),
+        ("link_quic_sent_packets", "QUIC packets sent on the link's current connection (starts again with a new connection)", |s| s.quic_sent_packets),
+        ("link_quic_lost_packets", "QUIC packets declared lost on the link's current connection (starts again with a new connection)", |s| s.quic_lost_packets),
+        ("link_kernel_packets", "Packets to and from the neighbour's address counted by the eBPF collector on the node's interfaces", |s| s.kernel_packets),
+        ("link_kernel_drops", "Packets to or from the neighbour's address the kernel dropped, any reason (eBPF collector)", |s| s.kernel_drops),
     ];
     for (name, help, value) in counters {
         let mut family = e.encode_descriptor(name, help, None, MetricType::Counter)?;
@@ -442,4 +452,113 @@ fn encode_links(e: &mut DescriptorEncoder, links: &[LinkFeatures]) -> fmt::Resul
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use x0tta6bl4_proto::NeighbourState;
+
+    fn view(name: &NodeName, rtt_ms: u64, loss: f64) -> NeighbourView {
+        NeighbourView {
+            name: name.clone(),
+            state: NeighbourState::Up,
+            srtt: Some(Duration::from_millis(rtt_ms)),
+            loss,
+            cost: 10,
+            link_open: true,
+            flaps: 0,
+        }
+    }
+
+    /// Counters as the kernel source would give them: a script of (packets, drops).
+    struct Script(Vec<(u64, u64)>);
+
+    impl TelemetrySource for Script {
+        fn name(&self) -> &'static str {
+            "script"
+        }
+        fn sample(&mut self, _link: &LinkInput<'_>, into: &mut LinkSample) {
+            let (packets, drops) = self.0.remove(0);
+            into.kernel_packets = Some(packets);
+            into.kernel_bytes = Some(packets * 100);
+            into.kernel_drops = Some(drops);
+        }
+    }
+
+    fn round(telemetry: &mut Telemetry, at: Instant, views: &[NeighbourView]) {
+        let links: Vec<LinkInput<'_>> = views
+            .iter()
+            .map(|v| LinkInput::connected(&v.name, Some(v), None))
+            .collect();
+        telemetry.sample(at, &links);
+    }
+
+    #[test]
+    fn window_gives_mean_jitter_rates_and_ratios() {
+        let b = NodeName::new("b").unwrap();
+        let script = Script(vec![(0, 0), (1000, 0), (2000, 10), (3000, 30)]);
+        let mut telemetry = Telemetry::with_sources(vec![Box::new(ProbeSource), Box::new(script)], false);
+        let start = Instant::now();
+        for (i, rtt) in [10, 14, 12, 20].into_iter().enumerate() {
+            round(&mut telemetry, start + SAMPLE_INTERVAL * i as u32, &[view(&b, rtt, 0.25)]);
+        }
+        let features = telemetry.features();
+        assert_eq!(features.len(), 1);
+        let f = &features[0];
+        assert_eq!(f.samples, 4);
+        let close = |name: &str, want: f64| {
+            let got = f.get(name).unwrap();
+            assert!((got - want).abs() < 1e-9, "{name}: {got} != {want}");
+        };
+        close("probe_rtt_seconds", 0.020);
+        close("probe_rtt_mean_seconds", 0.014);
+        close("probe_jitter_seconds", (0.004 + 0.002 + 0.008) / 3.0);
+        close("probe_loss_ratio", 0.25);
+        close("kernel_packets_per_second", 1000.0);
+        close("kernel_bytes_per_second", 100_000.0);
+        close("kernel_drops_per_second", 10.0);
+        close("kernel_drop_ratio", 30.0 / 3030.0);
+        // No connection: the QUIC features are unknown, not zero.
+        assert!(f.get("quic_cwnd_bytes").unwrap().is_nan());
+        assert!(f.get("quic_loss_ratio").unwrap().is_nan());
+        assert!(!telemetry.due(start + SAMPLE_INTERVAL * 3));
+        assert!(telemetry.due(start + SAMPLE_INTERVAL * 4));
+    }
+
+    #[test]
+    fn window_is_bounded_counter_resets_start_afresh_and_gone_links_are_forgotten() {
+        let (b, c) = (NodeName::new("b").unwrap(), NodeName::new("c").unwrap());
+        // c's counters: rising, then a new connection starts them again at 5.
+        let mut counts: Vec<(u64, u64)> = (0..15).map(|i| (i * 100, 0)).collect();
+        counts.extend([(5, 0), (105, 0)]);
+        let script = Script(counts);
+        let mut telemetry = Telemetry::with_sources(vec![Box::new(script)], false);
+        let start = Instant::now();
+        for i in 0..17u32 {
+            round(&mut telemetry, start + SAMPLE_INTERVAL * i, &[view(&c, 10, 0.0)]);
+        }
+        let f = &telemetry.features()[0];
+        assert_eq!(f.samples, WINDOW_SAMPLES_MAX);
+        // Only the two samples after the reset count: 100 packets in 1 s.
+        assert!((f.get("kernel_packets_per_second").unwrap() - 100.0).abs() < 1e-9);
+        // With no counters at all the rate is unknown.
+        let mut telemetry = Telemetry::with_sources(vec![Box::new(ProbeSource)], false);
+        round(&mut telemetry, start, &[view(&b, 10, 0.0), view(&c, 10, 0.0)]);
+        round(&mut telemetry, start + SAMPLE_INTERVAL, &[view(&c, 12, 0.0)]);
+        let features = telemetry.features();
+        assert_eq!(features.len(), 1, "b is gone");
+        assert_eq!(features[0].neighbour, c);
+        assert!(features[0].get("kernel_packets_per_second").unwrap().is_nan());
+        assert_eq!(telemetry.windows.len(), 1);
+    }
+
+    #[test]
+    fn feature_names_match_the_vector() {
+        assert_eq!(FEATURE_NAMES.len(), FEATURES);
+        let mut names = FEATURE_NAMES.to_vec();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), FEATURES, "names are unique");
+    }
 }

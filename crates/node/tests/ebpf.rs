@@ -9,6 +9,8 @@ use std::net::{SocketAddr, UdpSocket};
 
 use x0tta6bl4_node::ebpf::testbed::Testbed;
 use x0tta6bl4_node::ebpf::{is_root, EbpfCollector, Interfaces, BTF_PATH};
+use x0tta6bl4_node::telemetry::{KernelSource, LinkInput, Telemetry};
+use x0tta6bl4_proto::NodeName;
 
 /// UDP payload bytes; IPv4 + UDP headers add 28, Ethernet 14 more on the wire.
 const PAYLOAD: usize = 100;
@@ -94,6 +96,27 @@ fn nftables_loss_shows_up_as_netfilter_drops_and_traffic_is_counted_per_peer() {
     assert_eq!(interface.drops["NETFILTER_DROP"].packets, refused as u64);
     assert!(interface.sent.packets >= delivered, "{interface:#?}");
     assert!(interface.received.packets >= peer.received.packets);
+    // The same counters reach the link's feature vector through the kernel source.
+    let source = KernelSource::from_collector(collector);
+    let mut telemetry = Telemetry::with_sources(vec![Box::new(source)], true);
+    let peer_name = NodeName::new("peer").unwrap();
+    let link = LinkInput {
+        neighbour: &peer_name,
+        address: Some(bed.peer.into()),
+        probe: None,
+        connection: None,
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    let sample = loop {
+        telemetry.sample(std::time::Instant::now(), &[link]);
+        let last = telemetry.features()[0].last.clone();
+        if last.kernel_packets.is_some() || std::time::Instant::now() > deadline {
+            break last;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert!(sample.kernel_packets >= Some(delivered + peer.received.packets), "{sample:?}");
+    assert_eq!(sample.kernel_drops, Some(refused as u64), "{sample:?}");
     eprintln!(
         "sent {} to {}, nftables dropped {refused}: collector counted {} sent ({} bytes), \
          {} NETFILTER_DROP, {} received",

@@ -113,7 +113,7 @@ impl TelemetrySource for KernelSource {
     }
 
     fn sample(&mut self, link: &LinkInput<'_>, into: &mut LinkSample) {
-        let (Some(current), Some(address)) = (&self.current, link.address()) else {
+        let (Some(current), Some(address)) = (&self.current, link.address) else {
             return;
         };
         let peer = current.peers.get(&address).cloned().unwrap_or_default();
@@ -128,7 +128,7 @@ impl TelemetrySource for KernelSource {
             return Ok(());
         };
         let mut packets = e.encode_descriptor(
-            "kernel_interface_packets_total",
+            "kernel_interface_packets",
             "Packets through the node's interfaces, counted by the eBPF collector's tc programs",
             None,
             MetricType::Counter,
@@ -140,7 +140,7 @@ impl TelemetrySource for KernelSource {
             }
         }
         let mut bytes = e.encode_descriptor(
-            "kernel_interface_bytes_total",
+            "kernel_interface_bytes",
             "Bytes (with link-layer headers) through the node's interfaces, counted by the eBPF collector's tc programs",
             None,
             MetricType::Counter,
@@ -152,7 +152,7 @@ impl TelemetrySource for KernelSource {
             }
         }
         let mut drops = e.encode_descriptor(
-            "kernel_drops_total",
+            "kernel_drops",
             "Packets the kernel dropped in the node's network namespace (tracepoint skb:kfree_skb), by interface and drop reason",
             None,
             MetricType::Counter,
