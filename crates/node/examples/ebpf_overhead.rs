@@ -56,7 +56,12 @@ fn process_cpu_seconds() -> f64 {
     // Fields after the command name (which may hold spaces) start at field 3.
     let rest = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
     (ticks(11) + ticks(12)) / clock_ticks_per_second()
 }
 
@@ -133,7 +138,9 @@ fn run(args: &Args) -> Result<(), String> {
         "{} pps of 100-byte UDP datagrams over veth {} for {} s per round",
         args.pps, bed.interface, args.seconds
     );
-    println!("round  collector  pps_reached  process_cpu_%  bpf_run_time_%_of_a_core  ns_per_run  runs");
+    println!(
+        "round  collector  pps_reached  process_cpu_%  bpf_run_time_%_of_a_core  ns_per_run  runs"
+    );
     let mut bpf_shares = Vec::new();
     let mut cpu = [Vec::new(), Vec::new()];
     for round in 0..args.rounds {
@@ -145,8 +152,16 @@ fn run(args: &Args) -> Result<(), String> {
         let before = collector.run_times()?;
         let on = load(&socket, to, args.pps, args.seconds);
         let after = collector.run_times()?;
-        let run_ns: u128 = after.iter().zip(&before).map(|(a, b)| (a.run_time - b.run_time).as_nanos()).sum();
-        let runs: u64 = after.iter().zip(&before).map(|(a, b)| a.run_count - b.run_count).sum();
+        let run_ns: u128 = after
+            .iter()
+            .zip(&before)
+            .map(|(a, b)| (a.run_time - b.run_time).as_nanos())
+            .sum();
+        let runs: u64 = after
+            .iter()
+            .zip(&before)
+            .map(|(a, b)| a.run_count - b.run_count)
+            .sum();
         let share = run_ns as f64 / 1e9 / on.seconds;
         print_round(round, "on", &on, Some((share, run_ns, runs)));
         bpf_shares.push(share);

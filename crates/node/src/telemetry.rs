@@ -208,12 +208,18 @@ fn mean(values: &[f64]) -> f64 {
 
 /// (first, last, seconds between) of a cumulative counter over the window: its samples
 /// after the last reset (a new connection starts its counters again).
-fn span(window: &VecDeque<LinkSample>, counter: fn(&LinkSample) -> Option<u64>) -> Option<(u64, u64, f64)> {
+fn span(
+    window: &VecDeque<LinkSample>,
+    counter: fn(&LinkSample) -> Option<u64>,
+) -> Option<(u64, u64, f64)> {
     let points: Vec<(Instant, u64)> = window
         .iter()
         .filter_map(|s| Some((s.at?, counter(s)?)))
         .collect();
-    let reset = points.windows(2).rposition(|w| w[1].1 < w[0].1).map_or(0, |i| i + 1);
+    let reset = points
+        .windows(2)
+        .rposition(|w| w[1].1 < w[0].1)
+        .map_or(0, |i| i + 1);
     let points = &points[reset..];
     let (first, last) = (points.first()?, points.last()?);
     let seconds = last.0.duration_since(first.0).as_secs_f64();
@@ -221,7 +227,9 @@ fn span(window: &VecDeque<LinkSample>, counter: fn(&LinkSample) -> Option<u64>) 
 }
 
 fn rate(window: &VecDeque<LinkSample>, counter: fn(&LinkSample) -> Option<u64>) -> f64 {
-    span(window, counter).map_or(f64::NAN, |(first, last, seconds)| (last - first) as f64 / seconds)
+    span(window, counter).map_or(f64::NAN, |(first, last, seconds)| {
+        (last - first) as f64 / seconds
+    })
 }
 
 /// `part` over `part + rest` of two counters' increases over the window.
@@ -335,7 +343,11 @@ impl Telemetry {
     /// forgotten.
     pub fn sample(&mut self, now: Instant, links: &[LinkInput<'_>]) {
         self.next_at = now + SAMPLE_INTERVAL;
-        let mut sources = self.published.sources.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut sources = self
+            .published
+            .sources
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         for source in sources.iter_mut() {
             source.begin();
         }
@@ -362,7 +374,11 @@ impl Telemetry {
         }
         drop(sources);
         published.sort_by(|a, b| a.neighbour.cmp(&b.neighbour));
-        *self.published.links.lock().unwrap_or_else(PoisonError::into_inner) = published;
+        *self
+            .published
+            .links
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = published;
     }
 
     /// The latest feature vectors, one per link, sorted by neighbour.
@@ -377,7 +393,10 @@ impl Telemetry {
 
 impl Published {
     pub(crate) fn features(&self) -> Vec<LinkFeatures> {
-        self.links.lock().unwrap_or_else(PoisonError::into_inner).clone()
+        self.links
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 }
 
@@ -413,7 +432,11 @@ impl Collector for TelemetryCollector {
         )?)?;
         let links = self.0.features();
         encode_links(&mut e, &links)?;
-        let sources = self.0.sources.lock().unwrap_or_else(PoisonError::into_inner);
+        let sources = self
+            .0
+            .sources
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         for source in sources.iter() {
             source.encode(&mut e)?;
         }
@@ -421,8 +444,11 @@ impl Collector for TelemetryCollector {
     }
 }
 
+/// A per-link series: name, help, and how to read its value.
+type Series<T, V> = (&'static str, &'static str, fn(&T) -> Option<V>);
+
 fn encode_links(e: &mut DescriptorEncoder, links: &[LinkFeatures]) -> fmt::Result {
-    let gauges: [(&str, &str, fn(&LinkFeatures) -> Option<f64>); 3] = [
+    let gauges: [Series<LinkFeatures, f64>; 3] = [
         ("link_jitter_seconds", "Mean absolute change of the smoothed probe RTT between samples one second apart, over the last 10 s", |l| Some(l.values[2]).filter(|v| !v.is_nan())),
         ("link_quic_rtt_seconds", "quinn's smoothed RTT of the link's connection", |l| l.last.quic_rtt_seconds),
         ("link_quic_cwnd_bytes", "quinn's congestion window of the link's connection", |l| l.last.quic_cwnd_bytes.map(|c| c as f64)),
@@ -436,7 +462,7 @@ fn encode_links(e: &mut DescriptorEncoder, links: &[LinkFeatures]) -> fmt::Resul
             }
         }
     }
-    let counters: [(&str, &str, fn(&LinkSample) -> Option<u64>); 4] = [
+    let counters: [Series<LinkSample, u64>; 4] = [
         ("link_quic_sent_packets", "QUIC packets sent on the link's current connection (starts again with a new connection)", |s| s.quic_sent_packets),
         ("link_quic_lost_packets", "QUIC packets declared lost on the link's current connection (starts again with a new connection)", |s| s.quic_lost_packets),
         ("link_kernel_packets", "Packets to and from the neighbour's address counted by the eBPF collector on the node's interfaces", |s| s.kernel_packets),
@@ -498,10 +524,15 @@ mod tests {
     fn window_gives_mean_jitter_rates_and_ratios() {
         let b = NodeName::new("b").unwrap();
         let script = Script(vec![(0, 0), (1000, 0), (2000, 10), (3000, 30)]);
-        let mut telemetry = Telemetry::with_sources(vec![Box::new(ProbeSource), Box::new(script)], false);
+        let mut telemetry =
+            Telemetry::with_sources(vec![Box::new(ProbeSource), Box::new(script)], false);
         let start = Instant::now();
         for (i, rtt) in [10, 14, 12, 20].into_iter().enumerate() {
-            round(&mut telemetry, start + SAMPLE_INTERVAL * i as u32, &[view(&b, rtt, 0.25)]);
+            round(
+                &mut telemetry,
+                start + SAMPLE_INTERVAL * i as u32,
+                &[view(&b, rtt, 0.25)],
+            );
         }
         let features = telemetry.features();
         assert_eq!(features.len(), 1);
@@ -536,7 +567,11 @@ mod tests {
         let mut telemetry = Telemetry::with_sources(vec![Box::new(script)], false);
         let start = Instant::now();
         for i in 0..17u32 {
-            round(&mut telemetry, start + SAMPLE_INTERVAL * i, &[view(&c, 10, 0.0)]);
+            round(
+                &mut telemetry,
+                start + SAMPLE_INTERVAL * i,
+                &[view(&c, 10, 0.0)],
+            );
         }
         let f = &telemetry.features()[0];
         assert_eq!(f.samples, WINDOW_SAMPLES_MAX);
@@ -544,12 +579,23 @@ mod tests {
         assert!((f.get("kernel_packets_per_second").unwrap() - 100.0).abs() < 1e-9);
         // With no counters at all the rate is unknown.
         let mut telemetry = Telemetry::with_sources(vec![Box::new(ProbeSource)], false);
-        round(&mut telemetry, start, &[view(&b, 10, 0.0), view(&c, 10, 0.0)]);
-        round(&mut telemetry, start + SAMPLE_INTERVAL, &[view(&c, 12, 0.0)]);
+        round(
+            &mut telemetry,
+            start,
+            &[view(&b, 10, 0.0), view(&c, 10, 0.0)],
+        );
+        round(
+            &mut telemetry,
+            start + SAMPLE_INTERVAL,
+            &[view(&c, 12, 0.0)],
+        );
         let features = telemetry.features();
         assert_eq!(features.len(), 1, "b is gone");
         assert_eq!(features[0].neighbour, c);
-        assert!(features[0].get("kernel_packets_per_second").unwrap().is_nan());
+        assert!(features[0]
+            .get("kernel_packets_per_second")
+            .unwrap()
+            .is_nan());
         assert_eq!(telemetry.windows.len(), 1);
     }
 

@@ -20,12 +20,16 @@ fn prerequisites() -> Result<(), String> {
         return Err("not root: run the test as root (sudo)".into());
     }
     if !std::path::Path::new(BTF_PATH).exists() {
-        return Err(format!("no {BTF_PATH}: needs a kernel with CONFIG_DEBUG_INFO_BTF"));
+        return Err(format!(
+            "no {BTF_PATH}: needs a kernel with CONFIG_DEBUG_INFO_BTF"
+        ));
     }
     for tool in ["ip", "nft"] {
         let found = std::process::Command::new(tool).arg("-V").output().is_ok();
         if !found {
-            return Err(format!("{tool} missing: apt-get install -y iproute2 nftables"));
+            return Err(format!(
+                "{tool} missing: apt-get install -y iproute2 nftables"
+            ));
         }
     }
     Ok(())
@@ -80,7 +84,11 @@ fn nftables_loss_shows_up_as_netfilter_drops_and_traffic_is_counted_per_peer() {
     let wire = (PAYLOAD + 28 + 14) as u64;
     assert_eq!(peer.sent.packets, delivered, "{peer:#?}");
     assert_eq!(peer.sent.bytes, delivered * wire, "{peer:#?}");
-    let netfilter = peer.drops.get("NETFILTER_DROP").copied().unwrap_or_default();
+    let netfilter = peer
+        .drops
+        .get("NETFILTER_DROP")
+        .copied()
+        .unwrap_or_default();
     assert_eq!(netfilter.packets, refused as u64, "{peer:#?}");
     assert_eq!(netfilter.bytes, refused as u64 * (PAYLOAD + 28) as u64);
     // The far end has no listener: it drops with NO_SOCKET in its own namespace, which
@@ -115,7 +123,10 @@ fn nftables_loss_shows_up_as_netfilter_drops_and_traffic_is_counted_per_peer() {
         }
         std::thread::sleep(std::time::Duration::from_millis(20));
     };
-    assert!(sample.kernel_packets >= Some(delivered + peer.received.packets), "{sample:?}");
+    assert!(
+        sample.kernel_packets >= Some(delivered + peer.received.packets),
+        "{sample:?}"
+    );
     assert_eq!(sample.kernel_drops, Some(refused as u64), "{sample:?}");
     eprintln!(
         "sent {} to {}, nftables dropped {refused}: collector counted {} sent ({} bytes), \

@@ -14,7 +14,9 @@ use x0tta6bl4_node::NodeHandle;
 async fn each_link_gets_probe_and_quic_features_and_metrics() {
     let dir = tempfile::tempdir().unwrap();
     issue(dir.path(), &["a", "b"]);
-    let b = NodeHandle::start(config(dir.path(), "b", &[])).await.unwrap();
+    let b = NodeHandle::start(config(dir.path(), "b", &[]))
+        .await
+        .unwrap();
     let a = NodeHandle::start(config(dir.path(), "a", &[b.quic_addr()]))
         .await
         .unwrap();
@@ -43,10 +45,33 @@ async fn each_link_gets_probe_and_quic_features_and_metrics() {
         "x0tta6bl4_link_jitter_seconds{neighbour=\"b\"}",
         "x0tta6bl4_telemetry_ebpf_loaded ",
     ] {
-        assert!(metrics.contains(series), "{series} missing from:\n{metrics}");
+        assert!(
+            metrics.contains(series),
+            "{series} missing from:\n{metrics}"
+        );
     }
     if !cfg!(feature = "ebpf") {
         assert!(metrics.contains("x0tta6bl4_telemetry_ebpf_loaded 0"));
+    }
+    // Built with the feature and run as root (best in a namespace of its own:
+    // `ip netns exec NS cargo test -p x0tta6bl4-node --features ebpf --test telemetry`,
+    // else the nodes watch every interface of the host), the kernel counts the link too.
+    #[cfg(feature = "ebpf")]
+    if x0tta6bl4_node::ebpf::is_root() {
+        assert!(
+            metrics.contains("x0tta6bl4_telemetry_ebpf_loaded 1"),
+            "{metrics}"
+        );
+        eventually(
+            Duration::from_secs(5),
+            "kernel counters of the link",
+            || async {
+                let metrics = Api::new(&a).text("/metrics").await;
+                metrics.contains("x0tta6bl4_link_kernel_packets_total{neighbour=\"b\"}")
+                    && metrics.contains("x0tta6bl4_kernel_interface_packets_total{interface=\"lo\"")
+            },
+        )
+        .await;
     }
     a.shutdown().await.unwrap();
     b.shutdown().await.unwrap();

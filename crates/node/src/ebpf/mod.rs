@@ -38,7 +38,9 @@ pub const PROGRAMS: [&str; 3] = ["tc_ingress", "tc_egress", "on_kfree_skb"];
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     /// Not root: loading BPF programs and attaching to interfaces needs it.
-    #[error("not running as root (loading eBPF programs needs CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN)")]
+    #[error(
+        "not running as root (loading eBPF programs needs CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN)"
+    )]
     NotRoot,
     /// No kernel BTF.
     #[error("no kernel BTF at {BTF_PATH} ({0}): needs a kernel built with CONFIG_DEBUG_INFO_BTF")]
@@ -255,7 +257,11 @@ impl EbpfCollector {
         for (key, counters) in read_map::<8>(&self.ebpf, "INTERFACE_DROPS")? {
             let (ifindex, reason) = pair_key(&key);
             let entry = out.interfaces.entry(self.name(ifindex)).or_default();
-            entry.drops.entry(self.reason(reason)).or_default().add(counters);
+            entry
+                .drops
+                .entry(self.reason(reason))
+                .or_default()
+                .add(counters);
         }
         for (key, counters) in read_map::<24>(&self.ebpf, "TRAFFIC")? {
             let Some(peer) = address(key[5], &key[8..24]) else {
@@ -302,7 +308,11 @@ impl EbpfCollector {
     fn name(&self, ifindex: u32) -> String {
         match ifindex {
             0 => "none".into(),
-            i => self.names.get(&i).cloned().unwrap_or_else(|| format!("if{i}")),
+            i => self
+                .names
+                .get(&i)
+                .cloned()
+                .unwrap_or_else(|| format!("if{i}")),
         }
     }
 
@@ -367,10 +377,7 @@ fn address(family: u8, bytes: &[u8]) -> Option<IpAddr> {
     }
 }
 
-fn read_map<const K: usize>(
-    ebpf: &Ebpf,
-    name: &str,
-) -> Result<Vec<([u8; K], Counters)>, String> {
+fn read_map<const K: usize>(ebpf: &Ebpf, name: &str) -> Result<Vec<([u8; K], Counters)>, String> {
     let map = ebpf.map(name).ok_or_else(|| format!("no map {name}"))?;
     let map: PerCpuHashMap<&MapData, [u8; K], [u64; 2]> =
         PerCpuHashMap::try_from(map).map_err(|e| format!("map {name}: {e}"))?;

@@ -62,8 +62,20 @@ impl Testbed {
         run(
             "ip",
             &[
-                "link", "add", &bed.interface, "address", "02:00:5e:e6:00:01", "type", "veth",
-                "peer", "name", &far, "address", "02:00:5e:e6:00:02", "netns", &bed.namespace,
+                "link",
+                "add",
+                &bed.interface,
+                "address",
+                "02:00:5e:e6:00:01",
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &far,
+                "address",
+                "02:00:5e:e6:00:02",
+                "netns",
+                &bed.namespace,
             ],
         )?;
         let local = format!("{}/30", bed.local);
@@ -79,8 +91,15 @@ impl Testbed {
         run(
             "ip",
             &[
-                "neigh", "replace", &peer_ip, "lladdr", "02:00:5e:e6:00:02", "dev",
-                &bed.interface, "nud", "permanent",
+                "neigh",
+                "replace",
+                &peer_ip,
+                "lladdr",
+                "02:00:5e:e6:00:02",
+                "dev",
+                &bed.interface,
+                "nud",
+                "permanent",
             ],
         )?;
         Ok(bed)
@@ -107,9 +126,7 @@ impl Testbed {
                 .write_all(rules.as_bytes())
                 .map_err(|e| format!("cannot feed nft: {e}"))?;
         }
-        let output = child
-            .wait_with_output()
-            .map_err(|e| format!("nft: {e}"))?;
+        let output = child.wait_with_output().map_err(|e| format!("nft: {e}"))?;
         if !output.status.success() {
             return Err(format!(
                 "nft refused the loss rule: {}",

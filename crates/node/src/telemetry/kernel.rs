@@ -159,7 +159,10 @@ impl TelemetrySource for KernelSource {
         )?;
         for (interface, c) in &counters.interfaces {
             for (reason, d) in &c.drops {
-                let labels = [("interface", interface.as_str()), ("reason", reason.as_str())];
+                let labels = [
+                    ("interface", interface.as_str()),
+                    ("reason", reason.as_str()),
+                ];
                 ConstCounter::new(d.packets).encode(drops.encode_family(&labels)?)?;
             }
         }
