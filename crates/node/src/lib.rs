@@ -11,6 +11,11 @@
 //! the driver's timers (probes, failure detection); `driver_timer_lateness_seconds`
 //! measures how late they run.
 //!
+//! Link telemetry ([`telemetry`], docs/telemetry.md) samples each link once a second
+//! from the driver's snapshot refresh (probe RTT and loss, quinn's path statistics and,
+//! with the `ebpf` feature, kernel counters from the `ebpf` module); it only observes, so routing
+//! is the same with or without it.
+//!
 //! Entry points: [`load_config`] then [`run`] (the `x0tta6bl4 node` command), or
 //! [`NodeHandle::start`] / [`NodeHandle::shutdown`] to embed nodes (tests, the demo).
 #![forbid(unsafe_code)]
