@@ -348,11 +348,14 @@ fn attach_tc(ebpf: &mut Ebpf, names: &HashMap<u32, String>) -> Result<(), LoadEr
         let program: &mut SchedClassifier = program(ebpf, name)?;
         program.load().map_err(|e| kernel(name, e))?;
         for interface in names.values() {
-            // TCX (kernel 6.6 and later) needs no qdisc; older kernels get a clsact one.
-            let _ = aya::programs::tc::qdisc_add_clsact(interface);
-            program
-                .attach(interface, side)
-                .map_err(|e| kernel(&format!("attach {name} to {interface}"), e))?;
+            // aya attaches with TCX from kernel 6.6 on (no qdisc needed), else through a
+            // clsact qdisc, which is added only then: a modern host is left unchanged.
+            if program.attach(interface, side).is_err() {
+                let _ = aya::programs::tc::qdisc_add_clsact(interface);
+                program
+                    .attach(interface, side)
+                    .map_err(|e| kernel(&format!("attach {name} to {interface}"), e))?;
+            }
         }
     }
     Ok(())

@@ -48,6 +48,9 @@ impl KernelSource {
         let thread = std::thread::Builder::new()
             .name("ebpf-reader".into())
             .spawn(move || read_loop(&collector, &shared, &stopped))
+            .map_err(|error| {
+                tracing::warn!(%error, "cannot start the eBPF reader thread: no kernel counters")
+            })
             .ok();
         KernelSource {
             latest,
