@@ -17,6 +17,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -278,7 +279,7 @@ pub fn features(neighbour: &NodeName, window: &VecDeque<LinkSample>) -> LinkFeat
 pub(crate) struct Published {
     links: Mutex<Vec<LinkFeatures>>,
     sources: Mutex<Vec<Box<dyn TelemetrySource>>>,
-    ebpf_loaded: bool,
+    ebpf_loaded: AtomicBool,
 }
 
 impl fmt::Debug for dyn TelemetrySource {
@@ -303,22 +304,16 @@ impl fmt::Debug for Telemetry {
 }
 
 impl Telemetry {
-    /// The probe and QUIC sources, plus the kernel collector when it loads; logs exactly
-    /// one line saying whether the kernel collector runs, and if not, why.
+    /// The probe and QUIC sources, plus the kernel collector once it loads (on a thread
+    /// of its own: loading takes 0.1-0.5 s, which neither delays the node's start nor
+    /// blocks a runtime thread). Logs exactly one line saying whether the kernel
+    /// collector runs, and if not, why.
     pub fn start() -> Telemetry {
-        let mut sources: Vec<Box<dyn TelemetrySource>> =
+        let sources: Vec<Box<dyn TelemetrySource>> =
             vec![Box::new(ProbeSource), Box::new(QuicSource)];
-        let ebpf_loaded = match kernel_source() {
-            Ok(source) => {
-                sources.push(source);
-                true
-            }
-            Err(why) => {
-                tracing::info!("eBPF telemetry off: {why}");
-                false
-            }
-        };
-        Telemetry::with_sources(sources, ebpf_loaded)
+        let telemetry = Telemetry::with_sources(sources, false);
+        start_kernel_source(telemetry.published.clone());
+        telemetry
     }
 
     /// Telemetry over these sources (tests, the twin).
@@ -329,7 +324,7 @@ impl Telemetry {
             published: Arc::new(Published {
                 links: Mutex::new(Vec::new()),
                 sources: Mutex::new(sources),
-                ebpf_loaded,
+                ebpf_loaded: AtomicBool::new(ebpf_loaded),
             }),
         }
     }
@@ -400,16 +395,37 @@ impl Published {
     }
 }
 
+/// Load the kernel collector on a thread of its own (in the caller's network namespace,
+/// which threads inherit) and add it to `published` once it runs.
 #[cfg(feature = "ebpf")]
-fn kernel_source() -> Result<Box<dyn TelemetrySource>, String> {
-    let source = KernelSource::start().map_err(|e| e.to_string())?;
-    tracing::info!(interfaces = ?source.interfaces(), "eBPF telemetry on");
-    Ok(Box::new(source))
+fn start_kernel_source(published: Arc<Published>) {
+    let span = tracing::Span::current();
+    let load = move || {
+        let _entered = span.enter();
+        match KernelSource::start() {
+            Ok(source) => {
+                tracing::info!(interfaces = ?source.interfaces(), "eBPF telemetry on");
+                published
+                    .sources
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .push(Box::new(source));
+                published.ebpf_loaded.store(true, Ordering::Relaxed);
+            }
+            Err(why) => tracing::info!("eBPF telemetry off: {why}"),
+        }
+    };
+    let spawned = std::thread::Builder::new()
+        .name("ebpf-load".into())
+        .spawn(load);
+    if let Err(error) = spawned {
+        tracing::info!("eBPF telemetry off: cannot start its loader thread: {error}");
+    }
 }
 
 #[cfg(not(feature = "ebpf"))]
-fn kernel_source() -> Result<Box<dyn TelemetrySource>, String> {
-    Err("built without the `ebpf` feature (docs/telemetry.md)".into())
+fn start_kernel_source(_published: Arc<Published>) {
+    tracing::info!("eBPF telemetry off: built without the `ebpf` feature (docs/telemetry.md)");
 }
 
 /// The telemetry series of `/metrics` (docs/metrics.md, "Telemetry").
@@ -423,7 +439,7 @@ impl fmt::Debug for TelemetryCollector {
 
 impl Collector for TelemetryCollector {
     fn encode(&self, mut e: DescriptorEncoder) -> fmt::Result {
-        let loaded = ConstGauge::new(i64::from(self.0.ebpf_loaded));
+        let loaded = ConstGauge::new(i64::from(self.0.ebpf_loaded.load(Ordering::Relaxed)));
         loaded.encode(e.encode_descriptor(
             "telemetry_ebpf_loaded",
             "1 when the eBPF kernel collector is loaded, 0 when it is not (not root, no BTF, built without the ebpf feature)",
