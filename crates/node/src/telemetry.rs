@@ -10,7 +10,7 @@
 //!
 //! Sources: [`ProbeSource`] (the core's probe RTT and loss), [`QuicSource`] (quinn's
 //! path statistics: RTT, congestion window, sent and lost packets) and, with the `ebpf`
-//! feature, [`KernelSource`] (packets, bytes and drops per peer address counted in the
+//! feature, `KernelSource` (packets, bytes and drops per peer address counted in the
 //! kernel). The kernel maps are read on a thread of their own, so the driver only ever
 //! copies the latest reading.
 
