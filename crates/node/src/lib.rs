@@ -11,6 +11,11 @@
 //! the driver's timers (probes, failure detection); `driver_timer_lateness_seconds`
 //! measures how late they run.
 //!
+//! Link telemetry ([`telemetry`], docs/telemetry.md) samples each link once a second
+//! from the driver's snapshot refresh (probe RTT and loss, quinn's path statistics and,
+//! with the `ebpf` feature, kernel counters from the `ebpf` module); it only observes, so routing
+//! is the same with or without it.
+//!
 //! Entry points: [`load_config`] then [`run`] (the `x0tta6bl4 node` command), or
 //! [`NodeHandle::start`] / [`NodeHandle::shutdown`] to embed nodes (tests, the demo).
 #![forbid(unsafe_code)]
@@ -25,6 +30,8 @@ mod config;
 mod dial_log;
 mod discovery;
 mod driver;
+#[cfg(feature = "ebpf")]
+pub mod ebpf;
 mod grpc_authority;
 mod metrics;
 mod outage;
@@ -34,6 +41,7 @@ mod renewal;
 mod revocation_store;
 mod state;
 mod state_log;
+pub mod telemetry;
 mod transport;
 pub mod workload_api;
 
@@ -193,6 +201,7 @@ pub struct NodeHandle {
     api_addr: SocketAddr,
     stop: watch::Sender<bool>,
     task: JoinHandle<anyhow::Result<()>>,
+    link_features: Arc<telemetry::Published>,
 }
 
 impl NodeHandle {
@@ -230,7 +239,13 @@ impl NodeHandle {
                     .into(),
             ))?;
         let shared = Arc::new(shared_state(&identity, config.standalone, policy.clone()));
-        let metrics = Arc::new(metrics::Metrics::new(shared.clone()));
+        // Link telemetry (docs/telemetry.md): observes only, never changes routing.
+        let telemetry = telemetry::Telemetry::start();
+        let link_features = telemetry.published();
+        let mut metrics = metrics::Metrics::new(shared.clone());
+        let collector = telemetry::TelemetryCollector(telemetry.published());
+        metrics.registry.register_collector(Box::new(collector));
+        let metrics = Arc::new(metrics);
         let (inputs_tx, inputs_rx) = mpsc::channel(INPUT_QUEUE_MAX);
         let (commands_tx, commands_rx) = mpsc::channel(COMMAND_QUEUE_MAX);
         let (stop, stop_rx) = watch::channel(false);
@@ -253,6 +268,7 @@ impl NodeHandle {
             timer_lateness: metrics.timer_lateness_seconds.clone(),
             chaos: config.chaos.clone().map(chaos::Chaos::watch),
             revocations,
+            telemetry,
         });
         let peers = static_peers(&config.peers, &inputs_tx, &stop_rx);
         driver.configure(
@@ -370,7 +386,13 @@ impl NodeHandle {
             api_addr,
             stop,
             task,
+            link_features,
         })
+    }
+
+    /// Each link's latest telemetry feature vector (docs/telemetry.md), by neighbour.
+    pub fn link_features(&self) -> Vec<telemetry::LinkFeatures> {
+        self.link_features.features()
     }
 
     /// The node's name (from its SVID).
