@@ -232,11 +232,6 @@ pub(crate) fn bind_endpoint(
 /// Ack-eliciting packets a peer may receive before it must acknowledge (see
 /// `transport_config`).
 const ACK_ELICITING_THRESHOLD: u32 = 10;
-/// Longest a peer may hold an acknowledgement back (QUIC's default is 25 ms): longer
-/// than the gap between two frames of an idle link (probes and answers cross it every
-/// 25 ms on average at the default 50 ms probes), so acknowledgements ride on them
-/// instead of leaving in packets of their own.
-const MAX_ACK_DELAY: Duration = Duration::from_millis(100);
 
 fn transport_config(initial_rtt: Duration) -> TransportConfig {
     let mut transport = TransportConfig::default();
@@ -252,11 +247,10 @@ fn transport_config(initial_rtt: Duration) -> TransportConfig {
         .max_concurrent_bidi_streams(0u32.into());
     // Probes and their replies cross every link every few tens of milliseconds, so a
     // peer's acknowledgements can ride on them: ask it to acknowledge every 10th
-    // ack-eliciting packet (or after MAX_ACK_DELAY) instead of every 2nd, which
+    // ack-eliciting packet (or after its max_ack_delay) instead of every 2nd, which
     // halves the packets of an idle link.
     let mut acks = quinn::AckFrequencyConfig::default();
-    acks.ack_eliciting_threshold(VarInt::from_u32(ACK_ELICITING_THRESHOLD))
-        .max_ack_delay(Some(MAX_ACK_DELAY));
+    acks.ack_eliciting_threshold(VarInt::from_u32(ACK_ELICITING_THRESHOLD));
     transport.ack_frequency_config(Some(acks));
     transport
 }
