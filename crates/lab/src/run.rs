@@ -1007,6 +1007,13 @@ impl Lab<'_> {
         for &v in &cycle {
             views.push(self.fleet.topology_view(self.net, v).await);
         }
+        // The routes were polled before the views: poll the loop's nodes again, so a loop
+        // that was repaired meanwhile is not reported next to views it was not built from.
+        let again = self.fleet.routes(self.net, &cycle).await;
+        let still = cycle.iter().all(|&v| {
+            let next = |r: &crate::paths::Routes| r.get(&v).and_then(|t| t.get(&d)).copied();
+            next(&again) == next(routes)
+        });
         let answered = views.iter().flatten().count();
         let first = views.iter().flatten().next();
         let same = views.iter().flatten().all(|v| Some(v) == first);
@@ -1017,8 +1024,14 @@ impl Lab<'_> {
             }
             (n, false) => format!("({n} answered) hold different views of the mesh"),
         };
+        let persists = if still {
+            "persists after the views were read"
+        } else {
+            "was repaired while the views were read"
+        };
         format!(
-            "the loop {} toward {} persists and its nodes {agree}; ",
+            "the loop {} toward {} {persists} and its nodes {agree} (x0tta6bl4_route_audit_mismatches_total \
+             counts a route computation that disagrees with its view); ",
             names.join(" -> "),
             self.topology.names[d]
         )
