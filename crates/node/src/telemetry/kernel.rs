@@ -11,7 +11,7 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::MetricType;
 
 use super::{LinkInput, LinkSample, TelemetrySource, SAMPLE_INTERVAL};
-use crate::ebpf::{EbpfCollector, Interfaces, KernelCounters, LoadError};
+use crate::ebpf::{Counters, EbpfCollector, Interfaces, KernelCounters, LoadError};
 
 /// Packets, bytes and drops per peer address and interface, counted in the kernel.
 /// Dropping it stops its thread and detaches the programs.
@@ -102,6 +102,9 @@ impl Drop for KernelSource {
     }
 }
 
+/// One counter of [`Counters`] (packets or bytes).
+type CounterField = fn(&Counters) -> u64;
+
 impl TelemetrySource for KernelSource {
     fn name(&self) -> &'static str {
         "kernel"
@@ -130,28 +133,25 @@ impl TelemetrySource for KernelSource {
         let Some(counters) = latest.as_ref() else {
             return Ok(());
         };
-        let mut packets = e.encode_descriptor(
-            "kernel_interface_packets",
-            "Packets through the node's interfaces, counted by the eBPF collector's tc programs",
-            None,
-            MetricType::Counter,
-        )?;
-        for (interface, c) in &counters.interfaces {
-            for (direction, side) in [("received", &c.received), ("sent", &c.sent)] {
-                let labels = [("interface", interface.as_str()), ("direction", direction)];
-                ConstCounter::new(side.packets).encode(packets.encode_family(&labels)?)?;
-            }
-        }
-        let mut bytes = e.encode_descriptor(
-            "kernel_interface_bytes",
-            "Bytes (with link-layer headers) through the node's interfaces, counted by the eBPF collector's tc programs",
-            None,
-            MetricType::Counter,
-        )?;
-        for (interface, c) in &counters.interfaces {
-            for (direction, side) in [("received", &c.received), ("sent", &c.sent)] {
-                let labels = [("interface", interface.as_str()), ("direction", direction)];
-                ConstCounter::new(side.bytes).encode(bytes.encode_family(&labels)?)?;
+        let families: [(&str, &str, CounterField); 2] = [
+            (
+                "kernel_interface_packets",
+                "Packets through the node's interfaces, counted by the eBPF collector's tc programs",
+                |c| c.packets,
+            ),
+            (
+                "kernel_interface_bytes",
+                "Bytes (with link-layer headers) through the node's interfaces, counted by the eBPF collector's tc programs",
+                |c| c.bytes,
+            ),
+        ];
+        for (name, help, value) in families {
+            let mut family = e.encode_descriptor(name, help, None, MetricType::Counter)?;
+            for (interface, c) in &counters.interfaces {
+                for (direction, side) in [("received", &c.received), ("sent", &c.sent)] {
+                    let labels = [("interface", interface.as_str()), ("direction", direction)];
+                    ConstCounter::new(value(side)).encode(family.encode_family(&labels)?)?;
+                }
             }
         }
         let mut drops = e.encode_descriptor(
