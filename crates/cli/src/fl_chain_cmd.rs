@@ -300,6 +300,7 @@ impl x0tta6bl4_fl::bench::Observer for AuditObserver {
             rollback_to: None,
             coordinator: None,
             handover: None,
+            signed: None,
         };
         self.committee.commit(decision)?;
         self.committed += 1;
@@ -461,6 +462,7 @@ pub fn rollback(args: &RollbackArgs) -> anyhow::Result<ExitCode> {
         rollback_to: Some(args.model_version),
         coordinator: None,
         handover: None,
+        signed: None,
     };
     let record = committee.commit(decision).map_err(|e| {
         problem(

@@ -169,6 +169,7 @@ pub fn decision(k: u64) -> Decision {
         rollback_to: None,
         coordinator: None,
         handover: None,
+        signed: None,
     }
 }
 
