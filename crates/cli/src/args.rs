@@ -336,11 +336,12 @@ pub enum TwinCommand {
     /// Byzantine validators and leader crashes in the twin's federation, over many
     /// seeds.
     ///
-    /// For f = 1 (4 nodes) and f = 2 (7 nodes), per seed, two `twin fl` runs on a ring
-    /// (the committee is every node; 0-5 % loss, 1-10 ms latency, 3 rounds, 250 ms view
-    /// timeout): one with f Byzantine validators, each equivocating, silent or delaying
-    /// its committee messages 100-800 ms (drawn from the seed), and one whose committee
-    /// leader crashes when the coordinator submits round 2. Reports conflicting
+    /// For f = 1 (4 nodes) and f = 2 (7 nodes), per seed, two `twin fl` runs (the
+    /// committee is every node; 0-5 % loss, 1-10 ms latency, 3 rounds, 250 ms view
+    /// timeout): one on a ring with f Byzantine validators, each equivocating, silent or
+    /// delaying its committee messages 100-800 ms (drawn from the seed), and one on a
+    /// full mesh whose committee leader crashes when the coordinator submits round 1
+    /// (a later round when the leader is the coordinator). Reports conflicting
     /// commits, runs complete and the crash-to-commit time; exits 1 when any run
     /// committed conflicting blocks, did not finish, or took more than 1 s of simulated
     /// time to commit after the leader crash.

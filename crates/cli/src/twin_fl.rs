@@ -198,7 +198,7 @@ pub async fn byzantine(args: &TwinFlByzantineArgs) -> anyhow::Result<ExitCode> {
                 s.withheld_messages, s.refused_by_honest
             );
             println!(
-                "f = {} of {} nodes, leader crashed at round 2's submission: {} of {} runs complete, {} of {} committed within 1 s of simulated time (mean {:.0} ms, max {:.0} ms)",
+                "f = {} of {} nodes, leader crashed at a round's submission: {} of {} runs complete, {} of {} committed within 1 s of simulated time (mean {:.0} ms, max {:.0} ms)",
                 s.f, s.nodes, s.crash_runs_complete, s.seeds, s.committed_within_1s,
                 s.leader_crashes, s.commit_ms_mean, s.commit_ms_max
             );

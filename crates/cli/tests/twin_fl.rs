@@ -147,7 +147,11 @@ fn byzantine_validators_and_a_leader_crash_are_reported() {
     let r: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
     assert_eq!(r["conflicting_commits"], 0, "{r}");
     assert_eq!(r["last_round"], 3, "{r}");
-    assert_eq!(r["byzantine_validators"].as_array().unwrap().len(), 2, "{r}");
+    assert_eq!(
+        r["byzantine_validators"].as_array().unwrap().len(),
+        2,
+        "{r}"
+    );
     assert!(r["forged_messages"].as_u64().unwrap() > 0, "{r}");
     let out = twin_fl(
         data,
