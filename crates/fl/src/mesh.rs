@@ -1764,6 +1764,62 @@ mod tests {
         )));
     }
 
+    /// A validator that is the height's leader asks for a coordinator change while n0
+    /// coordinates and is heard by everyone (a Byzantine leader; here the honest code
+    /// made to ask early): the other validators, which do not suspect n0, refuse to
+    /// prepare it, so it never reaches a quorum; training goes on under n0 and no
+    /// change is ever committed.
+    #[test]
+    fn a_leader_asking_to_replace_a_live_coordinator_gets_no_quorum() {
+        let mut net = Net::new(4, 6, 1, false);
+        let mut byzantine = None;
+        // Wait for a height whose leader is not n0 and holds nothing to propose yet
+        // (n0 has not submitted the round), so the change is what it pre-prepares.
+        while byzantine.is_none() {
+            let at = net.now + Duration::from_millis(1);
+            net.run_until(at);
+            let leader = net.roles[1].replica().leader().clone();
+            let l = net.index(&leader);
+            if leader != name("n0")
+                && net.roles[1].state().round >= 1
+                && net.roles[l].replica().pending() == 0
+            {
+                byzantine = Some(l);
+            }
+        }
+        let b = byzantine.unwrap();
+        let now = net.now;
+        net.roles[b].propose_handover(now);
+        net.roles[b].drain(now);
+        net.run_until(Instant::ZERO + Duration::from_secs(6));
+        net.assert_chains_agree();
+        for (i, chain) in net.chains().iter().enumerate() {
+            assert!(
+                chain
+                    .iter()
+                    .all(|b| b.decision.handover.is_none()
+                        && b.decision.coordinator == Some(name("n0"))),
+                "node {i}: {chain:#?}"
+            );
+            assert!(net.roles[i].is_done(), "node {i}");
+        }
+        let refusals = net
+            .log
+            .iter()
+            .filter(|(i, _, e)| {
+                *i != b
+                    && matches!(e, MeshEvent::Ignored { reason, .. }
+                        if reason.contains("which this validator still hears"))
+            })
+            .count();
+        assert!(
+            refusals > 0,
+            "the change was refused by the other validators"
+        );
+        assert!(net.log.iter().any(|(i, _, e)| *i == b
+            && matches!(e, MeshEvent::HandoverProposed { silent, .. } if *silent == name("n0"))));
+    }
+
     /// The coordinator's model broadcast never reaches n3: it asks the others for each
     /// committed model and adopts it all the same.
     #[test]
