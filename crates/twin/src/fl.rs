@@ -160,8 +160,9 @@ pub struct FlOptions {
     /// What they do.
     pub byzantine_mode: ByzantineMode,
     /// When the coordinator submits this round's result, crash the leader of the
-    /// committee's current view (the next round is used when the leader is the
-    /// coordinator itself); the report says how long the commit took after it.
+    /// committee's current view (the next submitted round is used when this round
+    /// failed or the leader is the coordinator itself); the report says how long the
+    /// commit took after it.
     pub crash_leader_at_round: Option<u64>,
     /// Give up after this much simulated training time.
     pub sim_limit: Duration,
@@ -874,10 +875,11 @@ impl Driver {
     }
 
     /// The coordinator `i` submitted `round`'s result: crash the leader of the
-    /// committee's current view if this is the round asked for (the next one when the
-    /// leader is `i` itself).
+    /// committee's current view if this is the round asked for or a later one (the
+    /// next one when the leader is `i` itself).
     fn maybe_crash_leader(&mut self, now: Instant, i: u32, round: u64) {
-        if self.crash_leader_at != Some(round) {
+        // At the round asked for, or the first completed after it (a round can fail).
+        if self.crash_leader_at.is_none_or(|r| round < r) {
             return;
         }
         let Some(role) = self.roles[i as usize].as_ref() else {
