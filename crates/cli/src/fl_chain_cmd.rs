@@ -350,6 +350,7 @@ fn row(r: &Record) -> serde_json::Value {
         "rollback_to": d.rollback_to,
         "coordinator": d.coordinator,
         "handover": d.handover,
+        "signed_by": d.signed.as_ref().map(|s| s.by.to_string()),
         "epoch": r.block.epoch,
         "view": r.qc.view,
         "signers": r.qc.commits.iter().map(|v| v.from.to_string()).collect::<Vec<_>>(),
@@ -490,7 +491,7 @@ pub fn verify(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
                 println!("{}", serde_json::json!({"ok": true, "blocks": blocks}));
             } else {
                 println!(
-                    "{blocks} blocks verified: checksums, hash chain, every certificate's signatures against its epoch's committee, rollbacks and model hashes ({})",
+                    "{blocks} blocks verified: checksums, hash chain, every certificate's signatures against its epoch's committee, proposer signatures, rollbacks and model hashes ({})",
                     args.dir.audit.display()
                 );
             }

@@ -90,8 +90,9 @@ pub enum FlCommand {
     Rollback(crate::fl_chain_cmd::RollbackArgs),
     /// Re-check a whole audit trail without changing it: every line's checksum, the
     /// heights and hash chain, every certificate's ECDSA P-256 signatures against the
-    /// committee drawn for its epoch, rollbacks and every stored model's hash. The
-    /// first failure names its block; exit 1.
+    /// committee drawn for its epoch, each decision's proposer signature (over the
+    /// mesh required, a round result's by its coordinator), rollbacks and every stored
+    /// model's hash. The first failure names its block; exit 1.
     #[command(
         after_help = "Exit codes: 0 the trail verifies, 1 it does not (the block is named)."
     )]
