@@ -26,7 +26,10 @@
 //! recompute. What a decision may say after the committed chain is up to the
 //! application's [`BlockRules`] (over the mesh, [`crate::mesh::FedState`]: round results
 //! only from the committed coordinator, coordinator changes only at the committed
-//! model), judged alike by every honest replica. Messages are signed with the node's SVID key through
+//! model), judged alike by every honest replica; a decision's proposer signature
+//! ([`Decision::signed`]) is checked against the signer's credential before a block is
+//! prepared, and a fresh coordinator change only while this validator suspects the
+//! coordinator it replaces ([`Replica::watch`]). Messages are signed with the node's SVID key through
 //! [`x0tta6bl4_proto::Authenticator`] (ECDSA P-256 in the daemon,
 //! `x0tta6bl4_identity::NodeIdentity::authenticator`); simulations may use the keyed-hash
 //! `SimAuthenticator`.

@@ -56,8 +56,11 @@
 //! (its leader's, or after a view change the next leader's); every node then follows
 //! the committed successor, which starts the round after the highest one it saw. The
 //! committee's [`BlockRules`] ([`FedState`]) accept a round result only from the
-//! committed coordinator and for a later round, and a coordinator change only from
-//! the committed coordinator to another live candidate at the committed model, so no
+//! committed coordinator (signed by it: [`Decision::signed`]) and for a later round,
+//! and a coordinator change only from the committed coordinator to another live
+//! candidate at the committed model; besides, a validator prepares a change only once it
+//! suspects the coordinator itself (half of `failover_after` without hearing from it,
+//! [`Replica::watch`]), so a Byzantine leader cannot depose a live coordinator. So no
 //! node follows a coordinator the committee did not choose, and PBFT's safety (at most
 //! f Byzantine validators) means no two nodes commit different blocks at one height.
 //!
