@@ -333,6 +333,38 @@ pub enum TwinCommand {
     /// --rounds within --sim-limit-s or two nodes committed different blocks.
     #[command(after_long_help = twin_topology_help())]
     Fl(TwinFlArgs),
+    /// Byzantine validators and leader crashes in the twin's federation, over many
+    /// seeds.
+    ///
+    /// For f = 1 (4 nodes) and f = 2 (7 nodes), per seed, two `twin fl` runs (the
+    /// committee is every node; 0-5 % loss, 1-10 ms latency, 3 rounds, 250 ms view
+    /// timeout): one on a ring with f Byzantine validators, each equivocating, silent or
+    /// delaying its committee messages 100-800 ms (drawn from the seed), and one on a
+    /// full mesh whose committee leader crashes when the coordinator submits round 1
+    /// (a later round when the leader is the coordinator). Reports conflicting
+    /// commits, runs complete and the crash-to-commit time; exits 1 when any run
+    /// committed conflicting blocks, did not finish, or took more than 1 s of simulated
+    /// time to commit after the leader crash.
+    #[command(after_help = EXIT_CODES)]
+    FlByzantine(TwinFlByzantineArgs),
+}
+
+/// `x0tta6bl4 twin fl-byzantine`.
+#[derive(Debug, Args)]
+pub struct TwinFlByzantineArgs {
+    /// Seeds per committee size.
+    #[arg(long, value_name = "N", default_value_t = 1000)]
+    pub seeds: u64,
+    /// First seed.
+    #[arg(long, value_name = "S", default_value_t = 0)]
+    pub first_seed: u64,
+    /// Directory of the converted digits data set (scripts/fetch-fl-data.py writes it).
+    #[arg(long, value_name = "DIR", env = "X0TTA6BL4_FL_DATA")]
+    pub data_dir: Option<PathBuf>,
+    /// Print one JSON object: {"sweeps": [one per f], "conflicting_commits",
+    /// "leader_crash_within_1s", "seconds"}.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `x0tta6bl4 twin fl`.
@@ -376,6 +408,22 @@ pub struct TwinFlArgs {
     /// Crash the committed coordinator's node this many seconds after training starts.
     #[arg(long, value_name = "S")]
     pub crash_coordinator_at_s: Option<f64>,
+    /// Byzantine validators: this many members of the first epoch's committee (never
+    /// the first coordinator; at most the committee's f) misbehave with every committee
+    /// message they send, as --byzantine-mode says. They train honestly.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub byzantine_validators: usize,
+    /// What the Byzantine validators do: equivocate (conflicting, re-signed
+    /// pre-prepares, new views and votes to the two halves of the nodes), silent (send
+    /// nothing), delay (send everything 100-800 ms late), or mixed (one of those per
+    /// validator, from the seed).
+    #[arg(long, value_name = "MODE", default_value = "mixed")]
+    pub byzantine_mode: String,
+    /// When the coordinator submits this round's result, crash the committee leader of
+    /// the current view (the next round's when the leader is the coordinator); the
+    /// report says how long the commit took after the crash.
+    #[arg(long, value_name = "R")]
+    pub crash_leader_at_round: Option<u64>,
     /// Time a round waits for updates, in milliseconds.
     #[arg(long, value_name = "MS", default_value_t = 2000)]
     pub round_timeout_ms: u64,
@@ -411,7 +459,9 @@ pub struct TwinFlArgs {
     /// Print one JSON object: nodes, links, topology, seed, rounds, rounds_committed,
     /// last_round, participants_per_round, final_accuracy, accuracy_per_round,
     /// sim_seconds_per_round, round_log, committee_commits, handovers,
-    /// conflicting_commits, nodes_finished, nodes_alive, stragglers, dropouts,
+    /// conflicting_commits, byzantine_validators, forged_messages, withheld_messages,
+    /// delayed_messages, equivocations_refused, committee_refused, leader_crash,
+    /// nodes_finished, nodes_alive, stragglers, dropouts,
     /// updates_sent, updates_refused, rounds_failed, fl_messages_sent,
     /// fl_messages_delivered, fl_unroutable, frames_lost, trainings, converged_s,
     /// sim_seconds, wall_seconds.

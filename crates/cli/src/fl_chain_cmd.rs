@@ -300,6 +300,7 @@ impl x0tta6bl4_fl::bench::Observer for AuditObserver {
             rollback_to: None,
             coordinator: None,
             handover: None,
+            signed: None,
         };
         self.committee.commit(decision)?;
         self.committed += 1;
@@ -349,6 +350,7 @@ fn row(r: &Record) -> serde_json::Value {
         "rollback_to": d.rollback_to,
         "coordinator": d.coordinator,
         "handover": d.handover,
+        "signed_by": d.signed.as_ref().map(|s| s.by.to_string()),
         "epoch": r.block.epoch,
         "view": r.qc.view,
         "signers": r.qc.commits.iter().map(|v| v.from.to_string()).collect::<Vec<_>>(),
@@ -461,6 +463,7 @@ pub fn rollback(args: &RollbackArgs) -> anyhow::Result<ExitCode> {
         rollback_to: Some(args.model_version),
         coordinator: None,
         handover: None,
+        signed: None,
     };
     let record = committee.commit(decision).map_err(|e| {
         problem(
@@ -488,7 +491,7 @@ pub fn verify(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
                 println!("{}", serde_json::json!({"ok": true, "blocks": blocks}));
             } else {
                 println!(
-                    "{blocks} blocks verified: checksums, hash chain, every certificate's signatures against its epoch's committee, rollbacks and model hashes ({})",
+                    "{blocks} blocks verified: checksums, hash chain, every certificate's signatures against its epoch's committee, proposer signatures, rollbacks and model hashes ({})",
                     args.dir.audit.display()
                 );
             }

@@ -90,8 +90,9 @@ pub enum FlCommand {
     Rollback(crate::fl_chain_cmd::RollbackArgs),
     /// Re-check a whole audit trail without changing it: every line's checksum, the
     /// heights and hash chain, every certificate's ECDSA P-256 signatures against the
-    /// committee drawn for its epoch, rollbacks and every stored model's hash. The
-    /// first failure names its block; exit 1.
+    /// committee drawn for its epoch, each decision's proposer signature (over the
+    /// mesh required, a round result's by its coordinator), rollbacks and every stored
+    /// model's hash. The first failure names its block; exit 1.
     #[command(
         after_help = "Exit codes: 0 the trail verifies, 1 it does not (the block is named)."
     )]
@@ -154,12 +155,16 @@ pub struct FlBenchArgs {
     /// Seed of everything (split, attackers, sampling, initial model, training).
     #[arg(long, value_name = "S", default_value_t = 1)]
     pub seed: u64,
-    /// Model: mlp or logreg.
-    #[arg(long, value_name = "KIND", default_value = "mlp", value_parser = ["mlp", "logreg"])]
+    /// Model: mlp, logreg or cnn (one convolution of --channels filters, 5x5 on MNIST
+    /// and 3x3 on digits, ReLU, 2x2 max pooling, a linear layer).
+    #[arg(long, value_name = "KIND", default_value = "mlp", value_parser = ["mlp", "logreg", "cnn"])]
     pub model: String,
     /// Hidden units of the MLP.
     #[arg(long, value_name = "H", default_value_t = 128)]
     pub hidden: usize,
+    /// Convolution filters of the CNN.
+    #[arg(long, value_name = "C", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub channels: u16,
     /// Local epochs per round (passes over a participant's data before it sends).
     #[arg(
         long,
@@ -352,12 +357,14 @@ fn config(args: &FlBenchArgs) -> anyhow::Result<BenchConfig> {
         non_iid: (!args.iid).then_some(args.non_iid),
         rounds: args.rounds,
         seed: args.seed,
-        model: if args.model == "logreg" {
-            ModelKind::LogReg
-        } else {
-            ModelKind::Mlp {
+        model: match args.model.as_str() {
+            "logreg" => ModelKind::LogReg,
+            "cnn" => ModelKind::Cnn {
+                channels: usize::from(args.channels),
+            },
+            _ => ModelKind::Mlp {
                 hidden: args.hidden,
-            }
+            },
         },
         train: TrainConfig {
             epochs: args.epochs,

@@ -109,6 +109,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Twin(TwinCommand::Tune(args)) => return twin_cmd::tune_cmd(&args).await,
         Command::Twin(TwinCommand::Topology(args)) => twin_cmd::topology(&args).await?,
         Command::Twin(TwinCommand::Fl(args)) => return twin_fl::run(&args).await,
+        Command::Twin(TwinCommand::FlByzantine(args)) => return twin_fl::byzantine(&args).await,
         Command::Lab(LabCommand::Run(args)) => return lab_cmd::run(&args).await,
         Command::Lab(LabCommand::Soak(args)) => return lab_cmd::soak(&args).await,
         Command::Lab(LabCommand::ProbeAgent(args)) => return lab_cmd::probe_agent(&args),

@@ -7,10 +7,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use x0tta6bl4_fl::data::{default_data_dir, Dataset};
-use x0tta6bl4_twin::fl::{run_fl, FlData, FlError, FlOptions, FlReport, Partition};
+use x0tta6bl4_twin::fl::{
+    byzantine_sweep, run_fl, ByzantineSweep, FlData, FlError, FlOptions, FlReport, Partition,
+};
 use x0tta6bl4_twin::scenario::parse_params;
 
-use crate::args::TwinFlArgs;
+use crate::args::{TwinFlArgs, TwinFlByzantineArgs};
 use crate::fl_chain_cmd::accuracy_cell;
 use crate::problem::{problem, Exit};
 
@@ -69,11 +71,20 @@ fn options(args: &TwinFlArgs, nodes: usize) -> anyhow::Result<FlOptions> {
         .map(|s| seconds(s, "--crash-coordinator-at-s"))
         .transpose()?;
     o.sim_limit = Duration::from_secs(args.sim_limit_s);
+    o.byzantine_validators = args.byzantine_validators;
+    o.byzantine_mode = args.byzantine_mode.parse().map_err(|e: String| {
+        usage(
+            e,
+            "--byzantine-mode",
+            "give equivocate, silent, delay or mixed",
+        )
+    })?;
+    o.crash_leader_at_round = args.crash_leader_at_round;
     Ok(o)
 }
 
-fn load(args: &TwinFlArgs) -> anyhow::Result<FlData> {
-    let dir = args.data_dir.clone().unwrap_or_else(default_data_dir);
+fn load(data_dir: Option<&std::path::Path>) -> anyhow::Result<FlData> {
+    let dir = data_dir.map_or_else(default_data_dir, |d| d.to_path_buf());
     let read = |split: &str| {
         Dataset::load(&dir, "digits", split).map_err(|e| {
             usage(
@@ -100,7 +111,7 @@ pub async fn run(args: &TwinFlArgs) -> anyhow::Result<ExitCode> {
             "see `x0tta6bl4 twin fl --help` for the options' ranges",
         )
     })?;
-    let data = load(args)?;
+    let data = load(args.data_dir.as_deref())?;
     let report = tokio::task::block_in_place(|| run_fl(&topology, &opts, &data)).map_err(
         |e| -> anyhow::Error {
             match e {
@@ -150,6 +161,67 @@ pub async fn run(args: &TwinFlArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `x0tta6bl4 twin fl-byzantine`.
+pub async fn byzantine(args: &TwinFlByzantineArgs) -> anyhow::Result<ExitCode> {
+    if args.seeds == 0 {
+        return Err(usage("--seeds 0", "--seeds", "give at least 1"));
+    }
+    let data = load(args.data_dir.as_deref())?;
+    let started = std::time::Instant::now();
+    let sweeps: Vec<ByzantineSweep> = tokio::task::block_in_place(|| {
+        [1, 2]
+            .into_iter()
+            .map(|f| byzantine_sweep(f, args.first_seed, args.seeds, &data))
+            .collect()
+    });
+    let conflicts: u64 = sweeps.iter().map(|s| s.conflicting_commits).sum();
+    let within = sweeps
+        .iter()
+        .all(|s| s.leader_crashes == s.seeds && s.committed_within_1s == s.seeds);
+    let complete = sweeps
+        .iter()
+        .all(|s| s.byzantine_runs_complete == s.seeds && s.crash_runs_complete == s.seeds);
+    if args.json {
+        let out = serde_json::json!({
+            "sweeps": sweeps,
+            "conflicting_commits": conflicts,
+            "leader_crash_within_1s": within,
+            "seconds": started.elapsed().as_secs_f64(),
+        });
+        println!("{out}");
+    } else {
+        for s in &sweeps {
+            println!(
+                "f = {} of {} nodes, {} seeds x {} rounds, f Byzantine validators ({} equivocating, {} silent, {} delaying): {} conflicting commits, {} of {} runs complete; {} conflicting messages forged, {} withheld, {} refused by honest replicas",
+                s.f, s.nodes, s.seeds, s.rounds, s.equivocating, s.silent, s.delaying,
+                s.conflicting_commits, s.byzantine_runs_complete, s.seeds, s.forged_messages,
+                s.withheld_messages, s.refused_by_honest
+            );
+            println!(
+                "f = {} of {} nodes, leader crashed at a round's submission: {} of {} runs complete, {} of {} committed within 1 s of simulated time (mean {:.0} ms, max {:.0} ms)",
+                s.f, s.nodes, s.crash_runs_complete, s.seeds, s.committed_within_1s,
+                s.leader_crashes, s.commit_ms_mean, s.commit_ms_max
+            );
+            if !s.failed_seeds.is_empty() {
+                println!("failed seeds: {:?}", s.failed_seeds);
+            }
+        }
+        println!(
+            "{} seeds in {:.1} s wall clock",
+            2 * args.seeds,
+            started.elapsed().as_secs_f64()
+        );
+    }
+    if conflicts > 0 || !within || !complete {
+        eprintln!(
+            "x0tta6bl4: the Byzantine sweep failed (twin fl-byzantine): {} conflicting commits, leader crash within 1 s: {within}, every run complete: {complete}; replay a failed seed with `twin fl --topology ring --nodes 4 --committee-f 1 --byzantine-validators 1 --seed S`",
+            conflicts
+        );
+        return Ok(ExitCode::from(1));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 fn print_report(args: &TwinFlArgs, r: &FlReport) {
     println!(
         "federated learning in the twin: {} nodes, {} links ({}), seed {}",
@@ -185,6 +257,30 @@ fn print_report(args: &TwinFlArgs, r: &FlReport) {
         r.rounds_committed, r.last_round, r.rounds, r.rounds_failed, r.committee_commits, r.conflicting_commits
     );
     println!("final accuracy: {}", accuracy_cell(r.final_accuracy));
+    if !r.byzantine_validators.is_empty() {
+        println!(
+            "Byzantine validators: {}; {} conflicting messages forged, {} withheld, {} delayed; honest replicas refused {} as equivocation, {} as invalid",
+            r.byzantine_validators.join(", "),
+            r.forged_messages,
+            r.withheld_messages,
+            r.delayed_messages,
+            r.equivocations_refused,
+            r.committee_refused
+        );
+    }
+    if let Some(lc) = &r.leader_crash {
+        println!(
+            "leader {} crashed at {:.3} s (height {}, round {} submitted): {}",
+            lc.leader,
+            lc.crashed_at_s,
+            lc.height,
+            lc.round,
+            match lc.commit_ms {
+                Some(ms) => format!("round committed {ms:.0} ms later"),
+                None => "the round was never committed".to_owned(),
+            }
+        );
+    }
     println!(
         "updates: {} sent, {} refused, {} drop-outs; trainings: {}",
         r.updates_sent, r.updates_refused, r.dropouts, r.trainings

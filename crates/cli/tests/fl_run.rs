@@ -128,6 +128,12 @@ fn training_continues_under_the_coordinator_the_committee_chose() {
             );
         }
         for v in versions {
+            // Every decision carries its proposer's signature; a round's is its
+            // coordinator's (`fl verify` above checked the signatures).
+            assert!(v["signed_by"].is_string(), "{node}: {v}");
+            if v["handover"].is_null() {
+                assert_eq!(v["signed_by"], v["coordinator"], "{node}: {v}");
+            }
             let version = v["version"].as_u64().unwrap();
             let model = v["model"].as_str().unwrap().to_owned();
             match models.get(&version) {

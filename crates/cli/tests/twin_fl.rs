@@ -91,6 +91,21 @@ fn bad_arguments_exit_2_with_what_where_and_fix() {
             vec!["--participants-per-round", "5", "--dropouts", "1.5"],
             "drop-outs",
         ),
+        (
+            vec!["--participants-per-round", "5", "--byzantine-mode", "loud"],
+            "--byzantine-mode",
+        ),
+        (
+            vec![
+                "--participants-per-round",
+                "5",
+                "--committee-f",
+                "1",
+                "--byzantine-validators",
+                "2",
+            ],
+            "guarantees safety for at most 1",
+        ),
     ] {
         let out = twin_fl(empty, &extra);
         assert_eq!(code(&out), 2, "{extra:?}: {}", stderr(&out));
@@ -104,4 +119,65 @@ fn bad_arguments_exit_2_with_what_where_and_fix() {
         "{}",
         stderr(&out)
     );
+}
+
+/// Byzantine validators and a leader crash through the binary: the run reports what
+/// they did, and `twin fl-byzantine` sweeps seeds and exits 0 only without conflicts.
+#[test]
+fn byzantine_validators_and_a_leader_crash_are_reported() {
+    let Some(data) = common::digits_data() else {
+        return;
+    };
+    let data = data.to_str().unwrap();
+    let out = twin_fl(
+        data,
+        &[
+            "--participants-per-round",
+            "5",
+            "--committee-f",
+            "2",
+            "--byzantine-validators",
+            "2",
+            "--byzantine-mode",
+            "equivocate",
+            "--json",
+        ],
+    );
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let r: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(r["conflicting_commits"], 0, "{r}");
+    assert_eq!(r["last_round"], 3, "{r}");
+    assert_eq!(
+        r["byzantine_validators"].as_array().unwrap().len(),
+        2,
+        "{r}"
+    );
+    assert!(r["forged_messages"].as_u64().unwrap() > 0, "{r}");
+    let out = twin_fl(
+        data,
+        &[
+            "--participants-per-round",
+            "5",
+            "--view-timeout-ms",
+            "250",
+            "--crash-leader-at-round",
+            "2",
+        ],
+    );
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(stdout(&out).contains("crashed at"), "{}", stdout(&out));
+    let out = run(&[
+        "twin",
+        "fl-byzantine",
+        "--seeds",
+        "2",
+        "--data-dir",
+        data,
+        "--json",
+    ]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let r: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(r["conflicting_commits"], 0, "{r}");
+    assert_eq!(r["leader_crash_within_1s"], true, "{r}");
+    assert_eq!(r["sweeps"].as_array().unwrap().len(), 2, "{r}");
 }

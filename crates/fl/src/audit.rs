@@ -21,8 +21,10 @@
 //!
 //! [`AuditTrail::verify`] re-checks everything: each line's checksum, the heights and
 //! the hash chain, every commit signature of every certificate against the committee
-//! drawn for the block's epoch, rollbacks and coordinator changes against the versions
-//! they restore or resume from, and the hash of every stored model. The first failure names its block.
+//! drawn for the block's epoch, the proposer's signature over each decision (a round
+//! result committed over the mesh must carry its coordinator's), rollbacks and
+//! coordinator changes against the versions they restore or resume from, and the hash
+//! of every stored model. The first failure names its block.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -79,6 +81,26 @@ impl ChainInfo {
             credentials.insert(m.name.clone(), key);
         }
         Ok(Verifier::new(auth, credentials))
+    }
+}
+
+/// A decision's proposer signature: checked whenever there is one; required of every
+/// decision committed over the mesh (one naming a coordinator), and a round result's
+/// must be its coordinator's.
+fn check_proposer(verifier: &Verifier, d: &crate::committee::Decision) -> Result<(), String> {
+    verifier.check_decision(d)?;
+    let Some(coordinator) = &d.coordinator else {
+        return Ok(());
+    };
+    match (&d.signed, &d.handover) {
+        (None, _) => Err(format!(
+            "decision of {coordinator} carries no proposer signature"
+        )),
+        (Some(s), None) if s.by != *coordinator => Err(format!(
+            "round {} of {coordinator} is signed by {}, not by its coordinator",
+            d.round, s.by
+        )),
+        _ => Ok(()),
     }
 }
 
@@ -511,6 +533,9 @@ impl AuditTrail {
             b.decision
                 .check()
                 .map_err(|e| err(Some(height), &path, e))?;
+            // Before the certificate: a changed signature changes the block's hash
+            // too, and the proposer's is the more telling failure.
+            check_proposer(&verifier, &b.decision).map_err(|e| err(Some(height), &path, e))?;
             verifier
                 .check_qc(&r.qc, b, &committee)
                 .map_err(|e| err(Some(height), &path, format!("certificate: {e}")))?;

@@ -665,6 +665,7 @@ pub fn run_observed(
         model: match cfg.model {
             ModelKind::LogReg => "logreg".into(),
             ModelKind::Mlp { hidden } => format!("mlp({hidden})"),
+            ModelKind::Cnn { channels } => format!("cnn({channels})"),
         },
         aggregator: kind.to_string(),
         attack: cfg.attack.to_string(),

@@ -26,7 +26,10 @@
 //! recompute. What a decision may say after the committed chain is up to the
 //! application's [`BlockRules`] (over the mesh, [`crate::mesh::FedState`]: round results
 //! only from the committed coordinator, coordinator changes only at the committed
-//! model), judged alike by every honest replica. Messages are signed with the node's SVID key through
+//! model), judged alike by every honest replica; a decision's proposer signature
+//! ([`Decision::signed`]) is checked against the signer's credential before a block is
+//! prepared, and a fresh coordinator change only while this validator suspects the
+//! coordinator it replaces ([`Replica::watch`]). Messages are signed with the node's SVID key through
 //! [`x0tta6bl4_proto::Authenticator`] (ECDSA P-256 in the daemon,
 //! `x0tta6bl4_identity::NodeIdentity::authenticator`); simulations may use the keyed-hash
 //! `SimAuthenticator`.
@@ -151,6 +154,22 @@ pub struct Decision {
     /// the committed model of `model_version` (whose hash is `model_hash`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub handover: Option<Handover>,
+    /// Who proposed the decision, and their signature over it
+    /// ([`Decision::signed_bytes`]): over the mesh the coordinator of a round result,
+    /// the node asking for a coordinator change. Validators check it before they
+    /// prepare the block ([`Verifier::check_decision`]) and `fl verify` re-checks it.
+    /// Absent in trails written in process.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signed: Option<DecisionSignature>,
+}
+
+/// A proposer's signature over a [`Decision`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DecisionSignature {
+    /// The signer (a candidate of the committee).
+    pub by: NodeName,
+    /// Its signature over [`Decision::signed_bytes`].
+    pub signature: Sig,
 }
 
 /// What a coordinator-change decision says besides its new coordinator.
@@ -176,6 +195,24 @@ pub trait BlockRules: Send {
 }
 
 impl Decision {
+    /// The bytes a proposer signs: a domain tag and the decision's canonical JSON
+    /// without its signature.
+    pub fn signed_bytes(&self) -> Vec<u8> {
+        let mut unsigned = self.clone();
+        unsigned.signed = None;
+        signed_bytes("decision", &unsigned)
+    }
+
+    /// This decision signed by `by` with `auth` (its key).
+    pub fn sign(mut self, by: &NodeName, auth: &dyn Authenticator) -> Decision {
+        let signature = Sig(auth.sign(&self.signed_bytes()));
+        self.signed = Some(DecisionSignature {
+            by: by.clone(),
+            signature,
+        });
+        self
+    }
+
     /// Check the fields a validator can check without the model.
     pub fn check(&self) -> Result<(), String> {
         if let Some(e) = self.epsilon {
@@ -450,6 +487,18 @@ impl Verifier {
             .map_err(|e| e.to_string())
     }
 
+    /// Check a decision's proposer signature, when it carries one: the signer must be a
+    /// candidate and the signature must cover [`Decision::signed_bytes`]. Whether a
+    /// decision must be signed, and by whom, is the [`BlockRules`]' to say.
+    pub fn check_decision(&self, decision: &Decision) -> Result<(), String> {
+        match &decision.signed {
+            None => Ok(()),
+            Some(s) => self
+                .check(&s.by, &decision.signed_bytes(), &s.signature)
+                .map_err(|e| format!("the proposer signature of {}: {e}", s.by)),
+        }
+    }
+
     /// Check a quorum certificate for `block` against `committee` (quorum 2f+1).
     pub fn check_qc(
         &self,
@@ -628,6 +677,9 @@ pub struct Replica {
     transmits: VecDeque<Transmit>,
     events: VecDeque<CommitteeEvent>,
     rules: Option<Box<dyn BlockRules>>,
+    /// The node whose replacement this validator prepares only from the instant given
+    /// ([`Replica::watch`]).
+    watched: Option<(NodeName, Instant)>,
 }
 
 /// Committed blocks a replica keeps in memory for those behind it.
@@ -692,6 +744,7 @@ impl Replica {
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             rules: None,
+            watched: None,
         };
         r.committee = draw(&r.cfg.candidates, &seed, epoch, 3 * r.cfg.f + 1);
         Ok(r)
@@ -704,6 +757,29 @@ impl Replica {
     pub fn with_rules(mut self, rules: Box<dyn BlockRules>) -> Self {
         self.rules = Some(rules);
         self
+    }
+
+    /// Local liveness: prepare a freshly proposed coordinator change replacing `node`
+    /// ([`Decision::handover`]) only from `suspect_from` on, the instant from which this
+    /// validator suspects `node` (it has heard nothing from it since long enough). The
+    /// owner calls it again whenever it hears from `node`, and for each new
+    /// coordinator. A change re-proposed in a new view because 2f+1 validators prepared
+    /// it is not re-judged (PBFT's view change must carry prepared blocks over), and a
+    /// change replacing a node not watched is judged by the rules only.
+    pub fn watch(&mut self, node: NodeName, suspect_from: Instant) {
+        self.watched = Some((node, suspect_from));
+    }
+
+    /// Refuse a fresh coordinator change replacing the watched node before it is
+    /// suspected here.
+    fn check_suspected(&self, now: Instant, decision: &Decision) -> Result<(), String> {
+        match (&decision.handover, &self.watched) {
+            (Some(h), Some((node, from))) if h.replaces == *node && now < *from => Err(format!(
+                "coordinator change replacing {node}, which this validator still hears (it would suspect it after {} ms more of silence)",
+                from.saturating_since(now).as_millis()
+            )),
+            _ => Ok(()),
+        }
     }
 
     fn epoch_of(&self, height: u64) -> u64 {
@@ -768,6 +844,11 @@ impl Replica {
         self.pending.push_back(decision);
         self.arm_timer(now);
         self.maybe_propose();
+    }
+
+    /// `decision` signed by this replica's key, as proposed by this node.
+    pub fn sign_decision(&self, decision: Decision) -> Decision {
+        decision.sign(&self.me, &*self.auth)
     }
 
     /// Decisions submitted and not committed yet.
@@ -850,6 +931,7 @@ impl Replica {
             return Err(format!("block says epoch {}", block.epoch));
         }
         block.decision.check()?;
+        self.verifier.check_decision(&block.decision)?;
         match &self.rules {
             Some(rules) => rules.check(&block.decision),
             None => Ok(()),
@@ -985,6 +1067,8 @@ impl Replica {
             .check(&pp.from, &pp.signed_bytes(), &pp.signature)
             .map_err(Drop::Invalid)?;
         self.check_block(&pp.block).map_err(Drop::Invalid)?;
+        self.check_suspected(now, &pp.block.decision)
+            .map_err(Drop::Invalid)?;
         if let Some(old) = self.accepted.get(&pp.view) {
             if old.block != pp.block {
                 return Err(Drop::Equivocation(pp.from));
@@ -1305,7 +1389,11 @@ impl Replica {
                     "new view does not re-propose the highest prepared block".into(),
                 ))
             }
-            (None, Some(b)) => self.check_block(b).map_err(Drop::Invalid)?,
+            (None, Some(b)) => {
+                self.check_block(b).map_err(Drop::Invalid)?;
+                self.check_suspected(now, &b.decision)
+                    .map_err(Drop::Invalid)?;
+            }
             (None, None) => {}
         }
         self.enter_view(now, nv);

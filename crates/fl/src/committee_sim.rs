@@ -22,6 +22,99 @@ use crate::committee::{
     Block, CommitteeConfig, CommitteeEvent, Decision, Digest, Message, Replica, Verifier, VoteKind,
 };
 
+/// Rewrites what equivocating validators send: side A of the committee is told the
+/// original block, side B its twin (another model hash), by every colluding
+/// equivocator alike (they share one `Equivocator`), each message re-signed by its
+/// sender. Used by this simulation and by the twin's federated learning
+/// (`x0tta6bl4 twin fl --byzantine-validators`).
+#[derive(Default)]
+pub struct Equivocator {
+    twins: HashMap<Digest, (Block, Block)>,
+}
+
+impl Equivocator {
+    /// The version of a committee message (encoded) for the `side` half, signed with
+    /// `auth` (the sender's key) when it differs; `None` when it is sent as it is
+    /// (sync, view changes, decided blocks, votes for blocks without a twin).
+    pub fn forge(&mut self, auth: &dyn Authenticator, bytes: &[u8], side: bool) -> Option<Vec<u8>> {
+        let pick = |twins: &mut HashMap<Digest, (Block, Block)>, block: &Block| -> Block {
+            let hash = block.hash();
+            let pair = match twins.get(&hash) {
+                Some(p) => p.clone(),
+                None => {
+                    let mut twin = block.clone();
+                    twin.decision.model_hash = Digest::of(&[b"forged", &hash.0]);
+                    let pair = (block.clone(), twin.clone());
+                    twins.insert(hash, pair.clone());
+                    twins.insert(twin.hash(), pair.clone());
+                    pair
+                }
+            };
+            if side {
+                pair.0
+            } else {
+                pair.1
+            }
+        };
+        let forged = match Message::decode(bytes).ok()? {
+            Message::PrePrepare(mut pp) => {
+                let chosen = pick(&mut self.twins, &pp.block);
+                if chosen == pp.block {
+                    return None;
+                }
+                pp.block = chosen;
+                pp.signature.0 = auth.sign(&pp.signed_bytes());
+                Message::PrePrepare(pp)
+            }
+            Message::NewView(mut nv) => {
+                let chosen = pick(&mut self.twins, nv.block.as_ref()?);
+                if Some(&chosen) == nv.block.as_ref() {
+                    return None;
+                }
+                nv.block = Some(chosen);
+                nv.signature.0 = auth.sign(&nv.signed_bytes());
+                Message::NewView(nv)
+            }
+            Message::Vote(mut v) => {
+                let pair = self.twins.get(&v.block)?;
+                let chosen = if side { pair.0.hash() } else { pair.1.hash() };
+                if chosen == v.block {
+                    return None;
+                }
+                v.block = chosen;
+                v.signature.0 = auth.sign(&v.signed_bytes());
+                debug_assert!(matches!(v.kind, VoteKind::Prepare | VoteKind::Commit));
+                Message::Vote(v)
+            }
+            _ => return None,
+        };
+        Some(forged.encode())
+    }
+
+    /// [`Equivocator::forge`], and besides a vote for a block without a twin goes to
+    /// the `side` B half for a block that does not exist (a conflicting vote, which an
+    /// honest replica holding both refuses as equivocation): every vote of the sender
+    /// equivocates, not only those about a block an equivocating leader forged.
+    pub fn forge_every_vote(
+        &mut self,
+        auth: &dyn Authenticator,
+        bytes: &[u8],
+        side: bool,
+    ) -> Option<Vec<u8>> {
+        if let Some(forged) = self.forge(auth, bytes, side) {
+            return Some(forged);
+        }
+        match Message::decode(bytes).ok()? {
+            Message::Vote(mut v) if !side => {
+                v.block = Digest::of(&[b"forged-vote", &v.block.0]);
+                v.signature.0 = auth.sign(&v.signed_bytes());
+                Some(Message::Vote(v).encode())
+            }
+            _ => None,
+        }
+    }
+}
+
 /// What a Byzantine validator does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Byzantine {
@@ -149,7 +242,7 @@ struct World {
     cfg: SimConfig,
     /// Block hash → (the block, its conflicting twin), both hashes, shared by
     /// colluding Byzantine validators.
-    twins: HashMap<Digest, (Block, Block)>,
+    equivocator: Equivocator,
     committed: Vec<BTreeMap<u64, Digest>>,
     commit_time: Vec<BTreeMap<u64, Instant>>,
     side: Vec<bool>,
@@ -169,6 +262,7 @@ pub fn decision(k: u64) -> Decision {
         rollback_to: None,
         coordinator: None,
         handover: None,
+        signed: None,
     }
 }
 
@@ -241,7 +335,7 @@ impl World {
             rng,
             committed: vec![BTreeMap::new(); n],
             commit_time: vec![BTreeMap::new(); n],
-            twins: HashMap::new(),
+            equivocator: Equivocator::default(),
             side,
             cfg,
             outcome: SimOutcome::default(),
@@ -330,62 +424,10 @@ impl World {
     }
 
     /// The version of a Byzantine node's message for the `side` half of the
-    /// committee, re-signed by it when it differs: side A is told the original block,
-    /// side B its twin (another model hash), by every colluding equivocator alike.
+    /// committee ([`Equivocator::forge`]).
     fn forge(&mut self, i: usize, bytes: &[u8], side: bool) -> Option<Vec<u8>> {
         let auth = self.auths[i].clone();
-        let pick = |twins: &mut HashMap<Digest, (Block, Block)>, block: &Block| -> Block {
-            let hash = block.hash();
-            let pair = match twins.get(&hash) {
-                Some(p) => p.clone(),
-                None => {
-                    let mut twin = block.clone();
-                    twin.decision.model_hash = Digest::of(&[b"forged", &hash.0]);
-                    let pair = (block.clone(), twin.clone());
-                    twins.insert(hash, pair.clone());
-                    twins.insert(twin.hash(), pair.clone());
-                    pair
-                }
-            };
-            if side {
-                pair.0
-            } else {
-                pair.1
-            }
-        };
-        let forged = match Message::decode(bytes).ok()? {
-            Message::PrePrepare(mut pp) => {
-                let chosen = pick(&mut self.twins, &pp.block);
-                if chosen == pp.block {
-                    return None;
-                }
-                pp.block = chosen;
-                pp.signature.0 = auth.sign(&pp.signed_bytes());
-                Message::PrePrepare(pp)
-            }
-            Message::NewView(mut nv) => {
-                let chosen = pick(&mut self.twins, nv.block.as_ref()?);
-                if Some(&chosen) == nv.block.as_ref() {
-                    return None;
-                }
-                nv.block = Some(chosen);
-                nv.signature.0 = auth.sign(&nv.signed_bytes());
-                Message::NewView(nv)
-            }
-            Message::Vote(mut v) => {
-                let pair = self.twins.get(&v.block)?;
-                let chosen = if side { pair.0.hash() } else { pair.1.hash() };
-                if chosen == v.block {
-                    return None;
-                }
-                v.block = chosen;
-                v.signature.0 = auth.sign(&v.signed_bytes());
-                debug_assert!(matches!(v.kind, VoteKind::Prepare | VoteKind::Commit));
-                Message::Vote(v)
-            }
-            _ => return None,
-        };
-        Some(forged.encode())
+        self.equivocator.forge(&*auth, bytes, side)
     }
 
     fn done(&self) -> bool {

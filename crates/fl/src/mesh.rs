@@ -56,8 +56,11 @@
 //! (its leader's, or after a view change the next leader's); every node then follows
 //! the committed successor, which starts the round after the highest one it saw. The
 //! committee's [`BlockRules`] ([`FedState`]) accept a round result only from the
-//! committed coordinator and for a later round, and a coordinator change only from
-//! the committed coordinator to another live candidate at the committed model, so no
+//! committed coordinator (signed by it: [`Decision::signed`]) and for a later round,
+//! and a coordinator change only from the committed coordinator to another live
+//! candidate at the committed model; besides, a validator prepares a change only once it
+//! suspects the coordinator itself (half of `failover_after` without hearing from it,
+//! [`Replica::watch`]), so a Byzantine leader cannot depose a live coordinator. So no
 //! node follows a coordinator the committee did not choose, and PBFT's safety (at most
 //! f Byzantine validators) means no two nodes commit different blocks at one height.
 //!
@@ -199,6 +202,17 @@ impl FedState {
         let Some(named) = &d.coordinator else {
             return Err("a decision over the mesh names its coordinator".into());
         };
+        // Who proposed it (the signature itself is checked by the replica against the
+        // signer's credential, `Verifier::check_decision`).
+        let Some(signed) = &d.signed else {
+            return Err("a decision over the mesh is signed by its proposer".into());
+        };
+        if !self.candidates.contains(&signed.by) {
+            return Err(format!(
+                "signed by {}, not a node of the federation",
+                signed.by
+            ));
+        }
         if let Some(h) = &d.handover {
             if h.replaces != self.coordinator {
                 return Err(format!(
@@ -227,6 +241,12 @@ impl FedState {
             return Err(format!(
                 "round {} from {named}, but {} coordinates",
                 d.round, self.coordinator
+            ));
+        }
+        if signed.by != *named {
+            return Err(format!(
+                "round {} of {named} signed by {}, not by its coordinator",
+                d.round, signed.by
             ));
         }
         if d.round <= self.round {
@@ -567,6 +587,7 @@ impl MeshRole {
             state,
             cfg,
         };
+        role.watch_coordinator();
         let first = role.state.coordinator.clone();
         let reason = if chain.is_empty() {
             "first in the coordinator order".to_owned()
@@ -642,12 +663,23 @@ impl MeshRole {
         });
     }
 
+    /// Tell the replica from when this node suspects the committed coordinator: half the
+    /// failover time after it last heard from it. Until then its validator prepares no
+    /// coordinator change replacing it, so a Byzantine leader cannot depose a live
+    /// coordinator; the honest nodes, which ask for a change only after the whole
+    /// failover time, are past half of it when their request comes.
+    fn watch_coordinator(&mut self) {
+        let from = self.coordinator_heard + self.cfg.failover_after / 2;
+        self.replica.watch(self.state.coordinator.clone(), from);
+    }
+
     /// Feed a payload delivered on [`FL_CHANNEL`] from `from`.
     pub fn handle_message(&mut self, now: Instant, from: &NodeName, payload: &[u8]) {
         if self.cfg.order.contains(from) {
             self.heard.insert(from.clone(), now);
             if *from == self.state.coordinator {
                 self.coordinator_heard = now;
+                self.watch_coordinator();
             }
         }
         self.message(now, from, payload);
@@ -692,7 +724,10 @@ impl MeshRole {
             Ok(d) => d,
             Err(e) => return self.ignore(from, format!("malformed submission: {e}")),
         };
-        if decision.coordinator.as_ref() != Some(from) || decision.handover.is_some() {
+        if decision.coordinator.as_ref() != Some(from)
+            || decision.handover.is_some()
+            || decision.signed.as_ref().map(|s| &s.by) != Some(from)
+        {
             return self.ignore(from, "a submission not of the sender's own round".into());
         }
         self.replica.propose(now, decision);
@@ -1042,6 +1077,7 @@ impl MeshRole {
         if let Some((h, to)) = handover {
             self.handover_proposed = false;
             self.coordinator_heard = now;
+            self.watch_coordinator();
             let reason = format!(
                 "the committee committed block {height}: {to} takes over from {}, silent, at version {}",
                 h.replaces, h.model_version
@@ -1178,7 +1214,9 @@ impl MeshRole {
                 replaces: silent.clone(),
                 model_version: self.state.model_version,
             }),
+            signed: None,
         };
+        let decision = self.replica.sign_decision(decision);
         self.replica.propose(now, decision);
         self.events
             .push_back(MeshEvent::HandoverProposed { silent, successor });
@@ -1365,7 +1403,9 @@ impl MeshRole {
                     rollback_to: None,
                     coordinator: Some(self.cfg.me.clone()),
                     handover: None,
+                    signed: None,
                 };
+                let decision = self.replica.sign_decision(decision);
                 self.submit(now, decision);
                 self.events.push_back(MeshEvent::RoundCompleted {
                     summary,
@@ -1727,6 +1767,62 @@ mod tests {
         )));
     }
 
+    /// A validator that is the height's leader asks for a coordinator change while n0
+    /// coordinates and is heard by everyone (a Byzantine leader; here the honest code
+    /// made to ask early): the other validators, which do not suspect n0, refuse to
+    /// prepare it, so it never reaches a quorum; training goes on under n0 and no
+    /// change is ever committed.
+    #[test]
+    fn a_leader_asking_to_replace_a_live_coordinator_gets_no_quorum() {
+        let mut net = Net::new(4, 6, 1, false);
+        let mut byzantine = None;
+        // Wait for a height whose leader is not n0 and holds nothing to propose yet
+        // (n0 has not submitted the round), so the change is what it pre-prepares.
+        while byzantine.is_none() {
+            let at = net.now + Duration::from_millis(1);
+            net.run_until(at);
+            let leader = net.roles[1].replica().leader().clone();
+            let l = net.index(&leader);
+            if leader != name("n0")
+                && net.roles[1].state().round >= 1
+                && net.roles[l].replica().pending() == 0
+            {
+                byzantine = Some(l);
+            }
+        }
+        let b = byzantine.unwrap();
+        let now = net.now;
+        net.roles[b].propose_handover(now);
+        net.roles[b].drain(now);
+        net.run_until(Instant::ZERO + Duration::from_secs(6));
+        net.assert_chains_agree();
+        for (i, chain) in net.chains().iter().enumerate() {
+            assert!(
+                chain
+                    .iter()
+                    .all(|b| b.decision.handover.is_none()
+                        && b.decision.coordinator == Some(name("n0"))),
+                "node {i}: {chain:#?}"
+            );
+            assert!(net.roles[i].is_done(), "node {i}");
+        }
+        let refusals = net
+            .log
+            .iter()
+            .filter(|(i, _, e)| {
+                *i != b
+                    && matches!(e, MeshEvent::Ignored { reason, .. }
+                        if reason.contains("which this validator still hears"))
+            })
+            .count();
+        assert!(
+            refusals > 0,
+            "the change was refused by the other validators"
+        );
+        assert!(net.log.iter().any(|(i, _, e)| *i == b
+            && matches!(e, MeshEvent::HandoverProposed { silent, .. } if *silent == name("n0"))));
+    }
+
     /// The coordinator's model broadcast never reaches n3: it asks the others for each
     /// committed model and adopts it all the same.
     #[test]
@@ -1769,8 +1865,30 @@ mod tests {
             rollback_to: None,
             coordinator: Some(name(by)),
             handover: None,
+            // FedState checks who signed; the replica checks the signature itself.
+            signed: Some(crate::committee::DecisionSignature {
+                by: name(by),
+                signature: crate::committee::Sig(vec![1]),
+            }),
         };
         assert!(s.check(&round(1, "a")).is_ok());
+        let mut unsigned = round(1, "a");
+        unsigned.signed = None;
+        assert!(s
+            .check(&unsigned)
+            .unwrap_err()
+            .contains("signed by its proposer"));
+        let mut by_other = round(1, "a");
+        by_other.signed.as_mut().unwrap().by = name("b");
+        assert!(s
+            .check(&by_other)
+            .unwrap_err()
+            .contains("not by its coordinator"));
+        by_other.signed.as_mut().unwrap().by = name("z");
+        assert!(s
+            .check(&by_other)
+            .unwrap_err()
+            .contains("not a node of the federation"));
         assert!(s
             .check(&round(1, "b"))
             .unwrap_err()

@@ -1,5 +1,6 @@
-//! Models trained with candle: multinomial logistic regression and a one-hidden-layer
-//! MLP, as flat parameter vectors (the unit the protocol ships and aggregates).
+//! Models trained with candle: multinomial logistic regression, a one-hidden-layer
+//! MLP and a small CNN (one convolution, ReLU, 2x2 max pooling, a linear layer), as
+//! flat parameter vectors (the unit the protocol ships and aggregates).
 //!
 //! candle (Hugging Face) was picked over burn because it builds with the workspace's
 //! toolchain with few dependencies, runs on the CPU without a backend choice, and is
@@ -23,6 +24,13 @@ pub enum ModelKind {
         /// Hidden units.
         hidden: usize,
     },
+    /// Square images (inputs = side²): a `channels`-filter convolution (5x5 on images
+    /// of side 16 or more, as MNIST's 28; 3x3 below, as digits' 8), bias, ReLU, 2x2 max
+    /// pooling, then a linear layer to the classes.
+    Cnn {
+        /// Convolution filters.
+        channels: usize,
+    },
 }
 
 /// An architecture on a given input and output size.
@@ -37,9 +45,42 @@ pub struct ModelSpec {
 }
 
 impl ModelSpec {
-    /// Shapes of the parameter tensors, in flat order (weight `[in, out]`, then bias).
+    /// The CNN's image side, kernel and pooled side, or why the inputs are not a
+    /// square image it fits.
+    pub fn cnn_geometry(&self) -> Result<(usize, usize, usize), String> {
+        let side = (self.inputs as f64).sqrt().round() as usize;
+        if side * side != self.inputs {
+            return Err(format!(
+                "a CNN needs square images; {} inputs are not",
+                self.inputs
+            ));
+        }
+        let kernel = if side >= 16 { 5 } else { 3 };
+        let conv = side
+            .checked_sub(kernel - 1)
+            .filter(|c| *c >= 2 && c % 2 == 0);
+        let conv = conv.ok_or_else(|| {
+            format!("a CNN with a {kernel}x{kernel} kernel does not fit images of side {side}")
+        })?;
+        Ok((side, kernel, conv / 2))
+    }
+
+    /// Shapes of the parameter tensors, in flat order (weight `[in, out]`, then bias;
+    /// a convolution's weight `[out, in, k, k]`).
     pub fn shapes(&self) -> Vec<Vec<usize>> {
         match self.kind {
+            ModelKind::Cnn { channels } => {
+                // An unfit input size gives no parameters; `Net::new` names the reason.
+                let Ok((_, k, pooled)) = self.cnn_geometry() else {
+                    return Vec::new();
+                };
+                vec![
+                    vec![channels, 1, k, k],
+                    vec![channels],
+                    vec![channels * pooled * pooled, self.classes],
+                    vec![self.classes],
+                ]
+            }
             ModelKind::LogReg => vec![vec![self.inputs, self.classes], vec![self.classes]],
             ModelKind::Mlp { hidden } => vec![
                 vec![self.inputs, hidden],
@@ -63,7 +104,12 @@ impl ModelSpec {
         let mut out = Vec::with_capacity(self.num_params());
         let shapes = self.shapes();
         for pair in shapes.chunks(2) {
-            let bound = 1.0 / (pair[0][0] as f32).sqrt();
+            // Fan-in: a linear weight's rows, a convolution's in-channels x k x k.
+            let fan_in: usize = match pair[0].as_slice() {
+                [_, rest @ ..] if pair[0].len() == 4 => rest.iter().product(),
+                s => s[0],
+            };
+            let bound = 1.0 / (fan_in as f32).sqrt();
             let u = Uniform::new_inclusive(-bound, bound).expect("bound > 0");
             for s in pair {
                 let n: usize = s.iter().product();
@@ -92,6 +138,9 @@ struct Net {
 
 impl Net {
     fn new(spec: ModelSpec, params: &[f32]) -> Result<Net, ModelError> {
+        if matches!(spec.kind, ModelKind::Cnn { .. }) {
+            spec.cnn_geometry().map_err(ModelError)?;
+        }
         if params.len() != spec.num_params() {
             return Err(ModelError(format!(
                 "{} parameters given, the model has {}",
@@ -123,6 +172,19 @@ impl Net {
                 .relu()?
                 .matmul(v[2].as_tensor())?
                 .broadcast_add(v[3].as_tensor()),
+            ModelKind::Cnn { channels } => {
+                let (side, _, pooled) =
+                    self.spec.cnn_geometry().map_err(candle_core::Error::msg)?;
+                let batch = x.dim(0)?;
+                x.reshape((batch, 1, side, side))?
+                    .conv2d(v[0].as_tensor(), 0, 1, 1, 1)?
+                    .broadcast_add(&v[1].as_tensor().reshape((1, channels, 1, 1))?)?
+                    .relu()?
+                    .max_pool2d(2)?
+                    .reshape((batch, channels * pooled * pooled))?
+                    .matmul(v[2].as_tensor())?
+                    .broadcast_add(v[3].as_tensor())
+            }
         }
     }
 
@@ -249,6 +311,73 @@ mod tests {
             x,
             y,
         }
+    }
+
+    /// 8x8 images of a vertical (class 0) or horizontal (class 1) bar at a random
+    /// place, with noise: no pixel alone tells the class, the bar's shape does.
+    fn bars(n: usize, seed: u64) -> Dataset {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let mut x = Vec::new();
+        let mut y = Vec::new();
+        for i in 0..n {
+            let c = (i % 2) as u8;
+            let mut img = [0f32; 64];
+            for p in img.iter_mut() {
+                *p = rng.random_range(0.0..0.3);
+            }
+            let (at, from) = (rng.random_range(0..8usize), rng.random_range(0..4usize));
+            for k in from..from + 4 {
+                let (r, col) = if c == 0 { (k, at) } else { (at, k) };
+                img[r * 8 + col] = 1.0;
+            }
+            x.extend_from_slice(&img);
+            y.push(c);
+        }
+        Dataset {
+            features: 64,
+            classes: 2,
+            x,
+            y,
+        }
+    }
+
+    #[test]
+    fn the_cnn_learns_shapes_and_refuses_inputs_that_are_not_square_images() {
+        let spec = ModelSpec {
+            kind: ModelKind::Cnn { channels: 4 },
+            inputs: 64,
+            classes: 2,
+        };
+        // 3x3 kernel on 8x8, 6x6 pooled to 3x3: 4*9 + 4 + 36*2 + 2.
+        assert_eq!(spec.num_params(), 36 + 4 + 72 + 2);
+        assert_eq!(
+            ModelSpec {
+                inputs: 784,
+                ..spec
+            }
+            .cnn_geometry()
+            .unwrap(),
+            (28, 5, 12)
+        );
+        let train_set = bars(400, 1);
+        let test_set = bars(200, 2);
+        let mut rng = ChaCha8Rng::seed_from_u64(5);
+        let p0 = spec.init(&mut rng);
+        let before = accuracy(spec, &p0, &test_set).unwrap();
+        let idx: Vec<usize> = (0..train_set.len()).collect();
+        let cfg = TrainConfig {
+            epochs: 40,
+            batch: 16,
+            lr: 0.2,
+            momentum: 0.0,
+        };
+        let p = train(spec, &p0, &train_set, &idx, cfg, false, &mut rng).unwrap();
+        let after = accuracy(spec, &p, &test_set).unwrap();
+        assert!(after > 0.95 && after > before, "{before} -> {after}");
+        let odd = ModelSpec { inputs: 60, ..spec };
+        assert_eq!(odd.num_params(), 0);
+        let e = accuracy(odd, &[], &test_set).unwrap_err().to_string();
+        assert!(e.contains("square images"), "{e}");
     }
 
     #[test]

@@ -54,6 +54,7 @@ fn commit(c: &Chain, trail: &mut AuditTrail, round: u64, model: &[f32], rollback
         rollback_to,
         coordinator: None,
         handover: None,
+        signed: None,
     };
     commit_decision(c, trail, decision);
 }
@@ -291,6 +292,7 @@ fn blocks_re_encode_to_the_same_bytes_for_any_float() {
             rollback_to: None,
             coordinator: None,
             handover: None,
+            signed: None,
         };
         let json = serde_json::to_vec(&d).unwrap();
         let back: Decision = serde_json::from_slice(&json).unwrap();
@@ -304,20 +306,24 @@ fn blocks_re_encode_to_the_same_bytes_for_any_float() {
 fn a_coordinator_change_must_name_the_model_of_its_version() {
     use x0tta6bl4_fl::committee::Handover;
     let c = chain(6);
-    let change = |hash, version| Decision {
-        round: 2,
-        model_hash: hash,
-        participants: Vec::new(),
-        aggregator: "fedavg".into(),
-        suspected: Vec::new(),
-        epsilon: None,
-        accuracy: None,
-        rollback_to: None,
-        coordinator: Some(NodeName::new("validator-1").unwrap()),
-        handover: Some(Handover {
-            replaces: NodeName::new("validator-0").unwrap(),
-            model_version: version,
-        }),
+    let change = |hash, version| {
+        Decision {
+            round: 2,
+            model_hash: hash,
+            participants: Vec::new(),
+            aggregator: "fedavg".into(),
+            suspected: Vec::new(),
+            epsilon: None,
+            accuracy: None,
+            rollback_to: None,
+            coordinator: Some(NodeName::new("validator-1").unwrap()),
+            handover: Some(Handover {
+                replaces: NodeName::new("validator-0").unwrap(),
+                model_version: version,
+            }),
+            signed: None,
+        }
+        .sign(&c.keys[2].0, &*c.keys[2].1)
     };
     for (hash_of, version, good) in [(2, 2, true), (1, 2, false), (2, 3, false)] {
         let dir = tempfile::tempdir().unwrap();
@@ -335,4 +341,86 @@ fn a_coordinator_change_must_name_the_model_of_its_version() {
             assert!(e.to_string().contains("coordinator change"), "{e}");
         }
     }
+}
+
+/// Over the mesh every decision carries its proposer's signature, a round result its
+/// coordinator's: `verify` checks it, and names the block whose signature is missing,
+/// someone else's, or damaged (a flipped byte with a recomputed checksum, which the
+/// line's CRC would otherwise catch first).
+#[test]
+fn a_round_result_must_carry_its_coordinators_signature() {
+    let c = chain(6);
+    let coordinator = c.keys[0].0.clone();
+    let round = |trail: &AuditTrail, r: u64| Decision {
+        round: r,
+        model_hash: trail.store_model(&model(r)).unwrap(),
+        participants: vec![c.keys[1].0.clone()],
+        aggregator: "fedavg".into(),
+        suspected: Vec::new(),
+        epsilon: None,
+        accuracy: Some(0.5),
+        rollback_to: None,
+        coordinator: Some(coordinator.clone()),
+        handover: None,
+        signed: None,
+    };
+    let build = |last: &dyn Fn(Decision) -> Decision| {
+        let dir = tempfile::tempdir().unwrap();
+        let mut trail = AuditTrail::create(dir.path(), c.info.clone()).unwrap();
+        for r in 1..=2 {
+            let d = round(&trail, r).sign(&coordinator, &*c.keys[0].1);
+            commit_decision(&c, &mut trail, d);
+        }
+        let d = last(round(&trail, 3));
+        commit_decision(&c, &mut trail, d);
+        let d = round(&trail, 4).sign(&coordinator, &*c.keys[0].1);
+        commit_decision(&c, &mut trail, d);
+        dir
+    };
+    let good = build(&|d| d.sign(&coordinator, &*c.keys[0].1));
+    assert_eq!(
+        AuditTrail::verify(good.path(), Arc::new(PublicKeys)).unwrap(),
+        4
+    );
+    let refused = |dir: &Path, what: &str| {
+        let e = AuditTrail::verify(dir, Arc::new(PublicKeys)).unwrap_err();
+        assert_eq!(e.block, Some(3), "{e}");
+        assert!(e.to_string().contains(what), "{e}");
+    };
+    refused(build(&|d| d).path(), "carries no proposer signature");
+    refused(
+        build(&|d| d.sign(&c.keys[1].0, &*c.keys[1].1)).path(),
+        "signed by validator-1, not by its coordinator",
+    );
+    // Signed with validator-1's key but claiming validator-0: the validators check
+    // the signature before they prepare, so the committee never commits it.
+    let dir = tempfile::tempdir().unwrap();
+    let trail = AuditTrail::create(dir.path(), c.info.clone()).unwrap();
+    let mut forged = round(&trail, 1).sign(&c.keys[1].0, &*c.keys[1].1);
+    forged.signed.as_mut().unwrap().by = coordinator.clone();
+    let cfg = CommitteeConfig {
+        chain_id: c.info.chain_id.clone(),
+        candidates: c.info.candidates(),
+        f: c.info.f,
+        epoch_len: c.info.epoch_len,
+        view_timeout: Duration::from_millis(200),
+        resend: Duration::from_millis(100),
+    };
+    let verifier = c.info.verifier(Arc::new(PublicKeys)).unwrap();
+    let e = commit_in_process(&cfg, &c.keys, &verifier, &[], forged).unwrap_err();
+    assert!(e.contains("proposer signature of validator-0"), "{e}");
+    // A flipped byte inside block 3's proposer signature, its line's checksum
+    // recomputed: the signature no longer verifies, block 3 is named.
+    let path = good.path().join(LOG_FILE);
+    let text = std::fs::read_to_string(&path).unwrap();
+    let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+    let json = lines[2][9..].to_owned();
+    let marker = "\"signed\":{\"by\":\"validator-0\",\"signature\":\"";
+    let at = json.find(marker).expect("a signed decision") + marker.len() + 10;
+    let mut bytes = json.into_bytes();
+    bytes[at] = if bytes[at] == b'0' { b'1' } else { b'0' };
+    let json = String::from_utf8(bytes).unwrap();
+    lines[2] = format!("{:08x} {json}", crc32fast::hash(json.as_bytes()));
+    std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+    refused(good.path(), "proposer signature of validator-0");
 }

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use x0tta6bl4_fl::committee::{
-    draw, genesis, CommitteeConfig, CommitteeEvent, Decision, Digest, Drop, Message, PrePrepare,
-    Replica, Sig, Verifier,
+    draw, genesis, Block, CommitteeConfig, CommitteeEvent, Decision, Digest, Drop, Message,
+    PrePrepare, Replica, Sig, Verifier,
 };
 use x0tta6bl4_fl::committee_sim::{
     self, commit_in_process, crash_sweep, run, safety_sweep, Byzantine, SimConfig,
@@ -300,7 +300,7 @@ fn unsigned_forged_and_misdirected_messages_are_dropped_with_a_reason() {
 /// (the same round again) is dropped, so nothing more is committed.
 #[test]
 fn the_block_rules_refuse_what_the_chain_does_not_allow() {
-    use x0tta6bl4_fl::committee::{Block, Handover};
+    use x0tta6bl4_fl::committee::Handover;
     use x0tta6bl4_fl::mesh::FedState;
     let keys: Vec<(NodeName, Arc<EcdsaKey>)> = (0..4)
         .map(|i| {
@@ -340,9 +340,13 @@ fn the_block_rules_refuse_what_the_chain_does_not_allow() {
             .with_rules(Box::new(FedState::new(&names, names[0].clone(), initial)))
         })
         .collect();
-    let round = |r: u64, by: &NodeName| Decision {
-        coordinator: Some(by.clone()),
-        ..decision(r)
+    let key_of = |by: &NodeName| keys.iter().find(|(n, _)| n == by).unwrap().1.clone();
+    let round = |r: u64, by: &NodeName| {
+        Decision {
+            coordinator: Some(by.clone()),
+            ..decision(r)
+        }
+        .sign(by, &*key_of(by))
     };
     let dropped = |r: &mut Replica| -> Vec<String> {
         std::iter::from_fn(|| r.poll_event())
@@ -394,7 +398,8 @@ fn the_block_rules_refuse_what_the_chain_does_not_allow() {
             model_version: 0,
         }),
         ..decision(0)
-    };
+    }
+    .sign(&names[1], &*keys[1].1);
     let valid = round(1, &names[0]);
     let mut queue = std::collections::VecDeque::new();
     for r in &mut replicas {
@@ -424,5 +429,181 @@ fn the_block_rules_refuse_what_the_chain_does_not_allow() {
         assert_eq!(c.len(), 1, "replica {i}: {c:?}");
         assert_eq!(c[0].decision, valid);
         assert_eq!(replicas[i].pending(), 0, "the change was dropped");
+    }
+}
+
+/// Four replicas under the federation's rules, r0 the coordinator; every message
+/// delivered in order, timers run, for `for_ms` of simulated time. Returns the blocks
+/// each committed and the reasons each dropped messages for.
+fn run_federation(
+    keys: &[(NodeName, Arc<EcdsaKey>)],
+    replicas: &mut [Replica],
+    for_ms: u64,
+) -> (Vec<Vec<Block>>, Vec<Vec<String>>) {
+    let names: Vec<NodeName> = keys.iter().map(|(n, _)| n.clone()).collect();
+    let mut committed = vec![Vec::new(); replicas.len()];
+    let mut dropped = vec![Vec::new(); replicas.len()];
+    let mut queue = std::collections::VecDeque::new();
+    let mut now = Instant::ZERO;
+    let end = Instant::ZERO + Duration::from_millis(for_ms);
+    loop {
+        for (i, r) in replicas.iter_mut().enumerate() {
+            while let Some(t) = r.poll_transmit() {
+                let to = names.iter().position(|n| *n == t.to).unwrap();
+                queue.push_back((to, names[i].clone(), t.bytes));
+            }
+            while let Some(e) = r.poll_event() {
+                match e {
+                    CommitteeEvent::Committed { block, .. } => committed[i].push(block),
+                    CommitteeEvent::Dropped { reason, .. } => {
+                        dropped[i].push(format!("{reason:?}"))
+                    }
+                    CommitteeEvent::ViewChanged { .. } => {}
+                }
+            }
+        }
+        if let Some((to, from, bytes)) = queue.pop_front() {
+            replicas[to].handle_message(now, &from, &bytes);
+            continue;
+        }
+        let Some(next) = replicas.iter().filter_map(Replica::poll_timeout).min() else {
+            break;
+        };
+        if next > end {
+            break;
+        }
+        now = now.max(next);
+        for r in replicas.iter_mut() {
+            if r.poll_timeout().is_some_and(|t| t <= now) {
+                r.handle_timeout(now);
+            }
+        }
+    }
+    (committed, dropped)
+}
+
+/// A validator prepares a coordinator change only when it suspects the coordinator
+/// itself (`Replica::watch`: over the mesh, half the failover time after it last
+/// heard from it). The height's leader, Byzantine, proposes a correctly signed change
+/// replacing the live coordinator r0: no honest validator prepares it, so it gets no
+/// quorum, the leader is replaced by a view change and the coordinator's round is
+/// committed instead. The same change when the validators do suspect r0 is committed
+/// (the check is not vacuous).
+#[test]
+fn a_byzantine_leader_cannot_depose_a_live_coordinator() {
+    use x0tta6bl4_fl::committee::Handover;
+    use x0tta6bl4_fl::mesh::FedState;
+    let keys: Vec<(NodeName, Arc<EcdsaKey>)> = (0..4)
+        .map(|i| {
+            (
+                name(&format!("r{i}")),
+                Arc::new(EcdsaKey::generate().unwrap().0),
+            )
+        })
+        .collect();
+    let names: Vec<NodeName> = keys.iter().map(|(n, _)| n.clone()).collect();
+    let credentials: BTreeMap<NodeName, Vec<u8>> = keys
+        .iter()
+        .map(|(n, k)| (n.clone(), k.public_key().to_vec()))
+        .collect();
+    let verifier = Verifier::new(Arc::new(PublicKeys), credentials);
+    let cfg = CommitteeConfig {
+        chain_id: "live-coordinator".into(),
+        candidates: names.clone(),
+        f: 1,
+        epoch_len: 10,
+        view_timeout: Duration::from_millis(200),
+        resend: Duration::from_millis(100),
+    };
+    let initial = Digest::of(&[b"initial model"]);
+    let replicas = || -> Vec<Replica> {
+        keys.iter()
+            .map(|(n, k)| {
+                Replica::new(
+                    n.clone(),
+                    cfg.clone(),
+                    k.clone(),
+                    verifier.clone(),
+                    &[],
+                    Instant::ZERO,
+                )
+                .unwrap()
+                .with_rules(Box::new(FedState::new(
+                    &names,
+                    names[0].clone(),
+                    initial,
+                )))
+            })
+            .collect()
+    };
+    let leader = replicas()[0].leader().clone();
+    let li = names.iter().position(|n| *n == leader).unwrap();
+    // The change names a successor other than r0 and the leader.
+    let successor = names
+        .iter()
+        .find(|n| **n != names[0] && **n != leader)
+        .unwrap()
+        .clone();
+    let change = Decision {
+        participants: Vec::new(),
+        model_hash: initial,
+        coordinator: Some(successor.clone()),
+        handover: Some(Handover {
+            replaces: names[0].clone(),
+            model_version: 0,
+        }),
+        ..decision(0)
+    }
+    .sign(&leader, &*keys[li].1);
+    let round1 = Decision {
+        coordinator: Some(names[0].clone()),
+        ..decision(1)
+    }
+    .sign(&names[0], &*keys[0].1);
+
+    // r0 is live: every validator heard from it just now and would suspect it only
+    // 10 s later. The Byzantine leader proposes only the change; the others hold the
+    // coordinator's round.
+    let mut live = replicas();
+    for (i, r) in live.iter_mut().enumerate() {
+        r.watch(names[0].clone(), Instant::ZERO + Duration::from_secs(10));
+        if i == li {
+            r.propose(Instant::ZERO, change.clone());
+        } else {
+            r.propose(Instant::ZERO, round1.clone());
+        }
+    }
+    let (committed, dropped) = run_federation(&keys, &mut live, 3_000);
+    for (i, c) in committed.iter().enumerate() {
+        assert_eq!(c.len(), 1, "replica {i}: {c:?}");
+        assert_eq!(
+            c[0].decision, round1,
+            "replica {i} committed the round, not the change"
+        );
+        if i != li {
+            assert!(
+                dropped[i]
+                    .iter()
+                    .any(|d| d.contains("which this validator still hears")),
+                "replica {i} refused the change: {:?}",
+                dropped[i]
+            );
+        }
+    }
+    assert!(live.iter().all(|r| r.view() == 0 && r.height() == 2));
+
+    // r0 silent long enough: the same change is prepared and committed at once.
+    let mut silent = replicas();
+    for (i, r) in silent.iter_mut().enumerate() {
+        r.watch(names[0].clone(), Instant::ZERO);
+        if i == li {
+            r.propose(Instant::ZERO, change.clone());
+        }
+    }
+    let (committed, _) = run_federation(&keys, &mut silent, 3_000);
+    for (i, c) in committed.iter().enumerate() {
+        assert_eq!(c.len(), 1, "replica {i}: {c:?}");
+        assert_eq!(c[0].decision, change);
+        assert_eq!(c[0].decision.coordinator.as_ref(), Some(&successor));
     }
 }
