@@ -78,7 +78,8 @@ pub struct IngestArgs {
     /// Index kind and parameters: flat, int8[:clip=Q],
     /// pq[:m=M,bits=B,refine=R,rbits=RB,renorm=1,cand=C],
     /// pq:pca=1[,bytes=BYTES,cand=C,renorm=1] (PCA-rotated, BYTES of index per vector in
-    /// all: 192 = 8x), graph[:m=M,efc=E,ef=S].
+    /// all: 192 = 8x), graph[:m=M,efc=E,ef=S], qdrant[:bits=2,over=O,ef=E] (Qdrant Edge,
+    /// binary quantization with rescoring; only in a build with `--features qdrant`).
     #[arg(long, default_value = "int8", value_name = "KIND[:PARAMS]")]
     pub kind: String,
     /// Longest chunk, characters.
@@ -124,7 +125,9 @@ pub struct BenchArgs {
     /// int8[:clip=Q], pq[:m=M,bits=B,refine=R,rbits=RB,renorm=1,cand=C,train=T,iters=I]
     /// (B, RB: bits per sub-space code, 1-8), pq:pca=1[,bytes=BYTES,cand=C,renorm=1]
     /// (PCA-rotated, bit widths allocated per component; BYTES of index per vector,
-    /// everything counted: 192 = 8x of 384-d f32), graph[:m=M,efc=E,ef=S].
+    /// everything counted: 192 = 8x of 384-d f32), graph[:m=M,efc=E,ef=S],
+    /// qdrant[:bits=2,over=O,ef=E,m=M,efc=C] (Qdrant Edge, 1- or 2-bit binary
+    /// quantization, O x k candidates rescored; only in a build with `--features qdrant`).
     #[arg(long = "index", required = true, value_name = "KIND[:PARAMS]")]
     pub indexes: Vec<String>,
     /// Print one JSON object per index instead of a table.
@@ -184,7 +187,7 @@ pub(crate) fn spec(s: &str) -> anyhow::Result<IndexSpec> {
         Exit::Usage,
         "invalid index spec",
         format!("--index/--kind {s}"),
-        "use flat, int8[:clip=0.0001], pq[:m=48,bits=8,refine=96,rbits=8,cand=100] (m and refine divide 384, bits 1 to 8), pq:pca=1[,bytes=192,cand=300] or graph[:m=16,efc=100,ef=64]",
+        "use flat, int8[:clip=0.0001], pq[:m=48,bits=8,refine=96,rbits=8,cand=100] (m and refine divide 384, bits 1 to 8), pq:pca=1[,bytes=192,cand=300], graph[:m=16,efc=100,ef=64] or qdrant[:bits=2,over=4,ef=128]",
     )
 }
 
