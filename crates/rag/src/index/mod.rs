@@ -41,7 +41,7 @@ use std::fmt;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-pub use kernels::{dot, dot_rows_f32, dot_rows_u8, top_k, Hit, TopK};
+pub use kernels::{dot, dot_rows_f32, dot_rows_u8, scan_top_k, top_k, Hit, TopK};
 
 /// The magic bytes that start every index file.
 pub const MAGIC: &[u8; 8] = b"X0RAGIDX";
