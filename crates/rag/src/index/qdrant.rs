@@ -29,7 +29,7 @@ use qdrant_edge::{
     BinaryQuantizationConfig, BinaryQuantizationEncoding, Distance, EdgeConfigBuilder, EdgeShard,
     EdgeVectorParams, HnswIndexConfig, NamedQuery, PointId, PointInsertOperations, PointOperations,
     PointStructPersisted, QuantizationSearchParams, QueryEnum, SearchParams, SearchRequest,
-    UpdateOperation, VectorInternal, VectorStructPersisted, WalOptions, DEFAULT_VECTOR_NAME,
+    UpdateOperation, VectorInternal, VectorStructPersisted, DEFAULT_VECTOR_NAME,
 };
 
 use super::{put_u32, Hit, IndexError, IndexKind, QdrantParams, Reader, VectorIndex};
@@ -100,18 +100,16 @@ impl QdrantIndex {
                 indexing_threshold: Some(1),
                 ..Default::default()
             })
-            .wal_options(WalOptions {
-                segment_capacity: 4 << 20,
-                ..WalOptions::default()
-            })
             .build();
         let shard = EdgeShard::new(dir.path(), config).map_err(|e| qerr("create shard", e))?;
-        for (b, batch) in data.chunks(dim * 1024).enumerate() {
+        // Batches of 256 points (384 KB of f32 at 384-d): each is one WAL record, well
+        // inside the WAL's default 32 MiB segments.
+        for (b, batch) in data.chunks(dim * 256).enumerate() {
             let points = batch
                 .chunks_exact(dim)
                 .enumerate()
                 .map(|(i, v)| PointStructPersisted {
-                    id: PointId::NumId((b * 1024 + i) as u64),
+                    id: PointId::NumId((b * 256 + i) as u64),
                     vector: VectorStructPersisted::Single(v.to_vec()),
                     payload: None,
                 })
