@@ -173,7 +173,7 @@ impl Default for QdrantParams {
     fn default() -> Self {
         Self {
             bits: 2,
-            oversampling: 4,
+            oversampling: 8,
             ef: 128,
             m: 16,
             ef_construct: 100,
