@@ -2,8 +2,7 @@
 //! quantization (2 bits per dimension by default) and rescoring by the original vectors.
 //!
 //! **Status:** tested with the feature (`cargo test -p x0tta6bl4-rag --features qdrant`)
-//! and measured on the real corpus (docs/rag.md, "`qdrant`"); `cargo clippy` with the
-//! feature not run yet.
+//! and measured on the real corpus (docs/rag.md, "`qdrant`"); clippy-clean with it.
 //!
 //! Only compiled with the crate feature `qdrant` (off by default: `qdrant-edge` is most
 //! of the Qdrant server in one crate, about 390 crates to build; see docs/rag.md).
