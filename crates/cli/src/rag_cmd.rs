@@ -78,7 +78,8 @@ pub struct IngestArgs {
     /// Index kind and parameters: flat, int8[:clip=Q],
     /// pq[:m=M,bits=B,refine=R,rbits=RB,renorm=1,cand=C],
     /// pq:pca=1[,bytes=BYTES,cand=C,renorm=1] (PCA-rotated, BYTES of index per vector in
-    /// all: 192 = 8x), graph[:m=M,efc=E,ef=S].
+    /// all: 192 = 8x), graph[:m=M,efc=E,ef=S], qdrant[:bits=2,over=O,ef=E] (Qdrant Edge,
+    /// binary quantization with rescoring; only in a build with `--features qdrant`).
     #[arg(long, default_value = "int8", value_name = "KIND[:PARAMS]")]
     pub kind: String,
     /// Longest chunk, characters.
@@ -124,7 +125,9 @@ pub struct BenchArgs {
     /// int8[:clip=Q], pq[:m=M,bits=B,refine=R,rbits=RB,renorm=1,cand=C,train=T,iters=I]
     /// (B, RB: bits per sub-space code, 1-8), pq:pca=1[,bytes=BYTES,cand=C,renorm=1]
     /// (PCA-rotated, bit widths allocated per component; BYTES of index per vector,
-    /// everything counted: 192 = 8x of 384-d f32), graph[:m=M,efc=E,ef=S].
+    /// everything counted: 192 = 8x of 384-d f32), graph[:m=M,efc=E,ef=S],
+    /// qdrant[:bits=2,over=O,ef=E,m=M,efc=C] (Qdrant Edge, 1- or 2-bit binary
+    /// quantization, O x k candidates rescored; only in a build with `--features qdrant`).
     #[arg(long = "index", required = true, value_name = "KIND[:PARAMS]")]
     pub indexes: Vec<String>,
     /// Print one JSON object per index instead of a table.
@@ -133,6 +136,11 @@ pub struct BenchArgs {
     /// Also write the vectors, queries and ground truth here for scripts/faiss-bench.py.
     #[arg(long, value_name = "DIR")]
     pub export: Option<PathBuf>,
+    /// Measure only the first N queries of the data set (synthetic sets have 1,000).
+    /// Bounds the exact ground truth, which reads every vector once per query: 1.5 GB
+    /// per query at synthetic-1m.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub queries: Option<u64>,
     /// Skip the end-to-end figures (no model needed for synthetic data).
     #[arg(long)]
     pub no_model: bool,
@@ -184,7 +192,7 @@ pub(crate) fn spec(s: &str) -> anyhow::Result<IndexSpec> {
         Exit::Usage,
         "invalid index spec",
         format!("--index/--kind {s}"),
-        "use flat, int8[:clip=0.0001], pq[:m=48,bits=8,refine=96,rbits=8,cand=100] (m and refine divide 384, bits 1 to 8), pq:pca=1[,bytes=192,cand=300] or graph[:m=16,efc=100,ef=64]",
+        "use flat, int8[:clip=0.0001], pq[:m=48,bits=8,refine=96,rbits=8,cand=100] (m and refine divide 384, bits 1 to 8), pq:pca=1[,bytes=192,cand=300], graph[:m=16,efc=100,ef=64] or qdrant[:bits=2,over=4,ef=128]",
     )
 }
 
@@ -445,6 +453,9 @@ fn bench_edge(args: &BenchArgs) -> anyhow::Result<ExitCode> {
     if args.no_model {
         child_args.push("--no-model".into());
     }
+    if let Some(n) = args.queries {
+        child_args.extend(["--queries".into(), n.to_string().into()]);
+    }
     for (flag, dir) in [
         ("--export", &args.export),
         ("--model-dir", &args.model_dir),
@@ -587,7 +598,7 @@ fn bench_cmd(args: &BenchArgs) -> anyhow::Result<ExitCode> {
         .cache_dir
         .clone()
         .unwrap_or_else(bench::default_cache_dir);
-    let data = match name {
+    let mut data = match name {
         DatasetName::Synthetic { n } => bench::synthetic(n),
         DatasetName::LinuxDoc { max } => {
             let model = model.as_ref().expect("loaded above");
@@ -601,6 +612,9 @@ fn bench_cmd(args: &BenchArgs) -> anyhow::Result<ExitCode> {
                 )?
         }
     };
+    if let Some(n) = args.queries {
+        data.keep_queries(usize::try_from(n).unwrap_or(usize::MAX));
+    }
     let truth = bench::ground_truth(&data, 10);
     if let Some(dir) = &args.export {
         bench::export(&data, &truth, dir)

@@ -1,6 +1,6 @@
 //! The measurement loop of `x0tta6bl4 rag bench` without the rest of the binary, for
 //! building only this crate: `cargo run -p x0tta6bl4-rag --example rag_bench --
-//! DATASET [--export DIR] [--no-model] INDEX...`. Prints one JSON object per index
+//! DATASET [--export DIR] [--queries N] [--no-model] INDEX...`. Prints one JSON object per index
 //! (the same [`bench::BenchReport`] the command prints with `--json`).
 
 use x0tta6bl4_rag::bench::{self, DatasetName};
@@ -16,9 +16,20 @@ fn main() -> Result<(), String> {
         args.drain(i..(i + 2).min(args.len()));
         std::path::PathBuf::from(dir)
     });
+    let queries = args.iter().position(|a| a == "--queries").map(|i| {
+        let n = args.get(i + 1).cloned().unwrap_or_default();
+        args.drain(i..(i + 2).min(args.len()));
+        n
+    });
+    let queries = queries
+        .map(|n| match n.parse::<usize>() {
+            Ok(n) if n > 0 => Ok(n),
+            _ => Err(format!("--queries `{n}` is not a positive number")),
+        })
+        .transpose()?;
     let (dataset, specs) = args
         .split_first()
-        .ok_or("usage: rag_bench DATASET [--export DIR] [--no-model] INDEX...")?;
+        .ok_or("usage: rag_bench DATASET [--export DIR] [--queries N] [--no-model] INDEX...")?;
     let name = DatasetName::parse(dataset)?;
     let specs = specs
         .iter()
@@ -29,7 +40,7 @@ fn main() -> Result<(), String> {
     } else {
         Some(Embedder::load_default().map_err(|e| e.to_string())?)
     };
-    let data = match name {
+    let mut data = match name {
         DatasetName::Synthetic { n } => bench::synthetic(n),
         DatasetName::LinuxDoc { max } => bench::linux_doc(
             max,
@@ -38,6 +49,9 @@ fn main() -> Result<(), String> {
             &mut |l| eprintln!("{l}"),
         )?,
     };
+    if let Some(n) = queries {
+        data.keep_queries(n);
+    }
     let truth = bench::ground_truth(&data, 10);
     if let Some(dir) = export {
         bench::export(&data, &truth, &dir)?;

@@ -9,7 +9,8 @@
 //!   re-ranking, `pq:pca=1` (a PCA rotation, then one-dimensional sub-spaces whose bit
 //!   widths are allocated under a whole-index byte budget), an HNSW `graph` over int8
 //!   codes; each persisted to a versioned, checksummed file, each reporting the bytes it
-//!   needs.
+//!   needs. With the crate feature `qdrant` (off by default), also Qdrant Edge with
+//!   binary quantization and rescoring (`index::qdrant`, see docs/rag.md).
 //! - [`data`]: synthetic clustered vectors and the Linux kernel documentation corpus.
 //! - [`store`]: a directory holding chunks, their index and its manifest: ingest (files
 //!   or documents in memory), query.

@@ -1,6 +1,6 @@
 //! Exact search over full-precision vectors: the ground truth.
 
-use super::{dot_rows_f32, put_f32s, top_k, Hit, IndexKind, Reader, VectorIndex};
+use super::{dot_rows_f32, put_f32s, scan_top_k, Hit, IndexKind, Reader, VectorIndex};
 
 /// Every vector in f32, scanned exhaustively.
 pub struct FlatIndex {
@@ -46,9 +46,10 @@ impl VectorIndex for FlatIndex {
     }
 
     fn search(&self, query: &[f32], k: usize) -> Vec<Hit> {
-        let mut scores = vec![0f32; self.len()];
-        dot_rows_f32(&query[..self.dim], &self.data, &mut scores);
-        top_k(&scores, k)
+        let (q, dim) = (&query[..self.dim], self.dim);
+        scan_top_k(self.len(), k, |start, out| {
+            dot_rows_f32(q, &self.data[start * dim..(start + out.len()) * dim], out)
+        })
     }
 
     fn memory_bytes(&self) -> usize {

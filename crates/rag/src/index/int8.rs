@@ -6,7 +6,7 @@
 //! `scale = (hi - lo) / 255`. A query `q` is scored as
 //! `q·lo + Σ (q_d * scale_d) * code_d`: one inner product against the byte codes.
 
-use super::{dot_rows_u8, put_f32s, put_u32, top_k, Hit, IndexKind, Reader, VectorIndex};
+use super::{dot_rows_u8, put_f32s, put_u32, scan_top_k, Hit, IndexKind, Reader, VectorIndex};
 
 const CALIBRATION_ROWS: usize = 20_000;
 
@@ -118,9 +118,14 @@ impl VectorIndex for Int8Index {
 
     fn search(&self, query: &[f32], k: usize) -> Vec<Hit> {
         let (scaled, base) = self.prepare(query);
-        let mut scores = vec![0f32; self.len()];
-        dot_rows_u8(&scaled, &self.codes, &mut scores);
-        let mut hits = top_k(&scores, k);
+        let dim = self.dim;
+        let mut hits = scan_top_k(self.len(), k, |start, out| {
+            dot_rows_u8(
+                &scaled,
+                &self.codes[start * dim..(start + out.len()) * dim],
+                out,
+            )
+        });
         for h in &mut hits {
             h.score += base;
         }

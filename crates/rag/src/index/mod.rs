@@ -13,6 +13,9 @@
 //!   budget by score-weighted distortion; the most accurate per byte.
 //! - [`graph::GraphIndex`]: an HNSW proximity graph over int8 codes: a search scores a
 //!   few hundred vectors instead of all of them.
+//! - `qdrant::QdrantIndex` (crate feature `qdrant`, off by default): Qdrant Edge with
+//!   1- or 2-bit binary quantization and rescoring. Without the feature the spec still
+//!   parses, and building or loading one says how to get it.
 //!
 //! Size accounting ([`VectorIndex::memory_bytes`], and the file size on disk) counts
 //! every byte a search needs: codes, codebooks, calibration tables.
@@ -31,12 +34,14 @@ mod kernels;
 pub mod kmeans;
 pub mod pcapq;
 pub mod pq;
+#[cfg(feature = "qdrant")]
+pub mod qdrant;
 
 use std::fmt;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-pub use kernels::{dot, dot_rows_f32, dot_rows_u8, top_k, Hit, TopK};
+pub use kernels::{dot, dot_rows_f32, dot_rows_u8, scan_top_k, top_k, Hit, TopK};
 
 /// The magic bytes that start every index file.
 pub const MAGIC: &[u8; 8] = b"X0RAGIDX";
@@ -85,6 +90,8 @@ pub enum IndexKind {
     /// PCA-rotated product quantization with allocated bit widths (`pq:pca=1`).
     #[serde(rename = "pq-pca")]
     PcaPq,
+    /// Qdrant Edge with binary quantization and rescoring (feature `qdrant`).
+    Qdrant,
 }
 
 impl IndexKind {
@@ -95,6 +102,7 @@ impl IndexKind {
             Self::Pq => 3,
             Self::Graph => 4,
             Self::PcaPq => 5,
+            Self::Qdrant => 6,
         }
     }
 
@@ -105,6 +113,7 @@ impl IndexKind {
             3 => Some(Self::Pq),
             4 => Some(Self::Graph),
             5 => Some(Self::PcaPq),
+            6 => Some(Self::Qdrant),
             _ => None,
         }
     }
@@ -118,6 +127,7 @@ impl fmt::Display for IndexKind {
             Self::Pq => "pq",
             Self::Graph => "graph",
             Self::PcaPq => "pq-pca",
+            Self::Qdrant => "qdrant",
         })
     }
 }
@@ -144,6 +154,60 @@ pub trait VectorIndex: Send + Sync {
     fn encode(&self, out: &mut Vec<u8>);
 }
 
+/// Parameters of `qdrant[:bits=B,over=O,ef=E,m=M,efc=C]`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct QdrantParams {
+    /// Bits per dimension of the binary quantization: 1 or 2.
+    pub bits: usize,
+    /// Oversampling: candidates taken by the quantized codes per result, then rescored.
+    pub oversampling: usize,
+    /// HNSW beam width at search (`hnsw_ef`).
+    pub ef: usize,
+    /// HNSW links per node.
+    pub m: usize,
+    /// HNSW beam width at construction.
+    pub ef_construct: usize,
+}
+
+impl Default for QdrantParams {
+    fn default() -> Self {
+        Self {
+            bits: 2,
+            oversampling: 8,
+            ef: 128,
+            m: 16,
+            ef_construct: 100,
+        }
+    }
+}
+
+impl QdrantParams {
+    /// Refuse values Qdrant would reject or that make no sense.
+    pub fn check(&self) -> Result<(), IndexError> {
+        if !(1..=2).contains(&self.bits) {
+            return Err(IndexError::Invalid(format!(
+                "qdrant bits={} must be 1 or 2 (bits per dimension of the binary quantization)",
+                self.bits
+            )));
+        }
+        if self.oversampling == 0 || self.ef == 0 || self.m < 2 || self.ef_construct < 4 {
+            return Err(IndexError::Invalid(format!(
+                "qdrant needs over >= 1, ef >= 1, m >= 2, efc >= 4 (got over={}, ef={}, m={}, efc={})",
+                self.oversampling, self.ef, self.m, self.ef_construct
+            )));
+        }
+        Ok(())
+    }
+
+    /// The spec string these parameters parse from.
+    pub fn spec(&self) -> String {
+        format!(
+            "qdrant:bits={},over={},ef={},m={},efc={}",
+            self.bits, self.oversampling, self.ef, self.m, self.ef_construct
+        )
+    }
+}
+
 /// What to build: a kind and its parameters, parsed from `KIND[:key=value,...]`.
 #[derive(Clone, Debug, PartialEq)]
 pub enum IndexSpec {
@@ -160,6 +224,8 @@ pub enum IndexSpec {
     PcaPq(pcapq::PcaPqParams),
     /// `graph[:m=M,efc=E,ef=S,clip=Q,seed=S]`.
     Graph(graph::GraphParams),
+    /// `qdrant[:bits=B,over=O,ef=E,m=M,efc=C]` (needs the crate feature `qdrant`).
+    Qdrant(QdrantParams),
 }
 
 impl IndexSpec {
@@ -284,8 +350,24 @@ impl IndexSpec {
                 p.check()?;
                 Ok(Self::Graph(p))
             }
+            "qdrant" => {
+                let mut p = QdrantParams::default();
+                for (k, v) in pairs {
+                    let n = whole(k, v)?;
+                    match k {
+                        "bits" => p.bits = n,
+                        "over" => p.oversampling = n,
+                        "ef" => p.ef = n,
+                        "m" => p.m = n,
+                        "efc" => p.ef_construct = n,
+                        _ => return Err(unknown(k, "bits, over, ef, m, efc")),
+                    }
+                }
+                p.check()?;
+                Ok(Self::Qdrant(p))
+            }
             other => Err(IndexError::Invalid(format!(
-                "unknown index kind `{other}` (known: flat, int8, pq, graph)"
+                "unknown index kind `{other}` (known: flat, int8, pq, graph, qdrant)"
             ))),
         }
     }
@@ -309,9 +391,18 @@ impl IndexSpec {
             Self::Pq(p) => Box::new(pq::PqIndex::build(data, dim, p)?),
             Self::PcaPq(p) => Box::new(pcapq::PcaPqIndex::build(data, dim, p)?),
             Self::Graph(p) => Box::new(graph::GraphIndex::build(data, dim, p)?),
+            #[cfg(feature = "qdrant")]
+            Self::Qdrant(p) => Box::new(qdrant::QdrantIndex::build(data, dim, p)?),
+            #[cfg(not(feature = "qdrant"))]
+            Self::Qdrant(_) => return Err(IndexError::Invalid(NO_QDRANT.into())),
         })
     }
 }
+
+/// Why a `qdrant` index cannot be built or loaded by this build.
+#[cfg(not(feature = "qdrant"))]
+const NO_QDRANT: &str = "index `qdrant` (Qdrant Edge) is not in this build: rebuild with \
+     `cargo build --release -p x0tta6bl4-cli --features qdrant` (about 390 more crates, see docs/rag.md)";
 
 /// Write `index` to `path` atomically (temporary file, fsync, rename, fsync of the
 /// directory). Returns the file's size in bytes.
@@ -403,6 +494,10 @@ pub fn load(path: &Path) -> Result<Box<dyn VectorIndex>, IndexError> {
         IndexKind::Pq => pq::PqIndex::decode(&mut r, dim, n, version).map(|i| Box::new(i) as _),
         IndexKind::Graph => graph::GraphIndex::decode(&mut r, dim, n).map(|i| Box::new(i) as _),
         IndexKind::PcaPq => pcapq::PcaPqIndex::decode(&mut r, dim, n).map(|i| Box::new(i) as _),
+        #[cfg(feature = "qdrant")]
+        IndexKind::Qdrant => qdrant::QdrantIndex::decode(&mut r, dim, n).map(|i| Box::new(i) as _),
+        #[cfg(not(feature = "qdrant"))]
+        IndexKind::Qdrant => return Err(refuse(NO_QDRANT.into())),
     };
     let index = index.map_err(|e| refuse(format!("malformed {kind} payload: {e}")))?;
     if r.remaining() != 0 {
@@ -529,9 +624,57 @@ mod tests {
             ("pq:pca=1,bytes=-3", "non-negative integer"),
             ("int8:clip=0.7", "must be in"),
             ("flat:x=1", "unknown parameter"),
+            ("qdrant:bits=3", "must be 1 or 2"),
+            ("qdrant:over=0", "over >= 1"),
+            ("qdrant:nbits=2", "unknown parameter"),
         ] {
             let e = IndexSpec::parse(bad).unwrap_err().to_string();
             assert!(e.contains(needle), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn qdrant_spec_parses_and_without_the_feature_says_how_to_get_it() {
+        match IndexSpec::parse("qdrant:bits=1,over=8,ef=64").unwrap() {
+            IndexSpec::Qdrant(p) => {
+                assert_eq!((p.bits, p.oversampling, p.ef), (1, 8, 64));
+                assert_eq!(p.spec(), "qdrant:bits=1,over=8,ef=64,m=16,efc=100");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            IndexSpec::parse("qdrant").unwrap(),
+            IndexSpec::Qdrant(QdrantParams::default())
+        );
+        #[cfg(not(feature = "qdrant"))]
+        {
+            let data = synthetic_clustered(20, 8, 2, 0.3, 1);
+            let e = IndexSpec::parse("qdrant")
+                .unwrap()
+                .build(&data, 8)
+                .err()
+                .expect("no qdrant in this build")
+                .to_string();
+            assert!(e.contains("--features qdrant"), "{e}");
+            // A qdrant index file (kind 6) is refused with the same advice, untouched.
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("q.bin");
+            let payload = [0u8; 4];
+            let mut bytes = MAGIC.to_vec();
+            for v in [FORMAT_VERSION, IndexKind::Qdrant.code(), 8] {
+                bytes.extend_from_slice(&v.to_le_bytes());
+            }
+            bytes.extend_from_slice(&20u64.to_le_bytes());
+            bytes.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+            bytes.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+            bytes.extend_from_slice(&payload);
+            std::fs::write(&path, &bytes).unwrap();
+            let e = load(&path).err().expect("refused").to_string();
+            assert!(
+                e.contains("--features qdrant") && e.contains("left untouched"),
+                "{e}"
+            );
+            assert_eq!(std::fs::read(&path).unwrap(), bytes);
         }
     }
 
