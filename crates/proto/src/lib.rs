@@ -15,6 +15,7 @@
 #![deny(unused_must_use)]
 #![warn(missing_docs)]
 
+mod addresses;
 pub mod byzantine;
 mod config;
 mod crypto;
@@ -46,4 +47,4 @@ pub use node::{
 pub use rng::Rng;
 pub use route::{compute_routes, Route, RoutingTable};
 pub use time::Instant;
-pub use wire::{Lsa, LsaLink, Message, SignedLsa, WireError};
+pub use wire::{AddressRecord, Lsa, LsaLink, Message, SignedLsa, WireError};
