@@ -381,6 +381,8 @@ pub struct Node {
     /// `addresses`), and the sequence number of our own last one.
     addresses: AddressBook,
     address_sequence: u64,
+    /// When our own record was last signed.
+    address_signed_at: Instant,
     /// Dials to learnt addresses in progress: the node each address was learnt for.
     learnt_dials: BTreeMap<SocketAddr, NodeName>,
     transmits: VecDeque<Transmit>,
@@ -435,6 +437,7 @@ impl Node {
             revocation_resyncs: 0,
             addresses: AddressBook::default(),
             address_sequence: config.initial_sequence.saturating_sub(1),
+            address_signed_at: now,
             learnt_dials: BTreeMap::new(),
             transmits: VecDeque::new(),
             staged_updates: BTreeMap::new(),
@@ -1481,11 +1484,15 @@ impl Node {
     /// Originate, sign, install and flood a new advertisement of this node's links.
     fn originate_now(&mut self, now: Instant) {
         self.origination_due = None;
-        if now >= self.next_refresh_at {
-            // Our address record is re-signed with each refresh, so it floods past every
-            // node holding the old one: a node that missed it (records ride datagrams)
-            // gets it this time.
-            if let Some(own) = self.addresses.get(&self.name) {
+        if let Some(own) = self.addresses.get(&self.name) {
+            // Our address record is re-signed once a refresh interval has passed (so it
+            // floods past every node holding the old one: a node that missed it, as
+            // records ride datagrams, gets it this time) and as soon as our credential
+            // changed (a renewed SVID: the old one expires, and with it the record's
+            // signature).
+            let refresh = Duration::from_millis(self.config.lsa_refresh_ms);
+            let renewed = *own.credential != *self.auth.credential();
+            if renewed || now >= self.address_signed_at + refresh {
                 let addresses = own.addresses.clone();
                 self.originate_addresses(now, addresses);
             }
@@ -1632,8 +1639,9 @@ impl Node {
     // ----- address records -----
 
     /// Sign, keep and flood a new record of this node's `addresses`.
-    fn originate_addresses(&mut self, _now: Instant, addresses: Vec<SocketAddr>) {
+    fn originate_addresses(&mut self, now: Instant, addresses: Vec<SocketAddr>) {
         self.address_sequence += 1;
+        self.address_signed_at = now;
         let signed = AddressRecord::signed_bytes(&self.name, self.address_sequence, &addresses);
         let record = Arc::new(AddressRecord {
             origin: self.name.clone(),
@@ -1705,9 +1713,17 @@ impl Node {
         }
     }
 
-    /// Every address record held, to one neighbour, in as few frames as the limits allow.
+    /// Every address record held of a node we route to (our own included), to one
+    /// neighbour, in as few frames as the limits allow. Records of nodes without a
+    /// route (gone, most likely) are kept but not handed on: their credential may have
+    /// expired since, and they come back with a fresh record.
     fn send_address_records(&mut self, to: &NodeName) {
-        let all: Vec<Arc<AddressRecord>> = self.addresses.iter().cloned().collect();
+        let all: Vec<Arc<AddressRecord>> = self
+            .addresses
+            .iter()
+            .filter(|r| r.origin == self.name || self.routes.next_hop(&r.origin).is_some())
+            .cloned()
+            .collect();
         let mut records = Vec::new();
         let mut bytes = 0;
         for record in all {
