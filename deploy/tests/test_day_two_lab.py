@@ -15,7 +15,8 @@ It ends with every pair of the five pods reachable over the mesh, the revoked no
 refused (its init container is refused by the CA, and a node presenting an SVID of that
 name issued before the revocation gets no link), no pod stuck (every pod ready and live,
 no container restarted by a failing liveness probe), and the alerts that fired equal to
-the expected set: a real Prometheus scrapes every pod (by its DNS name, as the pods
+the expected set (the required ones, plus the MTTR alert if a busy host's false
+neighbour-downs fired it; see REQUIRED_ALERTS): a real Prometheus scrapes every pod (by its DNS name, as the pods
 move) with the repository's rules loaded; the series the rules read are exported from it
 and replayed by `promtool test rules` through the same rules, which must find exactly
 the expected alerts (and the live Prometheus' ALERTS must agree).
@@ -68,20 +69,33 @@ USER = "10001:10001"
 RELEASE = "x0tta6bl4"
 MODES = {"caSecret": "casecret", "joinToken": "jointoken"}  # identity mode -> namespace
 CA_PORT = 7101
-# The alerts the run must fire, per namespace, and why (any other alert fails the test):
-# X0tta6bl4MttrHigh: a restarted pod is down for seconds, and so are the probe flows it
-#   sends and receives (every pod sends one to each seed): the receivers measure
-#   outages of seconds, p95 over 5 minutes far above the 250 ms target, for over a minute.
+# The alerts the run must fire, per namespace, and why (any other alert fails the test,
+# except the load-dependent one below):
 # X0tta6bl4NeighbourDown: after pod 5 is revoked and the StatefulSet scaled down, its
 #   neighbours (the seeds it dialed) list it as down until they restart; the operator
 #   waits longer than the alert's `for: 1m` before restarting every pod.
+# Allowed, not required: X0tta6bl4MttrHigh. Restarted pods start their probe flows afresh
+#   and a receiver that restarts forgets its flows, so restarts record no outage; only
+#   neighbours falsely declared down on a busy host (probes answered too late) break
+#   flows that stay up, and how many there are depends on the host's load (100-180
+#   false downs per pod at load 7-9, 0-4 at load 4-5, in runs of the same commit range).
+#   Whether it fired or not, `promtool test rules` must find on the recorded series
+#   exactly what the live Prometheus fired.
 # Not expected, and so checked not to fire: NodeDown (no pod is gone for 30 s: a pod is
 # recreated, enrolled and ready in seconds), MeshPartitioned (the revoked pod, up but
 # refused, is scaled down within the alert's minute), the SVID alerts (renewals keep
 # every SVID above half its life), NotScraped, Byzantine advertisements and replays.
 # RouteFlapping (`for: 10m`) cannot fire inside a 10-minute window.
-EXPECTED_ALERTS = {(alert, namespace) for namespace in MODES.values()
-                   for alert in ("X0tta6bl4MttrHigh", "X0tta6bl4NeighbourDown")}
+REQUIRED_ALERTS = {(alert, namespace) for namespace in MODES.values()
+                   for alert in ("X0tta6bl4NeighbourDown",)}
+LOAD_DEPENDENT_ALERTS = {(alert, namespace) for namespace in MODES.values()
+                         for alert in ("X0tta6bl4MttrHigh",)}
+
+
+def expected_alerts(fired: set) -> set:
+    """The alerts the run must have fired, given those the live Prometheus fired: the
+    required ones and whichever load-dependent ones fired."""
+    return REQUIRED_ALERTS | (LOAD_DEPENDENT_ALERTS & fired)
 
 
 def prerequisites() -> None:
@@ -501,11 +515,12 @@ RULE_INPUTS = ("up", "x0tta6bl4_flow_outage_seconds_bucket", "x0tta6bl4_flow_out
                "x0tta6bl4_dropped_total")
 
 
-def promtool_file(prometheus: Prometheus, start: float, end: float, directory: Path) -> Path:
+def promtool_file(prometheus: Prometheus, start: float, end: float, directory: Path,
+                  expected_set: set) -> Path:
     """A `promtool test rules` file: the rule inputs as Prometheus stored them over the
     run (one value per SCRAPE_S step, `stale` where a series ended, `_` while absent),
     time shifted so the run starts at promtool's time 0 (timestamps in values too), and
-    one check: the alerts that fired at any time of the run are EXPECTED_ALERTS."""
+    one check: the alerts that fired at any time of the run are `expected_set`."""
     steps = int((end - start) // SCRAPE_S)
     series = []
     for name in RULE_INPUTS:
@@ -527,7 +542,7 @@ def promtool_file(prometheus: Prometheus, start: float, end: float, directory: P
             labels = ",".join(f'{k}="{v}"' for k, v in sorted(result["metric"].items()) if k != "__name__")
             series.append({"series": f"{name}{{{labels}}}", "values": " ".join(values)})
     expected = [{"labels": f'{{alertname="{alert}",namespace="{namespace}"}}', "value": 1}
-                for alert, namespace in sorted(EXPECTED_ALERTS)]
+                for alert, namespace in sorted(expected_set)]
     test = {"rule_files": [str(RULES)], "evaluation_interval": f"{SCRAPE_S}s",
             "tests": [{"interval": f"{SCRAPE_S}s", "input_series": series,
                        "promql_expr_test": [{
@@ -710,7 +725,8 @@ def day_two(tmp_path_factory):
         fired = {(r["metric"]["alertname"], r["metric"].get("namespace", ""))
                  for r in prometheus.query(f'group by (alertname, namespace) (max_over_time('
                                            f'ALERTS{{alertstate="firing"}}[{int(t_end - t0)}s]))', t_end)}
-        test_file = promtool_file(prometheus, t0 - t0 % SCRAPE_S, t_end, directory)
+        test_file = promtool_file(prometheus, t0 - t0 % SCRAPE_S, t_end, directory,
+                                  expected_alerts(fired))
         promtool = subprocess.run(["promtool", "test", "rules", str(test_file)], capture_output=True, text=True,
                                   cwd=directory)
         run_s = time.monotonic() - started
@@ -739,7 +755,9 @@ def test_day_two_ten_minutes_of_renewals_rollouts_and_a_revocation(day_two):
           f"OCI archive {day_two['saved_size']} bytes ({day_two['saved_size'] / 1e6:.1f} MB)")
     print(f"alerts fired: {sorted(day_two['fired'])}; wall time {day_two['wall_s']:.0f} s")
     assert day_two["promtool"].returncode == 0, day_two["promtool"].stdout + day_two["promtool"].stderr
-    assert day_two["fired"] == EXPECTED_ALERTS
+    assert day_two["fired"] == expected_alerts(day_two["fired"]), \
+        f"fired {sorted(day_two['fired'])}, required {sorted(REQUIRED_ALERTS)}, " \
+        f"allowed as load-dependent {sorted(LOAD_DEPENDENT_ALERTS)}"
 
 
 def test_the_recreated_join_token_pod_re_enrolled(day_two):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import shlex
+import subprocess
 
 import pytest
 
@@ -34,6 +35,44 @@ def test_every_alert_links_to_a_runbook_section():
         assert links and set(links) <= found, (alert["alert"], links)
     sections = {h for h in re.findall(r"^## (X0tta6bl4\w+)$", text, re.M)}
     assert sections <= {a["alert"] for a in alerts()}, "a section for an alert that does not exist"
+
+
+def test_every_alert_has_a_runbook_url_resolving_to_a_runbook_section():
+    """Alertmanager links `runbook_url`: each is the base (the runbook's path in this
+    repository) and an anchor that GitHub makes of an existing heading, the alert's own."""
+    found = anchors(RUNBOOK.read_text())
+    for alert in alerts():
+        url = alert["annotations"].get("runbook_url")
+        assert url, f"{alert['alert']} has no runbook_url"
+        base, _, anchor = url.partition("#")
+        assert base == "docs/runbook-mttr.md" and (ROOT / base).is_file(), (alert["alert"], url)
+        assert anchor in found, (alert["alert"], url, "no such heading")
+        assert anchor in alert["annotations"]["description"], (alert["alert"], "description links elsewhere")
+
+
+def test_the_runbook_base_can_be_changed_for_every_alert_at_once():
+    import importlib.util
+    path = ROOT / "deploy" / "monitoring" / "prometheus" / "runbook_base.py"
+    spec = importlib.util.spec_from_file_location("runbook_base", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    source = (ROOT / "deploy" / "monitoring" / "prometheus" / "x0tta6bl4-rules.yml").read_text()
+    base = "https://git.example.org/ops/x0tta6bl4/blob/main/docs/runbook-mttr.md"
+    rebased = module.rebase(source, base + "/")
+    assert len(rebased) == len(source) + len(alerts()) * (len(base) - len("docs/runbook-mttr.md"))
+    urls = re.findall(r'runbook_url: "([^"]+)"', rebased)
+    assert len(urls) == len(alerts()) and all(u.startswith(base + "#") for u in urls)
+    for bad in ("", 'x"y', "a#b"):
+        with pytest.raises(ValueError):
+            module.rebase(source, bad)
+    with pytest.raises(ValueError, match="no runbook_url"):
+        module.rebase("groups: []\n", base)
+    cli = subprocess.run(["python3", str(path), base], input=source, capture_output=True,
+                         text=True, timeout=30)
+    assert cli.returncode == 0 and cli.stdout == module.rebase(source, base), cli.stderr
+    usage = subprocess.run(["python3", str(path)], input=source, capture_output=True, text=True,
+                           timeout=30)
+    assert usage.returncode == 2 and "BASE_URL" in usage.stderr
 
 
 def commands(markdown: str) -> list[list[str]]:

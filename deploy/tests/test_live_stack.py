@@ -152,7 +152,7 @@ def promql(expression: str) -> str:
     match = re.fullmatch(r"label_values\((.*),\s*\w+\)", expression.strip(), re.S)
     if match:
         expression = match.group(1)
-    for variable, value in {"$__rate_interval": "1m", "$job": "x0tta6bl4", "$instance": ".*",
+    for variable, value in {"$__rate_interval": "1m", "$job": "x0tta6bl4", "$mesh": ".*", "$instance": ".*",
                             "$scenario": ".*", "$topology": ".*"}.items():
         expression = expression.replace(variable, value)
     assert "$" not in expression, f"unknown variable in {expression}"

@@ -26,6 +26,13 @@ pub struct NodeConfig {
     /// and redialed with backoff whenever the link is lost.
     #[serde(default)]
     pub peers: Vec<String>,
+    /// Where other nodes can reach this node's QUIC endpoint (`IP:PORT`, at most 8),
+    /// flooded to the whole mesh in a signed address record so that a node redialing us
+    /// after we moved (a recreated pod) finds us without DNS. Empty (the default): the
+    /// `listen` address when it names an IP, else the local address of each link (a
+    /// pod's IP) with the `listen` port.
+    #[serde(default)]
+    pub advertise: Vec<SocketAddr>,
     /// Ready without any neighbour (a single-node mesh).
     #[serde(default)]
     pub standalone: bool,
@@ -342,6 +349,25 @@ impl NodeConfig {
         }
         for peer in &self.peers {
             parse_peer(peer).map_err(|message| ("peers".to_owned(), message))?;
+        }
+        let max = x0tta6bl4_proto::wire::ADDRESSES_PER_RECORD_MAX;
+        if self.advertise.len() > max {
+            let message = format!(
+                "{} addresses listed: at most {max} are advertised",
+                self.advertise.len()
+            );
+            return Err(("advertise".into(), message));
+        }
+        if let Some(bad) = self
+            .advertise
+            .iter()
+            .find(|a| a.port() == 0 || a.ip().is_unspecified())
+        {
+            let message = format!(
+                "{bad} cannot be dialed: give the IP and port other nodes reach this node at \
+                 (e.g. \"10.0.0.5:7000\"), or leave `advertise` out"
+            );
+            return Err(("advertise".into(), message));
         }
         self.validate_identity()?;
         self.api.validate()?;
@@ -720,6 +746,31 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(error.contains("missing key `api_listen`"), "{error}");
+    }
+
+    #[test]
+    fn advertise_takes_dialable_addresses_only() {
+        let path = Path::new("/etc/x0/node.toml");
+        let ok = format!("advertise = [\"10.0.0.5:7001\", \"[fd00::5]:7001\"]\n{MINIMAL}");
+        let config = NodeConfig::from_toml(&ok, path).unwrap();
+        assert_eq!(config.advertise.len(), 2);
+        for (bad, says) in [
+            ("[\"0.0.0.0:7001\"]", "cannot be dialed"),
+            ("[\"10.0.0.5:0\"]", "cannot be dialed"),
+            ("[\"node-a:7001\"]", "advertise"),
+            (
+                "[\"10.0.0.1:1\",\"10.0.0.1:2\",\"10.0.0.1:3\",\"10.0.0.1:4\",\"10.0.0.1:5\",\
+                 \"10.0.0.1:6\",\"10.0.0.1:7\",\"10.0.0.1:8\",\"10.0.0.1:9\"]",
+                "at most 8",
+            ),
+        ] {
+            let text = format!("advertise = {bad}\n{MINIMAL}");
+            let error = NodeConfig::from_toml(&text, path).unwrap_err().to_string();
+            assert!(
+                error.contains("advertise") && error.contains(says),
+                "{bad}: {error}"
+            );
+        }
     }
 
     #[test]

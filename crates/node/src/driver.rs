@@ -194,6 +194,73 @@ pub(crate) struct Driver {
     routes_dirty: bool,
     /// Route audit mismatches already logged (see `Stats::route_audit_mismatches`).
     route_mismatches_logged: u64,
+    /// What this node advertises as its addresses (see [`Advertise`]).
+    advertise: Advertise,
+}
+
+/// Where this node says it can be reached (the proto core floods it, see
+/// `Node::set_addresses`).
+pub(crate) enum Advertise {
+    /// `advertise` in the configuration, or the `listen` address when it names an IP.
+    Fixed(Vec<SocketAddr>),
+    /// `listen` is a wildcard: each link's local IP (the route's source address towards
+    /// the peer) with the listen port, newest last, at most
+    /// [`x0tta6bl4_proto::wire::ADDRESSES_PER_RECORD_MAX`].
+    Learnt { port: u16, seen: Vec<SocketAddr> },
+}
+
+impl Advertise {
+    /// From the configured `advertise` list and the bound QUIC address.
+    pub(crate) fn new(configured: &[SocketAddr], bound: SocketAddr) -> Advertise {
+        if !configured.is_empty() {
+            Advertise::Fixed(configured.to_vec())
+        } else if bound.ip().is_unspecified() {
+            Advertise::Learnt {
+                port: bound.port(),
+                seen: Vec::new(),
+            }
+        } else {
+            Advertise::Fixed(vec![bound])
+        }
+    }
+
+    /// A link to `remote` came up: returns the addresses to advertise if they changed.
+    fn link_to(&mut self, remote: SocketAddr) -> Option<Vec<SocketAddr>> {
+        let Advertise::Learnt { port, seen } = self else {
+            return None;
+        };
+        let ip = local_ip_towards(remote)?;
+        let addr = SocketAddr::new(ip, *port);
+        if seen.contains(&addr) {
+            return None;
+        }
+        if seen.len() == x0tta6bl4_proto::wire::ADDRESSES_PER_RECORD_MAX {
+            seen.remove(0);
+        }
+        seen.push(addr);
+        Some(seen.clone())
+    }
+}
+
+/// The source address the kernel picks to reach `remote` (a connected UDP socket sends
+/// nothing): a wildcard-bound node's address as its peers see it.
+fn local_ip_towards(remote: SocketAddr) -> Option<std::net::IpAddr> {
+    let remote = match remote.ip() {
+        std::net::IpAddr::V6(ip) => match ip.to_ipv4_mapped() {
+            Some(v4) => SocketAddr::new(v4.into(), remote.port()),
+            None => remote,
+        },
+        std::net::IpAddr::V4(_) => remote,
+    };
+    let any: SocketAddr = if remote.is_ipv4() {
+        (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+    } else {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    let socket = std::net::UdpSocket::bind(any).ok()?;
+    socket.connect(remote).ok()?;
+    let ip = socket.local_addr().ok()?.ip();
+    (!ip.is_unspecified()).then_some(ip)
 }
 
 async fn sleep_until(deadline: Option<tokio::time::Instant>) {
@@ -204,7 +271,7 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
 }
 
 impl Driver {
-    pub fn new(parts: DriverParts) -> Driver {
+    pub fn new(parts: DriverParts, advertise: Advertise) -> Driver {
         let shared = parts.context.shared.clone();
         let announced_not_after = parts.context.tls.current().not_after();
         Driver {
@@ -233,6 +300,7 @@ impl Driver {
             snapshot_pending: true,
             routes_dirty: true,
             route_mismatches_logged: 0,
+            advertise,
         }
     }
 
@@ -264,6 +332,10 @@ impl Driver {
         }
         for addr in peers {
             self.node.add_peer(now, *addr);
+        }
+        if let Advertise::Fixed(addresses) = &self.advertise {
+            tracing::info!(?addresses, "advertising addresses to the mesh");
+            self.node.set_addresses(now, addresses);
         }
         if let Some(port) = beacon_port {
             self.node.enable_beacons(now, port);
@@ -592,11 +664,16 @@ impl Driver {
             self.links.remove(&new.name);
         }
         if !self.node.handle_link_up(now, new.name.clone(), new.dialed) {
-            tracing::warn!(neighbour = %new.name, "link refused: neighbour table full (raise protocol.neighbours_max) or own name");
+            tracing::warn!(neighbour = %new.name, "link refused: neighbour table full (raise protocol.neighbours_max), own name, \
+                or another node than the one whose address learnt from the mesh was dialed");
             new.conn.close(close::REFUSED.into(), b"refused");
             return;
         }
         tracing::debug!(neighbour = %new.name, remote = %new.conn.remote_address(), dialed = new.dialed.is_some(), "link up");
+        if let Some(addresses) = self.advertise.link_to(new.conn.remote_address()) {
+            tracing::info!(?addresses, "advertising addresses to the mesh");
+            self.node.set_addresses(now, &addresses);
+        }
         self.spiffe_ids.insert(new.name.clone(), new.spiffe_id);
         let link = Link {
             id: new.id,
@@ -991,6 +1068,7 @@ impl Driver {
             state: n.state.as_str(),
             cost: n.cost,
             kx_group: self.links.get(&n.name).and_then(|l| l.kx_group.clone()),
+            advertised: self.node.learnt_addresses(&n.name).to_vec(),
             name: n.name,
         }
     }
@@ -1024,5 +1102,39 @@ impl Driver {
         }
         links.sort_by(|x, y| (&x.source, &x.target).cmp(&(&y.source, &y.target)));
         Topology { nodes, links }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_wildcard_listener_advertises_each_links_local_address_with_its_port() {
+        let configured: SocketAddr = "10.0.0.5:7000".parse().unwrap();
+        let mut fixed = Advertise::new(&[configured], "0.0.0.0:7000".parse().unwrap());
+        assert!(matches!(&fixed, Advertise::Fixed(a) if a == &[configured]));
+        assert_eq!(fixed.link_to("127.0.0.1:9".parse().unwrap()), None);
+        let bound: SocketAddr = "127.0.0.3:7001".parse().unwrap();
+        assert!(matches!(Advertise::new(&[], bound), Advertise::Fixed(a) if a == [bound]));
+
+        let mut learnt = Advertise::new(&[], "0.0.0.0:7002".parse().unwrap());
+        let first = learnt.link_to("127.0.0.1:9".parse().unwrap());
+        assert_eq!(first, Some(vec!["127.0.0.1:7002".parse().unwrap()]));
+        // The same local address again: nothing new to advertise (IPv4-mapped too).
+        assert_eq!(learnt.link_to("127.0.0.1:10".parse().unwrap()), None);
+        assert_eq!(
+            learnt.link_to("[::ffff:127.0.0.1]:10".parse().unwrap()),
+            None
+        );
+        // Other destinations reached from the same local address add nothing.
+        for i in 0..20u8 {
+            assert_eq!(learnt.link_to(SocketAddr::from(([127, 0, 1, i], 9))), None);
+        }
+        let Advertise::Learnt { seen, .. } = &learnt else {
+            panic!("stays learnt")
+        };
+        assert_eq!(seen.len(), 1);
+        assert!(seen.iter().all(|a| a.port() == 7002));
     }
 }

@@ -69,7 +69,7 @@ pub use state::{
 };
 
 use config::{parse_peer, PeerAddr};
-use driver::{Driver, DriverParts};
+use driver::{Advertise, Driver, DriverParts};
 use revocation_store::RevocationStore;
 use state::{Counters, Shared, Snapshot};
 use transport::{Input, LinkContext, LinkTls};
@@ -257,19 +257,22 @@ impl NodeHandle {
             tls,
         };
         let broadcast = SocketAddr::from((config.discovery.broadcast, config.discovery.port));
-        let mut driver = Driver::new(DriverParts {
-            node: protocol_node(&config, &identity, authenticator)?,
-            clock: std::time::Instant::now(),
-            endpoint: endpoint.clone(),
-            context: context.clone(),
-            beacon: sockets.beacon.clone().map(|socket| (socket, broadcast)),
-            route_seconds: metrics.route_computation_seconds.clone(),
-            outage_seconds: metrics.flow_outage_seconds.clone(),
-            timer_lateness: metrics.timer_lateness_seconds.clone(),
-            chaos: config.chaos.clone().map(chaos::Chaos::watch),
-            revocations,
-            telemetry,
-        });
+        let mut driver = Driver::new(
+            DriverParts {
+                node: protocol_node(&config, &identity, authenticator)?,
+                clock: std::time::Instant::now(),
+                endpoint: endpoint.clone(),
+                context: context.clone(),
+                beacon: sockets.beacon.clone().map(|socket| (socket, broadcast)),
+                route_seconds: metrics.route_computation_seconds.clone(),
+                outage_seconds: metrics.flow_outage_seconds.clone(),
+                timer_lateness: metrics.timer_lateness_seconds.clone(),
+                chaos: config.chaos.clone().map(chaos::Chaos::watch),
+                revocations,
+                telemetry,
+            },
+            Advertise::new(&config.advertise, quic_addr),
+        );
         let peers = static_peers(&config.peers, &inputs_tx, &stop_rx);
         driver.configure(
             &peers,

@@ -292,7 +292,7 @@ impl Collector for ApiCollector {
 }
 
 /// Proto's cumulative counters: name (without `_total`), help, value.
-fn stats_counters(s: &Stats) -> [(&'static str, &'static str, u64); 21] {
+fn stats_counters(s: &Stats) -> [(&'static str, &'static str, u64); 23] {
     [
         (
             "lsa_originated",
@@ -364,6 +364,16 @@ fn stats_counters(s: &Stats) -> [(&'static str, &'static str, u64); 21] {
             "revocation_digests_sent",
             "Revocation digests sent to neighbours (anti-entropy)",
             s.revocation_digests_sent,
+        ),
+        (
+            "address_records_installed",
+            "Other nodes' signed address records verified and newly held",
+            s.address_records_installed,
+        ),
+        (
+            "learnt_address_dials",
+            "Dials to a peer's address learnt from the mesh (next to its configured one)",
+            s.learnt_dials,
         ),
         (
             "messages_forwarded",

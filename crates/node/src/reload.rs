@@ -148,6 +148,7 @@ pub(crate) fn plan(
             json(&new.api_listen),
         ),
         ("peers", json(&running.peers), json(&new.peers)),
+        ("advertise", json(&running.advertise), json(&new.advertise)),
         (
             "standalone",
             json(&running.standalone),

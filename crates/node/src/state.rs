@@ -44,6 +44,9 @@ pub struct PeerView {
     pub cost: u32,
     /// Key-exchange group of the open link's handshake, e.g. `X25519MLKEM768`.
     pub kx_group: Option<String>,
+    /// The addresses the neighbour advertised through the mesh (its signed address
+    /// record, newest held): where this node redials it if its configured address fails.
+    pub advertised: Vec<SocketAddr>,
 }
 
 /// One route as `GET /api/v1/routes` shows it.

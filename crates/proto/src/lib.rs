@@ -11,10 +11,15 @@
 //! The entry point is [`Node`]; its documentation gives the call order a driver must
 //! follow. [`measure`] holds the data-plane MTTR statistics shared by the demo, the twin
 //! and the chaos lab, so that all three compute the same numbers the same way.
+//!
+//! Besides link-state, nodes flood signed address records ([`AddressRecord`], wire kind
+//! 9): where each node's endpoint listens, so that a peer that moved is redialed where
+//! the mesh says it is ([`Node::set_addresses`], [`Node::learnt_addresses`]).
 #![forbid(unsafe_code)]
 #![deny(unused_must_use)]
 #![warn(missing_docs)]
 
+mod addresses;
 pub mod byzantine;
 mod config;
 mod crypto;
@@ -46,4 +51,4 @@ pub use node::{
 pub use rng::Rng;
 pub use route::{compute_routes, Route, RoutingTable};
 pub use time::Instant;
-pub use wire::{Lsa, LsaLink, Message, SignedLsa, WireError};
+pub use wire::{AddressRecord, Lsa, LsaLink, Message, SignedLsa, WireError};

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use crate::addresses::{AddressBook, Offered};
 use crate::config::{Config, ConfigError};
 use crate::crypto::{AuthError, Authenticator};
 use crate::heal::{self, Decision, DecisionKind, Observation, Symptom};
@@ -18,7 +19,7 @@ use crate::revocations::{Inserted, RevocationSet};
 use crate::rng::Rng;
 use crate::route::{compute_routes, update_routes, RoutingTable};
 use crate::time::Instant;
-use crate::wire::{self, Data, Lsa, LsaLink, Message, SignedLsa, WireError};
+use crate::wire::{self, AddressRecord, Data, Lsa, LsaLink, Message, SignedLsa, WireError};
 
 /// Interval of the aging sweep over the link-state database.
 const AGE_CHECK_INTERVAL: Duration = Duration::from_secs(1);
@@ -28,6 +29,10 @@ const DATA_IDS_PER_MS_LOG2: u32 = 12;
 const PEERS_MAX: usize = 1024;
 /// Bytes of advertisements bundled into one update frame at most.
 const UPDATE_BYTES_MAX: usize = 16 * 1024;
+/// Bytes of address records bundled into one frame at most.
+const ADDRESS_FRAME_BYTES_MAX: usize = 16 * 1024;
+/// Dials to learnt addresses awaiting their outcome, at most.
+const LEARNT_DIALS_MAX: usize = PEERS_MAX;
 /// Bytes of revocations bundled into one frame at most.
 const REVOCATION_FRAME_BYTES_MAX: usize = 16 * 1024;
 /// Digest rounds sent to disagreeing neighbours before waiting for the periodic round:
@@ -165,11 +170,14 @@ pub enum DropReason {
     Revoked,
     /// A revocation that did not verify.
     BadRevocation,
+    /// A link dialed at an address learnt from the mesh whose handshake proved another
+    /// node than the one that advertised the address (refused and closed).
+    UnexpectedPeer,
 }
 
 impl DropReason {
     /// All reasons, for metrics.
-    pub const ALL: [DropReason; 17] = [
+    pub const ALL: [DropReason; 18] = [
         DropReason::Malformed,
         DropReason::UnknownVersion,
         DropReason::Oversized,
@@ -187,6 +195,7 @@ impl DropReason {
         DropReason::UnknownSource,
         DropReason::Revoked,
         DropReason::BadRevocation,
+        DropReason::UnexpectedPeer,
     ];
 
     /// The reason's metric label.
@@ -209,6 +218,7 @@ impl DropReason {
             DropReason::UnknownSource => "unknown_source",
             DropReason::Revoked => "revoked",
             DropReason::BadRevocation => "bad_revocation",
+            DropReason::UnexpectedPeer => "unexpected_peer",
         }
     }
 }
@@ -277,6 +287,10 @@ pub struct Stats {
     pub revocations_installed: u64,
     /// Revocation digests sent (anti-entropy).
     pub revocation_digests_sent: u64,
+    /// Other nodes' address records verified and newly held.
+    pub address_records_installed: u64,
+    /// Dials to addresses learnt from the mesh.
+    pub learnt_dials: u64,
     /// Healing decisions by kind, in [`DecisionKind::ALL`] order.
     pub decisions: [u64; 4],
     /// Drops by reason, in [`DropReason::ALL`] order.
@@ -366,6 +380,14 @@ pub struct Node {
     /// sent to those neighbours again, and how often they were (for the backoff).
     revocation_resync_at: Option<Instant>,
     revocation_resyncs: u32,
+    /// The newest address record of every node, this one's own included (see
+    /// `addresses`), and the sequence number of our own last one.
+    addresses: AddressBook,
+    address_sequence: u64,
+    /// When our own record was last signed.
+    address_signed_at: Instant,
+    /// Dials to learnt addresses in progress: the node each address was learnt for.
+    learnt_dials: BTreeMap<SocketAddr, NodeName>,
     transmits: VecDeque<Transmit>,
     /// Advertisements and acknowledgements waiting to be bundled, per neighbour; they
     /// leave as few frames as possible when the transmit queue runs dry.
@@ -415,6 +437,10 @@ impl Node {
             next_revocation_sync_at: now + Duration::from_millis(config.revocation_sync_ms),
             revocation_resync_at: None,
             revocation_resyncs: 0,
+            addresses: AddressBook::default(),
+            address_sequence: config.initial_sequence.saturating_sub(1),
+            address_signed_at: now,
+            learnt_dials: BTreeMap::new(),
             transmits: VecDeque::new(),
             staged_updates: BTreeMap::new(),
             staged_acks: BTreeMap::new(),
@@ -483,6 +509,12 @@ impl Node {
         self.revocations.iter()
     }
 
+    /// The addresses `node` advertised last through the mesh (this node's own for its
+    /// own name; empty if none is known).
+    pub fn learnt_addresses(&self, node: &NodeName) -> &[SocketAddr] {
+        self.addresses.addresses(node)
+    }
+
     /// Messages still queued for the driver (it should drain them with `poll_transmit`).
     pub fn transmits_queued(&self) -> usize {
         self.transmits.len() + self.staged_updates.len() + self.staged_acks.len()
@@ -549,6 +581,26 @@ impl Node {
     /// to it): it is not dialed again. A link open through it stays until it closes.
     pub fn remove_peer(&mut self, addr: SocketAddr) {
         self.peers.retain(|p| p.addr != addr);
+    }
+
+    /// Advertise `addresses` (where this node's QUIC endpoint can be reached) to the whole
+    /// mesh in a signed address record, flooded now, handed to every new neighbour and
+    /// re-signed at each advertisement refresh. Port-0 and repeated addresses are left
+    /// out and at most [`wire::ADDRESSES_PER_RECORD_MAX`] kept; nothing happens when that
+    /// leaves none or the same addresses are advertised already. Returns whether a new
+    /// record was made.
+    pub fn set_addresses(&mut self, now: Instant, addresses: &[SocketAddr]) -> bool {
+        let mut kept: Vec<SocketAddr> = Vec::new();
+        for addr in addresses.iter().filter(|a| a.port() != 0) {
+            if !kept.contains(addr) && kept.len() < wire::ADDRESSES_PER_RECORD_MAX {
+                kept.push(*addr);
+            }
+        }
+        if kept.is_empty() || self.addresses.addresses(&self.name) == kept.as_slice() {
+            return false;
+        }
+        self.originate_addresses(now, kept);
+        true
     }
 
     /// Start LAN discovery beacons announcing that our QUIC endpoint listens on `port`.
@@ -636,6 +688,22 @@ impl Node {
             self.count_drop(DropReason::Revoked);
             return false;
         }
+        if let Some(expected) = dialed.and_then(|addr| self.learnt_dials.remove(&addr)) {
+            // An address learnt from the mesh is a hint: the link counts only if the
+            // handshake proved the node that advertised it.
+            if expected != neighbour {
+                self.count_drop(DropReason::UnexpectedPeer);
+                return false;
+            }
+            for peer in self
+                .peers
+                .iter_mut()
+                .filter(|p| p.name.as_ref() == Some(&neighbour))
+            {
+                peer.connected = true;
+                peer.next_dial_at = None;
+            }
+        }
         if let Some(addr) = dialed {
             // The backoff is reset only once the neighbour answers (`neighbour_alive`): a
             // peer that completes the handshake and then refuses us (it does not trust our
@@ -695,6 +763,7 @@ impl Node {
 
     /// Dialing `addr` (after [`Event::Dial`]) failed; it is retried with backoff.
     pub fn handle_dial_failed(&mut self, now: Instant, addr: SocketAddr) {
+        self.learnt_dials.remove(&addr);
         let jitter = self.rng.unit();
         let max = Duration::from_millis(self.config.dial_backoff_max_ms);
         if let Some(peer) = self.peers.iter_mut().find(|p| p.addr == addr) {
@@ -757,6 +826,11 @@ impl Node {
             Message::Revocations { items } => {
                 for item in items {
                     self.receive_revocation(now, from, item);
+                }
+            }
+            Message::Addresses { records } => {
+                for record in records {
+                    self.receive_addresses(from, record);
                 }
             }
             Message::RevocationDigest {
@@ -1244,6 +1318,7 @@ impl Node {
         {
             peer.next_dial_at = None;
         }
+        self.addresses.remove(node);
         let alive = self.neighbours.get(node).is_some_and(|n| {
             matches!(
                 n.state,
@@ -1411,6 +1486,19 @@ impl Node {
     /// Originate, sign, install and flood a new advertisement of this node's links.
     fn originate_now(&mut self, now: Instant) {
         self.origination_due = None;
+        if let Some(own) = self.addresses.get(&self.name) {
+            // Our address record is re-signed once a refresh interval has passed (so it
+            // floods past every node holding the old one: a node that missed it, as
+            // records ride datagrams, gets it this time) and as soon as our credential
+            // changed (a renewed SVID: the old one expires, and with it the record's
+            // signature).
+            let refresh = Duration::from_millis(self.config.lsa_refresh_ms);
+            let renewed = *own.credential != *self.auth.credential();
+            if renewed || now >= self.address_signed_at + refresh {
+                let addresses = own.addresses.clone();
+                self.originate_addresses(now, addresses);
+            }
+        }
         let links = self.current_links();
         self.advertised = links
             .iter()
@@ -1545,8 +1633,122 @@ impl Node {
         for (lifetime_ms, lsa) in &all {
             self.send_lsa(now, name, lsa, *lifetime_ms);
         }
+        self.send_address_records(name);
         self.send_revocation_digest(name, true);
         self.arm_revocation_resync(now);
+    }
+
+    // ----- address records -----
+
+    /// Sign, keep and flood a new record of this node's `addresses`.
+    fn originate_addresses(&mut self, now: Instant, addresses: Vec<SocketAddr>) {
+        self.address_sequence += 1;
+        self.address_signed_at = now;
+        let signed = AddressRecord::signed_bytes(&self.name, self.address_sequence, &addresses);
+        let record = Arc::new(AddressRecord {
+            origin: self.name.clone(),
+            sequence: self.address_sequence,
+            addresses,
+            credential: Arc::from(self.auth.credential()),
+            signature: self.auth.sign(&signed),
+        });
+        self.addresses.remove(&self.name);
+        let offered = self.addresses.offer(record.clone(), usize::MAX);
+        debug_assert_eq!(offered, Offered::Kept);
+        self.flood_addresses(&record, None);
+    }
+
+    /// Send `record` to every up neighbour but `except`.
+    fn flood_addresses(&mut self, record: &Arc<AddressRecord>, except: Option<&NodeName>) {
+        let targets: Vec<NodeName> = self
+            .neighbours
+            .values()
+            .filter(|n| n.state == NeighbourState::Up && Some(&n.name) != except)
+            .map(|n| n.name.clone())
+            .collect();
+        for target in targets {
+            self.transmit(
+                Destination::Neighbour(target),
+                Message::Addresses {
+                    records: vec![record.clone()],
+                },
+            );
+        }
+    }
+
+    /// A record from neighbour `from`: kept and flooded on if it is news and verifies.
+    /// Sequence numbers settle duplicates before any signature is checked.
+    fn receive_addresses(&mut self, from: &NodeName, record: Arc<AddressRecord>) {
+        if record.origin == self.name || !self.addresses.is_news(&record.origin, record.sequence) {
+            return;
+        }
+        if self.revocations.contains(&record.origin) {
+            return self.count_drop(DropReason::Revoked);
+        }
+        if !AddressRecord::well_formed(&record.addresses) {
+            return self.count_drop(DropReason::BadAdvertisement);
+        }
+        let signed =
+            AddressRecord::signed_bytes(&record.origin, record.sequence, &record.addresses);
+        if self
+            .auth
+            .verify(
+                &record.origin,
+                &record.credential,
+                &signed,
+                &record.signature,
+            )
+            .is_err()
+        {
+            return self.count_drop(DropReason::BadSignature);
+        }
+        match self
+            .addresses
+            .offer(record.clone(), self.config.lsdb_entries_max)
+        {
+            Offered::Kept => {
+                self.stats.address_records_installed += 1;
+                self.flood_addresses(&record, Some(from));
+            }
+            Offered::Full => self.count_drop(DropReason::DatabaseFull),
+            Offered::Known => {}
+        }
+    }
+
+    /// Every address record held of a node we route to (our own included), to one
+    /// neighbour, in as few frames as the limits allow. Records of nodes without a
+    /// route (gone, most likely) are kept but not handed on: their credential may have
+    /// expired since, and they come back with a fresh record.
+    fn send_address_records(&mut self, to: &NodeName) {
+        let all: Vec<Arc<AddressRecord>> = self
+            .addresses
+            .iter()
+            .filter(|r| r.origin == self.name || self.routes.next_hop(&r.origin).is_some())
+            .cloned()
+            .collect();
+        let mut records = Vec::new();
+        let mut bytes = 0;
+        for record in all {
+            let len = record.credential.len() + record.signature.len() + 64;
+            let full = records.len() == wire::ADDRESS_RECORDS_PER_FRAME_MAX
+                || bytes + len > ADDRESS_FRAME_BYTES_MAX;
+            if !records.is_empty() && full {
+                let records = std::mem::take(&mut records);
+                self.transmit(
+                    Destination::Neighbour(to.clone()),
+                    Message::Addresses { records },
+                );
+                bytes = 0;
+            }
+            bytes += len;
+            records.push(record);
+        }
+        if !records.is_empty() {
+            self.transmit(
+                Destination::Neighbour(to.clone()),
+                Message::Addresses { records },
+            );
+        }
     }
 
     fn retransmit_due(&mut self, now: Instant) {
@@ -1705,6 +1907,9 @@ impl Node {
             }
             self.schedule_spf(now);
         }
+        let (me, lsdb) = (&self.name, &self.lsdb);
+        self.addresses
+            .retain(|origin| origin == me || lsdb.get(origin).is_some());
     }
 
     // ----- routing and forwarding -----
@@ -1830,11 +2035,29 @@ impl Node {
                 if linked {
                     peer.connected = true;
                 } else {
-                    dials.push(peer.addr);
+                    dials.push((peer.addr, peer.name.clone()));
                 }
             }
         }
-        for addr in dials {
+        let mut learnt = Vec::new();
+        for (_, name) in &dials {
+            // A peer whose name we know may have come back elsewhere: its addresses
+            // learnt from the mesh are dialed next to the configured (or resolved) one.
+            let Some(name) = name else { continue };
+            for &addr in self.addresses.addresses(name) {
+                let configured = self.peers.iter().any(|p| p.addr == addr);
+                if !configured
+                    && !learnt.contains(&addr)
+                    && (self.learnt_dials.len() < LEARNT_DIALS_MAX
+                        || self.learnt_dials.contains_key(&addr))
+                {
+                    self.learnt_dials.insert(addr, name.clone());
+                    learnt.push(addr);
+                }
+            }
+        }
+        self.stats.learnt_dials += learnt.len() as u64;
+        for addr in dials.into_iter().map(|(addr, _)| addr).chain(learnt) {
             self.emit(Event::Dial { addr });
         }
     }

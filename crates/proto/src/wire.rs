@@ -14,9 +14,14 @@
 //! Beacon   (6) = name:name port:u16
 //! Revocations      (7) = count:u16 bytes16*                   1..=64 revocations
 //! RevocationDigest (8) = count:u32 digest:u64 reply_wanted:u8 (0 or 1)
+//! Addresses (9) = count:u16 record*                          1..=16 records
+//!   record     = origin:name sequence:u64 n:u8 addr*         1..=8 addresses
+//!                credential:bytes16 signature:bytes16
+//!   addr       = family:u8 (4 or 6) ip:(4 or 16 bytes) port:u16 (not 0)
 //! ```
 //! All integers are big-endian. A frame with bytes left over after its body is refused.
 
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 
 use crate::name::{NameError, NodeName};
@@ -41,6 +46,10 @@ pub const PAYLOAD_BYTES_MAX: usize = 16_384;
 pub const REVOCATION_BYTES_MAX: usize = 4096;
 /// Most revocations in one frame.
 pub const REVOCATIONS_PER_FRAME_MAX: usize = 64;
+/// Most addresses one node may advertise in its [`AddressRecord`].
+pub const ADDRESSES_PER_RECORD_MAX: usize = 8;
+/// Most address records in one frame.
+pub const ADDRESS_RECORDS_PER_FRAME_MAX: usize = 16;
 
 /// A frame that could not be decoded. Each is dropped and counted, never a panic.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -77,6 +86,14 @@ pub enum WireError {
         field: &'static str,
         /// Why the name is invalid.
         source: NameError,
+    },
+    /// A field holds a value outside its domain.
+    #[error("bad value {value} in {field}")]
+    BadValue {
+        /// The field.
+        field: &'static str,
+        /// The value read.
+        value: u64,
     },
     /// Bytes follow the end of the message.
     #[error("{0} unexpected bytes after the end of the message")]
@@ -132,6 +149,63 @@ pub struct SignedLsa {
     pub credential: Arc<[u8]>,
     /// The signature over [`Lsa::signed_bytes`].
     pub signature: Vec<u8>,
+}
+
+/// Where a node says its QUIC endpoint can be reached: flooded through the mesh (kind 9)
+/// so that a node whose peer came back at a new address can dial it there. Signed by its
+/// origin like an advertisement; a dial to a learnt address still counts only if the
+/// handshake proves the origin's SVID (see `Node::handle_link_up`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AddressRecord {
+    /// The node whose addresses these are.
+    pub origin: NodeName,
+    /// Higher sequence numbers replace lower ones (wall-clock based in the daemon, so a
+    /// restarted node outranks its former record).
+    pub sequence: u64,
+    /// 1..=[`ADDRESSES_PER_RECORD_MAX`] distinct addresses with a non-zero port.
+    pub addresses: Vec<SocketAddr>,
+    /// The origin's credential (its DER certificate in the daemon).
+    pub credential: Arc<[u8]>,
+    /// The signature over [`AddressRecord::signed_bytes`].
+    pub signature: Vec<u8>,
+}
+
+impl AddressRecord {
+    /// The canonical bytes covered by the signature.
+    pub fn signed_bytes(origin: &NodeName, sequence: u64, addresses: &[SocketAddr]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(96);
+        out.extend_from_slice(b"x0tta6bl4-addresses-v1");
+        put_name(&mut out, origin);
+        out.extend_from_slice(&sequence.to_be_bytes());
+        put_addresses(&mut out, addresses);
+        out
+    }
+
+    /// Whether the addresses are within bounds, distinct and each has a port.
+    pub fn well_formed(addresses: &[SocketAddr]) -> bool {
+        (1..=ADDRESSES_PER_RECORD_MAX).contains(&addresses.len())
+            && addresses.iter().all(|a| a.port() != 0)
+            && addresses
+                .iter()
+                .enumerate()
+                .all(|(i, a)| !addresses[..i].contains(a))
+    }
+
+    fn encoded_len(&self) -> usize {
+        let addresses: usize = self
+            .addresses
+            .iter()
+            .map(|a| if a.is_ipv4() { 7 } else { 19 })
+            .sum();
+        1 + self.origin.as_str().len()
+            + 8
+            + 1
+            + addresses
+            + 2
+            + self.credential.len()
+            + 2
+            + self.signature.len()
+    }
 }
 
 /// An application message travelling hop by hop.
@@ -203,6 +277,11 @@ pub enum Message {
         /// they agree); answers set it to false, so exchanges end.
         reply_wanted: bool,
     },
+    /// Nodes' signed address records being flooded (or handed to a new neighbour).
+    Addresses {
+        /// The records, shared between all copies of them.
+        records: Vec<Arc<AddressRecord>>,
+    },
 }
 
 const KIND_PROBE: u8 = 1;
@@ -213,6 +292,7 @@ const KIND_DATA: u8 = 5;
 const KIND_BEACON: u8 = 6;
 const KIND_REVOCATIONS: u8 = 7;
 const KIND_REVOCATION_DIGEST: u8 = 8;
+const KIND_ADDRESSES: u8 = 9;
 
 impl Message {
     /// A short label for metrics and logs.
@@ -226,6 +306,7 @@ impl Message {
             Message::Beacon { .. } => "beacon",
             Message::Revocations { .. } => "revocations",
             Message::RevocationDigest { .. } => "revocation_digest",
+            Message::Addresses { .. } => "addresses",
         }
     }
 
@@ -294,6 +375,17 @@ impl Message {
                 out.extend_from_slice(&digest.to_be_bytes());
                 out.push(u8::from(*reply_wanted));
             }
+            Message::Addresses { records } => {
+                out.push(KIND_ADDRESSES);
+                put_count(out, records.len(), ADDRESS_RECORDS_PER_FRAME_MAX);
+                for record in records {
+                    put_name(out, &record.origin);
+                    out.extend_from_slice(&record.sequence.to_be_bytes());
+                    put_addresses(out, &record.addresses);
+                    put_bytes16(out, &record.credential);
+                    put_bytes16(out, &record.signature);
+                }
+            }
         }
     }
 
@@ -327,6 +419,9 @@ impl Message {
                 2 + items.iter().map(|item| 2 + item.len()).sum::<usize>()
             }
             Message::RevocationDigest { .. } => 13,
+            Message::Addresses { records } => {
+                2 + records.iter().map(|r| r.encoded_len()).sum::<usize>()
+            }
         }
     }
 
@@ -393,6 +488,7 @@ impl Message {
                     }
                 },
             },
+            KIND_ADDRESSES => decode_addresses(&mut r)?,
             other => return Err(WireError::UnknownKind(other)),
         };
         let left = bytes.len() - r.pos;
@@ -444,6 +540,57 @@ fn decode_update(r: &mut Reader<'_>) -> Result<Message, WireError> {
     Ok(Message::LsUpdate { lsas })
 }
 
+fn decode_addresses(r: &mut Reader<'_>) -> Result<Message, WireError> {
+    let count = r.count("address records", ADDRESS_RECORDS_PER_FRAME_MAX)?;
+    let mut records = Vec::with_capacity(count);
+    for _ in 0..count {
+        let origin = r.name("address origin")?;
+        let sequence = r.u64("address sequence")?;
+        let n = usize::from(r.u8("address count")?);
+        if n == 0 || n > ADDRESSES_PER_RECORD_MAX {
+            return Err(WireError::TooLong {
+                field: "addresses",
+                len: n,
+                max: ADDRESSES_PER_RECORD_MAX,
+            });
+        }
+        let mut addresses = Vec::with_capacity(n);
+        for _ in 0..n {
+            let ip = match r.u8("address family")? {
+                4 => IpAddr::V4(Ipv4Addr::from(r.array::<4>("IPv4 address")?)),
+                6 => IpAddr::V6(Ipv6Addr::from(r.array::<16>("IPv6 address")?)),
+                other => {
+                    return Err(WireError::BadValue {
+                        field: "address family",
+                        value: u64::from(other),
+                    })
+                }
+            };
+            let port = r.u16("address port")?;
+            let addr = SocketAddr::new(ip, port);
+            if port == 0 || addresses.contains(&addr) {
+                return Err(WireError::BadValue {
+                    field: "address port (0) or repeated address",
+                    value: u64::from(port),
+                });
+            }
+            addresses.push(addr);
+        }
+        let credential = Arc::from(r.bytes16("address credential", CREDENTIAL_BYTES_MAX)?);
+        let signature = r
+            .bytes16("address signature", SIGNATURE_BYTES_MAX)?
+            .to_vec();
+        records.push(Arc::new(AddressRecord {
+            origin,
+            sequence,
+            addresses,
+            credential,
+            signature,
+        }));
+    }
+    Ok(Message::Addresses { records })
+}
+
 /// Encoded length of one advertisement inside an update (without its lifetime).
 pub fn signed_lsa_len(lsa: &SignedLsa) -> usize {
     let name = |n: &NodeName| 1 + n.as_str().len();
@@ -473,6 +620,28 @@ fn put_links(out: &mut Vec<u8>, links: &[LsaLink]) {
     for link in links {
         put_name(out, &link.neighbour);
         out.extend_from_slice(&link.cost.to_be_bytes());
+    }
+}
+
+fn put_addresses(out: &mut Vec<u8>, addresses: &[SocketAddr]) {
+    assert!(
+        (1..=ADDRESSES_PER_RECORD_MAX).contains(&addresses.len()),
+        "address record with {} addresses",
+        addresses.len()
+    );
+    out.push(addresses.len() as u8);
+    for addr in addresses {
+        match addr.ip() {
+            IpAddr::V4(ip) => {
+                out.push(4);
+                out.extend_from_slice(&ip.octets());
+            }
+            IpAddr::V6(ip) => {
+                out.push(6);
+                out.extend_from_slice(&ip.octets());
+            }
+        }
+        out.extend_from_slice(&addr.port().to_be_bytes());
     }
 }
 
@@ -619,7 +788,92 @@ mod tests {
                 digest: 0xfeed,
                 reply_wanted: true,
             },
+            Message::Addresses {
+                records: vec![
+                    Arc::new(AddressRecord {
+                        origin: name("a"),
+                        sequence: 17,
+                        addresses: vec![
+                            "10.1.2.3:4433".parse().unwrap(),
+                            "[fd00::7]:4433".parse().unwrap(),
+                        ],
+                        credential: Arc::from(&b"cert"[..]),
+                        signature: vec![9, 9],
+                    }),
+                    Arc::new(AddressRecord {
+                        origin: name("b"),
+                        sequence: 1,
+                        addresses: vec!["192.0.2.1:1".parse().unwrap()],
+                        credential: Arc::from(&b""[..]),
+                        signature: vec![],
+                    }),
+                ],
+            },
         ]
+    }
+
+    #[test]
+    fn address_records_refuse_bad_families_ports_repeats_and_counts() {
+        let record = |addresses: Vec<SocketAddr>| {
+            Message::Addresses {
+                records: vec![Arc::new(AddressRecord {
+                    origin: name("a"),
+                    sequence: 1,
+                    addresses,
+                    credential: Arc::from(&b"c"[..]),
+                    signature: vec![1],
+                })],
+            }
+            .to_bytes()
+        };
+        let one: SocketAddr = "10.0.0.1:4433".parse().unwrap();
+        // frame: version kind count(2) name(2) sequence(8) n(1) family(1)...
+        let family_at = 2 + 2 + 2 + 8 + 1;
+        let mut bad_family = record(vec![one]);
+        bad_family[family_at] = 5;
+        assert!(matches!(
+            Message::decode(&bad_family),
+            Err(WireError::BadValue { value: 5, .. })
+        ));
+        let mut zero_port = record(vec![one]);
+        zero_port[family_at + 5] = 0;
+        zero_port[family_at + 6] = 0;
+        assert!(matches!(
+            Message::decode(&zero_port),
+            Err(WireError::BadValue { .. })
+        ));
+        let two = "10.0.0.2:4433".parse().unwrap();
+        let mut repeated = record(vec![one, two]);
+        repeated[family_at + 11] = 1; // the second address's last IPv4 byte: now `one`
+        assert!(matches!(
+            Message::decode(&repeated),
+            Err(WireError::BadValue { .. })
+        ));
+        let mut none = record(vec![one]);
+        none[family_at - 1] = 0;
+        assert!(matches!(
+            Message::decode(&none),
+            Err(WireError::TooLong {
+                field: "addresses",
+                ..
+            })
+        ));
+        let mut nine = record(vec![one]);
+        nine[family_at - 1] = 9;
+        assert!(matches!(
+            Message::decode(&nine),
+            Err(WireError::TooLong {
+                field: "addresses",
+                len: 9,
+                ..
+            })
+        ));
+        assert!(AddressRecord::well_formed(&[one, two]));
+        assert!(!AddressRecord::well_formed(&[one, one]));
+        assert!(!AddressRecord::well_formed(&[]));
+        assert!(!AddressRecord::well_formed(&["10.0.0.1:0"
+            .parse()
+            .unwrap()]));
     }
 
     #[test]
@@ -665,7 +919,7 @@ mod tests {
         }
 
         #[test]
-        fn mutated_frames_never_panic(index in 0usize..8, flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..8)) {
+        fn mutated_frames_never_panic(index in 0usize..9, flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..8)) {
             let mut bytes = samples()[index].to_bytes();
             for (at, value) in flips {
                 let at = at % bytes.len();

@@ -6,8 +6,11 @@ fail when the JSON files differ from what this script writes, when a query names
 metric a live node does not export, or when Prometheus refuses a query.
 
 Every dashboard takes its Prometheus data source from the `datasource` variable, and the
-mesh dashboards select one scrape job (`job`, default `x0tta6bl4`) and some nodes
-(`instance`). Recorded series (`x0tta6bl4:...`) come from
+mesh dashboards select one scrape job (`job`, default `x0tta6bl4`), one or more meshes
+(`mesh`: the chart's release, which its ServiceMonitor writes as the `mesh` label; All
+also matches series without the label, as a plain Prometheus scrape has) and some nodes
+(`instance`). Every query of a dashboard with the `mesh` variable filters by it
+(deploy/tests/test_dashboards.py checks that). Recorded series (`x0tta6bl4:...`) come from
 deploy/monitoring/prometheus/x0tta6bl4-rules.yml.
 """
 
@@ -18,8 +21,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
-NODE_FILTER = 'job="$job", instance=~"$instance"'
-JOB_FILTER = 'job="$job"'
+NODE_FILTER = 'job="$job", mesh=~"$mesh", instance=~"$instance"'
+JOB_FILTER = 'job="$job", mesh=~"$mesh"'
 RATE = "$__rate_interval"
 
 
@@ -89,8 +92,9 @@ def variables(mesh: bool = True, extra: list[dict] | None = None) -> dict:
     if mesh:
         items.append(query_variable("job", "label_values(x0tta6bl4_build_info, job)",
                                     default="x0tta6bl4"))
+        items.append(MESH_VARIABLE)
         items.append(query_variable("instance",
-                                    'label_values(x0tta6bl4_build_info{job="$job"}, instance)',
+                                    f"label_values(x0tta6bl4_build_info{{{JOB_FILTER}}}, instance)",
                                     multi=True))
     items.extend(extra or [])
     return {"list": items}
@@ -116,6 +120,10 @@ def query_variable(name: str, query: str, multi: bool = False, default: str | No
     elif default:
         variable["current"] = {"text": default, "value": default}
     return variable
+
+
+MESH_VARIABLE = query_variable("mesh", 'label_values(x0tta6bl4_build_info{job="$job"}, mesh)',
+                               multi=True)
 
 
 def dashboard(uid: str, title: str, description: str, panels: list[dict], templating: dict) -> dict:
@@ -329,7 +337,7 @@ def digital_twin() -> dict:
         panel(l, "timeseries", "Twin p95 vs live p95",
               "The twin's prediction against the p95 measured by the live mesh's probe flows.",
               [target(f'max(x0tta6bl4_twin_mttr_seconds{{{twin}, quantile="0.95"}})', "twin"),
-               target('max(x0tta6bl4:flow_outage_seconds:p95_5m{job="$job"})', "live")],
+               target(f"max(x0tta6bl4:flow_outage_seconds:p95_5m{{{JOB_FILTER}}})", "live")],
               unit="s"),
         panel(l, "bargauge", "Convergence", "Simulated time until the mesh first converged.",
               [target(f"x0tta6bl4_twin_converged_seconds{{{twin}}}", "{{scenario}} / {{topology}}")],
@@ -348,6 +356,7 @@ def digital_twin() -> dict:
         query_variable("topology", 'label_values(x0tta6bl4_twin_nodes{scenario=~"$scenario"}, topology)',
                        multi=True),
         query_variable("job", "label_values(x0tta6bl4_build_info, job)", default="x0tta6bl4"),
+        MESH_VARIABLE,
     ]
     return dashboard("x0tta6bl4-digital-twin", "x0tta6bl4 / Digital twin",
                      "MTTR predicted by the digital twin per scenario and topology, against the live mesh.",
