@@ -1287,20 +1287,12 @@ impl Node {
                 RevokeOutcome::New(target)
             }
         };
-        let targets: Vec<NodeName> = self
-            .neighbours
-            .values()
-            .filter(|n| n.state == NeighbourState::Up && Some(&n.name) != from)
-            .map(|n| n.name.clone())
-            .collect();
-        for neighbour in targets {
-            self.transmit(
-                Destination::Neighbour(neighbour),
-                Message::Revocations {
-                    items: vec![revocation.clone()],
-                },
-            );
-        }
+        self.send_to_up_neighbours(
+            from,
+            &Message::Revocations {
+                items: vec![revocation.clone()],
+            },
+        );
         outcome
     }
 
@@ -1660,6 +1652,16 @@ impl Node {
 
     /// Send `record` to every up neighbour but `except`.
     fn flood_addresses(&mut self, record: &Arc<AddressRecord>, except: Option<&NodeName>) {
+        self.send_to_up_neighbours(
+            except,
+            &Message::Addresses {
+                records: vec![record.clone()],
+            },
+        );
+    }
+
+    /// Send `message` to every neighbour that is up, but `except`.
+    fn send_to_up_neighbours(&mut self, except: Option<&NodeName>, message: &Message) {
         let targets: Vec<NodeName> = self
             .neighbours
             .values()
@@ -1667,12 +1669,7 @@ impl Node {
             .map(|n| n.name.clone())
             .collect();
         for target in targets {
-            self.transmit(
-                Destination::Neighbour(target),
-                Message::Addresses {
-                    records: vec![record.clone()],
-                },
-            );
+            self.transmit(Destination::Neighbour(target), message.clone());
         }
     }
 
