@@ -1568,27 +1568,13 @@ impl Node {
     /// per-frame limits allow.
     fn flush_staged(&mut self) {
         for (target, lsas) in std::mem::take(&mut self.staged_updates) {
-            let mut bundle = Vec::new();
-            let mut bytes = 0;
-            for (lifetime_ms, lsa) in lsas {
-                let len = 4 + wire::signed_lsa_len(&lsa);
-                if !bundle.is_empty()
-                    && (bundle.len() == wire::UPDATE_LSAS_MAX || bytes + len > UPDATE_BYTES_MAX)
-                {
-                    let lsas = std::mem::take(&mut bundle);
-                    self.transmit(
-                        Destination::Neighbour(target.clone()),
-                        Message::LsUpdate { lsas },
-                    );
-                    bytes = 0;
-                }
-                bytes += len;
-                bundle.push((lifetime_ms, lsa));
-            }
-            if !bundle.is_empty() {
+            let frames = split_frames(lsas, wire::UPDATE_LSAS_MAX, UPDATE_BYTES_MAX, |(_, lsa)| {
+                4 + wire::signed_lsa_len(lsa)
+            });
+            for lsas in frames {
                 self.transmit(
                     Destination::Neighbour(target.clone()),
-                    Message::LsUpdate { lsas: bundle },
+                    Message::LsUpdate { lsas },
                 );
             }
         }
@@ -1723,24 +1709,13 @@ impl Node {
             .filter(|r| r.origin == self.name || self.routes.next_hop(&r.origin).is_some())
             .cloned()
             .collect();
-        let mut records = Vec::new();
-        let mut bytes = 0;
-        for record in all {
-            let len = record.credential.len() + record.signature.len() + 64;
-            let full = records.len() == wire::ADDRESS_RECORDS_PER_FRAME_MAX
-                || bytes + len > ADDRESS_FRAME_BYTES_MAX;
-            if !records.is_empty() && full {
-                let records = std::mem::take(&mut records);
-                self.transmit(
-                    Destination::Neighbour(to.clone()),
-                    Message::Addresses { records },
-                );
-                bytes = 0;
-            }
-            bytes += len;
-            records.push(record);
-        }
-        if !records.is_empty() {
+        let frames = split_frames(
+            all,
+            wire::ADDRESS_RECORDS_PER_FRAME_MAX,
+            ADDRESS_FRAME_BYTES_MAX,
+            |record| record.credential.len() + record.signature.len() + 64,
+        );
+        for records in frames {
             self.transmit(
                 Destination::Neighbour(to.clone()),
                 Message::Addresses { records },
@@ -2091,6 +2066,32 @@ fn wire_drop_reason(error: &WireError) -> DropReason {
         WireError::Oversized(_) => DropReason::Oversized,
         _ => DropReason::Malformed,
     }
+}
+
+/// `items` in frames of at most `count_max` items and `bytes_max` bytes (by `len`), in
+/// order; an item larger than `bytes_max` goes alone in its frame.
+fn split_frames<T>(
+    items: impl IntoIterator<Item = T>,
+    count_max: usize,
+    bytes_max: usize,
+    len: impl Fn(&T) -> usize,
+) -> Vec<Vec<T>> {
+    let mut frames = Vec::new();
+    let mut frame: Vec<T> = Vec::new();
+    let mut bytes = 0;
+    for item in items {
+        let item_len = len(&item);
+        if !frame.is_empty() && (frame.len() == count_max || bytes + item_len > bytes_max) {
+            frames.push(std::mem::take(&mut frame));
+            bytes = 0;
+        }
+        bytes += item_len;
+        frame.push(item);
+    }
+    if !frame.is_empty() {
+        frames.push(frame);
+    }
+    frames
 }
 
 /// Repaired routing tables per one checked against a full computation in release builds
