@@ -106,7 +106,12 @@ def test_metrics_doc_lists_exactly_the_exported_metrics(expositions):
     families = set().union(*map(documented_families, expositions))
     assert len(families) > 30
     assert families - documented == set(), "exported but not in docs/metrics.md"
-    assert documented - families == set(), "in docs/metrics.md but not exported"
+    # The eBPF collector's own families exist only in a node built with the `ebpf`
+    # feature while the collector runs (docs/metrics.md, "Telemetry"); this build has none.
+    collector_only = {name for name in documented if name.startswith("x0tta6bl4_kernel_")}
+    assert len(collector_only) == 3, collector_only
+    assert families & collector_only == set(), "the default build exports collector families"
+    assert documented - families - collector_only == set(), "in docs/metrics.md but not exported"
 
 
 def test_twin_writes_exactly_the_listed_metrics(tmp_path):
