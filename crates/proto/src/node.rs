@@ -1524,13 +1524,7 @@ impl Node {
             return;
         };
         let lifetime_ms = remaining_ms(now, entry.expires_at);
-        let targets: Vec<NodeName> = self
-            .neighbours
-            .values()
-            .filter(|n| n.state == NeighbourState::Up && Some(&n.name) != except)
-            .map(|n| n.name.clone())
-            .collect();
-        for target in targets {
+        for target in self.up_neighbours(except) {
             self.send_lsa(now, &target, lsa, lifetime_ms);
         }
     }
@@ -1648,15 +1642,18 @@ impl Node {
 
     /// Send `message` to every neighbour that is up, but `except`.
     fn send_to_up_neighbours(&mut self, except: Option<&NodeName>, message: &Message) {
-        let targets: Vec<NodeName> = self
-            .neighbours
+        for target in self.up_neighbours(except) {
+            self.transmit(Destination::Neighbour(target), message.clone());
+        }
+    }
+
+    /// The neighbours that are up, but `except`: where floods go.
+    fn up_neighbours(&self, except: Option<&NodeName>) -> Vec<NodeName> {
+        self.neighbours
             .values()
             .filter(|n| n.state == NeighbourState::Up && Some(&n.name) != except)
             .map(|n| n.name.clone())
-            .collect();
-        for target in targets {
-            self.transmit(Destination::Neighbour(target), message.clone());
-        }
+            .collect()
     }
 
     /// A record from neighbour `from`: kept and flooded on if it is news and verifies.
