@@ -385,10 +385,7 @@ impl Driver {
                         for _ in 0..TRANSPORT_TURNS {
                             tokio::task::yield_now().await;
                         }
-                        for _ in 0..IO_LOOP_BOUND {
-                            let Ok(input) = inputs.try_recv() else { break };
-                            self.on_input(input);
-                        }
+                        self.take_ready_inputs(&mut inputs, IO_LOOP_BOUND);
                     }
                     self.on_timeout();
                     true
@@ -420,10 +417,7 @@ impl Driver {
                 input = inputs.recv() => {
                     let Some(input) = input else { break };
                     self.on_input(input);
-                    for _ in 1..IO_LOOP_BOUND {
-                        let Ok(input) = inputs.try_recv() else { break };
-                        self.on_input(input);
-                    }
+                    self.take_ready_inputs(&mut inputs, IO_LOOP_BOUND - 1);
                     true
                 }
                 () = sleep_until(snapshot_at) => {
@@ -442,6 +436,14 @@ impl Driver {
     }
 
     // ----- inputs -----
+
+    /// Handle up to `most` inputs that are already waiting, without waiting for more.
+    fn take_ready_inputs(&mut self, inputs: &mut mpsc::Receiver<Input>, most: usize) {
+        for _ in 0..most {
+            let Ok(input) = inputs.try_recv() else { break };
+            self.on_input(input);
+        }
+    }
 
     fn on_timeout(&mut self) {
         let runs = self.node.stats().spf_runs;
