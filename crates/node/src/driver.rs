@@ -6,7 +6,9 @@
 //! `poll_transmit`, re-arm the one timer from `poll_timeout`, drain `poll_event`. Frames
 //! are taken in batches of at most [`IO_LOOP_BOUND`] per turn so timers and commands
 //! are not starved. Readers of the state (HTTP API, metrics) see a snapshot refreshed
-//! at most every [`SNAPSHOT_INTERVAL`].
+//! at most every [`SNAPSHOT_INTERVAL`], on a turn the driver takes anyway (a probe, a
+//! frame); only a change that no such turn follows within [`SNAPSHOT_STALE_MAX`] gets a
+//! wakeup of its own.
 //!
 //! Zero trust holds for open links too: each link remembers when its peer's SVID stops
 //! being valid, and the driver closes it at that instant (see [`Driver::close_expired`]);
@@ -51,6 +53,10 @@ const TIMER_LATE_DRAIN: Duration = Duration::from_millis(5);
 const TRANSPORT_TURNS: usize = 3;
 /// Shortest interval between two snapshot refreshes.
 pub(crate) const SNAPSHOT_INTERVAL: Duration = Duration::from_millis(10);
+/// Longest a change waits for the next refresh. Refreshes ride on the turns the driver
+/// takes anyway (an idle node's probes and answers come every few tens of ms); a wakeup
+/// only for the snapshot was a sixth of an idle node's wakeups.
+pub(crate) const SNAPSHOT_STALE_MAX: Duration = Duration::from_millis(100);
 /// A link heard within this is alive (see [`Driver::keep_old_link`]).
 const LINK_ALIVE: Duration = Duration::from_secs(1);
 /// Streams being written at once (frames too large for a datagram).
@@ -360,7 +366,7 @@ impl Driver {
             let expiry_at = self.next_peer_expiry();
             let snapshot_at = self
                 .snapshot_pending
-                .then_some(self.snapshot_at + SNAPSHOT_INTERVAL);
+                .then_some(self.snapshot_at + SNAPSHOT_STALE_MAX);
             let changed = tokio::select! {
                 biased;
                 () = stopped(&mut stop) => break,
@@ -425,11 +431,11 @@ impl Driver {
                     false
                 }
             };
-            if changed {
-                self.snapshot_pending = true;
-                if tokio::time::Instant::now() >= self.snapshot_at + SNAPSHOT_INTERVAL {
-                    self.refresh_snapshot();
-                }
+            self.snapshot_pending |= changed;
+            if self.snapshot_pending
+                && tokio::time::Instant::now() >= self.snapshot_at + SNAPSHOT_INTERVAL
+            {
+                self.refresh_snapshot();
             }
         }
         self.refresh_snapshot();

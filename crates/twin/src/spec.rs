@@ -15,6 +15,8 @@ erdos-renyi[:connectivity=P]    each pair linked with probability P (default 4/(
 grid[:width=W]                  W columns (default: square), 4-neighbour links
 ring                            node i linked to i+1
 scale-free[:m=M]                Barabasi-Albert, M links per new node (default 2)
+gateway                         node 0 linked to every other node, the others in a ring: a community
+                                mesh's gateway (Freifunk's reach 60 to 660 neighbours)
 file:PATH                       JSON: {\"nodes\": [...], \"links\": [{\"source\", \"target\", \"latency_ms\"?, \"loss\"?}]};
                                 also meshnet-lab network JSON and a node's /api/v1/topology answer.
                                 meshnet-lab's per-link keys: type wifi = 2 +- 1 ms, vpn = 10 +- 2 ms,
@@ -86,9 +88,10 @@ impl std::str::FromStr for TopologySpec {
             "grid" => vec!["width"],
             "ring" => vec![],
             "scale-free" => vec!["m"],
+            "gateway" => vec![],
             other => {
                 return Err(TopologyError::BadParameter(format!(
-                    "unknown topology {other:?}; use one of random-geometric, erdos-renyi, grid, ring, scale-free, file:PATH, real:NAME, node:URL, prometheus:URL"
+                    "unknown topology {other:?}; use one of random-geometric, erdos-renyi, grid, ring, scale-free, gateway, file:PATH, real:NAME, node:URL, prometheus:URL"
                 )))
             }
         };
@@ -145,6 +148,7 @@ impl TopologySpec {
         match self {
             TopologySpec::Generated { kind, params } => match kind.as_str() {
                 "ring" => Topology::ring(nodes, &link),
+                "gateway" => Topology::gateway(nodes, &link),
                 "grid" => Topology::grid(nodes, params.get("width").map(|&w| w as usize), &link),
                 "scale-free" => Topology::scale_free(
                     nodes,
@@ -200,6 +204,7 @@ mod tests {
             "grid:width=5",
             "erdos-renyi:connectivity=0.2",
             "scale-free:m=3",
+            "gateway",
             "random-geometric",
             "ring:latency_ms=5,loss=0.01",
         ] {

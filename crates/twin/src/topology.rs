@@ -177,6 +177,22 @@ impl Topology {
         Ok(t)
     }
 
+    /// A gateway: node 0 linked to every other node, which form a ring among themselves
+    /// (the hub-and-spoke shape of community meshes, whose gateways have 60 to 660
+    /// neighbours).
+    pub fn gateway(n: usize, params: &LinkParams) -> Result<Topology, TopologyError> {
+        if n < 4 {
+            return Err(bad(format!("gateway of {n} nodes: use at least 4")));
+        }
+        let mut t = Topology::with_nodes(n)?;
+        let mut seen = BTreeSet::new();
+        for i in 1..n {
+            t.add(0, i, params, &mut seen);
+            t.add(i, if i + 1 < n { i + 1 } else { 1 }, params, &mut seen);
+        }
+        Ok(t)
+    }
+
     /// Grid `width` columns wide (default: square), 4-neighbour links.
     pub fn grid(
         n: usize,
@@ -554,6 +570,7 @@ mod tests {
             Topology::erdos_renyi(200, 0.01, &mut rng, &p).unwrap(),
             Topology::random_geometric(200, None, &mut rng, &p).unwrap(),
             Topology::scale_free(200, 2, &mut rng, &p).unwrap(),
+            Topology::gateway(71, &p).unwrap(),
         ];
         for t in &all {
             assert!(connected(t));
@@ -565,6 +582,10 @@ mod tests {
         }
         assert_eq!(all[0].links.len(), 10);
         assert_eq!(all[1].links.len(), 13); // 4 columns: 7 horizontal + 6 vertical... for 10 nodes
+                                            // 70 spokes and a ring of 70: the gateway has 70 neighbours, the others 3.
+        assert_eq!(all[5].links.len(), 140);
+        let gateway_degree = all[5].links.iter().filter(|l| l.a == 0 || l.b == 0).count();
+        assert_eq!(gateway_degree, 70);
     }
 
     #[test]
@@ -577,6 +598,7 @@ mod tests {
             .contains("connectivity"));
         assert!(Topology::erdos_renyi(10, 0.0, &mut rng, &p).is_err());
         assert!(Topology::ring(1, &p).is_err());
+        assert!(Topology::gateway(3, &p).is_err());
         assert!(Topology::scale_free(5, 5, &mut rng, &p).is_err());
     }
 
