@@ -54,6 +54,7 @@ pub mod coordinator;
 pub mod data;
 pub mod dp;
 pub mod keys;
+pub mod linkpredict;
 pub mod mesh;
 pub mod model;
 pub mod participant;

@@ -1042,6 +1042,7 @@ pub fn run_iteration(
                 Observed::FlowArrival {
                     source,
                     destination,
+                    ..
                 } => {
                     let key = (source, destination);
                     if let Some(list) = arrivals.get_mut(&key).or_else(|| bystanders.get_mut(&key))
