@@ -300,7 +300,7 @@ impl Default for FedTrainConfig {
                 lr: 0.5,
                 momentum: 0.5,
             },
-            positive_share: 0.3,
+            positive_share: 0.2,
             seed: 1,
         }
     }
@@ -432,7 +432,7 @@ fn choose_threshold(model: &PredictorModel, samples: &[Sample]) -> f64 {
     negatives.sort_by(f64::total_cmp);
     let at = ((negatives.len() as f64) * 0.995) as usize;
     let p = negatives.get(at.min(negatives.len().saturating_sub(1)));
-    p.map_or(0.5, |&p| (p + 1e-6).clamp(0.05, 0.95))
+    p.map_or(0.5, |&p| (p + 1e-6).clamp(0.05, 0.999))
 }
 
 /// (recall, false-positive rate, precision) of `model` at its threshold on `samples`.

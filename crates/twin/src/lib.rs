@@ -40,12 +40,13 @@ pub mod check;
 pub mod runner;
 pub mod scenario;
 
-pub use runner::{run, Report, RunError, RunOptions, Start};
+pub use runner::{run, Report, RoutingSummary, RunError, RunOptions, Start};
 pub use scenario::{Measurement, Scenario, Targets, SCENARIO_HELP};
 pub mod fl;
 pub mod fuzz;
 pub mod parts;
 pub mod plot;
+pub mod predict;
 pub mod prometheus;
 pub mod spec;
 pub mod tune;
