@@ -283,7 +283,8 @@ pub enum TwinCommand {
     /// (loss, loss trend, jitter, jitter trend, queueing over a 1 s window), labels each
     /// sample with whether the link was cut within 2 s, and trains a logistic regression
     /// federatedly: each node trains on its own links' samples, FedAvg merges them
-    /// (candle, crates/fl). The threshold flags at most 0.5 % of the training negatives.
+    /// (candle, crates/fl). The threshold flags at most --false-positive-rate of the
+    /// training negatives.
     /// Prints recall, false-positive rate and precision on --eval-iterations further
     /// draws, and writes the model with its SHA-256.
     #[command(after_long_help = twin_topology_help())]
@@ -622,6 +623,11 @@ pub struct TwinTrainPredictorArgs {
     /// Seed of the topology, the draws and the training.
     #[arg(long, value_name = "S", default_value_t = 1)]
     pub seed: u64,
+    /// The threshold flags at most this share of the training samples whose link did
+    /// not fail within 2 s: lower means fewer unneeded reroutes and later (fewer) early
+    /// ones.
+    #[arg(long, value_name = "FRACTION", default_value_t = 0.01)]
+    pub false_positive_rate: f64,
     /// Where to write the model (temporary file, synced, renamed).
     #[arg(long, value_name = "MODEL.json")]
     pub out: PathBuf,

@@ -92,12 +92,13 @@ pub fn apply(options: &mut RunOptions, routing: &Routing) {
 pub fn routing_line(r: &Report) -> String {
     let g = &r.routing;
     format!(
-        "delivery {:.4}  latency p95 {:.1} ms  unneeded reroutes {:.1}/link-hour ({:.1} on links never ramped)  \
-         reroutes needed {}  predictions {} ({} ignored as NaN/out of range)",
+        "delivery {:.4}  latency p95 {:.1} ms  unneeded reroutes {:.1}/link-hour ({:.1} on links never ramped; \
+         by the predictor {:.1})  reroutes needed {}  predictions {} ({} ignored as NaN/out of range)",
         g.delivery_ratio,
         g.latency_p95_ms,
         g.unneeded_reroutes_per_link_hour,
         g.unneeded_steady_reroutes_per_link_hour,
+        g.unneeded_predictor_reroutes_per_link_hour,
         g.needed_reroutes,
         g.predictions,
         g.invalid_predictions,
@@ -114,7 +115,7 @@ pub fn comparison(reports: &[(String, Report)]) -> String {
         ));
     }
     out.push_str(&format!(
-        "{:<8} {:>9} {:>14} {:>12} {:>12} {:>8} {:>20} {:>22} {:>14} {:>8}\n",
+        "{:<8} {:>9} {:>14} {:>12} {:>12} {:>8} {:>20} {:>22} {:>14} {:>22} {:>8}\n",
         "routing",
         "delivery",
         "latency p95",
@@ -124,11 +125,12 @@ pub fn comparison(reports: &[(String, Report)]) -> String {
         "unneeded/link-hour",
         "(links never ramped)",
         "(by predictor)",
+        "(predictor, never ramped)",
         "unhealed"
     ));
     for (name, r) in reports {
         out.push_str(&format!(
-            "{:<8} {:>9.4} {:>11.1} ms {:>9.1} ms {:>9.1} ms {:>8} {:>20.1} {:>22.1} {:>14.1} {:>8}\n",
+            "{:<8} {:>9.4} {:>11.1} ms {:>9.1} ms {:>9.1} ms {:>8} {:>20.1} {:>22.1} {:>14.1} {:>22.1} {:>8}\n",
             name,
             r.routing.delivery_ratio,
             r.routing.latency_p95_ms,
@@ -138,6 +140,7 @@ pub fn comparison(reports: &[(String, Report)]) -> String {
             r.routing.unneeded_reroutes_per_link_hour,
             r.routing.unneeded_steady_reroutes_per_link_hour,
             r.routing.unneeded_predictor_reroutes_per_link_hour,
+            r.routing.unneeded_steady_predictor_reroutes_per_link_hour,
             r.unhealed_flows,
         ));
     }
@@ -146,11 +149,12 @@ pub fn comparison(reports: &[(String, Report)]) -> String {
         if cost.mttr_ms.p95 > 0.0 {
             out.push_str(&format!(
                 "predict / cost MTTR p95: {:.0} % (target <= 50 %); predict's unneeded reroutes: {:.1}/link-hour \
-                 ({:.1} on links never ramped, {:.1} by the predictor; target <= 1)\n",
+                 ({:.1} on links never ramped; by the predictor {:.1}, {:.1} on links never ramped; target <= 1)\n",
                 100.0 * pred.mttr_ms.p95 / cost.mttr_ms.p95,
                 pred.routing.unneeded_reroutes_per_link_hour,
                 pred.routing.unneeded_steady_reroutes_per_link_hour,
                 pred.routing.unneeded_predictor_reroutes_per_link_hour,
+                pred.routing.unneeded_steady_predictor_reroutes_per_link_hour,
             ));
         }
     }
@@ -166,6 +170,16 @@ pub async fn train(args: &TwinTrainPredictorArgs) -> anyhow::Result<ExitCode> {
             "see `x0tta6bl4 twin run --help` for names and parameters",
         )
     })?;
+    if !(0.0..1.0).contains(&args.false_positive_rate) {
+        return Err(usage(
+            format!(
+                "--false-positive-rate {} is not a fraction below 1",
+                args.false_positive_rate
+            ),
+            "--false-positive-rate",
+            "use e.g. 0.01 (1 %)",
+        ));
+    }
     if args.iterations == 0 || args.eval_iterations == 0 || args.rounds == 0 {
         return Err(usage(
             "--iterations, --eval-iterations and --rounds must be at least 1",
@@ -188,6 +202,7 @@ pub async fn train(args: &TwinTrainPredictorArgs) -> anyhow::Result<ExitCode> {
     let cfg = FedTrainConfig {
         rounds: args.rounds,
         seed: args.seed,
+        false_positive_rate: args.false_positive_rate,
         ..FedTrainConfig::default()
     };
     let (n, e) = (args.iterations, args.eval_iterations);

@@ -288,6 +288,9 @@ pub struct FedTrainConfig {
     pub positive_share: f64,
     /// Seed of initialisation and shuffling.
     pub seed: u64,
+    /// The threshold flags at most this share of the training negatives (the trade
+    /// between early reroutes and unneeded ones).
+    pub false_positive_rate: f64,
 }
 
 impl Default for FedTrainConfig {
@@ -302,6 +305,7 @@ impl Default for FedTrainConfig {
             },
             positive_share: 0.2,
             seed: 1,
+            false_positive_rate: 0.01,
         }
     }
 }
@@ -327,7 +331,8 @@ pub struct TrainReport {
 
 /// Train the predictor federatedly: one participant per node of `train`, FedAvg over
 /// `cfg.rounds` rounds; the threshold is chosen on `train` (the most recall with at
-/// most 0.5 % of negatives flagged), and the model measured on `eval`.
+/// most `cfg.false_positive_rate` of negatives flagged), and the model measured on
+/// `eval`.
 pub fn train_federated(
     train: &[Sample],
     eval: &[Sample],
@@ -407,7 +412,7 @@ pub fn train_federated(
         params: global,
     };
     model.check().map_err(err)?;
-    model.threshold = choose_threshold(&model, train);
+    model.threshold = choose_threshold(&model, train, cfg.false_positive_rate);
     let (recall, false_positive_rate, precision) = measure(&model, eval);
     let report = TrainReport {
         participants: parts.len(),
@@ -421,8 +426,8 @@ pub fn train_federated(
     Ok((model, report))
 }
 
-/// The lowest threshold (most recall) that flags at most 0.5 % of the negatives.
-fn choose_threshold(model: &PredictorModel, samples: &[Sample]) -> f64 {
+/// The lowest threshold (most recall) that flags at most `fpr` of the negatives.
+fn choose_threshold(model: &PredictorModel, samples: &[Sample], fpr: f64) -> f64 {
     let mut negatives: Vec<f64> = samples
         .iter()
         .filter(|s| !s.down_soon)
@@ -430,7 +435,7 @@ fn choose_threshold(model: &PredictorModel, samples: &[Sample]) -> f64 {
         .filter(|p| valid_probability(*p))
         .collect();
     negatives.sort_by(f64::total_cmp);
-    let at = ((negatives.len() as f64) * 0.995) as usize;
+    let at = ((negatives.len() as f64) * (1.0 - fpr.clamp(0.0, 1.0))) as usize;
     let p = negatives.get(at.min(negatives.len().saturating_sub(1)));
     p.map_or(0.5, |&p| (p + 1e-6).clamp(0.05, 0.999))
 }

@@ -192,6 +192,9 @@ pub struct RoutingSummary {
     /// Unneeded raises made by the predictor (the rest are the healing loop's), per
     /// link-hour.
     pub unneeded_predictor_reroutes_per_link_hour: f64,
+    /// Unneeded raises by the predictor on links never ramped (background loss only),
+    /// per link-hour: its false alarms on links that only lose as usual.
+    pub unneeded_steady_predictor_reroutes_per_link_hour: f64,
     /// Raises on links cut soon after (count).
     pub needed_reroutes: u64,
     /// Link-hours simulated in the iterations.
@@ -235,6 +238,9 @@ impl RoutingSummary {
             unneeded_reroutes_steady: steady,
             unneeded_predictor_reroutes_per_link_hour: per_hour(sum(|r| {
                 r.routing.unneeded_by_predictor
+            })),
+            unneeded_steady_predictor_reroutes_per_link_hour: per_hour(sum(|r| {
+                r.routing.unneeded_steady_by_predictor
             })),
             needed_reroutes: sum(|r| r.routing.needed_reroutes),
             link_hours,

@@ -959,6 +959,8 @@ pub struct RoutingStats {
     pub unneeded_reroutes_steady: u64,
     /// Of the unneeded raises (ramped or steady), those made by the predictor.
     pub unneeded_by_predictor: u64,
+    /// Of those, on links never ramped (background loss only).
+    pub unneeded_steady_by_predictor: u64,
     /// Raises on links that were cut soon after (or before detection).
     pub needed_reroutes: u64,
     /// Link-seconds simulated (links x iteration time).
@@ -1245,7 +1247,9 @@ pub fn run_iteration(
                     };
                     let r = &mut result.routing;
                     let needed = crate::predict::reroute_needed(&cuts, l, at);
+                    let steady = !plan.disturbed_links.contains(&l);
                     r.unneeded_by_predictor += u64::from(predicted && !needed);
+                    r.unneeded_steady_by_predictor += u64::from(predicted && !needed && steady);
                     if needed {
                         r.needed_reroutes += 1;
                     } else if plan.disturbed_links.contains(&l) {
