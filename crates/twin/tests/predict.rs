@@ -49,7 +49,7 @@ fn degrade_then_fail_ramps_fail_or_recover_deterministically() {
             .collect();
         assert!(ramp.len() >= 20, "a ramp of at least 1 s in 50 ms steps");
         let peak = ramp.iter().copied().fold(0.0, f64::max);
-        assert!(peak >= 0.2 - 1e-9 && peak <= 0.6 + 1e-9, "peak {peak}");
+        assert!((0.2 - 1e-9..=0.6 + 1e-9).contains(&peak), "peak {peak}");
         match plan.actions.last().unwrap().1 {
             Action::LinkDown(_) => failed += 1,
             Action::Ramp(_, loss, _) => {
