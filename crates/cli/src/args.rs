@@ -524,7 +524,9 @@ pub struct TwinRunArgs {
     /// p99, max, samples}, converged_ms, reconverged_ms {...}, unreachable_pairs_after_heal,
     /// unhealed_flows, false_down_events, control_messages_per_node_per_second,
     /// control_bytes_per_node_per_second, sim_seconds, wall_seconds,
-    /// sim_seconds_per_wall_second.
+    /// sim_seconds_per_wall_second, routing {delivery_ratio, latency_p95_ms,
+    /// unneeded_reroutes_per_link_hour, ...}. With several --routing, one such object per
+    /// routing, keyed by its name.
     #[arg(long)]
     pub json: bool,
     /// Write every outage sample as CSV (iteration,source,destination,outage_ms).
