@@ -276,6 +276,19 @@ pub enum TwinCommand {
     /// exits 1 instead of reporting an MTTR of 0.
     #[command(after_long_help = twin_run_help())]
     Run(TwinRunArgs),
+    /// Train the link-failure predictor for `twin run --routing predict`.
+    ///
+    /// Runs iterations of degrade-then-fail (loss and jitter ramps before a cut, and
+    /// ramps that recover), samples every node's view of each of its links every 100 ms
+    /// (loss, loss trend, jitter, jitter trend, queueing over a 1 s window), labels each
+    /// sample with whether the link was cut within 2 s, and trains a logistic regression
+    /// federatedly: each node trains on its own links' samples, FedAvg merges them
+    /// (candle, crates/fl). The threshold flags at most --false-positive-rate of the
+    /// training negatives.
+    /// Prints recall, false-positive rate and precision on --eval-iterations further
+    /// draws, and writes the model with its SHA-256.
+    #[command(after_long_help = twin_topology_help())]
+    TrainPredictor(TwinTrainPredictorArgs),
     /// Merge the parts of a sharded run into the report of the unsharded run.
     ///
     /// Reads the parts written by `twin run --shard I/N --out PART.json` (one per shard,
@@ -495,7 +508,7 @@ pub struct TwinRunArgs {
     #[arg(long, value_name = "N", default_value_t = 100)]
     pub nodes: usize,
     /// Scenario: node-failure, link-failure, partition, cascade, flap, degrade,
-    /// asym-partition, bandwidth, slow-node or byzantine, with parameters after a colon
+    /// asym-partition, bandwidth, slow-node, byzantine or degrade-then-fail, with parameters after a colon
     /// (see below).
     #[arg(long, value_name = "NAME[:params]", default_value = "node-failure")]
     pub scenario: String,
@@ -511,7 +524,9 @@ pub struct TwinRunArgs {
     /// p99, max, samples}, converged_ms, reconverged_ms {...}, unreachable_pairs_after_heal,
     /// unhealed_flows, false_down_events, control_messages_per_node_per_second,
     /// control_bytes_per_node_per_second, sim_seconds, wall_seconds,
-    /// sim_seconds_per_wall_second.
+    /// sim_seconds_per_wall_second, routing {delivery_ratio, latency_p95_ms,
+    /// unneeded_reroutes_per_link_hour, ...}. With several --routing, one such object per
+    /// routing, keyed by its name.
     #[arg(long)]
     pub json: bool,
     /// Write every outage sample as CSV (iteration,source,destination,outage_ms).
@@ -567,6 +582,60 @@ pub struct TwinRunArgs {
     /// a part that exists is complete).
     #[arg(long, value_name = "PART.json", requires = "shard")]
     pub out: Option<PathBuf>,
+    /// How links are costed: cost (the protocol's measured cost: hop, base RTT, loss;
+    /// the default), etx (ETX, 10 per expected transmission from probe loss), predict
+    /// (the measured cost, raised 20x while --predictor predicts the link fails within
+    /// 2 s, restored below half the threshold). Several, comma-separated (e.g.
+    /// cost,etx,predict), run the same iterations once per routing and print them side
+    /// by side: delivery ratio, p95 latency, MTTR p95 and unneeded reroutes per
+    /// link-hour. ppo is not available yet.
+    #[arg(long, value_name = "cost|etx|predict[,...]", default_value = "cost")]
+    pub routing: String,
+    /// The link-failure predictor for --routing predict: a model file written by
+    /// `x0tta6bl4 twin train-predictor` (refused when its hash check fails).
+    #[arg(long, value_name = "MODEL.json")]
+    pub predictor: Option<PathBuf>,
+}
+
+/// `x0tta6bl4 twin train-predictor`.
+#[derive(Debug, Args)]
+pub struct TwinTrainPredictorArgs {
+    /// Topology to train on (as `twin run --topology`).
+    #[arg(long, value_name = "KIND[:params]", default_value = "grid:loss=0.05")]
+    pub topology: String,
+    /// Number of nodes of generated topologies.
+    #[arg(long, value_name = "N", default_value_t = 16)]
+    pub nodes: usize,
+    /// Scenario whose iterations give the training data.
+    #[arg(
+        long,
+        value_name = "NAME[:params]",
+        default_value = "degrade-then-fail"
+    )]
+    pub scenario: String,
+    /// Iterations sampled for training.
+    #[arg(long, value_name = "K", default_value_t = 40)]
+    pub iterations: usize,
+    /// Further iterations (other draws) sampled to measure the model.
+    #[arg(long, value_name = "K", default_value_t = 10)]
+    pub eval_iterations: usize,
+    /// FedAvg rounds (each node trains one epoch on its own links' samples per round).
+    #[arg(long, value_name = "R", default_value_t = 30)]
+    pub rounds: usize,
+    /// Seed of the topology, the draws and the training.
+    #[arg(long, value_name = "S", default_value_t = 1)]
+    pub seed: u64,
+    /// The threshold flags at most this share of the training samples whose link did
+    /// not fail within 2 s: lower means fewer unneeded reroutes and later (fewer) early
+    /// ones.
+    #[arg(long, value_name = "FRACTION", default_value_t = 0.01)]
+    pub false_positive_rate: f64,
+    /// Where to write the model (temporary file, synced, renamed).
+    #[arg(long, value_name = "MODEL.json")]
+    pub out: PathBuf,
+    /// Print the training report as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `x0tta6bl4 twin merge`.

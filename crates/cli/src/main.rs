@@ -26,6 +26,7 @@ mod rag_serve;
 mod status;
 mod twin_cmd;
 mod twin_fl;
+mod twin_predict;
 
 use std::process::ExitCode;
 
@@ -104,6 +105,9 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Send(args) => status::send(&args).await?,
         Command::Demo(args) => return run_demo(&args).await,
         Command::Twin(TwinCommand::Run(args)) => return twin_cmd::run(&args).await,
+        Command::Twin(TwinCommand::TrainPredictor(args)) => {
+            return twin_predict::train(&args).await
+        }
         Command::Twin(TwinCommand::Merge(args)) => return twin_cmd::merge(&args).await,
         Command::Twin(TwinCommand::Fuzz(args)) => return twin_cmd::fuzz(&args).await,
         Command::Twin(TwinCommand::Tune(args)) => return twin_cmd::tune_cmd(&args).await,

@@ -150,6 +150,18 @@ pub async fn run(args: &TwinRunArgs) -> anyhow::Result<ExitCode> {
         options.threads = threads.max(1);
     }
     options.start = args.start;
+    let routings = crate::twin_predict::routings(args)?;
+    if shard.is_some() && (routings.len() > 1 || routings[0].name() != "cost") {
+        return Err(usage(
+            "--shard runs the default routing only",
+            format!("--shard with --routing {}", args.routing),
+            "drop --shard, or --routing",
+        ));
+    }
+    if routings.len() > 1 {
+        return compare(topology, scenario, options, args, routings).await;
+    }
+    crate::twin_predict::apply(&mut options, &routings[0]);
     if let Some(shard) = shard {
         let out = args.out.clone().unwrap_or_default();
         return run_shard(topology, scenario, options, args, shard, &out).await;
@@ -180,6 +192,75 @@ pub async fn run(args: &TwinRunArgs) -> anyhow::Result<ExitCode> {
         metrics_out: args.metrics_out.clone(),
     };
     write_outputs(&report, &outputs)
+}
+
+/// `twin run --routing a,b,...`: the same iterations once per routing, side by side.
+async fn compare(
+    topology: Topology,
+    scenario: Scenario,
+    options: RunOptions,
+    args: &TwinRunArgs,
+    routings: Vec<x0tta6bl4_twin::predict::Routing>,
+) -> anyhow::Result<ExitCode> {
+    let single_only = [
+        (args.csv.is_some(), "--csv"),
+        (args.plot.is_some(), "--plot"),
+        (args.metrics_out.is_some(), "--metrics-out"),
+    ];
+    if let Some((_, flag)) = single_only.iter().find(|(given, _)| *given) {
+        return Err(usage(
+            format!(
+                "{flag} describes one run, --routing {} makes several",
+                args.routing
+            ),
+            flag,
+            "run one routing at a time with that flag",
+        ));
+    }
+    let hidden = args.json;
+    let (topology_spec, scenario_spec) = (args.topology.clone(), args.scenario.clone());
+    let reports = tokio::task::spawn_blocking(move || {
+        let mut reports = Vec::new();
+        for routing in &routings {
+            let mut options = options.clone();
+            crate::twin_predict::apply(&mut options, routing);
+            let bar = progress_bar(options.iterations as u64, hidden, routing.name());
+            let report = x0tta6bl4_twin::run(
+                &topology,
+                &topology_spec,
+                &scenario,
+                &scenario_spec,
+                &options,
+                &mut |done| bar.set_position(done as u64),
+            );
+            bar.finish_and_clear();
+            reports.push((routing.name().to_owned(), report?));
+        }
+        Ok::<_, x0tta6bl4_twin::RunError>(reports)
+    })
+    .await?
+    .map_err(run_failed)?;
+    if args.json {
+        let map: serde_json::Map<String, serde_json::Value> = reports
+            .iter()
+            .map(|(name, r)| {
+                Ok((
+                    name.clone(),
+                    serde_json::from_str(&report_json(r, args.no_wall_clock)?)?,
+                ))
+            })
+            .collect::<anyhow::Result<_>>()?;
+        println!("{}", serde_json::Value::Object(map));
+    } else {
+        print!("{}", crate::twin_predict::comparison(&reports));
+    }
+    for (name, report) in &reports {
+        if let Some(failure) = failure(report, &report.scenario) {
+            eprintln!("routing {name}:");
+            return Err(failure.into());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn run_failed(error: x0tta6bl4_twin::RunError) -> anyhow::Error {
@@ -500,6 +581,7 @@ fn summary(r: &x0tta6bl4_twin::Report) -> String {
          unreachable pairs    {} after the scenario\n\
          false neighbour-down {}\n\
          control plane        {:.1} messages, {:.0} bytes per node per second\n\
+         routing              {}\n\
          speed                {:.1} simulated s in {:.1} s wall ({:.2} simulated s per wall s)\n",
         r.nodes,
         r.links,
@@ -520,6 +602,7 @@ fn summary(r: &x0tta6bl4_twin::Report) -> String {
         r.false_down_events,
         r.control_messages_per_node_per_second,
         r.control_bytes_per_node_per_second,
+        crate::twin_predict::routing_line(r),
         r.sim_seconds,
         r.wall_seconds,
         r.sim_seconds_per_wall_second,

@@ -39,6 +39,11 @@
 //! momentum step (candle-nn's `SGD` has none). Tensors and gradients are candle's. PBFT is written by hand too: Malachite's core consensus
 //! builds here and is sans-IO, but wiring its context did not fit this piece (see
 //! [`committee`] and docs/fl.md).
+//!
+//! [`linkpredict`] is the link-failure predictor of the healing loop: a logistic
+//! regression over a link's probe window, trained with [`model`] and merged with FedAvg
+//! across nodes, shipped as a file with a SHA-256 check (docs/prediction.md). Its
+//! inference (a dot product and a sigmoid over 6 features) is written out by hand.
 #![forbid(unsafe_code)]
 #![deny(unused_must_use)]
 #![warn(missing_docs)]
@@ -54,6 +59,7 @@ pub mod coordinator;
 pub mod data;
 pub mod dp;
 pub mod keys;
+pub mod linkpredict;
 pub mod mesh;
 pub mod model;
 pub mod participant;

@@ -80,6 +80,23 @@ pub struct Config {
     pub initial_sequence: u64,
     /// The healing loop's thresholds.
     pub healing: HealingConfig,
+    /// How a link's advertised cost is computed from its probes: `measured` (the
+    /// default: hop, base RTT and loss) or `etx` (De Couto et al.: 10 per expected
+    /// transmission, from probe loss alone).
+    pub link_cost: LinkCost,
+}
+
+/// The link cost metric (`link_cost` in `[protocol]`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LinkCost {
+    /// 10 per hop plus 1 per 100 µs of base RTT, scaled up by probe loss (the default).
+    #[default]
+    Measured,
+    /// ETX (De Couto et al., MobiCom 2003): expected transmissions 1 / (d_f * d_r),
+    /// the round-trip probe delivery ratio, times 10 (one loss-free hop costs what it
+    /// costs under `measured` on a LAN link); RTT is ignored.
+    Etx,
 }
 
 impl Default for Config {
@@ -112,6 +129,7 @@ impl Default for Config {
             rng_seed: 0,
             initial_sequence: 1,
             healing: HealingConfig::default(),
+            link_cost: LinkCost::Measured,
         }
     }
 }

@@ -38,7 +38,7 @@ mod time;
 pub mod wire;
 
 pub use byzantine::ByzantineSender;
-pub use config::{Config, ConfigError};
+pub use config::{Config, ConfigError, LinkCost};
 pub use crypto::{AuthError, Authenticator, SimAuthenticator};
 pub use hash::{FastHasher, FastMap};
 pub use heal::{Decision, DecisionKind, HealingConfig};
@@ -46,7 +46,8 @@ pub use lsdb::{InstallOutcome, LinkStateDb, LinkStateSnapshot, SlotNames};
 pub use name::{NameError, NodeName};
 pub use neighbour::{DownReason, NeighbourState, NeighbourView};
 pub use node::{
-    Delivery, Destination, DropReason, Event, Node, RevokeOutcome, SendError, Stats, Transmit,
+    Delivery, Destination, DropReason, Event, LinkFeatures, Node, RevokeOutcome, SendError, Stats,
+    Transmit,
 };
 pub use rng::Rng;
 pub use route::{compute_routes, Route, RoutingTable};

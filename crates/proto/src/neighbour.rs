@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use crate::config::LinkCost;
 use crate::name::NodeName;
 use crate::time::Instant;
 
@@ -161,6 +162,9 @@ pub(crate) struct Neighbour {
     pub(crate) damp_count: u32,
     /// The healing loop marked the link degraded (its cost carries a penalty).
     pub(crate) degraded: bool,
+    /// Factor (>= 1) the driver's failure predictor put on the link's cost
+    /// ([`crate::Node::set_link_risk`]); 1 when none.
+    pub(crate) risk_factor: f64,
     /// Retransmission timer of advertisements queued to it (earliest possible due time).
     pub(crate) retransmit_due: Option<Instant>,
     /// The revocation digest (count, hash) it last told us; `None` until it does, and
@@ -190,6 +194,7 @@ impl Neighbour {
             damped_until: None,
             damp_count: 0,
             degraded: false,
+            risk_factor: 1.0,
             retransmit_due: None,
             revocation_digest: None,
         }
@@ -295,13 +300,35 @@ impl Neighbour {
     /// base RTT (`base_rtt_us`), scaled up by loss (a 20 % loss doubles it),
     /// and by 10 when the healing loop marked the link degraded.
     pub(crate) fn cost(&self) -> u32 {
-        let rtt_units = f64::from(self.base_rtt_us) / 100.0;
+        self.cost_for(LinkCost::Measured)
+    }
+
+    /// The link's cost under `metric` ([`LinkCost::Etx`]: 10 / round-trip delivery
+    /// ratio), times 10 when degraded, times the predictor's risk factor.
+    pub(crate) fn cost_for(&self, metric: LinkCost) -> u32 {
         let loss = self.loss.clamp(0.0, 0.95);
-        let mut cost = (10.0 + rtt_units) * (1.0 + 4.0 * loss / (1.0 - loss));
+        let mut cost = match metric {
+            LinkCost::Measured => {
+                let rtt_units = f64::from(self.base_rtt_us) / 100.0;
+                (10.0 + rtt_units) * (1.0 + 4.0 * loss / (1.0 - loss))
+            }
+            LinkCost::Etx => 10.0 / (1.0 - loss),
+        };
         if self.degraded {
             cost *= 10.0;
         }
+        cost *= self.risk_factor;
         cost.clamp(1.0, 1_000_000.0).round() as u32
+    }
+
+    /// Round-trip time variation (RFC 6298 `rttvar`): the jitter the probes see.
+    pub(crate) fn rttvar(&self) -> Duration {
+        Duration::from_micros(self.rttvar_us as u64)
+    }
+
+    /// The link's base RTT (least of the recent samples).
+    pub(crate) fn base_rtt(&self) -> Duration {
+        Duration::from_micros(u64::from(self.base_rtt_us))
     }
 
     /// Forget down transitions older than `window`.
@@ -322,6 +349,8 @@ impl Neighbour {
         // the detection of the next one).
         self.loss = 0.0;
         self.loss_when_heard = 0.0;
+        // A link that comes back is judged afresh by the predictor, if any.
+        self.risk_factor = 1.0;
         if self.down_times.len() == FLAPS_REMEMBERED_MAX {
             self.down_times.pop_front();
         }

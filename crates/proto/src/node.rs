@@ -242,9 +242,29 @@ pub enum SendError {
     },
 }
 
+/// What a node's probes measured of one link: the inputs of a link-failure
+/// predictor ([`Node::link_features`]).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct LinkFeatures {
+    /// Whether the neighbour is up.
+    pub up: bool,
+    /// Estimated round-trip probe loss, 0 to 1.
+    pub loss: f64,
+    /// Smoothed RTT, once measured.
+    pub srtt: Option<Duration>,
+    /// RTT variation (RFC 6298 `rttvar`): the jitter the probes see.
+    pub rttvar: Duration,
+    /// Least of the recent RTT samples.
+    pub base_rtt: Duration,
+    /// The factor [`Node::set_link_risk`] put on the link's cost (1: none).
+    pub risk_factor: f64,
+}
+
 /// Cumulative counters, for metrics and the twin's overhead figures.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Stats {
+    /// Link cost changes made by [`Node::set_link_risk`] on up links.
+    pub risk_cost_changes: u64,
     /// Frames handed in by the driver.
     pub frames_received: u64,
     /// Frames handed out to the driver.
@@ -486,7 +506,26 @@ impl Node {
 
     /// Every neighbour this node knows, sorted by name.
     pub fn neighbours(&self) -> Vec<NeighbourView> {
-        self.neighbours.values().map(Neighbour::view).collect()
+        self.neighbours
+            .values()
+            .map(|n| NeighbourView {
+                cost: n.cost_for(self.config.link_cost),
+                ..n.view()
+            })
+            .collect()
+    }
+
+    /// What the probes measured of the link to `neighbour` (the inputs of a link
+    /// failure predictor); `None` for an unknown neighbour.
+    pub fn link_features(&self, neighbour: &NodeName) -> Option<LinkFeatures> {
+        self.neighbours.get(neighbour).map(|n| LinkFeatures {
+            up: n.state == NeighbourState::Up,
+            loss: n.loss,
+            srtt: n.srtt(),
+            rttvar: n.rttvar(),
+            base_rtt: n.base_rtt(),
+            risk_factor: n.risk_factor,
+        })
     }
 
     /// Cumulative counters.
@@ -559,6 +598,33 @@ impl Node {
         self.next_probe_at = self.next_probe_at.min(now + config.probe_interval());
         self.config = config;
         Ok(())
+    }
+
+    /// Put `factor` on the advertised cost of the link to `neighbour` (the healing loop's
+    /// input from a link-failure predictor, which the driver runs): raised while a
+    /// failure is predicted, so flows move off the link before it dies, and 1 to give
+    /// the link back its measured cost. A change floods a new advertisement at once
+    /// (within `lsa_min_interval_ms`), not after `cost_update_interval_ms`: a predicted
+    /// failure is urgent. Returns whether the factor changed. Refused (returns false,
+    /// changes nothing) for an unknown neighbour and for a factor that is not finite or
+    /// lies outside 1..=1000: a predictor's NaN never reaches the link-state. Without
+    /// calls to it, costs are exactly as before.
+    pub fn set_link_risk(&mut self, now: Instant, neighbour: &NodeName, factor: f64) -> bool {
+        if !(1.0..=1_000.0).contains(&factor) {
+            return false;
+        }
+        let Some(n) = self.neighbours.get_mut(neighbour) else {
+            return false;
+        };
+        if n.risk_factor == factor {
+            return false;
+        }
+        n.risk_factor = factor;
+        if n.state == NeighbourState::Up {
+            self.stats.risk_cost_changes += 1;
+            self.originate(now);
+        }
+        true
     }
 
     /// Keep a connection to the peer at `addr` (a static peer): dial it now and redial
@@ -1437,7 +1503,7 @@ impl Node {
             .filter(|n| n.state == NeighbourState::Up)
             .map(|n| LsaLink {
                 neighbour: n.name.clone(),
-                cost: n.cost(),
+                cost: n.cost_for(self.config.link_cost),
             })
             .collect()
     }
@@ -1452,7 +1518,8 @@ impl Node {
             .filter(|n| n.state == NeighbourState::Up)
             .any(|n| {
                 self.advertised.get(&n.name).is_some_and(|&old| {
-                    let change = u64::from(n.cost()).abs_diff(u64::from(old));
+                    let cost = n.cost_for(self.config.link_cost);
+                    let change = u64::from(cost).abs_diff(u64::from(old));
                     change >= COST_CHANGE_MIN && change * 100 >= percent * u64::from(old.max(1))
                 })
             })

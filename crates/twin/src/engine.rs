@@ -20,8 +20,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use x0tta6bl4_proto::{
-    ByzantineSender, Config, Destination, Event, FastMap, Instant, LinkStateSnapshot, Message,
-    Node, NodeName, Rng, SimAuthenticator, SlotNames,
+    ByzantineSender, Config, DecisionKind, Destination, Event, FastMap, Instant, LinkStateSnapshot,
+    Message, Node, NodeName, Rng, SimAuthenticator, SlotNames,
 };
 
 use crate::topology::{LinkParams, Topology};
@@ -330,6 +330,19 @@ pub enum Observed {
         source: u32,
         /// Receiving node.
         destination: u32,
+        /// When it was sent (µs of simulated time), when its payload says (the scenario
+        /// layer's probes carry it as 8 little-endian bytes).
+        sent_us: Option<u64>,
+    },
+    /// A link's cost was raised so traffic moves off it: by the healing loop (a
+    /// degraded link) or by a link-failure predictor ([`Sim::set_link_risk`]).
+    Rerouted {
+        /// The node that raised it.
+        node: u32,
+        /// The neighbour at the other end.
+        neighbour: u32,
+        /// Raised by the predictor (else by the healing loop).
+        predicted: bool,
     },
     /// A node declared a neighbour down.
     NeighbourDown {
@@ -666,6 +679,38 @@ impl Sim {
         let params = &mut self.links[l as usize].params;
         params.loss = loss.clamp(0.0, 1.0);
         params.loss_reverse = None;
+    }
+
+    /// Change a link's jitter (extra one-way delay, uniform in `0..jitter` per frame).
+    pub fn set_link_jitter(&mut self, l: u32, jitter: Duration) {
+        self.links[l as usize].params.jitter = jitter;
+    }
+
+    /// Node `i` puts `factor` on the cost of its link to `j`
+    /// ([`x0tta6bl4_proto::Node::set_link_risk`], the hook a link-failure predictor
+    /// drives); a raise from 1 is observed as [`Observed::Rerouted`]. Returns whether
+    /// the node took the factor (a running node, a known neighbour, a valid factor).
+    pub fn set_link_risk(&mut self, i: u32, j: u32, factor: f64) -> bool {
+        if self.nodes[i as usize].status != Status::Running {
+            return false;
+        }
+        let now = self.now;
+        let name = self.names[j as usize].clone();
+        let node = &mut self.nodes[i as usize].node;
+        let before = node.link_features(&name).map_or(1.0, |f| f.risk_factor);
+        let changed = node.set_link_risk(now, &name, factor);
+        if changed && before == 1.0 && factor > 1.0 {
+            self.observed.push((
+                now,
+                Observed::Rerouted {
+                    node: i,
+                    neighbour: j,
+                    predicted: true,
+                },
+            ));
+        }
+        self.after_input(i);
+        changed
     }
 
     /// Change a link's latency.
@@ -1219,11 +1264,27 @@ impl Sim {
             Event::RoutesChanged { .. } => self.stats.route_changes += 1,
             Event::Delivered(delivery) if delivery.channel == 1 => {
                 if let Some(&source) = self.index.get(&delivery.source) {
+                    let sent_us = <[u8; 8]>::try_from(delivery.payload.as_slice())
+                        .ok()
+                        .map(u64::from_le_bytes);
                     self.observed.push((
                         self.now,
                         Observed::FlowArrival {
                             source,
                             destination: i,
+                            sent_us,
+                        },
+                    ));
+                }
+            }
+            Event::Healing(decision) if decision.kind == DecisionKind::Reroute => {
+                if let Some(&j) = self.index.get(&decision.neighbour) {
+                    self.observed.push((
+                        self.now,
+                        Observed::Rerouted {
+                            node: i,
+                            neighbour: j,
+                            predicted: false,
                         },
                     ));
                 }
@@ -1462,7 +1523,7 @@ mod tests {
                     assert!(!link_usable, "not a false alarm");
                     Some((node, neighbour))
                 }
-                Observed::FlowArrival { .. } => None,
+                Observed::FlowArrival { .. } | Observed::Rerouted { .. } => None,
             })
             .collect();
         assert!(downs.contains(&(1, 0)), "1 hears nothing from 0: {downs:?}");

@@ -24,6 +24,12 @@
 //! `x0tta6bl4_fl::mesh::MeshRole` per simulated node, its frames carried as mesh
 //! application messages by the simulated protocol nodes ([`Sim::collect_channel`]).
 //!
+//! Link-failure prediction runs in the twin too ([`predict`]): the `degrade-then-fail`
+//! scenario ramps loss and jitter before a cut, a predictor trained federatedly on its
+//! iterations raises a link's cost through the protocol's own hook
+//! (`x0tta6bl4_proto::Node::set_link_risk`), and `--routing cost|etx|predict` runs
+//! compare delivery, latency, MTTR and unneeded reroutes (docs/prediction.md).
+//!
 //! Long studies shard: iteration `k` depends only on (seed, k), so [`run_shard`] runs a
 //! range of a run's iterations on any machine and [`merge`] turns the parts (raw
 //! per-iteration results, not statistics) into exactly the report [`run`] gives; see
@@ -40,12 +46,13 @@ pub mod check;
 pub mod runner;
 pub mod scenario;
 
-pub use runner::{run, Report, RunError, RunOptions, Start};
+pub use runner::{run, Report, RoutingSummary, RunError, RunOptions, Start};
 pub use scenario::{Measurement, Scenario, Targets, SCENARIO_HELP};
 pub mod fl;
 pub mod fuzz;
 pub mod parts;
 pub mod plot;
+pub mod predict;
 pub mod prometheus;
 pub mod spec;
 pub mod tune;

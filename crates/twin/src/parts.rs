@@ -185,6 +185,9 @@ pub struct IterationRecord {
     pub control_frames: u64,
     /// Control bytes sent.
     pub control_bytes: u64,
+    /// Delivery, latency and reroute figures.
+    #[serde(default)]
+    pub routing: crate::scenario::RoutingStats,
 }
 
 impl IterationRecord {
@@ -207,6 +210,7 @@ impl IterationRecord {
             sim_time_ns: u64::try_from(r.sim_time.as_nanos()).unwrap_or(u64::MAX),
             control_frames: r.control_frames,
             control_bytes: r.control_bytes,
+            routing: r.routing.clone(),
         }
     }
 
@@ -228,6 +232,7 @@ impl IterationRecord {
             sim_time: Duration::from_nanos(self.sim_time_ns),
             control_frames: self.control_frames,
             control_bytes: self.control_bytes,
+            routing: self.routing.clone(),
         }
     }
 }

@@ -161,9 +161,93 @@ pub struct Report {
     pub wall_seconds: f64,
     /// Simulated seconds per wall-clock second.
     pub sim_seconds_per_wall_second: f64,
+    /// Delivery, latency and reroutes of the measured flows (`--routing`).
+    pub routing: RoutingSummary,
     /// Every outage sample: (iteration, source, destination, ms).
     #[serde(skip)]
     pub samples: Vec<(usize, String, String, f64)>,
+}
+
+/// Routing quality over a run's iterations (compared across `twin run --routing`).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct RoutingSummary {
+    /// Probes of the measured flows delivered / sent (the baseline, the fault and the
+    /// recovery included).
+    pub delivery_ratio: f64,
+    /// Probes sent.
+    pub sent: u64,
+    /// 50th percentile of one-way probe latency.
+    pub latency_p50_ms: f64,
+    /// 95th percentile of one-way probe latency.
+    pub latency_p95_ms: f64,
+    /// Cost raises (healing loop or predictor, per node) on links that were not cut
+    /// within the horizon plus 1 s, per link-hour of simulated time.
+    pub unneeded_reroutes_per_link_hour: f64,
+    /// Of those, on links that were never ramped (background loss only), per link-hour.
+    pub unneeded_steady_reroutes_per_link_hour: f64,
+    /// Unneeded raises on ramped links that recovered (count).
+    pub unneeded_reroutes_ramped: u64,
+    /// Unneeded raises on links never ramped (count).
+    pub unneeded_reroutes_steady: u64,
+    /// Unneeded raises made by the predictor (the rest are the healing loop's), per
+    /// link-hour.
+    pub unneeded_predictor_reroutes_per_link_hour: f64,
+    /// Unneeded raises by the predictor on links never ramped (background loss only),
+    /// per link-hour: its false alarms on links that only lose as usual.
+    pub unneeded_steady_predictor_reroutes_per_link_hour: f64,
+    /// Raises on links cut soon after (count).
+    pub needed_reroutes: u64,
+    /// Link-hours simulated in the iterations.
+    pub link_hours: f64,
+    /// Predictions made, and those that were NaN or out of range (ignored).
+    pub predictions: u64,
+    /// Predictions ignored as NaN or out of range.
+    pub invalid_predictions: u64,
+}
+
+impl RoutingSummary {
+    /// Summarise iterations' routing figures.
+    pub fn of(results: &[IterationResult]) -> Self {
+        let mut latencies: Vec<u32> = results
+            .iter()
+            .flat_map(|r| r.routing.latencies_us.iter().copied())
+            .collect();
+        latencies.sort_unstable();
+        let rank = |q: f64| {
+            if latencies.is_empty() {
+                return 0.0;
+            }
+            let index = (q * latencies.len() as f64).ceil() as usize;
+            f64::from(latencies[index.clamp(1, latencies.len()) - 1]) / 1e3
+        };
+        let sum = |f: fn(&IterationResult) -> u64| results.iter().map(f).sum::<u64>();
+        let sent = sum(|r| r.routing.sent);
+        let delivered = sum(|r| r.routing.delivered);
+        let link_hours = results.iter().map(|r| r.routing.link_seconds).sum::<f64>() / 3600.0;
+        let ramped = sum(|r| r.routing.unneeded_reroutes_ramped);
+        let steady = sum(|r| r.routing.unneeded_reroutes_steady);
+        let per_hour = |n: u64| n as f64 / link_hours.max(1e-12);
+        RoutingSummary {
+            delivery_ratio: delivered as f64 / sent.max(1) as f64,
+            sent,
+            latency_p50_ms: rank(0.50),
+            latency_p95_ms: rank(0.95),
+            unneeded_reroutes_per_link_hour: per_hour(ramped + steady),
+            unneeded_steady_reroutes_per_link_hour: per_hour(steady),
+            unneeded_reroutes_ramped: ramped,
+            unneeded_reroutes_steady: steady,
+            unneeded_predictor_reroutes_per_link_hour: per_hour(sum(|r| {
+                r.routing.unneeded_by_predictor
+            })),
+            unneeded_steady_predictor_reroutes_per_link_hour: per_hour(sum(|r| {
+                r.routing.unneeded_steady_by_predictor
+            })),
+            needed_reroutes: sum(|r| r.routing.needed_reroutes),
+            link_hours,
+            predictions: sum(|r| r.routing.predictions),
+            invalid_predictions: sum(|r| r.routing.invalid_predictions),
+        }
+    }
 }
 
 /// Converge a fresh mesh over `topology` from a cold start; returns it and the time it
@@ -464,6 +548,7 @@ pub(crate) fn summarise(header: &ReportHeader, results: &[IterationResult]) -> R
         sim_seconds: 0.0,
         wall_seconds: 0.0,
         sim_seconds_per_wall_second: 0.0,
+        routing: RoutingSummary::of(results),
         samples,
     }
 }

@@ -107,6 +107,26 @@ pub enum Scenario {
         /// How long the pressure lasts.
         hold: Duration,
     },
+    /// `links` links degrade before they fail, as radio links do: loss and jitter ramp
+    /// up over a random time in `ramp_min..=ramp_max`, on a random shape (linear,
+    /// convex, concave or S-shaped) to a random peak (loss in `loss/3..=loss`, jitter in
+    /// `jitter/3..=jitter`), then the link is cut; with probability `recover` the ramp
+    /// turns back down to the link's own loss and jitter instead, and the link never
+    /// fails (the precursors a failure predictor must not take for a failure).
+    DegradeThenFail {
+        /// Links ramped.
+        links: usize,
+        /// Chance that a ramp recovers instead of failing.
+        recover: f64,
+        /// Shortest ramp.
+        ramp_min: Duration,
+        /// Longest ramp.
+        ramp_max: Duration,
+        /// Most loss a ramp adds.
+        loss: f64,
+        /// Most jitter a ramp adds.
+        jitter: Duration,
+    },
     /// `count` nodes of the highest degree send forged and replayed frames with every
     /// frame for `hold` (the daemon's `byzantine` chaos setting).
     Byzantine {
@@ -160,6 +180,11 @@ slow-node[:count=K,delay_ms=D,jitter_ms=J,hold_ms=T]
                                             K nodes of the highest degree (default 1) handle every frame and
                                             timer D ms (default 5) + uniform 0..J ms (default 0) late, for T ms
                                             (default 3000): CPU or memory pressure
+degrade-then-fail[:links=K,recover=P,ramp_min_ms=A,ramp_max_ms=B,loss=L,jitter_ms=J]
+                                            K links (default 1) ramp up loss and jitter over A..B ms (default
+                                            1000..4000), on a random shape, to a random peak (up to L, default
+                                            0.6, and J ms, default 20), then are cut; with probability P
+                                            (default 0.3) the ramp recovers instead and the link never fails
 byzantine[:count=K,hold_ms=T]               K nodes of the highest degree (default 1) send, with every frame, a
                                             forged copy and replays of their last frames, for T ms (default 3000)";
 
@@ -314,9 +339,32 @@ impl std::str::FromStr for Scenario {
                     hold: ms(p.get("hold_ms").copied().unwrap_or(3_000.0)),
                 }
             }
+            "degrade-then-fail" => {
+                let p = parse_params(spec, params, &["links", "recover", "ramp_min_ms", "ramp_max_ms", "loss", "jitter_ms"])?;
+                let recover = p.get("recover").copied().unwrap_or(0.3);
+                let loss = p.get("loss").copied().unwrap_or(0.6);
+                if recover > 1.0 || loss > 1.0 {
+                    return Err(err(format!("recover={recover}, loss={loss}: use fractions in 0..1")));
+                }
+                let (ramp_min, ramp_max) = (
+                    p.get("ramp_min_ms").copied().unwrap_or(1_000.0),
+                    p.get("ramp_max_ms").copied().unwrap_or(4_000.0),
+                );
+                if ramp_min < 100.0 || ramp_max < ramp_min || ramp_max > 600_000.0 {
+                    return Err(err(format!("ramp_min_ms={ramp_min}, ramp_max_ms={ramp_max}: use 100 <= ramp_min_ms <= ramp_max_ms <= 600000")));
+                }
+                Scenario::DegradeThenFail {
+                    links: whole(spec, "links", p.get("links").copied().unwrap_or(1.0), 1)?,
+                    recover,
+                    ramp_min: ms(ramp_min),
+                    ramp_max: ms(ramp_max),
+                    loss,
+                    jitter: ms(p.get("jitter_ms").copied().unwrap_or(20.0)),
+                }
+            }
             other => {
                 return Err(err(format!(
-                    "unknown scenario {other:?}; use one of node-failure, link-failure, partition, cascade, flap, degrade, asym-partition, bandwidth, slow-node, byzantine"
+                    "unknown scenario {other:?}; use one of node-failure, link-failure, partition, cascade, flap, degrade, asym-partition, bandwidth, slow-node, byzantine, degrade-then-fail"
                 )))
             }
         };
@@ -364,6 +412,8 @@ pub enum Action {
     SlowNode(u32, Duration, Duration),
     /// Make a node Byzantine (`true`) or honest again.
     Byzantine(u32, bool),
+    /// Set a link's loss (both ways) and jitter (a step of a degrade-then-fail ramp).
+    Ramp(u32, f64, Duration),
 }
 
 impl Action {
@@ -387,6 +437,10 @@ impl Action {
             Action::Bandwidth(l, bits_per_second) => sim.set_link_bandwidth(l, bits_per_second),
             Action::SlowNode(v, delay, jitter) => sim.set_processing_delay(v, delay, jitter),
             Action::Byzantine(v, on) => sim.set_byzantine(v, on),
+            Action::Ramp(l, loss, jitter) => {
+                sim.set_link_loss(l, loss);
+                sim.set_link_jitter(l, jitter);
+            }
         }
     }
 }
@@ -440,6 +494,7 @@ impl Scenario {
             | Scenario::Flap { links: count, .. }
             | Scenario::Degrade { links: count, .. }
             | Scenario::Bandwidth { links: count, .. }
+            | Scenario::DegradeThenFail { links: count, .. }
                 if *count > links =>
             {
                 err(format!(
@@ -496,7 +551,8 @@ impl Scenario {
             Scenario::LinkFailure { count: k }
             | Scenario::Flap { links: k, .. }
             | Scenario::Degrade { links: k, .. }
-            | Scenario::Bandwidth { links: k, .. } => targets.links = choose(rng, links, *k),
+            | Scenario::Bandwidth { links: k, .. }
+            | Scenario::DegradeThenFail { links: k, .. } => targets.links = choose(rng, links, *k),
             Scenario::Partition { groups, .. } => {
                 targets.groups = Some(partition_groups(sim, *groups as u32, rng));
             }
@@ -537,7 +593,8 @@ impl Scenario {
             Scenario::LinkFailure { .. }
             | Scenario::Flap { .. }
             | Scenario::Degrade { .. }
-            | Scenario::Bandwidth { .. } => ("link", targets.links.is_empty()),
+            | Scenario::Bandwidth { .. }
+            | Scenario::DegradeThenFail { .. } => ("link", targets.links.is_empty()),
             _ => ("node", targets.nodes.is_empty()),
         };
         if missing {
@@ -683,6 +740,63 @@ impl Scenario {
                     plan.actions.push((*hold, lift));
                 }
             }
+            Scenario::DegradeThenFail {
+                recover,
+                ramp_min,
+                ramp_max,
+                loss,
+                jitter,
+                ..
+            } => {
+                for &l in &targets.links {
+                    plan.disturbed_links.insert(l);
+                    let base = sim.links()[l as usize].params.clone();
+                    let between = |rng: &mut Rng, lo: f64, hi: f64| lo + (hi - lo) * rng.unit();
+                    let ramp = Duration::from_secs_f64(between(
+                        rng,
+                        ramp_min.as_secs_f64(),
+                        ramp_max.as_secs_f64(),
+                    ));
+                    let peak_loss = between(rng, loss / 3.0, *loss);
+                    let peak_jitter =
+                        between(rng, jitter.as_secs_f64() / 3.0, jitter.as_secs_f64());
+                    let shape = rng.below(4);
+                    let recovers = rng.unit() < *recover;
+                    let fall = ramp.mul_f64(between(rng, 0.5, 1.0));
+                    // Level 0..1 of the ramp at fraction u of its length.
+                    let level = |u: f64| match shape {
+                        0 => u,
+                        1 => u * u,
+                        2 => u.sqrt(),
+                        _ => 1.0 / (1.0 + (-10.0 * (u - 0.5)).exp()),
+                    };
+                    let step = |level: f64| {
+                        let added = peak_loss * level;
+                        Action::Ramp(
+                            l,
+                            1.0 - (1.0 - base.loss) * (1.0 - added),
+                            base.jitter + Duration::from_secs_f64(peak_jitter * level),
+                        )
+                    };
+                    let tick = Duration::from_millis(50);
+                    let steps = (ramp.as_secs_f64() / tick.as_secs_f64()).ceil() as u32;
+                    for k in 0..=steps {
+                        let u = f64::from(k) / f64::from(steps.max(1));
+                        plan.actions.push((tick * k, step(level(u))));
+                    }
+                    if recovers {
+                        let down = (fall.as_secs_f64() / tick.as_secs_f64()).ceil() as u32;
+                        for k in 1..=down {
+                            let u = 1.0 - f64::from(k) / f64::from(down.max(1));
+                            plan.actions.push((tick * (steps + k), step(level(u))));
+                        }
+                        let rest = Action::Ramp(l, base.loss, base.jitter);
+                        plan.actions.push((tick * (steps + down), rest));
+                    } else {
+                        plan.actions.push((tick * steps, Action::LinkDown(l)));
+                    }
+                }
+            }
             Scenario::Byzantine { hold, .. } => {
                 for &v in &targets.nodes {
                     plan.stressed_nodes.insert(v);
@@ -775,6 +889,9 @@ pub struct Measurement {
     pub tail: Duration,
     /// Pairs walked by the health check after the run (a sample beyond it).
     pub check_pairs_max: usize,
+    /// How the iteration routes: with a predictor, every node's links are sampled
+    /// every `sample_interval_ms` and raised while their failure is predicted.
+    pub routing: crate::predict::Routing,
 }
 
 impl Default for Measurement {
@@ -786,6 +903,7 @@ impl Default for Measurement {
             recovery_max: Duration::from_secs(10),
             tail: Duration::from_millis(50),
             check_pairs_max: 5_000,
+            routing: crate::predict::Routing::Cost,
         }
     }
 }
@@ -820,6 +938,37 @@ pub struct IterationResult {
     pub control_frames: u64,
     /// Bytes of those.
     pub control_bytes: u64,
+    /// Delivery, latency and reroute figures (`twin run --routing`).
+    pub routing: RoutingStats,
+}
+
+/// What an iteration measured of routing quality (compared across `--routing`).
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct RoutingStats {
+    /// Probe messages sent by the measured flows (crossing and bystanders).
+    pub sent: u64,
+    /// Of those, delivered.
+    pub delivered: u64,
+    /// One-way latency of every delivered probe, µs.
+    pub latencies_us: Vec<u32>,
+    /// Link cost raises (healing loop's reroutes and predictor raises, per node) on
+    /// links not cut within the horizon plus 1 s: unneeded reroutes. On links the
+    /// scenario ramped (that recovered) ...
+    pub unneeded_reroutes_ramped: u64,
+    /// ... and on links it never touched (background loss only).
+    pub unneeded_reroutes_steady: u64,
+    /// Of the unneeded raises (ramped or steady), those made by the predictor.
+    pub unneeded_by_predictor: u64,
+    /// Of those, on links never ramped (background loss only).
+    pub unneeded_steady_by_predictor: u64,
+    /// Raises on links that were cut soon after (or before detection).
+    pub needed_reroutes: u64,
+    /// Link-seconds simulated (links x iteration time).
+    pub link_seconds: f64,
+    /// Predictions that were NaN or out of range (ignored).
+    pub invalid_predictions: u64,
+    /// Predictions made.
+    pub predictions: u64,
 }
 
 /// Flows an iteration measures.
@@ -962,7 +1111,8 @@ fn final_components(sim: &Sim, plan: &FaultPlan) -> Vec<u32> {
             | Action::Block { .. }
             | Action::Bandwidth(..)
             | Action::SlowNode(..)
-            | Action::Byzantine(..) => {}
+            | Action::Byzantine(..)
+            | Action::Ramp(..) => {}
         }
     }
     let n = sim.len();
@@ -1024,6 +1174,16 @@ pub fn run_iteration(
     let routes_before: u64 = sim.stats().route_changes;
     let mut route_changes_seen = routes_before;
     sim.take_observed();
+    let cuts: BTreeMap<u32, Instant> = crate::predict::cut_offsets(plan)
+        .into_iter()
+        .map(|(l, at)| (l, fault_at + at))
+        .collect();
+    let mut predictor = crate::predict::PredictorLoop::default();
+    let model = match &m.routing {
+        crate::predict::Routing::Predict(model) => Some(model.clone()),
+        _ => None,
+    };
+    let mut next_prediction = start;
     loop {
         while let Some((offset, action)) = actions.peek() {
             if fault_at + *offset > tick {
@@ -1032,8 +1192,23 @@ pub fn run_iteration(
             action.apply(sim);
             actions.next();
         }
+        if let Some(model) = model.as_deref() {
+            if tick >= next_prediction {
+                predictor.tick(
+                    sim,
+                    model.window,
+                    Some(model),
+                    crate::predict::RISK_FACTOR,
+                    None,
+                );
+                next_prediction = tick + Duration::from_millis(model.sample_interval_ms);
+            }
+        }
+        let stamp = sim.now().as_micros().to_le_bytes().to_vec();
         for &(s, d) in flows.crossing.iter().chain(&flows.bystanders) {
-            sim.send(s, d, 1, Vec::new());
+            if sim.send(s, d, 1, stamp.clone()) {
+                result.routing.sent += 1;
+            }
         }
         tick = tick + m.flow_interval;
         sim.run_until(tick);
@@ -1042,8 +1217,17 @@ pub fn run_iteration(
                 Observed::FlowArrival {
                     source,
                     destination,
+                    sent_us,
                 } => {
                     let key = (source, destination);
+                    result.routing.delivered += 1;
+                    if let Some(sent) = sent_us {
+                        let us = at.as_micros().saturating_sub(sent);
+                        result
+                            .routing
+                            .latencies_us
+                            .push(u32::try_from(us).unwrap_or(u32::MAX));
+                    }
                     if let Some(list) = arrivals.get_mut(&key).or_else(|| bystanders.get_mut(&key))
                     {
                         list.push(at.as_micros());
@@ -1052,6 +1236,27 @@ pub fn run_iteration(
                 Observed::NeighbourDown { link_usable, .. } => {
                     result.down_events += 1;
                     result.false_down_events += usize::from(link_usable);
+                }
+                Observed::Rerouted {
+                    node,
+                    neighbour,
+                    predicted,
+                } => {
+                    let Some(l) = sim.link_between(node, neighbour) else {
+                        continue;
+                    };
+                    let r = &mut result.routing;
+                    let needed = crate::predict::reroute_needed(&cuts, l, at);
+                    let steady = !plan.disturbed_links.contains(&l);
+                    r.unneeded_by_predictor += u64::from(predicted && !needed);
+                    r.unneeded_steady_by_predictor += u64::from(predicted && !needed && steady);
+                    if needed {
+                        r.needed_reroutes += 1;
+                    } else if plan.disturbed_links.contains(&l) {
+                        r.unneeded_reroutes_ramped += 1;
+                    } else {
+                        r.unneeded_reroutes_steady += 1;
+                    }
                 }
             }
         }
@@ -1135,6 +1340,9 @@ pub fn run_iteration(
         sim.run_for(Duration::from_millis(50));
     };
     result.sim_time = sim.now().saturating_since(start);
+    result.routing.link_seconds = sim.links().len() as f64 * result.sim_time.as_secs_f64();
+    result.routing.invalid_predictions = predictor.invalid_outputs;
+    result.routing.predictions = predictor.predictions;
     result.control_frames = sim.stats().control_frames - stats_before.control_frames;
     result.control_bytes = sim.stats().control_bytes - stats_before.control_bytes;
     result
