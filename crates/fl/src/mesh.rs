@@ -1156,6 +1156,12 @@ impl MeshRole {
 
     fn apply(&mut self, now: Instant, block: Block, qc: QuorumCertificate, model: Vec<f32>) {
         self.state.apply(&block);
+        if let (Some((_, to)), Some(done)) = (self.rollback_plan, block.decision.rollback_to) {
+            if to == done {
+                // Planned at every node: whichever coordinator asked, it is done.
+                self.rollback_plan = None;
+            }
+        }
         self.adopted = model.clone();
         self.highest_round = self.highest_round.max(self.state.round);
         let handover = block
@@ -2173,6 +2179,54 @@ mod tests {
             .map(|(i, _, _)| *i)
             .collect();
         assert_eq!(proposed, [0], "once, by the coordinator");
+    }
+
+    /// The rollback is planned at every node: once committed, a coordinator that takes
+    /// over later does not ask for it again.
+    #[test]
+    fn a_committed_rollback_is_not_asked_for_again_after_a_handover() {
+        let mut net = Net::new(7, 8, 2, false);
+        let store: Arc<std::sync::Mutex<BTreeMap<Digest, Vec<f32>>>> = Default::default();
+        net.store = Some(store.clone());
+        net.roles = std::mem::take(&mut net.roles)
+            .into_iter()
+            .enumerate()
+            .map(|(i, r)| {
+                let r = r.with_rollback(2, 1, &[]);
+                let store = store.clone();
+                if i == 0 {
+                    r.with_model_store(Box::new(move |h| store.lock().unwrap().get(h).cloned()))
+                } else {
+                    r
+                }
+            })
+            .collect();
+        net.kills
+            .push((6, Instant::ZERO + Duration::from_millis(10)));
+        net.kills
+            .push((0, Instant::ZERO + Duration::from_millis(1200)));
+        net.run_until(Instant::ZERO + Duration::from_secs(12));
+        net.assert_chains_agree();
+        let chain = net.chains()[1].clone();
+        let kinds: Vec<&str> = chain
+            .iter()
+            .map(|b| match (&b.decision.rollback_to, &b.decision.handover) {
+                (Some(_), _) => "rollback",
+                (_, Some(_)) => "handover",
+                _ => "round",
+            })
+            .collect();
+        assert_eq!(
+            kinds.iter().filter(|k| **k == "rollback").count(),
+            1,
+            "{kinds:?}"
+        );
+        let rollback = kinds.iter().position(|k| *k == "rollback").unwrap();
+        let handover = kinds.iter().position(|k| *k == "handover").unwrap();
+        assert!(rollback < handover, "{kinds:?}");
+        assert!(net.roles[1].is_done());
+        assert!(!net.log.iter().any(|(i, _, e)| *i != 0
+            && matches!(e, MeshEvent::RollbackProposed { .. } | MeshEvent::RollbackRefused { .. })));
     }
 
     #[test]
