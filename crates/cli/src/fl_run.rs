@@ -102,11 +102,11 @@ pub struct RollbackPlan {
     /// back to --rollback-to before it starts the next round; every node adopts the
     /// restored model once the block is committed and training goes on from it (give
     /// both flags).
-    #[arg(long, value_name = "R", requires = "rollback_to")]
+    #[arg(long, value_name = "R")]
     pub rollback_after: Option<u64>,
     /// The committed model version (block height of a round or an earlier rollback)
     /// whose model becomes current again (`fl models --audit NODE/fl-audit` lists them).
-    #[arg(long, value_name = "VERSION", requires = "rollback_after")]
+    #[arg(long, value_name = "VERSION")]
     pub rollback_to: Option<u64>,
 }
 
@@ -116,10 +116,20 @@ impl RollbackPlan {
     }
 
     fn check(&self, rounds: u64) -> anyhow::Result<()> {
+        let fix =
+            "give --rollback-after R (1 <= R < --rounds) and --rollback-to VERSION (1 <= VERSION)";
         let Some((after, to)) = self.plan() else {
+            if self.rollback_after.is_some() || self.rollback_to.is_some() {
+                return Err(problem(
+                    Exit::Usage,
+                    "--rollback-after and --rollback-to go together",
+                    "x0tta6bl4 fl",
+                    fix,
+                )
+                .into());
+            }
             return Ok(());
         };
-        let fix = "give --rollback-after R (1 <= R < --rounds) and --rollback-to VERSION (1 <= VERSION)";
         if after == 0 || after >= rounds || to == 0 {
             return Err(problem(
                 Exit::Usage,

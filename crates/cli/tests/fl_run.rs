@@ -127,12 +127,19 @@ fn training_continues_under_the_coordinator_the_committee_chose() {
         .collect();
     adopted.sort_unstable();
     adopted.dedup();
-    assert_eq!(adopted.len(), 9, "every node but the participant victim: {report:#}");
+    assert_eq!(
+        adopted.len(),
+        9,
+        "every node but the participant victim: {report:#}"
+    );
     assert!(!adopted.contains(&kills[0]["node"].as_str().unwrap()));
-    assert!(rounds.iter().any(|r| r["round"] == 3
-        && r["height"].as_u64().unwrap() == rollback_height - 1));
+    assert!(rounds
+        .iter()
+        .any(|r| r["round"] == 3 && r["height"].as_u64().unwrap() == rollback_height - 1));
     assert!(
-        rounds.iter().any(|r| r["height"].as_u64().unwrap() > rollback_height),
+        rounds
+            .iter()
+            .any(|r| r["height"].as_u64().unwrap() > rollback_height),
         "rounds go on after the rollback: {report:#}"
     );
     // Every node's trail, the killed ones' included, verifies with `fl verify`, and
@@ -148,6 +155,16 @@ fn training_continues_under_the_coordinator_the_committee_chose() {
         let audit = dir.join(node).join("fl-audit");
         let verified = run(&["fl", "verify", "--audit", path(&audit)]);
         assert_eq!(code(&verified), 0, "{node}: {}", stderr(&verified));
+        if node == host {
+            // `fl rollback` runs the in-process committee; a mesh trail has no keys.
+            let refused = run(&["fl", "rollback", "1", "--audit", path(&audit)]);
+            assert_eq!(code(&refused), 2, "{}", stderr(&refused));
+            assert!(
+                stderr(&refused).contains("--rollback-after"),
+                "{}",
+                stderr(&refused)
+            );
+        }
         let listed = run(&["fl", "models", "--json", "--audit", path(&audit)]);
         let versions: serde_json::Value = serde_json::from_str(stdout(&listed).trim()).unwrap();
         let versions = versions.as_array().unwrap();
@@ -169,7 +186,10 @@ fn training_continues_under_the_coordinator_the_committee_chose() {
             let model = v["model"].as_str().unwrap().to_owned();
             if version == rollback_height {
                 assert_eq!(v["rollback_to"], 2, "{node}: {v}");
-                assert_eq!(v["model"], versions[1]["model"], "{node}: version 2's model");
+                assert_eq!(
+                    v["model"], versions[1]["model"],
+                    "{node}: version 2's model"
+                );
                 assert_eq!(v["model"].as_str(), rollback["model_hash"].as_str());
             }
             match models.get(&version) {

@@ -701,9 +701,7 @@ impl MeshRole {
     /// block is committed, and the rounds go on from it. Nothing is asked when the
     /// chain holds a rollback to `to` already (a restarted node).
     pub fn with_rollback(mut self, after_round: u64, to: u64, chain: &[Block]) -> Self {
-        let done = chain
-            .iter()
-            .any(|b| b.decision.rollback_to == Some(to));
+        let done = chain.iter().any(|b| b.decision.rollback_to == Some(to));
         self.rollback_plan = (!done).then_some((after_round, to));
         self
     }
@@ -2094,7 +2092,10 @@ mod tests {
             ..round(2, by)
         };
         assert!(s.check(&rollback(1, "b", m1)).is_ok());
-        assert!(s.check(&rollback(1, "a", m1)).unwrap_err().contains("b coordinates"));
+        assert!(s
+            .check(&rollback(1, "a", m1))
+            .unwrap_err()
+            .contains("b coordinates"));
         let mut signed_by_other = rollback(1, "b", m1);
         signed_by_other.signed.as_mut().unwrap().by = name("c");
         assert!(s.check(&signed_by_other).is_err());
@@ -2109,14 +2110,20 @@ mod tests {
         assert!(s.check(&rollback(0, "b", Digest::of(&[b"m0"]))).is_err());
         let mut later = rollback(1, "b", m1);
         later.round = 3;
-        assert!(s.check(&later).unwrap_err().contains("keeps the committed round"));
+        assert!(s
+            .check(&later)
+            .unwrap_err()
+            .contains("keeps the committed round"));
         let mut with_participants = rollback(1, "b", m1);
         with_participants.participants = vec![name("c")];
         assert!(s.check(&with_participants).is_err());
         let mut both = rollback(1, "b", m1);
         both.handover = change("c", 1, m1).handover;
         assert!(s.check(&both).unwrap_err().contains("not both"));
-        assert!(s.check(&rollback(3, "b", m2)).unwrap_err().contains("current model"));
+        assert!(s
+            .check(&rollback(3, "b", m2))
+            .unwrap_err()
+            .contains("current model"));
         s.apply(&block(4, rollback(1, "b", m1)));
         assert_eq!((s.round, s.model, s.model_version), (2, m1, 4));
         assert!(s.check(&round(3, "b")).is_ok());
@@ -2226,7 +2233,10 @@ mod tests {
         assert!(rollback < handover, "{kinds:?}");
         assert!(net.roles[1].is_done());
         assert!(!net.log.iter().any(|(i, _, e)| *i != 0
-            && matches!(e, MeshEvent::RollbackProposed { .. } | MeshEvent::RollbackRefused { .. })));
+            && matches!(
+                e,
+                MeshEvent::RollbackProposed { .. } | MeshEvent::RollbackRefused { .. }
+            )));
     }
 
     #[test]
