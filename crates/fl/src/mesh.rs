@@ -1659,8 +1659,10 @@ mod tests {
         lose: Option<(usize, usize, u8)>,
         log: Vec<(usize, Instant, MeshEvent)>,
         /// Node 0's committed models, as its driver's audit trail would keep them.
-        store: Option<Arc<std::sync::Mutex<BTreeMap<Digest, Vec<f32>>>>>,
+        store: Option<Store>,
     }
+
+    type Store = Arc<std::sync::Mutex<BTreeMap<Digest, Vec<f32>>>>;
 
     impl Net {
         fn new(n: usize, rounds: u64, f: usize, outside: bool) -> Net {
@@ -2136,7 +2138,7 @@ mod tests {
     #[test]
     fn a_planned_rollback_is_committed_and_adopted_everywhere() {
         let mut net = Net::new(4, 4, 1, false);
-        let store: Arc<std::sync::Mutex<BTreeMap<Digest, Vec<f32>>>> = Default::default();
+        let store: Store = Default::default();
         net.store = Some(store.clone());
         net.roles = std::mem::take(&mut net.roles)
             .into_iter()
@@ -2193,7 +2195,7 @@ mod tests {
     #[test]
     fn a_committed_rollback_is_not_asked_for_again_after_a_handover() {
         let mut net = Net::new(7, 8, 2, false);
-        let store: Arc<std::sync::Mutex<BTreeMap<Digest, Vec<f32>>>> = Default::default();
+        let store: Store = Default::default();
         net.store = Some(store.clone());
         net.roles = std::mem::take(&mut net.roles)
             .into_iter()
