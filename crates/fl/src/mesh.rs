@@ -693,6 +693,14 @@ impl MeshRole {
         self
     }
 
+    /// This node's participant behaves as `behaviour` (a Byzantine participant of the
+    /// twin: sign flip, noise, label flip, ALIE, IPM, inflated counts); coordinating and
+    /// its committee votes stay honest.
+    pub fn with_behaviour(mut self, behaviour: Behaviour) -> Self {
+        self.participant.set_behaviour(behaviour);
+        self
+    }
+
     /// Plan a rollback: once round `after_round` is committed, the committed
     /// coordinator (whichever node it is then) asks the committee, before it starts the
     /// next round, to make version `to`'s model current again. The committee's rules
