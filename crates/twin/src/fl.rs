@@ -29,6 +29,14 @@
 //! from the seed), leaves before sending its update (it stays a mesh node and a
 //! committee candidate).
 //!
+//! ## Byzantine participants
+//!
+//! [`FlOptions::attackers`] of the nodes (drawn from the seed, never the first
+//! coordinator) send [`FlOptions::attack`]'s update whenever they are sampled, through
+//! the participant behaviours `fl bench` uses (ALIE and IPM colluders share one pool);
+//! they coordinate and vote honestly. Every coordinator aggregates with
+//! [`FlOptions::aggregator`], and each round's record counts who it set aside.
+//!
 //! ## Faults
 //!
 //! A partition ([`Partition`]) cuts every link between the first `fraction` of the
