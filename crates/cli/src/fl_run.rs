@@ -11,8 +11,10 @@
 //! model, before the model is adopted. Local training runs on a thread of its own, so
 //! frames and votes keep being handled meanwhile. `fl run` starts a demo-style mesh (CA,
 //! SVIDs, node processes, a random topology), one agent per node, kills a participant
-//! and then the coordinator's host (node and agent, SIGKILL) while they train, and at
-//! the end verifies and compares every node's trail; see docs/fl.md.
+//! and then the coordinator's host (node and agent, SIGKILL) while they train, rolls
+//! back to an earlier version when asked (`--rollback-after R --rollback-to VERSION`: a
+//! decision the committee commits and every node adopts), and at the end verifies and
+//! compares every node's trail; see docs/fl.md.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write as _};

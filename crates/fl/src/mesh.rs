@@ -64,6 +64,20 @@
 //! node follows a coordinator the committee did not choose, and PBFT's safety (at most
 //! f Byzantine validators) means no two nodes commit different blocks at one height.
 //!
+//! ## Rollback
+//!
+//! A rollback is a committed decision too ([`MeshRole::with_rollback`], planned at
+//! every node): once the planned round is committed, the committed coordinator, before
+//! its next round, signs and submits a decision naming the version to restore
+//! (`rollback_to`), that version's model hash and the committed round. The rules accept
+//! it only from the committed coordinator and only to an earlier committed model version
+//! (not the current one), with that version's model. Every node adopts the restored
+//! model once the block is committed, taking it from its driver's store
+//! ([`MeshRole::with_model_store`]: the audit trail holds every committed model) or
+//! asking the other nodes for it (tag 6); the next round trains from it. A node that
+//! applies the block drops its plan, so a coordinator that takes over later does not
+//! roll back again.
+//!
 //! Training can run outside the role ([`MeshConfig::train_outside`]): the participant
 //! then hands each round's training to the driver as a [`TrainJob`] and the driver
 //! gives the result back with [`MeshRole::trained`], so the role keeps handling frames
