@@ -808,7 +808,10 @@ pub struct FlRunArgs {
     /// view_changes, heights, trails [{node, blocks, verified, torn_bytes, error}],
     /// trail_conflicts (heights where two trails hold different blocks), trails_agree,
     /// rollbacks [{height, to, model_hash, coordinator, at_ms, adopted_by}] (committed
-    /// rollbacks and the nodes that adopted each), continued, seconds.
+    /// rollbacks and the nodes that adopted each), rollback_refused (coordinators that
+    /// would not ask for the planned rollback, and why), rolled_back (the planned
+    /// rollback committed and adopted by every node up; null when none was planned),
+    /// continued (false also when rolled_back is false), seconds.
     #[arg(long)]
     pub json: bool,
     /// Keep the temporary directory (CA, SVIDs, configs, node and agent logs, every
@@ -920,6 +923,11 @@ pub struct RunReport {
     trail_conflicts: u64,
     trails_agree: bool,
     rollbacks: Vec<RollbackRun>,
+    /// Nodes that would not ask for the planned rollback, and why.
+    rollback_refused: Vec<String>,
+    /// Whether the planned rollback was committed and adopted by every node up (`None`:
+    /// none was planned).
+    rolled_back: Option<bool>,
     continued: bool,
     seconds: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -1048,6 +1056,9 @@ fn summary(r: &RunReport) -> String {
             b.adopted_by.len()
         ));
     }
+    for why in &r.rollback_refused {
+        out.push_str(&format!("planned rollback not asked for by {why}\n"));
+    }
     let verified = r.trails.iter().filter(|t| t.verified).count();
     out.push_str(&format!(
         "audit trails: {verified} of {} verify, {} conflicting heights\n",
@@ -1063,6 +1074,8 @@ fn summary(r: &RunReport) -> String {
     }
     out.push_str(if r.continued {
         "training continued after both kills"
+    } else if r.rolled_back == Some(false) {
+        "the planned rollback was NOT committed and adopted by every node up"
     } else {
         "training did NOT continue after the kills"
     });
@@ -1136,6 +1149,7 @@ async fn run_in(
     let mut done: std::collections::BTreeSet<String> = Default::default();
     let mut view_changes = 0u64;
     let mut rollbacks: Vec<RollbackRun> = Vec::new();
+    let mut rollback_refused: Vec<String> = Vec::new();
     let mut finished_at: Option<tokio::time::Instant> = None;
     loop {
         // After the last round: wait a moment for every live agent to commit it too.
@@ -1164,6 +1178,10 @@ async fn run_in(
                 started_rounds.insert(event["round"].as_u64().unwrap_or(0));
             }
             Some("view_changed") => view_changes += 1,
+            Some("rollback_refused") => {
+                let reason = event["reason"].as_str().unwrap_or("");
+                rollback_refused.push(format!("{node}: {reason}"));
+            }
             Some("done") => {
                 done.insert(node.clone());
             }
@@ -1301,7 +1319,7 @@ async fn run_in(
     });
     // A planned rollback counts once committed and adopted by every node still up.
     let survivors = nodes.len() - kills.len();
-    let rolled_back = args.rollback.plan().is_none_or(|(_, to)| {
+    let rolled_back = args.rollback.plan().map(|(_, to)| {
         rollbacks.iter().any(|r| {
             let alive = r
                 .adopted_by
@@ -1315,7 +1333,7 @@ async fn run_in(
         && rounds_run.last().is_some_and(|r| r.round >= rounds)
         && resumed.is_some()
         && trails_agree
-        && rolled_back;
+        && rolled_back != Some(false);
     let seconds = started.elapsed().as_secs_f64();
     Ok(RunReport {
         nodes: nodes.len(),
@@ -1341,6 +1359,8 @@ async fn run_in(
         trail_conflicts,
         trails_agree,
         rollbacks,
+        rollback_refused,
+        rolled_back,
         continued,
         seconds,
         dir: None,

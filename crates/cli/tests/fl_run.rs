@@ -113,6 +113,7 @@ fn training_continues_under_the_coordinator_the_committee_chose() {
     // The rollback: committed once, asked by the first coordinator after round 3,
     // naming version 2's model, adopted by every node alive then (the participant
     // victim was killed after round 2).
+    assert_eq!(report["rolled_back"], true, "{report:#}");
     let rollbacks = report["rollbacks"].as_array().unwrap();
     assert_eq!(rollbacks.len(), 1, "{report:#}");
     let rollback = &rollbacks[0];
