@@ -437,6 +437,21 @@ pub struct TwinFlArgs {
     /// report says how long the commit took after the crash.
     #[arg(long, value_name = "R")]
     pub crash_leader_at_round: Option<u64>,
+    /// What Byzantine participants do: sign-flip, gaussian, label-flip, alie, ipm,
+    /// inflate-samples (none: no attackers). They train, coordinate and vote honestly,
+    /// and send this attack's update whenever they are sampled.
+    #[arg(long, value_name = "KIND", default_value = "none")]
+    pub attack: String,
+    /// Share of the nodes that are Byzantine participants (drawn from the seed, never
+    /// the first coordinator), with --attack.
+    #[arg(long, value_name = "FRACTION", default_value_t = 0.0)]
+    pub attackers: f64,
+    /// Aggregation rule of every coordinator: fedavg, median, trimmed-mean, krum,
+    /// multi-krum, bulyan (fltrust needs a root set the twin's coordinators do not
+    /// hold). Krum, Multi-Krum and Bulyan assume f = ceil(attackers x participants per
+    /// round); trimmed mean cuts that share at each end (0.1 to 0.45).
+    #[arg(long, value_name = "KIND", default_value = "fedavg")]
+    pub aggregator: String,
     /// Time a round waits for updates, in milliseconds.
     #[arg(long, value_name = "MS", default_value_t = 2000)]
     pub round_timeout_ms: u64,
@@ -473,8 +488,8 @@ pub struct TwinFlArgs {
     /// last_round, participants_per_round, final_accuracy, accuracy_per_round,
     /// sim_seconds_per_round, round_log, committee_commits, handovers,
     /// conflicting_commits, byzantine_validators, forged_messages, withheld_messages,
-    /// delayed_messages, equivocations_refused, committee_refused, leader_crash,
-    /// nodes_finished, nodes_alive, stragglers, dropouts,
+    /// delayed_messages, equivocations_refused, committee_refused, aggregator, attack,
+    /// attackers (names), leader_crash, nodes_finished, nodes_alive, stragglers, dropouts,
     /// updates_sent, updates_refused, rounds_failed, fl_messages_sent,
     /// fl_messages_delivered, fl_unroutable, frames_lost, trainings, converged_s,
     /// sim_seconds, wall_seconds.

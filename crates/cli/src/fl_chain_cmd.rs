@@ -439,6 +439,17 @@ pub fn rollback(args: &RollbackArgs) -> anyhow::Result<ExitCode> {
         )
         .into());
     }
+    if !args.dir.audit.join(KEYS_DIR).is_dir() {
+        return Err(problem(
+            Exit::Usage,
+            "no committee keys: this trail was written over the mesh (by `fl agent`)",
+            args.dir.audit.display(),
+            "over the mesh a rollback is the nodes' committee's decision: plan it with \
+             `x0tta6bl4 fl run --rollback-after R --rollback-to VERSION` (or the same flags \
+             on every `fl agent`)",
+        )
+        .into());
+    }
     let mut committee = LocalCommittee::open_or_create(&args.dir.audit)?;
     let target = version(committee.trail(), args.model_version, &args.dir.audit)?.clone();
     committee

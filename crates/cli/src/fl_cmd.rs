@@ -86,7 +86,10 @@ pub enum FlCommand {
     /// Show one committed version: its block, block hash and quorum certificate.
     Show(crate::fl_chain_cmd::ShowArgs),
     /// Roll back to an earlier version's model. The rollback is itself a decision the
-    /// committee commits, appended as a new version; nothing is removed.
+    /// committee commits, appended as a new version; nothing is removed. This runs the
+    /// in-process committee of a trail `fl bench --audit` wrote (its keys in DIR/keys);
+    /// over the mesh a rollback is planned with `fl run` / `fl agent --rollback-after R
+    /// --rollback-to VERSION` and committed by the nodes' committee.
     Rollback(crate::fl_chain_cmd::RollbackArgs),
     /// Re-check a whole audit trail without changing it: every line's checksum, the
     /// heights and hash chain, every certificate's ECDSA P-256 signatures against the

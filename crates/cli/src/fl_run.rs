@@ -11,8 +11,10 @@
 //! model, before the model is adopted. Local training runs on a thread of its own, so
 //! frames and votes keep being handled meanwhile. `fl run` starts a demo-style mesh (CA,
 //! SVIDs, node processes, a random topology), one agent per node, kills a participant
-//! and then the coordinator's host (node and agent, SIGKILL) while they train, and at
-//! the end verifies and compares every node's trail; see docs/fl.md.
+//! and then the coordinator's host (node and agent, SIGKILL) while they train, rolls
+//! back to an earlier version when asked (`--rollback-after R --rollback-to VERSION`: a
+//! decision the committee commits and every node adopts), and at the end verifies and
+//! compares every node's trail; see docs/fl.md.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write as _};
@@ -91,6 +93,66 @@ pub struct FlAgentArgs {
     pub audit: Option<PathBuf>,
     #[command(flatten)]
     pub committee: CommitteeArgs,
+    #[command(flatten)]
+    pub rollback: RollbackPlan,
+}
+
+/// A rollback over the mesh, planned: a committed decision like a round's.
+#[derive(Clone, Debug, Default, Args)]
+pub struct RollbackPlan {
+    /// Once round R is committed, the committed coordinator asks the committee to roll
+    /// back to --rollback-to before it starts the next round; every node adopts the
+    /// restored model once the block is committed and training goes on from it (give
+    /// both flags).
+    #[arg(long, value_name = "R")]
+    pub rollback_after: Option<u64>,
+    /// The committed model version (block height of a round or an earlier rollback)
+    /// whose model becomes current again (`fl models --audit NODE/fl-audit` lists them).
+    #[arg(long, value_name = "VERSION")]
+    pub rollback_to: Option<u64>,
+}
+
+impl RollbackPlan {
+    fn plan(&self) -> Option<(u64, u64)> {
+        self.rollback_after.zip(self.rollback_to)
+    }
+
+    fn check(&self, rounds: u64) -> anyhow::Result<()> {
+        let fix =
+            "give --rollback-after R (1 <= R < --rounds) and --rollback-to VERSION (1 <= VERSION)";
+        let Some((after, to)) = self.plan() else {
+            if self.rollback_after.is_some() || self.rollback_to.is_some() {
+                return Err(problem(
+                    Exit::Usage,
+                    "--rollback-after and --rollback-to go together",
+                    "x0tta6bl4 fl",
+                    fix,
+                )
+                .into());
+            }
+            return Ok(());
+        };
+        if after == 0 || after >= rounds || to == 0 {
+            return Err(problem(
+                Exit::Usage,
+                format!("--rollback-after {after} --rollback-to {to} with --rounds {rounds}"),
+                "x0tta6bl4 fl",
+                fix,
+            )
+            .into());
+        }
+        Ok(())
+    }
+
+    fn push_args(&self, command: &mut Command) {
+        if let Some((after, to)) = self.plan() {
+            command
+                .arg("--rollback-after")
+                .arg(after.to_string())
+                .arg("--rollback-to")
+                .arg(to.to_string());
+        }
+    }
 }
 
 /// The committee's settings: every agent of one federation must get the same.
@@ -317,6 +379,7 @@ fn emit(me: &NodeName, t_ms: u64, event: &str, mut fields: Value) {
 /// Run one node's FL role until the training is done.
 pub async fn agent(args: FlAgentArgs) -> anyhow::Result<ExitCode> {
     args.training.check()?;
+    args.rollback.check(args.training.rounds)?;
     let usage = |what: String, fix: &str| -> anyhow::Error {
         problem(Exit::Usage, what, "x0tta6bl4 fl agent", fix).into()
     };
@@ -440,7 +503,15 @@ pub async fn agent(args: FlAgentArgs) -> anyhow::Result<ExitCode> {
         now(),
     )
     .map_err(|e| usage(e, "check --order, the timeouts and the audit trail"))?
-    .with_evaluator(Box::new(move |m| model::accuracy(spec, m, &evaluated).ok()));
+    .with_evaluator(Box::new(move |m| model::accuracy(spec, m, &evaluated).ok()))
+    .with_model_store({
+        // Every committed model is in the trail (stored before its block).
+        let dir = audit_dir.clone();
+        Box::new(move |hash| AuditTrail::read_model(&dir, hash).ok())
+    });
+    if let Some((after, to)) = args.rollback.plan() {
+        role = role.with_rollback(after, to, &trail.blocks());
+    }
     emit(
         &me,
         0,
@@ -593,6 +664,7 @@ fn committed_fields(block: &Block, view: u64) -> Value {
         "participants": d.participants.len(),
         "accuracy": d.accuracy,
         "view": view,
+        "rollback_to": d.rollback_to,
         "handover": d.handover.as_ref().map(|h| json!({
             "replaces": h.replaces.as_str(),
             "model_version": h.model_version,
@@ -659,6 +731,18 @@ fn report(me: &NodeName, t_ms: u64, event: MeshEvent, spec: ModelSpec, test: &Da
             "refused",
             json!({ "round": round, "from": from.as_str(), "reason": reason }),
         ),
+        MeshEvent::RollbackProposed { to, model } => emit(
+            me,
+            t_ms,
+            "rollback_proposed",
+            json!({ "to": to, "model_hash": model.hex() }),
+        ),
+        MeshEvent::RollbackRefused { to, reason } => emit(
+            me,
+            t_ms,
+            "rollback_refused",
+            json!({ "to": to, "reason": reason }),
+        ),
         MeshEvent::HandoverProposed { silent, successor } => emit(
             me,
             t_ms,
@@ -723,7 +807,11 @@ pub struct FlRunArgs {
     /// under the new coordinator), aborted_rounds (started, never committed),
     /// view_changes, heights, trails [{node, blocks, verified, torn_bytes, error}],
     /// trail_conflicts (heights where two trails hold different blocks), trails_agree,
-    /// continued, seconds.
+    /// rollbacks [{height, to, model_hash, coordinator, at_ms, adopted_by}] (committed
+    /// rollbacks and the nodes that adopted each), rollback_refused (coordinators that
+    /// would not ask for the planned rollback, and why), rolled_back (the planned
+    /// rollback committed and adopted by every node up; null when none was planned),
+    /// continued (false also when rolled_back is false), seconds.
     #[arg(long)]
     pub json: bool,
     /// Keep the temporary directory (CA, SVIDs, configs, node and agent logs, every
@@ -732,6 +820,8 @@ pub struct FlRunArgs {
     pub keep_dir: bool,
     #[command(flatten)]
     pub committee: CommitteeArgs,
+    #[command(flatten)]
+    pub rollback: RollbackPlan,
 }
 
 /// One agent process; killed and reaped when dropped.
@@ -787,6 +877,17 @@ pub struct Handover {
     ms_after_kill: Option<u64>,
 }
 
+/// A committed rollback and the nodes that adopted it.
+#[derive(Clone, Debug, Serialize)]
+pub struct RollbackRun {
+    height: u64,
+    to: u64,
+    model_hash: String,
+    coordinator: String,
+    at_ms: u64,
+    adopted_by: Vec<String>,
+}
+
 /// One node's audit trail after the run.
 #[derive(Clone, Debug, Serialize)]
 pub struct TrailCheck {
@@ -821,6 +922,12 @@ pub struct RunReport {
     trails: Vec<TrailCheck>,
     trail_conflicts: u64,
     trails_agree: bool,
+    rollbacks: Vec<RollbackRun>,
+    /// Nodes that would not ask for the planned rollback, and why.
+    rollback_refused: Vec<String>,
+    /// Whether the planned rollback was committed and adopted by every node up (`None`:
+    /// none was planned).
+    rolled_back: Option<bool>,
     continued: bool,
     seconds: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -830,6 +937,7 @@ pub struct RunReport {
 /// Start a mesh, train over it, kill a participant and the coordinator's host.
 pub async fn run(args: FlRunArgs) -> anyhow::Result<ExitCode> {
     args.training.check()?;
+    args.rollback.check(args.training.rounds)?;
     if !(7..=crate::demo::setup::NODES_MAX).contains(&args.nodes) {
         return Err(problem(
             Exit::Usage,
@@ -938,6 +1046,19 @@ fn summary(r: &RunReport) -> String {
             "first round under the new coordinator committed {ms} ms after the kill\n"
         ));
     }
+    for b in &r.rollbacks {
+        out.push_str(&format!(
+            "committee committed block {}: rollback to version {} (model {}), asked by {}, adopted by {} nodes\n",
+            b.height,
+            b.to,
+            b.model_hash.get(..12).unwrap_or(&b.model_hash),
+            b.coordinator,
+            b.adopted_by.len()
+        ));
+    }
+    for why in &r.rollback_refused {
+        out.push_str(&format!("planned rollback not asked for by {why}\n"));
+    }
     let verified = r.trails.iter().filter(|t| t.verified).count();
     out.push_str(&format!(
         "audit trails: {verified} of {} verify, {} conflicting heights\n",
@@ -953,6 +1074,8 @@ fn summary(r: &RunReport) -> String {
     }
     out.push_str(if r.continued {
         "training continued after both kills"
+    } else if r.rolled_back == Some(false) {
+        "the planned rollback was NOT committed and adopted by every node up"
     } else {
         "training did NOT continue after the kills"
     });
@@ -1025,6 +1148,8 @@ async fn run_in(
     let mut heights = std::collections::BTreeSet::new();
     let mut done: std::collections::BTreeSet<String> = Default::default();
     let mut view_changes = 0u64;
+    let mut rollbacks: Vec<RollbackRun> = Vec::new();
+    let mut rollback_refused: Vec<String> = Vec::new();
     let mut finished_at: Option<tokio::time::Instant> = None;
     loop {
         // After the last round: wait a moment for every live agent to commit it too.
@@ -1053,15 +1178,42 @@ async fn run_in(
                 started_rounds.insert(event["round"].as_u64().unwrap_or(0));
             }
             Some("view_changed") => view_changes += 1,
+            Some("rollback_refused") => {
+                let reason = event["reason"].as_str().unwrap_or("");
+                rollback_refused.push(format!("{node}: {reason}"));
+            }
             Some("done") => {
                 done.insert(node.clone());
             }
             Some("committed") => {
                 let height = event["height"].as_u64().unwrap_or(0);
+                let coordinator = event["coordinator"].as_str().unwrap_or("").to_owned();
+                if let Some(to) = event["rollback_to"].as_u64() {
+                    // Each node reports the blocks it adopted: count them all.
+                    match rollbacks.iter_mut().find(|r| r.height == height) {
+                        Some(r) => r.adopted_by.push(node.clone()),
+                        None => {
+                            if !args.json {
+                                println!(
+                                    "block {height:>3}  rollback to version {to}, asked by coordinator {coordinator}"
+                                );
+                            }
+                            rollbacks.push(RollbackRun {
+                                height,
+                                to,
+                                model_hash: event["model_hash"].as_str().unwrap_or("").to_owned(),
+                                coordinator,
+                                at_ms,
+                                adopted_by: vec![node.clone()],
+                            });
+                        }
+                    }
+                    heights.insert(height);
+                    continue;
+                }
                 if !heights.insert(height) {
                     continue;
                 }
-                let coordinator = event["coordinator"].as_str().unwrap_or("").to_owned();
                 let round = event["round"].as_u64().unwrap_or(0);
                 if let Some(h) = event["handover"].as_object() {
                     let kill = kills
@@ -1165,10 +1317,23 @@ async fn run_in(
             .iter()
             .find(|r| r.height > h.height && r.coordinator == h.node)
     });
+    // A planned rollback counts once committed and adopted by every node still up.
+    let survivors = nodes.len() - kills.len();
+    let rolled_back = args.rollback.plan().map(|(_, to)| {
+        rollbacks.iter().any(|r| {
+            let alive = r
+                .adopted_by
+                .iter()
+                .filter(|n| !kills.iter().any(|k| &k.node == *n))
+                .count();
+            r.to == to && alive >= survivors
+        })
+    });
     let continued = kills.len() == 2
         && rounds_run.last().is_some_and(|r| r.round >= rounds)
         && resumed.is_some()
-        && trails_agree;
+        && trails_agree
+        && rolled_back != Some(false);
     let seconds = started.elapsed().as_secs_f64();
     Ok(RunReport {
         nodes: nodes.len(),
@@ -1193,6 +1358,9 @@ async fn run_in(
         trails,
         trail_conflicts,
         trails_agree,
+        rollbacks,
+        rollback_refused,
+        rolled_back,
         continued,
         seconds,
         dir: None,
@@ -1268,6 +1436,7 @@ fn spawn_agent(
         .arg(dir.join(&node.name).join("fl-audit"));
     args.training.push_args(&mut command);
     args.committee.push_args(&mut command, order.len());
+    args.rollback.push_args(&mut command);
     let mut child = command
         .env(
             crate::node_cmd::PARENT_PID_ENV,

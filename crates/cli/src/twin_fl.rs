@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
+use x0tta6bl4_fl::bench::AggregatorChoice;
 use x0tta6bl4_fl::data::{default_data_dir, Dataset};
 use x0tta6bl4_twin::fl::{
     byzantine_sweep, run_fl, ByzantineSweep, FlData, FlError, FlOptions, FlReport, Partition,
@@ -80,6 +81,42 @@ fn options(args: &TwinFlArgs, nodes: usize) -> anyhow::Result<FlOptions> {
         )
     })?;
     o.crash_leader_at_round = args.crash_leader_at_round;
+    o.attack = args.attack.parse().map_err(|e: String| {
+        usage(
+            e,
+            "--attack",
+            "give sign-flip, gaussian, label-flip, alie, ipm, inflate-samples or none",
+        )
+    })?;
+    o.attackers = args.attackers;
+    let choice: AggregatorChoice = args.aggregator.parse().map_err(|e: String| {
+        usage(
+            e,
+            "--aggregator",
+            "give fedavg, median, trimmed-mean, krum, multi-krum or bulyan",
+        )
+    })?;
+    if choice == AggregatorChoice::FlTrust {
+        return Err(usage(
+            "fltrust needs a clean root set at the coordinator, which the twin's coordinators do not hold",
+            "--aggregator",
+            "use median, trimmed-mean, krum, multi-krum or bulyan (`fl bench` runs fltrust)",
+        ));
+    }
+    let per_round = args.participants_per_round.max(1);
+    let f = ((args.attackers * per_round as f64).ceil() as usize).max(1);
+    if choice == AggregatorChoice::Bulyan && per_round < 4 * f + 3 {
+        return Err(usage(
+            format!(
+                "bulyan with f = {f} needs at least {} updates per round",
+                4 * f + 3
+            ),
+            "--aggregator bulyan",
+            "sample more participants per round, or use another rule",
+        ));
+    }
+    let beta = (f as f64 / per_round as f64).clamp(0.1, 0.45);
+    o.aggregator = choice.with(per_round, f, beta);
     Ok(o)
 }
 
@@ -231,15 +268,29 @@ fn print_report(args: &TwinFlArgs, r: &FlReport) {
         "mesh converged in {:.2} s simulated; {} participants per round, {} stragglers, drop-out probability {}",
         r.converged_s, r.participants_per_round, r.stragglers, args.dropouts
     );
+    println!(
+        "aggregator {}; attack {} by {} Byzantine participants{}",
+        r.aggregator,
+        r.attack,
+        r.attackers.len(),
+        if r.attackers.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", r.attackers.join(", "))
+        }
+    );
     println!();
-    println!("round  height  coordinator  updates  accuracy  sim s/round  committed at s");
+    println!(
+        "round  height  coordinator  updates  suspected  accuracy  sim s/round  committed at s"
+    );
     for x in &r.round_log {
         println!(
-            "{:>5}  {:>6}  {:<11}  {:>7}  {:>8}  {:>11.3}  {:>14.3}",
+            "{:>5}  {:>6}  {:<11}  {:>7}  {:>9}  {:>8}  {:>11.3}  {:>14.3}",
             x.round,
             x.height,
             x.coordinator,
             x.participants,
+            x.suspected,
             accuracy_cell(x.accuracy),
             x.sim_seconds,
             x.committed_at_s

@@ -1,7 +1,7 @@
 //! `x0tta6bl4 fl run`: federated learning over real node processes on loopback, with a
 //! participant and then the coordinator's host killed (SIGKILL) mid-training; every
-//! round and the coordinator change are committed by the PBFT committee, and every
-//! node's audit trail verifies and agrees with the others.
+//! round, a planned rollback and the coordinator change are committed by the PBFT
+//! committee, and every node's audit trail verifies and agrees with the others.
 
 mod common;
 
@@ -18,10 +18,12 @@ impl Drop for RemoveOnDrop {
     }
 }
 
-/// Ten nodes, six rounds of digits/logreg: after the coordinator's host is killed the
-/// committee commits a coordinator change, the rounds go on under the coordinator it
-/// chose, every node's trail verifies (`fl verify`) and all trails hold the same block
-/// at every common height, and the model is good.
+/// Ten nodes, six rounds of digits/logreg: after round 3 the coordinator asks for a
+/// rollback to version 2, which the committee commits and every live node adopts;
+/// after the coordinator's host is killed the committee commits a coordinator change,
+/// the rounds go on under the coordinator it chose, every node's trail verifies (`fl
+/// verify`, the rollback checked against version 2's model) and all trails hold the
+/// same block at every common height, and the model is good.
 #[test]
 fn training_continues_under_the_coordinator_the_committee_chose() {
     let Some(data) = common::digits_data() else {
@@ -45,6 +47,10 @@ fn training_continues_under_the_coordinator_the_committee_chose() {
         "1500",
         "--failover-ms",
         "4000",
+        "--rollback-after",
+        "3",
+        "--rollback-to",
+        "2",
         "--json",
         "--keep-dir",
     ]);
@@ -104,6 +110,39 @@ fn training_continues_under_the_coordinator_the_committee_chose() {
         .map(|r| r["height"].as_u64().unwrap())
         .max();
     assert_eq!(change["model_version"].as_u64(), last_before, "{report:#}");
+    // The rollback: committed once, asked by the first coordinator after round 3,
+    // naming version 2's model, adopted by every node alive then (the participant
+    // victim was killed after round 2).
+    assert_eq!(report["rolled_back"], true, "{report:#}");
+    let rollbacks = report["rollbacks"].as_array().unwrap();
+    assert_eq!(rollbacks.len(), 1, "{report:#}");
+    let rollback = &rollbacks[0];
+    assert_eq!(rollback["to"], 2, "{report:#}");
+    assert_eq!(rollback["coordinator"], host, "{report:#}");
+    let rollback_height = rollback["height"].as_u64().unwrap();
+    let mut adopted: Vec<&str> = rollback["adopted_by"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n.as_str().unwrap())
+        .collect();
+    adopted.sort_unstable();
+    adopted.dedup();
+    assert_eq!(
+        adopted.len(),
+        9,
+        "every node but the participant victim: {report:#}"
+    );
+    assert!(!adopted.contains(&kills[0]["node"].as_str().unwrap()));
+    assert!(rounds
+        .iter()
+        .any(|r| r["round"] == 3 && r["height"].as_u64().unwrap() == rollback_height - 1));
+    assert!(
+        rounds
+            .iter()
+            .any(|r| r["height"].as_u64().unwrap() > rollback_height),
+        "rounds go on after the rollback: {report:#}"
+    );
     // Every node's trail, the killed ones' included, verifies with `fl verify`, and
     // all hold the same block hash (model) at every common version.
     let trails = report["trails"].as_array().unwrap();
@@ -117,6 +156,16 @@ fn training_continues_under_the_coordinator_the_committee_chose() {
         let audit = dir.join(node).join("fl-audit");
         let verified = run(&["fl", "verify", "--audit", path(&audit)]);
         assert_eq!(code(&verified), 0, "{node}: {}", stderr(&verified));
+        if node == host {
+            // `fl rollback` runs the in-process committee; a mesh trail has no keys.
+            let refused = run(&["fl", "rollback", "1", "--audit", path(&audit)]);
+            assert_eq!(code(&refused), 2, "{}", stderr(&refused));
+            assert!(
+                stderr(&refused).contains("--rollback-after"),
+                "{}",
+                stderr(&refused)
+            );
+        }
         let listed = run(&["fl", "models", "--json", "--audit", path(&audit)]);
         let versions: serde_json::Value = serde_json::from_str(stdout(&listed).trim()).unwrap();
         let versions = versions.as_array().unwrap();
@@ -136,6 +185,14 @@ fn training_continues_under_the_coordinator_the_committee_chose() {
             }
             let version = v["version"].as_u64().unwrap();
             let model = v["model"].as_str().unwrap().to_owned();
+            if version == rollback_height {
+                assert_eq!(v["rollback_to"], 2, "{node}: {v}");
+                assert_eq!(
+                    v["model"], versions[1]["model"],
+                    "{node}: version 2's model"
+                );
+                assert_eq!(v["model"].as_str(), rollback["model_hash"].as_str());
+            }
             match models.get(&version) {
                 Some((other, first)) => assert_eq!(
                     &model, first,
@@ -167,6 +224,10 @@ fn bad_arguments_are_usage_errors() {
         &["fl", "run", "--committee-f", "3", "--nodes", "9"][..],
         &["fl", "run", "--epoch-len", "0"][..],
         &["fl", "run", "--rounds", "2"][..],
+        &["fl", "run", "--rollback-after", "3"][..],
+        &["fl", "run", "--rollback-after", "0", "--rollback-to", "1"][..],
+        &["fl", "run", "--rollback-after", "12", "--rollback-to", "1"][..],
+        &["fl", "run", "--rollback-after", "3", "--rollback-to", "0"][..],
         &[
             "fl",
             "run",

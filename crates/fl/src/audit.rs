@@ -422,7 +422,13 @@ impl AuditTrail {
 
     /// The model with this hash, checked against it.
     pub fn model(&self, hash: &Digest) -> Result<Vec<f32>, AuditError> {
-        let path = self.model_path(hash);
+        AuditTrail::read_model(&self.dir, hash)
+    }
+
+    /// The model with this hash in the trail of `dir`, checked against it, without
+    /// opening the trail (for a reader next to the writer, as a node's model store).
+    pub fn read_model(dir: &Path, hash: &Digest) -> Result<Vec<f32>, AuditError> {
+        let path = dir.join(MODELS_DIR).join(format!("{}.f32", hash.hex()));
         let bytes = fs::read(&path).map_err(|e| io_err(&path, "cannot read the model", e))?;
         if Digest::of(&[&bytes]) != *hash || bytes.len() % 4 != 0 {
             return Err(err(None, &path, "model does not match its hash (damaged)"));

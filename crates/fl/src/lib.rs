@@ -9,7 +9,7 @@
 //! [`bench`] runs them for `x0tta6bl4 fl bench`; [`mesh`] wraps them, with a committee
 //! replica, for a federation of real nodes (an envelope for the mesh's FL channel 2 with
 //! fragments and the committee's messages, every round's result committed before any
-//! node adopts its model, the coordinator handover itself a committed decision, training
+//! node adopts its model, the coordinator handover and rollbacks themselves committed decisions, training
 //! handed to the driver's thread), driven by `x0tta6bl4 fl agent` next to each node
 //! daemon; the twin can drive the same machines.
 //!

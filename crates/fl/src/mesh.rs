@@ -64,6 +64,20 @@
 //! node follows a coordinator the committee did not choose, and PBFT's safety (at most
 //! f Byzantine validators) means no two nodes commit different blocks at one height.
 //!
+//! ## Rollback
+//!
+//! A rollback is a committed decision too ([`MeshRole::with_rollback`], planned at
+//! every node): once the planned round is committed, the committed coordinator, before
+//! its next round, signs and submits a decision naming the version to restore
+//! (`rollback_to`), that version's model hash and the committed round. The rules accept
+//! it only from the committed coordinator and only to an earlier committed model version
+//! (not the current one), with that version's model. Every node adopts the restored
+//! model once the block is committed, taking it from its driver's store
+//! ([`MeshRole::with_model_store`]: the audit trail holds every committed model) or
+//! asking the other nodes for it (tag 6); the next round trains from it. A node that
+//! applies the block drops its plan, so a coordinator that takes over later does not
+//! roll back again.
+//!
 //! Training can run outside the role ([`MeshConfig::train_outside`]): the participant
 //! then hands each round's training to the driver as a [`TrainJob`] and the driver
 //! gives the result back with [`MeshRole::trained`], so the role keeps handling frames
@@ -158,6 +172,9 @@ pub struct FedState {
     pub height: u64,
     /// Coordinators replaced for silence (never sampled again).
     pub retired: BTreeSet<NodeName>,
+    /// The model of every committed model version (round results and rollbacks):
+    /// what a rollback may restore.
+    pub versions: BTreeMap<u64, Digest>,
     candidates: BTreeSet<NodeName>,
 }
 
@@ -172,6 +189,7 @@ impl FedState {
             model_version: 0,
             height: 0,
             retired: BTreeSet::new(),
+            versions: BTreeMap::new(),
             candidates: candidates.iter().cloned().collect(),
         }
     }
@@ -187,18 +205,17 @@ impl FedState {
                 self.round = self.round.max(d.round);
             }
             _ => {
+                // A round result, or a rollback (which keeps the round).
                 self.round = d.round;
                 self.model = d.model_hash;
                 self.model_version = block.height;
+                self.versions.insert(block.height, d.model_hash);
             }
         }
     }
 
     /// Whether `d` may be the next block.
     pub fn check(&self, d: &Decision) -> Result<(), String> {
-        if d.rollback_to.is_some() {
-            return Err("rollbacks are not decided over the mesh".into());
-        }
         let Some(named) = &d.coordinator else {
             return Err("a decision over the mesh names its coordinator".into());
         };
@@ -212,6 +229,9 @@ impl FedState {
                 "signed by {}, not a node of the federation",
                 signed.by
             ));
+        }
+        if let Some(to) = d.rollback_to {
+            return self.check_rollback(d, named, &signed.by, to);
         }
         if let Some(h) = &d.handover {
             if h.replaces != self.coordinator {
@@ -262,6 +282,52 @@ impl FedState {
     }
 }
 
+impl FedState {
+    /// A rollback to version `to`: only the committed coordinator asks for one (signed
+    /// by it), to an earlier committed model version other than the current one, naming
+    /// that version's model, at the committed round and with no participants.
+    fn check_rollback(
+        &self,
+        d: &Decision,
+        named: &NodeName,
+        by: &NodeName,
+        to: u64,
+    ) -> Result<(), String> {
+        if d.handover.is_some() {
+            return Err("a decision is a rollback or a coordinator change, not both".into());
+        }
+        if *named != self.coordinator || by != named {
+            return Err(format!(
+                "rollback asked by {by} for {named}, but {} coordinates",
+                self.coordinator
+            ));
+        }
+        match self.versions.get(&to) {
+            None => {
+                return Err(format!(
+                    "rollback to version {to}: no committed model version {to}"
+                ))
+            }
+            Some(h) if *h != d.model_hash => {
+                return Err(format!(
+                    "rollback to {to} names another model than version {to}'s"
+                ))
+            }
+            Some(_) => {}
+        }
+        if to == self.model_version {
+            return Err(format!("version {to} is the current model already"));
+        }
+        if d.round != self.round || !d.participants.is_empty() || !d.suspected.is_empty() {
+            return Err(format!(
+                "a rollback keeps the committed round {} and names no participants",
+                self.round
+            ));
+        }
+        Ok(())
+    }
+}
+
 impl BlockRules for FedState {
     fn check(&self, decision: &Decision) -> Result<(), String> {
         FedState::check(self, decision)
@@ -273,6 +339,10 @@ impl BlockRules for FedState {
 
 /// Measures a model's test accuracy (put in its round's decision).
 pub type Evaluator = Box<dyn Fn(&[f32]) -> Option<f64> + Send>;
+
+/// Finds a committed model by its hash outside the role (the driver's audit trail):
+/// what a rollback restores, and what this node sends a node that asks for it.
+pub type ModelStore = Box<dyn Fn(&Digest) -> Option<Vec<f32>> + Send>;
 
 /// What happened at this node. (The large `Committed` and `RoundCompleted` variants
 /// come once per round at most: not worth a box.)
@@ -331,6 +401,22 @@ pub enum MeshEvent {
         silent: NodeName,
         /// The successor proposed.
         successor: NodeName,
+    },
+    /// This node, the committed coordinator, asked the committee to roll back to an
+    /// earlier version ([`MeshRole::with_rollback`]).
+    RollbackProposed {
+        /// The version whose model becomes current again.
+        to: u64,
+        /// Its model's hash.
+        model: Digest,
+    },
+    /// A planned rollback that this node will not ask for, and why (no such committed
+    /// version, its model is not here, or it is the current one).
+    RollbackRefused {
+        /// The version asked for.
+        to: u64,
+        /// Why.
+        reason: String,
     },
     /// A block was committed and its model is here: append it to the audit trail.
     /// In height order, each once.
@@ -444,6 +530,9 @@ pub struct MeshRole {
     /// When to ask the other nodes again for the model a committed block names.
     model_request_at: Option<Instant>,
     evaluator: Option<Evaluator>,
+    model_store: Option<ModelStore>,
+    /// A planned rollback: (after the committed round, to the version).
+    rollback_plan: Option<(u64, u64)>,
     /// Participants a round samples (`None`: every other node).
     per_round: Option<usize>,
     done: bool,
@@ -578,6 +667,8 @@ impl MeshRole {
             handover_proposed: false,
             model_request_at: None,
             evaluator: None,
+            model_store: None,
+            rollback_plan: None,
             per_round: None,
             done: state.round >= cfg.rounds,
             next_fragment_id: 0,
@@ -605,6 +696,35 @@ impl MeshRole {
     /// Measure each aggregated model's accuracy (put in its decision).
     pub fn with_evaluator(mut self, evaluate: Evaluator) -> Self {
         self.evaluator = Some(evaluate);
+        self
+    }
+
+    /// Look committed models up in `store` (the driver's audit trail) when they are
+    /// neither the current nor a proposed one: a rollback's model, and models other
+    /// nodes ask for.
+    pub fn with_model_store(mut self, store: ModelStore) -> Self {
+        self.model_store = Some(store);
+        self
+    }
+
+    /// This node's participant behaves as `behaviour` (a Byzantine participant of the
+    /// twin: sign flip, noise, label flip, ALIE, IPM, inflated counts); coordinating and
+    /// its committee votes stay honest.
+    pub fn with_behaviour(mut self, behaviour: Behaviour) -> Self {
+        self.participant.set_behaviour(behaviour);
+        self
+    }
+
+    /// Plan a rollback: once round `after_round` is committed, the committed
+    /// coordinator (whichever node it is then) asks the committee, before it starts the
+    /// next round, to make version `to`'s model current again. The committee's rules
+    /// ([`FedState`]) accept it only from the committed coordinator and only to an
+    /// earlier committed model version; every node adopts the restored model once the
+    /// block is committed, and the rounds go on from it. Nothing is asked when the
+    /// chain holds a rollback to `to` already (a restarted node).
+    pub fn with_rollback(mut self, after_round: u64, to: u64, chain: &[Block]) -> Self {
+        let done = chain.iter().any(|b| b.decision.rollback_to == Some(to));
+        self.rollback_plan = (!done).then_some((after_round, to));
         self
     }
 
@@ -925,20 +1045,27 @@ impl MeshRole {
         }
         let round = u64::from_le_bytes(body[..8].try_into().expect("8 bytes"));
         let hash = Digest(body[8..].try_into().expect("32 bytes"));
-        let model = if hash == self.state.model {
-            Some(self.adopted.clone())
-        } else {
-            self.proposed
-                .iter()
-                .find(|(h, _)| *h == hash)
-                .map(|(_, m)| m.clone())
-        };
-        if let Some(model) = model {
+        if let Some(model) = self.find_model(&hash) {
             for m in wire::model_chunks(round, &model) {
                 let frame = m.encode(&self.signer.sign(&m.encode_body()));
                 self.send(from.clone(), MeshRole::envelope(TAG_PROPOSED, frame));
             }
         }
+    }
+
+    /// The model of `hash`: the adopted one, a proposed one, or one of the store's
+    /// (checked against the hash and the model's size).
+    fn find_model(&self, hash: &Digest) -> Option<Vec<f32>> {
+        if *hash == self.state.model {
+            return Some(self.adopted.clone());
+        }
+        if let Some((_, m)) = self.proposed.iter().find(|(h, _)| h == hash) {
+            return Some(m.clone());
+        }
+        self.model_store
+            .as_ref()
+            .and_then(|store| store(hash))
+            .filter(|m| m.len() == self.adopted.len() && model_hash(m) == *hash)
     }
 
     fn keep_proposed(&mut self, model: Vec<f32>) {
@@ -1029,15 +1156,7 @@ impl MeshRole {
         let mut applied = false;
         while let Some((block, _)) = self.waiting.front() {
             let hash = block.decision.model_hash;
-            let model = if hash == self.state.model {
-                Some(self.adopted.clone())
-            } else {
-                self.proposed
-                    .iter()
-                    .find(|(h, _)| *h == hash)
-                    .map(|(_, m)| m.clone())
-            };
-            let Some(model) = model else {
+            let Some(model) = self.find_model(&hash) else {
                 // The coordinator's broadcast did not reach this node (lost, or the
                 // coordinator died sending it): ask every other node for the model.
                 if self.model_request_at.is_none_or(|t| now >= t) {
@@ -1057,6 +1176,12 @@ impl MeshRole {
 
     fn apply(&mut self, now: Instant, block: Block, qc: QuorumCertificate, model: Vec<f32>) {
         self.state.apply(&block);
+        if let (Some((_, to)), Some(done)) = (self.rollback_plan, block.decision.rollback_to) {
+            if to == done {
+                // Planned at every node: whichever coordinator asked, it is done.
+                self.rollback_plan = None;
+            }
+        }
         self.adopted = model.clone();
         self.highest_round = self.highest_round.max(self.state.round);
         let handover = block
@@ -1124,6 +1249,12 @@ impl MeshRole {
         {
             return;
         }
+        if let Some((after, to)) = self.rollback_plan {
+            if self.state.round >= after {
+                self.rollback_plan = None;
+                return self.propose_rollback(now, to);
+            }
+        }
         let round = self.state.round.max(self.highest_round) + 1;
         let participants = self.others();
         if participants.is_empty() || round > self.cfg.rounds.saturating_mul(3) {
@@ -1172,6 +1303,46 @@ impl MeshRole {
         }
         self.replica.propose(now, decision.clone());
         self.submitted = Some((decision, now + self.cfg.committee.resend * 2));
+    }
+
+    /// Ask the committee (as the committed coordinator, between rounds) to make version
+    /// `to`'s model current again.
+    fn propose_rollback(&mut self, now: Instant, to: u64) {
+        let refuse = |reason: String| MeshEvent::RollbackRefused { to, reason };
+        let Some(hash) = self.state.versions.get(&to).copied() else {
+            let e = refuse(format!(
+                "no committed model version {to} (versions: {:?})",
+                self.state.versions.keys().collect::<Vec<_>>()
+            ));
+            return self.events.push_back(e);
+        };
+        if to == self.state.model_version {
+            let e = refuse(format!("version {to} is the current model already"));
+            return self.events.push_back(e);
+        }
+        let Some(model) = self.find_model(&hash) else {
+            let e = refuse(format!("the model of version {to} ({hash}) is not here"));
+            return self.events.push_back(e);
+        };
+        let accuracy = self.evaluator.as_ref().and_then(|f| f(&model));
+        self.keep_proposed(model);
+        let decision = Decision {
+            round: self.state.round,
+            model_hash: hash,
+            participants: Vec::new(),
+            aggregator: self.cfg.aggregator.to_string(),
+            suspected: Vec::new(),
+            epsilon: None,
+            accuracy,
+            rollback_to: Some(to),
+            coordinator: Some(self.cfg.me.clone()),
+            handover: None,
+            signed: None,
+        };
+        let decision = self.replica.sign_decision(decision);
+        self.submit(now, decision);
+        self.events
+            .push_back(MeshEvent::RollbackProposed { to, model: hash });
     }
 
     /// Ask the committee to replace the silent coordinator.
@@ -1509,7 +1680,11 @@ mod tests {
         /// Payloads from one node to another with this envelope tag are lost.
         lose: Option<(usize, usize, u8)>,
         log: Vec<(usize, Instant, MeshEvent)>,
+        /// Node 0's committed models, as its driver's audit trail would keep them.
+        store: Option<Store>,
     }
+
+    type Store = Arc<std::sync::Mutex<BTreeMap<Digest, Vec<f32>>>>;
 
     impl Net {
         fn new(n: usize, rounds: u64, f: usize, outside: bool) -> Net {
@@ -1536,6 +1711,7 @@ mod tests {
                 train_delay: Duration::from_millis(40),
                 lose: None,
                 log: Vec::new(),
+                store: None,
             }
         }
 
@@ -1565,6 +1741,12 @@ mod tests {
                         self.queue.push_back((at, from, t.to, t.bytes));
                     }
                     while let Some(e) = self.roles[i].poll_event() {
+                        if let (0, Some(store), MeshEvent::Committed { block, model, .. }) =
+                            (i, &self.store, &e)
+                        {
+                            let mut store = store.lock().unwrap();
+                            store.insert(block.decision.model_hash, model.clone());
+                        }
                         self.log.push((i, self.now, e));
                     }
                 }
@@ -1923,9 +2105,179 @@ mod tests {
         let mut back = change("a", 1, m1);
         back.handover.as_mut().unwrap().replaces = name("b");
         assert!(s.check(&back).unwrap_err().contains("cannot take over"));
-        let mut rollback = round(2, "b");
-        rollback.rollback_to = Some(1);
-        assert!(s.check(&rollback).is_err());
+        // Rollbacks: only the committed coordinator's, to an earlier model version
+        // with that version's model, at the committed round, with no participants.
+        s.apply(&block(3, round(2, "b")));
+        let m2 = s.model;
+        let rollback = |to: u64, by: &str, model: Digest| Decision {
+            participants: Vec::new(),
+            model_hash: model,
+            rollback_to: Some(to),
+            ..round(2, by)
+        };
+        assert!(s.check(&rollback(1, "b", m1)).is_ok());
+        assert!(s
+            .check(&rollback(1, "a", m1))
+            .unwrap_err()
+            .contains("b coordinates"));
+        let mut signed_by_other = rollback(1, "b", m1);
+        signed_by_other.signed.as_mut().unwrap().by = name("c");
+        assert!(s.check(&signed_by_other).is_err());
+        assert!(s
+            .check(&rollback(1, "b", Digest::of(&[b"m0"])))
+            .unwrap_err()
+            .contains("another model"));
+        assert!(s
+            .check(&rollback(2, "b", m1))
+            .unwrap_err()
+            .contains("no committed model version 2"));
+        assert!(s.check(&rollback(0, "b", Digest::of(&[b"m0"]))).is_err());
+        let mut later = rollback(1, "b", m1);
+        later.round = 3;
+        assert!(s
+            .check(&later)
+            .unwrap_err()
+            .contains("keeps the committed round"));
+        let mut with_participants = rollback(1, "b", m1);
+        with_participants.participants = vec![name("c")];
+        assert!(s.check(&with_participants).is_err());
+        let mut both = rollback(1, "b", m1);
+        both.handover = change("c", 1, m1).handover;
+        assert!(s.check(&both).unwrap_err().contains("not both"));
+        assert!(s
+            .check(&rollback(3, "b", m2))
+            .unwrap_err()
+            .contains("current model"));
+        s.apply(&block(4, rollback(1, "b", m1)));
+        assert_eq!((s.round, s.model, s.model_version), (2, m1, 4));
+        assert!(s.check(&round(3, "b")).is_ok());
+        assert!(s.check(&rollback(3, "b", m2)).is_ok(), "back again");
+    }
+
+    /// A rollback planned after round 2 to version 1: the coordinator asks for it, the
+    /// committee commits it, every node adopts version 1's model (fetched from the
+    /// coordinator by the nodes whose store lacks it) and rounds 3 and 4 train from it.
+    #[test]
+    fn a_planned_rollback_is_committed_and_adopted_everywhere() {
+        let mut net = Net::new(4, 4, 1, false);
+        let store: Store = Default::default();
+        net.store = Some(store.clone());
+        net.roles = std::mem::take(&mut net.roles)
+            .into_iter()
+            .enumerate()
+            .map(|(i, r)| {
+                let r = r.with_rollback(2, 1, &[]);
+                if i == 0 {
+                    let store = store.clone();
+                    r.with_model_store(Box::new(move |h| store.lock().unwrap().get(h).cloned()))
+                } else {
+                    r // no store: they fetch the model from the coordinator
+                }
+            })
+            .collect();
+        net.run_until(Instant::ZERO + Duration::from_secs(4));
+        net.assert_chains_agree();
+        for (i, r) in net.roles.iter().enumerate() {
+            assert!(r.is_done(), "{}", r.cfg.me);
+            let chain = &net.chains()[i];
+            let rounds: Vec<(u64, Option<u64>)> = chain
+                .iter()
+                .map(|b| (b.decision.round, b.decision.rollback_to))
+                .collect();
+            assert_eq!(
+                rounds,
+                [(1, None), (2, None), (2, Some(1)), (3, None), (4, None)],
+                "node {i}"
+            );
+            assert_eq!(chain[2].decision.model_hash, chain[0].decision.model_hash);
+            assert_eq!(chain[2].decision.signed.as_ref().unwrap().by, name("n0"));
+            // 0 -> 0.5 -> 0.75, back to 0.5, then 0.75 -> 0.875 (0.9375 without it).
+            assert!((r.adopted().1[0] - 0.875).abs() < 1e-6, "node {i}");
+            let adopted_at_rollback = net.log.iter().find_map(|(j, _, e)| match e {
+                MeshEvent::Committed { block, model, .. }
+                    if *j == i && block.decision.rollback_to.is_some() =>
+                {
+                    Some(model[0])
+                }
+                _ => None,
+            });
+            assert_eq!(adopted_at_rollback, Some(0.5), "node {i}");
+        }
+        let proposed: Vec<usize> = net
+            .log
+            .iter()
+            .filter(|(_, _, e)| matches!(e, MeshEvent::RollbackProposed { to: 1, .. }))
+            .map(|(i, _, _)| *i)
+            .collect();
+        assert_eq!(proposed, [0], "once, by the coordinator");
+    }
+
+    /// The rollback is planned at every node: once committed, a coordinator that takes
+    /// over later does not ask for it again.
+    #[test]
+    fn a_committed_rollback_is_not_asked_for_again_after_a_handover() {
+        let mut net = Net::new(7, 8, 2, false);
+        let store: Store = Default::default();
+        net.store = Some(store.clone());
+        net.roles = std::mem::take(&mut net.roles)
+            .into_iter()
+            .enumerate()
+            .map(|(i, r)| {
+                let r = r.with_rollback(2, 1, &[]);
+                let store = store.clone();
+                if i == 0 {
+                    r.with_model_store(Box::new(move |h| store.lock().unwrap().get(h).cloned()))
+                } else {
+                    r
+                }
+            })
+            .collect();
+        net.kills
+            .push((6, Instant::ZERO + Duration::from_millis(10)));
+        net.kills
+            .push((0, Instant::ZERO + Duration::from_millis(1200)));
+        net.run_until(Instant::ZERO + Duration::from_secs(12));
+        net.assert_chains_agree();
+        let chain = net.chains()[1].clone();
+        let kinds: Vec<&str> = chain
+            .iter()
+            .map(|b| match (&b.decision.rollback_to, &b.decision.handover) {
+                (Some(_), _) => "rollback",
+                (_, Some(_)) => "handover",
+                _ => "round",
+            })
+            .collect();
+        assert_eq!(
+            kinds.iter().filter(|k| **k == "rollback").count(),
+            1,
+            "{kinds:?}"
+        );
+        let rollback = kinds.iter().position(|k| *k == "rollback").unwrap();
+        let handover = kinds.iter().position(|k| *k == "handover").unwrap();
+        assert!(rollback < handover, "{kinds:?}");
+        assert!(net.roles[1].is_done());
+        assert!(!net.log.iter().any(|(i, _, e)| *i != 0
+            && matches!(
+                e,
+                MeshEvent::RollbackProposed { .. } | MeshEvent::RollbackRefused { .. }
+            )));
+    }
+
+    #[test]
+    fn a_rollback_to_an_unknown_version_is_not_asked_for() {
+        let mut net = Net::new(4, 3, 1, false);
+        net.roles = std::mem::take(&mut net.roles)
+            .into_iter()
+            .map(|r| r.with_rollback(1, 9, &[]))
+            .collect();
+        net.run_until(Instant::ZERO + Duration::from_secs(3));
+        net.assert_chains_agree();
+        assert!(net.log.iter().any(|(i, _, e)| *i == 0
+            && matches!(e, MeshEvent::RollbackRefused { to: 9, reason } if reason.contains("no committed model version 9"))));
+        for (i, c) in net.chains().iter().enumerate() {
+            assert_eq!(c.len(), 3, "node {i}");
+            assert!(c.iter().all(|b| b.decision.rollback_to.is_none()));
+        }
     }
 
     #[test]

@@ -187,6 +187,11 @@ impl Participant {
         }
     }
 
+    /// Behave as `behaviour` from now on (an attack, for a Byzantine participant).
+    pub fn set_behaviour(&mut self, behaviour: Behaviour) {
+        self.behaviour = behaviour;
+    }
+
     /// Hand local training to the driver ([`Participant::poll_train`],
     /// [`Participant::trained`]) instead of calling the trainer in `handle_message`.
     pub fn train_outside(mut self) -> Self {

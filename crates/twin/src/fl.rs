@@ -29,6 +29,14 @@
 //! from the seed), leaves before sending its update (it stays a mesh node and a
 //! committee candidate).
 //!
+//! ## Byzantine participants
+//!
+//! [`FlOptions::attackers`] of the nodes (drawn from the seed, never the first
+//! coordinator) send [`FlOptions::attack`]'s update whenever they are sampled, through
+//! the participant behaviours `fl bench` uses (ALIE and IPM colluders share one pool);
+//! they coordinate and vote honestly. Every coordinator aggregates with
+//! [`FlOptions::aggregator`], and each round's record counts who it set aside.
+//!
 //! ## Faults
 //!
 //! A partition ([`Partition`]) cuts every link between the first `fraction` of the
@@ -53,12 +61,16 @@ use std::time::Duration;
 use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
+use x0tta6bl4_fl::attack::Collusion;
 use x0tta6bl4_fl::committee::{draw, genesis, CommitteeConfig, Digest, Verifier};
 use x0tta6bl4_fl::committee_sim::Equivocator;
 use x0tta6bl4_fl::data::{partition_iid, Dataset};
 use x0tta6bl4_fl::mesh::{MeshConfig, MeshEvent, MeshRole, FL_CHANNEL, TAG_COMMITTEE};
 use x0tta6bl4_fl::model::{self, ModelKind, ModelSpec, TrainConfig};
-use x0tta6bl4_fl::{AggregatorKind, AuthSigner, CandleTrainer, LocalTrainer, TrainJob};
+use x0tta6bl4_fl::{
+    AggregatorKind, AttackKind, AttackParams, AuthSigner, Behaviour, CandleTrainer, LocalTrainer,
+    TrainJob,
+};
 use x0tta6bl4_proto::{Authenticator, Instant, NodeName, Rng, SimAuthenticator};
 
 use crate::engine::{Sim, SimConfig, DELIVERY_CALLBACK};
@@ -166,6 +178,15 @@ pub struct FlOptions {
     pub crash_leader_at_round: Option<u64>,
     /// Give up after this much simulated training time.
     pub sim_limit: Duration,
+    /// The aggregation rule every coordinator applies.
+    pub aggregator: AggregatorKind,
+    /// What the Byzantine participants do ([`AttackKind::None`]: there are none).
+    pub attack: AttackKind,
+    /// Share of the nodes that are Byzantine participants (never the first
+    /// coordinator; drawn from the seed). They train, coordinate and vote honestly but
+    /// send `attack`'s update whenever they are sampled; ALIE and IPM attackers collude
+    /// through one shared pool of their honest updates.
+    pub attackers: f64,
 }
 
 impl FlOptions {
@@ -193,6 +214,9 @@ impl FlOptions {
             byzantine_mode: ByzantineMode::Mixed,
             crash_leader_at_round: None,
             sim_limit: Duration::from_secs(600),
+            aggregator: AggregatorKind::FedAvg,
+            attack: AttackKind::None,
+            attackers: 0.0,
         }
     }
 
@@ -230,6 +254,15 @@ impl FlOptions {
                 self.byzantine_validators, self.committee_f, self.committee_f
             ));
         }
+        if !(0.0..1.0).contains(&self.attackers) {
+            return Err(format!(
+                "attackers {} must be a share in [0, 1)",
+                self.attackers
+            ));
+        }
+        if (self.attack == AttackKind::None) != (self.attackers == 0.0) {
+            return Err("Byzantine participants need both an attack and a share above 0".into());
+        }
         if self.crash_leader_at_round == Some(0) {
             return Err("the leader crash needs a round from 1".into());
         }
@@ -253,6 +286,8 @@ pub struct RoundRecord {
     pub coordinator: String,
     /// Updates aggregated.
     pub participants: usize,
+    /// Participants the aggregator set aside (robust rules that select).
+    pub suspected: usize,
     /// Test accuracy of its model (digits test set).
     pub accuracy: Option<f64>,
     /// Simulated seconds since training started when the first node committed it.
@@ -336,6 +371,12 @@ pub struct FlReport {
     /// Committee messages honest nodes' replicas refused as invalid (a forged block
     /// fails its proposer's signature, for instance).
     pub committee_refused: u64,
+    /// The aggregation rule.
+    pub aggregator: String,
+    /// What the Byzantine participants do (`none`).
+    pub attack: String,
+    /// The Byzantine participants.
+    pub attackers: Vec<String>,
     /// The leader crash, when one was asked for and happened.
     pub leader_crash: Option<LeaderCrash>,
     /// Live nodes at the end that adopted the last round.
@@ -483,7 +524,7 @@ pub fn run_fl(topology: &Topology, opts: &FlOptions, data: &FlData) -> Result<Fl
             round_timeout: opts.round_timeout,
             failover_after: opts.failover_after,
             min_updates: 1,
-            aggregator: AggregatorKind::FedAvg,
+            aggregator: opts.aggregator,
             seed: opts.seed,
             payload_max: FL_PAYLOAD_MAX,
             committee: committee.clone(),
@@ -563,6 +604,25 @@ pub fn run_fl(topology: &Topology, opts: &FlOptions, data: &FlData) -> Result<Fl
         });
         byzantine[i] = Some(fault);
     }
+    // Byzantine participants: a seeded share of the nodes, never the first coordinator.
+    let mut attack_rng = Rng::seed(opts.seed ^ 0xa77a_c4e5);
+    let mut candidates: Vec<usize> = (1..n).collect();
+    for k in (1..candidates.len()).rev() {
+        candidates.swap(k, attack_rng.below(k as u64 + 1) as usize);
+    }
+    let count = ((opts.attackers * n as f64).round() as usize).min(candidates.len());
+    let mut attackers: Vec<usize> = candidates.into_iter().take(count).collect();
+    attackers.sort_unstable();
+    let collusion = Arc::new(std::sync::Mutex::new(Collusion::default()));
+    for &i in &attackers {
+        let behaviour = Behaviour {
+            attack: opts.attack,
+            params: AttackParams::default(),
+            collusion: opts.attack.colludes().then(|| collusion.clone()),
+        };
+        roles[i] = roles[i].take().map(|r| r.with_behaviour(behaviour));
+    }
+    let attacker_names: Vec<String> = attackers.iter().map(|&i| names[i].to_string()).collect();
     let frames_lost_before = sim.stats().frames_lost;
     let mut d = Driver {
         sim,
@@ -599,6 +659,9 @@ pub fn run_fl(topology: &Topology, opts: &FlOptions, data: &FlData) -> Result<Fl
             handovers: Vec::new(),
             conflicting_commits: 0,
             byzantine_validators: byzantine_names,
+            aggregator: opts.aggregator.to_string(),
+            attack: opts.attack.to_string(),
+            attackers: attacker_names,
             forged_messages: 0,
             withheld_messages: 0,
             delayed_messages: 0,
@@ -945,6 +1008,7 @@ impl Driver {
                     height: block.height,
                     coordinator,
                     participants: d.participants.len(),
+                    suspected: d.suspected.len(),
                     accuracy: d.accuracy,
                     committed_at_s: since(now, self.start),
                     sim_seconds: since(now, self.last_round_at),
