@@ -295,7 +295,9 @@ def test_pods_relink_to_a_seed_that_comes_back_with_a_new_address(chart, tmp_pat
 # The cluster DNS server of the TTL test: a loopback address of its own, port 53 (all a
 # resolv.conf can name), so it does not collide with a resolver on 127.0.0.1 or .53.
 DNS_IP = "127.0.0.153"
-DNS_TTL_S = 4
+# Longer than the 5 s the node used to re-resolve at whatever the TTL, so that asking
+# before the TTL expired fails the test.
+DNS_TTL_S = 7
 
 
 class ClusterDns:
@@ -324,10 +326,13 @@ class ClusterDns:
 
     def publish(self, ip: str | None) -> None:
         """Set (None: remove) the name's record and make dnsmasq read it again."""
+        reads = self._reads()
         self.records.write_text("" if ip is None else f"{ip} {self.name}\n")
         self.process.send_signal(signal.SIGHUP)
-        eventually("dnsmasq to read the records again",
-                   lambda: any(f"read {self.records}" in line for line in self.log[-5:]), 5)
+        eventually("dnsmasq to read the records again", lambda: self._reads() > reads, 5)
+
+    def _reads(self) -> int:
+        return sum(f"read {self.records}" in line for line in list(self.log))
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -346,7 +351,7 @@ def require_dnsmasq() -> str:
 
 
 def test_pods_re_resolve_a_seed_name_when_its_dns_ttl_expires_and_not_before(chart, tmp_path):
-    """Cluster DNS as a real DNS server (dnsmasq; its records have a 4 s TTL, as CoreDNS's
+    """Cluster DNS as a real DNS server (dnsmasq; its records have a 7 s TTL, CoreDNS's
     have 5 s): pod 1 asks for the seed's name again each time the answer's TTL expires,
     never sooner, so a seed recreated at a new address is reached within one TTL of the
     record's change (before, names were asked every 5 s whatever their TTL, through a
@@ -386,7 +391,7 @@ def test_pods_re_resolve_a_seed_name_when_its_dns_ttl_expires_and_not_before(cha
         relinked = time.monotonic()
         queries = list(dns.queries)
         gaps = [round(b - a, 2) for a, b in zip(queries, queries[1:])]
-        assert len(queries) >= 3, f"A queries for the seed: {len(queries)}"
+        assert len(queries) >= 2, f"A queries for the seed: {len(queries)}"
         # Never asked again before the answer expired (dnsmasq logs each query as it
         # comes; 0.3 s for the reading of its log), and asked again soon after it did.
         assert all(DNS_TTL_S - 0.3 <= gap <= DNS_TTL_S + 1.5 for gap in gaps), \
