@@ -17,6 +17,7 @@ APT_PACKAGES+=(babeld) # the chaos lab tests: the reference routing daemon side 
 APT_PACKAGES+=(stress-ng) # the chaos lab tests: cpu-stress and mem-stress faults
 APT_PACKAGES+=(curl) # crates/cli/tests/readme.rs: the README's commands use curl
 APT_PACKAGES+=(podman binutils) # deploy/tests: test_image.py and test_day_two_lab.py build the Containerfile image (strip)
+APT_PACKAGES+=(dnsmasq-base) # deploy/tests/test_day_two.py: the cluster DNS server of the peer-name TTL test
 APT_PACKAGES+=(bpftool clang libbpf-dev) # crates/node's `ebpf` feature: clang compiles the BPF collector, libbpf-dev has its headers, bpftool inspects it
 APT_PACKAGES+=(linux-doc-6.1) # the RAG guardian's real corpus: kernel documentation (reStructuredText)
 PIP_PACKAGES=()

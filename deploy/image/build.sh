@@ -66,8 +66,9 @@ cp examples/node.toml "$rootfs/usr/share/doc/x0tta6bl4/node.example.toml"
 printf 'root:x:0:0:root:/root:/sbin/nologin\nx0tta6bl4:x:10001:10001:x0tta6bl4:/nonexistent:/sbin/nologin\n' \
     >"$rootfs/etc/passwd"
 printf 'root:x:0:\nx0tta6bl4:x:10001:\n' >"$rootfs/etc/group"
-# Peer names (Kubernetes Service DNS names) resolve through /etc/hosts and DNS; glibc
-# 2.34+ has both modules inside libc.so.6, so no libnss_*.so is needed.
+# The CA service's name (`ca_server`) resolves through glibc: /etc/hosts, then DNS; glibc
+# 2.34+ has both modules inside libc.so.6, so no libnss_*.so is needed. Peer names the
+# node resolves itself, in the same order (crates/node/src/peer_names.rs).
 printf 'passwd: files\ngroup: files\nhosts: files dns\n' >"$rootfs/etc/nsswitch.conf"
 printf '127.0.0.1 localhost\n::1 localhost\n' >"$rootfs/etc/hosts"
 cp Containerfile "$context/Containerfile"

@@ -4,13 +4,14 @@
 # Chaos Mesh experiments, the Dockerfile, the workflows, the runbook).
 #
 # Installs what it needs when missing (Debian: prometheus, for promtool and the server;
+# dnsmasq-base, the cluster DNS server of the peer-name TTL test;
 # PyPI: helm-python-sdk, kubernetes-validate, pyyaml, pytest, spiffe) and builds the release
 # binary (X0TTA6BL4_BIN=PATH uses another). Safe to rerun; offline once installed.
 # Extra arguments go to pytest, e.g. `deploy/tests/run.sh -k helm`.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 
-APT_PACKAGES=(prometheus podman) # podman: test_image.py builds the Containerfile image
+APT_PACKAGES=(prometheus podman dnsmasq-base) # podman: test_image.py builds the Containerfile image; dnsmasq: test_day_two.py's cluster DNS
 PIP_PACKAGES=(helm-python-sdk kubernetes-validate pyyaml pytest spiffe) # spiffe: py-spiffe, test_workload_api.py
 
 missing_apt=()

@@ -10,8 +10,10 @@ import json
 import os
 import shutil
 import socket
+import signal
 import ssl
 import subprocess
+import threading
 import time
 import tomllib
 import urllib.error
@@ -212,9 +214,11 @@ class Pod:
     DNS) is `hosts`, bind-mounted in a private mount namespace, and whose addresses are
     `ip` (a new one per restart, as a recreated pod gets)."""
 
-    def __init__(self, chart, tmp_path, ca, ordinal: int, mesh_port: int, hosts):
+    def __init__(self, chart, tmp_path, ca, ordinal: int, mesh_port: int, hosts, resolv=None):
         self.name = f"x0tta6bl4-{ordinal}"
         self.chart, self.tmp_path, self.ca, self.mesh_port, self.hosts = chart, tmp_path, ca, mesh_port, hosts
+        # With `resolv`, also /etc/resolv.conf (a cluster DNS server to ask).
+        self.resolv = resolv
         self.api_port = free_port()
         self.process = None
         self.ip = ""
@@ -229,9 +233,14 @@ class Pod:
         write_config(objects, config)
         env = {**os.environ, "X0TTA6BL4_PARENT_PID": str(os.getpid())}
         log = open(self.tmp_path / f"{self.name}.log", "ab")
+        mounts = 'mount --bind "$0" /etc/hosts && '
+        files = [str(self.hosts)]
+        if self.resolv is not None:
+            mounts += 'mount --bind "$1" /etc/resolv.conf && shift && '
+            files.append(str(self.resolv))
         self.process = subprocess.Popen(
-            ["unshare", "--mount", "--", "sh", "-c", 'mount --bind "$0" /etc/hosts && exec "$@"',
-             str(self.hosts), str(binary()), "node", "--config", str(config), "--log-level", "info"],
+            ["unshare", "--mount", "--", "sh", "-c", mounts + 'exec "$@"',
+             *files, str(binary()), "node", "--config", str(config), "--log-level", "info"],
             stdout=subprocess.DEVNULL, stderr=log, env=env)
 
     def stop(self) -> None:
@@ -242,6 +251,15 @@ class Pod:
     def neighbours_up(self) -> set[str]:
         with urllib.request.urlopen(f"http://{self.ip}:{self.api_port}/api/v1/peers", timeout=3) as r:
             return {p["name"] for p in json.loads(r.read()) if p["state"] == "up"}
+
+    def resolutions(self, result: str) -> float:
+        """x0tta6bl4_peer_name_resolutions_total{result=...}."""
+        with urllib.request.urlopen(f"http://{self.ip}:{self.api_port}/metrics", timeout=3) as r:
+            text = r.read().decode()
+        series = f'x0tta6bl4_peer_name_resolutions_total{{result="{result}"}} '
+        values = [float(line.split()[-1]) for line in text.splitlines() if line.startswith(series)]
+        assert values, f"{series.strip()} not exported"
+        return values[0]
 
 
 def test_pods_relink_to_a_seed_that_comes_back_with_a_new_address(chart, tmp_path):
@@ -272,6 +290,129 @@ def test_pods_relink_to_a_seed_that_comes_back_with_a_new_address(chart, tmp_pat
     finally:
         seed.stop()
         pod.stop()
+
+
+# The cluster DNS server of the TTL test: a loopback address of its own, port 53 (all a
+# resolv.conf can name), so it does not collide with a resolver on 127.0.0.1 or .53.
+DNS_IP = "127.0.0.153"
+# Longer than the 5 s the node used to re-resolve at whatever the TTL, so that asking
+# before the TTL expired fails the test.
+DNS_TTL_S = 7
+
+
+class ClusterDns:
+    """dnsmasq answering for cluster.local from a records file (hosts syntax) with
+    DNS_TTL_S TTLs, NXDOMAIN for other names there; re-reads the file on SIGHUP. Records
+    when each A query for `name` arrived (its query log, read as it is written)."""
+
+    def __init__(self, dnsmasq: str, records, name: str):
+        self.records, self.name = records, name
+        self.queries: list[float] = []
+        self.log: list[str] = []
+        self.process = subprocess.Popen(
+            [dnsmasq, "--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv", "--no-hosts",
+             f"--addn-hosts={records}", f"--local-ttl={DNS_TTL_S}", "--local=/cluster.local/",
+             f"--listen-address={DNS_IP}", "--bind-interfaces", "--port=53", "--log-queries",
+             "--log-facility=-", "--user=root", "--pid-file="],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        threading.Thread(target=self._read, daemon=True).start()
+        eventually("dnsmasq to start", lambda: any("started" in line for line in self.log), 5)
+
+    def _read(self) -> None:
+        for line in self.process.stderr:
+            self.log.append(line.rstrip())
+            if f"query[A] {self.name} " in line:
+                self.queries.append(time.monotonic())
+
+    def publish(self, ip: str | None) -> None:
+        """Set (None: remove) the name's record and make dnsmasq read it again."""
+        reads = self._reads()
+        self.records.write_text("" if ip is None else f"{ip} {self.name}\n")
+        self.process.send_signal(signal.SIGHUP)
+        eventually("dnsmasq to read the records again", lambda: self._reads() > reads, 5)
+
+    def _reads(self) -> int:
+        return sum(f"read {self.records}" in line for line in list(self.log))
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=5)
+
+
+def require_dnsmasq() -> str:
+    path = shutil.which("dnsmasq")
+    if path:
+        return path
+    why = "needs dnsmasq (Debian dnsmasq-base; deploy/tests/run.sh installs it) as the cluster DNS server"
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"prerequisite missing under CI=true: {why}")
+    pytest.skip(why)
+
+
+def test_pods_re_resolve_a_seed_name_when_its_dns_ttl_expires_and_not_before(chart, tmp_path):
+    """Cluster DNS as a real DNS server (dnsmasq; its records have a 7 s TTL, CoreDNS's
+    have 5 s): pod 1 asks for the seed's name again each time the answer's TTL expires,
+    never sooner, so a seed recreated at a new address is reached within one TTL of the
+    record's change (before, names were asked every 5 s whatever their TTL, through a
+    resolver that gave none). A name that stops resolving is counted and keeps its
+    address dialed."""
+    require_root()
+    dnsmasq = require_dnsmasq()
+    ca = make_ca(tmp_path, ["x0tta6bl4-0", "x0tta6bl4-1"])
+    seed_name = CLUSTER_DNS.format(name="x0tta6bl4-0")
+    hosts = tmp_path / "hosts"  # no entry for the seed: the answer comes from DNS
+    hosts.write_text("127.0.0.1 localhost\n")
+    resolv = tmp_path / "resolv.conf"
+    resolv.write_text(f"nameserver {DNS_IP}\noptions timeout:1 attempts:1\n")
+    records = tmp_path / "records"
+    records.write_text(f"127.0.0.2 {seed_name}\n")
+    dns = ClusterDns(dnsmasq, records, seed_name)
+    mesh_port = free_port(socket.SOCK_DGRAM)
+    # The seed dials its own name too (as every pod of the chart does): it finds it in its
+    # hosts file, so that every A query dnsmasq logs is pod 1's.
+    seed_hosts = tmp_path / "seed-hosts"
+    seed_hosts.write_text(f"127.0.0.1 localhost\n127.0.0.2 {seed_name}\n")
+    seed = Pod(chart, tmp_path, ca, 0, mesh_port, seed_hosts)
+    pod = Pod(chart, tmp_path, ca, 1, mesh_port, hosts, resolv)
+    try:
+        seed.start("127.0.0.2")
+        pod.start("127.0.0.5")
+        eventually("pod 1 to link to the seed", lambda: "x0tta6bl4-0" in pod.neighbours_up(), 15)
+        seed.stop()
+        eventually("pod 1 to see the seed go", lambda: "x0tta6bl4-0" not in pod.neighbours_up(), 15)
+        # The seed pod is recreated at a new address; its record changes.
+        dns.publish("127.0.0.3")
+        changed = time.monotonic()
+        asked_before = len(dns.queries)
+        seed.start("127.0.0.3")
+        eventually("pod 1 to link to the recreated seed", lambda: "x0tta6bl4-0" in pod.neighbours_up(),
+                   DNS_TTL_S + 10)
+        relinked = time.monotonic()
+        queries = list(dns.queries)
+        gaps = [round(b - a, 2) for a, b in zip(queries, queries[1:])]
+        print(f"A-query gaps {gaps} s (TTL {DNS_TTL_S} s); pod 1 relinked "
+              f"{relinked - changed:.1f} s after the record changed")
+        assert len(queries) >= 2, f"A queries for the seed: {len(queries)}"
+        # Never asked again before the answer expired (dnsmasq logs each query as it
+        # comes; 0.3 s for the reading of its log), and asked again soon after it did.
+        assert all(DNS_TTL_S - 0.3 <= gap <= DNS_TTL_S + 1.5 for gap in gaps), \
+            f"seconds between A queries, TTL {DNS_TTL_S} s: {gaps}"
+        first_after = next(q for q in queries[asked_before:])
+        assert first_after - changed <= DNS_TTL_S + 0.5, "the changed record asked for within its TTL"
+        assert relinked - changed <= DNS_TTL_S + 8, f"relinked {relinked - changed:.1f} s after the change"
+        assert pod.resolutions("ok") >= len(queries) - 1
+
+        # The record is removed (NXDOMAIN): counted as not_found, the link stays.
+        dns.publish(None)
+        eventually("a resolution to fail as not_found", lambda: pod.resolutions("not_found") >= 2,
+                   DNS_TTL_S + 5)
+        assert "x0tta6bl4-0" in pod.neighbours_up(), "a name that stops resolving takes no link down"
+        assert pod.resolutions("error") == 0
+    finally:
+        seed.stop()
+        pod.stop()
+        dns.stop()
 
 
 # ----- item 2: joinToken pods never renewed; ca_server took no Service name -----

@@ -15,6 +15,7 @@ import yaml
 from support import CHART, ROOT, binary, run
 
 DOCKERFILE = ROOT / "Dockerfile"
+CONTAINERFILE = ROOT / "Containerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
 # What debian:*-slim has of the libraries a dynamically linked Rust binary may use
 # (libc6 and libgcc-s1 are essential packages).
@@ -22,10 +23,10 @@ BASE_LIBRARIES = {"linux-vdso.so.1", "libc.so.6", "libm.so.6", "libgcc_s.so.1", 
                   "libdl.so.2", "librt.so.1", "ld-linux-x86-64.so.2", "ld-linux-aarch64.so.1"}
 
 
-def instructions() -> list[tuple[str, str]]:
+def instructions(path=DOCKERFILE) -> list[tuple[str, str]]:
     """(INSTRUCTION, arguments) with continuation lines joined and comments dropped."""
     lines, current = [], ""
-    for line in DOCKERFILE.read_text().splitlines():
+    for line in path.read_text().splitlines():
         if line.strip().startswith("#") and not current:
             continue
         if line.rstrip().endswith("\\"):
@@ -38,9 +39,9 @@ def instructions() -> list[tuple[str, str]]:
     return [(line.split(None, 1)[0].upper(), line.split(None, 1)[1]) for line in lines]
 
 
-def stages() -> list[list[tuple[str, str]]]:
+def stages(path=DOCKERFILE) -> list[list[tuple[str, str]]]:
     found: list[list[tuple[str, str]]] = []
-    for instruction in instructions():
+    for instruction in instructions(path):
         if instruction[0] == "FROM":
             found.append([])
         if found:
@@ -120,6 +121,18 @@ def test_exposed_ports_are_the_charts():
     container = next(c for c in pod["spec"]["containers"] if c["name"] == "node")
     ports = {f"{p['containerPort']}/{p['protocol'].lower()}" for p in container["ports"]}
     assert exposed == ports == {"7001/udp", "8001/tcp"}
+
+
+def test_both_images_run_the_same_way():
+    """The Dockerfile (built from source on debian-slim) and the Containerfile (the small
+    image of deploy/image/build.sh, FROM scratch) are two builds of one image contract:
+    the chart and the lab take either, so their user, ports, entrypoint and command
+    must not drift apart."""
+    contract = {"USER", "EXPOSE", "ENTRYPOINT", "CMD"}
+    docker = [(i, a) for i, a in stages()[-1] if i in contract]
+    container = [(i, a) for i, a in stages(CONTAINERFILE)[-1] if i in contract]
+    assert docker == container
+    assert len(stages(CONTAINERFILE)) == 1 and stages(CONTAINERFILE)[0][0] == ("FROM", "scratch")
 
 
 def test_binary_needs_only_base_image_libraries():

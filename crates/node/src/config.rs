@@ -23,7 +23,8 @@ pub struct NodeConfig {
     /// TCP address of the HTTP API (health, metrics, `/api/v1`).
     pub api_listen: SocketAddr,
     /// Static peers (`IP:PORT` or `HOST:PORT`) this node keeps a link to: dialed at start
-    /// and redialed with backoff whenever the link is lost.
+    /// and redialed with backoff whenever the link is lost. Host names are resolved again
+    /// as their answers expire (`peer_names`).
     #[serde(default)]
     pub peers: Vec<String>,
     /// Where other nodes can reach this node's QUIC endpoint (`IP:PORT`, at most 8),

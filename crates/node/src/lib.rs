@@ -35,6 +35,7 @@ pub mod ebpf;
 mod grpc_authority;
 mod metrics;
 mod outage;
+mod peer_names;
 mod policy;
 pub mod reload;
 mod renewal;
@@ -83,15 +84,6 @@ const COMMAND_QUEUE_MAX: usize = 256;
 const CLOSE_WAIT: Duration = Duration::from_millis(500);
 /// How long shutdown waits for HTTP requests in progress.
 const API_DRAIN_WAIT: Duration = Duration::from_secs(2);
-/// Retry interval of static peers given by host name that did not resolve.
-const RESOLVE_RETRY: Duration = Duration::from_secs(1);
-/// How often a static peer given by host name is resolved again once it resolved: a
-/// recreated pod comes back under the same name with a new address (CoreDNS answers
-/// cluster records with a 5 s TTL by default; the system resolver gives no TTL, so this
-/// is that TTL). Each address not seen before is handed to the driver, which dials it,
-/// and each address the name no longer has is taken back, so it is not redialed.
-const RERESOLVE_INTERVAL: Duration = Duration::from_secs(5);
-
 /// A socket the node could not bind.
 #[derive(Debug, thiserror::Error)]
 pub enum BindError {
@@ -273,7 +265,7 @@ impl NodeHandle {
             },
             Advertise::new(&config.advertise, quic_addr),
         );
-        let peers = static_peers(&config.peers, &inputs_tx, &stop_rx);
+        let peers = static_peers(&config.peers, &inputs_tx, &stop_rx, &shared);
         driver.configure(
             &peers,
             sockets.beacon.as_ref().map(|_| quic_addr.port()),
@@ -550,91 +542,37 @@ fn shared_state(
 }
 
 /// Static peers given as addresses; host names are resolved by tasks that hand each
-/// address to the driver when it first appears, resolving again until the node stops.
+/// address to the driver when it first appears, resolving again as each answer expires
+/// until the node stops (`peer_names`).
 fn static_peers(
     peers: &[String],
     inputs: &mpsc::Sender<Input>,
     stop: &watch::Receiver<bool>,
+    shared: &Shared,
 ) -> Vec<SocketAddr> {
     let mut addrs = Vec::new();
+    let mut resolver = None;
     for peer in peers {
         match parse_peer(peer) {
             Ok(PeerAddr::Resolved(addr)) => addrs.push(addr),
             Ok(PeerAddr::Host(host)) => {
-                tokio::spawn(resolve_peer(host, inputs.clone(), stop.clone()));
+                let resolver = resolver
+                    .get_or_insert_with(|| {
+                        let counts = shared.counters.name_resolutions.clone();
+                        Arc::new(peer_names::Resolver::system(counts))
+                    })
+                    .clone();
+                tokio::spawn(peer_names::watch(
+                    host,
+                    resolver,
+                    inputs.clone(),
+                    stop.clone(),
+                ));
             }
             Err(message) => tracing::warn!(%message, "static peer ignored"),
         }
     }
     addrs
-}
-
-/// Resolve `host` until the node stops: every [`RERESOLVE_INTERVAL`] once it resolved,
-/// every [`RESOLVE_RETRY`] while it does not, handing each new address to the driver and
-/// taking back each address the name no longer has.
-async fn resolve_peer(host: String, inputs: mpsc::Sender<Input>, mut stop: watch::Receiver<bool>) {
-    let mut current: Vec<SocketAddr> = Vec::new();
-    loop {
-        let wait = match tokio::net::lookup_host(&host).await {
-            Ok(addrs) => {
-                let addrs: Vec<SocketAddr> = addrs.collect();
-                if addrs.is_empty() {
-                    // An empty answer is kept as no news: the last addresses stay dialed.
-                    tracing::warn!(peer = %host, "static peer has no address; retrying");
-                    RESOLVE_RETRY
-                } else {
-                    let (added, gone) = address_changes(&current, &addrs);
-                    current = addrs;
-                    let mut changes = Vec::new();
-                    for addr in gone {
-                        tracing::info!(peer = %host, %addr, "static peer no longer at this address");
-                        changes.push(Input::RemovePeer(addr));
-                    }
-                    for addr in added {
-                        tracing::info!(peer = %host, %addr, "static peer resolved");
-                        changes.push(Input::AddPeer(addr));
-                    }
-                    for change in changes {
-                        if inputs.send(change).await.is_err() {
-                            return;
-                        }
-                    }
-                    RERESOLVE_INTERVAL
-                }
-            }
-            Err(error) => {
-                if current.is_empty() {
-                    tracing::warn!(peer = %host, %error, "static peer does not resolve; retrying");
-                } else {
-                    tracing::debug!(peer = %host, %error, "static peer does not resolve now");
-                }
-                RESOLVE_RETRY
-            }
-        };
-        tokio::select! {
-            () = state::stopped(&mut stop) => return,
-            () = tokio::time::sleep(wait) => {}
-        }
-    }
-}
-
-/// What changed from the addresses a name had (`before`) to those it has (`now`): the
-/// ones added and the ones gone, each in the order given.
-fn address_changes(
-    before: &[SocketAddr],
-    now: &[SocketAddr],
-) -> (Vec<SocketAddr>, Vec<SocketAddr>) {
-    let added = now
-        .iter()
-        .filter(|a| !before.contains(a))
-        .copied()
-        .collect();
-    let gone = before
-        .iter()
-        .filter(|a| !now.contains(a))
-        .copied()
-        .collect();
-    (added, gone)
 }
 
 /// A seed from OS randomness (std's hasher keys are drawn from it), time and pid.
@@ -657,22 +595,4 @@ fn unix_millis() -> u64 {
         .duration_since(SystemTime::UNIX_EPOCH)
         .unwrap_or_default();
     u64::try_from(since.as_millis()).unwrap_or(u64::MAX).max(1)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_peer_name_hands_over_new_addresses_and_takes_back_gone_ones() {
-        let a: SocketAddr = "10.0.0.1:7001".parse().unwrap();
-        let b: SocketAddr = "10.0.0.2:7001".parse().unwrap();
-        assert_eq!(address_changes(&[], &[a]), (vec![a], vec![]));
-        assert_eq!(address_changes(&[a], &[a]), (vec![], vec![]));
-        // The pod came back with a new address: that one is dialed, the old one dropped
-        // (before, every address ever seen stayed in the core's peer list, which is
-        // bounded, so after enough recreations new addresses were ignored).
-        assert_eq!(address_changes(&[a], &[b]), (vec![b], vec![a]));
-        assert_eq!(address_changes(&[b], &[a, b]), (vec![a], vec![]));
-    }
 }

@@ -240,6 +240,9 @@ impl NodeCollector {
             let labels = [("decision", decision), ("action", action)];
             ConstCounter::new(count).encode(family.encode_family(&labels)?)?;
         }
+        let resolutions = counters.name_resolutions.counts();
+        let help = "Resolutions of static peers given by host name, by result (ok; not_found: no address in the hosts file or DNS; error: DNS failed or did not answer); a name is resolved again when its answer's TTL expires (1 s to 60 s), and 1 s after a failure";
+        counter_family(e, "peer_name_resolutions", help, "result", resolutions)?;
         let help = "Authorization policy reloads by result (ok; rejected: the old policy stayed)";
         counter_family(e, "policy_reloads", help, "result", policy.reloads())?;
         let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);

@@ -244,6 +244,8 @@ pub(crate) struct Counters {
     pub config_reloads_rejected: AtomicU64,
     /// Dials refused because of identity, counted and logged rate-limited.
     pub dial_refusals: crate::dial_log::DialRefusals,
+    /// Resolutions of static peers' host names by result (`peer_names`).
+    pub name_resolutions: Arc<crate::peer_names::Resolutions>,
     /// Successful handshakes by key-exchange group (few distinct groups exist).
     kx_groups: Mutex<BTreeMap<String, u64>>,
 }
