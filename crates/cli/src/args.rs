@@ -143,7 +143,7 @@ fn lab_run_help() -> String {
 /// `x0tta6bl4 lab run`.
 #[derive(Debug, Args)]
 pub struct LabRunArgs {
-    /// Topology: ring, grid, erdos-renyi, random-geometric, scale-free or file:PATH.
+    /// Topology: ring, grid, erdos-renyi, random-geometric, scale-free, gateway or file:PATH.
     #[arg(long, value_name = "KIND[:params]", default_value = "ring")]
     pub topology: String,
     /// Number of nodes (each is a namespace and a process; at most 128).

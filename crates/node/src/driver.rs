@@ -210,8 +210,8 @@ pub(crate) enum Advertise {
     /// `advertise` in the configuration, or the `listen` address when it names an IP.
     Fixed(Vec<SocketAddr>),
     /// `listen` is a wildcard: each link's local IP (the route's source address towards
-    /// the peer) with the listen port, newest last, at most
-    /// [`x0tta6bl4_proto::wire::ADDRESSES_PER_RECORD_MAX`].
+    /// the peer) with the listen port: the first
+    /// [`x0tta6bl4_proto::wire::ADDRESSES_PER_RECORD_MAX`] links' addresses, then no more.
     Learnt { port: u16, seen: Vec<SocketAddr> },
 }
 
@@ -232,16 +232,26 @@ impl Advertise {
 
     /// A link to `remote` came up: returns the addresses to advertise if they changed.
     fn link_to(&mut self, remote: SocketAddr) -> Option<Vec<SocketAddr>> {
+        if !matches!(self, Advertise::Learnt { .. }) {
+            return None;
+        }
+        self.local_ip(local_ip_towards(remote)?)
+    }
+
+    /// A link came up on local address `ip`: returns the addresses to advertise if they
+    /// changed.
+    fn local_ip(&mut self, ip: std::net::IpAddr) -> Option<Vec<SocketAddr>> {
         let Advertise::Learnt { port, seen } = self else {
             return None;
         };
-        let ip = local_ip_towards(remote)?;
         let addr = SocketAddr::new(ip, *port);
-        if seen.contains(&addr) {
+        // Once the record is full it stays as it is: a node with more local addresses than
+        // a record holds (a gateway with a subnet per link) would otherwise re-sign and
+        // flood a new record at every link that comes up, each evicting the oldest (a
+        // 70-neighbour gateway in the lab originated 164 records in its first 20 s and
+        // drowned in them).
+        if seen.contains(&addr) || seen.len() >= x0tta6bl4_proto::wire::ADDRESSES_PER_RECORD_MAX {
             return None;
-        }
-        if seen.len() == x0tta6bl4_proto::wire::ADDRESSES_PER_RECORD_MAX {
-            seen.remove(0);
         }
         seen.push(addr);
         Some(seen.clone())
@@ -1144,5 +1154,27 @@ mod tests {
         };
         assert_eq!(seen.len(), 1);
         assert!(seen.iter().all(|a| a.port() == 7002));
+    }
+
+    #[test]
+    fn a_full_address_record_stays_as_it_is_when_more_links_come_up() {
+        let max = x0tta6bl4_proto::wire::ADDRESSES_PER_RECORD_MAX;
+        let mut learnt = Advertise::new(&[], "0.0.0.0:7000".parse().unwrap());
+        let ip = |i: u8| std::net::IpAddr::from([10, 0, i, 1]);
+        for i in 0..max as u8 {
+            let advertised = learnt.local_ip(ip(i)).expect("a new address is advertised");
+            assert_eq!(advertised.len(), usize::from(i) + 1);
+        }
+        // A gateway's 70 links, each on its own subnet: no new record, the first stay.
+        for i in max as u8..70 {
+            assert_eq!(learnt.local_ip(ip(i)), None, "link {i}");
+        }
+        let Advertise::Learnt { seen, .. } = &learnt else {
+            panic!("stays learnt")
+        };
+        let first: Vec<SocketAddr> = (0..max as u8)
+            .map(|i| SocketAddr::new(ip(i), 7000))
+            .collect();
+        assert_eq!(seen, &first);
     }
 }

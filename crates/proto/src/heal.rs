@@ -21,7 +21,8 @@ use crate::time::Instant;
 pub struct HealingConfig {
     /// Probe loss (0 to 1) above which a link is marked degraded and traffic is moved off it.
     pub degraded_loss: f64,
-    /// Smoothed RTT above which a link is marked degraded.
+    /// Base RTT (the least of the last 16 probe RTTs) above which a link is marked degraded:
+    /// a link whose every probe is slow, not a host that answered some late.
     pub degraded_rtt_ms: u64,
     /// A link goes down this many times within `flap_window_ms` and is damped.
     pub flap_threshold: u32,
@@ -94,7 +95,9 @@ pub(crate) struct Observation {
     pub dead_interval: Duration,
     pub link_open: bool,
     pub loss: f64,
-    pub srtt: Option<Duration>,
+    /// The link's base RTT (the least of its recent probe RTTs), once measured: delays
+    /// that come and go (a busy host answering late) do not mark a link degraded.
+    pub rtt: Option<Duration>,
     pub degraded: bool,
     pub flaps_in_window: usize,
     pub damped_until: Option<Instant>,
@@ -104,8 +107,8 @@ pub(crate) struct Observation {
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) enum Symptom {
     Dead(DownReason),
-    Degraded { loss: f64, srtt_ms: u64 },
-    Recovered { loss: f64, srtt_ms: u64 },
+    Degraded { loss: f64, rtt_ms: u64 },
+    Recovered { loss: f64, rtt_ms: u64 },
     Flapping { flaps: usize },
     DampingOver,
 }
@@ -187,18 +190,18 @@ pub(crate) fn analyse(obs: &Observation, now: Instant, config: &HealingConfig) -
     if obs.state != NeighbourState::Up {
         return None;
     }
-    let srtt_ms = obs.srtt.map_or(0, |d| d.as_millis() as u64);
-    let bad = obs.loss > config.degraded_loss || srtt_ms > config.degraded_rtt_ms;
+    let rtt_ms = obs.rtt.map_or(0, |d| d.as_millis() as u64);
+    let bad = obs.loss > config.degraded_loss || rtt_ms > config.degraded_rtt_ms;
     // Hysteresis: recover only well below the thresholds, so a link does not oscillate.
-    let good = obs.loss < config.degraded_loss / 2.0 && srtt_ms < config.degraded_rtt_ms / 2;
+    let good = obs.loss < config.degraded_loss / 2.0 && rtt_ms < config.degraded_rtt_ms / 2;
     match (obs.degraded, bad, good) {
         (false, true, _) => Some(Symptom::Degraded {
             loss: obs.loss,
-            srtt_ms,
+            rtt_ms,
         }),
         (true, _, true) => Some(Symptom::Recovered {
             loss: obs.loss,
-            srtt_ms,
+            rtt_ms,
         }),
         _ => None,
     }
@@ -225,21 +228,18 @@ pub(crate) fn plan(
 ) -> Decision {
     let (kind, reason) = match symptom {
         Symptom::Dead(why) => (DecisionKind::Withdraw, format!("neighbour down: {why}")),
-        Symptom::Degraded { loss, srtt_ms } => (
+        Symptom::Degraded { loss, rtt_ms } => (
             DecisionKind::Reroute,
             format!(
-                "link degraded: loss {:.0}% (threshold {:.0}%), rtt {srtt_ms} ms (threshold {} ms)",
+                "link degraded: loss {:.0}% (threshold {:.0}%), rtt {rtt_ms} ms (threshold {} ms)",
                 loss * 100.0,
                 config.degraded_loss * 100.0,
                 config.degraded_rtt_ms
             ),
         ),
-        Symptom::Recovered { loss, srtt_ms } => (
+        Symptom::Recovered { loss, rtt_ms } => (
             DecisionKind::Restore,
-            format!(
-                "link recovered: loss {:.0}%, rtt {srtt_ms} ms",
-                loss * 100.0
-            ),
+            format!("link recovered: loss {:.0}%, rtt {rtt_ms} ms", loss * 100.0),
         ),
         Symptom::Flapping { flaps } => (
             DecisionKind::Damp,
@@ -270,7 +270,7 @@ mod tests {
             dead_interval: Duration::from_millis(150),
             link_open: true,
             loss: 0.0,
-            srtt: Some(Duration::from_millis(1)),
+            rtt: Some(Duration::from_millis(1)),
             degraded: false,
             flaps_in_window: 0,
             damped_until: None,

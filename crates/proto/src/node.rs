@@ -1212,7 +1212,7 @@ impl Node {
             ),
             link_open: n.link_open,
             loss: n.loss,
-            srtt: n.srtt(),
+            rtt: n.srtt().map(|_| n.base_rtt()),
             degraded: n.degraded,
             flaps_in_window: n.down_times.len(),
             damped_until: n.damped_until,
