@@ -24,7 +24,8 @@ pub struct Config {
     /// Delay between a link-state change and the route computation it triggers, so a
     /// burst of advertisements costs one computation.
     pub spf_delay_ms: u64,
-    /// First retransmission delay of an unacknowledged advertisement (it doubles per try).
+    /// First retransmission delay of an unacknowledged advertisement (it doubles per try),
+    /// or the link's RTT plus four times its variation when that is longer.
     pub flood_retransmit_ms: u64,
     /// Delay before acknowledgements leave, so one frame acknowledges many
     /// advertisements (well below `flood_retransmit_ms`; 0 sends them at once).

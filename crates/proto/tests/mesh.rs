@@ -374,3 +374,27 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn advertisements_wait_a_slow_links_round_trip_before_they_are_sent_again() {
+    // Link 0-1 takes 200 ms each way (a slow radio hop, or a neighbour too busy to answer
+    // sooner). An advertisement sent over it is acknowledged 400 ms later at best, so a
+    // retransmission timer of 100 ms sent it twice more for nothing; with the link's RTT
+    // in the timer, a change costs one copy per advertisement.
+    let mut mesh = Mesh::new(3, Config::default(), 11);
+    mesh.connect(0, 1, ms(200));
+    mesh.connect(1, 2, ms(1));
+    mesh.run_for(ms(20_000));
+    assert!(mesh.converged(), "the line converges over the slow link");
+    let before = mesh.nodes[1].stats().lsa_retransmitted;
+    let sent_before = mesh.nodes[1].stats().lsa_sent;
+    mesh.cut(1, 2);
+    mesh.run_for(ms(10_000));
+    let retransmitted = mesh.nodes[1].stats().lsa_retransmitted - before;
+    let sent = mesh.nodes[1].stats().lsa_sent - sent_before;
+    assert!(sent >= 1, "node 1 floods its changed links to node 0");
+    assert_eq!(
+        retransmitted, 0,
+        "{sent} advertisements sent, {retransmitted} of them again"
+    );
+}
