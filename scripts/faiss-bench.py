@@ -62,7 +62,13 @@ def make_index(dim, factory):
     if lsh:
         # rotate_data: a random rotation first; train_thresholds: one median per bit.
         return faiss.IndexLSH(dim, int(lsh.group(1)), True, True), []
-    return faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT), []
+    index = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
+    if isinstance(index, faiss.IndexPQ):
+        # Polysemous training only renumbers the centroids for Hamming pre-filtering,
+        # which these searches (plain asymmetric distances) do not use: the same
+        # results, minutes less of training at 96 sub-quantizers.
+        index.do_polysemous_training = False
+    return index, []
 
 
 def main() -> None:
