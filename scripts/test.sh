@@ -82,7 +82,7 @@ python3 scripts/fetch-fl-data.py --if-missing
 
 # A clean clone builds once: incremental caches would only take disk (GBs) for nothing.
 if [[ ${CI:-} == true ]]; then export CARGO_INCREMENTAL=0; fi
-echo "== disk: $(df -h --output=avail . | tail -1 | tr -d ' ') free where target/ is built (a clean build of every target, debug and release, takes ~6 GB)"
+echo "== disk: $(df -h --output=avail . | tail -1 | tr -d ' ') free where target/ is built (a clean build of every target, debug and release, takes ~6 GB, and the qdrant step 2 GB more)"
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
