@@ -19,7 +19,7 @@ use crate::api::Api;
 use crate::args::{TwinFuzzArgs, TwinMergeArgs, TwinRunArgs, TwinTopologyArgs, TwinTuneArgs};
 use crate::problem::{problem, Exit};
 
-fn usage(
+pub(crate) fn usage(
     what: impl Into<String>,
     place: impl std::fmt::Display,
     fix: impl Into<String>,
@@ -40,6 +40,45 @@ fn progress_bar(len: u64, hidden: bool, message: &str) -> ProgressBar {
     bar.set_message(message.to_owned());
     bar.enable_steady_tick(Duration::from_millis(200));
     bar
+}
+
+/// The topology `--topology` names, checked against the scenario that will run on it
+/// (`fix` says what to do when the scenario fails more elements than the mesh has).
+pub(crate) async fn scenario_topology(
+    topology: &str,
+    nodes: usize,
+    seed: u64,
+    scenario: &Scenario,
+    scenario_text: &str,
+    fix: &str,
+) -> anyhow::Result<Topology> {
+    let built = load_topology(topology, nodes, seed).await?;
+    scenario
+        .validate(built.len(), built.links.len())
+        .map_err(|e| usage(e.reason, format!("--scenario {scenario_text}"), fix))?;
+    Ok(built)
+}
+
+/// One `twin run` of `options`, with a progress bar labelled `label` unless `hidden`.
+pub(crate) fn run_with_progress(
+    topology: &Topology,
+    (topology_spec, scenario_spec): (&str, &str),
+    scenario: &Scenario,
+    options: &RunOptions,
+    hidden: bool,
+    label: &str,
+) -> Result<x0tta6bl4_twin::Report, x0tta6bl4_twin::RunError> {
+    let bar = progress_bar(options.iterations as u64, hidden, label);
+    let report = x0tta6bl4_twin::run(
+        topology,
+        topology_spec,
+        scenario,
+        scenario_spec,
+        options,
+        &mut |done| bar.set_position(done as u64),
+    );
+    bar.finish_and_clear();
+    report
 }
 
 /// Build the topology a spec names, fetching live ones.
@@ -124,16 +163,15 @@ pub async fn run(args: &TwinRunArgs) -> anyhow::Result<ExitCode> {
         .as_deref()
         .map(|text| shard_of(args, text))
         .transpose()?;
-    let topology = load_topology(&args.topology, args.nodes, args.seed).await?;
-    scenario
-        .validate(topology.len(), topology.links.len())
-        .map_err(|e| {
-            usage(
-                e.reason,
-                format!("--scenario {}", args.scenario),
-                "fail fewer elements than the mesh has",
-            )
-        })?;
+    let topology = scenario_topology(
+        &args.topology,
+        args.nodes,
+        args.seed,
+        &scenario,
+        &args.scenario,
+        "fail fewer elements than the mesh has",
+    )
+    .await?;
     let mut options = RunOptions::new(args.seed);
     options.iterations = args.iterations;
     options.measurement.flows_max = args.flows;
@@ -169,17 +207,8 @@ pub async fn run(args: &TwinRunArgs) -> anyhow::Result<ExitCode> {
     let hidden = args.json;
     let (topology_spec, scenario_spec) = (args.topology.clone(), args.scenario.clone());
     let report = tokio::task::spawn_blocking(move || {
-        let bar = progress_bar(options.iterations as u64, hidden, "iterations");
-        let report = x0tta6bl4_twin::run(
-            &topology,
-            &topology_spec,
-            &scenario,
-            &scenario_spec,
-            &options,
-            &mut |done| bar.set_position(done as u64),
-        );
-        bar.finish_and_clear();
-        report
+        let specs = (topology_spec.as_str(), scenario_spec.as_str());
+        run_with_progress(&topology, specs, &scenario, &options, hidden, "iterations")
     })
     .await?
     .map_err(run_failed)?;
@@ -224,16 +253,15 @@ async fn compare(
         for routing in &routings {
             let mut options = options.clone();
             crate::twin_predict::apply(&mut options, routing);
-            let bar = progress_bar(options.iterations as u64, hidden, routing.name());
-            let report = x0tta6bl4_twin::run(
+            let specs = (topology_spec.as_str(), scenario_spec.as_str());
+            let report = run_with_progress(
                 &topology,
-                &topology_spec,
+                specs,
                 &scenario,
-                &scenario_spec,
                 &options,
-                &mut |done| bar.set_position(done as u64),
+                hidden,
+                routing.name(),
             );
-            bar.finish_and_clear();
             reports.push((routing.name().to_owned(), report?));
         }
         Ok::<_, x0tta6bl4_twin::RunError>(reports)

@@ -10,15 +10,7 @@ use x0tta6bl4_twin::{Report, RunOptions, Scenario};
 
 use crate::args::{TwinRunArgs, TwinTrainPredictorArgs};
 use crate::problem::{problem, Exit};
-use crate::twin_cmd::load_topology;
-
-fn usage(
-    what: impl Into<String>,
-    place: impl std::fmt::Display,
-    fix: impl Into<String>,
-) -> anyhow::Error {
-    problem(Exit::Usage, what, place, fix).into()
-}
+use crate::twin_cmd::{scenario_topology, usage};
 
 /// The routings `--routing` names, each checked (a predictor file is loaded and its hash
 /// checked here: a file that fails is refused before anything runs).
@@ -187,16 +179,15 @@ pub async fn train(args: &TwinTrainPredictorArgs) -> anyhow::Result<ExitCode> {
             "e.g. --iterations 40 --eval-iterations 10 --rounds 30",
         ));
     }
-    let topology = load_topology(&args.topology, args.nodes, args.seed).await?;
-    scenario
-        .validate(topology.len(), topology.links.len())
-        .map_err(|e| {
-            usage(
-                e.reason,
-                format!("--scenario {}", args.scenario),
-                "ramp fewer links than the mesh has",
-            )
-        })?;
+    let topology = scenario_topology(
+        &args.topology,
+        args.nodes,
+        args.seed,
+        &scenario,
+        &args.scenario,
+        "ramp fewer links than the mesh has",
+    )
+    .await?;
     let mut options = RunOptions::new(args.seed);
     options.iterations = args.iterations + args.eval_iterations;
     let cfg = FedTrainConfig {
