@@ -42,6 +42,17 @@ fn progress_bar(len: u64, hidden: bool, message: &str) -> ProgressBar {
     bar
 }
 
+/// The scenario `--scenario` names.
+pub(crate) fn parse_scenario(text: &str) -> anyhow::Result<Scenario> {
+    text.parse().map_err(|e| {
+        usage(
+            format!("{e}"),
+            format!("--scenario {text}"),
+            "see `x0tta6bl4 twin run --help` for names and parameters",
+        )
+    })
+}
+
 /// The topology `--topology` names, checked against the scenario that will run on it
 /// (`fix` says what to do when the scenario fails more elements than the mesh has).
 pub(crate) async fn scenario_topology(
@@ -144,13 +155,7 @@ async fn topology_from_prometheus(url: &str) -> anyhow::Result<Topology> {
 
 /// `twin run`.
 pub async fn run(args: &TwinRunArgs) -> anyhow::Result<ExitCode> {
-    let scenario: Scenario = args.scenario.parse().map_err(|e| {
-        usage(
-            format!("{e}"),
-            format!("--scenario {}", args.scenario),
-            "see `x0tta6bl4 twin run --help` for names and parameters",
-        )
-    })?;
+    let scenario = parse_scenario(&args.scenario)?;
     if args.iterations == 0 {
         return Err(usage(
             "--iterations 0",

@@ -6,11 +6,11 @@ use std::sync::Arc;
 use x0tta6bl4_fl::linkpredict::{FedTrainConfig, PredictorFile};
 use x0tta6bl4_proto::LinkCost;
 use x0tta6bl4_twin::predict::{self, Routing};
-use x0tta6bl4_twin::{Report, RunOptions, Scenario};
+use x0tta6bl4_twin::{Report, RunOptions};
 
 use crate::args::{TwinRunArgs, TwinTrainPredictorArgs};
 use crate::problem::{problem, Exit};
-use crate::twin_cmd::{scenario_topology, usage};
+use crate::twin_cmd::{parse_scenario, scenario_topology, usage};
 
 /// The routings `--routing` names, each checked (a predictor file is loaded and its hash
 /// checked here: a file that fails is refused before anything runs).
@@ -155,13 +155,7 @@ pub fn comparison(reports: &[(String, Report)]) -> String {
 
 /// `twin train-predictor`.
 pub async fn train(args: &TwinTrainPredictorArgs) -> anyhow::Result<ExitCode> {
-    let scenario: Scenario = args.scenario.parse().map_err(|e| {
-        usage(
-            format!("{e}"),
-            format!("--scenario {}", args.scenario),
-            "see `x0tta6bl4 twin run --help` for names and parameters",
-        )
-    })?;
+    let scenario = parse_scenario(&args.scenario)?;
     if !(0.0..1.0).contains(&args.false_positive_rate) {
         return Err(usage(
             format!(

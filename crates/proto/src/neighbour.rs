@@ -296,15 +296,11 @@ impl Neighbour {
         }
     }
 
-    /// The link's cost from RTT and loss: 10 per hop plus 1 per 100 µs of the link's
-    /// base RTT (`base_rtt_us`), scaled up by loss (a 20 % loss doubles it),
-    /// and by 10 when the healing loop marked the link degraded.
-    pub(crate) fn cost(&self) -> u32 {
-        self.cost_for(LinkCost::Measured)
-    }
-
-    /// The link's cost under `metric` ([`LinkCost::Etx`]: 10 / round-trip delivery
-    /// ratio), times 10 when degraded, times the predictor's risk factor.
+    /// The link's cost under `metric`: [`LinkCost::Measured`] is 10 per hop plus 1 per
+    /// 100 µs of the link's base RTT (`base_rtt_us`), scaled up by loss (a 20 % loss
+    /// doubles it); [`LinkCost::Etx`] is 10 / round-trip delivery ratio. Either is times
+    /// 10 when the healing loop marked the link degraded, and times the predictor's risk
+    /// factor.
     pub(crate) fn cost_for(&self, metric: LinkCost) -> u32 {
         let loss = self.loss.clamp(0.0, 0.95);
         let mut cost = match metric {
@@ -357,13 +353,13 @@ impl Neighbour {
         self.down_times.push_back(now);
     }
 
-    pub(crate) fn view(&self) -> NeighbourView {
+    pub(crate) fn view(&self, metric: LinkCost) -> NeighbourView {
         NeighbourView {
             name: self.name.clone(),
             state: self.state,
             srtt: self.srtt(),
             loss: self.loss,
-            cost: self.cost(),
+            cost: self.cost_for(metric),
             link_open: self.link_open,
             flaps: self.down_times.len(),
         }
@@ -396,7 +392,7 @@ mod tests {
             n.probe_sent(seq); // never answered
         }
         assert!(n.loss > 0.9, "loss {}", n.loss);
-        assert!(n.cost() > 100);
+        assert!(n.cost_for(LinkCost::Measured) > 100);
     }
 
     /// A veth of 100 µs on a host that makes half the answers wait for a core, 1 to
@@ -418,7 +414,11 @@ mod tests {
             n.probe_sent(seq);
             assert!(n.probe_acked(seq, sent, sent + Duration::from_micros(100 + waited)));
             if seq >= COST_RTT_SAMPLES as u32 {
-                assert_eq!(n.cost(), 11, "probe {seq}: the cost is 10 + 100 µs");
+                assert_eq!(
+                    n.cost_for(LinkCost::Measured),
+                    11,
+                    "probe {seq}: the cost is 10 + 100 µs"
+                );
                 let srtt = n.srtt().unwrap().as_micros() as u64;
                 (srtt_min, srtt_max) = (srtt_min.min(srtt), srtt_max.max(srtt));
             }
@@ -434,7 +434,7 @@ mod tests {
             assert!(n.probe_acked(seq, sent, sent + Duration::from_millis(5)));
         }
         assert_eq!(
-            n.cost(),
+            n.cost_for(LinkCost::Measured),
             60,
             "10 + 5 ms once every sample of the window says so"
         );

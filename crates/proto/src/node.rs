@@ -508,10 +508,7 @@ impl Node {
     pub fn neighbours(&self) -> Vec<NeighbourView> {
         self.neighbours
             .values()
-            .map(|n| NeighbourView {
-                cost: n.cost_for(self.config.link_cost),
-                ..n.view()
-            })
+            .map(|n| n.view(self.config.link_cost))
             .collect()
     }
 
