@@ -12,7 +12,7 @@ use x0tta6bl4_twin::predict::{self, Routing};
 use x0tta6bl4_twin::runner::converge;
 use x0tta6bl4_twin::scenario::Action;
 use x0tta6bl4_twin::topology::LinkParams;
-use x0tta6bl4_twin::{RunOptions, Scenario, SimConfig, Topology};
+use x0tta6bl4_twin::{Report, RunOptions, Scenario, SimConfig, Topology};
 
 fn grid() -> Topology {
     Topology::grid(16, None, &LinkParams::default()).unwrap()
@@ -81,6 +81,19 @@ fn options(routing: Routing) -> RunOptions {
     options
 }
 
+/// A twin run of `scenario` on the grid with `routing`.
+fn run_on(topology: &Topology, scenario: &Scenario, routing: Routing) -> Report {
+    x0tta6bl4_twin::run(
+        topology,
+        "grid",
+        scenario,
+        "dtf",
+        &options(routing),
+        &mut |_| {},
+    )
+    .unwrap()
+}
+
 #[test]
 fn a_trained_predictor_moves_flows_before_the_cut() {
     let topology = grid();
@@ -95,17 +108,7 @@ fn a_trained_predictor_moves_flows_before_the_cut() {
         predict::train(&topology, &scenario, &train_options, 0..8, 8..10, cfg).unwrap();
     assert_eq!(report.participants, 16, "every node is a participant");
     assert!(report.recall > 0.3, "{report:?}");
-    let run = |routing| {
-        x0tta6bl4_twin::run(
-            &topology,
-            "grid",
-            &scenario,
-            "dtf",
-            &options(routing),
-            &mut |_| {},
-        )
-        .unwrap()
-    };
+    let run = |routing| run_on(&topology, &scenario, routing);
     let cost = run(Routing::Cost);
     let predicted = run(Routing::Predict(Arc::new(model)));
     for r in [&cost, &predicted] {
@@ -139,17 +142,7 @@ fn nan_predictions_are_ignored_counted_and_change_nothing() {
         threshold: 0.5,
         params: vec![f32::NAN; spec().num_params()],
     };
-    let run = |routing| {
-        x0tta6bl4_twin::run(
-            &topology,
-            "grid",
-            &scenario,
-            "dtf",
-            &options(routing),
-            &mut |_| {},
-        )
-        .unwrap()
-    };
+    let run = |routing| run_on(&topology, &scenario, routing);
     let cost = run(Routing::Cost);
     let nan = run(Routing::Predict(Arc::new(model)));
     assert!(nan.routing.predictions > 0);
