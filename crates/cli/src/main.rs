@@ -21,6 +21,7 @@ mod lab_cmd;
 mod node_cmd;
 mod problem;
 mod rag_cmd;
+mod rag_generate;
 mod rag_metrics;
 mod rag_serve;
 mod status;

@@ -3,6 +3,8 @@
 //! - `x0tta6bl4_rag_requests_total{endpoint,status}` and
 //!   `x0tta6bl4_rag_request_duration_seconds{endpoint}`: every answered request;
 //! - `x0tta6bl4_rag_policy_decisions_total{endpoint,decision}`: the policy's verdicts;
+//! - `x0tta6bl4_rag_generations_total{result}`: answers asked of the `--llm-endpoint`,
+//!   `ok` or why not (`unreachable`, `timeout`, `status`, `malformed`);
 //! - `x0tta6bl4_rag_chunks`, `x0tta6bl4_rag_index_memory_bytes`: the store served now;
 //! - `x0tta6bl4_rag_connections_open`, `_accepted_total` and
 //!   `x0tta6bl4_rag_connections_refused_total{reason}`: the connection counters of the
@@ -43,6 +45,7 @@ pub struct RagMetrics {
     requests: Family<Labels, Counter>,
     durations: Family<Labels, Histogram>,
     decisions: Family<Labels, Counter>,
+    generations: Family<Labels, Counter>,
     chunks: Gauge,
     index_bytes: Gauge<i64, AtomicI64>,
     /// The API server's connection counters.
@@ -67,6 +70,9 @@ impl RagMetrics {
         let decisions = Family::<Labels, Counter>::default();
         let help = "Authorization policy decisions, by endpoint and decision (allow, deny)";
         registry.register("policy_decisions", help, decisions.clone());
+        let generations = Family::<Labels, Counter>::default();
+        let help = "Answers asked of the generation endpoint, by result (ok, unreachable, timeout, status, malformed)";
+        registry.register("generations", help, generations.clone());
         let chunks = Gauge::default();
         registry.register("chunks", "Chunks in the store served", chunks.clone());
         let index_bytes = Gauge::<i64, AtomicI64>::default();
@@ -78,6 +84,7 @@ impl RagMetrics {
             requests,
             durations,
             decisions,
+            generations,
             chunks,
             index_bytes,
             counters,
@@ -105,6 +112,12 @@ impl RagMetrics {
             ("decision", decision.to_owned()),
         ];
         self.decisions.get_or_create(&labels).inc();
+    }
+
+    /// Count a generation by its result (`ok` or a `GenerateError::kind`).
+    pub fn generation(&self, result: &'static str) {
+        let labels = vec![("result", result.to_owned())];
+        self.generations.get_or_create(&labels).inc();
     }
 
     /// Record the size of the store now served.

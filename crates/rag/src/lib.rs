@@ -15,6 +15,9 @@
 //! - [`store`]: a directory holding chunks, their index and its manifest: ingest (files
 //!   or documents in memory), query.
 //! - [`advise`]: runbook passages for a fault or healing event name.
+//! - [`generate`]: an answer generated from the passages by an OpenAI-compatible
+//!   chat-completions endpoint (prompt, request body, response parsing; the caller does
+//!   the HTTP), or the extractive answer when none is configured or it fails.
 //! - [`bench`]: recall against `flat`, compression, latency and memory of an index on a
 //!   data set, and issue 17's targets checked against them ([`bench::targets`]).
 //!
@@ -32,5 +35,6 @@ pub mod bench;
 pub mod chunk;
 pub mod data;
 pub mod embed;
+pub mod generate;
 pub mod index;
 pub mod store;
