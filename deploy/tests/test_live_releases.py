@@ -318,16 +318,22 @@ def unexplained(prometheus: Prometheus, alerted: set, since: float) -> set:
     answered late make it declare a neighbour down for a moment (NeighbourDown pending,
     not firing: the neighbour is back within its minute) and shift its measured link costs
     (a route change, so RouteFlapping pending: its rate over a young node's few minutes
-    crosses the threshold, and its `for: 10m` outlasts the test); a neighbour declared down
-    breaks the probe flows over the link (MttrHigh, only for a mesh whose own receivers
-    recorded outages). Both per-node alerts are labelled with the node's own target, so
-    they cannot mix releases; the mesh-wide ones are checked strictly."""
+    crosses the threshold, and its `for: 10m` outlasts the test). Neighbours declared down
+    break the probe flows over their links (MttrHigh, only for a mesh whose own receivers
+    recorded outages) and, two at once, can cost a node a route for a moment
+    (MeshPartitioned pending, not firing, and only in a mesh whose own nodes reported a
+    neighbour down). The two-meshes defect needed no neighbour down: every node of either
+    mesh missed the other mesh's routes, always."""
     left = set()
     for name, mesh, state in alerted:
+        since_s = window(since)
         outages = prometheus.value(f'sum(increase(x0tta6bl4_flow_outage_seconds_count{{mesh="{mesh}"}}'
-                                   f'[{window(since)}]))') or 0
+                                   f'[{since_s}]))') or 0
+        downs = prometheus.value(f'max(max_over_time(x0tta6bl4_neighbours{{state="down",mesh="{mesh}"}}'
+                                 f'[{since_s}]))') or 0
         busy_host = (name in (NEIGHBOUR_DOWN, ROUTE_FLAPPING) and state == "pending") or \
-            (name == MTTR_HIGH and outages > 0)
+            (name == MTTR_HIGH and outages > 0) or \
+            (name == MESH_PARTITIONED and state == "pending" and downs > 0)
         if not busy_host:
             left.add((name, mesh, state))
     return left
@@ -336,7 +342,9 @@ def unexplained(prometheus: Prometheus, alerted: set, since: float) -> set:
 def test_two_healthy_releases_in_one_namespace_are_two_silent_meshes(stack):
     prometheus, releases = stack["prometheus"], stack["releases"]
     time.sleep(10)  # ten evaluations
-    assert prometheus.query("max_over_time(x0tta6bl4:routes_missing:count[10s]) > 0") == []
+    # Every node had a route to every other node of its mesh (a busy host may cost one for
+    # a moment; before the fix each missed 3, always).
+    assert prometheus.query("min_over_time(x0tta6bl4:routes_missing:count[10s]) > 0") == []
     alerted = alerts_since(prometheus, stack["started"])
     print(f"alerts of two healthy meshes: {sorted(alerted)}")
     assert unexplained(prometheus, alerted, stack["started"]) == set(), alerted
@@ -352,7 +360,8 @@ def test_two_healthy_releases_in_one_namespace_are_two_silent_meshes(stack):
     old_missing = prometheus.query('clamp_min(-(x0tta6bl4_routes - on (namespace, job) group_left () '
                                    '(sum by (namespace, job) (up{job="x0tta6bl4"}) - 1)), 0)')
     assert sorted(float(r["value"][1]) for r in old_missing) == [3.0] * 6
-    assert by_mesh(prometheus, "x0tta6bl4:mesh_connectivity:ratio") == {"alpha": 1, "beta": 1}
+    eventually("every pod to reach its whole mesh",
+               lambda: by_mesh(prometheus, "x0tta6bl4:mesh_connectivity:ratio") == {"alpha": 1, "beta": 1}, 10)
 
 
 def test_partitioning_one_release_fires_mesh_partitioned_for_it_only(stack):
@@ -369,19 +378,21 @@ def test_partitioning_one_release_fires_mesh_partitioned_for_it_only(stack):
                         every_s=1)
     print(f"MeshPartitioned fired {time.time() - cut_at:.0f} s after the cut (for: 1m)")
     assert {(a["labels"]["mesh"], a["labels"]["namespace"]) for a in firing} == {("beta", NAMESPACE)}
+    # Pod 0 misses both others; pods 1 and 2 miss pod 0 (and each other, if a busy host
+    # also took their link down at that moment).
     missing = {a["labels"]["pod"]: float(a["value"]) for a in firing}
-    assert missing == {beta[0].name: 2, beta[1].name: 1, beta[2].name: 1}, missing
+    assert set(missing) == {pod.name for pod in beta} and missing[beta[0].name] == 2, missing
+    assert all(missing[pod.name] in (1, 2) for pod in beta[1:]), missing
     assert "has no route to" in firing[0]["annotations"]["summary"]
-    # Alpha had no route missing and no mesh-wide alert the whole time, through more than
-    # the alert's minute; beta fired what a partition fires: its pods see neighbours down
-    # for good (NeighbourDown fires), and their routes changed (RouteFlapping pending).
+    # Alpha fired no mesh-wide alert the whole time, through more than the alert's minute;
+    # beta fired what a partition fires: its pods see neighbours down for good
+    # (NeighbourDown fires), and their routes changed (RouteFlapping pending).
     started = stack["started"]
-    alpha_missing = f'x0tta6bl4:routes_missing:count{{mesh="alpha"}}[{window(started)}]'
-    assert prometheus.query(f"max_over_time({alpha_missing}) > 0") == []
-    assert by_mesh(prometheus, "x0tta6bl4:mesh_connectivity:ratio")["alpha"] == 1
+    eventually("alpha to reach its whole mesh",
+               lambda: by_mesh(prometheus, "x0tta6bl4:mesh_connectivity:ratio")["alpha"] == 1, 10)
     alerted = alerts_since(prometheus, started)
     print(f"alerts with beta partitioned: {sorted(alerted)}")
-    assert {mesh for name, mesh, _ in alerted if name == MESH_PARTITIONED} == {"beta"}, alerted
+    assert {mesh for name, mesh, state in alerted if name == MESH_PARTITIONED and state == "firing"} == {"beta"}
     partition = {(name, "beta", state) for name in (MESH_PARTITIONED, NEIGHBOUR_DOWN)
                  for state in ("pending", "firing")} | {(ROUTE_FLAPPING, "beta", "pending")}
     assert unexplained(prometheus, alerted - partition, started) == set(), alerted
