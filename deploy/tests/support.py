@@ -4,13 +4,16 @@ HTTP, and the metric names that dashboards and rules use."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Any, Callable
@@ -195,6 +198,76 @@ class Mesh:
 
     def logs(self) -> str:
         return "\n".join(f"--- {n.name}\n{n.log.read_text()[-3000:]}" for n in self.nodes.values())
+
+
+class Prometheus:
+    """A real Prometheus (Debian `prometheus`) on loopback, its data in `directory`: the
+    repository's rules, `scrape_configs`, 1 s scrape and evaluation intervals. `flags` are
+    extra command-line flags. Killed after `lifetime_s` whatever happens to the test."""
+
+    def __init__(self, directory: Path, scrape_configs: list[dict], lifetime_s: float = 170,
+                 flags: tuple[str, ...] = ()):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.directory = directory
+        self.data = directory / "data"
+        self.log = directory / "prometheus.log"
+        self.lifetime_s, self.flags = lifetime_s, flags
+        config = {
+            "global": {"scrape_interval": "1s", "evaluation_interval": "1s", "scrape_timeout": "900ms"},
+            "rule_files": [str(RULES)],
+            "scrape_configs": scrape_configs,
+        }
+        self.config = directory / "prometheus.yml"
+        self.config.write_text(yaml.safe_dump(config))
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        command = [
+            "timeout", "-s", "KILL", str(int(self.lifetime_s)),
+            shutil.which("prometheus") or "prometheus",
+            f"--config.file={self.config}",
+            f"--storage.tsdb.path={self.data}",
+            f"--web.listen-address=127.0.0.1:{self.port}",
+            "--log.level=warn",
+            *self.flags,
+        ]
+        with open(self.log, "ab") as log:
+            self.process = subprocess.Popen(command, stdout=log, stderr=log)
+        eventually("Prometheus to be ready", lambda: http(self.url + "/-/ready")[0] == 200, 30)
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def api(self, path: str, **params: str) -> dict:
+        query = urllib.parse.urlencode(params)
+        status, text = http(f"{self.url}/api/v1/{path}?{query}")
+        body = json.loads(text)
+        if status != 200 or body.get("status") != "success":
+            raise AssertionError(f"{path} {params}: HTTP {status}: {text}")
+        return body["data"]
+
+    def query(self, expression: str) -> list[dict]:
+        return self.api("query", query=expression)["result"]
+
+    def value(self, expression: str) -> float | None:
+        """The single value of an instant query, None when empty or NaN."""
+        result = self.query(expression)
+        if not result:
+            return None
+        assert len(result) == 1, f"{expression}: {result}"
+        value = float(result[0]["value"][1])
+        return None if math.isnan(value) else value
+
+    def alerts(self, name: str, state: str) -> list[dict]:
+        return [a for a in self.api("alerts")["alerts"]
+                if a["labels"]["alertname"] == name and a["state"] == state]
 
 
 # ----- metric names -----

@@ -6,27 +6,20 @@ node must fire X0tta6bl4NodeDown and give the MTTR recording rules a value."""
 
 from __future__ import annotations
 
-import json
-import math
 import re
-import shutil
-import subprocess
 import threading
 import time
-import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-import yaml
 
 from support import (
-    RULES,
     Mesh,
+    Prometheus,
     dashboard_expressions,
     dashboards,
     eventually,
-    free_port,
     http,
     rule_expressions,
     run,
@@ -35,75 +28,15 @@ from support import (
 # Square a-b-d-c-a: every node has two disjoint paths to the opposite corner.
 NAMES = ["a", "b", "c", "d"]
 LINKS = [("a", "b"), ("a", "c"), ("b", "d"), ("c", "d")]
-# Hard limit on the Prometheus process, whatever happens to this test.
-PROMETHEUS_LIFETIME_S = 170
 
 
-class Prometheus:
-    def __init__(self, directory: Path, mesh: Mesh, textfile_port: int):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.directory = directory
-        self.log = directory / "prometheus.log"
-        config = {
-            "global": {"scrape_interval": "1s", "evaluation_interval": "1s", "scrape_timeout": "900ms"},
-            "rule_files": [str(RULES)],
-            "scrape_configs": [
-                {"job_name": "x0tta6bl4",
-                 "static_configs": [{"targets": [n.api.removeprefix("http://") for n in mesh.nodes.values()]}]},
-                {"job_name": "twin-textfile",
-                 "static_configs": [{"targets": [f"127.0.0.1:{textfile_port}"]}]},
-            ],
-        }
-        self.config = directory / "prometheus.yml"
-        self.config.write_text(yaml.safe_dump(config))
-        self.process: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        command = [
-            "timeout", "-s", "KILL", str(PROMETHEUS_LIFETIME_S),
-            shutil.which("prometheus") or "prometheus",
-            f"--config.file={self.config}",
-            f"--storage.tsdb.path={self.directory / 'data'}",
-            f"--web.listen-address=127.0.0.1:{self.port}",
-            "--log.level=warn",
-        ]
-        with open(self.log, "ab") as log:
-            self.process = subprocess.Popen(command, stdout=log, stderr=log)
-        eventually("Prometheus to be ready", lambda: http(self.url + "/-/ready")[0] == 200, 30)
-
-    def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-
-    def api(self, path: str, **params: str) -> dict:
-        query = urllib.parse.urlencode(params)
-        status, text = http(f"{self.url}/api/v1/{path}?{query}")
-        body = json.loads(text)
-        if status != 200 or body.get("status") != "success":
-            raise AssertionError(f"{path} {params}: HTTP {status}: {text}")
-        return body["data"]
-
-    def query(self, expression: str) -> list[dict]:
-        return self.api("query", query=expression)["result"]
-
-    def value(self, expression: str) -> float | None:
-        """The single value of an instant query, None when empty or NaN."""
-        result = self.query(expression)
-        if not result:
-            return None
-        assert len(result) == 1, f"{expression}: {result}"
-        value = float(result[0]["value"][1])
-        return None if math.isnan(value) else value
-
-    def alerts(self, name: str, state: str) -> list[dict]:
-        return [a for a in self.api("alerts")["alerts"]
-                if a["labels"]["alertname"] == name and a["state"] == state]
+def scrape_configs(mesh: Mesh, textfile_port: int) -> list[dict]:
+    return [
+        {"job_name": "x0tta6bl4",
+         "static_configs": [{"targets": [n.api.removeprefix("http://") for n in mesh.nodes.values()]}]},
+        {"job_name": "twin-textfile",
+         "static_configs": [{"targets": [f"127.0.0.1:{textfile_port}"]}]},
+    ]
 
 
 def serve_file(path: Path) -> tuple[ThreadingHTTPServer, int]:
@@ -133,7 +66,7 @@ def stack(tmp_path_factory):
     run("twin", "run", "--nodes", "16", "--iterations", "2", "--metrics-out", twin, "--json")
     server, textfile_port = serve_file(twin)
     mesh = Mesh(directory, NAMES, LINKS).start()
-    prometheus = Prometheus(directory, mesh, textfile_port)
+    prometheus = Prometheus(directory, scrape_configs(mesh, textfile_port))
     try:
         mesh.wait_converged()
         prometheus.start()

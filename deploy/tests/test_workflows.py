@@ -33,10 +33,19 @@ def test_ci_runs_the_readme_test_command_on_every_push():
     assert "./scripts/test.sh" in (ROOT / "README.md").read_text()
     components = [s["with"]["components"] for s in steps(workflow) if "rust-toolchain" in s.get("uses", "")]
     assert components and {"rustfmt", "clippy"} <= set(map(str.strip, components[0].split(",")))
-    # The toolchain is pinned (the brief's Rust 1.95), not a moving `stable`.
-    toolchains = [s for s in steps(workflow) if "rust-toolchain" in s.get("uses", "")]
-    assert [s["with"].get("toolchain") for s in toolchains] == ["1.95"], toolchains
-    assert not any(s["uses"].endswith("@stable") for s in toolchains)
+
+
+def test_every_workflow_pins_its_toolchain():
+    """Rust 1.95 in every workflow that installs Rust, not a moving `stable` (issue 19
+    item 10): a scheduled chaos run must build what CI built."""
+    pinned = 0
+    for path in sorted(WORKFLOWS.glob("*.yml")):
+        for step in steps(load(path.name)):
+            if "rust-toolchain" in step.get("uses", ""):
+                toolchain = step.get("with", {}).get("toolchain") or step["uses"].rsplit("@", 1)[1]
+                assert toolchain == "1.95", (path.name, step)
+                pinned += 1
+    assert pinned >= 2
 
 
 def test_chaos_workflow_runs_the_demo_on_a_schedule():
