@@ -21,6 +21,7 @@ use x0tta6bl4_proto::{DecisionKind, DropReason, NeighbourState, Stats};
 use crate::api_serve::{ApiCounters, Refusal};
 use crate::dial_log::DialRefusal;
 use crate::outage::OUTAGE_BUCKETS_SECONDS;
+use crate::probe_path::Refusal as ProbeRefusal;
 use crate::state::{DriverDrop, Handshake, IdentityClose, Shared};
 
 /// Prefix of every metric name.
@@ -262,6 +263,18 @@ impl NodeCollector {
             .load(std::sync::atomic::Ordering::Relaxed);
         let help = "Accepted revocations not yet written to disk (the node is not ready)";
         gauge(e, "state_writes_pending", help, pending as i64)?;
+        let path = &counters.probe_path;
+        let packets = [
+            ("sent", load(&path.sent)),
+            ("received", load(&path.received)),
+        ];
+        let help = "Probes and probe answers on the probe path ([transport] probe_path = \"udp\"), by direction; received counts only authentic packets";
+        counter_family(e, "probe_path_packets", help, "direction", packets)?;
+        let refused = ProbeRefusal::ALL.map(|r| (r.as_str(), path.refused(r)));
+        let help = "Packets on the probe socket dropped, by reason (malformed, unknown_link, forged, replayed)";
+        counter_family(e, "probe_path_refused", help, "reason", refused)?;
+        let help = "Links whose probes go over the probe path (their peer offered it)";
+        gauge(e, "probe_path_links", help, load(&path.links) as i64)?;
         let sent = counters
             .flow_probes_sent
             .load(std::sync::atomic::Ordering::Relaxed);

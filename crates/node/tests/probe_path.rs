@@ -1,0 +1,280 @@
+//! The probe path (`[transport] probe_path`): probes and answers as authenticated UDP
+//! datagrams outside the links' QUIC connections, a fallback to QUIC for a peer that does
+//! not offer it, refusal of forged, replayed and truncated packets, and links that heal.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{eventually, issue, write_config, Api};
+use x0tta6bl4_node::probe_path::{self, HEADER_BYTES};
+use x0tta6bl4_node::{load_config, NodeConfig, NodeHandle};
+use x0tta6bl4_proto::{Message, NodeName};
+
+/// Node `name`'s configuration with `extra` TOML appended (ports picked by the OS).
+fn config_with(dir: &Path, name: &str, peers: &[SocketAddr], extra: &str) -> NodeConfig {
+    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let path = write_config(dir, name, any, any, peers);
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    // Tables after `[identity]` (the last table `write_config` writes).
+    text.push_str(extra);
+    std::fs::write(&path, text).unwrap();
+    load_config(&path).unwrap()
+}
+
+/// The value of the series `series` (name and labels, as exposed) on `api`'s `/metrics`.
+async fn metric(api: &Api, series: &str) -> u64 {
+    let text = api.text("/metrics").await;
+    let line = text
+        .lines()
+        .find(|line| line.split(' ').next() == Some(series))
+        .unwrap_or_else(|| panic!("{series} not exposed"));
+    line.split(' ').nth(1).unwrap().parse().unwrap()
+}
+
+async fn path_packets(api: &Api, direction: &str) -> u64 {
+    let series = format!("x0tta6bl4_probe_path_packets_total{{direction=\"{direction}\"}}");
+    metric(api, &series).await
+}
+
+async fn refused(api: &Api, reason: &str) -> u64 {
+    let series = format!("x0tta6bl4_probe_path_refused_total{{reason=\"{reason}\"}}");
+    metric(api, &series).await
+}
+
+async fn neighbour_up(api: &Api, name: &str) -> bool {
+    let (_, peers) = api.get("/api/v1/peers").await;
+    peers.as_array().is_some_and(|peers| {
+        peers
+            .iter()
+            .any(|p| p["name"] == name && p["state"] == "up" && !p["rtt_ms"].is_null())
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_probe_over_the_probe_path_and_heal_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    issue(dir.path(), &["a", "b"]);
+    let b = NodeHandle::start(config_with(dir.path(), "b", &[], ""))
+        .await
+        .unwrap();
+    let b_quic = b.quic_addr();
+    let a = NodeHandle::start(config_with(dir.path(), "a", &[b_quic], ""))
+        .await
+        .unwrap();
+    assert!(a.probe_addr().is_some(), "udp is the default probe path");
+    let (api_a, api_b) = (Api::new(&a), Api::new(&b));
+    eventually(Duration::from_secs(10), "a and b up", || async {
+        neighbour_up(&api_a, "b").await && neighbour_up(&api_b, "a").await
+    })
+    .await;
+    let links = "x0tta6bl4_probe_path_links";
+    eventually(
+        Duration::from_secs(5),
+        "both probe over the path",
+        || async { metric(&api_a, links).await == 1 && metric(&api_b, links).await == 1 },
+    )
+    .await;
+    // Both ways, probes and answers: 50 ms probes give 40 packets a second per node.
+    let (sent, received) = (
+        path_packets(&api_a, "sent").await,
+        path_packets(&api_a, "received").await,
+    );
+    eventually(
+        Duration::from_secs(5),
+        "probes flow both ways over the path",
+        || async {
+            path_packets(&api_a, "sent").await >= sent + 20
+                && path_packets(&api_a, "received").await >= received + 20
+                && path_packets(&api_b, "received").await >= 20
+        },
+    )
+    .await;
+    for reason in probe_path::Refusal::ALL {
+        assert_eq!(refused(&api_a, reason.as_str()).await, 0, "{reason:?}");
+        assert_eq!(refused(&api_b, reason.as_str()).await, 0, "{reason:?}");
+    }
+
+    // b stops: a detects it from the path's silence, as it did over QUIC.
+    b.shutdown().await.unwrap();
+    eventually(Duration::from_secs(5), "a sees b gone", || async {
+        !neighbour_up(&api_a, "b").await
+    })
+    .await;
+    // b comes back on its address: a new link, new keys and tags, probes on the path.
+    let b = restart(dir.path(), "b", b_quic).await;
+    let api_b = Api::new(&b);
+    eventually(Duration::from_secs(15), "the link heals", || async {
+        neighbour_up(&api_a, "b").await && neighbour_up(&api_b, "a").await
+    })
+    .await;
+    eventually(
+        Duration::from_secs(5),
+        "the new link probes over the path",
+        || async {
+            metric(&api_b, links).await == 1 && path_packets(&api_b, "received").await >= 20
+        },
+    )
+    .await;
+    assert_eq!(metric(&api_a, links).await, 1);
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}
+
+/// Start node `name` again on `quic`, retrying while the old socket is released.
+async fn restart(dir: &Path, name: &str, quic: SocketAddr) -> NodeHandle {
+    let mut config = config_with(dir, name, &[], "");
+    config.listen = quic;
+    let start = Instant::now();
+    loop {
+        match NodeHandle::start(config.clone()).await {
+            Ok(node) => return node,
+            Err(error) if start.elapsed() < Duration::from_secs(2) => {
+                eprintln!("restart: {error:#}; retrying");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(error) => panic!("restart failed: {error:#}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_without_the_probe_path_is_probed_over_quic() {
+    let dir = tempfile::tempdir().unwrap();
+    issue(dir.path(), &["a", "b"]);
+    // b stands for an older node: it neither offers the path nor takes a's offer.
+    let quic = "[transport]\nprobe_path = \"quic\"\n";
+    let b = NodeHandle::start(config_with(dir.path(), "b", &[], quic))
+        .await
+        .unwrap();
+    assert_eq!(b.probe_addr(), None);
+    let a = NodeHandle::start(config_with(dir.path(), "a", &[b.quic_addr()], ""))
+        .await
+        .unwrap();
+    let (api_a, api_b) = (Api::new(&a), Api::new(&b));
+    eventually(Duration::from_secs(10), "a and b up", || async {
+        neighbour_up(&api_a, "b").await && neighbour_up(&api_b, "a").await
+    })
+    .await;
+    // Up, with RTTs measured, for a few dead intervals: the probes flow over QUIC.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(neighbour_up(&api_a, "b").await && neighbour_up(&api_b, "a").await);
+    assert_eq!(metric(&api_a, "x0tta6bl4_probe_path_links").await, 0);
+    assert_eq!(path_packets(&api_a, "sent").await, 0);
+    assert_eq!(path_packets(&api_a, "received").await, 0);
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}
+
+/// A QUIC client with b's SVID, standing in for node b, so that the test holds b's keys.
+async fn fake_peer(dir: &Path, to: SocketAddr) -> (quinn::Endpoint, quinn::Connection) {
+    let identity = x0tta6bl4_identity::NodeIdentity::load(&dir.join("b")).unwrap();
+    let (tls, _record) = identity.client_config_recorded(Default::default()).unwrap();
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
+    let client = quinn::ClientConfig::new(Arc::new(crypto));
+    let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    let connecting = endpoint.connect_with(client, to, "x0tta6bl4").unwrap();
+    (endpoint.clone(), connecting.await.unwrap())
+}
+
+/// The first stream on `conn` that holds an offer: the node's probe port and tag.
+async fn offer_from(conn: &quinn::Connection) -> (u16, u64) {
+    loop {
+        let mut stream = conn.accept_uni().await.unwrap();
+        let bytes = stream.read_to_end(64 * 1024).await.unwrap();
+        if bytes.starts_with(probe_path::OFFER_MAGIC) {
+            return probe_path::decode_offer(&bytes).unwrap();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_replayed_and_truncated_probe_packets_are_refused_and_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    issue(dir.path(), &["a", "b"]);
+    // Slow probes: the fake peer answers none, and a must not declare it down meanwhile.
+    let slow = "[protocol]\nprobe_interval_ms = 2000\n";
+    let a = NodeHandle::start(config_with(dir.path(), "a", &[], slow))
+        .await
+        .unwrap();
+    let api = Api::new(&a);
+    let a_probe = a.probe_addr().unwrap();
+    let (_endpoint, conn) = fake_peer(dir.path(), a.quic_addr()).await;
+    let (port, tag) = tokio::time::timeout(Duration::from_secs(5), offer_from(&conn))
+        .await
+        .expect("a offers its probe path on a new link");
+    assert_eq!(port, a_probe.port());
+    let (name_a, name_b) = (NodeName::new("a").unwrap(), NodeName::new("b").unwrap());
+    let to_a = probe_path::derive_key(&conn, &name_b, &name_a).unwrap();
+    let from_a = probe_path::derive_key(&conn, &name_a, &name_b).unwrap();
+
+    // The fake's own offer: a's probes come to its socket, sealed with a's key.
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let fake_tag = 0x0123_4567_89ab_cdef;
+    let offer = probe_path::encode_offer(socket.local_addr().unwrap().port(), fake_tag);
+    let mut stream = conn.open_uni().await.unwrap();
+    stream.write_all(&offer).await.unwrap();
+    stream.finish().unwrap();
+    let mut packet = vec![0u8; 2048];
+    let len = tokio::time::timeout(Duration::from_secs(6), socket.recv(&mut packet))
+        .await
+        .expect("a probes the fake over the path")
+        .unwrap();
+    packet.truncate(len);
+    assert_eq!(probe_path::packet_tag(&packet), Ok(fake_tag));
+    let mut window = probe_path::ReplayWindow::default();
+    let frame = probe_path::open(&from_a, &mut window, &mut packet).unwrap();
+    assert!(
+        matches!(Message::decode(frame), Ok(Message::Probe { .. })),
+        "{frame:?}"
+    );
+
+    // A genuine answer from "b" is taken, and counted.
+    let answer = Message::ProbeAck { seq: 1, echo_us: 1 }.to_bytes();
+    let genuine = probe_path::seal(&to_a, tag, 1, &answer);
+    let received = path_packets(&api, "received").await;
+    socket.send_to(&genuine, a_probe).await.unwrap();
+    eventually(
+        Duration::from_secs(5),
+        "the genuine packet taken",
+        || async { path_packets(&api, "received").await == received + 1 },
+    )
+    .await;
+    // The same packet again; one with a flipped bit; one cut short; a stranger's tag.
+    socket.send_to(&genuine, a_probe).await.unwrap();
+    let mut forged = probe_path::seal(&to_a, tag, 2, &answer);
+    forged[HEADER_BYTES] ^= 1;
+    socket.send_to(&forged, a_probe).await.unwrap();
+    socket
+        .send_to(&genuine[..HEADER_BYTES + 3], a_probe)
+        .await
+        .unwrap();
+    let stranger = probe_path::seal(&to_a, tag ^ 1, 3, &answer);
+    socket.send_to(&stranger, a_probe).await.unwrap();
+    eventually(
+        Duration::from_secs(5),
+        "each refused and counted",
+        || async {
+            refused(&api, "replayed").await == 1
+                && refused(&api, "forged").await == 1
+                && refused(&api, "malformed").await == 1
+                && refused(&api, "unknown_link").await == 1
+        },
+    )
+    .await;
+    assert_eq!(path_packets(&api, "received").await, received + 1);
+    // The forgery did not use up its counter: the genuine packet 2 is still taken.
+    socket
+        .send_to(&probe_path::seal(&to_a, tag, 2, &answer), a_probe)
+        .await
+        .unwrap();
+    eventually(Duration::from_secs(5), "packet 2 taken", || async {
+        path_packets(&api, "received").await == received + 2
+    })
+    .await;
+    conn.close(0u32.into(), b"done");
+    a.shutdown().await.unwrap();
+}
