@@ -7,9 +7,9 @@ mod common;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{eventually, issue, write_config, Api};
+use common::{eventually, issue, restart, write_config, Api};
 use x0tta6bl4_node::probe_path::{self, HEADER_BYTES};
 use x0tta6bl4_node::{load_config, NodeConfig, NodeHandle};
 use x0tta6bl4_proto::{Message, NodeName};
@@ -122,23 +122,6 @@ async fn two_nodes_probe_over_the_probe_path_and_heal_after_a_restart() {
     assert_eq!(metric(&api_a, links).await, 1);
     a.shutdown().await.unwrap();
     b.shutdown().await.unwrap();
-}
-
-/// Start node `name` again on `quic`, retrying while the old socket is released.
-async fn restart(dir: &Path, name: &str, quic: SocketAddr) -> NodeHandle {
-    let mut config = config_with(dir, name, &[], "");
-    config.listen = quic;
-    let start = Instant::now();
-    loop {
-        match NodeHandle::start(config.clone()).await {
-            Ok(node) => return node,
-            Err(error) if start.elapsed() < Duration::from_secs(2) => {
-                eprintln!("restart: {error:#}; retrying");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            Err(error) => panic!("restart failed: {error:#}"),
-        }
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
