@@ -206,6 +206,20 @@ pub(crate) struct Driver {
     route_mismatches_logged: u64,
     /// What this node advertises as its addresses (see [`Advertise`]).
     advertise: Advertise,
+    /// The neighbour whose frame from the probe path is being handled: a probe answer
+    /// to it goes back on the path (an answer goes the way its probe came).
+    answer_on_path: Option<NodeName>,
+}
+
+/// What a frame is to the probe path.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum PathFrame {
+    /// Not a probe or an answer: always over QUIC.
+    Other,
+    /// A probe: on the path when the link's path is proven.
+    Probe,
+    /// A probe answer: on the path when its probe came over it.
+    Answer,
 }
 
 /// Where this node says it can be reached (the proto core floods it, see
@@ -334,6 +348,7 @@ impl Driver {
             routes_dirty: true,
             route_mismatches_logged: 0,
             advertise,
+            answer_on_path: None,
         }
     }
 
@@ -562,7 +577,7 @@ impl Driver {
             return; // a replaced or closed link
         };
         match paths.offer(name, id, &link.conn, bytes) {
-            Ok(()) => tracing::debug!(neighbour = %name, "probes go over the probe path"),
+            Ok(()) => tracing::debug!(neighbour = %name, "probe path offered: proving it"),
             Err(error) => tracing::warn!(neighbour = %name, %error,
                 "probe path offer refused: probes stay on the QUIC link"),
         }
@@ -573,10 +588,17 @@ impl Driver {
         let Some(paths) = self.probe_paths.as_mut() else {
             return;
         };
-        for (name, id, bytes) in paths.receive(&self.shared.counters.probe_path) {
+        let received = paths.receive(&self.shared.counters.probe_path);
+        let socket = paths.socket();
+        for (to, answer) in received.answers {
+            probe_path::send(&socket, to, &answer, &self.shared);
+        }
+        for (name, id, bytes) in received.frames {
             self.heard(&name, id);
             self.node.handle_datagram(self.now(), &name, &bytes);
+            self.answer_on_path = Some(name);
             self.after_input();
+            self.answer_on_path = None;
         }
     }
 
@@ -872,8 +894,8 @@ impl Driver {
     }
 
     /// Send a frame to `name`, through the fault-injection layer when it is on. A probe
-    /// or its answer goes over the probe path when the link's peer offered one.
-    fn send_on(&mut self, name: &NodeName, bytes: Bytes, probe: bool) {
+    /// or its answer may go over the probe path (see [`Driver::seal_for_path`]).
+    fn send_on(&mut self, name: &NodeName, bytes: Bytes, kind: PathFrame) {
         let Some(link) = self.links.get(name) else {
             return self.shared.counters.drop(DriverDrop::NoLink);
         };
@@ -888,8 +910,7 @@ impl Driver {
             }
         }
         // Sealed whatever the verdict: a dropped packet uses its number, as a lost one.
-        let paths = self.probe_paths.as_mut().filter(|_| probe);
-        let sealed = paths.and_then(|paths| Some((paths.socket(), paths.seal(name, id, &bytes)?)));
+        let sealed = self.seal_for_path(name, id, &bytes, kind);
         let shared = self.shared.clone();
         let send = move |permits: &Arc<Semaphore>| match sealed {
             Some((socket, (to, packet))) => probe_path::send(&socket, to, &packet, &shared),
@@ -908,14 +929,53 @@ impl Driver {
         }
     }
 
+    /// `bytes` to `name` over link `id` sealed for the probe path, when it goes there: a
+    /// probe when the link's path is proven (else a hello may go with it, see
+    /// [`probe_path::PathState`]), an answer when its probe came over the path.
+    fn seal_for_path(
+        &mut self,
+        name: &NodeName,
+        id: u64,
+        bytes: &[u8],
+        kind: PathFrame,
+    ) -> Option<(Arc<UdpSocket>, (SocketAddr, Vec<u8>))> {
+        let now = self.now();
+        let paths = self.probe_paths.as_mut()?;
+        let sealed = match kind {
+            PathFrame::Other => return None,
+            PathFrame::Answer if self.answer_on_path.as_ref() != Some(name) => return None,
+            PathFrame::Answer => paths.seal(name, id, bytes)?,
+            PathFrame::Probe => {
+                let route = paths.probe(name, id, bytes, now);
+                if let Some((to, hello)) = route.hello {
+                    probe_path::send(&paths.socket(), to, &hello, &self.shared);
+                }
+                if let Some((reason, first)) = route.gave_up {
+                    self.shared.counters.probe_path.fall_back(reason);
+                    let (hellos, reason) = (probe_path::HELLO_TRIES, reason.as_str());
+                    if first {
+                        tracing::warn!(neighbour = %name, reason, hellos,
+                            "probe path unanswered: probes go over the QUIC link, the path is \
+                             tried again later (is the peer's probe_port reachable?)");
+                    } else {
+                        tracing::debug!(neighbour = %name, reason, "probe path unanswered again");
+                    }
+                }
+                route.probe?
+            }
+        };
+        Some((paths.socket(), sealed))
+    }
+
     fn transmit(&mut self, transmit: Transmit) {
-        let probe = matches!(
-            transmit.message,
-            Message::Probe { .. } | Message::ProbeAck { .. }
-        );
+        let kind = match transmit.message {
+            Message::Probe { .. } => PathFrame::Probe,
+            Message::ProbeAck { .. } => PathFrame::Answer,
+            _ => PathFrame::Other,
+        };
         let bytes = Bytes::from(transmit.message.to_bytes());
         match transmit.destination {
-            Destination::Neighbour(name) => self.send_on(&name, bytes, probe),
+            Destination::Neighbour(name) => self.send_on(&name, bytes, kind),
             Destination::Beacon => {
                 let Some((socket, to)) = &self.beacon else {
                     return;

@@ -13,6 +13,20 @@
 //! every packet to it (the tag names the link, like a QUIC connection ID). A peer that
 //! never offers (an older node, or `probe_path = "quic"`) keeps getting probes over QUIC.
 //!
+//! **Proof before use.** An offer only says where the peer listens; a firewall, a NAT or
+//! a container that publishes only the QUIC port may still swallow every packet sent
+//! there. So a link keeps its probes on QUIC until a round trip on the path worked: at
+//! each probe interval it sends a sealed [`HELLO`] (up to [`HELLO_TRIES`]), which the
+//! peer answers on the path with [`HELLO_ANSWER`]; the first authentic answer proves
+//! both directions for this node's probes, which then take the path. A probe answer
+//! always goes back the way its probe came (the path or QUIC), so each side's probing
+//! depends only on its own proof. On the path, a probe still unanswered when the next
+//! one is due sends that one over QUIC with a hello (the path is proven again by its
+//! answer); hellos unanswered [`HELLO_TRIES`] times in a row make the link give up
+//! (counted by [`Fallback`], logged once per link) and try again after a backoff
+//! ([`RETRY_FIRST`] doubling up to [`RETRY_MAX`]). A dead peer is not masked: its probes
+//! over QUIC go unanswered too, and the protocol's dead interval fires as before.
+//!
 //! **Packets.** `tag:u64 counter:u64 sealed-frame` (big-endian): the frame is sealed with
 //! ChaCha20-Poly1305 (aws-lc-rs, already the TLS provider; ChaCha20 because Pi-class
 //! CPUs lack AES instructions), the nonce is the per-direction packet counter and the
@@ -24,12 +38,13 @@ use std::io::IoSliceMut;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, CHACHA20_POLY1305};
 use bytes::Bytes;
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
-use x0tta6bl4_proto::NodeName;
+use x0tta6bl4_proto::{Instant, Message, NodeName};
 
 use crate::state::{DriverDrop, Shared};
 
@@ -50,6 +65,17 @@ pub const FRAME_BYTES_MAX: usize = 256;
 pub const PACKET_BYTES_MAX: usize = HEADER_BYTES + FRAME_BYTES_MAX + AUTH_TAG_BYTES;
 /// Packets remembered behind the newest one (older ones are refused as replays).
 pub const REPLAY_WINDOW: u64 = 64;
+/// The frame that asks the peer to answer on the path (never a protocol frame: 0xff is
+/// no protocol version).
+pub const HELLO: &[u8] = b"\xffHELLO";
+/// The answer to a [`HELLO`], sent back on the path.
+pub const HELLO_ANSWER: &[u8] = b"\xffHELLO-ANSWER";
+/// Hellos sent in a row, one per probe interval, before the link gives up on the path.
+pub const HELLO_TRIES: u32 = 8;
+/// Wait after the first give-up before the next hellos (doubled at each give-up).
+pub const RETRY_FIRST: Duration = Duration::from_secs(2);
+/// Longest wait between two rounds of hellos.
+pub const RETRY_MAX: Duration = Duration::from_secs(300);
 /// Receive buffers per `recvmmsg` (each holds up to the socket's GRO segments).
 const RECEIVE_SLOTS: usize = 16;
 /// Packets read per driver turn before timers and commands get their chance.
@@ -90,17 +116,133 @@ impl Refusal {
     }
 }
 
+/// Why a link gave up on the path and probes over QUIC; the `reason` label of
+/// `probe_path_fallbacks_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fallback {
+    /// No hello on this link was ever answered: the peer's probe port is out of reach
+    /// (a firewall, a NAT, a container that publishes only the QUIC port).
+    Unproven,
+    /// The path worked on this link, then its probes and hellos went unanswered.
+    Lost,
+}
+
+impl Fallback {
+    /// Every reason, in the order `/metrics` shows them.
+    pub const ALL: [Fallback; 2] = [Fallback::Unproven, Fallback::Lost];
+
+    /// The metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Fallback::Unproven => "unproven",
+            Fallback::Lost => "lost",
+        }
+    }
+}
+
+/// Where a due probe goes, as [`PathState::on_probe`] decides.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// On the path (proven, and the last probe there was answered).
+    Path,
+    /// Over QUIC.
+    Quic {
+        /// Whether a hello goes on the path with it.
+        hello: bool,
+    },
+    /// Over QUIC: the hellos went unanswered, the link gives up until a backoff ends.
+    GaveUp(Fallback),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Proof {
+    /// Hellos sent since the last answer.
+    Proving(u32),
+    /// A round trip worked; `awaiting`: the last probe on the path is not answered yet.
+    Proven { awaiting: bool },
+    /// Given up until then.
+    Resting(Instant),
+}
+
+/// Whether one link's probes may take the path: a state machine ticked by the link's
+/// probes (no timer of its own), deterministic in its inputs.
+#[derive(Clone, Debug)]
+pub struct PathState {
+    proof: Proof,
+    backoff: Duration,
+    ever_proven: bool,
+}
+
+impl Default for PathState {
+    fn default() -> Self {
+        PathState {
+            proof: Proof::Proving(0),
+            backoff: RETRY_FIRST,
+            ever_proven: false,
+        }
+    }
+}
+
+impl PathState {
+    /// Whether probes go over the path now.
+    pub fn proven(&self) -> bool {
+        matches!(self.proof, Proof::Proven { .. })
+    }
+
+    /// A probe is due at `now`: where it goes.
+    pub fn on_probe(&mut self, now: Instant) -> Step {
+        let hellos = match self.proof {
+            Proof::Proven { awaiting: false } => {
+                self.proof = Proof::Proven { awaiting: true };
+                return Step::Path;
+            }
+            Proof::Resting(until) if now < until => return Step::Quic { hello: false },
+            Proof::Proving(hellos) => hellos,
+            // The last probe on the path went unanswered, or the backoff ended.
+            Proof::Proven { awaiting: true } | Proof::Resting(_) => 0,
+        };
+        if hellos < HELLO_TRIES {
+            self.proof = Proof::Proving(hellos + 1);
+            return Step::Quic { hello: true };
+        }
+        self.proof = Proof::Resting(now + self.backoff);
+        self.backoff = (self.backoff * 2).min(RETRY_MAX);
+        let reason = if self.ever_proven {
+            Fallback::Lost
+        } else {
+            Fallback::Unproven
+        };
+        Step::GaveUp(reason)
+    }
+
+    /// An authentic answer (to a hello or a probe) came back on the path.
+    pub fn on_answer(&mut self) {
+        self.proof = Proof::Proven { awaiting: false };
+        self.ever_proven = true;
+        self.backoff = RETRY_FIRST;
+    }
+}
+
 /// What the probe path did, for `/metrics`.
 #[derive(Debug, Default)]
 pub(crate) struct ProbePathCounters {
     pub sent: AtomicU64,
     pub received: AtomicU64,
     refused: [AtomicU64; Refusal::ALL.len()],
+    fallbacks: [AtomicU64; Fallback::ALL.len()],
     /// Links whose probes go over the path now.
     pub links: AtomicU64,
 }
 
 impl ProbePathCounters {
+    pub fn fall_back(&self, reason: Fallback) {
+        self.fallbacks[reason as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn fallbacks(&self, reason: Fallback) -> u64 {
+        self.fallbacks[reason as usize].load(Ordering::Relaxed)
+    }
+
     pub fn refuse(&self, reason: Refusal) {
         self.refused[reason as usize].fetch_add(1, Ordering::Relaxed);
     }
@@ -248,6 +390,19 @@ struct Outbound {
     tag: u64,
     key: LessSafeKey,
     counter: u64,
+    state: PathState,
+    /// Whether this link's give-up was logged (once per link).
+    logged: bool,
+}
+
+/// What the driver does with a due probe (from [`ProbePaths::probe`]).
+pub(crate) struct ProbeRoute {
+    /// The probe sealed for the path, or `None`: it goes over QUIC.
+    pub probe: Option<(SocketAddr, Vec<u8>)>,
+    /// A hello to send on the path.
+    pub hello: Option<(SocketAddr, Vec<u8>)>,
+    /// The link gave up on the path now; `true` the first time on this link.
+    pub gave_up: Option<(Fallback, bool)>,
 }
 
 /// One direction from a neighbour, under the tag this node gave its link.
@@ -299,9 +454,9 @@ impl ProbePaths {
         self.socket.local_addr()
     }
 
-    /// Links whose probes go over the path.
+    /// Links whose probes go over the path (proven).
     pub fn links(&self) -> usize {
-        self.outbound.len()
+        self.outbound.values().filter(|o| o.state.proven()).count()
     }
 
     /// Link `link_id` to `name` came up over `conn`: forget its previous link, accept
@@ -333,7 +488,8 @@ impl ProbePaths {
         Ok(encode_offer(self.port, tag))
     }
 
-    /// The peer's offer over link `link_id`: its probes go over the path from now on.
+    /// The peer's offer over link `link_id`: hellos go there from the next probe on, and
+    /// probes once one is answered.
     pub fn offer(
         &mut self,
         name: &NodeName,
@@ -350,6 +506,8 @@ impl ProbePaths {
             tag,
             key,
             counter: 0,
+            state: PathState::default(),
+            logged: false,
         };
         self.outbound.insert(name.clone(), outbound);
         Ok(())
@@ -376,16 +534,44 @@ impl ProbePaths {
             .outbound
             .get_mut(name)
             .filter(|o| o.link_id == link_id)?;
-        outbound.counter += 1;
-        let packet = seal(&outbound.key, outbound.tag, outbound.counter, frame);
-        Some((outbound.to, packet))
+        Some(outbound.seal(frame))
+    }
+
+    /// A probe `frame` to `name` over link `link_id` is due at `now`: sealed for the path
+    /// when the link's path is proven, else `None` (QUIC), with a hello when one is due.
+    pub fn probe(
+        &mut self,
+        name: &NodeName,
+        link_id: u64,
+        frame: &[u8],
+        now: Instant,
+    ) -> ProbeRoute {
+        let mut route = ProbeRoute {
+            probe: None,
+            hello: None,
+            gave_up: None,
+        };
+        let outbound = self.outbound.get_mut(name).filter(|o| o.link_id == link_id);
+        let Some(outbound) = outbound.filter(|_| frame.len() <= FRAME_BYTES_MAX) else {
+            return route;
+        };
+        match outbound.state.on_probe(now) {
+            Step::Path => route.probe = Some(outbound.seal(frame)),
+            Step::Quic { hello } => route.hello = hello.then(|| outbound.seal(HELLO)),
+            Step::GaveUp(reason) => {
+                route.gave_up = Some((reason, !outbound.logged));
+                outbound.logged = true;
+            }
+        }
+        route
     }
 
     /// Read what waits on the socket (at most [`PACKETS_PER_TURN_MAX`] packets, in
-    /// batches of `recvmmsg`); returns each authentic frame with its link, and counts
-    /// the refused ones.
-    pub fn receive(&mut self, counters: &ProbePathCounters) -> Vec<(NodeName, u64, Bytes)> {
-        let mut frames = Vec::new();
+    /// batches of `recvmmsg`); returns each authentic protocol frame with its link and
+    /// the answers to hellos (to send), and counts the refused ones. An answer to a hello
+    /// or a probe proves the link's path.
+    pub fn receive(&mut self, counters: &ProbePathCounters) -> Received {
+        let mut received = Received::default();
         let slot = self.buffer.len() / RECEIVE_SLOTS;
         let mut handled = 0;
         while handled < PACKETS_PER_TURN_MAX {
@@ -393,10 +579,10 @@ impl ProbePaths {
             let mut slices: Vec<IoSliceMut<'_>> =
                 self.buffer.chunks_mut(slot).map(IoSliceMut::new).collect();
             let (socket, state) = (&self.socket, &self.state);
-            let received = socket.try_io(Interest::READABLE, || {
+            let read = socket.try_io(Interest::READABLE, || {
                 state.recv((&**socket).into(), &mut slices, &mut meta)
             });
-            let Ok(count) = received else {
+            let Ok(count) = read else {
                 break; // WouldBlock: the socket is drained (readiness cleared)
             };
             drop(slices);
@@ -409,14 +595,61 @@ impl ProbePaths {
                     match open_with(&mut self.inbound, packet) {
                         Ok((name, link_id, frame)) => {
                             counters.received.fetch_add(1, Ordering::Relaxed);
-                            frames.push((name, link_id, Bytes::copy_from_slice(frame)));
+                            let outbound = self.outbound.get_mut(&name);
+                            let outbound = outbound.filter(|o| o.link_id == link_id);
+                            received.take(name, link_id, frame, outbound);
                         }
                         Err(reason) => counters.refuse(reason),
                     }
                 }
             }
         }
-        frames
+        received
+    }
+}
+
+impl Outbound {
+    fn seal(&mut self, frame: &[u8]) -> (SocketAddr, Vec<u8>) {
+        self.counter += 1;
+        (self.to, seal(&self.key, self.tag, self.counter, frame))
+    }
+}
+
+/// What one read of the probe socket brought.
+#[derive(Default)]
+pub(crate) struct Received {
+    /// Protocol frames, with the peer and link they came over.
+    pub frames: Vec<(NodeName, u64, Bytes)>,
+    /// Answers to the peers' hellos, sealed, to send.
+    pub answers: Vec<(SocketAddr, Vec<u8>)>,
+}
+
+impl Received {
+    /// An authentic `frame` from `name` over link `link_id`, whose outbound direction
+    /// (if the peer offered it) is `outbound`.
+    fn take(
+        &mut self,
+        name: NodeName,
+        link_id: u64,
+        frame: &[u8],
+        outbound: Option<&mut Outbound>,
+    ) {
+        if frame == HELLO {
+            // Answered on the path only: an answer over QUIC would prove nothing.
+            self.answers.extend(outbound.map(|o| o.seal(HELLO_ANSWER)));
+            return;
+        }
+        let answer =
+            frame == HELLO_ANSWER || matches!(Message::decode(frame), Ok(Message::ProbeAck { .. }));
+        if answer {
+            if let Some(outbound) = outbound {
+                outbound.state.on_answer();
+            }
+        }
+        if frame != HELLO_ANSWER {
+            self.frames
+                .push((name, link_id, Bytes::copy_from_slice(frame)));
+        }
     }
 }
 
@@ -531,5 +764,49 @@ mod tests {
         assert!(decode_offer(&offer[..OFFER_BYTES - 1]).is_err());
         assert!(decode_offer(&encode_offer(0, 1)).is_err());
         assert!(decode_offer(b"\x01\x02").is_err());
+    }
+
+    #[test]
+    fn probes_take_the_path_only_after_an_answer_and_leave_it_when_answers_stop() {
+        let at = |ms: u64| Instant::from_micros(ms * 1000);
+        let mut state = PathState::default();
+        // Unproven: probes over QUIC, each with a hello, HELLO_TRIES times; then give up.
+        for _ in 0..HELLO_TRIES {
+            assert_eq!(state.on_probe(at(0)), Step::Quic { hello: true });
+            assert!(!state.proven());
+        }
+        assert_eq!(state.on_probe(at(0)), Step::GaveUp(Fallback::Unproven));
+        // Resting for RETRY_FIRST: no hellos, then a new round.
+        let rest = RETRY_FIRST.as_millis() as u64;
+        assert_eq!(state.on_probe(at(rest - 1)), Step::Quic { hello: false });
+        assert_eq!(state.on_probe(at(rest)), Step::Quic { hello: true });
+        // An answer proves the path: probes go there while they are answered.
+        state.on_answer();
+        assert!(state.proven());
+        for _ in 0..3 {
+            assert_eq!(state.on_probe(at(rest)), Step::Path);
+            state.on_answer();
+        }
+        // One unanswered probe: the next goes over QUIC with a hello; its answer brings
+        // the probes back.
+        assert_eq!(state.on_probe(at(rest)), Step::Path);
+        assert_eq!(state.on_probe(at(rest)), Step::Quic { hello: true });
+        state.on_answer();
+        assert_eq!(state.on_probe(at(rest)), Step::Path);
+        // Answers stop: the path is lost after HELLO_TRIES hellos; the backoff started
+        // again from RETRY_FIRST (an answer reset it) and doubles at each give-up.
+        for _ in 0..HELLO_TRIES {
+            assert_eq!(state.on_probe(at(rest)), Step::Quic { hello: true });
+        }
+        assert_eq!(state.on_probe(at(rest)), Step::GaveUp(Fallback::Lost));
+        let retry = rest * 2;
+        assert_eq!(state.on_probe(at(retry - 1)), Step::Quic { hello: false });
+        for _ in 0..HELLO_TRIES {
+            assert_eq!(state.on_probe(at(retry)), Step::Quic { hello: true });
+        }
+        assert_eq!(state.on_probe(at(retry)), Step::GaveUp(Fallback::Lost));
+        let doubled = retry + 2 * RETRY_FIRST.as_millis() as u64;
+        assert_eq!(state.on_probe(at(doubled - 1)), Step::Quic { hello: false });
+        assert_eq!(state.on_probe(at(doubled)), Step::Quic { hello: true });
     }
 }

@@ -1,6 +1,7 @@
 //! The probe path (`[transport] probe_path`): probes and answers as authenticated UDP
 //! datagrams outside the links' QUIC connections, a fallback to QUIC for a peer that does
-//! not offer it, refusal of forged, replayed and truncated packets, and links that heal.
+//! not offer it or whose probe port is out of reach, hellos before probes, refusal of
+//! forged, replayed and truncated packets, and links that heal.
 
 mod common;
 
@@ -10,7 +11,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{eventually, issue, restart, write_config, Api};
-use x0tta6bl4_node::probe_path::{self, HEADER_BYTES};
+use tokio::net::UdpSocket;
+use x0tta6bl4_node::probe_path::{self, HEADER_BYTES, HELLO, HELLO_ANSWER};
 use x0tta6bl4_node::{load_config, NodeConfig, NodeHandle};
 use x0tta6bl4_proto::{Message, NodeName};
 
@@ -174,6 +176,23 @@ async fn offer_from(conn: &quinn::Connection) -> (u16, u64) {
     }
 }
 
+/// The next packet on `socket` (within 6 s), checked to carry `tag` and opened.
+async fn next_frame(
+    socket: &UdpSocket,
+    tag: u64,
+    key: &aws_lc_rs::aead::LessSafeKey,
+    window: &mut probe_path::ReplayWindow,
+) -> Vec<u8> {
+    let mut packet = vec![0u8; 2048];
+    let len = tokio::time::timeout(Duration::from_secs(6), socket.recv(&mut packet))
+        .await
+        .expect("a sends on the path")
+        .unwrap();
+    packet.truncate(len);
+    assert_eq!(probe_path::packet_tag(&packet), Ok(tag));
+    probe_path::open(key, window, &mut packet).unwrap().to_vec()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forged_replayed_and_truncated_probe_packets_are_refused_and_counted() {
     let dir = tempfile::tempdir().unwrap();
@@ -195,29 +214,44 @@ async fn forged_replayed_and_truncated_probe_packets_are_refused_and_counted() {
     let from_a = probe_path::derive_key(&conn, &name_a, &name_b).unwrap();
 
     // The fake's own offer: a's probes come to its socket, sealed with a's key.
-    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let fake_tag = 0x0123_4567_89ab_cdef;
     let offer = probe_path::encode_offer(socket.local_addr().unwrap().port(), fake_tag);
     let mut stream = conn.open_uni().await.unwrap();
     stream.write_all(&offer).await.unwrap();
     stream.finish().unwrap();
-    let mut packet = vec![0u8; 2048];
-    let len = tokio::time::timeout(Duration::from_secs(6), socket.recv(&mut packet))
-        .await
-        .expect("a probes the fake over the path")
-        .unwrap();
-    packet.truncate(len);
-    assert_eq!(probe_path::packet_tag(&packet), Ok(fake_tag));
     let mut window = probe_path::ReplayWindow::default();
-    let frame = probe_path::open(&from_a, &mut window, &mut packet).unwrap();
+    // Before a round trip worked, a sends hellos on the path and probes over QUIC.
+    assert_eq!(
+        next_frame(&socket, fake_tag, &from_a, &mut window).await,
+        HELLO
+    );
+    // a answers a hello on the path; the fake answers a's: a's probes take the path.
+    let hello = probe_path::seal(&to_a, tag, 1, HELLO);
+    socket.send_to(&hello, a_probe).await.unwrap();
+    let frame = loop {
+        match next_frame(&socket, fake_tag, &from_a, &mut window).await {
+            frame if frame == HELLO => continue,
+            frame => break frame,
+        }
+    };
+    assert_eq!(frame, HELLO_ANSWER);
+    let answer = probe_path::seal(&to_a, tag, 2, HELLO_ANSWER);
+    socket.send_to(&answer, a_probe).await.unwrap();
+    let frame = loop {
+        match next_frame(&socket, fake_tag, &from_a, &mut window).await {
+            frame if frame == HELLO => continue,
+            frame => break frame,
+        }
+    };
     assert!(
-        matches!(Message::decode(frame), Ok(Message::Probe { .. })),
+        matches!(Message::decode(&frame), Ok(Message::Probe { .. })),
         "{frame:?}"
     );
 
     // A genuine answer from "b" is taken, and counted.
     let answer = Message::ProbeAck { seq: 1, echo_us: 1 }.to_bytes();
-    let genuine = probe_path::seal(&to_a, tag, 1, &answer);
+    let genuine = probe_path::seal(&to_a, tag, 3, &answer);
     let received = path_packets(&api, "received").await;
     socket.send_to(&genuine, a_probe).await.unwrap();
     eventually(
@@ -228,14 +262,14 @@ async fn forged_replayed_and_truncated_probe_packets_are_refused_and_counted() {
     .await;
     // The same packet again; one with a flipped bit; one cut short; a stranger's tag.
     socket.send_to(&genuine, a_probe).await.unwrap();
-    let mut forged = probe_path::seal(&to_a, tag, 2, &answer);
+    let mut forged = probe_path::seal(&to_a, tag, 4, &answer);
     forged[HEADER_BYTES] ^= 1;
     socket.send_to(&forged, a_probe).await.unwrap();
     socket
         .send_to(&genuine[..HEADER_BYTES + 3], a_probe)
         .await
         .unwrap();
-    let stranger = probe_path::seal(&to_a, tag ^ 1, 3, &answer);
+    let stranger = probe_path::seal(&to_a, tag ^ 1, 5, &answer);
     socket.send_to(&stranger, a_probe).await.unwrap();
     eventually(
         Duration::from_secs(5),
@@ -249,15 +283,96 @@ async fn forged_replayed_and_truncated_probe_packets_are_refused_and_counted() {
     )
     .await;
     assert_eq!(path_packets(&api, "received").await, received + 1);
-    // The forgery did not use up its counter: the genuine packet 2 is still taken.
+    // The forgery did not use up its counter: the genuine packet 4 is still taken.
     socket
-        .send_to(&probe_path::seal(&to_a, tag, 2, &answer), a_probe)
+        .send_to(&probe_path::seal(&to_a, tag, 4, &answer), a_probe)
         .await
         .unwrap();
-    eventually(Duration::from_secs(5), "packet 2 taken", || async {
+    eventually(Duration::from_secs(5), "packet 4 taken", || async {
         path_packets(&api, "received").await == received + 2
     })
     .await;
     conn.close(0u32.into(), b"done");
     a.shutdown().await.unwrap();
+}
+
+/// A UDP relay on 127.0.0.1 to `to` for one client, standing in for a NAT or a container
+/// that publishes only the QUIC port: what goes to the relay reaches `to`, nothing else.
+async fn relay(to: SocketAddr) -> SocketAddr {
+    let front = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let back = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    back.connect(to).await.unwrap();
+    let addr = front.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (mut up, mut down) = (vec![0u8; 65536], vec![0u8; 65536]);
+        let mut client = None;
+        loop {
+            tokio::select! {
+                Ok((len, from)) = front.recv_from(&mut up) => {
+                    client = Some(from);
+                    let _ = back.send(&up[..len]).await;
+                }
+                Ok(len) = back.recv(&mut down) => {
+                    if let Some(client) = client {
+                        let _ = front.send_to(&down[..len], client).await;
+                    }
+                }
+            }
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_whose_probe_port_is_out_of_reach_stays_up_over_quic() {
+    let dir = tempfile::tempdir().unwrap();
+    issue(dir.path(), &["a", "b"]);
+    // b listens on 127.0.0.2 (QUIC and probe socket) and a reaches it through a relay on
+    // 127.0.0.1 that forwards only the QUIC port: a sends b's probe path to 127.0.0.1 at
+    // the port b offers, where a socket of the test swallows it. b reaches a's probe
+    // socket, but a's answers there are swallowed too.
+    let b_any: SocketAddr = "127.0.0.2:0".parse().unwrap();
+    let api_any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let b_config = load_config(&write_config(dir.path(), "b", b_any, api_any, &[])).unwrap();
+    let b = NodeHandle::start(b_config).await.unwrap();
+    let b_probe = b.probe_addr().unwrap();
+    let blocked = std::net::UdpSocket::bind(("127.0.0.1", b_probe.port())).unwrap();
+    blocked.set_nonblocking(true).unwrap();
+    let via = relay(b.quic_addr()).await;
+    let a = NodeHandle::start(config_with(dir.path(), "a", &[via], ""))
+        .await
+        .unwrap();
+    let (api_a, api_b) = (Api::new(&a), Api::new(&b));
+    eventually(Duration::from_secs(10), "a and b up", || async {
+        neighbour_up(&api_a, "b").await && neighbour_up(&api_b, "a").await
+    })
+    .await;
+    // 2 s, 40 probe intervals, several dead intervals and every hello: no flap.
+    let until = std::time::Instant::now() + Duration::from_secs(2);
+    while std::time::Instant::now() < until {
+        assert!(neighbour_up(&api_a, "b").await, "a lost b");
+        assert!(neighbour_up(&api_b, "a").await, "b lost a");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let down = "x0tta6bl4_neighbour_down_total";
+    assert_eq!(metric(&api_a, down).await, 0);
+    assert_eq!(metric(&api_b, down).await, 0);
+    // Each gave up on the path after its hellos went unanswered; probes stay on QUIC.
+    let links = "x0tta6bl4_probe_path_links";
+    assert_eq!(metric(&api_a, links).await, 0);
+    assert_eq!(metric(&api_b, links).await, 0);
+    let unproven = "x0tta6bl4_probe_path_fallbacks_total{reason=\"unproven\"}";
+    assert!(metric(&api_a, unproven).await >= 1);
+    assert!(metric(&api_b, unproven).await >= 1);
+    let lost = "x0tta6bl4_probe_path_fallbacks_total{reason=\"lost\"}";
+    assert_eq!(metric(&api_a, lost).await, 0);
+    // a's hellos (and answers) went to the swallowed port; b's reached a.
+    let mut swallowed = 0;
+    while blocked.recv(&mut [0u8; 2048]).is_ok() {
+        swallowed += 1;
+    }
+    assert!(swallowed >= probe_path::HELLO_TRIES, "{swallowed} packets");
+    assert!(path_packets(&api_a, "received").await >= 1);
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
 }
