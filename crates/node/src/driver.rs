@@ -938,7 +938,7 @@ impl Driver {
         id: u64,
         bytes: &[u8],
         kind: PathFrame,
-    ) -> Option<(Arc<UdpSocket>, (SocketAddr, Vec<u8>))> {
+    ) -> Option<(Arc<UdpSocket>, probe_path::Sealed)> {
         let now = self.now();
         let paths = self.probe_paths.as_mut()?;
         let sealed = match kind {

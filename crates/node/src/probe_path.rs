@@ -395,12 +395,15 @@ struct Outbound {
     logged: bool,
 }
 
+/// A packet sealed for the path, and where it goes.
+pub(crate) type Sealed = (SocketAddr, Vec<u8>);
+
 /// What the driver does with a due probe (from [`ProbePaths::probe`]).
 pub(crate) struct ProbeRoute {
     /// The probe sealed for the path, or `None`: it goes over QUIC.
-    pub probe: Option<(SocketAddr, Vec<u8>)>,
+    pub probe: Option<Sealed>,
     /// A hello to send on the path.
-    pub hello: Option<(SocketAddr, Vec<u8>)>,
+    pub hello: Option<Sealed>,
     /// The link gave up on the path now; `true` the first time on this link.
     pub gave_up: Option<(Fallback, bool)>,
 }
@@ -521,12 +524,7 @@ impl ProbePaths {
 
     /// `frame` sealed for link `link_id` to `name`, and where it goes; `None` when the
     /// peer offered no path on that link (the frame then goes over QUIC).
-    pub fn seal(
-        &mut self,
-        name: &NodeName,
-        link_id: u64,
-        frame: &[u8],
-    ) -> Option<(SocketAddr, Vec<u8>)> {
+    pub fn seal(&mut self, name: &NodeName, link_id: u64, frame: &[u8]) -> Option<Sealed> {
         if frame.len() > FRAME_BYTES_MAX {
             return None;
         }
@@ -609,7 +607,7 @@ impl ProbePaths {
 }
 
 impl Outbound {
-    fn seal(&mut self, frame: &[u8]) -> (SocketAddr, Vec<u8>) {
+    fn seal(&mut self, frame: &[u8]) -> Sealed {
         self.counter += 1;
         (self.to, seal(&self.key, self.tag, self.counter, frame))
     }
@@ -621,7 +619,7 @@ pub(crate) struct Received {
     /// Protocol frames, with the peer and link they came over.
     pub frames: Vec<(NodeName, u64, Bytes)>,
     /// Answers to the peers' hellos, sealed, to send.
-    pub answers: Vec<(SocketAddr, Vec<u8>)>,
+    pub answers: Vec<Sealed>,
 }
 
 impl Received {
@@ -764,6 +762,14 @@ mod tests {
         assert!(decode_offer(&offer[..OFFER_BYTES - 1]).is_err());
         assert!(decode_offer(&encode_offer(0, 1)).is_err());
         assert!(decode_offer(b"\x01\x02").is_err());
+    }
+
+    #[test]
+    fn hellos_and_their_answers_are_small_and_never_protocol_frames() {
+        // docs/edge-resources.md gives these sizes.
+        assert_eq!(seal(&key(1), 7, 1, HELLO).len(), 38);
+        assert_eq!(seal(&key(1), 7, 1, HELLO_ANSWER).len(), 45);
+        assert!(Message::decode(HELLO).is_err() && Message::decode(HELLO_ANSWER).is_err());
     }
 
     #[test]

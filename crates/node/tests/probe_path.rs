@@ -56,6 +56,16 @@ async fn neighbour_up(api: &Api, name: &str) -> bool {
     })
 }
 
+/// The APIs of nodes a and b, once each sees the other up.
+async fn both_up(a: &NodeHandle, b: &NodeHandle) -> (Api, Api) {
+    let (api_a, api_b) = (Api::new(a), Api::new(b));
+    eventually(Duration::from_secs(10), "a and b up", || async {
+        neighbour_up(&api_a, "b").await && neighbour_up(&api_b, "a").await
+    })
+    .await;
+    (api_a, api_b)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_nodes_probe_over_the_probe_path_and_heal_after_a_restart() {
     let dir = tempfile::tempdir().unwrap();
@@ -68,11 +78,7 @@ async fn two_nodes_probe_over_the_probe_path_and_heal_after_a_restart() {
         .await
         .unwrap();
     assert!(a.probe_addr().is_some(), "udp is the default probe path");
-    let (api_a, api_b) = (Api::new(&a), Api::new(&b));
-    eventually(Duration::from_secs(10), "a and b up", || async {
-        neighbour_up(&api_a, "b").await && neighbour_up(&api_b, "a").await
-    })
-    .await;
+    let (api_a, api_b) = both_up(&a, &b).await;
     let links = "x0tta6bl4_probe_path_links";
     eventually(
         Duration::from_secs(5),
@@ -139,11 +145,7 @@ async fn a_peer_without_the_probe_path_is_probed_over_quic() {
     let a = NodeHandle::start(config_with(dir.path(), "a", &[b.quic_addr()], ""))
         .await
         .unwrap();
-    let (api_a, api_b) = (Api::new(&a), Api::new(&b));
-    eventually(Duration::from_secs(10), "a and b up", || async {
-        neighbour_up(&api_a, "b").await && neighbour_up(&api_b, "a").await
-    })
-    .await;
+    let (api_a, api_b) = both_up(&a, &b).await;
     // Up, with RTTs measured, for a few dead intervals: the probes flow over QUIC.
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert!(neighbour_up(&api_a, "b").await && neighbour_up(&api_b, "a").await);
@@ -193,6 +195,21 @@ async fn next_frame(
     probe_path::open(key, window, &mut packet).unwrap().to_vec()
 }
 
+/// The next packet on `socket` that is not a hello (a keeps sending them until answered).
+async fn next_frame_but_hellos(
+    socket: &UdpSocket,
+    tag: u64,
+    key: &aws_lc_rs::aead::LessSafeKey,
+    window: &mut probe_path::ReplayWindow,
+) -> Vec<u8> {
+    loop {
+        let frame = next_frame(socket, tag, key, window).await;
+        if frame != HELLO {
+            return frame;
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forged_replayed_and_truncated_probe_packets_are_refused_and_counted() {
     let dir = tempfile::tempdir().unwrap();
@@ -229,21 +246,11 @@ async fn forged_replayed_and_truncated_probe_packets_are_refused_and_counted() {
     // a answers a hello on the path; the fake answers a's: a's probes take the path.
     let hello = probe_path::seal(&to_a, tag, 1, HELLO);
     socket.send_to(&hello, a_probe).await.unwrap();
-    let frame = loop {
-        match next_frame(&socket, fake_tag, &from_a, &mut window).await {
-            frame if frame == HELLO => continue,
-            frame => break frame,
-        }
-    };
+    let frame = next_frame_but_hellos(&socket, fake_tag, &from_a, &mut window).await;
     assert_eq!(frame, HELLO_ANSWER);
     let answer = probe_path::seal(&to_a, tag, 2, HELLO_ANSWER);
     socket.send_to(&answer, a_probe).await.unwrap();
-    let frame = loop {
-        match next_frame(&socket, fake_tag, &from_a, &mut window).await {
-            frame if frame == HELLO => continue,
-            frame => break frame,
-        }
-    };
+    let frame = next_frame_but_hellos(&socket, fake_tag, &from_a, &mut window).await;
     assert!(
         matches!(Message::decode(&frame), Ok(Message::Probe { .. })),
         "{frame:?}"
@@ -342,11 +349,7 @@ async fn a_peer_whose_probe_port_is_out_of_reach_stays_up_over_quic() {
     let a = NodeHandle::start(config_with(dir.path(), "a", &[via], ""))
         .await
         .unwrap();
-    let (api_a, api_b) = (Api::new(&a), Api::new(&b));
-    eventually(Duration::from_secs(10), "a and b up", || async {
-        neighbour_up(&api_a, "b").await && neighbour_up(&api_b, "a").await
-    })
-    .await;
+    let (api_a, api_b) = both_up(&a, &b).await;
     // 2 s, 40 probe intervals, several dead intervals and every hello: no flap.
     let until = std::time::Instant::now() + Duration::from_secs(2);
     while std::time::Instant::now() < until {
