@@ -7,6 +7,7 @@ mod common;
 
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -303,10 +304,10 @@ async fn forged_replayed_and_truncated_probe_packets_are_refused_and_counted() {
     a.shutdown().await.unwrap();
 }
 
-/// A UDP relay on 127.0.0.1 to `to` for one client, standing in for a NAT or a container
-/// that publishes only the QUIC port: what goes to the relay reaches `to`, nothing else.
-async fn relay(to: SocketAddr) -> SocketAddr {
-    let front = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+/// A UDP relay from `front` to `to` for one client, standing in for a NAT or a port
+/// mapping: what goes to the relay reaches `to` while `open`, nothing else does.
+async fn relay(front: &str, to: SocketAddr, open: Arc<AtomicBool>) -> SocketAddr {
+    let front = UdpSocket::bind(front).await.unwrap();
     let back = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     back.connect(to).await.unwrap();
     let addr = front.local_addr().unwrap();
@@ -317,10 +318,12 @@ async fn relay(to: SocketAddr) -> SocketAddr {
             tokio::select! {
                 Ok((len, from)) = front.recv_from(&mut up) => {
                     client = Some(from);
-                    let _ = back.send(&up[..len]).await;
+                    if open.load(Ordering::Relaxed) {
+                        let _ = back.send(&up[..len]).await;
+                    }
                 }
                 Ok(len) = back.recv(&mut down) => {
-                    if let Some(client) = client {
+                    if let Some(client) = client.filter(|_| open.load(Ordering::Relaxed)) {
                         let _ = front.send_to(&down[..len], client).await;
                     }
                 }
@@ -330,36 +333,40 @@ async fn relay(to: SocketAddr) -> SocketAddr {
     addr
 }
 
+/// Nodes a and b, b on 127.0.0.2 (QUIC and probe socket), which a reaches through relays
+/// on 127.0.0.1, as behind a NAT or a port mapping: one to b's QUIC port, and one at the
+/// port b offers for its probe path, which forwards to b's probe socket while the
+/// returned switch is on (`probe_open`). b reaches a's probe socket directly.
+async fn a_and_b_behind_relays(
+    dir: &Path,
+    probe_open: bool,
+) -> (NodeHandle, NodeHandle, Arc<AtomicBool>) {
+    issue(dir, &["a", "b"]);
+    let b_any: SocketAddr = "127.0.0.2:0".parse().unwrap();
+    let api_any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let b_config = load_config(&write_config(dir, "b", b_any, api_any, &[])).unwrap();
+    let b = NodeHandle::start(b_config).await.unwrap();
+    let b_probe = b.probe_addr().unwrap();
+    let open = Arc::new(AtomicBool::new(probe_open));
+    let front = format!("127.0.0.1:{}", b_probe.port());
+    relay(&front, b_probe, open.clone()).await;
+    let always = Arc::new(AtomicBool::new(true));
+    let via = relay("127.0.0.1:0", b.quic_addr(), always).await;
+    let a = NodeHandle::start(config_with(dir, "a", &[via], ""))
+        .await
+        .unwrap();
+    (a, b, open)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_whose_probe_port_is_out_of_reach_stays_up_over_quic() {
     let dir = tempfile::tempdir().unwrap();
-    issue(dir.path(), &["a", "b"]);
-    // b listens on 127.0.0.2 (QUIC and probe socket) and a reaches it through a relay on
-    // 127.0.0.1 that forwards only the QUIC port: a sends b's probe path to 127.0.0.1 at
-    // the port b offers, where a socket of the test swallows it. b reaches a's probe
-    // socket, but a's answers there are swallowed too.
-    let b_any: SocketAddr = "127.0.0.2:0".parse().unwrap();
-    let api_any: SocketAddr = "127.0.0.1:0".parse().unwrap();
-    let b_config = load_config(&write_config(dir.path(), "b", b_any, api_any, &[])).unwrap();
-    let b = NodeHandle::start(b_config).await.unwrap();
-    let b_probe = b.probe_addr().unwrap();
-    let blocked = std::net::UdpSocket::bind(("127.0.0.1", b_probe.port())).unwrap();
-    blocked.set_nonblocking(true).unwrap();
-    let via = relay(b.quic_addr()).await;
-    let a = NodeHandle::start(config_with(dir.path(), "a", &[via], ""))
-        .await
-        .unwrap();
+    // The relay at b's probe port forwards nothing: a's hellos, and its answers to b's
+    // hellos, go nowhere.
+    let (a, b, _closed) = a_and_b_behind_relays(dir.path(), false).await;
     let (api_a, api_b) = both_up(&a, &b).await;
     // 2 s, 40 probe intervals, several dead intervals and every hello: no flap.
-    let until = std::time::Instant::now() + Duration::from_secs(2);
-    while std::time::Instant::now() < until {
-        assert!(neighbour_up(&api_a, "b").await, "a lost b");
-        assert!(neighbour_up(&api_b, "a").await, "b lost a");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let down = "x0tta6bl4_neighbour_down_total";
-    assert_eq!(metric(&api_a, down).await, 0);
-    assert_eq!(metric(&api_b, down).await, 0);
+    stay_up(&api_a, &api_b, Duration::from_secs(2)).await;
     // Each gave up on the path after its hellos went unanswered; probes stay on QUIC.
     let links = "x0tta6bl4_probe_path_links";
     assert_eq!(metric(&api_a, links).await, 0);
@@ -369,13 +376,50 @@ async fn a_peer_whose_probe_port_is_out_of_reach_stays_up_over_quic() {
     assert!(metric(&api_b, unproven).await >= 1);
     let lost = "x0tta6bl4_probe_path_fallbacks_total{reason=\"lost\"}";
     assert_eq!(metric(&api_a, lost).await, 0);
-    // a's hellos (and answers) went to the swallowed port; b's reached a.
-    let mut swallowed = 0;
-    while blocked.recv(&mut [0u8; 2048]).is_ok() {
-        swallowed += 1;
-    }
-    assert!(swallowed >= probe_path::HELLO_TRIES, "{swallowed} packets");
+    // a sent hellos (and answers) that b never got; b's reached a.
+    let sent = path_packets(&api_a, "sent").await;
+    assert!(sent >= u64::from(probe_path::HELLO_TRIES), "{sent} sent");
+    assert_eq!(path_packets(&api_b, "received").await, 0);
     assert!(path_packets(&api_a, "received").await >= 1);
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}
+
+/// a and b see each other up all through `span`, with no neighbour-down event.
+async fn stay_up(api_a: &Api, api_b: &Api, span: Duration) {
+    let until = std::time::Instant::now() + span;
+    while std::time::Instant::now() < until {
+        assert!(neighbour_up(api_a, "b").await, "a lost b");
+        assert!(neighbour_up(api_b, "a").await, "b lost a");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let down = "x0tta6bl4_neighbour_down_total";
+    assert_eq!(metric(api_a, down).await, 0);
+    assert_eq!(metric(api_b, down).await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_probe_path_lost_at_run_time_falls_back_to_quic_without_a_flap() {
+    let dir = tempfile::tempdir().unwrap();
+    // The relay at b's probe port forwards until the test switches it off: the path
+    // works, then breaks.
+    let (a, b, open) = a_and_b_behind_relays(dir.path(), true).await;
+    let (api_a, api_b) = both_up(&a, &b).await;
+    let links = "x0tta6bl4_probe_path_links";
+    eventually(Duration::from_secs(5), "both on the path", || async {
+        metric(&api_a, links).await == 1 && metric(&api_b, links).await == 1
+    })
+    .await;
+    open.store(false, Ordering::Relaxed);
+    stay_up(&api_a, &api_b, Duration::from_secs(2)).await;
+    // Both gave up on the path (a's probes and b's answers were lost), probing over QUIC.
+    assert_eq!(metric(&api_a, links).await, 0);
+    assert_eq!(metric(&api_b, links).await, 0);
+    let lost = "x0tta6bl4_probe_path_fallbacks_total{reason=\"lost\"}";
+    assert!(metric(&api_a, lost).await >= 1);
+    assert!(metric(&api_b, lost).await >= 1);
+    let unproven = "x0tta6bl4_probe_path_fallbacks_total{reason=\"unproven\"}";
+    assert_eq!(metric(&api_a, unproven).await, 0);
     a.shutdown().await.unwrap();
     b.shutdown().await.unwrap();
 }
