@@ -20,9 +20,10 @@
 //! peer answers on the path with [`HELLO_ANSWER`]; the first authentic answer proves
 //! both directions for this node's probes, which then take the path. A probe answer
 //! always goes back the way its probe came (the path or QUIC), so each side's probing
-//! depends only on its own proof. On the path, a probe still unanswered when the next
-//! one is due sends that one over QUIC with a hello (the path is proven again by its
-//! answer); hellos unanswered [`HELLO_TRIES`] times in a row make the link give up
+//! depends only on its own proof. On the path, a probe due when no answer came back on
+//! the path since the previous probe goes over QUIC with a hello (the path is proven
+//! again by its answer; on a link slower than the probe interval answers still arrive
+//! between any two probes); hellos unanswered [`HELLO_TRIES`] times in a row make the link give up
 //! (counted by [`Fallback`], logged once per link) and try again after a backoff
 //! ([`RETRY_FIRST`] doubling up to [`RETRY_MAX`]). A dead peer is not masked: its probes
 //! over QUIC go unanswered too, and the protocol's dead interval fires as before.
@@ -158,7 +159,7 @@ pub enum Step {
 enum Proof {
     /// Hellos sent since the last answer.
     Proving(u32),
-    /// A round trip worked; `awaiting`: the last probe on the path is not answered yet.
+    /// A round trip worked; `awaiting`: no answer came on the path since the last probe.
     Proven { awaiting: bool },
     /// Given up until then.
     Resting(Instant),
@@ -814,5 +815,47 @@ mod tests {
         let doubled = retry + 2 * RETRY_FIRST.as_millis() as u64;
         assert_eq!(state.on_probe(at(doubled - 1)), Step::Quic { hello: false });
         assert_eq!(state.on_probe(at(doubled)), Step::Quic { hello: true });
+    }
+
+    #[test]
+    fn on_a_link_slower_than_the_probe_interval_answers_may_trail_the_probes() {
+        let at = |ms: u64| Instant::from_micros(ms * 1000);
+        let mut state = PathState::default();
+        // Probes every 50 ms, a 120 ms round trip: each packet on the path is answered
+        // 120 ms later, until the path breaks for packets sent from 3000 ms on.
+        let (rtt, broken_from) = (120, 3000);
+        let mut answers = std::collections::VecDeque::new();
+        let mut steps = Vec::new();
+        for ms in (0..4000).step_by(10) {
+            while answers.front() == Some(&ms) {
+                answers.pop_front();
+                state.on_answer();
+            }
+            if ms % 50 != 0 {
+                continue;
+            }
+            let step = state.on_probe(at(ms));
+            let on_path = matches!(step, Step::Path | Step::Quic { hello: true });
+            if on_path && ms < broken_from {
+                answers.push_back(ms + rtt);
+            }
+            steps.push((ms, step));
+        }
+        // Proven by the first hello's answer; from then on every probe on the path: the
+        // hellos sent before it are answered meanwhile, then some probe's answer comes
+        // back between any two probes.
+        assert_eq!(steps[0].1, Step::Quic { hello: true });
+        let quic: Vec<_> = steps
+            .iter()
+            .filter(|(ms, step)| (150..broken_from).contains(ms) && *step != Step::Path)
+            .collect();
+        assert!(quic.is_empty(), "{quic:?}");
+        // The break: back to QUIC with hellos within a round trip and a few intervals.
+        let first = steps
+            .iter()
+            .find(|(ms, step)| *ms >= broken_from && *step != Step::Path)
+            .unwrap();
+        assert!(first.0 <= broken_from + rtt + 100, "{first:?}");
+        assert_eq!(first.1, Step::Quic { hello: true });
     }
 }
