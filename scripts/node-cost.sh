@@ -4,7 +4,8 @@
 # other for SECONDS, then print each pair's CPU (utime + stime of both processes, from
 # /proc/PID/stat, in clock ticks and as a share of one core per node) and, when strace
 # is installed, node 1's system calls over 10 s (epoll_wait = wakeups and readiness
-# polls, sendmsg = packets sent, recvmmsg = receive calls).
+# polls, sendmsg = QUIC packets sent, sendto = probe-path packets sent, recvmmsg = receive
+# calls, total = every system call).
 #
 #   scripts/node-cost.sh [--seconds S] BIN [BIN...]
 #   scripts/node-cost.sh target/release/x0tta6bl4 /tmp/old/x0tta6bl4   # an A/B
@@ -81,7 +82,7 @@ if command -v strace >/dev/null; then
     for bin in "$@"; do
         # strace -c prints its table when `timeout` stops it (exit status 124).
         calls=$( (timeout 10 strace -c -f -p "${pids[$((pair * 2))]}" 2>&1 || true) |
-            awk '$NF ~ /^(epoll_wait|sendmsg|recvmmsg|write)$/ { printf "%s %s  ", $NF, $4 }')
+            awk '$NF ~ /^(epoll_wait|sendmsg|sendto|recvmmsg|write|total)$/ { printf "%s %s  ", $NF, $4 }')
         echo "pair $((pair + 1)) node 1, system calls in 10 s: $calls"
         pair=$((pair + 1))
     done

@@ -49,7 +49,7 @@ def kubelet_get(url: str, timeout: float = 3) -> int:
 
 
 def loopback_values(tmp_path, api_port: int, **node) -> dict:
-    return {"replicas": 1, "ports": {"mesh": free_port(), "api": api_port},
+    return {"replicas": 1, "ports": {"mesh": free_port(), "api": api_port, "probe": free_port()},
             "node": {"listenAddress": "127.0.0.1", "apiListenAddress": "127.0.0.1",
                      "identityDir": str(tmp_path / "svid"), **node}}
 
@@ -228,7 +228,8 @@ class Pod:
         objects = render(self.chart, {"replicas": 2, "node": {"seedPeers": 1, "listenAddress": ip,
                                                               "apiListenAddress": ip,
                                                               "identityDir": str(self.ca / self.name)},
-                                      "ports": {"mesh": self.mesh_port, "api": self.api_port}})
+                                      "ports": {"mesh": self.mesh_port, "api": self.api_port,
+                                                "probe": free_port()}})
         config = self.tmp_path / f"{self.name}.toml"
         write_config(objects, config)
         env = {**os.environ, "X0TTA6BL4_PARENT_PID": str(os.getpid())}

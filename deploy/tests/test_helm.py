@@ -267,7 +267,7 @@ def test_rendered_config_runs_a_node(chart, tmp_path):
     probes answer; the init container's `ca issue` command line issues that SVID."""
     ca = make_ca(tmp_path, [])
     api_port = free_port()
-    objects = render(chart, {"replicas": 1, "ports": {"mesh": free_port(), "api": api_port},
+    objects = render(chart, {"replicas": 1, "ports": {"mesh": free_port(), "api": api_port, "probe": free_port()},
                              "node": {"listenAddress": "127.0.0.1", "apiListenAddress": "127.0.0.1",
                                       "identityDir": str(tmp_path / "svid")}})
     pod = one(objects, "StatefulSet")["spec"]["template"]

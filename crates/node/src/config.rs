@@ -45,6 +45,9 @@ pub struct NodeConfig {
     /// The HTTP API's limits (`[api]`).
     #[serde(default)]
     pub api: ApiConfig,
+    /// How frames travel between neighbours (`[transport]`).
+    #[serde(default)]
+    pub transport: TransportSettings,
     /// The protocol core's settings (`[protocol]` and `[protocol.healing]`).
     #[serde(default)]
     pub protocol: x0tta6bl4_proto::Config,
@@ -164,6 +167,31 @@ impl FlowsConfig {
         }
         Ok(())
     }
+}
+
+/// `[transport]`: how frames travel between neighbours.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TransportSettings {
+    /// Which path a link's probes and their answers take (`probe_path`).
+    pub probe_path: ProbePath,
+    /// UDP port of the probe socket (on the `listen` IP), 0 for one of the kernel's
+    /// choosing: each link learns it from the peer's offer, so only a firewall needs it
+    /// fixed.
+    pub probe_port: u16,
+}
+
+/// `[transport] probe_path`: the path of probes and probe answers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProbePath {
+    /// Plain UDP datagrams on a socket of their own, authenticated with keys exported
+    /// from each link's TLS session (`probe_path`); a link whose peer does not offer
+    /// the path keeps probing over QUIC.
+    #[default]
+    Udp,
+    /// QUIC datagrams on the link's connection, like every other frame.
+    Quic,
 }
 
 /// `[discovery]`: LAN beacons over UDP broadcast.

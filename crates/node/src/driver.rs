@@ -29,11 +29,12 @@ use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 use tracing::Instrument;
 use x0tta6bl4_proto::{
-    Delivery, Destination, Event, Instant, NeighbourView, Node, NodeName, RevokeOutcome, SendError,
-    Transmit,
+    Delivery, Destination, Event, Instant, Message, NeighbourView, Node, NodeName, RevokeOutcome,
+    SendError, Transmit,
 };
 
 use crate::outage::OutageTracker;
+use crate::probe_path::{self, ProbePaths};
 use crate::revocation_store::{self, RevocationStore};
 use crate::state::{
     stopped, unix_micros, DriverDrop, IdentityClose, MessageRecord, PeerView, RouteView, Shared,
@@ -168,6 +169,8 @@ pub(crate) struct DriverParts {
     pub revocations: RevocationStore,
     /// Link telemetry, sampled from here (it never feeds back into the core).
     pub telemetry: crate::telemetry::Telemetry,
+    /// The probe socket and keys (`[transport] probe_path = "udp"`), else `None`.
+    pub probe_paths: Option<ProbePaths>,
 }
 
 pub(crate) struct Driver {
@@ -184,6 +187,7 @@ pub(crate) struct Driver {
     chaos: Option<Arc<crate::chaos::Chaos>>,
     revocations: RevocationStore,
     telemetry: crate::telemetry::Telemetry,
+    probe_paths: Option<ProbePaths>,
     revocation_retry_at: Option<tokio::time::Instant>,
     outages: OutageTracker,
     links: HashMap<NodeName, Link>,
@@ -202,6 +206,20 @@ pub(crate) struct Driver {
     route_mismatches_logged: u64,
     /// What this node advertises as its addresses (see [`Advertise`]).
     advertise: Advertise,
+    /// The neighbour whose frame from the probe path is being handled: a probe answer
+    /// to it goes back on the path (an answer goes the way its probe came).
+    answer_on_path: Option<NodeName>,
+}
+
+/// What a frame is to the probe path.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum PathFrame {
+    /// Not a probe or an answer: always over QUIC.
+    Other,
+    /// A probe: on the path when the link's path is proven.
+    Probe,
+    /// A probe answer: on the path when its probe came over it.
+    Answer,
 }
 
 /// Where this node says it can be reached (the proto core floods it, see
@@ -279,6 +297,18 @@ fn local_ip_towards(remote: SocketAddr) -> Option<std::net::IpAddr> {
     (!ip.is_unspecified()).then_some(ip)
 }
 
+/// Until `socket` (the probe socket, if any) has packets waiting.
+async fn readable(socket: Option<&UdpSocket>) {
+    match socket {
+        Some(socket) => {
+            if socket.readable().await.is_err() {
+                std::future::pending::<()>().await; // a closed socket: never again
+            }
+        }
+        None => std::future::pending().await,
+    }
+}
+
 async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     match deadline {
         Some(deadline) => tokio::time::sleep_until(deadline).await,
@@ -303,6 +333,7 @@ impl Driver {
             chaos: parts.chaos,
             revocations: parts.revocations,
             telemetry: parts.telemetry,
+            probe_paths: parts.probe_paths,
             revocation_retry_at: None,
             outages: OutageTracker::default(),
             links: HashMap::new(),
@@ -317,6 +348,7 @@ impl Driver {
             routes_dirty: true,
             route_mismatches_logged: 0,
             advertise,
+            answer_on_path: None,
         }
     }
 
@@ -371,6 +403,7 @@ impl Driver {
         let mut commands_open = true;
         let mut late_timers = 0_u64;
         let mut late_logged: Option<tokio::time::Instant> = None;
+        let probe_socket = self.probe_paths.as_ref().map(ProbePaths::socket);
         loop {
             let flow_at = self.flows.as_ref().map(|f| f.next_at);
             let expiry_at = self.next_peer_expiry();
@@ -402,6 +435,7 @@ impl Driver {
                             tokio::task::yield_now().await;
                         }
                         self.take_ready_inputs(&mut inputs, IO_LOOP_BOUND);
+                        self.on_probe_packets();
                     }
                     self.on_timeout();
                     true
@@ -428,6 +462,10 @@ impl Driver {
                         }
                         None => commands_open = false,
                     }
+                    true
+                }
+                () = readable(probe_socket.as_deref()) => {
+                    self.on_probe_packets();
                     true
                 }
                 input = inputs.recv() => {
@@ -479,7 +517,7 @@ impl Driver {
                 if self.links.get(&name).is_none_or(|link| link.id != id) {
                     return; // a replaced or already closed connection
                 }
-                self.links.remove(&name);
+                self.remove_link(&name);
                 // Simultaneous dials: the peer closed this link as the duplicate of one
                 // it keeps, whose LinkUp may still be on its way here. Not a failure; if
                 // no link follows, the probes declare the neighbour down.
@@ -493,13 +531,13 @@ impl Driver {
                 }
             }
             Input::Frame { id, name, bytes } => {
-                if let Some(link) = self.links.get_mut(&name).filter(|link| link.id == id) {
-                    link.last_heard = std::time::Instant::now();
-                }
+                self.heard(&name, id);
                 if bytes.starts_with(transport::SVID_UPDATE_MAGIC) {
                     if let Err(error) = self.on_svid_update(&bytes, &name, id) {
                         tracing::warn!(neighbour = %name, %error, "SVID update refused");
                     }
+                } else if bytes.starts_with(probe_path::OFFER_MAGIC) {
+                    self.on_probe_offer(&name, id, &bytes);
                 } else {
                     self.node.handle_datagram(now, &name, &bytes);
                 }
@@ -513,6 +551,55 @@ impl Driver {
             Input::RemovePeer(addr) => self.node.remove_peer(addr),
         }
         self.after_input();
+    }
+
+    /// A frame arrived over link `id` to `name`: the link is alive.
+    fn heard(&mut self, name: &NodeName, id: u64) {
+        if let Some(link) = self.links.get_mut(name).filter(|link| link.id == id) {
+            link.last_heard = std::time::Instant::now();
+        }
+    }
+
+    /// Forget the link to `name`, and its probe path.
+    fn remove_link(&mut self, name: &NodeName) -> Option<Link> {
+        if let Some(paths) = self.probe_paths.as_mut() {
+            paths.link_down(name);
+        }
+        self.links.remove(name)
+    }
+
+    /// The peer of link `id` offers its probe path: send our probes there.
+    fn on_probe_offer(&mut self, name: &NodeName, id: u64, bytes: &[u8]) {
+        let Some(paths) = self.probe_paths.as_mut() else {
+            return; // `probe_path = "quic"`: our probes stay on the link
+        };
+        let Some(link) = self.links.get(name).filter(|link| link.id == id) else {
+            return; // a replaced or closed link
+        };
+        match paths.offer(name, id, &link.conn, bytes) {
+            Ok(()) => tracing::debug!(neighbour = %name, "probe path offered: proving it"),
+            Err(error) => tracing::warn!(neighbour = %name, %error,
+                "probe path offer refused: probes stay on the QUIC link"),
+        }
+    }
+
+    /// Authentic frames waiting on the probe socket, each handled as an input.
+    fn on_probe_packets(&mut self) {
+        let Some(paths) = self.probe_paths.as_mut() else {
+            return;
+        };
+        let received = paths.receive(&self.shared.counters.probe_path);
+        let socket = paths.socket();
+        for (to, answer) in received.answers {
+            probe_path::send(&socket, to, &answer, &self.shared);
+        }
+        for (name, id, bytes) in received.frames {
+            self.heard(&name, id);
+            self.node.handle_datagram(self.now(), &name, &bytes);
+            self.answer_on_path = Some(name);
+            self.after_input();
+            self.answer_on_path = None;
+        }
     }
 
     /// A revocation from the API: the core verifies it, applies and floods it; the reply
@@ -558,7 +645,7 @@ impl Driver {
                 tracing::warn!(%node, "revocation accepted: node cut off, reconnects refused");
             }
         }
-        let Some(link) = self.links.remove(&node) else {
+        let Some(link) = self.remove_link(&node) else {
             return false;
         };
         link.conn.close(close::REVOKED.into(), b"revoked");
@@ -644,7 +731,7 @@ impl Driver {
             .map(|(name, _)| name.clone())
             .collect();
         for name in expired {
-            let Some(link) = self.links.remove(&name) else {
+            let Some(link) = self.remove_link(&name) else {
                 continue;
             };
             tracing::warn!(neighbour = %name, "link closed: the peer's SVID expired");
@@ -679,7 +766,7 @@ impl Driver {
                 old.conn
                     .close(close::DUPLICATE.into(), b"replaced by a newer link");
             }
-            self.links.remove(&new.name);
+            self.remove_link(&new.name);
         }
         if !self.node.handle_link_up(now, new.name.clone(), new.dialed) {
             tracing::warn!(neighbour = %new.name, "link refused: neighbour table full (raise protocol.neighbours_max), own name, \
@@ -693,6 +780,15 @@ impl Driver {
             self.node.set_addresses(now, &addresses);
         }
         self.spiffe_ids.insert(new.name.clone(), new.spiffe_id);
+        if let Some(paths) = self.probe_paths.as_mut() {
+            match paths.link_up(&new.name, new.id, &new.conn) {
+                Ok(offer) => {
+                    transport::send_stream(&new.conn, offer, &self.stream_permits, &self.shared)
+                }
+                Err(error) => tracing::warn!(neighbour = %new.name, %error,
+                    "no probe path offered: the neighbour probes over the QUIC link"),
+            }
+        }
         let link = Link {
             id: new.id,
             conn: new.conn,
@@ -797,43 +893,89 @@ impl Driver {
         }
     }
 
-    /// Send a frame on `link`, through the fault-injection layer when it is on.
-    fn send_on(&self, name: &NodeName, link: &Link, bytes: Bytes) {
+    /// Send a frame to `name`, through the fault-injection layer when it is on. A probe
+    /// or its answer may go over the probe path (see [`Driver::seal_for_path`]).
+    fn send_on(&mut self, name: &NodeName, bytes: Bytes, kind: PathFrame) {
+        let Some(link) = self.links.get(name) else {
+            return self.shared.counters.drop(DriverDrop::NoLink);
+        };
+        let (conn, id) = (link.conn.clone(), link.id);
         let verdict = self
             .chaos
             .as_ref()
             .map_or(crate::chaos::Verdict::Send, |c| c.decide(name.as_str()));
         if let Some(chaos) = &self.chaos {
             for extra in chaos.byzantine_extras(name.as_str(), &bytes) {
-                transport::send(&link.conn, extra, &self.stream_permits, &self.shared);
+                transport::send(&conn, extra, &self.stream_permits, &self.shared);
             }
         }
+        // Sealed whatever the verdict: a dropped packet uses its number, as a lost one.
+        let sealed = self.seal_for_path(name, id, &bytes, kind);
+        let shared = self.shared.clone();
+        let send = move |permits: &Arc<Semaphore>| match sealed {
+            Some((socket, (to, packet))) => probe_path::send(&socket, to, &packet, &shared),
+            None => transport::send(&conn, bytes, permits, &shared),
+        };
         match verdict {
-            crate::chaos::Verdict::Send => {
-                transport::send(&link.conn, bytes, &self.stream_permits, &self.shared)
-            }
+            crate::chaos::Verdict::Send => send(&self.stream_permits),
             crate::chaos::Verdict::Drop => {}
             crate::chaos::Verdict::Delay(delay) => {
-                let (conn, permits, shared) = (
-                    link.conn.clone(),
-                    self.stream_permits.clone(),
-                    self.shared.clone(),
-                );
+                let permits = self.stream_permits.clone();
                 tokio::spawn(async move {
                     tokio::time::sleep(delay).await;
-                    transport::send(&conn, bytes, &permits, &shared);
+                    send(&permits);
                 });
             }
         }
     }
 
+    /// `bytes` to `name` over link `id` sealed for the probe path, when it goes there: a
+    /// probe when the link's path is proven (else a hello may go with it, see
+    /// [`probe_path::PathState`]), an answer when its probe came over the path.
+    fn seal_for_path(
+        &mut self,
+        name: &NodeName,
+        id: u64,
+        bytes: &[u8],
+        kind: PathFrame,
+    ) -> Option<(Arc<UdpSocket>, probe_path::Sealed)> {
+        let now = self.now();
+        let paths = self.probe_paths.as_mut()?;
+        let sealed = match kind {
+            PathFrame::Other => return None,
+            PathFrame::Answer if self.answer_on_path.as_ref() != Some(name) => return None,
+            PathFrame::Answer => paths.seal(name, id, bytes)?,
+            PathFrame::Probe => {
+                let route = paths.probe(name, id, bytes, now);
+                if let Some((to, hello)) = route.hello {
+                    probe_path::send(&paths.socket(), to, &hello, &self.shared);
+                }
+                if let Some((reason, first)) = route.gave_up {
+                    self.shared.counters.probe_path.fall_back(reason);
+                    let (hellos, reason) = (probe_path::HELLO_TRIES, reason.as_str());
+                    if first {
+                        tracing::warn!(neighbour = %name, reason, hellos,
+                            "probe path unanswered: probes go over the QUIC link, the path is \
+                             tried again later (is the peer's probe_port reachable?)");
+                    } else {
+                        tracing::debug!(neighbour = %name, reason, "probe path unanswered again");
+                    }
+                }
+                route.probe?
+            }
+        };
+        Some((paths.socket(), sealed))
+    }
+
     fn transmit(&mut self, transmit: Transmit) {
+        let kind = match transmit.message {
+            Message::Probe { .. } => PathFrame::Probe,
+            Message::ProbeAck { .. } => PathFrame::Answer,
+            _ => PathFrame::Other,
+        };
         let bytes = Bytes::from(transmit.message.to_bytes());
         match transmit.destination {
-            Destination::Neighbour(name) => match self.links.get(&name) {
-                Some(link) => self.send_on(&name, link, bytes),
-                None => self.shared.counters.drop(DriverDrop::NoLink),
-            },
+            Destination::Neighbour(name) => self.send_on(&name, bytes, kind),
             Destination::Beacon => {
                 let Some((socket, to)) = &self.beacon else {
                     return;
@@ -861,7 +1003,7 @@ impl Driver {
                 tracing::warn!(neighbour = %name, %reason, "neighbour down");
                 // Close its connection so the dialer redials and a restarted or resumed
                 // peer gets a fresh link.
-                if let Some(link) = self.links.remove(&name) {
+                if let Some(link) = self.remove_link(&name) {
                     link.conn
                         .close(close::NEIGHBOUR_DOWN.into(), b"neighbour down");
                     self.node.handle_link_down(self.now(), &name);
@@ -1006,7 +1148,7 @@ impl Driver {
             .cloned()
             .collect();
         for name in denied {
-            if let Some(link) = self.links.remove(&name) {
+            if let Some(link) = self.remove_link(&name) {
                 tracing::info!(neighbour = %name, "link closed: the reloaded policy denies it");
                 link.conn.close(
                     close::UNAUTHORISED.into(),
@@ -1022,6 +1164,10 @@ impl Driver {
 
     fn refresh_snapshot(&mut self) {
         self.recheck_links();
+        if let Some(paths) = &self.probe_paths {
+            let links = &self.shared.counters.probe_path.links;
+            links.store(paths.links() as u64, std::sync::atomic::Ordering::Relaxed);
+        }
         self.sample_telemetry();
         self.announce_renewal();
         self.snapshot_at = tokio::time::Instant::now();

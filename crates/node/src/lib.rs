@@ -37,6 +37,7 @@ mod metrics;
 mod outage;
 mod peer_names;
 mod policy;
+pub mod probe_path;
 pub mod reload;
 mod renewal;
 mod revocation_store;
@@ -62,7 +63,7 @@ use x0tta6bl4_proto::{Instant, NodeName, Stats};
 
 pub use config::{
     load_config, ApiConfig, ConfigError, DiscoveryConfig, FlowsConfig, IdentityConfig,
-    IdentitySource, NodeConfig, API_CONNECTIONS_MAX, PEERS_MAX,
+    IdentitySource, NodeConfig, ProbePath, TransportSettings, API_CONNECTIONS_MAX, PEERS_MAX,
 };
 pub use metrics::PREFIX as METRICS_PREFIX;
 pub use state::{
@@ -106,6 +107,14 @@ pub enum BindError {
     /// The discovery beacon socket (`discovery.port`).
     #[error("cannot bind discovery beacons on {addr}: {} (change `discovery.port` or disable discovery)", describe(.io))]
     Beacon {
+        /// The address.
+        addr: SocketAddr,
+        /// The operating system's error (described in the message, so not a `source`).
+        io: std::io::Error,
+    },
+    /// The probe socket (`[transport] probe_path = "udp"`, on the QUIC endpoint's IP).
+    #[error("cannot bind the probe socket on {addr}: {} (another node? change `[transport] probe_port`, or set `probe_path = \"quic\"` to probe over the links' QUIC connections)", describe(.io))]
+    ProbePath {
         /// The address.
         addr: SocketAddr,
         /// The operating system's error (described in the message, so not a `source`).
@@ -190,6 +199,7 @@ async fn initial_identity(
 pub struct NodeHandle {
     name: NodeName,
     quic_addr: SocketAddr,
+    probe_addr: Option<SocketAddr>,
     api_addr: SocketAddr,
     stop: watch::Sender<bool>,
     task: JoinHandle<anyhow::Result<()>>,
@@ -211,6 +221,16 @@ impl NodeHandle {
         let (authenticator, signer) = identity.authenticator_with_bindings(bindings.clone());
         let renewal_tls = tls.clone();
         let (endpoint, quic_addr) = transport::bind_endpoint(&tls, config.listen)?;
+        let probe_paths = match config.transport.probe_path {
+            config::ProbePath::Udp => {
+                let addr = SocketAddr::new(quic_addr.ip(), config.transport.probe_port);
+                let paths = probe_path::ProbePaths::bind(addr, identity.name().clone())
+                    .map_err(|io| BindError::ProbePath { addr, io })?;
+                Some(paths)
+            }
+            config::ProbePath::Quic => None,
+        };
+        let probe_addr = probe_paths.as_ref().and_then(|p| p.local_addr().ok());
         let sockets = Sockets::bind(&config).await?;
         let api_addr = sockets.api.local_addr().context("HTTP API address")?;
         let name = identity.name().clone();
@@ -262,6 +282,7 @@ impl NodeHandle {
                 chaos: config.chaos.clone().map(chaos::Chaos::watch),
                 revocations,
                 telemetry,
+                probe_paths,
             },
             Advertise::new(&config.advertise, quic_addr),
         );
@@ -378,6 +399,7 @@ impl NodeHandle {
         Ok(NodeHandle {
             name,
             quic_addr,
+            probe_addr,
             api_addr,
             stop,
             task,
@@ -398,6 +420,11 @@ impl NodeHandle {
     /// The bound QUIC address (useful when `listen` has port 0).
     pub fn quic_addr(&self) -> SocketAddr {
         self.quic_addr
+    }
+
+    /// The bound probe socket (`[transport] probe_path = "udp"`), `None` on `"quic"`.
+    pub fn probe_addr(&self) -> Option<SocketAddr> {
+        self.probe_addr
     }
 
     /// The bound HTTP API address (useful when `api_listen` has port 0).

@@ -21,6 +21,7 @@ use x0tta6bl4_proto::{DecisionKind, DropReason, NeighbourState, Stats};
 use crate::api_serve::{ApiCounters, Refusal};
 use crate::dial_log::DialRefusal;
 use crate::outage::OUTAGE_BUCKETS_SECONDS;
+use crate::probe_path::{Fallback as ProbeFallback, Refusal as ProbeRefusal};
 use crate::state::{DriverDrop, Handshake, IdentityClose, Shared};
 
 /// Prefix of every metric name.
@@ -262,6 +263,21 @@ impl NodeCollector {
             .load(std::sync::atomic::Ordering::Relaxed);
         let help = "Accepted revocations not yet written to disk (the node is not ready)";
         gauge(e, "state_writes_pending", help, pending as i64)?;
+        let path = &counters.probe_path;
+        let packets = [
+            ("sent", load(&path.sent)),
+            ("received", load(&path.received)),
+        ];
+        let help = "Probes and probe answers on the probe path ([transport] probe_path = \"udp\"), by direction; received counts only authentic packets";
+        counter_family(e, "probe_path_packets", help, "direction", packets)?;
+        let refused = ProbeRefusal::ALL.map(|r| (r.as_str(), path.refused(r)));
+        let help = "Packets on the probe socket dropped, by reason (malformed, unknown_link, forged, replayed)";
+        counter_family(e, "probe_path_refused", help, "reason", refused)?;
+        let fallbacks = ProbeFallback::ALL.map(|r| (r.as_str(), path.fallbacks(r)));
+        let help = "Times a link gave up on the probe path after its hellos went unanswered and probes over QUIC until a backoff ends, by reason (unproven: never answered on the link, lost: answered before)";
+        counter_family(e, "probe_path_fallbacks", help, "reason", fallbacks)?;
+        let help = "Links whose probes go over the probe path (their peer offered it and answered a hello or probe on it)";
+        gauge(e, "probe_path_links", help, load(&path.links) as i64)?;
         let sent = counters
             .flow_probes_sent
             .load(std::sync::atomic::Ordering::Relaxed);

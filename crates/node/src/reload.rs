@@ -157,6 +157,7 @@ pub(crate) fn plan(
         ("identity", json(&running.identity), json(&new.identity)),
         ("discovery", json(&running.discovery), json(&new.discovery)),
         ("api", json(&running.api), json(&new.api)),
+        ("transport", json(&running.transport), json(&new.transport)),
         ("flows", json(&running.flows), json(&new.flows)),
     ];
     for (key, old, new) in sections {

@@ -246,6 +246,8 @@ pub(crate) struct Counters {
     pub dial_refusals: crate::dial_log::DialRefusals,
     /// Resolutions of static peers' host names by result (`peer_names`).
     pub name_resolutions: Arc<crate::peer_names::Resolutions>,
+    /// Packets on the probe path, sent, received and refused (`probe_path`).
+    pub probe_path: crate::probe_path::ProbePathCounters,
     /// Successful handshakes by key-exchange group (few distinct groups exist).
     kx_groups: Mutex<BTreeMap<String, u64>>,
 }

@@ -24,8 +24,12 @@ use crate::BindError;
 
 /// Server name the client presents; SPIFFE verifiers ignore DNS names.
 pub(crate) const SERVER_NAME: &str = "x0tta6bl4";
-/// Without traffic for this long a connection is closed (probes flow every 50 ms).
+/// Without traffic for this long a connection is closed.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(5);
+/// A connection that sent nothing for this long sends a PING: probes may flow outside
+/// it (`probe_path`), so without them an idle link's connection would time out. A
+/// fourth of the idle timeout, so that two lost PINGs in a row do not close it.
+const KEEP_ALIVE: Duration = Duration::from_millis(1250);
 /// Datagrams buffered per connection before the application reads them.
 const DATAGRAM_RECEIVE_BUFFER_BYTES: usize = 4 << 20;
 /// Datagrams buffered per connection for sending (the oldest is dropped beyond).
@@ -240,7 +244,7 @@ fn transport_config(initial_rtt: Duration) -> TransportConfig {
     let idle = quinn::IdleTimeout::from(VarInt::from_u32(idle_ms));
     transport
         .max_idle_timeout(Some(idle))
-        .keep_alive_interval(None)
+        .keep_alive_interval(Some(KEEP_ALIVE))
         .datagram_receive_buffer_size(Some(DATAGRAM_RECEIVE_BUFFER_BYTES))
         .datagram_send_buffer_size(DATAGRAM_SEND_BUFFER_BYTES)
         .max_concurrent_uni_streams(UNI_STREAMS_MAX.into())

@@ -6,7 +6,7 @@ mod common;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use common::{config, eventually, issue, write_config, Api};
+use common::{config, eventually, issue, restart, write_config, Api};
 use serde_json::{json, Value};
 use x0tta6bl4_node::{load_config, NodeHandle};
 
@@ -95,23 +95,6 @@ async fn stop_and_restart(
         restarted_at.elapsed()
     );
     b
-}
-
-/// Start node `name` again on `quic`, retrying while the old socket is released.
-async fn restart(dir: &std::path::Path, name: &str, quic: std::net::SocketAddr) -> NodeHandle {
-    let mut config = config(dir, name, &[]);
-    config.listen = quic;
-    let start = Instant::now();
-    loop {
-        match NodeHandle::start(config.clone()).await {
-            Ok(node) => return node,
-            Err(error) if start.elapsed() < Duration::from_secs(2) => {
-                eprintln!("restart: {error:#}; retrying");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            Err(error) => panic!("restart failed: {error:#}"),
-        }
-    }
 }
 
 async fn check_status_peers_topology(api_a: &Api) {

@@ -57,6 +57,23 @@ pub fn write_config(
     path
 }
 
+/// Start node `name` again on `quic`, retrying while the old socket is released.
+pub async fn restart(dir: &Path, name: &str, quic: std::net::SocketAddr) -> NodeHandle {
+    let mut config = config(dir, name, &[]);
+    config.listen = quic;
+    let start = Instant::now();
+    loop {
+        match NodeHandle::start(config.clone()).await {
+            Ok(node) => return node,
+            Err(error) if start.elapsed() < Duration::from_secs(2) => {
+                eprintln!("restart: {error:#}; retrying");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(error) => panic!("restart failed: {error:#}"),
+        }
+    }
+}
+
 pub struct Api {
     pub client: reqwest::Client,
     pub base: String,
