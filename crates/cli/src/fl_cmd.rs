@@ -9,6 +9,7 @@ use std::time::Duration;
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use x0tta6bl4_fl::bench::{self, AggregatorChoice, BenchConfig, BenchReport, DpTarget};
+use x0tta6bl4_fl::compress::Compression;
 use x0tta6bl4_fl::data::{default_data_dir, DataError, Dataset};
 use x0tta6bl4_fl::model::{ModelKind, TrainConfig};
 use x0tta6bl4_fl::{AttackKind, AttackParams, ServerOptimizer};
@@ -31,7 +32,7 @@ pub enum FlCommand {
     ///
     /// --json prints one object: dataset, model, aggregator, attack, byzantine,
     /// byzantine_participants, participants, per_round, non_iid, rounds, local_epochs,
-    /// batch, lr, momentum, server_lr, server_momentum, final_accuracy, accuracy_per_round, target, rounds_to_target, epsilon, delta,
+    /// batch, lr, momentum, server_lr, server_momentum, compression, final_accuracy, accuracy_per_round, target, rounds_to_target, epsilon, delta,
     /// noise_multiplier, epsilon_per_round, bytes_per_round, dense_bytes_per_round,
     /// refusals, failed_rounds, budget_exhausted, seed, signing (with --signed: keys,
     /// signatures, verifications, sign_seconds, verify_seconds, sign_us_mean,
@@ -146,6 +147,23 @@ pub struct FlBenchArgs {
     /// Quantize the top-k values to 8 bits.
     #[arg(long, requires = "top_k")]
     pub q8: bool,
+    /// Select the top k within each parameter tensor instead of over the whole model
+    /// (Deep Gradient Compression, Lin et al. 2018).
+    #[arg(long, requires = "top_k")]
+    pub top_k_per_tensor: bool,
+    /// Send parameter tensors of at most N values dense (DGC leaves small layers, as
+    /// biases, uncompressed); the top k is taken in the others.
+    #[arg(long, value_name = "N", requires = "top_k_per_tensor")]
+    pub top_k_dense_max: Option<usize>,
+    /// Momentum correction in [0, 1) with momentum factor masking (DGC): each
+    /// participant accumulates a velocity of its updates, not the updates, into its
+    /// error-feedback residual.
+    #[arg(long, value_name = "M", requires = "top_k")]
+    pub top_k_momentum: Option<f64>,
+    /// Sparsity warm-up (DGC): in rounds 1..=W the kept fraction falls exponentially
+    /// from dense to --top-k (FRACTION^(round/(W+1))).
+    #[arg(long, value_name = "W", requires = "top_k")]
+    pub top_k_warmup: Option<u64>,
     /// Dirichlet alpha of the label-skewed split across participants.
     #[arg(long, value_name = "ALPHA", default_value_t = 0.5)]
     pub non_iid: f64,
@@ -210,6 +228,11 @@ pub struct FlBenchArgs {
     /// Draw accuracy per round to this SVG file.
     #[arg(long, value_name = "FILE.svg")]
     pub plot: Option<PathBuf>,
+    /// Also draw the accuracy per round of an earlier run, from the object its --json
+    /// printed (e.g. the dense run next to a top-k one). Repeatable; read before the
+    /// run starts.
+    #[arg(long, value_name = "REPORT.json", requires = "plot")]
+    pub plot_with: Vec<PathBuf>,
     /// Commit every adopted round through an in-process committee (6 candidates, 4
     /// drawn per epoch, ECDSA P-256 keys kept in DIR/keys) and append it to the audit
     /// trail in DIR, models stored by hash. Created on first use; later runs extend it.
@@ -297,6 +320,7 @@ fn config(args: &FlBenchArgs) -> anyhow::Result<BenchConfig> {
     for (v, flag) in [
         (args.momentum, "--momentum"),
         (args.server_momentum, "--server-momentum"),
+        (args.top_k_momentum.unwrap_or(0.0), "--top-k-momentum"),
     ] {
         if !(v.is_finite() && (0.0..1.0).contains(&v)) {
             return Err(usage(
@@ -355,8 +379,15 @@ fn config(args: &FlBenchArgs) -> anyhow::Result<BenchConfig> {
         aggregator: args.aggregator,
         assumed_f: args.assumed_f,
         dp,
-        top_k: args.top_k,
-        q8: args.q8,
+        compression: Compression {
+            top_k: args.top_k,
+            q8: args.q8,
+            tensors: Vec::new(),
+            dense_max: args.top_k_dense_max.unwrap_or(0),
+            momentum: args.top_k_momentum.unwrap_or(0.0),
+            warmup_rounds: args.top_k_warmup.unwrap_or(0),
+        },
+        top_k_per_tensor: args.top_k_per_tensor,
         non_iid: (!args.iid).then_some(args.non_iid),
         rounds: args.rounds,
         seed: args.seed,
@@ -390,6 +421,7 @@ fn config(args: &FlBenchArgs) -> anyhow::Result<BenchConfig> {
 /// Run `fl bench`.
 pub async fn bench(args: FlBenchArgs) -> anyhow::Result<ExitCode> {
     let cfg = config(&args)?;
+    let earlier = earlier_runs(&args.plot_with)?;
     let dir = args.data_dir.clone().unwrap_or_else(default_data_dir);
     let train = Arc::new(load(&dir, &args.dataset, "train")?);
     let test = load(&dir, &args.dataset, "test")?;
@@ -442,7 +474,7 @@ pub async fn bench(args: FlBenchArgs) -> anyhow::Result<ExitCode> {
         )
     })?;
     if let Some(path) = &args.plot {
-        plot(&report, path).map_err(|e| {
+        plot(&report, &earlier, path).map_err(|e| {
             problem(
                 Exit::Failure,
                 format!("cannot draw the plot: {e}"),
@@ -523,10 +555,11 @@ fn summary(r: &BenchReport) -> String {
         );
     }
     s += &format!(
-        "update bytes per round {:.0} (dense {:.0}, {:.1}x fewer)\n",
+        "update bytes per round {:.0} (dense {:.0}, {:.1}x fewer; {})\n",
         r.bytes_per_round,
         r.dense_bytes_per_round,
-        r.dense_bytes_per_round / r.bytes_per_round.max(1.0)
+        r.dense_bytes_per_round / r.bytes_per_round.max(1.0),
+        r.compression
     );
     if !r.refusals.is_empty() {
         let parts: Vec<String> = r.refusals.iter().map(|(k, v)| format!("{k} {v}")).collect();
@@ -553,11 +586,61 @@ fn summary(r: &BenchReport) -> String {
     s
 }
 
-fn plot(r: &BenchReport, path: &Path) -> Result<(), Box<dyn std::error::Error>> {
+/// An earlier run drawn next to this one: its label and accuracy per round.
+struct EarlierRun {
+    label: String,
+    accuracy_per_round: Vec<f64>,
+}
+
+/// Read the reports given with --plot-with (the objects `fl bench --json` printed).
+fn earlier_runs(paths: &[PathBuf]) -> anyhow::Result<Vec<EarlierRun>> {
+    paths
+        .iter()
+        .map(|path| {
+            let bad = |what: String| {
+                usage(
+                    what,
+                    path.display(),
+                    "give the JSON object an earlier `fl bench --json` printed",
+                )
+            };
+            let text =
+                std::fs::read_to_string(path).map_err(|e| bad(format!("cannot read: {e}")))?;
+            let v: serde_json::Value =
+                serde_json::from_str(&text).map_err(|e| bad(format!("not JSON: {e}")))?;
+            let accuracy_per_round = v["accuracy_per_round"]
+                .as_array()
+                .and_then(|a| {
+                    a.iter()
+                        .map(serde_json::Value::as_f64)
+                        .collect::<Option<Vec<_>>>()
+                })
+                .filter(|a| !a.is_empty())
+                .ok_or_else(|| bad("no accuracy_per_round array of numbers".into()))?;
+            let label = v["compression"].as_str().unwrap_or("dense").to_string();
+            Ok(EarlierRun {
+                label,
+                accuracy_per_round,
+            })
+        })
+        .collect()
+}
+
+fn plot(
+    r: &BenchReport,
+    earlier: &[EarlierRun],
+    path: &Path,
+) -> Result<(), Box<dyn std::error::Error>> {
     use plotters::prelude::*;
     let root = SVGBackend::new(path, (800, 480)).into_drawing_area();
     root.fill(&WHITE)?;
-    let n = r.accuracy_per_round.len().max(1) as u64;
+    let n = earlier
+        .iter()
+        .map(|e| e.accuracy_per_round.len())
+        .chain([r.accuracy_per_round.len()])
+        .max()
+        .unwrap_or(1)
+        .max(2) as u64;
     let title = format!(
         "{} {} · {} · attack {}",
         r.dataset, r.model, r.aggregator, r.attack
@@ -573,13 +656,33 @@ fn plot(r: &BenchReport, path: &Path) -> Result<(), Box<dyn std::error::Error>> 
         .x_desc("round")
         .y_desc("test accuracy (%)")
         .draw()?;
-    chart.draw_series(LineSeries::new(
-        r.accuracy_per_round
-            .iter()
-            .enumerate()
-            .map(|(i, a)| (i as u64 + 1, 100.0 * a)),
-        &BLUE,
-    ))?;
+    let colours = [RED, GREEN, MAGENTA, CYAN, BLACK];
+    let runs = [(r.compression.as_str(), &r.accuracy_per_round, BLUE)]
+        .into_iter()
+        .chain(
+            earlier
+                .iter()
+                .zip(colours.iter().cycle())
+                .map(|(e, c)| (e.label.as_str(), &e.accuracy_per_round, *c)),
+        );
+    for (label, accuracy, colour) in runs {
+        chart
+            .draw_series(LineSeries::new(
+                accuracy
+                    .iter()
+                    .enumerate()
+                    .map(|(i, a)| (i as u64 + 1, 100.0 * a)),
+                &colour,
+            ))?
+            .label(label)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], colour));
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::LowerRight)
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()?;
     root.present()?;
     Ok(())
 }

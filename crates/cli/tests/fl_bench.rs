@@ -145,3 +145,95 @@ fn the_cnn_model_trains_and_is_named_in_the_report() {
     // It learns: 34 % after round 1, 77 % after round 5 at seed 1.
     assert!(acc[4] > acc[0] + 0.2 && acc[4] > 0.6, "{acc:?}");
 }
+
+/// Deep Gradient Compression's refinements of top-k reach the run and the report, and
+/// `--plot-with` draws an earlier run's curve (here the dense one) next to this run's.
+#[test]
+fn top_k_refinements_reach_the_report_and_plot_with_draws_the_dense_run() {
+    let Some(data) = common::digits_data() else {
+        return;
+    };
+    let d = path(&data);
+    let dir = tempfile::tempdir().unwrap();
+    let dense = bench(d, &[]);
+    assert_eq!(code(&dense), 0, "{}", stderr(&dense));
+    let dense_json = dir.path().join("dense.json");
+    std::fs::write(&dense_json, stdout(&dense)).unwrap();
+    let dense: serde_json::Value = serde_json::from_str(&stdout(&dense)).unwrap();
+    assert_eq!(dense["compression"], "dense");
+    let svg = dir.path().join("top-k.svg");
+    let out = bench(
+        d,
+        &[
+            "--top-k",
+            "0.05",
+            "--top-k-per-tensor",
+            "--top-k-dense-max",
+            "10",
+            "--top-k-momentum",
+            "0.5",
+            "--top-k-warmup",
+            "1",
+            "--plot",
+            path(&svg),
+            "--plot-with",
+            path(&dense_json),
+        ],
+    );
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let r: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let scheme = "top-k 0.05 per tensor, tensors of <= 10 dense, momentum correction 0.5, \
+                  warm-up 1 rounds, error feedback";
+    assert_eq!(r["compression"], scheme, "{r}");
+    // logreg on digits: a 64x10 weight (top 5 %: 32 values) and 10 biases (dense).
+    let (bytes, dense_bytes) = (
+        r["bytes_per_round"].as_f64().unwrap(),
+        r["dense_bytes_per_round"].as_f64().unwrap(),
+    );
+    assert!(bytes * 2.0 < dense_bytes, "{bytes} of {dense_bytes}");
+    let drawn = std::fs::read_to_string(&svg).unwrap();
+    // Each run's curve and its legend line, in its colour, and both labels.
+    assert_eq!(drawn.matches(r##"stroke="#0000FF""##).count(), 2, "{drawn}");
+    assert_eq!(drawn.matches(r##"stroke="#FF0000""##).count(), 2, "{drawn}");
+    assert!(
+        drawn.contains("\ntop-k 0.05 per tensor, tensors of &lt;= 10 dense"),
+        "{drawn}"
+    );
+    assert!(drawn.contains("\ndense\n"), "{drawn}");
+}
+
+#[test]
+fn bad_top_k_refinements_and_plot_with_files_are_usage_errors() {
+    // Checked before any data is read.
+    let dir = tempfile::tempdir().unwrap();
+    let not_json = dir.path().join("not.json");
+    std::fs::write(&not_json, "round 1: 90 %").unwrap();
+    let no_curve = dir.path().join("no-curve.json");
+    std::fs::write(&no_curve, r#"{"accuracy_per_round": []}"#).unwrap();
+    let svg = dir.path().join("x.svg");
+    for (args, names) in [
+        (
+            vec!["--top-k", "0.01", "--top-k-momentum", "1"],
+            "--top-k-momentum",
+        ),
+        (vec!["--top-k-warmup", "3"], "--top-k"),
+        (
+            vec!["--top-k", "0.01", "--top-k-dense-max", "9"],
+            "--top-k-per-tensor",
+        ),
+        (
+            vec!["--plot", path(&svg), "--plot-with", path(&not_json)],
+            "not.json",
+        ),
+        (
+            vec!["--plot", path(&svg), "--plot-with", path(&no_curve)],
+            "no-curve.json",
+        ),
+    ] {
+        let out = bench("/nonexistent", &args);
+        let err = stderr(&out);
+        assert_eq!(code(&out), 2, "{args:?}: {err}");
+        assert!(err.contains(names), "{args:?}: {err}");
+    }
+    assert!(!svg.exists());
+}

@@ -125,10 +125,12 @@ pub struct BenchConfig {
     pub assumed_f: Option<usize>,
     /// Client-level DP.
     pub dp: Option<DpTarget>,
-    /// Top-k fraction.
-    pub top_k: Option<f64>,
-    /// 8-bit quantization of top-k values.
-    pub q8: bool,
+    /// How participants compress their updates (top-k, 8-bit values, DGC's
+    /// refinements).
+    pub compression: Compression,
+    /// Select the top k per parameter tensor: the run sets [`Compression::tensors`]
+    /// to the model's tensor lengths.
+    pub top_k_per_tensor: bool,
     /// Dirichlet alpha for a label-skewed split (`None`: IID).
     pub non_iid: Option<f64>,
     /// Rounds.
@@ -300,6 +302,8 @@ pub struct BenchReport {
     pub server_lr: f64,
     /// Server momentum.
     pub server_momentum: f64,
+    /// How updates were sent (`dense`, or the top-k scheme).
+    pub compression: String,
     /// Accuracy after the last round.
     pub final_accuracy: f64,
     /// Accuracy after each round.
@@ -447,10 +451,10 @@ pub fn run_observed(
         let unsigned: Arc<dyn Signer> = Arc::new(NoSignatures);
         std::iter::repeat_n(unsigned, names.len() + 1).collect()
     };
-    let compression = Compression {
-        top_k: cfg.top_k,
-        q8: cfg.q8,
-    };
+    let mut compression = cfg.compression.clone();
+    if cfg.top_k_per_tensor {
+        compression.tensors = spec.shapes().iter().map(|s| s.iter().product()).collect();
+    }
     let mut participants: Vec<Participant> = names
         .iter()
         .enumerate()
@@ -475,7 +479,7 @@ pub fn run_observed(
                 coordinator.clone(),
                 Box::new(trainer),
                 behaviour,
-                compression,
+                compression.clone(),
                 signers[i + 1].clone(),
                 cfg.seed ^ (0x9e37_79b9_7f4a_7c15u64.wrapping_mul(i as u64 + 1)),
             )
@@ -540,6 +544,14 @@ pub fn run_observed(
     )
     .with_server_optimizer(cfg.server);
 
+    // Participants train when their model's last chunk arrives; those of a round train
+    // on parallel threads. Each is its own state machine with its own RNG, so the run
+    // is the same as on one thread, except for colluders, who share a pool.
+    let threads = if cfg.attack.colludes() {
+        1
+    } else {
+        std::thread::available_parallelism().map_or(1, usize::from)
+    };
     let index_of = |n: &NodeName| names.binary_search(n).ok();
     let latency = Duration::from_millis(1);
     // (deliver at, sequence, from (None = coordinator), to (None = coordinator), frame)
@@ -637,14 +649,16 @@ pub fn run_observed(
             return Err("the round stalled: nothing in flight and no timer".into());
         };
         now = now.max(next);
+        let mut inbox: Vec<Vec<Vec<u8>>> = vec![Vec::new(); participants.len()];
         while queue.peek().is_some_and(|Reverse(f)| f.0 <= now) {
             let Reverse((_, _, from, to, bytes)) = queue.pop().expect("peeked");
             match (from, to) {
-                (None, Some(i)) => participants[i].handle_message(now, &coordinator, &bytes),
+                (None, Some(i)) => inbox[i].push(bytes),
                 (Some(i), None) => coord.handle_message(now, &names[i], &bytes),
                 _ => {}
             }
         }
+        deliver(&mut participants, inbox, now, &coordinator, threads);
         if coord.poll_timeout().is_some_and(|t| t <= now) {
             coord.handle_timeout(now);
         }
@@ -681,6 +695,7 @@ pub fn run_observed(
         momentum: cfg.train.momentum,
         server_lr: cfg.server.lr,
         server_momentum: cfg.server.momentum,
+        compression: compression.describe(),
         final_accuracy: accuracy_per_round.last().copied().unwrap_or(0.0),
         rounds_to_target: records
             .iter()
@@ -723,6 +738,38 @@ pub fn run_observed(
         }),
         seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+/// Hand each participant its frames (`inbox[i]`, in order), participants split over
+/// up to `threads` threads: a frame that completes a round's model trains it.
+fn deliver(
+    participants: &mut [Participant],
+    inbox: Vec<Vec<Vec<u8>>>,
+    now: Instant,
+    from: &NodeName,
+    threads: usize,
+) {
+    let mut work: Vec<(&mut Participant, Vec<Vec<u8>>)> = participants
+        .iter_mut()
+        .zip(inbox)
+        .filter(|(_, frames)| !frames.is_empty())
+        .collect();
+    let per_thread = work.len().div_ceil(threads.max(1)).max(1);
+    let handle = |part: &mut [(&mut Participant, Vec<Vec<u8>>)]| {
+        for (p, frames) in part {
+            for f in frames.iter() {
+                p.handle_message(now, from, f);
+            }
+        }
+    };
+    if per_thread >= work.len() {
+        return handle(&mut work);
+    }
+    std::thread::scope(|s| {
+        for part in work.chunks_mut(per_thread) {
+            s.spawn(move || handle(part));
+        }
+    });
 }
 
 /// Participants' names, `p0000`, `p0001`, ...: zero-padded to one width so that name

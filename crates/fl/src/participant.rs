@@ -140,7 +140,7 @@ pub struct Participant {
     trainer: Box<dyn LocalTrainer>,
     behaviour: Behaviour,
     compression: Compression,
-    residual: Vec<f32>,
+    feedback: compress::Feedback,
     signer: Arc<dyn Signer>,
     rng: ChaCha8Rng,
     incoming: Option<Incoming>,
@@ -173,7 +173,7 @@ impl Participant {
             trainer,
             behaviour,
             compression,
-            residual: Vec::new(),
+            feedback: compress::Feedback::default(),
             signer,
             rng: ChaCha8Rng::seed_from_u64(seed),
             incoming: None,
@@ -381,7 +381,7 @@ impl Participant {
     }
 
     fn send(&mut self, round: u64, samples: u64, update: &[f32]) {
-        let payloads = compress::encode(update, &mut self.residual, self.compression);
+        let payloads = compress::encode(update, &mut self.feedback, &self.compression, round);
         let chunks = payloads.len() as u16;
         let mut bytes = 0;
         for (i, payload) in payloads.into_iter().enumerate() {

@@ -6,6 +6,7 @@ mod common;
 use std::sync::Arc;
 
 use x0tta6bl4_fl::bench::{self, AggregatorChoice, BenchConfig, BenchReport, DpTarget};
+use x0tta6bl4_fl::compress::Compression;
 use x0tta6bl4_fl::data::Dataset;
 use x0tta6bl4_fl::model::{ModelKind, TrainConfig};
 use x0tta6bl4_fl::{AttackKind, AttackParams, ServerOptimizer};
@@ -21,8 +22,8 @@ fn base() -> BenchConfig {
         aggregator: AggregatorChoice::FedAvg,
         assumed_f: None,
         dp: None,
-        top_k: None,
-        q8: false,
+        compression: Compression::default(),
+        top_k_per_tensor: false,
         non_iid: None,
         rounds: 8,
         seed: 1,
@@ -119,7 +120,7 @@ fn dp_reports_epsilon_within_budget_and_stops_at_it() {
 #[test]
 fn top_k_sends_far_fewer_bytes() {
     let mut cfg = base();
-    cfg.top_k = Some(0.05);
+    cfg.compression.top_k = Some(0.05);
     let Some(sparse) = run(&cfg) else { return };
     assert!(
         sparse.bytes_per_round * 5.0 < sparse.dense_bytes_per_round,
@@ -130,7 +131,7 @@ fn top_k_sends_far_fewer_bytes() {
         "{:?}",
         sparse.accuracy_per_round
     );
-    cfg.q8 = true;
+    cfg.compression.q8 = true;
     let q8 = run(&cfg).unwrap();
     assert!(q8.bytes_per_round < sparse.bytes_per_round);
     let mut mlp = base();
