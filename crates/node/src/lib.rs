@@ -37,6 +37,7 @@ mod metrics;
 mod outage;
 mod peer_names;
 mod policy;
+mod predictor;
 pub mod reload;
 mod renewal;
 mod revocation_store;
@@ -65,6 +66,7 @@ pub use config::{
     IdentitySource, NodeConfig, API_CONNECTIONS_MAX, PEERS_MAX,
 };
 pub use metrics::PREFIX as METRICS_PREFIX;
+pub use predictor::PredictorConfig;
 pub use state::{
     MessageRecord, PeerView, RouteView, ARRIVALS_PER_SOURCE_MAX, FLOW_SOURCES_MAX, MESSAGES_MAX,
 };
@@ -237,6 +239,8 @@ impl NodeHandle {
         let mut metrics = metrics::Metrics::new(shared.clone());
         let collector = telemetry::TelemetryCollector(telemetry.published());
         metrics.registry.register_collector(Box::new(collector));
+        let predictor_metrics = predictor::PredictorMetrics::register(&mut metrics.registry);
+        let predictor = predictor::Predictor::start(&config.predictor, predictor_metrics);
         let metrics = Arc::new(metrics);
         let (inputs_tx, inputs_rx) = mpsc::channel(INPUT_QUEUE_MAX);
         let (commands_tx, commands_rx) = mpsc::channel(COMMAND_QUEUE_MAX);
@@ -262,6 +266,7 @@ impl NodeHandle {
                 chaos: config.chaos.clone().map(chaos::Chaos::watch),
                 revocations,
                 telemetry,
+                predictor,
             },
             Advertise::new(&config.advertise, quic_addr),
         );
