@@ -656,7 +656,10 @@ mod tests {
         };
         let mut risk = LinkRisk::default();
         let mut f = features(0.5, 1);
-        assert_eq!(risk.observe("b", &f, 3, Some(&model)), (None, RiskAction::Keep));
+        assert_eq!(
+            risk.observe("b", &f, 3, Some(&model)),
+            (None, RiskAction::Keep)
+        );
         assert_eq!(risk.observe("b", &f, 3, Some(&model)).1, RiskAction::Keep);
         let (x, action) = risk.observe("b", &f, 3, Some(&model));
         assert_eq!((x.map(|x| x[0]), action), (Some(0.5), RiskAction::Raise));
@@ -666,11 +669,17 @@ mod tests {
         f.loss = 0.27;
         assert_eq!(risk.observe("b", &f, 3, Some(&model)).1, RiskAction::Keep);
         f.loss = 0.1;
-        assert_eq!(risk.observe("b", &f, 3, Some(&model)).1, RiskAction::Restore);
+        assert_eq!(
+            risk.observe("b", &f, 3, Some(&model)).1,
+            RiskAction::Restore
+        );
         assert_eq!((risk.predictions, risk.invalid_outputs), (4, 0));
         // Down: the window starts again.
         f.up = false;
-        assert_eq!(risk.observe("b", &f, 3, Some(&model)), (None, RiskAction::Keep));
+        assert_eq!(
+            risk.observe("b", &f, 3, Some(&model)),
+            (None, RiskAction::Keep)
+        );
         f.up = true;
         assert_eq!(risk.observe("b", &f, 3, Some(&model)).0, None);
         // NaN parameters give NaN: counted, nothing done.

@@ -64,7 +64,10 @@ async fn peer_state(api: &Api, name: &str) -> String {
     peers
         .as_array()
         .and_then(|p| p.iter().find(|p| p["name"] == name))
-        .map_or_else(|| "absent".into(), |p| p["state"].as_str().unwrap().to_owned())
+        .map_or_else(
+            || "absent".into(),
+            |p| p["state"].as_str().unwrap().to_owned(),
+        )
 }
 
 async fn next_hop(api: &Api, destination: &str) -> Option<String> {
@@ -129,9 +132,11 @@ async fn a_ramped_loss_link_is_raised_before_it_is_cut_and_restored_when_it_reco
         ramp.elapsed()
     );
     assert_eq!(state, "up", "raised before the link was cut");
-    eventually(Duration::from_secs(5), "a's route to c moves to b", || async {
-        next_hop(&api, "c").await.as_deref() == Some("b")
-    })
+    eventually(
+        Duration::from_secs(5),
+        "a's route to c moves to b",
+        || async { next_hop(&api, "c").await.as_deref() == Some("b") },
+    )
     .await;
 
     // The loss lifts: the link gets its measured cost back and carries the route again.
@@ -141,9 +146,11 @@ async fn a_ramped_loss_link_is_raised_before_it_is_cut_and_restored_when_it_reco
         metric(&api, "x0tta6bl4_link_risk_restores_total").await >= 1.0
     })
     .await;
-    eventually(Duration::from_secs(10), "a reaches c directly again", || async {
-        next_hop(&api, "c").await.as_deref() == Some("c")
-    })
+    eventually(
+        Duration::from_secs(10),
+        "a reaches c directly again",
+        || async { next_hop(&api, "c").await.as_deref() == Some("c") },
+    )
     .await;
 
     // The cut: a's route to c stays on b.

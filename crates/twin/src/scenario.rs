@@ -821,11 +821,8 @@ impl Ramp {
         recover: f64,
     ) -> Ramp {
         let between = |rng: &mut Rng, lo: f64, hi: f64| lo + (hi - lo) * rng.unit();
-        let ramp = Duration::from_secs_f64(between(
-            rng,
-            ramp_min.as_secs_f64(),
-            ramp_max.as_secs_f64(),
-        ));
+        let ramp =
+            Duration::from_secs_f64(between(rng, ramp_min.as_secs_f64(), ramp_max.as_secs_f64()));
         let peak_loss = between(rng, loss / 3.0, loss);
         let peak_jitter = between(rng, jitter.as_secs_f64() / 3.0, jitter.as_secs_f64());
         let shape = rng.below(4);
