@@ -1402,6 +1402,24 @@ mod tests {
                 "{bad}"
             );
         }
-        assert_eq!("both".parse::<RouterChoice>().unwrap().kinds().len(), 3);
+        assert_eq!("both".parse::<RouterChoice>().unwrap().kinds(&[]).len(), 3);
+        let routings = [TwinRouting::Cost, TwinRouting::Etx];
+        let keys: Vec<&str> = RouterChoice::Both
+            .kinds(&routings)
+            .iter()
+            .map(Kind::key)
+            .collect();
+        assert_eq!(
+            keys,
+            ["x0tta6bl4", "x0tta6bl4-etx", "babeld", "babeld-default"]
+        );
+        let mut etx = options("ring", 4, "node-kill");
+        etx.routings = vec![TwinRouting::Etx];
+        let dir = std::path::Path::new("/nonexistent");
+        let sections = node_sections(&etx, Routing::Etx, dir, None).unwrap();
+        assert_eq!(sections["protocol"]["link_cost"].as_str(), Some("etx"));
+        assert!(node_sections(&etx, Routing::Predict, dir, None).is_err());
+        etx.protocol.insert("link_cost".into(), "etx".into());
+        assert!(matches!(prepare(&etx), Err(LabError::Usage { .. })));
     }
 }
