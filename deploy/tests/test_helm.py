@@ -35,6 +35,7 @@ VARIANTS = {
     "federation": {"node": {"federation": {
         "partner.example": "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"}}},
     "api-mtls": {"node": {"apiMtls": True}, "serviceMonitor": {"enabled": True}},
+    "predictor": {"node": {"predictor": "{\"format\": \"x0tta6bl4-link-predictor/1\"}\n"}},
     "minimal": {"replicas": 1, "serviceMonitor": {"enabled": False},
                 "podDisruptionBudget": {"enabled": False}, "networkPolicy": {"enabled": False}},
 }

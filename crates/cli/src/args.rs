@@ -150,8 +150,8 @@ pub struct LabRunArgs {
     #[arg(long, value_name = "N", default_value_t = 4)]
     pub nodes: usize,
     /// Fault: node-kill, node-pause, node-restart, link-down, partition, asym-partition,
-    /// loss, delay, bandwidth, cpu-stress, mem-stress, svid-expiry, revoke or byzantine
-    /// (see below).
+    /// loss, delay, bandwidth, cpu-stress, mem-stress, svid-expiry, revoke, byzantine or
+    /// degrade-then-fail (see below).
     #[arg(long, value_name = "FAULT[:params]", default_value = "node-kill")]
     pub scenario: String,
     /// Iterations of the fault per router.
@@ -173,7 +173,11 @@ pub struct LabRunArgs {
     /// {mttr_ms, error_p50, error_p95}, lab_cpu_s}. svid-expiry and revoke add to
     /// x0tta6bl4's entry identity {links_closed, reconnects_refused, readmitted};
     /// --node-cpu/--node-memory add budget {cgroup, cpu, memory_bytes,
-    /// cpu_throttled_periods, cpu_throttled_s, oom_kills}.
+    /// cpu_throttled_periods, cpu_throttled_s, oom_kills}. x0tta6bl4 routers add routing
+    /// {probes_sent, probes_delivered, delivery_ratio, predictor_raises,
+    /// healing_reroutes, unneeded_reroutes, link_hours,
+    /// unneeded_reroutes_per_link_hour}; --routing names them x0tta6bl4 (cost),
+    /// x0tta6bl4-etx and x0tta6bl4-predict.
     #[arg(long)]
     pub json: bool,
     /// Write the MTTR CDFs of every router and the twin as an SVG plot.
@@ -206,6 +210,20 @@ pub struct LabRunArgs {
     /// like node.toml; the report's numbers are then of those settings, not the defaults.
     #[arg(long, value_name = "KEY=VALUE,...")]
     pub node_protocol: Option<String>,
+    /// How the x0tta6bl4 nodes cost their links, as `twin run --routing`: cost (the
+    /// protocol's measured cost, the default), etx (`link_cost = "etx"`), predict (the
+    /// measured cost and the link-failure predictor of --predictor in every node,
+    /// `[predictor] model`). Several, comma-separated (e.g. cost,etx,predict), run as
+    /// routers of their own one after the other on the same faults, side by side in the
+    /// report (routers x0tta6bl4, x0tta6bl4-etx, x0tta6bl4-predict). ppo is not
+    /// available yet.
+    #[arg(long, value_name = "cost|etx|predict[,...]")]
+    pub routing: Option<String>,
+    /// The link-failure predictor for --routing predict: a model file written by
+    /// `x0tta6bl4 twin train-predictor` (refused before anything runs when its hash check
+    /// fails).
+    #[arg(long, value_name = "MODEL.json")]
+    pub predictor: Option<PathBuf>,
 }
 
 /// `x0tta6bl4 lab soak`.

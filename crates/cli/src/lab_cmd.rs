@@ -88,6 +88,13 @@ pub async fn run(args: &LabRunArgs) -> anyhow::Result<ExitCode> {
                 .map_err(|e| lab_problem(e, "--node-protocol"))?,
             None => Default::default(),
         },
+        routings: match (&args.routing, &args.predictor) {
+            (None, None) => Vec::new(),
+            (routing, predictor) => crate::twin_predict::routings(
+                routing.as_deref().unwrap_or("cost"),
+                predictor.as_deref(),
+            )?,
+        },
     };
     let bar = spinner(args.json);
     let progress_bar = bar.clone();

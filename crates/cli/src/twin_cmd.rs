@@ -193,7 +193,7 @@ pub async fn run(args: &TwinRunArgs) -> anyhow::Result<ExitCode> {
         options.threads = threads.max(1);
     }
     options.start = args.start;
-    let routings = crate::twin_predict::routings(args)?;
+    let routings = crate::twin_predict::routings(&args.routing, args.predictor.as_deref())?;
     if shard.is_some() && (routings.len() > 1 || routings[0].name() != "cost") {
         return Err(usage(
             "--shard runs the default routing only",

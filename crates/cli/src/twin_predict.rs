@@ -1,5 +1,6 @@
 //! `twin train-predictor` and the routings of `twin run --routing`.
 
+use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -8,20 +9,21 @@ use x0tta6bl4_proto::LinkCost;
 use x0tta6bl4_twin::predict::{self, Routing};
 use x0tta6bl4_twin::{Report, RunOptions};
 
-use crate::args::{TwinRunArgs, TwinTrainPredictorArgs};
+use crate::args::TwinTrainPredictorArgs;
 use crate::problem::{problem, Exit};
 use crate::twin_cmd::{parse_scenario, scenario_topology, usage};
 
-/// The routings `--routing` names, each checked (a predictor file is loaded and its hash
-/// checked here: a file that fails is refused before anything runs).
-pub fn routings(args: &TwinRunArgs) -> anyhow::Result<Vec<Routing>> {
+/// The routings `--routing` names (`twin run`, `lab run`), each checked (a predictor
+/// file is loaded and its hash checked here: a file that fails is refused before
+/// anything runs).
+pub fn routings(spec: &str, predictor: Option<&Path>) -> anyhow::Result<Vec<Routing>> {
     let mut out = Vec::new();
-    for name in args.routing.split(',').map(str::trim) {
+    for name in spec.split(',').map(str::trim) {
         let routing = match name {
             "cost" => Routing::Cost,
             "etx" => Routing::Etx,
             "predict" => {
-                let Some(path) = &args.predictor else {
+                let Some(path) = predictor else {
                     return Err(usage(
                         "--routing predict needs a link-failure predictor",
                         "--routing predict",
@@ -47,7 +49,7 @@ pub fn routings(args: &TwinRunArgs) -> anyhow::Result<Vec<Routing>> {
             other => {
                 return Err(usage(
                     format!("unknown routing {other:?}"),
-                    format!("--routing {}", args.routing),
+                    format!("--routing {spec}"),
                     "use cost, etx or predict, or several comma-separated (cost,etx,predict)",
                 ))
             }
@@ -55,13 +57,13 @@ pub fn routings(args: &TwinRunArgs) -> anyhow::Result<Vec<Routing>> {
         if out.iter().any(|r: &Routing| r.name() == routing.name()) {
             return Err(usage(
                 format!("{name} given twice"),
-                format!("--routing {}", args.routing),
+                format!("--routing {spec}"),
                 "name each routing once",
             ));
         }
         out.push(routing);
     }
-    if args.predictor.is_some() && !out.iter().any(|r| matches!(r, Routing::Predict(_))) {
+    if predictor.is_some() && !out.iter().any(|r| matches!(r, Routing::Predict(_))) {
         return Err(usage(
             "--predictor without --routing predict",
             "--predictor",

@@ -89,7 +89,8 @@ fn assert_router(report: &serde_json::Value, name: &str) {
     let mut k = keys(r);
     k.sort();
     // Identity faults add what the mesh did about the node (asserted by their test).
-    k.retain(|k| k != "identity" && k != "budget");
+    // x0tta6bl4 adds its routing figures (asserted below).
+    k.retain(|k| k != "identity" && k != "budget" && k != "routing");
     assert_eq!(
         k,
         [
@@ -133,6 +134,18 @@ fn assert_router(report: &serde_json::Value, name: &str) {
         "{report}"
     );
     assert!(res["load_average_start"][0].as_f64().is_some(), "{report}");
+    if name.starts_with("x0tta6bl4") {
+        let g = &r["routing"];
+        let delivery = g["delivery_ratio"].as_f64().expect("a delivery ratio");
+        assert!(delivery > 0.0 && delivery <= 1.0, "{report}");
+        assert!(g["link_hours"].as_f64() > Some(0.0), "{report}");
+        assert!(
+            g["unneeded_reroutes_per_link_hour"].as_f64().is_some(),
+            "{report}"
+        );
+    } else {
+        assert!(r.get("routing").is_none(), "{report}");
+    }
     let false_downs = r["false_down_events"].as_u64().expect("a count");
     // Bounded for our protocol; babeld's are counted (and compared in the soak).
     assert!(
@@ -612,5 +625,116 @@ fn a_budgeted_sampled_run_heals_and_reports_its_cgroups() {
             .filter(|n| n.starts_with(name))
             .collect();
         assert!(left.is_empty(), "{root}: {left:?} left behind");
+    }
+}
+
+/// A model that predicts a failure from the probe loss alone: P(down within 2 s) =
+/// sigmoid(20 x loss - 6), threshold 0.5 (a round-trip loss of 0.3 raises the link).
+fn loss_predictor(dir: &std::path::Path) -> PathBuf {
+    use x0tta6bl4_fl::linkpredict::{spec, PredictorFile, PredictorModel};
+    let mut params = vec![0.0_f32; spec().num_params()];
+    params[1] = 20.0; // loss now -> "down"
+    params[13] = -6.0; // bias of "down"
+    let model = PredictorModel {
+        horizon_ms: 2000,
+        sample_interval_ms: 100,
+        window: 10,
+        threshold: 0.5,
+        params,
+    };
+    let path = dir.join("predictor.json");
+    PredictorFile::save(&model, &path).unwrap();
+    path
+}
+
+/// `--routing cost,etx,predict` on `degrade-then-fail`: the three routings run as
+/// routers of their own on the same ramps (loss stepped by nftables, then the cut);
+/// each heals and reports delivery and reroutes; only predict's nodes raise links, and
+/// they do while the ramps run (before the cut: the iterations are all cuts here).
+#[test]
+fn routings_side_by_side_on_degrade_then_fail() {
+    if !lab_prerequisites(&[]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let model = loss_predictor(dir.path());
+    let report = lab_json(&[
+        "--topology",
+        "ring",
+        "--nodes",
+        "6",
+        "--scenario",
+        "degrade-then-fail:recover=0,ramp_min_ms=1500,ramp_max_ms=2500,loss=0.6",
+        "--iterations",
+        "2",
+        "--routing",
+        "cost,etx,predict",
+        "--predictor",
+        model.to_str().unwrap(),
+    ]);
+    let mut routers = keys(&report["routers"]);
+    routers.sort();
+    assert_eq!(
+        routers,
+        ["x0tta6bl4", "x0tta6bl4-etx", "x0tta6bl4-predict"],
+        "{report}"
+    );
+    for name in &routers {
+        assert_router(&report, name);
+        let mttr = &report["routers"][name]["mttr_ms"];
+        assert!(mttr["samples"].as_u64() > Some(0), "{name}: {report}");
+    }
+    let raises = |name: &str| report["routers"][name]["routing"]["predictor_raises"].as_u64();
+    assert_eq!(raises("x0tta6bl4"), Some(0), "{report}");
+    assert_eq!(raises("x0tta6bl4-etx"), Some(0), "{report}");
+    assert!(raises("x0tta6bl4-predict") > Some(0), "{report}");
+    assert!(
+        report["twin"]["mttr_ms"]["samples"].as_u64() > Some(0),
+        "{report}"
+    );
+}
+
+#[test]
+fn bad_routings_and_models_are_refused_before_the_lab_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = loss_predictor(dir.path());
+    let tampered = dir.path().join("tampered.json");
+    let text = std::fs::read_to_string(&model).unwrap();
+    std::fs::write(&tampered, text.replacen("20.0", "21.0", 1)).unwrap();
+    for (args, says) in [
+        (vec!["--routing", "ppo"], "not available yet"),
+        (vec!["--routing", "cost,predict"], "--predictor"),
+        (vec!["--routing", "cost,cost"], "given twice"),
+        (
+            vec!["--predictor", model.to_str().unwrap()],
+            "--routing predict",
+        ),
+        (
+            vec![
+                "--routing",
+                "predict",
+                "--predictor",
+                tampered.to_str().unwrap(),
+            ],
+            "hash check failed",
+        ),
+        (
+            vec!["--routing", "etx", "--node-protocol", "link_cost=\"etx\""],
+            "--node-protocol link_cost",
+        ),
+        (
+            vec!["--scenario", "degrade-then-fail:jitter_ms=5"],
+            "jitter_ms",
+        ),
+    ] {
+        let mut all = vec!["lab", "run"];
+        all.extend_from_slice(&args);
+        let output = run(&all);
+        assert_eq!(code(&output), 2, "{args:?}: {}", stderr(&output));
+        assert!(
+            stderr(&output).contains(says),
+            "{args:?}: {}",
+            stderr(&output)
+        );
     }
 }

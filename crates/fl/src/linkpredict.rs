@@ -97,6 +97,91 @@ impl LinkWindow {
     }
 }
 
+/// Factor on a link's cost while its failure is predicted: a 2-hop detour over clean
+/// links costs less than a raised link, so flows move.
+pub const RISK_FACTOR: f64 = 20.0;
+
+/// What one prediction asks of a link's cost.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RiskAction {
+    /// Leave it (no prediction yet, an invalid one, or no change of side).
+    Keep,
+    /// The prediction reached the threshold on a link not raised: raise it.
+    Raise,
+    /// The prediction fell below half the threshold on a raised link: restore it.
+    Restore,
+}
+
+/// The prediction loop over one node's (or, in the twin, every node's) links: each
+/// link's window and the decision from each sample. The twin
+/// (`x0tta6bl4_twin::predict::PredictorLoop`) and the daemon (`x0tta6bl4_node`'s
+/// predictor) both run it every `sample_interval_ms` and call
+/// `x0tta6bl4_proto::Node::set_link_risk` with [`RISK_FACTOR`] on
+/// [`RiskAction::Raise`] and 1 on [`RiskAction::Restore`].
+#[derive(Clone, Debug)]
+pub struct LinkRisk<K> {
+    windows: std::collections::BTreeMap<K, LinkWindow>,
+    /// Predictions made.
+    pub predictions: u64,
+    /// Predictions that were NaN or outside 0..1: ignored (the link keeps its cost).
+    pub invalid_outputs: u64,
+}
+
+impl<K> Default for LinkRisk<K> {
+    fn default() -> Self {
+        LinkRisk {
+            windows: std::collections::BTreeMap::new(),
+            predictions: 0,
+            invalid_outputs: 0,
+        }
+    }
+}
+
+impl<K: Ord> LinkRisk<K> {
+    /// One sample `f` of link `key` into a window of `window` samples. Returns the
+    /// window's features once it is full and, with a `model`, what to do with the
+    /// link's cost. A link that is down forgets its window.
+    pub fn observe(
+        &mut self,
+        key: K,
+        f: &LinkFeatures,
+        window: usize,
+        model: Option<&PredictorModel>,
+    ) -> (Option<[f32; FEATURES]>, RiskAction) {
+        let w = self.windows.entry(key).or_default();
+        if !f.up {
+            w.clear();
+            return (None, RiskAction::Keep);
+        }
+        w.push(f, window);
+        let Some(x) = w.features(window) else {
+            return (None, RiskAction::Keep);
+        };
+        let Some(model) = model else {
+            return (Some(x), RiskAction::Keep);
+        };
+        let p = model.predict(&x);
+        self.predictions += 1;
+        if !valid_probability(p) {
+            self.invalid_outputs += 1;
+            return (Some(x), RiskAction::Keep);
+        }
+        let action = if p >= model.threshold && f.risk_factor == 1.0 {
+            RiskAction::Raise
+        } else if p < model.threshold / 2.0 && f.risk_factor > 1.0 {
+            RiskAction::Restore
+        } else {
+            RiskAction::Keep
+        };
+        (Some(x), action)
+    }
+
+    /// Forget the windows of links for which `keep` is false (neighbours gone).
+    pub fn retain(&mut self, mut keep: impl FnMut(&K) -> bool) {
+        self.windows.retain(|k, _| keep(k));
+    }
+}
+
 /// A trained predictor and how to run it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -552,5 +637,61 @@ mod tests {
         let bytes = serde_json::to_vec(&file).unwrap();
         assert!(PredictorFile::from_bytes(&bytes, "p.json").is_err());
         assert!(!valid_probability(f64::NAN) && !valid_probability(1.5));
+    }
+
+    /// The shared loop: no decision before the window is full, a raise at the
+    /// threshold, none while raised, a restore below half of it, invalid outputs
+    /// counted and ignored, and a link that goes down forgets its window.
+    #[test]
+    fn link_risk_raises_at_the_threshold_and_restores_below_half_of_it() {
+        let mut params = vec![0.0_f32; spec().num_params()];
+        params[1] = 20.0; // loss now -> "down"
+        params[13] = -6.0; // p = sigmoid(20 loss - 6): 0.5 at loss 0.3
+        let model = PredictorModel {
+            horizon_ms: 2000,
+            sample_interval_ms: 100,
+            window: 3,
+            threshold: 0.5,
+            params,
+        };
+        let mut risk = LinkRisk::default();
+        let mut f = features(0.5, 1);
+        assert_eq!(
+            risk.observe("b", &f, 3, Some(&model)),
+            (None, RiskAction::Keep)
+        );
+        assert_eq!(risk.observe("b", &f, 3, Some(&model)).1, RiskAction::Keep);
+        let (x, action) = risk.observe("b", &f, 3, Some(&model));
+        assert_eq!((x.map(|x| x[0]), action), (Some(0.5), RiskAction::Raise));
+        f.risk_factor = RISK_FACTOR;
+        assert_eq!(risk.observe("b", &f, 3, Some(&model)).1, RiskAction::Keep);
+        // p(0.27) = 0.354: above half the threshold, the link stays raised.
+        f.loss = 0.27;
+        assert_eq!(risk.observe("b", &f, 3, Some(&model)).1, RiskAction::Keep);
+        f.loss = 0.1;
+        assert_eq!(
+            risk.observe("b", &f, 3, Some(&model)).1,
+            RiskAction::Restore
+        );
+        assert_eq!((risk.predictions, risk.invalid_outputs), (4, 0));
+        // Down: the window starts again.
+        f.up = false;
+        assert_eq!(
+            risk.observe("b", &f, 3, Some(&model)),
+            (None, RiskAction::Keep)
+        );
+        f.up = true;
+        assert_eq!(risk.observe("b", &f, 3, Some(&model)).0, None);
+        // NaN parameters give NaN: counted, nothing done.
+        let mut nan = model.clone();
+        nan.params[13] = f32::NAN;
+        let mut risk = LinkRisk::default();
+        let f = features(0.9, 1);
+        for _ in 0..5 {
+            assert_eq!(risk.observe(1u32, &f, 3, Some(&nan)).1, RiskAction::Keep);
+        }
+        assert_eq!((risk.predictions, risk.invalid_outputs), (3, 3));
+        risk.retain(|_| false);
+        assert_eq!(risk.observe(1u32, &f, 3, None), (None, RiskAction::Keep));
     }
 }

@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use x0tta6bl4_proto::Rng;
-use x0tta6bl4_twin::scenario::parse_params;
+use x0tta6bl4_twin::scenario::{parse_params, Ramp};
 use x0tta6bl4_twin::{Scenario, Targets, Topology};
 
 use crate::LabError;
@@ -30,13 +30,19 @@ svid-expiry[:ttl_s=S]           a node gets an SVID valid for S s (default 8), n
                                 at its notAfter its neighbours close their links and refuse
                                 its reconnects; recovery: a fresh SVID and a restart
                                 (x0tta6bl4 only)
+degrade-then-fail[:recover=P,ramp_min_ms=A,ramp_max_ms=B,loss=L]
+                                one link's loss ramps up (nftables, both directions, a step
+                                every 50 ms) over A..B ms (default 1000..4000) on a random
+                                shape to a random peak in L/3..L (default 0.6), then the
+                                link goes down; with chance P (default 0.3) it ramps back
+                                down instead and never fails (the twin's scenario, loss only)
 revoke                          `x0tta6bl4 ca revoke --api` of a node, handed to one of its
                                 neighbours and flooded; every node drops and refuses it;
                                 recovery: a new CA and fresh SVIDs for the whole mesh
                                 (a revocation is permanent) (x0tta6bl4 only)";
 
 /// Names in the catalogue, in the order of the issue.
-pub const CATALOGUE: [&str; 14] = [
+pub const CATALOGUE: [&str; 15] = [
     "node-kill",
     "node-pause",
     "node-restart",
@@ -51,6 +57,7 @@ pub const CATALOGUE: [&str; 14] = [
     "svid-expiry",
     "revoke",
     "byzantine",
+    "degrade-then-fail",
 ];
 
 /// A fault with its parameters.
@@ -118,6 +125,16 @@ pub enum Fault {
     },
     /// The CA revokes a node.
     Revoke,
+    /// One link's loss ramps up, then the link goes down (or the ramp recovers): the
+    /// twin's `degrade-then-fail`, loss only.
+    DegradeThenFail {
+        /// Chance that a ramp recovers instead of failing.
+        recover: f64,
+        /// Shortest and longest ramp.
+        ramp: (Duration, Duration),
+        /// Most loss a ramp adds.
+        loss: f64,
+    },
 }
 
 /// What the lab measured that the twin's models take as parameters.
@@ -143,6 +160,8 @@ pub struct Plan {
     pub stressed: Vec<usize>,
     /// Group of every node, for partitions.
     pub groups: Option<Vec<usize>>,
+    /// degrade-then-fail: the ramp of the link in `links`.
+    pub ramp: Option<x0tta6bl4_twin::scenario::Ramp>,
 }
 
 impl Plan {
@@ -254,6 +273,24 @@ impl std::str::FromStr for Fault {
                     .copied()
                     .unwrap_or(3_000.0)),
             },
+            "degrade-then-fail" => {
+                // The twin's parser and checks; the lab ramps loss on one link only.
+                get(&["recover", "ramp_min_ms", "ramp_max_ms", "loss"])?;
+                match spec.parse::<Scenario>().map_err(|e| usage(e.to_string()))? {
+                    Scenario::DegradeThenFail {
+                        recover,
+                        ramp_min,
+                        ramp_max,
+                        loss,
+                        ..
+                    } => Fault::DegradeThenFail {
+                        recover,
+                        ramp: (ramp_min, ramp_max),
+                        loss,
+                    },
+                    other => unreachable!("the twin parsed {spec} as {other:?}"),
+                }
+            }
             "byzantine" => Fault::Byzantine {
                 hold: ms(get(&["hold_ms"])?
                     .get("hold_ms")
@@ -358,6 +395,15 @@ impl Fault {
                 ms(hold)
             ),
             Fault::Byzantine { hold } => format!("byzantine:count=1,hold_ms={}", ms(hold)),
+            Fault::DegradeThenFail {
+                recover,
+                ramp: (min, max),
+                loss,
+            } => format!(
+                "degrade-then-fail:links=1,recover={recover},ramp_min_ms={},ramp_max_ms={},loss={loss},jitter_ms=0",
+                ms(min),
+                ms(max)
+            ),
         };
         let scenario = spec.parse::<Scenario>().map_err(|e| {
             LabError::failed(format!("the twin refused the scenario of this fault: {e}"))
@@ -392,7 +438,8 @@ impl Fault {
             Fault::LinkDown
             | Fault::Loss { .. }
             | Fault::Delay { .. }
-            | Fault::Bandwidth { .. } => {
+            | Fault::Bandwidth { .. }
+            | Fault::DegradeThenFail { .. } => {
                 let candidates: Vec<usize> = (0..topology.links.len())
                     .filter(|&l| connected_without(topology, &[], &[l]))
                     .collect();
@@ -402,8 +449,17 @@ impl Fault {
                         "use a ring, grid or denser topology",
                     )
                 })?;
+                let ramp = match self {
+                    Fault::DegradeThenFail {
+                        recover,
+                        ramp,
+                        loss,
+                    } => Some(Ramp::draw(rng, *ramp, *loss, Duration::ZERO, *recover)),
+                    _ => None,
+                };
                 Ok(Plan {
                     links: vec![link],
+                    ramp,
                     ..Plan::default()
                 })
             }

@@ -33,7 +33,7 @@ pub mod soak;
 
 pub use budget::Budget;
 pub use fault::{Fault, FAULT_HELP};
-pub use report::{FlowsReport, IdentityEffect, LabReport, RouterReport, TwinSide};
+pub use report::{FlowsReport, IdentityEffect, LabReport, RouterReport, RoutingFigures, TwinSide};
 pub use run::{run, Options, RouterChoice};
 
 /// Why the lab could not run or finish, split by who has to act.

@@ -328,6 +328,28 @@ impl Net {
     /// [`Net::drop_on_link`] for several links `(l, from_a, from_b)` at one instant (see
     /// [`NftBatch`]); returns that instant (Unix µs).
     pub fn drop_on_links(&self, links: &[(usize, bool, bool)], rate: f64) -> Result<u64, LabError> {
+        let mut batch = NftBatch::default();
+        self.add_drops(&mut batch, links, rate);
+        batch.fire()
+    }
+
+    /// Set the random loss of link `l`, both directions, to `rate` (0: none), replacing
+    /// the link faults on its ends, at one instant; returns it (Unix µs). The
+    /// degrade-then-fail fault steps a link's loss with it.
+    pub fn set_link_loss(&self, l: usize, rate: f64) -> Result<u64, LabError> {
+        let mut batch = NftBatch::default();
+        let e = &self.edges[l];
+        for node in [e.a, e.b] {
+            batch.add(&self.nodes[node].ns, &Self::delete_fault_table());
+        }
+        if rate > 0.0 {
+            self.add_drops(&mut batch, &[(l, true, true)], rate);
+        }
+        batch.fire()
+    }
+
+    /// Add to `batch` the rules of [`Net::drop_on_links`].
+    fn add_drops(&self, batch: &mut NftBatch, links: &[(usize, bool, bool)], rate: f64) {
         let condition = if rate < 1.0 {
             format!(
                 "numgen random mod 1000 < {} ",
@@ -336,7 +358,6 @@ impl Net {
         } else {
             String::new()
         };
-        let mut batch = NftBatch::default();
         for &(l, from_a, from_b) in links {
             let e = &self.edges[l];
             // a's side: what leaves a toward b; b's side (when both): what leaves b toward a.
@@ -353,7 +374,13 @@ impl Net {
                 );
             }
         }
-        batch.fire()
+    }
+
+    /// nft input that removes the link-fault table, whether or not it exists.
+    fn delete_fault_table() -> String {
+        // Declared first, so the delete also works where the fault put no rule
+        // (one end of an asymmetric partition); nft 1.0.6 lacks `destroy`.
+        format!("table inet {FAULT_TABLE}\ndelete table inet {FAULT_TABLE}\n")
     }
 
     /// Lift the link faults on `links` (both ends) at one instant; returns it (Unix µs).
@@ -368,12 +395,7 @@ impl Net {
     fn remove_fault_tables(&self, nodes: impl Iterator<Item = usize>) -> Result<u64, LabError> {
         let mut batch = NftBatch::default();
         for node in nodes {
-            batch.add(
-                &self.nodes[node].ns,
-                // Declared first, so the delete also works where the fault put no rule
-                // (one end of an asymmetric partition); nft 1.0.6 lacks `destroy`.
-                &format!("table inet {FAULT_TABLE}\ndelete table inet {FAULT_TABLE}\n"),
-            );
+            batch.add(&self.nodes[node].ns, &Self::delete_fault_table());
         }
         batch.fire()
     }

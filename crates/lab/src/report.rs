@@ -32,6 +32,57 @@ pub struct RouterReport {
     /// the node, summed over iterations.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub identity: Option<IdentityEffect>,
+    /// x0tta6bl4 only: delivery and reroutes over the iterations (`--routing`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub routing: Option<RoutingFigures>,
+}
+
+/// How an x0tta6bl4 routing (`lab run --routing`) did over a router's iterations: the
+/// figures `twin run --routing` reports, as far as the lab can measure them.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct RoutingFigures {
+    /// Probes sent by every flow, from their start to their collection (baseline, fault
+    /// and recovery).
+    pub probes_sent: u64,
+    /// Probes delivered of those.
+    pub probes_delivered: u64,
+    /// `probes_delivered / probes_sent`.
+    pub delivery_ratio: f64,
+    /// Link costs raised by the link-failure predictor, every node
+    /// (`x0tta6bl4_link_risk_raises_total`).
+    pub predictor_raises: u64,
+    /// Degraded-link reroutes of the healing loop, every node
+    /// (`x0tta6bl4_healing_decisions_total{kind="reroute"}`).
+    pub healing_reroutes: u64,
+    /// Raises and reroutes that no cut explains: those at nodes other than the two ends
+    /// of a link that was cut, and every one in an iteration that cut no link (a ramp
+    /// that recovered; any other fault that cuts nothing). A lower bound: raises at the
+    /// ends on their other links count as needed.
+    pub unneeded_reroutes: u64,
+    /// Links times the time the flows ran, in hours.
+    pub link_hours: f64,
+    /// `unneeded_reroutes / link_hours`.
+    pub unneeded_reroutes_per_link_hour: f64,
+}
+
+impl RoutingFigures {
+    /// Add one iteration's counts and recompute the ratios.
+    pub fn add(&mut self, other: &RoutingFigures) {
+        self.probes_sent += other.probes_sent;
+        self.probes_delivered += other.probes_delivered;
+        self.predictor_raises += other.predictor_raises;
+        self.healing_reroutes += other.healing_reroutes;
+        self.unneeded_reroutes += other.unneeded_reroutes;
+        self.link_hours += other.link_hours;
+        self.delivery_ratio = match self.probes_sent {
+            0 => 0.0,
+            sent => self.probes_delivered as f64 / sent as f64,
+        };
+        self.unneeded_reroutes_per_link_hour = match self.link_hours {
+            h if h > 0.0 => self.unneeded_reroutes as f64 / h,
+            _ => 0.0,
+        };
+    }
 }
 
 /// The probe flows of a router's iterations.
@@ -144,6 +195,21 @@ impl LabReport {
         }
         if let Some(t) = &self.twin.mttr_ms {
             row("twin", t, "-".into(), "-".into());
+        }
+        for (name, r) in &self.routers {
+            if let Some(g) = &r.routing {
+                text.push_str(&format!(
+                    "{name}: delivery {:.4} ({} of {} probes), predictor raises {}, healing reroutes {}, unneeded reroutes {:.1} per link-hour ({} over {:.3} link-hours)\n",
+                    g.delivery_ratio,
+                    g.probes_delivered,
+                    g.probes_sent,
+                    g.predictor_raises,
+                    g.healing_reroutes,
+                    g.unneeded_reroutes_per_link_hour,
+                    g.unneeded_reroutes,
+                    g.link_hours
+                ));
+            }
         }
         for (name, r) in &self.routers {
             if let Some(i) = &r.identity {

@@ -48,11 +48,22 @@ const MONITOR_CONNECT_WAIT: Duration = Duration::from_secs(10);
 /// Where a container image's root filesystem holds the binary (see [`Fleet::with_root`]).
 pub const EXE_IN_ROOT: &str = "/usr/local/bin/x0tta6bl4";
 
+/// How x0tta6bl4 nodes cost their links (`lab run --routing`, as `twin run --routing`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Routing {
+    /// The protocol's measured cost (the default).
+    Cost,
+    /// ETX (`[protocol] link_cost = "etx"`).
+    Etx,
+    /// The measured cost and the link-failure predictor (`[predictor] model`).
+    Predict,
+}
+
 /// Which daemon routes.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Kind {
-    /// x0tta6bl4 nodes.
-    X0tta6bl4,
+    /// x0tta6bl4 nodes, costing their links this way.
+    X0tta6bl4(Routing),
     /// babeld with this hello interval in seconds (None: its default, 4 s).
     Babeld(Option<f64>),
 }
@@ -61,7 +72,9 @@ impl Kind {
     /// The key of this router in the report.
     pub fn key(&self) -> &'static str {
         match self {
-            Kind::X0tta6bl4 => "x0tta6bl4",
+            Kind::X0tta6bl4(Routing::Cost) => "x0tta6bl4",
+            Kind::X0tta6bl4(Routing::Etx) => "x0tta6bl4-etx",
+            Kind::X0tta6bl4(Routing::Predict) => "x0tta6bl4-predict",
             Kind::Babeld(Some(_)) => "babeld",
             Kind::Babeld(None) => "babeld-default",
         }
@@ -85,8 +98,8 @@ pub struct Fleet {
     /// Per node: the `cgroup.procs` files its process is written to before it runs
     /// (`--node-cpu`/`--node-memory`); empty without a budget.
     cgroup_procs: Vec<Vec<PathBuf>>,
-    /// `[protocol]` of every x0tta6bl4 node's config.
-    protocol: toml::Table,
+    /// Sections of every x0tta6bl4 node's config beyond the lab's own (see [`NodeToml`]).
+    sections: toml::Table,
 }
 
 #[derive(Serialize)]
@@ -96,9 +109,10 @@ struct NodeToml {
     peers: Vec<String>,
     identity: IdentityToml,
     discovery: DiscoveryToml,
-    /// `[protocol]` settings given with `lab run --node-protocol` (empty: defaults).
-    #[serde(skip_serializing_if = "toml::Table::is_empty")]
-    protocol: toml::Table,
+    /// Further sections: `[protocol]` settings given with `lab run --node-protocol` and
+    /// the routing's (`link_cost`, `[predictor]`); empty: defaults.
+    #[serde(flatten)]
+    sections: toml::Table,
 }
 
 #[derive(Serialize)]
@@ -128,6 +142,9 @@ struct PeerRow {
 struct FlowsReport {
     #[serde(default)]
     received: Vec<FlowArrivals>,
+    /// Probes this node sent since its flows started.
+    #[serde(default)]
+    sent: u64,
 }
 
 #[derive(Deserialize)]
@@ -144,14 +161,16 @@ impl Fleet {
         dir: &Path,
         net: &Net,
         topology: &Topology,
-        protocol: &toml::Table,
+        sections: &toml::Table,
     ) -> Result<Fleet, LabError> {
-        Fleet::with_root(kind, exe, dir, net, topology, None, protocol)
+        Fleet::with_root(kind, exe, dir, net, topology, None, sections)
     }
 
     /// [`Fleet::new`], with x0tta6bl4 nodes run as `chroot ROOT` [`EXE_IN_ROOT`]: the
     /// binary a container image holds, on the image's exported root filesystem. `dir`
     /// must then be inside `root` (the nodes see their files at the paths below it).
+    /// `sections` go into every x0tta6bl4 node's configuration as they are (`protocol`,
+    /// `predictor`: see [`crate::run::node_sections`]).
     pub fn with_root(
         kind: Kind,
         exe: &Path,
@@ -159,7 +178,7 @@ impl Fleet {
         net: &Net,
         topology: &Topology,
         root: Option<&Path>,
-        protocol: &toml::Table,
+        sections: &toml::Table,
     ) -> Result<Fleet, LabError> {
         let dir = dir.join(kind.key());
         std::fs::create_dir_all(&dir)
@@ -174,8 +193,8 @@ impl Fleet {
                 )));
             }
         }
-        if kind == Kind::X0tta6bl4 {
-            write_x0_configs(&dir, net, &names, root, protocol)?;
+        if matches!(kind, Kind::X0tta6bl4(_)) {
+            write_x0_configs(&dir, net, &names, root, sections)?;
         }
         x0tta6bl4_identity::install_default_crypto_provider();
         let http = reqwest::Client::builder()
@@ -192,7 +211,7 @@ impl Fleet {
             http,
             flushes: (0..names.len()).map(|_| Arc::default()).collect(),
             cgroup_procs: vec![Vec::new(); names.len()],
-            protocol: protocol.clone(),
+            sections: sections.clone(),
             names,
             root: root.map(Path::to_owned),
         })
@@ -263,7 +282,7 @@ impl Fleet {
             .map_err(|e| LabError::failed(e.to_string()))?;
         let mut command = self.in_namespace(i, net);
         match self.kind {
-            Kind::X0tta6bl4 => {
+            Kind::X0tta6bl4(_) => {
                 match &self.root {
                     Some(root) => command.arg("chroot").arg(root).arg(EXE_IN_ROOT),
                     None => command.arg(&self.exe),
@@ -422,7 +441,7 @@ impl Fleet {
             net,
             &self.names,
             self.root.as_deref(),
-            &self.protocol,
+            &self.sections,
         )
     }
 
@@ -497,7 +516,7 @@ impl Fleet {
         let mut routes = Routes::new();
         for &i in nodes {
             let table = match self.kind {
-                Kind::X0tta6bl4 => self.x0_routes(net, i).await,
+                Kind::X0tta6bl4(_) => self.x0_routes(net, i).await,
                 Kind::Babeld(_) => kernel_routes(net, i),
             };
             if let Some(table) = table {
@@ -541,8 +560,8 @@ impl Fleet {
                 .map(|&(_, d)| d)
                 .collect();
             match self.kind {
-                Kind::X0tta6bl4 if targets.is_empty() => {}
-                Kind::X0tta6bl4 => {
+                Kind::X0tta6bl4(_) if targets.is_empty() => {}
+                Kind::X0tta6bl4(_) => {
                     let names: Vec<&str> =
                         targets.iter().map(|&t| self.names[t].as_str()).collect();
                     let url = format!("http://{}:{API_PORT}/api/v1/flows", net.nodes[i].mgmt);
@@ -608,17 +627,19 @@ impl Fleet {
         Ok(())
     }
 
-    /// Stop the flows and return the arrivals after `since_us` at every listed node.
+    /// Stop the flows and return the arrivals after `since_us` at every listed node,
+    /// and (x0tta6bl4) the probes those nodes sent since their flows started.
     pub async fn collect(
         &mut self,
         net: &Net,
         nodes: &[usize],
         since_us: u64,
-    ) -> Result<Arrivals, LabError> {
+    ) -> Result<(Arrivals, Option<u64>), LabError> {
         let mut arrivals = Arrivals::new();
+        let mut sent = None;
         for &i in nodes {
             match self.kind {
-                Kind::X0tta6bl4 => {
+                Kind::X0tta6bl4(_) => {
                     let url = format!(
                         "http://{}:{API_PORT}/api/v1/flows?since_us={since_us}",
                         net.nodes[i].mgmt
@@ -632,6 +653,7 @@ impl Fleet {
                         .json()
                         .await
                         .map_err(|e| LabError::failed(format!("GET {url}: {e}")))?;
+                    *sent.get_or_insert(0) += report.sent;
                     for flow in report.received {
                         if let Some(s) = self.names.iter().position(|n| *n == flow.source) {
                             arrivals.insert((s, i), flow.arrivals_us);
@@ -652,7 +674,7 @@ impl Fleet {
                 }
             }
         }
-        Ok(arrivals)
+        Ok((arrivals, sent))
     }
 
     fn stop_agent(&mut self, i: usize) -> Result<crate::probe::AgentArrivals, LabError> {
@@ -695,7 +717,7 @@ impl Fleet {
     /// Neighbour-down events at `nodes` since they were first started: the sum of
     /// `x0tta6bl4_neighbour_down_total`, or babeld's `flush neighbour` lines.
     pub async fn neighbour_downs(&self, net: &Net, nodes: &[usize]) -> u64 {
-        if self.kind != Kind::X0tta6bl4 {
+        if !matches!(self.kind, Kind::X0tta6bl4(_)) {
             return nodes
                 .iter()
                 .map(|&i| self.flushes[i].load(Ordering::Relaxed))
@@ -761,7 +783,7 @@ impl Drop for Fleet {
 }
 
 /// `path` as a process chrooted to `root` sees it (`path` itself without a root).
-fn inside(root: Option<&Path>, path: &Path) -> PathBuf {
+pub(crate) fn inside(root: Option<&Path>, path: &Path) -> PathBuf {
     match root.and_then(|r| path.strip_prefix(r).ok()) {
         Some(rest) => Path::new("/").join(rest),
         None => path.to_owned(),
@@ -773,7 +795,7 @@ fn write_x0_configs(
     net: &Net,
     names: &[String],
     root: Option<&Path>,
-    protocol: &toml::Table,
+    sections: &toml::Table,
 ) -> Result<(), LabError> {
     let fail = |what: String| LabError::failed(what);
     let trust_domain: TrustDomain = "lab.x0tta6bl4.mesh"
@@ -798,7 +820,7 @@ fn write_x0_configs(
                 dir: inside(root, &node_dir),
             },
             discovery: DiscoveryToml { enabled: false },
-            protocol: protocol.clone(),
+            sections: sections.clone(),
         };
         let text = toml::to_string(&toml).map_err(|e| fail(format!("node config: {e}")))?;
         let path = node_dir.join("node.toml");

@@ -13,10 +13,12 @@ use crate::fault::{Calibration, Fault, Plan};
 use crate::net::{cmd, have_tool, remove_stale, Net};
 use crate::paths::{self, Routes};
 use crate::probe::unix_now_us;
-use crate::report::{IdentityEffect, LabReport, RouterReport, TwinSide};
+use crate::report::{IdentityEffect, LabReport, RouterReport, RoutingFigures, TwinSide};
 use crate::resources::{Phase, Usage};
-use crate::routers::{Fleet, Kind};
+use crate::routers::{Fleet, Kind, Routing};
 use crate::LabError;
+use x0tta6bl4_twin::predict::Routing as TwinRouting;
+use x0tta6bl4_twin::scenario::RampEnd;
 
 /// Interval of the probe flows.
 pub const PROBE_INTERVAL: Duration = Duration::from_millis(10);
@@ -33,6 +35,19 @@ const POLL: Duration = Duration::from_millis(20);
 const IDLE_WINDOW: Duration = Duration::from_secs(2);
 /// The nodes' counter of link-state advertisements they originated.
 const LSA_ORIGINATED: &str = "x0tta6bl4_lsa_originated_total";
+/// The nodes' counter of link costs their link-failure predictor raised.
+const RISK_RAISES: &str = "x0tta6bl4_link_risk_raises_total";
+/// The nodes' counter of degraded-link reroutes of their healing loop.
+const REROUTES: &str = "x0tta6bl4_healing_decisions_total{kind=\"reroute\"}";
+
+/// Cumulative reroute counters of a fleet (see `Lab::reroute_counts`).
+#[derive(Clone, Copy, Debug, Default)]
+struct RerouteCounts {
+    raises: u64,
+    reroutes: u64,
+    /// Raises and reroutes at nodes that are not ends of the faulted links.
+    elsewhere: u64,
+}
 /// Hello interval of babeld matched to our probe interval (protocol default 50 ms).
 pub(crate) const MATCHED_HELLO_S: f64 = 0.05;
 
@@ -69,16 +84,29 @@ impl std::str::FromStr for RouterChoice {
 }
 
 impl RouterChoice {
-    fn kinds(self) -> Vec<Kind> {
+    /// The routers run, x0tta6bl4 once per routing (`--routing`; none: cost).
+    fn kinds(self, routings: &[TwinRouting]) -> Vec<Kind> {
+        let mut x0: Vec<Kind> = routings
+            .iter()
+            .map(|r| {
+                Kind::X0tta6bl4(match r {
+                    TwinRouting::Cost => Routing::Cost,
+                    TwinRouting::Etx => Routing::Etx,
+                    TwinRouting::Predict(_) => Routing::Predict,
+                })
+            })
+            .collect();
+        if x0.is_empty() {
+            x0.push(Kind::X0tta6bl4(Routing::Cost));
+        }
         match self {
-            RouterChoice::X0tta6bl4 => vec![Kind::X0tta6bl4],
+            RouterChoice::X0tta6bl4 => x0,
             RouterChoice::Babeld => vec![Kind::Babeld(Some(MATCHED_HELLO_S))],
             RouterChoice::BabeldDefault => vec![Kind::Babeld(None)],
-            RouterChoice::Both => vec![
-                Kind::X0tta6bl4,
-                Kind::Babeld(Some(MATCHED_HELLO_S)),
-                Kind::Babeld(None),
-            ],
+            RouterChoice::Both => {
+                x0.extend([Kind::Babeld(Some(MATCHED_HELLO_S)), Kind::Babeld(None)]);
+                x0
+            }
         }
     }
 }
@@ -110,6 +138,53 @@ pub struct Options {
     pub budget: crate::budget::Budget,
     /// `[protocol]` settings of every x0tta6bl4 node (see [`parse_protocol`]).
     pub protocol: toml::Table,
+    /// How the x0tta6bl4 nodes cost their links (`--routing`, as `twin run --routing`):
+    /// each routing runs as a router of its own, one after the other, on the same
+    /// faults. Empty: cost. A predictor's model (checked by whoever loaded it) is
+    /// written into the lab's directory and named in every node's `[predictor] model`.
+    pub routings: Vec<TwinRouting>,
+}
+
+/// The sections of every x0tta6bl4 node's configuration beyond the lab's own for
+/// `routing`: `[protocol]` (`--node-protocol`, and `link_cost = "etx"` for etx) and,
+/// for predict, `[predictor] model`, its file written under `dir` (seen by the nodes
+/// through `root`).
+pub fn node_sections(
+    options: &Options,
+    routing: Routing,
+    dir: &std::path::Path,
+    root: Option<&std::path::Path>,
+) -> Result<toml::Table, LabError> {
+    let mut protocol = options.protocol.clone();
+    let mut sections = toml::Table::new();
+    match routing {
+        Routing::Cost => {}
+        Routing::Etx => {
+            protocol.insert("link_cost".into(), "etx".into());
+        }
+        Routing::Predict => {
+            let Some(model) = options.routings.iter().find_map(|r| match r {
+                TwinRouting::Predict(model) => Some(model),
+                _ => None,
+            }) else {
+                return Err(LabError::usage(
+                    "--routing predict needs a link-failure predictor",
+                    "give --predictor MODEL.json",
+                ));
+            };
+            let path = dir.join("predictor.json");
+            x0tta6bl4_fl::linkpredict::PredictorFile::save(model, &path)
+                .map_err(|e| LabError::failed(format!("{e}")))?;
+            let mut predictor = toml::Table::new();
+            let seen = crate::routers::inside(root, &path);
+            predictor.insert("model".into(), seen.display().to_string().into());
+            sections.insert("predictor".into(), predictor.into());
+        }
+    }
+    if !protocol.is_empty() {
+        sections.insert("protocol".into(), protocol.into());
+    }
+    Ok(sections)
 }
 
 /// `--node-protocol KEY=VALUE,...`: settings of the nodes' `[protocol]` section (as
@@ -144,6 +219,12 @@ pub fn parse_protocol(text: &str) -> Result<toml::Table, LabError> {
 /// Check the arguments and build the topology (no side effects).
 pub fn prepare(options: &Options) -> Result<(Fault, Topology), LabError> {
     let fault: Fault = options.scenario.parse()?;
+    if options.protocol.contains_key("link_cost") && !options.routings.is_empty() {
+        return Err(LabError::usage(
+            "--node-protocol link_cost and --routing both set how links are costed",
+            "use --routing cost,etx,... alone",
+        ));
+    }
     if options.flows_sample == Some(0) {
         return Err(LabError::usage(
             "--flows-sample 0",
@@ -247,7 +328,7 @@ pub async fn run(
     progress: &mut (dyn FnMut(&str) + Send),
 ) -> Result<LabReport, LabError> {
     let (fault, topology) = prepare(options)?;
-    let kinds = options.router.kinds();
+    let kinds = options.router.kinds(&options.routings);
     if let Some(why) = fault.x0tta6bl4_only() {
         if kinds.iter().any(|k| matches!(k, Kind::Babeld(_))) {
             return Err(LabError::usage(
@@ -298,6 +379,12 @@ pub async fn run(
         .collect::<Result<Vec<Plan>, LabError>>()?;
     let mut calibration = Calibration::default();
     for kind in kinds {
+        let sections = match kind {
+            Kind::X0tta6bl4(routing) => {
+                node_sections(options, routing, workspace.path(), root.as_deref())?
+            }
+            Kind::Babeld(_) => toml::Table::new(),
+        };
         let mut fleet = Fleet::with_root(
             kind,
             &options.exe,
@@ -305,7 +392,7 @@ pub async fn run(
             &net,
             &topology,
             root.as_deref(),
-            &options.protocol,
+            &sections,
         )?;
         if let Some(cgroups) = &cgroups {
             fleet.use_cgroups(cgroups);
@@ -530,6 +617,7 @@ impl Lab<'_> {
             }
         };
         out.flows.started += pairs.len();
+        let reroutes_before = self.reroute_counts(plan).await;
         let flows_start = self.usage.snapshot(&self.fleet.pids());
         let since_us = unix_now_us();
         self.fleet
@@ -546,7 +634,7 @@ impl Lab<'_> {
             tokio::time::sleep(POLL).await;
             before = self.fleet.routes(self.net, &all).await;
         }
-        let stressed_rtt_ms = if self.kind == Kind::X0tta6bl4 {
+        let stressed_rtt_ms = if matches!(self.kind, Kind::X0tta6bl4(_)) {
             let rtts = self.fleet.rtts_ms(self.net, &all).await;
             measured.rtts_ms.extend(rtts.values().flatten());
             median(&mut of_nodes(&rtts, &plan.stressed))
@@ -564,6 +652,7 @@ impl Lab<'_> {
         self.usage.add(Phase::Flows, &flows_start, &heal_start);
         let fault_us = match expiry {
             Some(expiry) => Self::until_expiry(expiry).await?,
+            None if plan.ramp.is_some() => self.ramp(plan).await?,
             None if *self.fault == Fault::Revoke => {
                 let fault_us = unix_now_us() + IN_FLIGHT_US;
                 self.apply(plan)?;
@@ -574,7 +663,7 @@ impl Lab<'_> {
                 applied_us + IN_FLIGHT_US
             }
         };
-        if let (Fault::NodeRestart, Kind::X0tta6bl4) = (self.fault, self.kind) {
+        if let (Fault::NodeRestart, Kind::X0tta6bl4(_)) = (self.fault, self.kind) {
             // How long a restarted node takes to serve again (its API answers): the
             // twin starts it again after as long.
             let deadline = Instant::now() + self.timeout();
@@ -620,7 +709,26 @@ impl Lab<'_> {
         let heal_end = self.usage.snapshot(&self.fleet.pids());
         self.usage.add(Phase::Heal, &heal_start, &heal_end);
         let after = self.fleet.routes(self.net, &all).await;
-        let arrivals = self.fleet.collect(self.net, &survivors, since_us).await?;
+        let (arrivals, sent) = self.fleet.collect(self.net, &survivors, since_us).await?;
+        if let (Some(sent), Some(before)) = (sent, reroutes_before) {
+            let ran_h = unix_now_us().saturating_sub(since_us) as f64 / 3.6e9;
+            let after = self.reroute_counts(plan).await.unwrap_or(before);
+            let mut figures = RoutingFigures {
+                probes_sent: sent,
+                probes_delivered: arrivals.values().map(|a| a.len() as u64).sum(),
+                predictor_raises: after.raises - before.raises,
+                healing_reroutes: after.reroutes - before.reroutes,
+                unneeded_reroutes: after.elsewhere - before.elsewhere,
+                link_hours: self.topology.links.len() as f64 * ran_h,
+                ..RoutingFigures::default()
+            };
+            if !self.cuts(plan) {
+                figures.unneeded_reroutes = figures.predictor_raises + figures.healing_reroutes;
+            }
+            out.routing
+                .get_or_insert_with(Default::default)
+                .add(&figures);
+        }
         let downs_after = self.fleet.neighbour_downs(self.net, &survivors).await;
         let (samples, unhealed) = paths::outages(&flows, &arrivals, plan, fault_us, heal_us);
         out.samples.extend(samples);
@@ -639,6 +747,76 @@ impl Lab<'_> {
         }
         self.recover(plan)?;
         self.wait_routes(&all, &[]).await
+    }
+
+    /// degrade-then-fail: step the ramped link's loss (both directions) along the plan's
+    /// ramp, then cut the link (`ip link set down`, as link-down) or lift the loss.
+    /// Returns the ramp's start (Unix µs): MTTR counts from there, as in the twin.
+    async fn ramp(&mut self, plan: &Plan) -> Result<u64, LabError> {
+        let (Some(ramp), Some(&l)) = (&plan.ramp, plan.links.first()) else {
+            return Err(LabError::failed("degrade-then-fail drew no ramp"));
+        };
+        let start = tokio::time::Instant::now();
+        let mut start_us = None;
+        for &(at, level) in &ramp.steps {
+            tokio::time::sleep_until(start + at).await;
+            let (loss, _) = ramp.at_level(level, 0.0, Duration::ZERO);
+            let at_us = self.net.set_link_loss(l, loss)?;
+            start_us.get_or_insert(at_us);
+        }
+        match ramp.end {
+            RampEnd::Cut(at) => {
+                tokio::time::sleep_until(start + at).await;
+                self.net.set_link(l, false)?;
+            }
+            RampEnd::Rest(at) => {
+                tokio::time::sleep_until(start + at).await;
+                self.net.lift_link_faults(&[l])?;
+            }
+        }
+        Ok(start_us.unwrap_or_else(unix_now_us))
+    }
+
+    /// Whether the iteration cuts a link for good (a ramp that recovers cuts none).
+    fn cuts(&self, plan: &Plan) -> bool {
+        match &plan.ramp {
+            Some(ramp) => matches!(ramp.end, RampEnd::Cut(_)),
+            None => *self.fault == Fault::LinkDown,
+        }
+    }
+
+    /// x0tta6bl4: predictor raises and healing reroutes at every node, and both at the
+    /// nodes other than the ends of the faulted links (None for babeld).
+    async fn reroute_counts(&self, plan: &Plan) -> Option<RerouteCounts> {
+        if !matches!(self.kind, Kind::X0tta6bl4(_)) {
+            return None;
+        }
+        let ends: Vec<usize> = plan
+            .links
+            .iter()
+            .flat_map(|&l| {
+                let link = &self.topology.links[l];
+                [link.a as usize, link.b as usize]
+            })
+            .collect();
+        let (mut at_ends, mut elsewhere) = (Vec::new(), Vec::new());
+        for v in 0..self.topology.len() {
+            match ends.contains(&v) {
+                true => at_ends.push(v),
+                false => elsewhere.push(v),
+            }
+        }
+        let mut counts = RerouteCounts::default();
+        for (nodes, end) in [(at_ends, true), (elsewhere, false)] {
+            let raises = self.fleet.metric_sum(self.net, &nodes, RISK_RAISES).await;
+            let reroutes = self.fleet.metric_sum(self.net, &nodes, REROUTES).await;
+            counts.raises += raises;
+            counts.reroutes += reroutes;
+            if !end {
+                counts.elsewhere += raises + reroutes;
+            }
+        }
+        Some(counts)
     }
 
     /// svid-expiry: give the victims an SVID that expires in the fault's `ttl`, with no
@@ -883,6 +1061,8 @@ impl Lab<'_> {
             }
             // Armed before the baseline; it fires by itself at the SVID's notAfter.
             Fault::SvidExpiry { .. } => {}
+            // Stepped by `ramp`, which the iteration awaits instead.
+            Fault::DegradeThenFail { .. } => {}
         }
         Ok(None)
     }
@@ -953,6 +1133,12 @@ impl Lab<'_> {
                 }
             }
             Fault::Loss { .. } => self.net.clear_link_faults(),
+            Fault::DegradeThenFail { .. } => {
+                self.net.clear_link_faults();
+                for &l in &plan.links {
+                    self.net.set_link(l, true)?;
+                }
+            }
             Fault::Bandwidth { .. } => {
                 for &l in &plan.links {
                     self.net.set_bandwidth(l, None)?;
@@ -1041,7 +1227,7 @@ impl Lab<'_> {
     async fn originated(&self) -> u64 {
         let all: Vec<usize> = (0..self.topology.len()).collect();
         match self.kind {
-            Kind::X0tta6bl4 => self.fleet.metric_sum(self.net, &all, LSA_ORIGINATED).await,
+            Kind::X0tta6bl4(_) => self.fleet.metric_sum(self.net, &all, LSA_ORIGINATED).await,
             Kind::Babeld(_) => 0,
         }
     }
@@ -1182,6 +1368,7 @@ mod tests {
             flows_sample: None,
             budget: Default::default(),
             protocol: toml::Table::new(),
+            routings: Vec::new(),
         }
     }
 
@@ -1215,6 +1402,24 @@ mod tests {
                 "{bad}"
             );
         }
-        assert_eq!("both".parse::<RouterChoice>().unwrap().kinds().len(), 3);
+        assert_eq!("both".parse::<RouterChoice>().unwrap().kinds(&[]).len(), 3);
+        let routings = [TwinRouting::Cost, TwinRouting::Etx];
+        let keys: Vec<&str> = RouterChoice::Both
+            .kinds(&routings)
+            .iter()
+            .map(Kind::key)
+            .collect();
+        assert_eq!(
+            keys,
+            ["x0tta6bl4", "x0tta6bl4-etx", "babeld", "babeld-default"]
+        );
+        let mut etx = options("ring", 4, "node-kill");
+        etx.routings = vec![TwinRouting::Etx];
+        let dir = std::path::Path::new("/nonexistent");
+        let sections = node_sections(&etx, Routing::Etx, dir, None).unwrap();
+        assert_eq!(sections["protocol"]["link_cost"].as_str(), Some("etx"));
+        assert!(node_sections(&etx, Routing::Predict, dir, None).is_err());
+        etx.protocol.insert("link_cost".into(), "etx".into());
+        assert!(matches!(prepare(&etx), Err(LabError::Usage { .. })));
     }
 }

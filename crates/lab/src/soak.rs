@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::net::{have_tool, remove_stale, Net};
-use crate::routers::{Fleet, Kind};
+use crate::routers::{Fleet, Kind, Routing};
 use crate::run::{RouterChoice, MATCHED_HELLO_S};
 use crate::LabError;
 
@@ -109,10 +109,13 @@ impl SoakReport {
 
 fn soak_kinds(router: RouterChoice) -> Vec<Kind> {
     match router {
-        RouterChoice::X0tta6bl4 => vec![Kind::X0tta6bl4],
+        RouterChoice::X0tta6bl4 => vec![Kind::X0tta6bl4(Routing::Cost)],
         RouterChoice::Babeld => vec![Kind::Babeld(Some(MATCHED_HELLO_S))],
         RouterChoice::BabeldDefault => vec![Kind::Babeld(None)],
-        RouterChoice::Both => vec![Kind::X0tta6bl4, Kind::Babeld(Some(MATCHED_HELLO_S))],
+        RouterChoice::Both => vec![
+            Kind::X0tta6bl4(Routing::Cost),
+            Kind::Babeld(Some(MATCHED_HELLO_S)),
+        ],
     }
 }
 
@@ -152,6 +155,7 @@ pub async fn soak(
         flows_sample: None,
         budget: Default::default(),
         protocol: toml::Table::new(),
+        routings: Vec::new(),
     })?;
     if let Some(e) = crate::not_root_message(crate::effective_uid()) {
         return Err(e);
@@ -187,7 +191,8 @@ pub async fn soak(
             &toml::Table::new(),
         )?;
         let names: Vec<String> = topology.names.iter().map(|n| n.to_string()).collect();
-        let abuse = (options.api_abuse && kind == Kind::X0tta6bl4).then_some(names.as_slice());
+        let abuse =
+            (options.api_abuse && matches!(kind, Kind::X0tta6bl4(_))).then_some(names.as_slice());
         let count = soak_one(&mut fleet, &net, options, loss, abuse, progress).await;
         fleet.stop_all();
         crate::run::reset(&net, &topology);

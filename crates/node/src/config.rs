@@ -56,6 +56,9 @@ pub struct NodeConfig {
     /// after every restart.
     #[serde(default)]
     pub flows: FlowsConfig,
+    /// The link-failure predictor (`[predictor]`, docs/prediction.md).
+    #[serde(default)]
+    pub predictor: crate::predictor::PredictorConfig,
     /// Fault injection (`x0tta6bl4 node --chaos FILE`, for the chaos lab): the file that
     /// sets delay, jitter and loss on frames sent (see `chaos`). Not a TOML key.
     #[serde(skip)]
@@ -349,6 +352,9 @@ impl NodeConfig {
         }
         if let Some(policy) = config.identity.policy.as_mut().filter(|p| p.is_relative()) {
             *policy = base.join(&*policy);
+        }
+        if let Some(model) = config.predictor.model.as_mut().filter(|p| p.is_relative()) {
+            *model = base.join(&*model);
         }
         for bundle in config.identity.federation.values_mut() {
             if bundle.is_relative() {

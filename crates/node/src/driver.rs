@@ -171,6 +171,8 @@ pub(crate) struct DriverParts {
     pub telemetry: crate::telemetry::Telemetry,
     /// The probe socket and keys (`[transport] probe_path = "udp"`), else `None`.
     pub probe_paths: Option<ProbePaths>,
+    /// The link-failure predictor (`[predictor]`), when one is loaded.
+    pub predictor: Option<crate::predictor::Predictor>,
 }
 
 pub(crate) struct Driver {
@@ -188,6 +190,7 @@ pub(crate) struct Driver {
     revocations: RevocationStore,
     telemetry: crate::telemetry::Telemetry,
     probe_paths: Option<ProbePaths>,
+    predictor: Option<crate::predictor::Predictor>,
     revocation_retry_at: Option<tokio::time::Instant>,
     outages: OutageTracker,
     links: HashMap<NodeName, Link>,
@@ -334,6 +337,7 @@ impl Driver {
             revocations: parts.revocations,
             telemetry: parts.telemetry,
             probe_paths: parts.probe_paths,
+            predictor: parts.predictor,
             revocation_retry_at: None,
             outages: OutageTracker::default(),
             links: HashMap::new(),
@@ -407,6 +411,7 @@ impl Driver {
         loop {
             let flow_at = self.flows.as_ref().map(|f| f.next_at);
             let expiry_at = self.next_peer_expiry();
+            let predict_at = self.predictor.as_ref().map(|p| p.next_at());
             let snapshot_at = self
                 .snapshot_pending
                 .then_some(self.snapshot_at + SNAPSHOT_STALE_MAX);
@@ -446,6 +451,10 @@ impl Driver {
                 }
                 () = sleep_until(expiry_at) => {
                     self.close_expired();
+                    true
+                }
+                () = sleep_until(predict_at) => {
+                    self.on_predict_tick();
                     true
                 }
                 () = sleep_until(self.revocation_retry_at) => {
@@ -497,6 +506,16 @@ impl Driver {
             let Ok(input) = inputs.try_recv() else { break };
             self.on_input(input);
         }
+    }
+
+    /// The link-failure predictor's round (`predictor`): raised or restored costs are
+    /// flooded at once.
+    fn on_predict_tick(&mut self) {
+        let now = self.now();
+        if let Some(predictor) = self.predictor.as_mut() {
+            predictor.tick(&mut self.node, now);
+        }
+        self.after_input();
     }
 
     fn on_timeout(&mut self) {

@@ -37,6 +37,7 @@ mod metrics;
 mod outage;
 mod peer_names;
 mod policy;
+mod predictor;
 pub mod probe_path;
 pub mod reload;
 mod renewal;
@@ -66,6 +67,7 @@ pub use config::{
     IdentitySource, NodeConfig, ProbePath, TransportSettings, API_CONNECTIONS_MAX, PEERS_MAX,
 };
 pub use metrics::PREFIX as METRICS_PREFIX;
+pub use predictor::PredictorConfig;
 pub use state::{
     MessageRecord, PeerView, RouteView, ARRIVALS_PER_SOURCE_MAX, FLOW_SOURCES_MAX, MESSAGES_MAX,
 };
@@ -257,6 +259,8 @@ impl NodeHandle {
         let mut metrics = metrics::Metrics::new(shared.clone());
         let collector = telemetry::TelemetryCollector(telemetry.published());
         metrics.registry.register_collector(Box::new(collector));
+        let predictor_metrics = predictor::PredictorMetrics::register(&mut metrics.registry);
+        let predictor = predictor::Predictor::start(&config.predictor, predictor_metrics);
         let metrics = Arc::new(metrics);
         let (inputs_tx, inputs_rx) = mpsc::channel(INPUT_QUEUE_MAX);
         let (commands_tx, commands_rx) = mpsc::channel(COMMAND_QUEUE_MAX);
@@ -283,6 +287,7 @@ impl NodeHandle {
                 revocations,
                 telemetry,
                 probe_paths,
+                predictor,
             },
             Advertise::new(&config.advertise, quic_addr),
         );

@@ -4,7 +4,7 @@
 //! at run time to the protocol core ([`x0tta6bl4_proto::Node::set_config`], through the
 //! driver's command queue). A file that does not validate is refused with the reason and
 //! the configuration in force stays. Settings read only at start (addresses, peers,
-//! identity, discovery, API limits, flows, and the protocol's table sizes and dial
+//! identity, discovery, API limits, flows, the link predictor, and the protocol's table sizes and dial
 //! timeout) keep their running value and are reported as needing a restart.
 
 use std::path::PathBuf;
@@ -159,6 +159,7 @@ pub(crate) fn plan(
         ("api", json(&running.api), json(&new.api)),
         ("transport", json(&running.transport), json(&new.transport)),
         ("flows", json(&running.flows), json(&new.flows)),
+        ("predictor", json(&running.predictor), json(&new.predictor)),
     ];
     for (key, old, new) in sections {
         if old != new {

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use x0tta6bl4_fl::linkpredict::{
-    self, valid_probability, FedTrainConfig, LinkWindow, PredictorError, PredictorModel, Sample,
+    self, FedTrainConfig, LinkRisk, PredictorError, PredictorModel, RiskAction, Sample,
     TrainReport, FEATURES,
 };
 use x0tta6bl4_proto::{Instant, Rng};
@@ -31,9 +31,8 @@ pub const HORIZON: Duration = Duration::from_secs(2);
 pub const SAMPLE_INTERVAL: Duration = Duration::from_millis(100);
 /// Default samples per window (1 s).
 pub const WINDOW: usize = 10;
-/// Factor on a link's cost while its failure is predicted: a 2-hop detour over
-/// clean links costs less than a raised link, so flows move.
-pub const RISK_FACTOR: f64 = 20.0;
+/// Factor on a link's cost while its failure is predicted (the daemon uses the same).
+pub use x0tta6bl4_fl::linkpredict::RISK_FACTOR;
 
 /// How a run routes (`twin run --routing`).
 #[derive(Clone, Debug, Default)]
@@ -58,14 +57,13 @@ impl Routing {
     }
 }
 
-/// Every running node's windows of its links, and the predictions made.
+/// Every running node's windows of its links and the predictions made: the shared
+/// loop of [`linkpredict::LinkRisk`] (the daemon runs the same one), keyed by (node,
+/// neighbour).
 #[derive(Clone, Debug, Default)]
 pub struct PredictorLoop {
-    windows: BTreeMap<(u32, u32), LinkWindow>,
-    /// Predictions that were NaN or outside 0..1: ignored (the link keeps its cost).
-    pub invalid_outputs: u64,
-    /// Predictions made.
-    pub predictions: u64,
+    /// The windows, the predictions made and those that were invalid.
+    pub risk: LinkRisk<(u32, u32)>,
 }
 
 impl PredictorLoop {
@@ -91,29 +89,18 @@ impl PredictorLoop {
                 let Some(f) = sim.node(i).link_features(&name) else {
                     continue;
                 };
-                let w = self.windows.entry((i, j)).or_default();
-                if !f.up {
-                    w.clear();
-                    continue;
-                }
-                w.push(&f, window);
-                let Some(x) = w.features(window) else {
-                    continue;
-                };
-                if let Some(out) = record.as_deref_mut() {
+                let (x, action) = self.risk.observe((i, j), &f, window, model);
+                if let (Some(x), Some(out)) = (x, record.as_deref_mut()) {
                     out.push((i, j, x));
                 }
-                let Some(model) = model else { continue };
-                let p = model.predict(&x);
-                self.predictions += 1;
-                if !valid_probability(p) {
-                    self.invalid_outputs += 1;
-                    continue;
-                }
-                if p >= model.threshold && f.risk_factor == 1.0 {
-                    sim.set_link_risk(i, j, factor);
-                } else if p < model.threshold / 2.0 && f.risk_factor > 1.0 {
-                    sim.set_link_risk(i, j, 1.0);
+                match action {
+                    RiskAction::Raise => {
+                        sim.set_link_risk(i, j, factor);
+                    }
+                    RiskAction::Restore => {
+                        sim.set_link_risk(i, j, 1.0);
+                    }
+                    RiskAction::Keep => {}
                 }
             }
         }

@@ -751,49 +751,17 @@ impl Scenario {
                 for &l in &targets.links {
                     plan.disturbed_links.insert(l);
                     let base = sim.links()[l as usize].params.clone();
-                    let between = |rng: &mut Rng, lo: f64, hi: f64| lo + (hi - lo) * rng.unit();
-                    let ramp = Duration::from_secs_f64(between(
-                        rng,
-                        ramp_min.as_secs_f64(),
-                        ramp_max.as_secs_f64(),
-                    ));
-                    let peak_loss = between(rng, loss / 3.0, *loss);
-                    let peak_jitter =
-                        between(rng, jitter.as_secs_f64() / 3.0, jitter.as_secs_f64());
-                    let shape = rng.below(4);
-                    let recovers = rng.unit() < *recover;
-                    let fall = ramp.mul_f64(between(rng, 0.5, 1.0));
-                    // Level 0..1 of the ramp at fraction u of its length.
-                    let level = |u: f64| match shape {
-                        0 => u,
-                        1 => u * u,
-                        2 => u.sqrt(),
-                        _ => 1.0 / (1.0 + (-10.0 * (u - 0.5)).exp()),
-                    };
-                    let step = |level: f64| {
-                        let added = peak_loss * level;
-                        Action::Ramp(
-                            l,
-                            1.0 - (1.0 - base.loss) * (1.0 - added),
-                            base.jitter + Duration::from_secs_f64(peak_jitter * level),
-                        )
-                    };
-                    let tick = Duration::from_millis(50);
-                    let steps = (ramp.as_secs_f64() / tick.as_secs_f64()).ceil() as u32;
-                    for k in 0..=steps {
-                        let u = f64::from(k) / f64::from(steps.max(1));
-                        plan.actions.push((tick * k, step(level(u))));
+                    let ramp = Ramp::draw(rng, (*ramp_min, *ramp_max), *loss, *jitter, *recover);
+                    for &(at, level) in &ramp.steps {
+                        let (loss, jitter) = ramp.at_level(level, base.loss, base.jitter);
+                        plan.actions.push((at, Action::Ramp(l, loss, jitter)));
                     }
-                    if recovers {
-                        let down = (fall.as_secs_f64() / tick.as_secs_f64()).ceil() as u32;
-                        for k in 1..=down {
-                            let u = 1.0 - f64::from(k) / f64::from(down.max(1));
-                            plan.actions.push((tick * (steps + k), step(level(u))));
+                    match ramp.end {
+                        RampEnd::Cut(at) => plan.actions.push((at, Action::LinkDown(l))),
+                        RampEnd::Rest(at) => {
+                            let rest = Action::Ramp(l, base.loss, base.jitter);
+                            plan.actions.push((at, rest));
                         }
-                        let rest = Action::Ramp(l, base.loss, base.jitter);
-                        plan.actions.push((tick * (steps + down), rest));
-                    } else {
-                        plan.actions.push((tick * steps, Action::LinkDown(l)));
                     }
                 }
             }
@@ -809,6 +777,95 @@ impl Scenario {
         plan.actions.sort_by_key(|(at, _)| *at);
         debug_assert!(plan.stressed_nodes.is_disjoint(&plan.failed_nodes));
         plan
+    }
+}
+
+/// How a `degrade-then-fail` ramp ends.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum RampEnd {
+    /// The link is cut at this offset.
+    Cut(Duration),
+    /// The ramp came back down: at this offset the link has its own loss and jitter again.
+    Rest(Duration),
+}
+
+/// One `degrade-then-fail` ramp, drawn from the seed: the twin applies it to a link's
+/// model, the chaos lab to a real link's nftables loss (`lab run --scenario
+/// degrade-then-fail`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Ramp {
+    /// (offset from the start, level 0..1 of the ramp), every 50 ms, up and, for a ramp
+    /// that recovers, back down.
+    pub steps: Vec<(Duration, f64)>,
+    /// Loss the ramp adds at level 1.
+    pub peak_loss: f64,
+    /// Jitter the ramp adds at level 1, seconds.
+    pub peak_jitter_s: f64,
+    /// The cut, or the return to rest.
+    pub end: RampEnd,
+}
+
+impl Ramp {
+    /// Interval between two steps.
+    pub const TICK: Duration = Duration::from_millis(50);
+
+    /// Draw a ramp: length in `lengths`, peak loss in `loss/3..=loss`, peak jitter in
+    /// `jitter/3..=jitter`, one of four shapes (linear, convex, concave, S), and with
+    /// probability `recover` a way back down (over half to all of its length) instead of
+    /// the cut.
+    pub fn draw(
+        rng: &mut Rng,
+        (ramp_min, ramp_max): (Duration, Duration),
+        loss: f64,
+        jitter: Duration,
+        recover: f64,
+    ) -> Ramp {
+        let between = |rng: &mut Rng, lo: f64, hi: f64| lo + (hi - lo) * rng.unit();
+        let ramp =
+            Duration::from_secs_f64(between(rng, ramp_min.as_secs_f64(), ramp_max.as_secs_f64()));
+        let peak_loss = between(rng, loss / 3.0, loss);
+        let peak_jitter = between(rng, jitter.as_secs_f64() / 3.0, jitter.as_secs_f64());
+        let shape = rng.below(4);
+        let recovers = rng.unit() < recover;
+        let fall = ramp.mul_f64(between(rng, 0.5, 1.0));
+        // Level 0..1 of the ramp at fraction u of its length.
+        let level = |u: f64| match shape {
+            0 => u,
+            1 => u * u,
+            2 => u.sqrt(),
+            _ => 1.0 / (1.0 + (-10.0 * (u - 0.5)).exp()),
+        };
+        let tick = Ramp::TICK;
+        let steps = (ramp.as_secs_f64() / tick.as_secs_f64()).ceil() as u32;
+        let mut out: Vec<(Duration, f64)> = (0..=steps)
+            .map(|k| (tick * k, level(f64::from(k) / f64::from(steps.max(1)))))
+            .collect();
+        let end = if recovers {
+            let down = (fall.as_secs_f64() / tick.as_secs_f64()).ceil() as u32;
+            for k in 1..=down {
+                let u = 1.0 - f64::from(k) / f64::from(down.max(1));
+                out.push((tick * (steps + k), level(u)));
+            }
+            RampEnd::Rest(tick * (steps + down))
+        } else {
+            RampEnd::Cut(tick * steps)
+        };
+        Ramp {
+            steps: out,
+            peak_loss,
+            peak_jitter_s: peak_jitter,
+            end,
+        }
+    }
+
+    /// The loss and jitter of a link whose own are `base_loss` and `base_jitter` at
+    /// `level` of the ramp (the ramp's loss adds to the link's own as independent drops).
+    pub fn at_level(&self, level: f64, base_loss: f64, base_jitter: Duration) -> (f64, Duration) {
+        let added = self.peak_loss * level;
+        (
+            1.0 - (1.0 - base_loss) * (1.0 - added),
+            base_jitter + Duration::from_secs_f64(self.peak_jitter_s * level),
+        )
     }
 }
 
@@ -1341,8 +1398,8 @@ pub fn run_iteration(
     };
     result.sim_time = sim.now().saturating_since(start);
     result.routing.link_seconds = sim.links().len() as f64 * result.sim_time.as_secs_f64();
-    result.routing.invalid_predictions = predictor.invalid_outputs;
-    result.routing.predictions = predictor.predictions;
+    result.routing.invalid_predictions = predictor.risk.invalid_outputs;
+    result.routing.predictions = predictor.risk.predictions;
     result.control_frames = sim.stats().control_frames - stats_before.control_frames;
     result.control_bytes = sim.stats().control_bytes - stats_before.control_bytes;
     result
