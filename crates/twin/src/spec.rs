@@ -24,7 +24,11 @@ file:PATH                       JSON: {\"nodes\": [...], \"links\": [{\"source\"
                                 quality of each direction, 0..1) give that direction's frame loss
                                 (1 - tq)^4 (802.11 retries a unicast frame 3 times; TQ is measured
                                 on broadcasts, sent once). latency_ms, jitter_ms and loss win.
-real:NAME                       a real community mesh built in: freifunk-bielefeld (246 nodes, 483 links)
+real:NAME                       a real community mesh built in (Freifunk maps; the largest connected
+                                part of each, see crates/twin/topologies/README.md): freifunk-aachen
+                                (1259 nodes), -altdorf (660), -berlin (405), -bielefeld (246), -bremen
+                                (827), -cologne-bonn-area (279), -leipzig (210), -munich (230),
+                                -stuttgart (168), -ulm (217)
 node:URL                        the live topology a running node reports (GET URL/api/v1/topology)
 prometheus:URL                  nodes, links, RTT and loss from a Prometheus server scraping the mesh
 Generated kinds also take latency_ms (default 1), jitter_ms (default 0.2), loss (default 0) and
@@ -32,10 +36,48 @@ bandwidth_mbps (default unlimited), e.g. grid:width=10,latency_ms=5,loss=0.01";
 
 /// Real community meshes built into the twin: (name, meshnet-lab network JSON). Their
 /// sources and licences are in `crates/twin/topologies/README.md`.
-pub const REAL_TOPOLOGIES: &[(&str, &str)] = &[(
-    "freifunk-bielefeld",
-    include_str!("../topologies/freifunk-bielefeld.json"),
-)];
+pub const REAL_TOPOLOGIES: &[(&str, &str)] = &[
+    (
+        "freifunk-aachen",
+        include_str!("../topologies/freifunk-aachen.json"),
+    ),
+    (
+        "freifunk-altdorf",
+        include_str!("../topologies/freifunk-altdorf.json"),
+    ),
+    (
+        "freifunk-berlin",
+        include_str!("../topologies/freifunk-berlin.json"),
+    ),
+    (
+        "freifunk-bielefeld",
+        include_str!("../topologies/freifunk-bielefeld.json"),
+    ),
+    (
+        "freifunk-bremen",
+        include_str!("../topologies/freifunk-bremen.json"),
+    ),
+    (
+        "freifunk-cologne-bonn-area",
+        include_str!("../topologies/freifunk-cologne-bonn-area.json"),
+    ),
+    (
+        "freifunk-leipzig",
+        include_str!("../topologies/freifunk-leipzig.json"),
+    ),
+    (
+        "freifunk-munich",
+        include_str!("../topologies/freifunk-munich.json"),
+    ),
+    (
+        "freifunk-stuttgart",
+        include_str!("../topologies/freifunk-stuttgart.json"),
+    ),
+    (
+        "freifunk-ulm",
+        include_str!("../topologies/freifunk-ulm.json"),
+    ),
+];
 
 /// A parsed topology specification.
 #[derive(Clone, Debug, PartialEq)]
@@ -236,5 +278,25 @@ mod tests {
             .build(0, &mut rng)
             .unwrap_err();
         assert!(missing.to_string().contains("/nonexistent/mesh.json"));
+    }
+
+    /// Every built-in community mesh parses, is one connected mesh, and `--help` gives
+    /// its size.
+    #[test]
+    fn built_in_real_topologies_are_connected_and_listed_with_their_sizes() {
+        let mut rng = Rng::seed(1);
+        assert_eq!(REAL_TOPOLOGIES.len(), 10);
+        for (name, _) in REAL_TOPOLOGIES {
+            let spec: TopologySpec = format!("real:{name}").parse().unwrap();
+            let t = spec.build(0, &mut rng).unwrap();
+            assert_eq!(t.components().len(), 1, "{name}");
+            let short = name.trim_start_matches("freifunk");
+            let listed = format!("{short} ({}", t.len());
+            let help = TOPOLOGY_HELP
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ");
+            assert!(help.contains(&listed), "--help lists {listed:?}");
+        }
     }
 }
