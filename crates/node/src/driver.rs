@@ -33,7 +33,7 @@ use x0tta6bl4_proto::{
     SendError, Transmit,
 };
 
-use crate::outage::OutageTracker;
+use crate::outage::{Arrival, OutageTracker};
 use crate::probe_path::{self, ProbePaths};
 use crate::revocation_store::{self, RevocationStore};
 use crate::state::{
@@ -1069,10 +1069,13 @@ impl Driver {
                 received_at_us: at_us,
             }),
             FLOW_CHANNEL => {
-                self.shared.record_arrival(&delivery.source, at_us);
-                let outage = self
+                let arrival = self
                     .outages
                     .arrival(&delivery.source, &delivery.payload, at_us);
+                let Arrival::Counted(outage) = arrival else {
+                    return self.shared.counters.drop(DriverDrop::FlowReplayed);
+                };
+                self.shared.record_arrival(&delivery.source, at_us);
                 if let Some(outage_us) = outage {
                     tracing::debug!(source = %delivery.source, outage_us, "probe flow recovered");
                     self.outage_seconds.observe(outage_us as f64 / 1e6);

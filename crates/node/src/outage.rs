@@ -11,8 +11,14 @@
 //! [`OUTAGE_INTERVALS_MIN`] times that interval, the gap (last probe delivered before,
 //! first after) is an outage, measured as `x0tta6bl4_proto::measure` measures it.
 //!
-//! A tick number that does not increase (flows restarted, the sender restarted,
-//! messages reordered) starts the source afresh: it can hide an outage, never invent one.
+//! A probe counts once. One whose tick this receiver already counted, or that is older
+//! than the last [`RECENT_TICKS`] ticks and not sent later than the newest (a Byzantine
+//! neighbour's replay of a stale frame: the mesh's replay memory covers the last few
+//! seconds, not every frame ever sent), is [`Arrival::Replayed`]: not an arrival, so it
+//! neither inflates the delivery ratio nor hides an outage. A tick number that does not
+//! increase while its send time does (flows restarted, the sender restarted) starts the
+//! source afresh: it can hide an outage, never invent one. A genuine probe overtaken by a
+//! later one (reordered while routes change) still counts as delivered.
 
 use std::collections::HashMap;
 
@@ -31,12 +37,27 @@ pub(crate) const OUTAGE_BUCKETS_SECONDS: [f64; 16] = [
     0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.75, 1.0, 2.0, 5.0, 10.0, 30.0,
 ];
 
+/// Ticks below the newest one whose arrival a receiver remembers (a bitmap).
+pub(crate) const RECENT_TICKS: u64 = 64;
+
 /// The last probe heard from one source.
 #[derive(Clone, Copy, Debug)]
 struct LastProbe {
     tick: u64,
     sent_us: u64,
     arrival_us: u64,
+    /// Bit `i`: tick `tick - i` arrived.
+    seen: u64,
+}
+
+/// What a probe-flow arrival was.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Arrival {
+    /// Counted: a probe not seen before (or not a probe payload), with the outage it
+    /// ends, in microseconds, if the gap since the previous probe of its source was one.
+    Counted(Option<u64>),
+    /// A probe counted already, or a stale one: not an arrival.
+    Replayed,
 }
 
 /// Per-source state of the probe-flow receiver, at most [`FLOW_SOURCES_MAX`] sources
@@ -58,26 +79,53 @@ pub(crate) fn parse_probe(payload: &[u8]) -> Option<(u64, u64)> {
 }
 
 impl OutageTracker {
-    /// A probe from `source` with `payload` arrived at `arrival_us` (Unix µs). Returns
-    /// the outage it ends, in microseconds, if the gap since the previous probe from
-    /// that source was one.
-    pub fn arrival(&mut self, source: &NodeName, payload: &[u8], arrival_us: u64) -> Option<u64> {
-        let (tick, sent_us) = parse_probe(payload)?;
+    /// A probe from `source` with `payload` arrived at `arrival_us` (Unix µs): counted
+    /// (with the outage it ends, if any) or a replay (see the module's documentation).
+    pub fn arrival(&mut self, source: &NodeName, payload: &[u8], arrival_us: u64) -> Arrival {
+        let Some((tick, sent_us)) = parse_probe(payload) else {
+            return Arrival::Counted(None);
+        };
         let probe = LastProbe {
             tick,
             sent_us,
             arrival_us,
+            seen: 1,
         };
+        debug_assert!(self.sources.len() <= FLOW_SOURCES_MAX);
         let Some(last) = self.sources.get_mut(source) else {
             if self.sources.len() < FLOW_SOURCES_MAX {
                 self.sources.insert(source.clone(), probe);
             }
-            return None;
+            return Arrival::Counted(None);
         };
-        let outage_us = outage(*last, probe);
-        *last = probe;
-        debug_assert!(self.sources.len() <= FLOW_SOURCES_MAX);
-        outage_us
+        if tick > last.tick {
+            let outage_us = outage(*last, probe);
+            let shift = tick - last.tick;
+            let seen = if shift < RECENT_TICKS {
+                last.seen << shift
+            } else {
+                0
+            };
+            *last = LastProbe {
+                seen: seen | 1,
+                ..probe
+            };
+            return Arrival::Counted(outage_us);
+        }
+        if sent_us > last.sent_us {
+            // Tick numbers start again, at a later time: the flows were restarted.
+            *last = probe;
+            return Arrival::Counted(None);
+        }
+        let back = last.tick - tick;
+        let bit = 1u64.checked_shl(u32::try_from(back).unwrap_or(u32::MAX));
+        match bit {
+            Some(bit) if back < RECENT_TICKS && last.seen & bit == 0 => {
+                last.seen |= bit;
+                Arrival::Counted(None)
+            }
+            _ => Arrival::Replayed,
+        }
     }
 
     #[cfg(test)]
@@ -115,8 +163,40 @@ mod tests {
         tick: u64,
         delay_us: u64,
     ) -> Option<u64> {
+        match arrive(tracker, source, tick, delay_us) {
+            Arrival::Counted(outage) => outage,
+            Arrival::Replayed => panic!("probe {tick} taken for a replay"),
+        }
+    }
+
+    fn arrive(tracker: &mut OutageTracker, source: &NodeName, tick: u64, delay_us: u64) -> Arrival {
         let sent_us = 1_000_000 + tick * INTERVAL_US;
         tracker.arrival(source, &payload(tick, sent_us), sent_us + 1_000 + delay_us)
+    }
+
+    /// A Byzantine neighbour's replays (of the latest probe, of a recent one, of a stale
+    /// one) are not arrivals and do not hide an outage; a reordered probe counts once.
+    #[test]
+    fn replayed_probes_count_for_nothing_and_reordered_ones_once() {
+        let mut tracker = OutageTracker::default();
+        let a = NodeName::new("a").unwrap();
+        for tick in 0..100 {
+            assert_eq!(probe(&mut tracker, &a, tick, 0), None);
+        }
+        assert_eq!(arrive(&mut tracker, &a, 99, 500), Arrival::Replayed);
+        assert_eq!(arrive(&mut tracker, &a, 90, 500), Arrival::Replayed);
+        assert_eq!(arrive(&mut tracker, &a, 3, 900_000), Arrival::Replayed);
+        // Probes 100..=119 are lost; replays of old ones arrive meanwhile: still an
+        // outage of 20 intervals from 99 to 120.
+        assert_eq!(arrive(&mut tracker, &a, 50, 150_000), Arrival::Replayed);
+        assert_eq!(probe(&mut tracker, &a, 120, 0), Some(21 * INTERVAL_US));
+        // 122 overtakes 121: both count, 121 once.
+        assert_eq!(probe(&mut tracker, &a, 122, 0), None);
+        assert_eq!(
+            arrive(&mut tracker, &a, 121, 20_000),
+            Arrival::Counted(None)
+        );
+        assert_eq!(arrive(&mut tracker, &a, 121, 20_000), Arrival::Replayed);
     }
 
     #[test]
@@ -139,9 +219,13 @@ mod tests {
         let mut tracker = OutageTracker::default();
         let a = NodeName::new("a").unwrap();
         let at = |sent_us: u64| sent_us + 500;
-        assert_eq!(tracker.arrival(&a, &payload(0, 0), at(0)), None);
+        let counted = Arrival::Counted(None);
+        assert_eq!(tracker.arrival(&a, &payload(0, 0), at(0)), counted);
         // The sender was busy for 100 ms and skipped ticks: one tick, 100 ms later.
-        assert_eq!(tracker.arrival(&a, &payload(1, 100_000), at(100_000)), None);
+        assert_eq!(
+            tracker.arrival(&a, &payload(1, 100_000), at(100_000)),
+            counted
+        );
     }
 
     #[test]
@@ -151,17 +235,21 @@ mod tests {
         assert_eq!(probe(&mut tracker, &a, 500, 0), None);
         // The sender restarted its flows a minute later: tick 0 again.
         let later_us = 60_000_000;
-        assert_eq!(tracker.arrival(&a, &payload(0, later_us), later_us), None);
+        let counted = Arrival::Counted(None);
+        assert_eq!(
+            tracker.arrival(&a, &payload(0, later_us), later_us),
+            counted
+        );
         assert_eq!(
             tracker.arrival(
                 &a,
                 &payload(1, later_us + INTERVAL_US),
                 later_us + INTERVAL_US
             ),
-            None
+            counted
         );
         // Not a probe payload.
-        assert_eq!(tracker.arrival(&a, b"hello", later_us * 2), None);
+        assert_eq!(tracker.arrival(&a, b"hello", later_us * 2), counted);
     }
 
     #[test]

@@ -150,18 +150,21 @@ pub(crate) enum DriverDrop {
     StreamReadFailed,
     /// A probe-flow arrival from a source beyond `FLOW_SOURCES_MAX`.
     FlowSourcesFull,
+    /// A probe-flow probe counted already or stale (a replay; see `outage`).
+    FlowReplayed,
     /// A delivery on an attached channel pushed out the oldest one not yet read.
     AttachedChannelFull,
 }
 
 impl DriverDrop {
-    pub const ALL: [DriverDrop; 7] = [
+    pub const ALL: [DriverDrop; 8] = [
         DriverDrop::InputQueueFull,
         DriverDrop::NoLink,
         DriverDrop::StreamSendsFull,
         DriverDrop::SendFailed,
         DriverDrop::StreamReadFailed,
         DriverDrop::FlowSourcesFull,
+        DriverDrop::FlowReplayed,
         DriverDrop::AttachedChannelFull,
     ];
 
@@ -173,6 +176,7 @@ impl DriverDrop {
             DriverDrop::SendFailed => "send_failed",
             DriverDrop::StreamReadFailed => "stream_read_failed",
             DriverDrop::FlowSourcesFull => "flow_sources_full",
+            DriverDrop::FlowReplayed => "flow_replayed",
             DriverDrop::AttachedChannelFull => "attached_channel_full",
         }
     }

@@ -77,7 +77,8 @@ async fn next_hop(api: &Api, destination: &str) -> Option<String> {
 }
 
 /// A triangle a-b-c. a runs the predictor; the loss on a-c ramps up (both directions)
-/// in 0.04 steps every 300 ms. a must raise the link's cost while it is still up, move
+/// in 0.02 steps every 400 ms (slowly enough for the probe loss estimate to follow on
+/// a loaded host; at 0.04 per 300 ms a busy test run saw the link die first). a must raise the link's cost while it is still up, move
 /// its route to c onto b, give the cost back when the loss is lifted, and keep routing
 /// through b once the link is cut.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -116,11 +117,11 @@ async fn a_ramped_loss_link_is_raised_before_it_is_cut_and_restored_when_it_reco
     // Ramp the loss until a raises the link; it must still be up then.
     let ramp = Instant::now();
     let mut raised_at = None;
-    for step in 1..=20 {
-        let loss = 0.04 * f64::from(step);
+    for step in 1..=40 {
+        let loss = 0.02 * f64::from(step);
         set_loss(dir, "a", "c", loss);
         set_loss(dir, "c", "a", loss);
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        tokio::time::sleep(Duration::from_millis(400)).await;
         if metric(&api, "x0tta6bl4_link_risk_raises_total").await >= 1.0 {
             raised_at = Some((loss, peer_state(&api, "c").await));
             break;
