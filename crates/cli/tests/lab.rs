@@ -137,7 +137,12 @@ fn assert_router(report: &serde_json::Value, name: &str) {
     if name.starts_with("x0tta6bl4") {
         let g = &r["routing"];
         let delivery = g["delivery_ratio"].as_f64().expect("a delivery ratio");
-        assert!(delivery > 0.0 && delivery <= 1.0, "{report}");
+        // A Byzantine forwarder's altered copies of probes are delivered too (data
+        // messages are not signed end to end): only then may the ratio pass 1.
+        let byzantine = report["scenario"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("byzantine"));
+        assert!(delivery > 0.0 && (delivery <= 1.0 || byzantine), "{report}");
         assert!(g["link_hours"].as_f64() > Some(0.0), "{report}");
         assert!(
             g["unneeded_reroutes_per_link_hour"].as_f64().is_some(),

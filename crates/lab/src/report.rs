@@ -44,7 +44,10 @@ pub struct RoutingFigures {
     /// Probes sent by every flow, from their start to their collection (baseline, fault
     /// and recovery).
     pub probes_sent: u64,
-    /// Probes delivered of those.
+    /// Probes delivered of those, each counted once (replays are not counted). Under
+    /// the `byzantine` fault this also counts a Byzantine forwarder's altered copies
+    /// (one byte flipped): data messages are not signed end to end, so a receiver
+    /// cannot tell them from probes, and the ratio can exceed 1.
     pub probes_delivered: u64,
     /// `probes_delivered / probes_sent`.
     pub delivery_ratio: f64,
