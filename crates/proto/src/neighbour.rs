@@ -16,8 +16,17 @@ const PROBES_IN_FLIGHT_MAX: usize = 8;
 const COST_RTT_SAMPLES: usize = 16;
 /// Down transitions remembered per neighbour for flap detection.
 pub(crate) const FLAPS_REMEMBERED_MAX: usize = 32;
-/// Weight of one loss sample in the loss average.
+/// Weight of one loss sample in the loss average, once the link has
+/// [`LOSS_SAMPLES_MATURE`] samples.
 const LOSS_GAIN: f64 = 1.0 / 16.0;
+/// Samples after which a link's loss estimate is an exponential average; before, it is
+/// the plain mean of its samples and [`LOSS_PRIOR_ANSWERED`] answered probes, so a link
+/// that loses most probes is known as lossy within a few of them (an exponential
+/// average started at 0 took 16 probes to pass half its loss).
+const LOSS_SAMPLES_MATURE: u32 = 12;
+/// Answered probes a young link's mean starts with: one early loss on a clean link
+/// reads as 20 %, not 100 %.
+const LOSS_PRIOR_ANSWERED: u32 = 4;
 
 /// Where a neighbour stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -142,9 +151,13 @@ pub(crate) struct Neighbour {
     /// host's scheduler, and every move would flood the mesh and shift its routes.
     base_rtt_us: u32,
     pub(crate) loss: f64,
+    /// Probes counted into `loss` so far (up to [`LOSS_SAMPLES_MATURE`]).
+    loss_samples: u32,
     /// `loss` when the last probe was answered: the link's loss before the current
     /// silence, which the silence itself must not stretch.
     loss_when_heard: f64,
+    /// `loss_samples` when the last probe was answered.
+    samples_when_heard: u32,
     /// Sequence of the last answered probe.
     last_acked_seq: Option<u32>,
     /// Probes before this sequence that went unanswered belong to an outage the link
@@ -185,7 +198,9 @@ impl Neighbour {
             rtt_samples: 0,
             base_rtt_us: 0,
             loss: 0.0,
+            loss_samples: 0,
             loss_when_heard: 0.0,
+            samples_when_heard: 0,
             last_acked_seq: None,
             outage_end_seq: 0,
             probes: [None; PROBES_IN_FLIGHT_MAX],
@@ -213,7 +228,13 @@ impl Neighbour {
             let in_outage = !old.acked && (old.seq.wrapping_sub(self.outage_end_seq) as i32) < 0;
             if !in_outage {
                 let lost = if old.acked { 0.0 } else { 1.0 };
-                self.loss += LOSS_GAIN * (lost - self.loss);
+                let gain = if self.loss_samples < LOSS_SAMPLES_MATURE {
+                    self.loss_samples += 1;
+                    1.0 / f64::from(self.loss_samples + LOSS_PRIOR_ANSWERED)
+                } else {
+                    LOSS_GAIN
+                };
+                self.loss += gain * (lost - self.loss);
             }
         }
         self.probes[slot] = Some(ProbeRecord { seq, acked: false });
@@ -230,7 +251,21 @@ impl Neighbour {
             .last_acked_seq
             .map_or(0, |last| seq.wrapping_sub(last).wrapping_sub(1));
         let outage_run = OUTAGE_RUN.max(misses_for_loss(self.loss_when_heard));
-        if (outage_run..PROBES_IN_FLIGHT_MAX as u32 * 1024).contains(&missed) {
+        // Only a link whose loss was known when it was last heard can tell an outage
+        // from its loss: on a young one, runs of misses are what it learns its loss
+        // from (a link that loses 96 % ends nearly every run of three with an answer,
+        // and forgiving those kept its estimate near 0 and its cost low).
+        let known = self.samples_when_heard >= LOSS_SAMPLES_MATURE;
+        if self.last_acked_seq.is_none() {
+            // The first answer, or the first since the link was declared down: probes
+            // sent before it went out while the link was set up or silent, not lost
+            // on it.
+            self.loss = self.loss_when_heard;
+            if self.rtt_samples == 0 {
+                self.loss_samples = 0;
+            }
+            self.outage_end_seq = seq;
+        } else if known && (outage_run..PROBES_IN_FLIGHT_MAX as u32 * 1024).contains(&missed) {
             // A run of misses as long as the detection's, ended by an answer: an outage
             // the link survived because other frames kept arriving (a one-way block, a
             // stalled peer), not the random loss shorter runs are. Forget what it added.
@@ -244,6 +279,7 @@ impl Neighbour {
             self.last_acked_seq = Some(seq);
         }
         self.loss_when_heard = self.loss;
+        self.samples_when_heard = self.loss_samples;
         let sample_us = now.saturating_since(echo).as_micros();
         self.recent_rtt_us[(self.rtt_samples % COST_RTT_SAMPLES as u64) as usize] =
             u32::try_from(sample_us).unwrap_or(u32::MAX);
@@ -341,10 +377,14 @@ impl Neighbour {
 
     pub(crate) fn record_down(&mut self, now: Instant) {
         // The silence that brought it down is an outage, not the link's loss: the link
-        // that returns starts from a clean estimate (else every outage would stretch
-        // the detection of the next one).
-        self.loss = 0.0;
-        self.loss_when_heard = 0.0;
+        // that returns starts from its loss before the silence (else every outage would
+        // stretch the detection of the next one). It keeps that loss, not a clean
+        // estimate: a lossy link that came back advertised as perfect drew routes it
+        // could not carry until it had learnt its loss again.
+        self.loss = self.loss_when_heard;
+        // Its first answer after the silence starts the count afresh: the probes lost
+        // before it belong to the outage, however young the link.
+        self.last_acked_seq = None;
         // A link that comes back is judged afresh by the predictor, if any.
         self.risk_factor = 1.0;
         if self.down_times.len() == FLAPS_REMEMBERED_MAX {
@@ -490,6 +530,57 @@ mod tests {
             n.probe_acked(seq, Instant::ZERO, Instant::from_micros(1_000));
         }
         assert!(n.loss < 0.5, "{}", n.loss);
+    }
+
+    /// A radio link that loses 96 % of its round trips (batman-adv TQ 0.01 one way):
+    /// nearly every answer ends a run of three or more misses. Forgiving those runs as
+    /// outages kept its estimate near 0, so it was advertised at the cost of a clean
+    /// link and drew routes it could not carry; and a down reset the estimate to 0.
+    #[test]
+    fn a_link_that_loses_most_probes_is_known_as_lossy_and_stays_known_across_a_down() {
+        let mut n = neighbour();
+        let mut rng = crate::Rng::seed(3);
+        // The first answer comes after a few probes lost while the link was set up.
+        for seq in 0..5 {
+            n.probe_sent(seq);
+        }
+        n.probe_acked(4, Instant::ZERO, Instant::from_micros(1_000));
+        for seq in 5..105 {
+            n.probe_sent(seq);
+            if rng.unit() < 0.04 {
+                n.probe_acked(seq, Instant::ZERO, Instant::from_micros(1_000));
+            }
+        }
+        let mut seq = 105;
+        assert!(n.loss > 0.8, "known as lossy: {}", n.loss);
+        assert!(n.loss_when_heard > 0.5, "{}", n.loss_when_heard);
+        let lossy_cost = n.cost_for(LinkCost::Measured);
+        assert!(lossy_cost > 20 * 11, "{lossy_cost}");
+        // Declared down, it comes back with the loss it had, not as a clean link; the
+        // silence that brought it down adds nothing.
+        let before = n.loss_when_heard;
+        n.record_down(Instant::ZERO);
+        assert_eq!(n.loss, before);
+        for _ in 0..20 {
+            n.probe_sent(seq);
+            seq += 1;
+        }
+        n.probe_acked(seq - 1, Instant::ZERO, Instant::from_micros(1_000));
+        assert!((n.loss - before).abs() < 1e-9, "{} vs {before}", n.loss);
+        // A clean link's first lost probes are set-up, not loss; an early loss after
+        // that weighs as one probe of a handful, not as the whole estimate.
+        let mut clean = neighbour();
+        for s in 0..3 {
+            clean.probe_sent(s);
+        }
+        for s in 3..40 {
+            clean.probe_sent(s);
+            if s != 12 {
+                clean.probe_acked(s, Instant::ZERO, Instant::from_micros(1_000));
+            }
+        }
+        assert!(clean.loss < 0.1, "{}", clean.loss);
+        assert!(misses_for_loss(clean.loss_when_heard) <= 3);
     }
 
     #[test]

@@ -94,8 +94,8 @@ impl<'a> Walks<'a> {
         let next_hop = sim.node(at).routes().next_hop(target);
         let next = next_hop.ok_or(Failure::NoRoute)?;
         let next = sim.index_of(next).ok_or(Failure::Broken)?;
-        let usable = sim.link_between(at, next).is_some_and(|l| sim.usable(l));
-        usable.then_some(next).ok_or(Failure::Broken)
+        let passable = sim.link_between(at, next).is_some_and(|l| sim.passable(l));
+        passable.then_some(next).ok_or(Failure::Broken)
     }
 
     /// Follow the forwarding tables from `source` towards the destination.
@@ -304,6 +304,64 @@ fn check_with(sim: &Sim, pairs_max: usize, rng: &mut Rng, route_counts: bool) ->
         }
     }
     health
+}
+
+/// Links that carry traffic (see [`components`]) but that an end does not hold up, by
+/// that end's state: what a mesh that does not converge is waiting for.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HeldDown {
+    /// Usable links.
+    pub usable: usize,
+    /// Of those, links an end holds damped (it flapped).
+    pub damped: usize,
+    /// Links an end holds down.
+    pub down: usize,
+    /// Links an end has not yet heard on (or has no entry for).
+    pub init: usize,
+}
+
+impl std::fmt::Display for HeldDown {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "of {} links that carry traffic, {} damped, {} down, {} not yet up at an end",
+            self.usable, self.damped, self.down, self.init
+        )
+    }
+}
+
+/// Count the usable links that an end does not hold up ([`HeldDown`]).
+pub fn held_down(sim: &Sim) -> HeldDown {
+    use x0tta6bl4_proto::NeighbourState;
+    let mut out = HeldDown::default();
+    let states: Vec<std::collections::HashMap<_, _>> = (0..sim.len() as u32)
+        .map(|i| {
+            sim.node(i)
+                .neighbours()
+                .into_iter()
+                .map(|n| (n.name, n.state))
+                .collect()
+        })
+        .collect();
+    for (l, link) in sim.links().iter().enumerate() {
+        if !sim.usable(l as u32) {
+            continue;
+        }
+        out.usable += 1;
+        let of = |i: u32, other: u32| states[i as usize].get(sim.name(other)).copied();
+        let ends = [of(link.a, link.b), of(link.b, link.a)];
+        if ends.contains(&Some(NeighbourState::Damped)) {
+            out.damped += 1;
+        } else if ends.contains(&Some(NeighbourState::Down)) {
+            out.down += 1;
+        } else if ends
+            .iter()
+            .any(|s| matches!(s, None | Some(NeighbourState::Init)))
+        {
+            out.init += 1;
+        }
+    }
+    out
 }
 
 /// Count node pairs, among up to `nodes_max` sampled running nodes, whose link-state

@@ -591,13 +591,19 @@ impl Sim {
         true
     }
 
-    /// Whether frames can cross link `l` from `from` to the other end right now.
+    /// Whether link `l` counts as a path right now: [`Sim::passable`], and it carries
+    /// traffic ([`crate::LinkParams::carries_traffic`]).
     pub fn usable(&self, l: u32) -> bool {
+        self.passable(l) && self.links[l as usize].params.carries_traffic()
+    }
+
+    /// Whether frames can cross link `l` both ways right now (up, not blocked, both ends
+    /// running), however lossy it is.
+    pub fn passable(&self, l: u32) -> bool {
         let link = &self.links[l as usize];
         link.up
             && !link.blocked[0]
             && !link.blocked[1]
-            && link.params.carries_traffic()
             && self.nodes[link.a as usize].status == Status::Running
             && self.nodes[link.b as usize].status == Status::Running
     }

@@ -327,7 +327,8 @@ pub fn converge_with(
             return Ok((sim, elapsed));
         }
         if elapsed > bound {
-            return Err(no_convergence(format!("{health:?}")));
+            let held = check::held_down(&sim);
+            return Err(no_convergence(format!("{health:?}; {held}")));
         }
     }
 }
