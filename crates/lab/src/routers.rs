@@ -69,6 +69,12 @@ pub enum Kind {
 }
 
 impl Kind {
+    /// Whether this router's measurements calibrate the twin: the one the twin (cost
+    /// routing) is compared with in the report.
+    pub fn calibrates_twin(&self) -> bool {
+        *self == Kind::X0tta6bl4(Routing::Cost)
+    }
+
     /// The key of this router in the report.
     pub fn key(&self) -> &'static str {
         match self {

@@ -605,7 +605,9 @@ impl Lab<'_> {
             .map(|i| self.fleet.disk_bytes(i))
             .collect();
         out.resources = self.usage.report(&last, &disk);
-        measured.calibrate(calibration);
+        if self.kind.calibrates_twin() {
+            measured.calibrate(calibration);
+        }
         out.mttr_ms = MttrSummary::from_ms(&out.samples);
         Ok(out)
     }
@@ -1432,6 +1434,19 @@ mod tests {
         assert!(node_sections(&etx, Routing::Predict, dir, None).is_err());
         etx.protocol.insert("link_cost".into(), "etx".into());
         assert!(matches!(prepare(&etx), Err(LabError::Usage { .. })));
+    }
+
+    #[test]
+    fn only_the_router_the_twin_is_compared_with_calibrates_it() {
+        // The twin runs the protocol's cost routing and is compared with `x0tta6bl4`:
+        // the etx and predict runs (later, under other loads) must not recalibrate it.
+        let kinds = RouterChoice::Both.kinds(&[TwinRouting::Etx, TwinRouting::Cost]);
+        let calibrating: Vec<&str> = kinds
+            .iter()
+            .filter(|k| k.calibrates_twin())
+            .map(Kind::key)
+            .collect();
+        assert_eq!(calibrating, ["x0tta6bl4"]);
     }
 
     #[test]
