@@ -69,6 +69,12 @@ pub enum Kind {
 }
 
 impl Kind {
+    /// Whether this router's measurements calibrate the twin: the one the twin (cost
+    /// routing) is compared with in the report.
+    pub fn calibrates_twin(&self) -> bool {
+        *self == Kind::X0tta6bl4(Routing::Cost)
+    }
+
     /// The key of this router in the report.
     pub fn key(&self) -> &'static str {
         match self {
@@ -736,16 +742,18 @@ impl Fleet {
     pub async fn metric_sum(&self, net: &Net, nodes: &[usize], name: &str) -> u64 {
         let mut total = 0;
         for &i in nodes {
-            let url = format!("http://{}:{API_PORT}/metrics", net.nodes[i].mgmt);
-            let Ok(answer) = self.http.get(url).send().await else {
-                continue;
-            };
-            let Ok(text) = answer.text().await else {
-                continue;
-            };
-            total += metric_value(&text, name);
+            total += self.metric(net, i, name).await.unwrap_or(0);
         }
         total
+    }
+
+    /// The series `name` on node `i`'s `/metrics` (x0tta6bl4 only; 0 when it is not
+    /// exposed), or `None` when the node does not answer.
+    pub async fn metric(&self, net: &Net, i: usize, name: &str) -> Option<u64> {
+        let url = format!("http://{}:{API_PORT}/metrics", net.nodes[i].mgmt);
+        let answer = self.http.get(url).send().await.ok()?;
+        let text = answer.text().await.ok()?;
+        Some(metric_value(&text, name))
     }
 
     /// Nodes of `nodes` that hold `peer` as an up neighbour (x0tta6bl4 only).

@@ -40,13 +40,32 @@ const RISK_RAISES: &str = "x0tta6bl4_link_risk_raises_total";
 /// The nodes' counter of degraded-link reroutes of their healing loop.
 const REROUTES: &str = "x0tta6bl4_healing_decisions_total{kind=\"reroute\"}";
 
-/// Cumulative reroute counters of a fleet (see `Lab::reroute_counts`).
-#[derive(Clone, Copy, Debug, Default)]
-struct RerouteCounts {
-    raises: u64,
-    reroutes: u64,
-    /// Raises and reroutes at nodes that are not ends of the faulted links.
-    elsewhere: u64,
+/// Cumulative predictor raises and healing reroutes of every node, by node index (see
+/// `Lab::reroute_counts`); `None` for a node that did not answer.
+#[derive(Clone, Debug, Default, PartialEq)]
+struct RerouteCounts(Vec<Option<(u64, u64)>>);
+
+impl RerouteCounts {
+    /// Raises, reroutes, and both at the nodes other than `ends`, from `before` to these
+    /// counts. Node by node, as Prometheus' `increase`: a node that did not answer either
+    /// time adds nothing (a killed node), and a count below its earlier one is a
+    /// restarted node's, counted from 0 (never a subtraction below zero).
+    fn since(&self, before: &RerouteCounts, ends: &[usize]) -> (u64, u64, u64) {
+        let increase = |was: u64, now: u64| now.checked_sub(was).unwrap_or(now);
+        let (mut raises, mut reroutes, mut elsewhere) = (0, 0, 0);
+        for (v, (was, now)) in before.0.iter().zip(&self.0).enumerate() {
+            let (Some(was), Some(now)) = (was, now) else {
+                continue;
+            };
+            let (raised, rerouted) = (increase(was.0, now.0), increase(was.1, now.1));
+            raises += raised;
+            reroutes += rerouted;
+            if !ends.contains(&v) {
+                elsewhere += raised + rerouted;
+            }
+        }
+        (raises, reroutes, elsewhere)
+    }
 }
 /// Hello interval of babeld matched to our probe interval (protocol default 50 ms).
 pub(crate) const MATCHED_HELLO_S: f64 = 0.05;
@@ -586,7 +605,9 @@ impl Lab<'_> {
             .map(|i| self.fleet.disk_bytes(i))
             .collect();
         out.resources = self.usage.report(&last, &disk);
-        measured.calibrate(calibration);
+        if self.kind.calibrates_twin() {
+            measured.calibrate(calibration);
+        }
         out.mttr_ms = MttrSummary::from_ms(&out.samples);
         Ok(out)
     }
@@ -617,7 +638,7 @@ impl Lab<'_> {
             }
         };
         out.flows.started += pairs.len();
-        let reroutes_before = self.reroute_counts(plan).await;
+        let reroutes_before = self.reroute_counts().await;
         let flows_start = self.usage.snapshot(&self.fleet.pids());
         let since_us = unix_now_us();
         self.fleet
@@ -712,13 +733,14 @@ impl Lab<'_> {
         let (arrivals, sent) = self.fleet.collect(self.net, &survivors, since_us).await?;
         if let (Some(sent), Some(before)) = (sent, reroutes_before) {
             let ran_h = unix_now_us().saturating_sub(since_us) as f64 / 3.6e9;
-            let after = self.reroute_counts(plan).await.unwrap_or(before);
+            let after = self.reroute_counts().await.unwrap_or_default();
+            let (raises, reroutes, elsewhere) = after.since(&before, &self.link_ends(plan));
             let mut figures = RoutingFigures {
                 probes_sent: sent,
                 probes_delivered: arrivals.values().map(|a| a.len() as u64).sum(),
-                predictor_raises: after.raises - before.raises,
-                healing_reroutes: after.reroutes - before.reroutes,
-                unneeded_reroutes: after.elsewhere - before.elsewhere,
+                predictor_raises: raises,
+                healing_reroutes: reroutes,
+                unneeded_reroutes: elsewhere,
                 link_hours: self.topology.links.len() as f64 * ran_h,
                 ..RoutingFigures::default()
             };
@@ -785,38 +807,29 @@ impl Lab<'_> {
         }
     }
 
-    /// x0tta6bl4: predictor raises and healing reroutes at every node, and both at the
-    /// nodes other than the ends of the faulted links (None for babeld).
-    async fn reroute_counts(&self, plan: &Plan) -> Option<RerouteCounts> {
+    /// x0tta6bl4: predictor raises and healing reroutes of every node (None for babeld).
+    async fn reroute_counts(&self) -> Option<RerouteCounts> {
         if !matches!(self.kind, Kind::X0tta6bl4(_)) {
             return None;
         }
-        let ends: Vec<usize> = plan
-            .links
+        let mut counts = Vec::with_capacity(self.topology.len());
+        for v in 0..self.topology.len() {
+            let raises = self.fleet.metric(self.net, v, RISK_RAISES).await;
+            let reroutes = self.fleet.metric(self.net, v, REROUTES).await;
+            counts.push(raises.zip(reroutes));
+        }
+        Some(RerouteCounts(counts))
+    }
+
+    /// The ends of the faulted links.
+    fn link_ends(&self, plan: &Plan) -> Vec<usize> {
+        plan.links
             .iter()
             .flat_map(|&l| {
                 let link = &self.topology.links[l];
                 [link.a as usize, link.b as usize]
             })
-            .collect();
-        let (mut at_ends, mut elsewhere) = (Vec::new(), Vec::new());
-        for v in 0..self.topology.len() {
-            match ends.contains(&v) {
-                true => at_ends.push(v),
-                false => elsewhere.push(v),
-            }
-        }
-        let mut counts = RerouteCounts::default();
-        for (nodes, end) in [(at_ends, true), (elsewhere, false)] {
-            let raises = self.fleet.metric_sum(self.net, &nodes, RISK_RAISES).await;
-            let reroutes = self.fleet.metric_sum(self.net, &nodes, REROUTES).await;
-            counts.raises += raises;
-            counts.reroutes += reroutes;
-            if !end {
-                counts.elsewhere += raises + reroutes;
-            }
-        }
-        Some(counts)
+            .collect()
     }
 
     /// svid-expiry: give the victims an SVID that expires in the fault's `ttl`, with no
@@ -1421,5 +1434,31 @@ mod tests {
         assert!(node_sections(&etx, Routing::Predict, dir, None).is_err());
         etx.protocol.insert("link_cost".into(), "etx".into());
         assert!(matches!(prepare(&etx), Err(LabError::Usage { .. })));
+    }
+
+    #[test]
+    fn only_the_router_the_twin_is_compared_with_calibrates_it() {
+        // The twin runs the protocol's cost routing and is compared with `x0tta6bl4`:
+        // the etx and predict runs (later, under other loads) must not recalibrate it.
+        let kinds = RouterChoice::Both.kinds(&[TwinRouting::Etx, TwinRouting::Cost]);
+        let calibrating: Vec<&str> = kinds
+            .iter()
+            .filter(|k| k.calibrates_twin())
+            .map(Kind::key)
+            .collect();
+        assert_eq!(calibrating, ["x0tta6bl4"]);
+    }
+
+    #[test]
+    fn reroute_figures_count_a_killed_or_restarted_node_from_zero_never_below() {
+        // Node 0 is killed during the fault (it answers no more), node 1 is restarted
+        // (its counters start again), node 2 raises once more, node 3 answered only
+        // after; node 2 is an end of the cut link.
+        let before = RerouteCounts(vec![Some((5, 2)), Some((4, 3)), Some((1, 1)), None]);
+        let after = RerouteCounts(vec![None, Some((1, 0)), Some((2, 1)), Some((7, 7))]);
+        // Raises: 1 (node 1) + 1 (node 2); reroutes: 0; elsewhere: node 1's 1.
+        assert_eq!(after.since(&before, &[2]), (2, 0, 1));
+        // Nothing answered after: nothing counted (babeld-like or a dead fleet).
+        assert_eq!(RerouteCounts::default().since(&before, &[]), (0, 0, 0));
     }
 }

@@ -493,7 +493,9 @@ impl ProbePaths {
     }
 
     /// The peer's offer over link `link_id`: hellos go there from the next probe on, and
-    /// probes once one is answered.
+    /// probes once one is answered. One offer per link: the key of a link's direction
+    /// is the same for all its offers, so a second one is refused rather than starting
+    /// the packet numbers (the nonces) again.
     pub fn offer(
         &mut self,
         name: &NodeName,
@@ -502,6 +504,17 @@ impl ProbePaths {
         bytes: &[u8],
     ) -> Result<(), String> {
         let (port, tag) = decode_offer(bytes)?;
+        if self
+            .outbound
+            .get(name)
+            .is_some_and(|o| o.link_id == link_id)
+        {
+            return Err(
+                "a second offer on the same link: the first one is kept (a peer \
+                        offers once per link; its key would repeat packet numbers)"
+                    .to_owned(),
+            );
+        }
         let key = derive_key(conn, &self.me, name)?;
         let to = SocketAddr::new(conn.remote_address().ip(), port);
         let outbound = Outbound {

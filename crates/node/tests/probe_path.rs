@@ -423,3 +423,65 @@ async fn a_probe_path_lost_at_run_time_falls_back_to_quic_without_a_flap() {
     a.shutdown().await.unwrap();
     b.shutdown().await.unwrap();
 }
+
+/// The next packet on `socket` (within 6 s): its packet number, and its frame opened
+/// with `key` (or why it was refused).
+async fn next_numbered(
+    socket: &UdpSocket,
+    key: &aws_lc_rs::aead::LessSafeKey,
+    window: &mut probe_path::ReplayWindow,
+) -> (u64, Result<Vec<u8>, probe_path::Refusal>) {
+    let mut packet = vec![0u8; 2048];
+    let len = tokio::time::timeout(Duration::from_secs(6), socket.recv(&mut packet))
+        .await
+        .expect("a sends on the path")
+        .unwrap();
+    packet.truncate(len);
+    let number = u64::from_be_bytes(packet[8..HEADER_BYTES].try_into().unwrap());
+    let frame = probe_path::open(key, window, &mut packet).map(<[u8]>::to_vec);
+    (number, frame)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_offer_on_a_link_does_not_restart_its_packet_numbers() {
+    let dir = tempfile::tempdir().unwrap();
+    issue(dir.path(), &["a", "b"]);
+    // Hellos every 200 ms; the fake peer answers none, and a keeps it up meanwhile.
+    let slow = "[protocol]\nprobe_interval_ms = 200\nprobe_misses_max = 100\n";
+    let a = NodeHandle::start(config_with(dir.path(), "a", &[], slow))
+        .await
+        .unwrap();
+    let (_endpoint, conn) = fake_peer(dir.path(), a.quic_addr()).await;
+    let (name_a, name_b) = (NodeName::new("a").unwrap(), NodeName::new("b").unwrap());
+    let from_a = probe_path::derive_key(&conn, &name_a, &name_b).unwrap();
+    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let fake_tag = 0x0123_4567_89ab_cdef;
+    let offer = probe_path::encode_offer(socket.local_addr().unwrap().port(), fake_tag);
+    let send_offer = || async {
+        let mut stream = conn.open_uni().await.unwrap();
+        stream.write_all(&offer).await.unwrap();
+        stream.finish().unwrap();
+    };
+    send_offer().await;
+    let mut window = probe_path::ReplayWindow::default();
+    let mut newest = 0;
+    for _ in 0..2 {
+        let (number, frame) = next_numbered(&socket, &from_a, &mut window).await;
+        assert_eq!(frame.as_deref(), Ok(HELLO));
+        newest = number;
+    }
+    // The same offer again over the same connection (a misbehaving or confused peer):
+    // a's key for this link is the same, so its packet numbers (the nonces) must go on.
+    send_offer().await;
+    for _ in 0..4 {
+        let (number, frame) = next_numbered(&socket, &from_a, &mut window).await;
+        assert!(
+            number > newest,
+            "packet number {number} after {newest}: a nonce used twice"
+        );
+        assert_eq!(frame.as_deref(), Ok(HELLO));
+        newest = number;
+    }
+    conn.close(0u32.into(), b"done");
+    a.shutdown().await.unwrap();
+}

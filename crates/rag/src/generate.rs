@@ -150,7 +150,7 @@ pub enum GenerateError {
         timeout_ms: u64,
     },
     /// An HTTP status other than 200.
-    #[error("the endpoint answered HTTP {status}: {message}")]
+    #[error("the endpoint answered HTTP {status}: {message}; {}", status_fix(*.status))]
     Status {
         /// The HTTP status.
         status: u16,
@@ -158,7 +158,7 @@ pub enum GenerateError {
         message: String,
     },
     /// A 200 whose body is not a chat completion.
-    #[error("the endpoint's answer is not a chat completion: {0}")]
+    #[error("the endpoint's answer is not a chat completion: {0}; check that --llm-endpoint is an OpenAI-compatible API's base URL (e.g. http://127.0.0.1:8080/v1)")]
     Malformed(String),
 }
 
@@ -171,6 +171,17 @@ impl GenerateError {
             GenerateError::Status { .. } => "status",
             GenerateError::Malformed(_) => "malformed",
         }
+    }
+}
+
+/// What to check after the endpoint answered HTTP `status`.
+fn status_fix(status: u16) -> &'static str {
+    match status {
+        401 | 403 => "check the API key (the variable --llm-api-key-env names)",
+        404 => "check --llm-endpoint (the API's base URL, e.g. http://127.0.0.1:8080/v1) and --llm-model",
+        429 => "the endpoint limits its rate: ask again later",
+        400..=499 => "check --llm-model, and --llm-max-tokens against the model's context length",
+        _ => "the endpoint failed: see its log",
     }
 }
 
@@ -202,7 +213,7 @@ pub fn parse_response(status: u16, body: &[u8]) -> Result<Completion, GenerateEr
                 e.get("message")
                     .and_then(Value::as_str)
                     .or_else(|| e.as_str())
-                    .map(str::to_owned)
+                    .map(|m| quote(m.trim()))
             })
             .unwrap_or_else(|| quote(text.trim()));
         let message = if message.is_empty() {
@@ -403,6 +414,29 @@ mod tests {
         assert!(e.to_string().contains("<html>Bad Gateway"), "{e}");
         let e = parse_response(500, b"").unwrap_err();
         assert!(e.to_string().contains("(empty body)"), "{e}");
+    }
+
+    #[test]
+    fn status_errors_say_what_to_check_and_quote_a_long_message_in_part() {
+        for (status, fix) in [
+            (401, "--llm-api-key-env"),
+            (404, "--llm-endpoint"),
+            (400, "--llm-max-tokens"),
+            (503, "see its log"),
+        ] {
+            let e = parse_response(status, br#"{"error":{"message":"no"}}"#).unwrap_err();
+            assert!(e.to_string().contains(fix), "{status}: {e}");
+        }
+        // An endpoint's message is quoted like a body is: a megabyte of it is not.
+        let long = format!(r#"{{"error":{{"message":"{}"}}}}"#, "m".repeat(100_000));
+        let e = parse_response(400, long.as_bytes()).unwrap_err();
+        assert!(
+            e.to_string().len() < 2 * QUOTE_CHARS_MAX,
+            "{} chars",
+            e.to_string().len()
+        );
+        let e = parse_response(200, b"<html>").unwrap_err();
+        assert!(e.to_string().contains("--llm-endpoint"), "{e}");
     }
 
     #[test]
