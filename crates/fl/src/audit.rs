@@ -151,7 +151,7 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
 }
 
 /// Write `bytes` to `path` atomically: temporary file, fsync, rename, fsync the dir.
-fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let tmp = path.with_extension("tmp");
     {

@@ -63,6 +63,7 @@ pub mod linkpredict;
 pub mod mesh;
 pub mod model;
 pub mod participant;
+pub mod ppo;
 pub mod wire;
 
 pub use aggregate::{Aggregator, AggregatorKind, Update};
