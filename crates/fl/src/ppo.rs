@@ -250,7 +250,8 @@ pub struct Step {
     pub reward: f32,
 }
 
-/// PPO's settings (defaults as Stable-Baselines3's `PPO` where they apply).
+/// PPO's settings (clip, λ, epochs, minibatch and value weight as Stable-Baselines3's
+/// `PPO`; γ, learning rate and entropy weight set for short routing horizons).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct PpoConfig {
     /// Discount per decision.
@@ -277,9 +278,9 @@ impl Default for PpoConfig {
             gamma: 0.9,
             lambda: 0.95,
             clip: 0.2,
-            epochs: 4,
+            epochs: 10,
             minibatch: 64,
-            lr: 3e-3,
+            lr: 1e-2,
             value_coef: 0.5,
             entropy_coef: 0.01,
         }
