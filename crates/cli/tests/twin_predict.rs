@@ -76,14 +76,21 @@ fn bad_routings_and_tampered_models_are_refused() {
     assert_eq!(code(&used), 0, "{}", stderr(&used));
     assert!(stdout(&used).contains("predictions"), "{}", stdout(&used));
 
-    // One weight changed, the hash left as written: refused, nothing runs.
-    let text = std::fs::read_to_string(&model).unwrap();
+    refused_once_tampered(&model, &["--routing", "cost,predict", "--predictor"]);
+}
+
+/// One parameter of the file at `model` changed, the hash left as written: `twin run`
+/// with `args` and the file is refused with exit code 2 and nothing runs.
+fn refused_once_tampered(model: &std::path::Path, args: &[&str]) {
+    let text = std::fs::read_to_string(model).unwrap();
     let at = text.find("\"params\"").unwrap();
     let digit = text[at..].find(|c: char| c.is_ascii_digit()).unwrap() + at;
     let mut tampered = text.clone().into_bytes();
     tampered[digit] = if tampered[digit] == b'7' { b'3' } else { b'7' };
-    std::fs::write(&model, tampered).unwrap();
-    let refused = twin_run(&["--routing", "cost,predict", "--predictor", path(&model)]);
+    std::fs::write(model, tampered).unwrap();
+    let mut args = args.to_vec();
+    args.push(path(model));
+    let refused = twin_run(&args);
     assert_eq!(code(&refused), 2, "{}", stdout(&refused));
     assert!(
         stderr(&refused).contains("hash check failed"),
@@ -145,24 +152,7 @@ fn a_ppo_policy_is_trained_used_next_to_etx_and_refused_when_tampered() {
         stderr(&without)
     );
 
-    let text = std::fs::read_to_string(&policy).unwrap();
-    let at = text.find("\"params\"").unwrap();
-    let digit = text[at..].find(|c: char| c.is_ascii_digit()).unwrap() + at;
-    let mut tampered = text.clone().into_bytes();
-    tampered[digit] = if tampered[digit] == b'7' { b'3' } else { b'7' };
-    std::fs::write(&policy, tampered).unwrap();
-    let refused = twin_run(&["--routing", "etx,ppo", "--policy", path(&policy)]);
-    assert_eq!(code(&refused), 2, "{}", stdout(&refused));
-    assert!(
-        stderr(&refused).contains("hash check failed"),
-        "{}",
-        stderr(&refused)
-    );
-    assert!(
-        stdout(&refused).is_empty(),
-        "nothing ran: {}",
-        stdout(&refused)
-    );
+    refused_once_tampered(&policy, &["--routing", "etx,ppo", "--policy"]);
     let bad = run(&[
         "twin",
         "train-ppo",

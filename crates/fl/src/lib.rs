@@ -58,6 +58,7 @@ pub mod compress;
 pub mod coordinator;
 pub mod data;
 pub mod dp;
+mod hashed;
 pub mod keys;
 pub mod linkpredict;
 pub mod mesh;

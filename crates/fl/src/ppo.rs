@@ -28,7 +28,6 @@ use rand::seq::SliceRandom;
 use rand::Rng;
 use rand_distr::{Distribution, Uniform};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use crate::aggregate::{AggregatorKind, Context, Update};
 
@@ -566,35 +565,15 @@ pub struct PolicyFile {
     pub sha256: String,
 }
 
-fn digest(model: &PolicyModel) -> String {
-    let bytes = serde_json::to_vec(model).expect("a policy serializes");
-    hex::encode(Sha256::digest(&bytes))
-}
-
 impl PolicyFile {
     /// Check a file's bytes: format, hash, shape, parameters. `path` names it in errors.
     pub fn from_bytes(bytes: &[u8], path: &str) -> Result<PolicyModel, PpoError> {
-        let invalid = |reason: String| PpoError::Invalid {
-            path: path.to_owned(),
-            reason,
-        };
-        let file: PolicyFile = serde_json::from_slice(bytes)
-            .map_err(|e| invalid(format!("not a PPO policy file ({e})")))?;
-        if file.format != FORMAT {
-            return Err(invalid(format!(
-                "format {:?}, this build reads {FORMAT:?}",
-                file.format
-            )));
-        }
-        let actual = digest(&file.model);
-        if actual != file.sha256 {
-            return Err(invalid(format!(
-                "hash check failed (file says {}, policy hashes to {actual}): the file was altered or damaged",
-                file.sha256
-            )));
-        }
-        file.model.check().map_err(invalid)?;
-        Ok(file.model)
+        crate::hashed::open(bytes, FORMAT, "PPO policy", PolicyModel::check).map_err(|reason| {
+            PpoError::Invalid {
+                path: path.to_owned(),
+                reason,
+            }
+        })
     }
 
     /// Read and check a policy file.
@@ -609,13 +588,7 @@ impl PolicyFile {
 
     /// Write the file of `model` atomically (a crash leaves the old file or the new).
     pub fn save(model: &PolicyModel, path: &Path) -> Result<(), PpoError> {
-        let file = PolicyFile {
-            format: FORMAT.to_owned(),
-            sha256: digest(model),
-            model: model.clone(),
-        };
-        let bytes = serde_json::to_vec_pretty(&file).expect("a policy serializes");
-        crate::audit::write_atomic(path, &bytes).map_err(|source| PpoError::Io {
+        crate::hashed::save(model, FORMAT, path).map_err(|source| PpoError::Io {
             path: path.display().to_string(),
             source,
         })
@@ -802,7 +775,7 @@ mod tests {
         ] {
             let file = PolicyFile {
                 format: FORMAT.into(),
-                sha256: digest(&broken),
+                sha256: crate::hashed::digest(&broken),
                 model: broken.clone(),
             };
             let bytes = serde_json::to_vec(&file).unwrap();
