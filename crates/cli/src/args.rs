@@ -215,8 +215,8 @@ pub struct LabRunArgs {
     /// measured cost and the link-failure predictor of --predictor in every node,
     /// `[predictor] model`). Several, comma-separated (e.g. cost,etx,predict), run as
     /// routers of their own one after the other on the same faults, side by side in the
-    /// report (routers x0tta6bl4, x0tta6bl4-etx, x0tta6bl4-predict). ppo is not
-    /// available yet.
+    /// report (routers x0tta6bl4, x0tta6bl4-etx, x0tta6bl4-predict). ppo runs in the
+    /// twin only (`twin run --routing ppo`), not in the lab yet.
     #[arg(long, value_name = "cost|etx|predict[,...]")]
     pub routing: Option<String>,
     /// The link-failure predictor for --routing predict: a model file written by
@@ -307,6 +307,21 @@ pub enum TwinCommand {
     /// draws, and writes the model with its SHA-256.
     #[command(after_long_help = twin_topology_help())]
     TrainPredictor(TwinTrainPredictorArgs),
+    /// Train the PPO routing agents for `twin run --routing ppo`.
+    ///
+    /// Every node runs one agent per link that, every 200 ms, puts a cost multiplier
+    /// (1, 1.5, 2, 4 or 8) on the link's ETX cost through the protocol's link-risk hook
+    /// (flooded by link-state, so routes stay loop-free), from the link's 1 s probe
+    /// window (loss, jitter and their trends, queueing), the share of the node's
+    /// forwarded flows on the link and the link's current multiplier. The reward is the
+    /// delivery ratio of the flows the node forwards minus their mean latency / 100 ms.
+    /// All agents share one policy (a tanh MLP on candle, crates/fl). Each episode is one
+    /// iteration of --scenario on the next --topology (round robin); after it, every
+    /// node computes a PPO update (clipped objective, GAE) on its own agents' steps and
+    /// FedAvg merges the updates. Writes the policy with its SHA-256. Deterministic per
+    /// --seed.
+    #[command(after_long_help = twin_topology_help())]
+    TrainPpo(TwinTrainPpoArgs),
     /// Merge the parts of a sharded run into the report of the unsharded run.
     ///
     /// Reads the parts written by `twin run --shard I/N --out PART.json` (one per shard,
@@ -621,13 +636,22 @@ pub struct TwinRunArgs {
     /// 2 s, restored below half the threshold). Several, comma-separated (e.g.
     /// cost,etx,predict), run the same iterations once per routing and print them side
     /// by side: delivery ratio, p95 latency, MTTR p95 and unneeded reroutes per
-    /// link-hour. ppo is not available yet.
-    #[arg(long, value_name = "cost|etx|predict[,...]", default_value = "cost")]
+    /// link-hour. ppo: ETX costs with the multipliers the PPO agents of --policy put on
+    /// them (every node's agents act on their own links every 200 ms).
+    #[arg(
+        long,
+        value_name = "cost|etx|predict|ppo[,...]",
+        default_value = "cost"
+    )]
     pub routing: String,
     /// The link-failure predictor for --routing predict: a model file written by
     /// `x0tta6bl4 twin train-predictor` (refused when its hash check fails).
     #[arg(long, value_name = "MODEL.json")]
     pub predictor: Option<PathBuf>,
+    /// The PPO policy for --routing ppo: a file written by `x0tta6bl4 twin train-ppo`
+    /// (refused when its hash check fails).
+    #[arg(long, value_name = "POLICY.json")]
+    pub policy: Option<PathBuf>,
 }
 
 /// `x0tta6bl4 twin train-predictor`.
@@ -667,6 +691,47 @@ pub struct TwinTrainPredictorArgs {
     #[arg(long, value_name = "MODEL.json")]
     pub out: PathBuf,
     /// Print the training report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `x0tta6bl4 twin train-ppo`.
+#[derive(Debug, Args)]
+pub struct TwinTrainPpoArgs {
+    /// Topology to train on (as `twin run --topology`); repeat the flag to train over
+    /// several, one episode each in turn. Generated topologies are drawn with --seed
+    /// plus their position in the list.
+    #[arg(long, value_name = "KIND[:params]", default_values_t = [
+        "grid:loss=0.05".to_owned(),
+        "random-geometric:loss=0.05".to_owned(),
+    ])]
+    pub topology: Vec<String>,
+    /// Number of nodes of generated topologies.
+    #[arg(long, value_name = "N", default_value_t = 16)]
+    pub nodes: usize,
+    /// Scenario of every episode.
+    #[arg(
+        long,
+        value_name = "NAME[:params]",
+        default_value = "degrade-then-fail"
+    )]
+    pub scenario: String,
+    /// Episodes (one iteration each, then one FedAvg round of the nodes' PPO updates).
+    #[arg(long, value_name = "N", default_value_t = 100)]
+    pub episodes: usize,
+    /// Seed of the topologies, the draws, the initial policy and the training.
+    #[arg(long, value_name = "S", default_value_t = 1)]
+    pub seed: u64,
+    /// AdamW learning rate of each node's PPO update.
+    #[arg(long, value_name = "LR", default_value_t = 1e-2)]
+    pub lr: f64,
+    /// Continue training this policy instead of a fresh one.
+    #[arg(long, value_name = "POLICY.json")]
+    pub resume: Option<PathBuf>,
+    /// Where to write the policy (temporary file, synced, renamed).
+    #[arg(long, value_name = "POLICY.json")]
+    pub out: PathBuf,
+    /// Print one JSON object per episode, then the summary, instead of text.
     #[arg(long)]
     pub json: bool,
 }

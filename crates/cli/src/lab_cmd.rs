@@ -72,6 +72,14 @@ pub async fn run(args: &LabRunArgs) -> anyhow::Result<ExitCode> {
             .transpose()
             .map_err(|e| lab_problem(e, "--node-memory"))?,
     };
+    let routing = args.routing.as_deref().unwrap_or("cost");
+    if routing.split(',').any(|r| r.trim() == "ppo") {
+        return Err(crate::twin_cmd::usage(
+            "--routing ppo is not available yet in the lab (the nodes do not run the PPO agents)",
+            format!("--routing {routing}"),
+            "run it in the twin: `x0tta6bl4 twin run --routing etx,ppo --policy POLICY.json`",
+        ));
+    }
     let options = Options {
         topology: args.topology.clone(),
         nodes: args.nodes,
@@ -93,6 +101,7 @@ pub async fn run(args: &LabRunArgs) -> anyhow::Result<ExitCode> {
             (routing, predictor) => crate::twin_predict::routings(
                 routing.as_deref().unwrap_or("cost"),
                 predictor.as_deref(),
+                None,
             )?,
         },
     };

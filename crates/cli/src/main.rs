@@ -27,6 +27,7 @@ mod rag_serve;
 mod status;
 mod twin_cmd;
 mod twin_fl;
+mod twin_ppo;
 mod twin_predict;
 
 use std::process::ExitCode;
@@ -109,6 +110,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Twin(TwinCommand::TrainPredictor(args)) => {
             return twin_predict::train(&args).await
         }
+        Command::Twin(TwinCommand::TrainPpo(args)) => return twin_ppo::train(&args).await,
         Command::Twin(TwinCommand::Merge(args)) => return twin_cmd::merge(&args).await,
         Command::Twin(TwinCommand::Fuzz(args)) => return twin_cmd::fuzz(&args).await,
         Command::Twin(TwinCommand::Tune(args)) => return twin_cmd::tune_cmd(&args).await,

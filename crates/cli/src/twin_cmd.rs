@@ -27,7 +27,7 @@ pub(crate) fn usage(
     problem(Exit::Usage, what, place, fix).into()
 }
 
-fn progress_bar(len: u64, hidden: bool, message: &str) -> ProgressBar {
+pub(crate) fn progress_bar(len: u64, hidden: bool, message: &str) -> ProgressBar {
     if hidden {
         return ProgressBar::hidden();
     }
@@ -193,7 +193,11 @@ pub async fn run(args: &TwinRunArgs) -> anyhow::Result<ExitCode> {
         options.threads = threads.max(1);
     }
     options.start = args.start;
-    let routings = crate::twin_predict::routings(&args.routing, args.predictor.as_deref())?;
+    let routings = crate::twin_predict::routings(
+        &args.routing,
+        args.predictor.as_deref(),
+        args.policy.as_deref(),
+    )?;
     if shard.is_some() && (routings.len() > 1 || routings[0].name() != "cost") {
         return Err(usage(
             "--shard runs the default routing only",

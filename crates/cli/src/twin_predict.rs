@@ -1,10 +1,12 @@
-//! `twin train-predictor` and the routings of `twin run --routing`.
+//! `twin train-predictor` and the routings of `twin run --routing` (`twin train-ppo`
+//! is in `twin_ppo`).
 
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use x0tta6bl4_fl::linkpredict::{FedTrainConfig, PredictorFile};
+use x0tta6bl4_fl::ppo::PolicyFile;
 use x0tta6bl4_proto::LinkCost;
 use x0tta6bl4_twin::predict::{self, Routing};
 use x0tta6bl4_twin::{Report, RunOptions};
@@ -16,7 +18,11 @@ use crate::twin_cmd::{parse_scenario, scenario_topology, usage};
 /// The routings `--routing` names (`twin run`, `lab run`), each checked (a predictor
 /// file is loaded and its hash checked here: a file that fails is refused before
 /// anything runs).
-pub fn routings(spec: &str, predictor: Option<&Path>) -> anyhow::Result<Vec<Routing>> {
+pub fn routings(
+    spec: &str,
+    predictor: Option<&Path>,
+    policy: Option<&Path>,
+) -> anyhow::Result<Vec<Routing>> {
     let mut out = Vec::new();
     for name in spec.split(',').map(str::trim) {
         let routing = match name {
@@ -40,19 +46,27 @@ pub fn routings(spec: &str, predictor: Option<&Path>) -> anyhow::Result<Vec<Rout
                 Routing::Predict(Arc::new(model))
             }
             "ppo" => {
-                return Err(usage(
-                    "--routing ppo is not available yet (the PPO routing agents of issue 15 item 3 are not built)",
-                    "--routing ppo",
-                    "use cost, etx or predict",
-                ))
+                let Some(path) = policy else {
+                    return Err(usage(
+                        "--routing ppo needs a PPO policy",
+                        "--routing ppo",
+                        "give --policy POLICY.json (train one with `x0tta6bl4 twin train-ppo --out POLICY.json`)",
+                    ));
+                };
+                let model = PolicyFile::load(path).map_err(|e| {
+                    usage(
+                        format!("{e}"),
+                        format!("--policy {}", path.display()),
+                        "the policy is refused; retrain it with `x0tta6bl4 twin train-ppo`",
+                    )
+                })?;
+                Routing::Ppo(Arc::new(model))
             }
-            other => {
-                return Err(usage(
-                    format!("unknown routing {other:?}"),
-                    format!("--routing {spec}"),
-                    "use cost, etx or predict, or several comma-separated (cost,etx,predict)",
-                ))
-            }
+            other => return Err(usage(
+                format!("unknown routing {other:?}"),
+                format!("--routing {spec}"),
+                "use cost, etx, predict or ppo, or several comma-separated (cost,etx,predict,ppo)",
+            )),
         };
         if out.iter().any(|r: &Routing| r.name() == routing.name()) {
             return Err(usage(
@@ -70,13 +84,20 @@ pub fn routings(spec: &str, predictor: Option<&Path>) -> anyhow::Result<Vec<Rout
             "add predict to --routing, or drop --predictor",
         ));
     }
+    if policy.is_some() && !out.iter().any(|r| matches!(r, Routing::Ppo(_))) {
+        return Err(usage(
+            "--policy without --routing ppo",
+            "--policy",
+            "add ppo to --routing, or drop --policy",
+        ));
+    }
     Ok(out)
 }
 
 /// `options` set up for `routing`.
 pub fn apply(options: &mut RunOptions, routing: &Routing) {
     options.sim.protocol.link_cost = match routing {
-        Routing::Etx => LinkCost::Etx,
+        Routing::Etx | Routing::Ppo(_) => LinkCost::Etx,
         Routing::Cost | Routing::Predict(_) => LinkCost::Measured,
     };
     options.measurement.routing = routing.clone();
@@ -151,6 +172,21 @@ pub fn comparison(reports: &[(String, Report)]) -> String {
                 pred.routing.unneeded_steady_predictor_reroutes_per_link_hour,
             ));
         }
+    }
+    if let (Some(etx), Some(ppo)) = (find("etx"), find("ppo")) {
+        let (d, l) = (&ppo.routing, &etx.routing);
+        out.push_str(&format!(
+            "ppo vs etx: delivery {:.4} vs {:.4} ({}), latency p95 {:.1} vs {:.1} ms ({}); target: delivery >= and p95 <= etx's; \
+             {} PPO decisions ({} ignored as NaN)\n",
+            d.delivery_ratio,
+            l.delivery_ratio,
+            if d.delivery_ratio >= l.delivery_ratio { "met" } else { "NOT met" },
+            d.latency_p95_ms,
+            l.latency_p95_ms,
+            if d.latency_p95_ms <= l.latency_p95_ms { "met" } else { "NOT met" },
+            d.predictions,
+            d.invalid_predictions,
+        ));
     }
     out
 }

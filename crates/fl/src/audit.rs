@@ -151,8 +151,12 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
 }
 
 /// Write `bytes` to `path` atomically: temporary file, fsync, rename, fsync the dir.
-fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    // A bare file name's parent is "", which cannot be opened: it is the current directory.
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     let tmp = path.with_extension("tmp");
     {
         let mut f = File::create(&tmp)?;

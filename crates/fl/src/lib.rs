@@ -58,11 +58,13 @@ pub mod compress;
 pub mod coordinator;
 pub mod data;
 pub mod dp;
+mod hashed;
 pub mod keys;
 pub mod linkpredict;
 pub mod mesh;
 pub mod model;
 pub mod participant;
+pub mod ppo;
 pub mod wire;
 
 pub use aggregate::{Aggregator, AggregatorKind, Update};

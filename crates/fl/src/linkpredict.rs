@@ -16,13 +16,11 @@
 //! `degrade-then-fail` scenario (`x0tta6bl4_twin::predict`).
 
 use std::collections::VecDeque;
-use std::io::Write;
 use std::path::Path;
 
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use x0tta6bl4_proto::LinkFeatures;
 
 use crate::aggregate::{AggregatorKind, Context, Update};
@@ -276,44 +274,24 @@ pub enum PredictorError {
     Training(String),
 }
 
-fn digest(model: &PredictorModel) -> String {
-    let bytes = serde_json::to_vec(model).expect("a model serializes");
-    hex::encode(Sha256::digest(&bytes))
-}
-
 impl PredictorFile {
     /// The file of `model`.
     pub fn new(model: PredictorModel) -> Self {
         PredictorFile {
             format: FORMAT.to_owned(),
-            sha256: digest(&model),
+            sha256: crate::hashed::digest(&model),
             model,
         }
     }
 
     /// Check a file's bytes: format, hash, parameters. `path` names it in errors.
     pub fn from_bytes(bytes: &[u8], path: &str) -> Result<PredictorModel, PredictorError> {
-        let invalid = |reason: String| PredictorError::Invalid {
-            path: path.to_owned(),
-            reason,
-        };
-        let file: PredictorFile = serde_json::from_slice(bytes)
-            .map_err(|e| invalid(format!("not a link predictor file ({e})")))?;
-        if file.format != FORMAT {
-            return Err(invalid(format!(
-                "format {:?}, this build reads {FORMAT:?}",
-                file.format
-            )));
-        }
-        let actual = digest(&file.model);
-        if actual != file.sha256 {
-            return Err(invalid(format!(
-                "hash check failed (file says {}, model hashes to {actual}): the file was altered or damaged",
-                file.sha256
-            )));
-        }
-        file.model.check().map_err(invalid)?;
-        Ok(file.model)
+        crate::hashed::open(bytes, FORMAT, "link predictor", PredictorModel::check).map_err(
+            |reason| PredictorError::Invalid {
+                path: path.to_owned(),
+                reason,
+            },
+        )
     }
 
     /// Read and check a model file.
@@ -329,23 +307,10 @@ impl PredictorFile {
     /// Write the file of `model` (temporary file, fsync, rename: a crash leaves the old
     /// file or the new one).
     pub fn save(model: &PredictorModel, path: &Path) -> Result<(), PredictorError> {
-        let io = |source| PredictorError::Io {
+        crate::hashed::save(model, FORMAT, path).map_err(|source| PredictorError::Io {
             path: path.display().to_string(),
             source,
-        };
-        let bytes = serde_json::to_vec_pretty(&PredictorFile::new(model.clone()))
-            .expect("a model serializes");
-        let tmp = path.with_extension("tmp");
-        let mut f = std::fs::File::create(&tmp).map_err(io)?;
-        f.write_all(&bytes).map_err(io)?;
-        f.sync_all().map_err(io)?;
-        std::fs::rename(&tmp, path).map_err(io)?;
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            if let Ok(d) = std::fs::File::open(dir) {
-                let _ = d.sync_all();
-            }
-        }
-        Ok(())
+        })
     }
 }
 

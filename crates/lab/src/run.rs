@@ -105,15 +105,16 @@ impl std::str::FromStr for RouterChoice {
 impl RouterChoice {
     /// The routers run, x0tta6bl4 once per routing (`--routing`; none: cost).
     fn kinds(self, routings: &[TwinRouting]) -> Vec<Kind> {
+        // `prepare` refuses ppo (the lab does not run the PPO agents yet).
         let mut x0: Vec<Kind> = routings
             .iter()
-            .map(|r| {
-                Kind::X0tta6bl4(match r {
-                    TwinRouting::Cost => Routing::Cost,
-                    TwinRouting::Etx => Routing::Etx,
-                    TwinRouting::Predict(_) => Routing::Predict,
-                })
+            .filter_map(|r| match r {
+                TwinRouting::Cost => Some(Routing::Cost),
+                TwinRouting::Etx => Some(Routing::Etx),
+                TwinRouting::Predict(_) => Some(Routing::Predict),
+                TwinRouting::Ppo(_) => None,
             })
+            .map(Kind::X0tta6bl4)
             .collect();
         if x0.is_empty() {
             x0.push(Kind::X0tta6bl4(Routing::Cost));
@@ -242,6 +243,16 @@ pub fn prepare(options: &Options) -> Result<(Fault, Topology), LabError> {
         return Err(LabError::usage(
             "--node-protocol link_cost and --routing both set how links are costed",
             "use --routing cost,etx,... alone",
+        ));
+    }
+    if options
+        .routings
+        .iter()
+        .any(|r| matches!(r, TwinRouting::Ppo(_)))
+    {
+        return Err(LabError::usage(
+            "--routing ppo is not available yet in the lab (the nodes do not run the PPO agents)",
+            "run it in the twin: `x0tta6bl4 twin run --routing etx,ppo --policy POLICY.json`",
         ));
     }
     if options.flows_sample == Some(0) {

@@ -52,6 +52,7 @@ pub mod fl;
 pub mod fuzz;
 pub mod parts;
 pub mod plot;
+pub mod ppo;
 pub mod predict;
 pub mod prometheus;
 pub mod spec;

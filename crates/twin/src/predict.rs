@@ -44,6 +44,9 @@ pub enum Routing {
     Etx,
     /// The measured cost, raised on links whose failure the model predicts.
     Predict(Arc<PredictorModel>),
+    /// ETX costs with the multipliers a PPO policy's agents put on them
+    /// ([`crate::ppo`]).
+    Ppo(Arc<x0tta6bl4_fl::ppo::PolicyModel>),
 }
 
 impl Routing {
@@ -53,6 +56,7 @@ impl Routing {
             Routing::Cost => "cost",
             Routing::Etx => "etx",
             Routing::Predict(_) => "predict",
+            Routing::Ppo(_) => "ppo",
         }
     }
 }

@@ -1195,7 +1195,8 @@ fn final_components(sim: &Sim, plan: &FaultPlan) -> Vec<u32> {
     (0..n as u32).map(|i| find(&mut parent, i)).collect()
 }
 
-/// Run one iteration on `sim` (a fork of the converged mesh).
+/// Run one iteration on `sim` (a fork of the converged mesh). With `--routing ppo`
+/// the policy's agents act greedily.
 pub fn run_iteration(
     sim: &mut Sim,
     plan: &FaultPlan,
@@ -1203,6 +1204,29 @@ pub fn run_iteration(
     m: &Measurement,
     rng: &mut Rng,
 ) -> IterationResult {
+    let mut agents = match &m.routing {
+        crate::predict::Routing::Ppo(policy) => Some(crate::ppo::Agents::greedy(policy.clone())),
+        _ => None,
+    };
+    run_iteration_with(sim, plan, flows, m, rng, agents.as_mut())
+}
+
+/// [`run_iteration`] with PPO `agents` given by the caller (training draws their
+/// actions and keeps their steps).
+pub fn run_iteration_with(
+    sim: &mut Sim,
+    plan: &FaultPlan,
+    flows: &Flows,
+    m: &Measurement,
+    rng: &mut Rng,
+    mut agents: Option<&mut crate::ppo::Agents>,
+) -> IterationResult {
+    let all_flows: Vec<(u32, u32)> = flows
+        .crossing
+        .iter()
+        .chain(&flows.bystanders)
+        .copied()
+        .collect();
     let start = sim.now();
     let stats_before = sim.stats().clone();
     // Long enough for the longest flow to deliver twice before the fault, and for the
@@ -1261,10 +1285,16 @@ pub fn run_iteration(
                 next_prediction = tick + Duration::from_millis(model.sample_interval_ms);
             }
         }
+        if let Some(agents) = agents.as_deref_mut() {
+            agents.tick(sim, &all_flows, tick);
+        }
         let stamp = sim.now().as_micros().to_le_bytes().to_vec();
-        for &(s, d) in flows.crossing.iter().chain(&flows.bystanders) {
+        for &(s, d) in &all_flows {
             if sim.send(s, d, 1, stamp.clone()) {
                 result.routing.sent += 1;
+                if let Some(agents) = agents.as_deref_mut() {
+                    agents.sent(s, d);
+                }
             }
         }
         tick = tick + m.flow_interval;
@@ -1280,6 +1310,9 @@ pub fn run_iteration(
                     result.routing.delivered += 1;
                     if let Some(sent) = sent_us {
                         let us = at.as_micros().saturating_sub(sent);
+                        if let Some(agents) = agents.as_deref_mut() {
+                            agents.arrived(source, destination, us);
+                        }
                         result
                             .routing
                             .latencies_us
@@ -1400,6 +1433,11 @@ pub fn run_iteration(
     result.routing.link_seconds = sim.links().len() as f64 * result.sim_time.as_secs_f64();
     result.routing.invalid_predictions = predictor.risk.invalid_outputs;
     result.routing.predictions = predictor.risk.predictions;
+    if let Some(agents) = agents {
+        agents.finish();
+        result.routing.invalid_predictions += agents.invalid;
+        result.routing.predictions += agents.decisions;
+    }
     result.control_frames = sim.stats().control_frames - stats_before.control_frames;
     result.control_bytes = sim.stats().control_bytes - stats_before.control_bytes;
     result
