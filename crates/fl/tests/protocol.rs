@@ -445,3 +445,80 @@ fn the_server_optimizer_steps_with_learning_rate_and_momentum() {
         );
     }
 }
+
+/// Local "training" that records the model it starts from and moves coordinate i by
+/// i + 1.
+struct Recording(Arc<std::sync::Mutex<Vec<Vec<f32>>>>);
+
+impl LocalTrainer for Recording {
+    fn train(
+        &mut self,
+        start: &[f32],
+        _flip: bool,
+        _rng: &mut ChaCha8Rng,
+    ) -> Result<(Vec<f32>, u64), String> {
+        self.0.lock().unwrap().push(start.to_vec());
+        Ok((
+            start
+                .iter()
+                .enumerate()
+                .map(|(i, s)| s + (i + 1) as f32)
+                .collect(),
+            10,
+        ))
+    }
+}
+
+#[test]
+fn a_trained_residual_starts_local_training_from_the_global_model_plus_the_residual() {
+    let starts = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let p = name("p0");
+    let mut c = Coordinator::new(
+        CoordinatorConfig {
+            participants: vec![p.clone()],
+            per_round: 1,
+            round_timeout: Duration::from_secs(10),
+            min_updates: 1,
+            max_rounds: 2,
+            dp: None,
+        },
+        vec![0.0; 10],
+        AggregatorKind::FedAvg.build(),
+        None,
+        Arc::new(NoSignatures),
+        1,
+    );
+    let mut parts = vec![Participant::new(
+        p,
+        name("coord"),
+        Box::new(Recording(starts.clone())),
+        Behaviour::honest(),
+        Compression {
+            top_k: Some(0.2),
+            train_residual: true,
+            ..Compression::default()
+        },
+        Arc::new(NoSignatures),
+        1,
+    )];
+    let now = Instant::ZERO;
+    for _ in 0..2 {
+        c.handle_timeout(now);
+        events(&mut c);
+        for (from, f) in to_participants(&mut c, &mut parts, now) {
+            c.handle_message(now, &from, &f);
+        }
+        assert!(events(&mut c)
+            .iter()
+            .any(|e| matches!(e, Event::RoundCompleted(_))));
+    }
+    // Round 1 trains from zero and sends the two largest of 1..=10 (9 and 10); 1..=8
+    // stay behind. Round 2 trains from the global model plus that residual, 1..=10,
+    // so its update is the residual plus the new step, 2, 4, ..., 16, 9, 10: it sends
+    // 14 and 16. Adding the residual a second time would send 21 and 24.
+    let starts = starts.lock().unwrap();
+    let one_to_ten: Vec<f32> = (1..=10).map(|i| i as f32).collect();
+    assert_eq!(*starts, vec![vec![0.0; 10], one_to_ten]);
+    let want = [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 14.0, 16.0, 9.0, 10.0];
+    assert_eq!(c.global(), &want[..]);
+}
