@@ -164,13 +164,6 @@ pub struct FlBenchArgs {
     /// from dense to --top-k (FRACTION^(round/(W+1))).
     #[arg(long, value_name = "W", requires = "top_k")]
     pub top_k_warmup: Option<u64>,
-    /// Train the error-feedback residual: each participant starts local training from
-    /// the global model plus what it has not sent yet (instead of adding that to the
-    /// update after training), so the residual, stale after the rounds the participant
-    /// sat out, meets its own data again before it is sent. Measured on MNIST it
-    /// trails the plain residual (docs/fl.md).
-    #[arg(long, requires = "top_k", conflicts_with = "top_k_momentum")]
-    pub top_k_train_residual: bool,
     /// Dirichlet alpha of the label-skewed split across participants.
     #[arg(long, value_name = "ALPHA", default_value_t = 0.5)]
     pub non_iid: f64,
@@ -393,7 +386,6 @@ fn config(args: &FlBenchArgs) -> anyhow::Result<BenchConfig> {
             dense_max: args.top_k_dense_max.unwrap_or(0),
             momentum: args.top_k_momentum.unwrap_or(0.0),
             warmup_rounds: args.top_k_warmup.unwrap_or(0),
-            train_residual: args.top_k_train_residual,
         },
         top_k_per_tensor: args.top_k_per_tensor,
         non_iid: (!args.iid).then_some(args.non_iid),

@@ -217,17 +217,6 @@ fn bad_top_k_refinements_and_plot_with_files_are_usage_errors() {
             "--top-k-momentum",
         ),
         (vec!["--top-k-warmup", "3"], "--top-k"),
-        (vec!["--top-k-train-residual"], "--top-k"),
-        (
-            vec![
-                "--top-k",
-                "0.01",
-                "--top-k-momentum",
-                "0.5",
-                "--top-k-train-residual",
-            ],
-            "--top-k-momentum",
-        ),
         (
             vec!["--top-k", "0.01", "--top-k-dense-max", "9"],
             "--top-k-per-tensor",

@@ -36,12 +36,6 @@ pub struct Compression {
     /// Sparsity warm-up (DGC): in rounds 1..=W the kept fraction falls exponentially
     /// from dense towards `top_k`, `top_k^(round / (W + 1))`; 0: `top_k` from round 1.
     pub warmup_rounds: u64,
-    /// Error feedback into the local model: the participant starts local training
-    /// from the global model plus its residual (what it has not sent yet) instead of
-    /// adding the residual to the update after training, so training sees, and
-    /// corrects, its unsent part; the update (trained model minus global model)
-    /// already holds the residual. Needs `top_k`.
-    pub train_residual: bool,
 }
 
 impl Compression {
@@ -72,9 +66,6 @@ impl Compression {
         if self.warmup_rounds > 0 {
             s.push_str(&format!(", warm-up {} rounds", self.warmup_rounds));
         }
-        if self.train_residual {
-            s.push_str(", residual trained locally");
-        }
         if self.q8 {
             s.push_str(", 8-bit values");
         }
@@ -91,32 +82,6 @@ pub struct Feedback {
     pub residual: Vec<f32>,
     /// Momentum correction's velocity (empty without it).
     pub velocity: Vec<f32>,
-}
-
-impl Feedback {
-    /// The model local training starts from: `global` plus the residual with
-    /// [`Compression::train_residual`] (and a residual of the model's size), else
-    /// `global` itself.
-    pub fn training_start(&self, global: &[f32], c: &Compression) -> Vec<f32> {
-        if c.train_residual && self.residual.len() == global.len() {
-            global
-                .iter()
-                .zip(&self.residual)
-                .map(|(g, r)| g + r)
-                .collect()
-        } else {
-            global.to_vec()
-        }
-    }
-
-    /// With [`Compression::train_residual`], the update trained from
-    /// [`Feedback::training_start`] holds the residual: it is cleared so that
-    /// [`encode`] does not add it a second time.
-    pub fn folded_into_update(&mut self, c: &Compression) {
-        if c.train_residual {
-            self.residual.fill(0.0);
-        }
-    }
 }
 
 /// Encode the update `delta` of `round` into payload chunks; `feedback` (per

@@ -115,8 +115,7 @@ pub enum ParticipantEvent {
 pub struct TrainJob {
     /// The round.
     pub round: u64,
-    /// The model to train from: the round's global model (plus the participant's
-    /// residual with [`Compression::train_residual`]).
+    /// The round's global model.
     pub model: Vec<f32>,
     /// The label-flip attack.
     pub flip_labels: bool,
@@ -318,15 +317,14 @@ impl Participant {
             self.jobs.clear();
             self.jobs.push_back(TrainJob {
                 round: inc.round,
-                model: self.feedback.training_start(&inc.model, &self.compression),
+                model: inc.model.clone(),
                 flip_labels: flip,
                 seed: rand::Rng::random(&mut self.rng),
             });
             self.training = Some(inc);
             return;
         }
-        let start = self.feedback.training_start(&inc.model, &self.compression);
-        let result = self.trainer.train(&start, flip, &mut self.rng);
+        let result = self.trainer.train(&inc.model, flip, &mut self.rng);
         self.send_trained(now, inc, result);
     }
 
@@ -347,7 +345,6 @@ impl Participant {
             }
         };
         let honest: Vec<f32> = params.iter().zip(&inc.model).map(|(p, g)| p - g).collect();
-        self.feedback.folded_into_update(&self.compression);
         let p = b.params;
         let (update, samples) = match b.attack {
             AttackKind::None | AttackKind::LabelFlip => (honest, samples),
