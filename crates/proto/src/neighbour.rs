@@ -251,26 +251,26 @@ impl Neighbour {
             .last_acked_seq
             .map_or(0, |last| seq.wrapping_sub(last).wrapping_sub(1));
         let outage_run = OUTAGE_RUN.max(misses_for_loss(self.loss_when_heard));
-        // Only a link whose loss was known when it was last heard can tell an outage
-        // from its loss: on a young one, runs of misses are what it learns its loss
-        // from (a link that loses 96 % ends nearly every run of three with an answer,
-        // and forgiving those kept its estimate near 0 and its cost low).
+        // The first answer, or the first since the link was declared down: probes sent
+        // before it went out while the link was set up or silent, not lost on it.
+        let first = self.last_acked_seq.is_none();
+        // A run of misses as long as the detection's, ended by an answer: an outage the
+        // link survived because other frames kept arriving (a one-way block, a stalled
+        // peer), not the random loss shorter runs are. Only a link whose loss was known
+        // when it was last heard can tell the two apart: on a young one, runs of misses
+        // are what it learns its loss from (a link that loses 96 % ends nearly every run
+        // of three with an answer, and forgiving those kept its estimate near 0 and its
+        // cost low).
         let known = self.samples_when_heard >= LOSS_SAMPLES_MATURE;
-        if self.last_acked_seq.is_none() {
-            // The first answer, or the first since the link was declared down: probes
-            // sent before it went out while the link was set up or silent, not lost
-            // on it.
+        let outage = known && (outage_run..PROBES_IN_FLIGHT_MAX as u32 * 1024).contains(&missed);
+        if first || outage {
+            // Forget what the silence added.
             self.loss = self.loss_when_heard;
+            self.outage_end_seq = seq;
             if self.rtt_samples == 0 {
+                // Never answered before: nothing was learnt yet.
                 self.loss_samples = 0;
             }
-            self.outage_end_seq = seq;
-        } else if known && (outage_run..PROBES_IN_FLIGHT_MAX as u32 * 1024).contains(&missed) {
-            // A run of misses as long as the detection's, ended by an answer: an outage
-            // the link survived because other frames kept arriving (a one-way block, a
-            // stalled peer), not the random loss shorter runs are. Forget what it added.
-            self.loss = self.loss_when_heard;
-            self.outage_end_seq = seq;
         }
         if self
             .last_acked_seq
