@@ -510,6 +510,7 @@ mod tests {
             cost: 10,
             link_open: true,
             flaps: 0,
+            advertised: true,
         }
     }
 

@@ -192,8 +192,12 @@ pub(crate) fn analyse(obs: &Observation, now: Instant, config: &HealingConfig) -
     }
     let rtt_ms = obs.rtt.map_or(0, |d| d.as_millis() as u64);
     let bad = obs.loss > config.degraded_loss || rtt_ms > config.degraded_rtt_ms;
-    // Hysteresis: recover only well below the thresholds, so a link does not oscillate.
-    let good = obs.loss < config.degraded_loss / 2.0 && rtt_ms < config.degraded_rtt_ms / 2;
+    // Hysteresis: recover only well below the thresholds, and for loss only once the
+    // estimate is below half the threshold by two of its standard deviations: a radio link
+    // that loses 15 % of its probes crossed 10 % and 20 % with the noise of its estimate
+    // alone and was marked degraded and recovered every few seconds, each time a flood.
+    let loss_high = obs.loss + 2.0 * crate::neighbour::loss_noise(obs.loss);
+    let good = loss_high < config.degraded_loss / 2.0 && rtt_ms < config.degraded_rtt_ms / 2;
     match (obs.degraded, bad, good) {
         (false, true, _) => Some(Symptom::Degraded {
             loss: obs.loss,
@@ -335,6 +339,14 @@ mod tests {
             ..obs()
         };
         assert_eq!(analyse(&middling, Instant::ZERO, &config), None);
+        // Under half the threshold, but not by the estimate's noise: a 15 %-loss link's
+        // estimate passes 7 % now and then.
+        let noisy = Observation {
+            loss: 0.07,
+            degraded: true,
+            ..obs()
+        };
+        assert_eq!(analyse(&noisy, Instant::ZERO, &config), None);
         let fine = Observation {
             loss: 0.01,
             degraded: true,

@@ -27,6 +27,27 @@ const LOSS_SAMPLES_MATURE: u32 = 12;
 /// Answered probes a young link's mean starts with: one early loss on a clean link
 /// reads as 20 %, not 100 %.
 const LOSS_PRIOR_ANSWERED: u32 = 4;
+/// The least move of a loss estimate that counts as more than noise (see
+/// [`Neighbour::loss_moved`]), for a link advertised at (nearly) no loss.
+const LOSS_MOVE_MIN: f64 = 0.02;
+/// Estimated round-trip loss above which a link is withdrawn from the node's
+/// advertisement (it delivers under 10 % of round trips, where the twin stops counting a
+/// link as a path and no routing protocol holds one): on a Freifunk map a third of the
+/// links are radios that answer a probe now and then, and each came up, was advertised,
+/// went silent and was withdrawn again, over and over (0.86 neighbour-downs per node and
+/// second on Ulm, each flooded through the whole mesh).
+const WITHDRAW_LOSS: f64 = 0.9;
+/// Estimated loss below which a withdrawn link is advertised again (hysteresis: a link
+/// near 90 % would otherwise come and go with the noise of its estimate).
+const READVERTISE_LOSS: f64 = 0.8;
+
+/// The standard deviation of a mature loss estimate around a link's true loss `p`: an
+/// exponential average of probe outcomes (0 or 1) with gain g varies by
+/// sqrt(p (1 - p) g / (2 - g)) (about 0.09 at 50 % loss).
+pub(crate) fn loss_noise(p: f64) -> f64 {
+    let p = p.clamp(0.0, 1.0);
+    (p * (1.0 - p) * LOSS_GAIN / (2.0 - LOSS_GAIN)).sqrt()
+}
 
 /// Where a neighbour stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -104,6 +125,9 @@ pub struct NeighbourView {
     pub link_open: bool,
     /// Down transitions remembered in the flap window.
     pub flaps: usize,
+    /// Whether the link is in this node's advertisement: up, answered a probe since, and
+    /// not withdrawn for delivering under 10 % of round trips.
+    pub advertised: bool,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -160,6 +184,9 @@ pub(crate) struct Neighbour {
     samples_when_heard: u32,
     /// Sequence of the last answered probe.
     last_acked_seq: Option<u32>,
+    /// Its loss passed [`WITHDRAW_LOSS`] and has not fallen below [`READVERTISE_LOSS`]
+    /// since: kept out of the advertisement (it survives downs, as the loss does).
+    withdrawn: bool,
     /// Probes before this sequence that went unanswered belong to an outage the link
     /// survived (a run of misses ended by an answer), not to its loss.
     outage_end_seq: u32,
@@ -202,6 +229,7 @@ impl Neighbour {
             loss_when_heard: 0.0,
             samples_when_heard: 0,
             last_acked_seq: None,
+            withdrawn: false,
             outage_end_seq: 0,
             probes: [None; PROBES_IN_FLIGHT_MAX],
             last_seq: 0,
@@ -235,9 +263,28 @@ impl Neighbour {
                     LOSS_GAIN
                 };
                 self.loss += gain * (lost - self.loss);
+                self.judge_delivery();
             }
         }
         self.probes[slot] = Some(ProbeRecord { seq, acked: false });
+    }
+
+    /// Withdraw a link whose mature estimate passed [`WITHDRAW_LOSS`]; advertise it again
+    /// below [`READVERTISE_LOSS`]. A young estimate (the mean of a few probes and the
+    /// prior) decides nothing.
+    fn judge_delivery(&mut self) {
+        if self.loss < READVERTISE_LOSS {
+            self.withdrawn = false;
+        } else if self.loss > WITHDRAW_LOSS && self.loss_samples >= LOSS_SAMPLES_MATURE {
+            self.withdrawn = true;
+        }
+    }
+
+    /// Whether the link belongs in this node's advertisement: the neighbour is up, has
+    /// answered a probe since it came up (a link is advertised once it carried a round
+    /// trip, not when the first frame arrived), and is not withdrawn for its loss.
+    pub(crate) fn advertisable(&self) -> bool {
+        self.state == NeighbourState::Up && self.last_acked_seq.is_some() && !self.withdrawn
     }
 
     /// Record an acknowledgement; returns false for an unknown or repeated one.
@@ -278,6 +325,7 @@ impl Neighbour {
         {
             self.last_acked_seq = Some(seq);
         }
+        self.judge_delivery();
         self.loss_when_heard = self.loss;
         self.samples_when_heard = self.loss_samples;
         let sample_us = now.saturating_since(echo).as_micros();
@@ -338,7 +386,12 @@ impl Neighbour {
     /// 10 when the healing loop marked the link degraded, and times the predictor's risk
     /// factor.
     pub(crate) fn cost_for(&self, metric: LinkCost) -> u32 {
-        let loss = self.loss.clamp(0.0, 0.95);
+        self.cost_at(metric, self.loss)
+    }
+
+    /// The link's cost under `metric` were its loss `loss` (see [`Self::cost_for`]).
+    pub(crate) fn cost_at(&self, metric: LinkCost, loss: f64) -> u32 {
+        let loss = loss.clamp(0.0, 0.95);
         let mut cost = match metric {
             LinkCost::Measured => {
                 let rtt_units = f64::from(self.base_rtt_us) / 100.0;
@@ -351,6 +404,16 @@ impl Neighbour {
         }
         cost *= self.risk_factor;
         cost.clamp(1.0, 1_000_000.0).round() as u32
+    }
+
+    /// Whether the loss estimate moved away from `then` by more than its own noise: three
+    /// standard deviations ([`loss_noise`] halfway between the two: `then` may itself be a
+    /// low draw of a lossy link's estimate), and at least [`LOSS_MOVE_MIN`]. From a clean
+    /// link, a move to 15 % is news. A link whose
+    /// loss stays put keeps its advertised cost; one that gets worse or better does not.
+    pub(crate) fn loss_moved(&self, then: f64) -> bool {
+        let noise = loss_noise((then + self.loss) / 2.0);
+        (self.loss - then).abs() > (3.0 * noise).max(LOSS_MOVE_MIN)
     }
 
     /// Round-trip time variation (RFC 6298 `rttvar`): the jitter the probes see.
@@ -402,6 +465,7 @@ impl Neighbour {
             cost: self.cost_for(metric),
             link_open: self.link_open,
             flaps: self.down_times.len(),
+            advertised: self.advertisable(),
         }
     }
 }
@@ -581,6 +645,72 @@ mod tests {
         }
         assert!(clean.loss < 0.1, "{}", clean.loss);
         assert!(misses_for_loss(clean.loss_when_heard) <= 3);
+    }
+
+    /// Probes `seqs` with each answered at chance `delivery`.
+    fn probe_at(
+        n: &mut Neighbour,
+        seqs: std::ops::Range<u32>,
+        delivery: f64,
+        rng: &mut crate::Rng,
+    ) {
+        for seq in seqs {
+            n.probe_sent(seq);
+            if rng.unit() < delivery {
+                n.probe_acked(seq, Instant::ZERO, Instant::from_micros(1_000));
+            }
+        }
+    }
+
+    #[test]
+    fn a_link_that_delivers_under_a_tenth_is_withdrawn_until_it_delivers_a_fifth() {
+        let mut n = neighbour();
+        n.state = NeighbourState::Up;
+        assert!(!n.advertisable(), "not before its first answer");
+        let mut rng = crate::Rng::seed(5);
+        n.probe_sent(0);
+        n.probe_acked(0, Instant::ZERO, Instant::from_micros(1_000));
+        assert!(n.advertisable(), "advertised once a round trip got through");
+        probe_at(&mut n, 1..200, 0.04, &mut rng);
+        assert!(n.loss > 0.9, "{}", n.loss);
+        assert!(!n.advertisable(), "withdrawn at loss {}", n.loss);
+        // Down and back, it stays out: its loss came back with it.
+        n.record_down(Instant::ZERO);
+        n.state = NeighbourState::Up;
+        probe_at(&mut n, 200..230, 0.04, &mut rng);
+        assert!(!n.advertisable(), "loss {}", n.loss);
+        // Between the two thresholds it stays as it was (12 % delivery: out).
+        probe_at(&mut n, 230..400, 0.12, &mut rng);
+        assert!(!n.advertisable(), "loss {}", n.loss);
+        // Once it delivers well again it returns.
+        probe_at(&mut n, 400..500, 0.5, &mut rng);
+        assert!(n.loss < 0.8, "{}", n.loss);
+        assert!(n.advertisable());
+    }
+
+    #[test]
+    fn a_steady_loss_stays_within_its_noise_and_a_change_leaves_it() {
+        let mut rng = crate::Rng::seed(9);
+        for delivery in [0.5, 0.8, 0.95] {
+            let mut n = neighbour();
+            n.state = NeighbourState::Up;
+            probe_at(&mut n, 0..200, delivery, &mut rng);
+            let advertised = n.loss;
+            let mut moved = 0;
+            for seq in 200..2200 {
+                probe_at(&mut n, seq..seq + 1, delivery, &mut rng);
+                moved += usize::from(n.loss_moved(advertised));
+            }
+            // Three standard deviations: under 1 % of the time for an estimate around its
+            // mean (the advertised value itself is one draw of it, so allow 5 %).
+            assert!(moved < 100, "{delivery}: moved {moved} of 2000 probes");
+            probe_at(&mut n, 2200..2400, delivery - 0.3, &mut rng);
+            assert!(
+                n.loss_moved(advertised),
+                "{delivery}: {} vs {advertised}",
+                n.loss
+            );
+        }
     }
 
     #[test]

@@ -379,8 +379,8 @@ pub struct Node {
     routes: RoutingTable,
     /// Sequence number of the last advertisement originated.
     sequence: u64,
-    /// The cost last advertised for each neighbour.
-    advertised: BTreeMap<NodeName, u32>,
+    /// The cost last advertised for each neighbour, and the link's loss estimate then.
+    advertised: BTreeMap<NodeName, (u32, f64)>,
     last_origination: Instant,
     /// Per neighbour: origin → advertisement awaiting acknowledgement.
     retransmits: BTreeMap<NodeName, RetransmitList>,
@@ -914,6 +914,16 @@ impl Node {
         if revived {
             self.neighbour_alive(now, from);
         }
+        self.advertise_if_changed(now, from);
+    }
+
+    /// Originate when `name` entered or left the advertisement (its first answered probe,
+    /// or a withdrawal or return for its loss).
+    fn advertise_if_changed(&mut self, now: Instant, name: &NodeName) {
+        let advertisable = self.neighbours.get(name).is_some_and(|n| n.advertisable());
+        if advertisable != self.advertised.contains_key(name) {
+            self.originate(now);
+        }
     }
 
     /// A LAN discovery beacon arrived from `from` (UDP source address).
@@ -1171,6 +1181,8 @@ impl Node {
                 sent_us: now.as_micros(),
             },
         );
+        // The probe it displaced may have been the loss that withdraws the link.
+        self.advertise_if_changed(now, name);
     }
 
     fn neighbour_alive(&mut self, now: Instant, name: &NodeName) {
@@ -1193,7 +1205,6 @@ impl Node {
         }
         self.emit(Event::NeighbourUp { name: name.clone() });
         self.sync_database(now, name, false);
-        self.originate(now);
     }
 
     // ----- the healing loop -----
@@ -1260,15 +1271,17 @@ impl Node {
         }
     }
 
-    /// Apply one decision. Returns whether the advertisement must change.
+    /// Apply one decision. Returns whether the advertisement must change: the link was in
+    /// it or belongs in it now (a decision about a link never advertised, withdrawn for
+    /// its loss or not yet answered, changes nothing others know).
     fn execute(&mut self, now: Instant, symptom: &Symptom, decision: &Decision) -> bool {
         let healing = self.config.healing.clone();
         let Some(n) = self.neighbours.get_mut(&decision.neighbour) else {
             return false;
         };
+        let was_advertised = self.advertised.contains_key(&n.name);
         match symptom {
             Symptom::Dead(reason) => {
-                let was_advertised = n.state == NeighbourState::Up;
                 n.state = NeighbourState::Down;
                 n.record_down(now);
                 n.degraded = false;
@@ -1280,22 +1293,14 @@ impl Node {
                     name,
                     reason: reason.clone(),
                 });
-                was_advertised
             }
-            Symptom::Degraded { .. } => {
-                n.degraded = true;
-                true
-            }
-            Symptom::Recovered { .. } => {
-                n.degraded = false;
-                true
-            }
+            Symptom::Degraded { .. } => n.degraded = true,
+            Symptom::Recovered { .. } => n.degraded = false,
             Symptom::Flapping { .. } => {
                 n.damped_until = Some(now + heal::damp_period(n.damp_count, &healing));
                 n.damp_count = n.damp_count.saturating_add(1);
                 n.state = NeighbourState::Damped;
                 n.down_times.clear();
-                true
             }
             Symptom::DampingOver => {
                 n.damped_until = None;
@@ -1303,9 +1308,13 @@ impl Node {
                 let name = n.name.clone();
                 self.emit(Event::NeighbourUp { name: name.clone() });
                 self.sync_database(now, &name, false);
-                true
             }
         }
+        was_advertised
+            || self
+                .neighbours
+                .get(&decision.neighbour)
+                .is_some_and(|n| n.advertisable())
     }
 
     // ----- revocations -----
@@ -1497,7 +1506,7 @@ impl Node {
         // BTreeMap iteration keeps links sorted by neighbour name, as the wire requires.
         self.neighbours
             .values()
-            .filter(|n| n.state == NeighbourState::Up)
+            .filter(|n| n.advertisable())
             .map(|n| LsaLink {
                 neighbour: n.name.clone(),
                 cost: n.cost_for(self.config.link_cost),
@@ -1506,19 +1515,28 @@ impl Node {
     }
 
     /// Whether a link's cost moved far enough from what we advertised to be worth a
-    /// flood: by `cost_change_percent`, and by at least [`COST_CHANGE_MIN`] (half a
-    /// hop: on a link of a few hundred µs, 30 % is a few tens of µs of noise).
+    /// flood: by `cost_change_percent`, by at least [`COST_CHANGE_MIN`] (half a hop: on a
+    /// link of a few hundred µs, 30 % is a few tens of µs of noise), and not by the noise
+    /// of its loss estimate alone (see [`Neighbour::loss_moved`]): on a radio link that
+    /// loses half its probes, 30 % of the cost is one standard deviation of the estimate,
+    /// and Ulm's nodes flooded a new cost every three seconds each.
     fn advertised_costs_stale(&self) -> bool {
         let percent = u64::from(self.config.cost_change_percent);
+        let metric = self.config.link_cost;
+        let moved = |old: u32, new: u32| {
+            let change = u64::from(new).abs_diff(u64::from(old));
+            change >= COST_CHANGE_MIN && change * 100 >= percent * u64::from(old.max(1))
+        };
         self.neighbours
             .values()
-            .filter(|n| n.state == NeighbourState::Up)
+            .filter(|n| n.advertisable())
             .any(|n| {
-                self.advertised.get(&n.name).is_some_and(|&old| {
-                    let cost = n.cost_for(self.config.link_cost);
-                    let change = u64::from(cost).abs_diff(u64::from(old));
-                    change >= COST_CHANGE_MIN && change * 100 >= percent * u64::from(old.max(1))
-                })
+                self.advertised
+                    .get(&n.name)
+                    .is_some_and(|&(old, old_loss)| {
+                        moved(old, n.cost_for(metric))
+                            && (n.loss_moved(old_loss) || moved(old, n.cost_at(metric, old_loss)))
+                    })
             })
     }
 
@@ -1558,7 +1576,10 @@ impl Node {
         let links = self.current_links();
         self.advertised = links
             .iter()
-            .map(|l| (l.neighbour.clone(), l.cost))
+            .map(|l| {
+                let loss = self.neighbours.get(&l.neighbour).map_or(0.0, |n| n.loss);
+                (l.neighbour.clone(), (l.cost, loss))
+            })
             .collect();
         self.sequence += 1;
         let lsa = Lsa {
