@@ -187,6 +187,8 @@ pub(crate) struct Neighbour {
     /// Its loss passed [`WITHDRAW_LOSS`] and has not fallen below [`READVERTISE_LOSS`]
     /// since: kept out of the advertisement (it survives downs, as the loss does).
     withdrawn: bool,
+    /// We offered it our link-state database since it last became advertisable.
+    pub(crate) offered_database: bool,
     /// Probes before this sequence that went unanswered belong to an outage the link
     /// survived (a run of misses ended by an answer), not to its loss.
     outage_end_seq: u32,
@@ -230,6 +232,7 @@ impl Neighbour {
             samples_when_heard: 0,
             last_acked_seq: None,
             withdrawn: false,
+            offered_database: false,
             outage_end_seq: 0,
             probes: [None; PROBES_IN_FLIGHT_MAX],
             last_seq: 0,
