@@ -1253,6 +1253,7 @@ impl Driver {
             loss: n.loss,
             state: n.state.as_str(),
             cost: n.cost,
+            routed: n.advertised,
             kx_group: self.links.get(&n.name).and_then(|l| l.kx_group.clone()),
             advertised: self.node.learnt_addresses(&n.name).to_vec(),
             name: n.name,

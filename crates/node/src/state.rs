@@ -42,6 +42,9 @@ pub struct PeerView {
     pub state: &'static str,
     /// The cost this node advertises for the link.
     pub cost: u32,
+    /// Whether the link is in this node's advertisement (carries routes): not until one
+    /// of its probes was answered, nor while it delivers under 10 % of round trips.
+    pub routed: bool,
     /// Key-exchange group of the open link's handshake, e.g. `X25519MLKEM768`.
     pub kx_group: Option<String>,
     /// The addresses the neighbour advertised through the mesh (its signed address

@@ -287,7 +287,14 @@ impl Neighbour {
     /// answered a probe since it came up (a link is advertised once it carried a round
     /// trip, not when the first frame arrived), and is not withdrawn for its loss.
     pub(crate) fn advertisable(&self) -> bool {
-        self.state == NeighbourState::Up && self.last_acked_seq.is_some() && !self.withdrawn
+        self.answered() && !self.withdrawn
+    }
+
+    /// Whether the neighbour is up and answered a probe since it came up: it is offered
+    /// our database and sent floods (a withdrawn link too, so a link that carries 10-20 %
+    /// of round trips keeps hearing from us and stays up).
+    pub(crate) fn answered(&self) -> bool {
+        self.state == NeighbourState::Up && self.last_acked_seq.is_some()
     }
 
     /// Record an acknowledgement; returns false for an unknown or repeated one.

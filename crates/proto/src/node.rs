@@ -926,17 +926,19 @@ impl Node {
         }
     }
 
-    /// Offer `name` our database once each time it becomes advertisable; returns whether
-    /// it is. Floods and database syncs go to advertised links only: a radio link that
-    /// answers a probe now and then came up, was sent every advertisement (and each again
-    /// up to `flood_retransmits_max` times) and went down again, over and over.
+    /// Offer `name` our database once each time it answered a probe after coming up;
+    /// returns whether it is advertisable. Floods and database syncs go to links that
+    /// answered only: a radio link that never answers a probe came up, was sent every
+    /// advertisement (and each again up to `flood_retransmits_max` times) and went down
+    /// again, over and over.
     fn offer_database_if_due(&mut self, now: Instant, name: &NodeName) -> bool {
         let Some(n) = self.neighbours.get_mut(name) else {
             return false;
         };
+        let answered = n.answered();
+        let offer = answered && !n.offered_database;
+        n.offered_database = answered;
         let advertisable = n.advertisable();
-        let offer = advertisable && !n.offered_database;
-        n.offered_database = advertisable;
         if offer {
             self.sync_database(now, name, false);
         }
@@ -1616,7 +1618,7 @@ impl Node {
         self.schedule_spf(now);
     }
 
-    /// Send `lsa` to every advertised neighbour (offered our database: see
+    /// Send `lsa` to every neighbour that answered (offered our database: see
     /// `offer_database_if_due`) except `except`, tracking acknowledgements.
     fn flood(&mut self, now: Instant, lsa: &Arc<SignedLsa>, except: Option<&NodeName>) {
         let Some(entry) = self.lsdb.get(&lsa.lsa.origin) else {
@@ -1626,7 +1628,7 @@ impl Node {
         let targets: Vec<NodeName> = self
             .neighbours
             .values()
-            .filter(|n| n.offered_database && n.advertisable() && Some(&n.name) != except)
+            .filter(|n| n.offered_database && n.answered() && Some(&n.name) != except)
             .map(|n| n.name.clone())
             .collect();
         for target in targets {
