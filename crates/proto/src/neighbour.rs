@@ -187,8 +187,6 @@ pub(crate) struct Neighbour {
     /// Its loss passed [`WITHDRAW_LOSS`] and has not fallen below [`READVERTISE_LOSS`]
     /// since: kept out of the advertisement (it survives downs, as the loss does).
     withdrawn: bool,
-    /// We offered it our link-state database since it last became advertisable.
-    pub(crate) offered_database: bool,
     /// Probes before this sequence that went unanswered belong to an outage the link
     /// survived (a run of misses ended by an answer), not to its loss.
     outage_end_seq: u32,
@@ -232,7 +230,6 @@ impl Neighbour {
             samples_when_heard: 0,
             last_acked_seq: None,
             withdrawn: false,
-            offered_database: false,
             outage_end_seq: 0,
             probes: [None; PROBES_IN_FLIGHT_MAX],
             last_seq: 0,
@@ -287,14 +284,7 @@ impl Neighbour {
     /// answered a probe since it came up (a link is advertised once it carried a round
     /// trip, not when the first frame arrived), and is not withdrawn for its loss.
     pub(crate) fn advertisable(&self) -> bool {
-        self.answered() && !self.withdrawn
-    }
-
-    /// Whether the neighbour is up and answered a probe since it came up: it is offered
-    /// our database and sent floods (a withdrawn link too, so a link that carries 10-20 %
-    /// of round trips keeps hearing from us and stays up).
-    pub(crate) fn answered(&self) -> bool {
-        self.state == NeighbourState::Up && self.last_acked_seq.is_some()
+        self.state == NeighbourState::Up && self.last_acked_seq.is_some() && !self.withdrawn
     }
 
     /// Record an acknowledgement; returns false for an unknown or repeated one.

@@ -918,31 +918,12 @@ impl Node {
     }
 
     /// Originate when `name` entered or left the advertisement (its first answered probe,
-    /// or a withdrawal or return for its loss), and offer it our database when it entered.
+    /// or a withdrawal or return for its loss).
     fn advertise_if_changed(&mut self, now: Instant, name: &NodeName) {
-        let advertisable = self.offer_database_if_due(now, name);
+        let advertisable = self.neighbours.get(name).is_some_and(|n| n.advertisable());
         if advertisable != self.advertised.contains_key(name) {
             self.originate(now);
         }
-    }
-
-    /// Offer `name` our database once each time it answered a probe after coming up;
-    /// returns whether it is advertisable. Floods and database syncs go to links that
-    /// answered only: a radio link that never answers a probe came up, was sent every
-    /// advertisement (and each again up to `flood_retransmits_max` times) and went down
-    /// again, over and over.
-    fn offer_database_if_due(&mut self, now: Instant, name: &NodeName) -> bool {
-        let Some(n) = self.neighbours.get_mut(name) else {
-            return false;
-        };
-        let answered = n.answered();
-        let offer = answered && !n.offered_database;
-        n.offered_database = answered;
-        let advertisable = n.advertisable();
-        if offer {
-            self.sync_database(now, name, false);
-        }
-        advertisable
     }
 
     /// A LAN discovery beacon arrived from `from` (UDP source address).
@@ -1222,8 +1203,8 @@ impl Node {
         {
             peer.backoff = backoff_min;
         }
-        // Its database is offered once it answered a probe (`offer_database_if_due`).
         self.emit(Event::NeighbourUp { name: name.clone() });
+        self.sync_database(now, name, false);
     }
 
     // ----- the healing loop -----
@@ -1325,11 +1306,15 @@ impl Node {
                 n.damped_until = None;
                 n.state = NeighbourState::Up;
                 let name = n.name.clone();
-                self.emit(Event::NeighbourUp { name });
+                self.emit(Event::NeighbourUp { name: name.clone() });
+                self.sync_database(now, &name, false);
             }
         }
-        let advertisable = self.offer_database_if_due(now, &decision.neighbour);
-        was_advertised || advertisable
+        was_advertised
+            || self
+                .neighbours
+                .get(&decision.neighbour)
+                .is_some_and(|n| n.advertisable())
     }
 
     // ----- revocations -----
@@ -1618,20 +1603,13 @@ impl Node {
         self.schedule_spf(now);
     }
 
-    /// Send `lsa` to every neighbour that answered (offered our database: see
-    /// `offer_database_if_due`) except `except`, tracking acknowledgements.
+    /// Send `lsa` to every up neighbour except `except`, tracking acknowledgements.
     fn flood(&mut self, now: Instant, lsa: &Arc<SignedLsa>, except: Option<&NodeName>) {
         let Some(entry) = self.lsdb.get(&lsa.lsa.origin) else {
             return;
         };
         let lifetime_ms = remaining_ms(now, entry.expires_at);
-        let targets: Vec<NodeName> = self
-            .neighbours
-            .values()
-            .filter(|n| n.offered_database && n.answered() && Some(&n.name) != except)
-            .map(|n| n.name.clone())
-            .collect();
-        for target in targets {
+        for target in self.up_neighbours(except) {
             self.send_lsa(now, &target, lsa, lifetime_ms);
         }
     }
