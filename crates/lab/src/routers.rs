@@ -742,18 +742,19 @@ impl Fleet {
     pub async fn metric_sum(&self, net: &Net, nodes: &[usize], name: &str) -> u64 {
         let mut total = 0;
         for &i in nodes {
-            total += self.metric(net, i, name).await.unwrap_or(0);
+            if let Some(text) = self.metrics_text(net, i).await {
+                total += metric_value(&text, name);
+            }
         }
         total
     }
 
-    /// The series `name` on node `i`'s `/metrics` (x0tta6bl4 only; 0 when it is not
-    /// exposed), or `None` when the node does not answer.
-    pub async fn metric(&self, net: &Net, i: usize, name: &str) -> Option<u64> {
+    /// Node `i`'s `/metrics` page (x0tta6bl4 only; read series with [`metric_value`]), or
+    /// `None` when the node does not answer.
+    pub async fn metrics_text(&self, net: &Net, i: usize) -> Option<String> {
         let url = format!("http://{}:{API_PORT}/metrics", net.nodes[i].mgmt);
         let answer = self.http.get(url).send().await.ok()?;
-        let text = answer.text().await.ok()?;
-        Some(metric_value(&text, name))
+        answer.text().await.ok()
     }
 
     /// Nodes of `nodes` that hold `peer` as an up neighbour (x0tta6bl4 only).

@@ -15,7 +15,7 @@ use crate::paths::{self, Routes};
 use crate::probe::unix_now_us;
 use crate::report::{IdentityEffect, LabReport, RouterReport, RoutingFigures, TwinSide};
 use crate::resources::{Phase, Usage};
-use crate::routers::{Fleet, Kind, Routing};
+use crate::routers::{metric_value, Fleet, Kind, Routing};
 use crate::LabError;
 use x0tta6bl4_twin::predict::Routing as TwinRouting;
 use x0tta6bl4_twin::scenario::RampEnd;
@@ -825,9 +825,9 @@ impl Lab<'_> {
         }
         let mut counts = Vec::with_capacity(self.topology.len());
         for v in 0..self.topology.len() {
-            let raises = self.fleet.metric(self.net, v, RISK_RAISES).await;
-            let reroutes = self.fleet.metric(self.net, v, REROUTES).await;
-            counts.push(raises.zip(reroutes));
+            // One scrape per node for both series.
+            let text = self.fleet.metrics_text(self.net, v).await;
+            counts.push(text.map(|t| (metric_value(&t, RISK_RAISES), metric_value(&t, REROUTES))));
         }
         Some(RerouteCounts(counts))
     }

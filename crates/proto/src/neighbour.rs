@@ -409,8 +409,8 @@ impl Neighbour {
     /// Whether the loss estimate moved away from `then` by more than its own noise: three
     /// standard deviations ([`loss_noise`] halfway between the two: `then` may itself be a
     /// low draw of a lossy link's estimate), and at least [`LOSS_MOVE_MIN`]. From a clean
-    /// link, a move to 15 % is news. A link whose
-    /// loss stays put keeps its advertised cost; one that gets worse or better does not.
+    /// link, a move to 15 % is news. A link whose loss stays put keeps its advertised
+    /// cost; one that gets worse or better does not.
     pub(crate) fn loss_moved(&self, then: f64) -> bool {
         let noise = loss_noise((then + self.loss) / 2.0);
         (self.loss - then).abs() > (3.0 * noise).max(LOSS_MOVE_MIN)
@@ -609,12 +609,7 @@ mod tests {
             n.probe_sent(seq);
         }
         n.probe_acked(4, Instant::ZERO, Instant::from_micros(1_000));
-        for seq in 5..105 {
-            n.probe_sent(seq);
-            if rng.unit() < 0.04 {
-                n.probe_acked(seq, Instant::ZERO, Instant::from_micros(1_000));
-            }
-        }
+        probe_at(&mut n, 5..105, 0.04, &mut rng);
         let mut seq = 105;
         assert!(n.loss > 0.8, "known as lossy: {}", n.loss);
         assert!(n.loss_when_heard > 0.5, "{}", n.loss_when_heard);
