@@ -45,6 +45,9 @@ const NEIGHBOURS_TRACKED_MAX: usize = 1024;
 const BABEL_INFINITY: u32 = 65_535;
 /// How long a babeld monitor waits for its daemon's local socket to appear.
 const MONITOR_CONNECT_WAIT: Duration = Duration::from_secs(10);
+/// How long `collect` waits, after stopping every flow, for probes still on their way
+/// (a few hops under the `delay` fault's 60 ms); later ones are counted as lost.
+const IN_FLIGHT: Duration = Duration::from_millis(500);
 /// Where a container image's root filesystem holds the binary (see [`Fleet::with_root`]).
 pub const EXE_IN_ROOT: &str = "/usr/local/bin/x0tta6bl4";
 
@@ -643,6 +646,16 @@ impl Fleet {
     ) -> Result<(Arrivals, Option<u64>), LabError> {
         let mut arrivals = Arrivals::new();
         let mut sent = None;
+        if let Kind::X0tta6bl4(_) = self.kind {
+            // Stop every node's flows before reading any: read while the others still
+            // send, a node would report arrivals of probes sent after their source's
+            // count was read (a delivery ratio above 1). The in-flight ones land first.
+            for &i in nodes {
+                let stop = format!("http://{}:{API_PORT}/api/v1/flows", net.nodes[i].mgmt);
+                let _ = self.http.delete(stop).send().await;
+            }
+            tokio::time::sleep(IN_FLIGHT).await;
+        }
         for &i in nodes {
             match self.kind {
                 Kind::X0tta6bl4(_) => {
@@ -665,8 +678,6 @@ impl Fleet {
                             arrivals.insert((s, i), flow.arrivals_us);
                         }
                     }
-                    let stop = format!("http://{}:{API_PORT}/api/v1/flows", net.nodes[i].mgmt);
-                    let _ = self.http.delete(stop).send().await;
                 }
                 Kind::Babeld(_) => {
                     for (source, list) in self.stop_agent(i)? {

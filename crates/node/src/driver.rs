@@ -861,7 +861,10 @@ impl Driver {
                 let _ = reply.send(self.on_revoke_command(&bytes));
             }
             Command::StopFlows { reply } => {
-                self.set_flows(Vec::new(), 0);
+                // The counts stay until the next start, so a collector that stops
+                // every node's flows before reading them compares like with like.
+                self.flows = None;
+                self.shared.flows().interval_ms = 0;
                 let _ = reply.send(0);
             }
             Command::Topology { reply } => {

@@ -325,6 +325,13 @@ async fn check_flows(api_a: &Api, api_c: &Api) {
         .unwrap();
     assert_eq!(response.status().as_u16(), 200);
     assert_eq!(response.json::<Value>().await.unwrap(), json!({"flows": 0}));
+    // Stopped, the flows keep their counts (until the next start) and send no more.
+    let (_, stopped) = api_a.get("/api/v1/flows").await;
+    assert_eq!(stopped["interval_ms"], 0, "{stopped}");
+    let kept = stopped["sent"].as_u64().unwrap();
+    assert!(kept >= sender["sent"].as_u64().unwrap(), "{stopped}");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(api_a.get("/api/v1/flows").await.1["sent"], kept);
 }
 
 #[tokio::test]

@@ -55,7 +55,8 @@ pub(crate) fn loss_noise(p: f64) -> f64 {
 pub enum NeighbourState {
     /// A link exists but nothing has been heard on it yet.
     Init,
-    /// Heard within the dead interval and advertised.
+    /// Heard within the dead interval; advertised once it answered a probe and while it
+    /// is not withdrawn for its loss (see `Neighbour::advertisable`).
     Up,
     /// Silent for longer than the dead interval, or its link closed.
     Down,
