@@ -207,7 +207,8 @@ pub struct LabRunArgs {
     pub node_memory: Option<String>,
     /// Settings of every x0tta6bl4 node's `[protocol]` section, as in node.toml:
     /// KEY=VALUE pairs, comma-separated (e.g. cost_update_interval_ms=5000). Checked
-    /// like node.toml; the report's numbers are then of those settings, not the defaults.
+    /// like node.toml; the report's numbers are then of those settings, not the defaults,
+    /// and so are the twin's beside them.
     #[arg(long, value_name = "KEY=VALUE,...")]
     pub node_protocol: Option<String>,
     /// How the x0tta6bl4 nodes cost their links, as `twin run --routing`: cost (the

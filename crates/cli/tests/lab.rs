@@ -547,7 +547,8 @@ fn bad_input_is_refused_with_what_to_do() {
     );
 }
 
-/// `--flows-sample` runs only a sample of the crossing flows, and `--node-cpu` /
+/// `--flows-sample` runs only a sample of the crossing flows, `--node-protocol` sets the
+/// timers of the nodes and of the twin beside them, and `--node-cpu` /
 /// `--node-memory` put every node in a cgroup whose limits the report gives back with
 /// what they did. Under `CI=true` a host where the cgroups cannot be made fails.
 #[test]
@@ -575,6 +576,9 @@ fn a_budgeted_sampled_run_heals_and_reports_its_cgroups() {
         "0.5",
         "--node-memory",
         "128M",
+        // The nodes' timers, and the twin's next to them: 100 ms probes, 3 missed.
+        "--node-protocol",
+        "probe_interval_ms=100",
     ];
     let output = run(&args);
     let text = stderr(&output);
@@ -594,6 +598,11 @@ fn a_budgeted_sampled_run_heals_and_reports_its_cgroups() {
     let started = r["flows"]["started"].as_u64().unwrap();
     assert!((1..=2).contains(&started), "{report}");
     assert!(r["mttr_ms"]["samples"].as_u64() > Some(0), "{report}");
+    // Detection alone takes 300 ms at 100 ms probes, in the lab and in the twin (the
+    // default 50 ms probes heal in about 160).
+    for side in [&r["mttr_ms"], &report["twin"]["mttr_ms"]] {
+        assert!(side["p50"].as_f64() > Some(250.0), "{report}");
+    }
     let budget = &r["budget"];
     assert!(
         budget["cgroup"] == "v2" || budget["cgroup"] == "v1",

@@ -227,13 +227,18 @@ pub fn parse_protocol(text: &str) -> Result<toml::Table, LabError> {
             })?;
         table.insert(key.trim().to_owned(), value);
     }
-    let config: x0tta6bl4_proto::Config = toml::Value::Table(table.clone())
-        .try_into()
-        .map_err(|e| LabError::usage(format!("--node-protocol {text:?}: {e}"), fix))?;
-    config
-        .validate()
+    protocol_config(&table)
         .map_err(|e| LabError::usage(format!("--node-protocol {text:?}: {e}"), fix))?;
     Ok(table)
+}
+
+/// The protocol configuration a node builds from `[protocol]` settings `table`, checked.
+fn protocol_config(table: &toml::Table) -> Result<x0tta6bl4_proto::Config, String> {
+    let config: x0tta6bl4_proto::Config = toml::Value::Table(table.clone())
+        .try_into()
+        .map_err(|e| format!("{e}"))?;
+    config.validate().map_err(|e| format!("{e}"))?;
+    Ok(config)
 }
 
 /// Check the arguments and build the topology (no side effects).
@@ -1343,6 +1348,14 @@ fn twin_side(
         link.params.jitter = Duration::ZERO;
     }
     let mut run_options = RunOptions::new(options.seed);
+    // The nodes' own timers: `--node-protocol` settings (checked when parsed).
+    match protocol_config(&options.protocol) {
+        Ok(config) => run_options.sim.protocol = config,
+        Err(e) => {
+            progress(&format!("twin: not run: --node-protocol: {e}"));
+            return TwinSide::default();
+        }
+    }
     run_options.iterations = options.iterations;
     run_options.measurement.flow_interval = PROBE_INTERVAL;
     // Flows run on as long after the heal as the lab lets them.

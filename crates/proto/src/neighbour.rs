@@ -387,15 +387,16 @@ impl Neighbour {
     /// 10 when the healing loop marked the link degraded, and times the predictor's risk
     /// factor.
     pub(crate) fn cost_for(&self, metric: LinkCost) -> u32 {
-        self.cost_at(metric, self.loss)
+        self.cost_at(metric, self.loss, self.base_rtt_us)
     }
 
-    /// The link's cost under `metric` were its loss `loss` (see [`Self::cost_for`]).
-    pub(crate) fn cost_at(&self, metric: LinkCost, loss: f64) -> u32 {
+    /// The link's cost under `metric` were its loss `loss` and its base RTT `base_rtt_us`
+    /// (see [`Self::cost_for`]).
+    pub(crate) fn cost_at(&self, metric: LinkCost, loss: f64, base_rtt_us: u32) -> u32 {
         let loss = loss.clamp(0.0, 0.95);
         let mut cost = match metric {
             LinkCost::Measured => {
-                let rtt_units = f64::from(self.base_rtt_us) / 100.0;
+                let rtt_units = f64::from(base_rtt_us) / 100.0;
                 (10.0 + rtt_units) * (1.0 + 4.0 * loss / (1.0 - loss))
             }
             LinkCost::Etx => 10.0 / (1.0 - loss),
@@ -415,6 +416,22 @@ impl Neighbour {
     pub(crate) fn loss_moved(&self, then: f64) -> bool {
         let noise = loss_noise((then + self.loss) / 2.0);
         (self.loss - then).abs() > (3.0 * noise).max(LOSS_MOVE_MIN)
+    }
+
+    /// Whether the base RTT moved away from `then_us` by more than the probes' jitter:
+    /// four times `rttvar`, the bound RFC 6298 puts on a round trip's normal variation.
+    /// On a host short of CPU every answer waits for a core, the least of 16 round trips
+    /// wanders by milliseconds, and a 100-node lab whose costs followed it re-flooded
+    /// 0.8 advertisements per node per second and never converged (docs/edge-resources.md).
+    /// A link whose delay really changed gets there: after a step, `rttvar` decays within
+    /// a few probes while the base stays moved.
+    pub(crate) fn rtt_moved(&self, then_us: u32) -> bool {
+        f64::from(self.base_rtt_us.abs_diff(then_us)) > 4.0 * self.rttvar_us
+    }
+
+    /// The link's base RTT in µs, as the cost reads it.
+    pub(crate) fn base_rtt_us(&self) -> u32 {
+        self.base_rtt_us
     }
 
     /// Round-trip time variation (RFC 6298 `rttvar`): the jitter the probes see.
@@ -707,6 +724,55 @@ mod tests {
                 n.loss
             );
         }
+    }
+
+    /// Probes `seqs`, each answered after `rtt_us(seq)`.
+    fn answered_after(n: &mut Neighbour, seqs: std::ops::Range<u32>, rtt_us: impl Fn(u32) -> u64) {
+        for seq in seqs {
+            n.probe_sent(seq);
+            n.probe_acked(seq, Instant::ZERO, Instant::from_micros(rtt_us(seq)));
+        }
+    }
+
+    #[test]
+    fn a_starved_hosts_round_trips_stay_within_their_jitter_and_a_real_step_leaves_it() {
+        let mut n = neighbour();
+        n.state = NeighbourState::Up;
+        // A veth link on a busy host: answers wait 0.1 to 20 ms for a core.
+        let mut rng = crate::Rng::seed(3);
+        let mut busy: Vec<u64> = (0..2_000)
+            .map(|_| 100 + (rng.unit() * rng.unit() * 20_000.0) as u64)
+            .collect();
+        answered_after(&mut n, 0..200, |seq| busy[seq as usize]);
+        let then = n.base_rtt_us();
+        let mut moved = 0;
+        for seq in 200..2_000 {
+            answered_after(&mut n, seq..seq + 1, |seq| busy[seq as usize]);
+            moved += usize::from(n.rtt_moved(then));
+        }
+        assert!(moved < 90, "moved {moved} of 1800 probes from {then} µs");
+        // A quiet link whose delay steps from 1 ms to 30 ms (a tunnel rerouted), and back.
+        busy.clear();
+        let mut n = neighbour();
+        n.state = NeighbourState::Up;
+        answered_after(&mut n, 0..100, |_| 1_000);
+        let then = n.base_rtt_us();
+        assert!(!n.rtt_moved(then));
+        answered_after(&mut n, 100..140, |_| 30_000);
+        assert!(
+            n.rtt_moved(then),
+            "{} µs, rttvar {:?}",
+            n.base_rtt_us(),
+            n.rttvar()
+        );
+        let then = n.base_rtt_us();
+        answered_after(&mut n, 140..160, |_| 1_000);
+        assert!(
+            n.rtt_moved(then),
+            "{} µs, rttvar {:?}",
+            n.base_rtt_us(),
+            n.rttvar()
+        );
     }
 
     #[test]

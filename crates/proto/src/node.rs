@@ -379,8 +379,8 @@ pub struct Node {
     routes: RoutingTable,
     /// Sequence number of the last advertisement originated.
     sequence: u64,
-    /// The cost last advertised for each neighbour, and the link's loss estimate then.
-    advertised: BTreeMap<NodeName, (u32, f64)>,
+    /// The cost last advertised for each neighbour, and the link's estimates then.
+    advertised: BTreeMap<NodeName, Advertised>,
     last_origination: Instant,
     /// Per neighbour: origin → advertisement awaiting acknowledgement.
     retransmits: BTreeMap<NodeName, RetransmitList>,
@@ -1516,10 +1516,12 @@ impl Node {
 
     /// Whether a link's cost moved far enough from what we advertised to be worth a
     /// flood: by `cost_change_percent`, by at least [`COST_CHANGE_MIN`] (half a hop: on a
-    /// link of a few hundred µs, 30 % is a few tens of µs of noise), and not by the noise
-    /// of its loss estimate alone (see [`Neighbour::loss_moved`]): on a radio link that
-    /// loses half its probes, 30 % of the cost is one standard deviation of the estimate,
-    /// and Ulm's nodes flooded a new cost every three seconds each.
+    /// link of a few hundred µs, 30 % is a few tens of µs of noise), and still so once
+    /// each estimate that moved only within its noise is put back to its advertised value
+    /// (see [`Neighbour::loss_moved`] and [`Neighbour::rtt_moved`]): on a radio link that
+    /// loses half its probes, 30 % of the cost is one standard deviation of the loss
+    /// estimate, and Ulm's nodes flooded a new cost every three seconds each. A cost
+    /// that moved for another reason (degraded, the predictor's risk) is news as it is.
     fn advertised_costs_stale(&self) -> bool {
         let percent = u64::from(self.config.cost_change_percent);
         let metric = self.config.link_cost;
@@ -1531,12 +1533,20 @@ impl Node {
             .values()
             .filter(|n| n.advertisable())
             .any(|n| {
-                self.advertised
-                    .get(&n.name)
-                    .is_some_and(|&(old, old_loss)| {
-                        moved(old, n.cost_for(metric))
-                            && (n.loss_moved(old_loss) || moved(old, n.cost_at(metric, old_loss)))
-                    })
+                self.advertised.get(&n.name).is_some_and(|then| {
+                    let loss = if n.loss_moved(then.loss) {
+                        n.loss
+                    } else {
+                        then.loss
+                    };
+                    let base_rtt_us = if n.rtt_moved(then.base_rtt_us) {
+                        n.base_rtt_us()
+                    } else {
+                        then.base_rtt_us
+                    };
+                    moved(then.cost, n.cost_for(metric))
+                        && moved(then.cost, n.cost_at(metric, loss, base_rtt_us))
+                })
             })
     }
 
@@ -1577,8 +1587,13 @@ impl Node {
         self.advertised = links
             .iter()
             .map(|l| {
-                let loss = self.neighbours.get(&l.neighbour).map_or(0.0, |n| n.loss);
-                (l.neighbour.clone(), (l.cost, loss))
+                let n = self.neighbours.get(&l.neighbour);
+                let then = Advertised {
+                    cost: l.cost,
+                    loss: n.map_or(0.0, |n| n.loss),
+                    base_rtt_us: n.map_or(0, |n| n.base_rtt_us()),
+                };
+                (l.neighbour.clone(), then)
             })
             .collect();
         self.sequence += 1;
@@ -2196,6 +2211,14 @@ fn split_frames<T>(
 /// Repaired routing tables per one checked against a full computation in release builds
 /// (about 1.5 % more route computation; a difference is counted and repaired).
 const ROUTE_AUDIT_EVERY: u64 = 64;
+
+/// What this node last advertised of a link, and the estimates its cost came from.
+#[derive(Clone, Copy, Debug)]
+struct Advertised {
+    cost: u32,
+    loss: f64,
+    base_rtt_us: u32,
+}
 
 /// The least cost change worth a new advertisement (see `advertised_costs_stale`).
 const COST_CHANGE_MIN: u64 = 5;
