@@ -16,10 +16,16 @@ use crate::spec::TopologySpec;
 /// the MTTR budget: faults end, the mesh must be whole again within it).
 pub const CONVERGENCE_BOUND: Duration = Duration::from_secs(10);
 
-/// Liveness: timer firings one node may handle per simulated second. A healthy node
-/// fires a few dozen (probes every 50 ms, acknowledgements, retransmissions, dials); a
-/// node whose timer is due again at once fires without bound.
+/// Liveness: timer firings one node may handle per simulated second, plus
+/// [`TIMER_FIRES_PER_NEIGHBOUR_MAX`] for each of its links. A healthy node fires a few
+/// dozen per neighbour (its probes every 50 ms, each at its own phase, acknowledgements,
+/// retransmissions, dials); a node whose timer is due again at once fires without bound.
 pub const TIMER_FIRES_PER_SECOND_MAX: u64 = 2_000;
+
+/// Liveness: the timer firings per simulated second one more neighbour allows. Freifunk
+/// Ulm's gateway (78 links, 20 probes a second on each) fired 2,785 times a second in a
+/// healthy run (fuzz seed 3019 on that mesh), over a flat bound of 2,000.
+pub const TIMER_FIRES_PER_NEIGHBOUR_MAX: u64 = 50;
 
 /// Faults the fuzzer adds to the scenario's own, for what scenarios do not cover.
 #[derive(Clone, Debug, PartialEq)]
@@ -414,12 +420,15 @@ impl Liveness {
         for i in 0..sim.len() as u32 {
             let fires = sim.timer_fires(i) - self.fires_at_start[i as usize];
             let per_second = fires * 1_000_000 / (elapsed.as_micros() as u64).max(1);
-            if per_second > TIMER_FIRES_PER_SECOND_MAX {
+            let max = TIMER_FIRES_PER_SECOND_MAX
+                + TIMER_FIRES_PER_NEIGHBOUR_MAX * sim.links_of(i).len() as u64;
+            if per_second > max {
                 return Err(format!(
                     "liveness: {} fired its timer {per_second} times per simulated second \
-                     around {:?} (at most {TIMER_FIRES_PER_SECOND_MAX})",
+                     around {:?} (at most {max} with {} links)",
                     sim.name(i),
-                    sim.now()
+                    sim.now(),
+                    sim.links_of(i).len()
                 ));
             }
         }
