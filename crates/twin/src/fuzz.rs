@@ -75,15 +75,15 @@ pub struct FuzzCase {
 }
 
 /// The built-in community meshes the fuzz draws: those of up to 300 nodes (as the
-/// geometric ones) that passed a many-seed sweep. Stuttgart, Cologne/Bonn and Ulm heal
-/// every flow in `twin run` now, but were swept over a few seeds only, and Ulm's hub
-/// fired its timer 2,785 times per simulated second in one (the fuzz's cases with the
-/// topology forced to Ulm, seed 3019: a slow node and a restart loop); they join once a
-/// sweep passes (issue #13).
-const FUZZED_REAL: [(&str, &str); 3] = [
+/// geometric ones) that passed a many-seed sweep (the fuzz's cases with the topology
+/// forced to each in turn: 139 seeds over Stuttgart, Cologne/Bonn and Ulm, issue #13).
+const FUZZED_REAL: [(&str, &str); 6] = [
     crate::spec::REAL_TOPOLOGIES[3], // freifunk-bielefeld
+    crate::spec::REAL_TOPOLOGIES[5], // freifunk-cologne-bonn-area
     crate::spec::REAL_TOPOLOGIES[6], // freifunk-leipzig
     crate::spec::REAL_TOPOLOGIES[7], // freifunk-munich
+    crate::spec::REAL_TOPOLOGIES[8], // freifunk-stuttgart
+    crate::spec::REAL_TOPOLOGIES[9], // freifunk-ulm
 ];
 
 impl FuzzCase {
@@ -515,7 +515,14 @@ mod tests {
         let names: Vec<&str> = FUZZED_REAL.iter().map(|(name, _)| *name).collect();
         assert_eq!(
             names,
-            ["freifunk-bielefeld", "freifunk-leipzig", "freifunk-munich"]
+            [
+                "freifunk-bielefeld",
+                "freifunk-cologne-bonn-area",
+                "freifunk-leipzig",
+                "freifunk-munich",
+                "freifunk-stuttgart",
+                "freifunk-ulm"
+            ]
         );
     }
 
