@@ -740,7 +740,7 @@ mod tests {
         n.state = NeighbourState::Up;
         // A veth link on a busy host: answers wait 0.1 to 20 ms for a core.
         let mut rng = crate::Rng::seed(3);
-        let mut busy: Vec<u64> = (0..2_000)
+        let busy: Vec<u64> = (0..2_000)
             .map(|_| 100 + (rng.unit() * rng.unit() * 20_000.0) as u64)
             .collect();
         answered_after(&mut n, 0..200, |seq| busy[seq as usize]);
@@ -752,27 +752,16 @@ mod tests {
         }
         assert!(moved < 90, "moved {moved} of 1800 probes from {then} µs");
         // A quiet link whose delay steps from 1 ms to 30 ms (a tunnel rerouted), and back.
-        busy.clear();
         let mut n = neighbour();
         n.state = NeighbourState::Up;
         answered_after(&mut n, 0..100, |_| 1_000);
-        let then = n.base_rtt_us();
-        assert!(!n.rtt_moved(then));
-        answered_after(&mut n, 100..140, |_| 30_000);
-        assert!(
-            n.rtt_moved(then),
-            "{} µs, rttvar {:?}",
-            n.base_rtt_us(),
-            n.rttvar()
-        );
-        let then = n.base_rtt_us();
-        answered_after(&mut n, 140..160, |_| 1_000);
-        assert!(
-            n.rtt_moved(then),
-            "{} µs, rttvar {:?}",
-            n.base_rtt_us(),
-            n.rttvar()
-        );
+        assert!(!n.rtt_moved(n.base_rtt_us()));
+        for (seqs, rtt_us) in [(100..140, 30_000), (140..160, 1_000)] {
+            let then = n.base_rtt_us();
+            answered_after(&mut n, seqs, |_| rtt_us);
+            let (now, rttvar) = (n.base_rtt_us(), n.rttvar());
+            assert!(n.rtt_moved(then), "{then} -> {now} µs, rttvar {rttvar:?}");
+        }
     }
 
     #[test]
