@@ -76,7 +76,7 @@ pub struct FuzzCase {
 
 /// The built-in community meshes the fuzz draws: those of up to 300 nodes (as the
 /// geometric ones) that passed a many-seed sweep (the fuzz's cases with the topology
-/// forced to each in turn: 139 seeds over Stuttgart, Cologne/Bonn and Ulm, issue #13).
+/// forced to each in turn: 219 seeds over Stuttgart, Cologne/Bonn and Ulm, issue #13).
 const FUZZED_REAL: [(&str, &str); 6] = [
     crate::spec::REAL_TOPOLOGIES[3], // freifunk-bielefeld
     crate::spec::REAL_TOPOLOGIES[5], // freifunk-cologne-bonn-area
