@@ -628,9 +628,9 @@ impl Node {
             return false;
         }
         n.risk_factor = factor;
-        let name = n.name.clone();
-        self.refresh_cost_stale(&name);
-        if self.neighbours[&name].state == NeighbourState::Up {
+        let up = n.state == NeighbourState::Up;
+        self.refresh_cost_stale(neighbour);
+        if up {
             self.stats.risk_cost_changes += 1;
             self.originate(now);
         }
