@@ -1,6 +1,10 @@
-//! Data-plane MTTR with a crashed node: a diamond a–{b,c}–d where b and c run as child
-//! processes (this test binary re-executed) so one can be killed with SIGKILL, which
-//! closes nothing: the survivors must notice by probe timeout.
+//! Data-plane MTTR with a crashed node: a–b–d is the shortest path from a to d and
+//! a–c–e–d the detour, where b and c run as child processes (this test binary
+//! re-executed) so one can be killed with SIGKILL, which closes nothing: the survivors
+//! must notice by probe timeout. The detour is a hop longer so that the flow's path
+//! before the kill is b, whatever the round trips of two equal paths would do under a
+//! loaded host (a diamond's two equal paths swap on noise, and a kill of the node the
+//! flow had just left measures nothing).
 
 mod common;
 
@@ -9,8 +13,8 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
-use common::{config, eventually, issue, write_config, Api};
-use x0tta6bl4_node::{load_config, NodeHandle};
+use common::{eventually, issue, write_config, Api};
+use x0tta6bl4_node::{load_config, NodeConfig, NodeHandle};
 use x0tta6bl4_proto::measure::flow_outage_us;
 
 /// Set in a child process: the configuration file of the node it runs.
@@ -39,6 +43,26 @@ fn child_node_process() {
         .unwrap();
 }
 
+/// Write the configuration file of node `name` with ETX link costs; returns its path.
+fn etx_config(
+    dir: &Path,
+    name: &str,
+    listen: SocketAddr,
+    api: SocketAddr,
+    peers: &[SocketAddr],
+) -> std::path::PathBuf {
+    let path = write_config(dir, name, listen, api, peers);
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, text + "[protocol]\nlink_cost = \"etx\"\n").unwrap();
+    path
+}
+
+/// An in-process node's configuration (ports picked by the OS), with ETX link costs.
+fn config(dir: &Path, name: &str, peers: &[SocketAddr]) -> NodeConfig {
+    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    load_config(&etx_config(dir, name, any, any, peers)).unwrap()
+}
+
 /// A node in a child process, killed (SIGKILL) on drop.
 struct Child {
     process: std::process::Child,
@@ -56,7 +80,7 @@ impl Child {
             .unwrap()
             .local_addr()
             .unwrap();
-        let path = write_config(dir, name, quic, api, &[]);
+        let path = etx_config(dir, name, quic, api, &[]);
         let process = Command::new(std::env::current_exe().unwrap())
             .args([
                 "child_node_process",
@@ -96,13 +120,16 @@ fn unix_micros() -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn flow_heals_around_a_killed_node() {
     let dir = tempfile::tempdir().unwrap();
-    issue(dir.path(), &["a", "b", "c", "d"]);
+    issue(dir.path(), &["a", "b", "c", "d", "e"]);
     let mut b = Child::start(dir.path(), "b");
-    let mut c = Child::start(dir.path(), "c");
+    let c = Child::start(dir.path(), "c");
     let a = NodeHandle::start(config(dir.path(), "a", &[b.quic, c.quic]))
         .await
         .unwrap();
-    let d = NodeHandle::start(config(dir.path(), "d", &[b.quic, c.quic]))
+    let e = NodeHandle::start(config(dir.path(), "e", &[c.quic]))
+        .await
+        .unwrap();
+    let d = NodeHandle::start(config(dir.path(), "d", &[b.quic, e.quic_addr()]))
         .await
         .unwrap();
     let (api_a, api_d) = (Api::new(&a), Api::new(&d));
@@ -111,8 +138,13 @@ async fn flow_heals_around_a_killed_node() {
     }
     eventually(
         Duration::from_secs(10),
-        "a reaches d in two hops",
-        || async { api_a.route("d").await.is_some_and(|r| r["hops"] == 2) },
+        "a reaches d in two hops through b",
+        || async {
+            api_a
+                .route("d")
+                .await
+                .is_some_and(|r| r["hops"] == 2 && r["next_hop"] == "b")
+        },
     )
     .await;
 
@@ -121,34 +153,26 @@ async fn flow_heals_around_a_killed_node() {
         .await;
     assert_eq!(status, 200);
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let via = api_a.route("d").await.unwrap()["next_hop"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let (victim, survivor) = if via == "b" {
-        (&mut b, "c")
-    } else {
-        (&mut c, "b")
-    };
+    let route = api_a.route("d").await.unwrap();
+    assert_eq!(
+        route["next_hop"], "b",
+        "the flow left the shortest path: {route}"
+    );
     let fault_at_us = unix_micros();
     let killed_at = Instant::now();
-    victim.kill();
+    b.kill();
 
-    eventually(
-        Duration::from_secs(3),
-        "a reroutes through the survivor",
-        || async {
-            api_a
-                .route("d")
-                .await
-                .is_some_and(|r| r["next_hop"] == survivor)
-        },
-    )
+    eventually(Duration::from_secs(3), "a reroutes through c", || async {
+        api_a
+            .route("d")
+            .await
+            .is_some_and(|r| r["next_hop"] == "c" && r["hops"] == 3)
+    })
     .await;
     let rerouted = killed_at.elapsed();
     let outage_us = outage_at(&api_d, fault_at_us).await;
     let outage_ms = outage_us / 1000;
-    eprintln!("killed {via}: a rerouted via {survivor} after {rerouted:?}; data-plane outage {outage_ms} ms");
+    eprintln!("killed b: a rerouted via c after {rerouted:?}; data-plane outage {outage_ms} ms");
     assert!(
         outage_us < 1_000_000,
         "outage {outage_us} µs: expected well under 1 s with 50 ms probes"
@@ -167,8 +191,9 @@ async fn flow_heals_around_a_killed_node() {
         sum >= outage_us as f64 / 1e6 - 1e-6,
         "outage sum {sum} s below the measured outage {outage_us} µs"
     );
-    a.shutdown().await.unwrap();
-    d.shutdown().await.unwrap();
+    for node in [a, d, e] {
+        node.shutdown().await.unwrap();
+    }
 }
 
 async fn wait_ready(api: &Api) {
