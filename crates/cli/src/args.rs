@@ -266,6 +266,11 @@ pub struct LabSoakArgs {
     /// unreachable.
     #[arg(long)]
     pub api_abuse: bool,
+    /// Settings of every x0tta6bl4 node's `[protocol]` section, as in node.toml:
+    /// KEY=VALUE pairs, comma-separated (e.g. suspect_probe_interval_ms=10), checked like
+    /// node.toml; the false alarms counted are then those of these settings.
+    #[arg(long, value_name = "KEY=VALUE,...")]
+    pub node_protocol: Option<String>,
 }
 
 /// `x0tta6bl4 lab probe-agent` (internal).
@@ -597,6 +602,12 @@ pub struct TwinRunArgs {
     /// Missed probes before a neighbour is declared down (protocol.probe_misses_max).
     #[arg(long, value_name = "N", default_value_t = 3)]
     pub probe_misses: u32,
+    /// Pace of probes to a suspected neighbour (protocol.suspect_probe_interval_ms; 0,
+    /// the default, turns suspicion off): once a probe goes unanswered past the link's
+    /// retransmission timeout, the neighbour is probed again at this pace and declared
+    /// down after --probe-misses unanswered probes in a row (more on a lossy link).
+    #[arg(long, value_name = "MS", default_value_t = 0)]
+    pub suspect_probe_interval_ms: u64,
     /// Worker threads for iterations (results do not depend on it; default: all cores).
     #[arg(long, value_name = "T")]
     pub threads: Option<usize>,
@@ -816,6 +827,15 @@ pub struct TwinTuneArgs {
         default_value = "2,3,4,6,8"
     )]
     pub misses: Vec<u32>,
+    /// Suspicion paces to try, comma-separated (protocol.suspect_probe_interval_ms; 0 is
+    /// off, the default): e.g. 0,8,10 compares suspicion with the silence rule alone.
+    #[arg(
+        long,
+        value_name = "MS,...",
+        value_delimiter = ',',
+        default_value = "0"
+    )]
+    pub suspect_ms: Vec<u64>,
     /// Seed.
     #[arg(long, value_name = "S", default_value_t = 1)]
     pub seed: u64,

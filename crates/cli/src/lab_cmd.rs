@@ -91,11 +91,7 @@ pub async fn run(args: &LabRunArgs) -> anyhow::Result<ExitCode> {
         node_root: args.node_root.clone(),
         flows_sample: args.flows_sample,
         budget,
-        protocol: match &args.node_protocol {
-            Some(text) => x0tta6bl4_lab::run::parse_protocol(text)
-                .map_err(|e| lab_problem(e, "--node-protocol"))?,
-            None => Default::default(),
-        },
+        protocol: node_protocol(args.node_protocol.as_deref())?,
         routings: match (&args.routing, &args.predictor) {
             (None, None) => Vec::new(),
             (routing, predictor) => crate::twin_predict::routings(
@@ -167,6 +163,15 @@ fn write_plot(path: &std::path::Path, report: &LabReport) -> anyhow::Result<()> 
     })
 }
 
+/// The nodes' `[protocol]` settings of `--node-protocol` (none: the defaults).
+fn node_protocol(text: Option<&str>) -> anyhow::Result<toml::Table> {
+    Ok(match text {
+        Some(text) => x0tta6bl4_lab::run::parse_protocol(text)
+            .map_err(|e| lab_problem(e, "--node-protocol"))?,
+        None => toml::Table::new(),
+    })
+}
+
 /// `lab soak`.
 pub async fn soak(args: &LabSoakArgs) -> anyhow::Result<ExitCode> {
     let place = "x0tta6bl4 lab soak";
@@ -193,6 +198,7 @@ pub async fn soak(args: &LabSoakArgs) -> anyhow::Result<ExitCode> {
         duration: Duration::from_secs_f64((args.minutes * 60.0).clamp(1.0, 7.0 * 86_400.0)),
         exe,
         api_abuse: args.api_abuse,
+        protocol: node_protocol(args.node_protocol.as_deref())?,
     };
     let bar = spinner(args.json);
     let progress_bar = bar.clone();

@@ -182,10 +182,11 @@ pub async fn run(args: &TwinRunArgs) -> anyhow::Result<ExitCode> {
     options.measurement.flows_max = args.flows;
     options.sim.protocol.probe_interval_ms = args.probe_interval_ms;
     options.sim.protocol.probe_misses_max = args.probe_misses;
+    options.sim.protocol.suspect_probe_interval_ms = args.suspect_probe_interval_ms;
     options.sim.protocol.validate().map_err(|e| {
         usage(
             e.to_string(),
-            "--probe-interval-ms / --probe-misses",
+            "--probe-interval-ms / --probe-misses / --suspect-probe-interval-ms",
             "use values the node accepts",
         )
     })?;
@@ -745,6 +746,18 @@ pub async fn tune_cmd(args: &TwinTuneArgs) -> anyhow::Result<ExitCode> {
             "use probe intervals of 5 to 60000 ms and miss thresholds of 2 to 100",
         ));
     }
+    let shortest = args.intervals_ms.iter().copied().min().unwrap_or(0);
+    if let Some(bad) = args
+        .suspect_ms
+        .iter()
+        .find(|&&c| c != 0 && !(2..=shortest).contains(&c))
+    {
+        return Err(usage(
+            format!("suspicion pace {bad} ms out of range"),
+            "--suspect-ms",
+            format!("use 0 (off) or 2 up to the shortest probe interval ({shortest} ms)"),
+        ));
+    }
     let options = TuneOptions {
         loss,
         iterations: args.iterations.max(1),
@@ -752,17 +765,19 @@ pub async fn tune_cmd(args: &TwinTuneArgs) -> anyhow::Result<ExitCode> {
         seed: args.seed,
         intervals_ms: args.intervals_ms.clone(),
         misses: args.misses.clone(),
+        suspect_ms: args.suspect_ms.clone(),
         ..TuneOptions::default()
     };
     let hidden = args.json;
-    let total = options.intervals_ms.len() * options.misses.len();
+    let total = options.intervals_ms.len() * options.misses.len() * options.suspect_ms.len();
     if !hidden {
         eprintln!(
-            "twin tune: {total} timer combinations ({} probe intervals x {} miss thresholds) on \
-             {} nodes, each a {} s simulated soak and {} node-failure iterations; progress and \
-             an estimate of the time left follow each combination",
+            "twin tune: {total} timer combinations ({} probe intervals x {} miss thresholds x {} \
+             suspicion paces) on {} nodes, each a {} s simulated soak and {} node-failure \
+             iterations; progress and an estimate of the time left follow each combination",
             options.intervals_ms.len(),
             options.misses.len(),
+            options.suspect_ms.len(),
             topology.len(),
             options.soak.as_secs(),
             options.iterations,
@@ -813,15 +828,22 @@ pub async fn tune_cmd(args: &TwinTuneArgs) -> anyhow::Result<ExitCode> {
     )?;
     writeln!(
         out,
-        "{:>9} {:>7} {:>10} {:>10} {:>18} {:>12}",
-        "probe_ms", "misses", "MTTR p50", "MTTR p95", "false down/link/h", "ctrl B/node/s"
+        "{:>9} {:>7} {:>10} {:>10} {:>10} {:>18} {:>12}",
+        "probe_ms",
+        "misses",
+        "suspect_ms",
+        "MTTR p50",
+        "MTTR p95",
+        "false down/link/h",
+        "ctrl B/node/s"
     )?;
     for r in &rows {
         writeln!(
             out,
-            "{:>9} {:>7} {:>10.1} {:>10.1} {:>18.2} {:>12.0}",
+            "{:>9} {:>7} {:>10} {:>10.1} {:>10.1} {:>18.2} {:>12.0}",
             r.probe_interval_ms,
             r.probe_misses_max,
+            r.suspect_probe_interval_ms,
             r.mttr_p50_ms,
             r.mttr_p95_ms,
             r.false_down_per_link_hour,
@@ -830,8 +852,12 @@ pub async fn tune_cmd(args: &TwinTuneArgs) -> anyhow::Result<ExitCode> {
     }
     writeln!(
         out,
-        "recommended: [protocol] probe_interval_ms = {}, probe_misses_max = {} (MTTR p95 {:.1} ms, {:.2} false neighbour-down per link per hour)",
-        chosen.probe_interval_ms, chosen.probe_misses_max, chosen.mttr_p95_ms, chosen.false_down_per_link_hour
+        "recommended: [protocol] probe_interval_ms = {}, probe_misses_max = {}, suspect_probe_interval_ms = {} (MTTR p95 {:.1} ms, {:.2} false neighbour-down per link per hour)",
+        chosen.probe_interval_ms,
+        chosen.probe_misses_max,
+        chosen.suspect_probe_interval_ms,
+        chosen.mttr_p95_ms,
+        chosen.false_down_per_link_hour
     )?;
     if let Some(note) = flat_p50_note(&rows) {
         writeln!(out, "{note}")?;
@@ -848,6 +874,7 @@ fn flat_p50_note(rows: &[x0tta6bl4_twin::tune::TuneRow]) -> Option<String> {
         .flat_map(|(i, a)| rows[i + 1..].iter().map(move |b| (a, b)))
         .filter(|(a, b)| {
             a.probe_interval_ms == b.probe_interval_ms
+                && a.suspect_probe_interval_ms == b.suspect_probe_interval_ms
                 && a.samples > 0
                 && b.samples > 0
                 && (a.mttr_p50_ms - b.mttr_p50_ms).abs() <= 0.02 * a.mttr_p50_ms
@@ -966,6 +993,7 @@ mod tests {
         TuneRow {
             probe_interval_ms: interval,
             probe_misses_max: misses,
+            suspect_probe_interval_ms: 0,
             mttr_p50_ms: p50,
             mttr_p95_ms: p50 * 1.2,
             samples: 100,

@@ -204,7 +204,7 @@ fn a_snapshot_start_converges_and_unknown_starts_are_refused() {
 
 #[test]
 fn bad_input_gets_one_clear_line_and_exit_2() {
-    let cases: [(&[&str], &str); 6] = [
+    let cases: [(&[&str], &str); 8] = [
         (&["twin", "run", "--topology", "torus"], "unknown topology"),
         (&["twin", "run", "--scenario", "meteor"], "unknown scenario"),
         (
@@ -229,6 +229,21 @@ fn bad_input_gets_one_clear_line_and_exit_2() {
         (
             &["twin", "run", "--topology", "prometheus:http://127.0.0.1:9"],
             "Prometheus",
+        ),
+        (
+            &["twin", "run", "--suspect-probe-interval-ms", "60"],
+            "suspect_probe_interval_ms",
+        ),
+        (
+            &[
+                "twin",
+                "tune",
+                "--intervals-ms",
+                "20,50",
+                "--suspect-ms",
+                "30",
+            ],
+            "--suspect-ms",
         ),
     ];
     for (args, needle) in cases {
@@ -296,10 +311,12 @@ fn fuzz_and_tune_run() {
         "20,50",
         "--misses",
         "2,6",
+        "--suspect-ms",
+        "0,10",
         "--json",
     ]));
     let rows = tune["rows"].as_array().unwrap();
-    assert_eq!(rows.len(), 4);
+    assert_eq!(rows.len(), 8);
     // At 5 % loss two misses raise far more false alarms than six.
     let false_rate = |misses: u64| {
         rows.iter()
@@ -308,6 +325,18 @@ fn fuzz_and_tune_run() {
             .sum::<f64>()
     };
     assert!(false_rate(2) > false_rate(6), "{tune}");
+    // Suspicion notices a failure within a probe interval and a few suspicion probes.
+    let p50 = |interval: u64, suspect: u64| {
+        rows.iter()
+            .find(|r| {
+                r["probe_interval_ms"] == interval
+                    && r["probe_misses_max"] == 2
+                    && r["suspect_probe_interval_ms"] == suspect
+            })
+            .map(|r| r["mttr_p50_ms"].as_f64().unwrap())
+            .unwrap()
+    };
+    assert!(p50(50, 10) < p50(50, 0), "{tune}");
     assert!(tune["recommended"]["probe_misses_max"].as_u64().is_some());
 }
 

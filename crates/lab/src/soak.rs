@@ -32,6 +32,8 @@ pub struct SoakOptions {
     pub exe: std::path::PathBuf,
     /// Abuse every x0tta6bl4 node's API during the soak (`--api-abuse`).
     pub api_abuse: bool,
+    /// Settings of every x0tta6bl4 node's `[protocol]` section (`--node-protocol`).
+    pub protocol: toml::Table,
 }
 
 /// What a soak counted.
@@ -154,7 +156,7 @@ pub async fn soak(
         node_root: None,
         flows_sample: None,
         budget: Default::default(),
-        protocol: toml::Table::new(),
+        protocol: options.protocol.clone(),
         routings: Vec::new(),
     })?;
     if let Some(e) = crate::not_root_message(crate::effective_uid()) {
@@ -181,6 +183,10 @@ pub async fn soak(
         routers: BTreeMap::new(),
         api_abuse: None,
     };
+    let mut sections = toml::Table::new();
+    if !options.protocol.is_empty() {
+        sections.insert("protocol".into(), options.protocol.clone().into());
+    }
     for kind in kinds {
         let mut fleet = Fleet::new(
             kind,
@@ -188,7 +194,7 @@ pub async fn soak(
             workspace.path(),
             &net,
             &topology,
-            &toml::Table::new(),
+            &sections,
         )?;
         let names: Vec<String> = topology.names.iter().map(|n| n.to_string()).collect();
         let abuse =

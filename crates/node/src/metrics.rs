@@ -311,7 +311,7 @@ impl Collector for ApiCollector {
 }
 
 /// Proto's cumulative counters: name (without `_total`), help, value.
-fn stats_counters(s: &Stats) -> [(&'static str, &'static str, u64); 23] {
+fn stats_counters(s: &Stats) -> [(&'static str, &'static str, u64); 24] {
     [
         (
             "lsa_originated",
@@ -373,6 +373,11 @@ fn stats_counters(s: &Stats) -> [(&'static str, &'static str, u64); 23] {
             "neighbour_down",
             "Neighbour down transitions",
             s.neighbour_down,
+        ),
+        (
+            "suspect_probes",
+            "Probes sent to suspected neighbours (protocol.suspect_probe_interval_ms), beyond the probe interval's",
+            s.suspect_probes,
         ),
         (
             "revocations_installed",

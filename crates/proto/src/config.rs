@@ -21,6 +21,21 @@ pub struct Config {
     /// and with the link's measured probe loss (more misses in a row on a lossy link, so
     /// that a run of losses fakes a failure with chance 1e-3 at most).
     pub adaptive_timeout: bool,
+    /// Suspicion before "down" (0, the default, turns it off). When a probe to a
+    /// neighbour goes unanswered past its retransmission timeout (`srtt + 4 * rttvar`,
+    /// at least this interval) and nothing else was heard from it, the neighbour is
+    /// suspected and probed again at that pace instead of waiting for the next probe
+    /// interval; anything heard from it clears the suspicion, and it is declared down
+    /// once `probe_misses_max` probes in a row went unanswered (more on a lossy link:
+    /// a run of losses may fake a failure with chance 1e-5 at most, for a loss two
+    /// standard deviations above the estimate, against 1e-3 for the silence rule,
+    /// because suspicion probes come in quick succession) and nothing was heard for a
+    /// probe interval. The silence rule (`probe_interval_ms * probe_misses_max`) stays
+    /// as the upper bound.
+    /// Detection then takes up to one probe interval to notice the first miss plus about
+    /// `probe_misses_max` of these intervals, instead of `probe_misses_max` probe
+    /// intervals, while steady links carry the same probes as without it.
+    pub suspect_probe_interval_ms: u64,
     /// Delay between a link-state change and the route computation it triggers, so a
     /// burst of advertisements costs one computation.
     pub spf_delay_ms: u64,
@@ -106,6 +121,7 @@ impl Default for Config {
             probe_interval_ms: 50,
             probe_misses_max: 3,
             adaptive_timeout: true,
+            suspect_probe_interval_ms: 0,
             spf_delay_ms: 5,
             flood_retransmit_ms: 100,
             flood_retransmits_max: 32,
@@ -200,6 +216,13 @@ impl Config {
             "probe_misses_max",
             c.probe_misses_max,
             "use 2 to 100",
+        )?;
+        check(
+            c.suspect_probe_interval_ms == 0
+                || (2..=c.probe_interval_ms).contains(&c.suspect_probe_interval_ms),
+            "suspect_probe_interval_ms",
+            c.suspect_probe_interval_ms,
+            "use 0 (off) or 2 up to probe_interval_ms",
         )?;
         check(
             c.spf_delay_ms <= 10_000,
@@ -336,5 +359,23 @@ mod tests {
         let err = config.validate().unwrap_err();
         assert_eq!(err.key, "lsa_lifetime_ms");
         assert!(err.to_string().contains("twice"));
+    }
+
+    #[test]
+    fn suspicion_paces_between_two_ms_and_the_probe_interval() {
+        for (ms, ok) in [(0, true), (1, false), (2, true), (50, true), (51, false)] {
+            let config = Config {
+                suspect_probe_interval_ms: ms,
+                ..Config::default()
+            };
+            match config.validate() {
+                Ok(()) => assert!(ok, "{ms} accepted"),
+                Err(err) => {
+                    assert!(!ok, "{ms} refused: {err}");
+                    assert_eq!(err.key, "suspect_probe_interval_ms");
+                    assert!(err.to_string().contains("probe_interval_ms"), "{err}");
+                }
+            }
+        }
     }
 }

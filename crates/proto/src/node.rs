@@ -13,7 +13,7 @@ use crate::crypto::{AuthError, Authenticator};
 use crate::heal::{self, Decision, DecisionKind, Observation, Symptom};
 use crate::lsdb::{InstallOutcome, LinkStateDb, LinkStateSnapshot, SlotNames};
 use crate::name::NodeName;
-use crate::neighbour::{DownReason, Neighbour, NeighbourState, NeighbourView};
+use crate::neighbour::{Detection, DownReason, Neighbour, NeighbourState, NeighbourView};
 use crate::replay::RecentMessages;
 use crate::revocations::{Inserted, RevocationSet};
 use crate::rng::Rng;
@@ -303,6 +303,9 @@ pub struct Stats {
     pub data_delivered: u64,
     /// Neighbour down transitions.
     pub neighbour_down: u64,
+    /// Probes sent to suspected neighbours (`suspect_probe_interval_ms`), beyond the
+    /// probe interval's.
+    pub suspect_probes: u64,
     /// Revocations verified and newly held (flooded, exchanged or commanded).
     pub revocations_installed: u64,
     /// Revocation digests sent (anti-entropy).
@@ -800,7 +803,7 @@ impl Node {
                 resync = n.state == NeighbourState::Up;
             } else {
                 n.link_open = true;
-                n.last_heard = now;
+                n.heard(now);
                 if n.state == NeighbourState::Down {
                     n.state = NeighbourState::Init;
                 }
@@ -871,7 +874,7 @@ impl Node {
             self.count_drop(DropReason::NotNeighbour);
             return;
         };
-        n.last_heard = now;
+        n.heard(now);
         let revived =
             n.link_open && n.state != NeighbourState::Up && n.state != NeighbourState::Damped;
         match message {
@@ -1004,6 +1007,7 @@ impl Node {
         if now >= self.next_probe_at {
             self.probe_all(now);
         }
+        self.probe_suspects(now);
         self.run_healing(now);
         self.retransmit_due(now);
         self.dial_due(now);
@@ -1058,7 +1062,6 @@ impl Node {
 
     /// When [`Node::handle_timeout`] should be called next.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let probe_interval = self.config.probe_interval();
         let mut deadline = self
             .next_refresh_at
             .min(self.next_age_check_at)
@@ -1067,14 +1070,14 @@ impl Node {
         if self.neighbours.values().any(|n| n.link_open) {
             earliest(self.next_probe_at);
         }
+        let detection = self.detection();
         for n in self.neighbours.values() {
             if n.link_open && n.state != NeighbourState::Down {
-                let dead = n.dead_interval(
-                    probe_interval,
-                    self.config.probe_misses_max,
-                    self.config.adaptive_timeout,
-                );
+                let dead = n.dead_interval(&detection);
                 earliest(n.last_heard + dead + Duration::from_micros(1));
+            }
+            if let Some(t) = n.suspect_probe_at(&detection) {
+                earliest(t);
             }
             // Only a damped neighbour waits for its damping to end: a neighbour that went
             // down while damped keeps `damped_until` (it is damped again if it returns
@@ -1183,12 +1186,42 @@ impl Node {
         self.next_probe_at = now + interval;
     }
 
+    /// Probe again every suspected neighbour whose last probe's answer is overdue
+    /// (`suspect_probe_interval_ms`).
+    fn probe_suspects(&mut self, now: Instant) {
+        let detection = self.detection();
+        if detection.suspect_interval.is_zero() {
+            return;
+        }
+        let due: Vec<NodeName> = self
+            .neighbours
+            .values()
+            .filter(|n| n.suspect_probe_at(&detection).is_some_and(|at| now >= at))
+            .map(|n| n.name.clone())
+            .collect();
+        self.stats.suspect_probes += due.len() as u64;
+        for name in &due {
+            self.send_probe(now, name);
+        }
+    }
+
+    /// The settings that decide when a neighbour is down.
+    fn detection(&self) -> Detection {
+        Detection {
+            probe_interval: self.config.probe_interval(),
+            misses_max: self.config.probe_misses_max,
+            adaptive: self.config.adaptive_timeout,
+            suspect_interval: Duration::from_millis(self.config.suspect_probe_interval_ms),
+        }
+    }
+
     fn send_probe(&mut self, now: Instant, name: &NodeName) {
         let Some(n) = self.neighbours.get_mut(name) else {
             return;
         };
         let seq = n.next_probe_seq();
         n.probe_sent(seq);
+        n.probing(now);
         self.transmit(
             Destination::Neighbour(name.clone()),
             Message::Probe {
@@ -1228,11 +1261,7 @@ impl Node {
         Observation {
             state: n.state,
             silent_for: now.saturating_since(n.last_heard),
-            dead_interval: n.dead_interval(
-                self.config.probe_interval(),
-                self.config.probe_misses_max,
-                self.config.adaptive_timeout,
-            ),
+            dead_interval: n.dead_interval(&self.detection()),
             link_open: n.link_open,
             loss: n.loss,
             rtt: n.srtt().map(|_| n.base_rtt()),

@@ -1239,7 +1239,13 @@ pub fn run_iteration_with(
     let baseline = m
         .baseline
         .max(flows.longest_path_delay + m.flow_interval.mul_f64(lossy_sends.max(2.0)));
-    let fault_at = start + baseline;
+    // Every iteration runs on a copy of one converged mesh, whose probes keep one
+    // schedule: a fault at a fixed offset would meet each node at the same point of its
+    // probe interval in every iteration, and detection that waits for the next probe
+    // (suspicion) would show one phase instead of its spread. The fault lands anywhere
+    // in a probe interval, as a real one does.
+    let phase = Duration::from_millis(sim.protocol().probe_interval_ms).mul_f64(rng.unit());
+    let fault_at = start + baseline + phase;
     let last_action = plan.actions.last().map_or(Duration::ZERO, |(at, _)| *at);
     let deadline = fault_at + last_action + m.recovery_max;
     let mut arrivals: BTreeMap<(u32, u32), Vec<u64>> =

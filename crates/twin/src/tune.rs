@@ -17,6 +17,8 @@ pub struct TuneRow {
     pub probe_interval_ms: u64,
     /// `protocol.probe_misses_max`.
     pub probe_misses_max: u32,
+    /// `protocol.suspect_probe_interval_ms` (0: suspicion off).
+    pub suspect_probe_interval_ms: u64,
     /// MTTR of node failures, median, ms.
     pub mttr_p50_ms: f64,
     /// MTTR of node failures, 95th percentile, ms.
@@ -36,6 +38,8 @@ pub struct TuneOptions {
     pub intervals_ms: Vec<u64>,
     /// Miss thresholds tried.
     pub misses: Vec<u32>,
+    /// Suspicion paces tried, ms (0: off).
+    pub suspect_ms: Vec<u64>,
     /// Loss probability set on every link.
     pub loss: f64,
     /// Node-failure iterations per combination.
@@ -53,6 +57,7 @@ impl Default for TuneOptions {
         TuneOptions {
             intervals_ms: vec![20, 50, 100, 200],
             misses: vec![2, 3, 4, 6, 8],
+            suspect_ms: vec![0],
             loss: 0.05,
             iterations: 5,
             soak: Duration::from_secs(120),
@@ -74,34 +79,18 @@ pub fn tune(
     for link in &mut lossy.links {
         link.params.loss = options.loss;
     }
-    let total = options.intervals_ms.len() * options.misses.len();
+    let total = options.intervals_ms.len() * options.misses.len() * options.suspect_ms.len();
     let mut rows = Vec::with_capacity(total);
     for &interval in &options.intervals_ms {
         for &misses in &options.misses {
-            let mut sim_config = SimConfig::new(options.seed);
-            sim_config.protocol.probe_interval_ms = interval;
-            sim_config.protocol.probe_misses_max = misses;
-            let false_down_per_link_hour = soak(&lossy, &sim_config, options.soak)?;
-            let mut run = RunOptions::new(options.seed);
-            run.sim = sim_config;
-            run.iterations = options.iterations;
-            let scenario = Scenario::NodeFailure {
-                count: crate::scenario::Count::Nodes(1),
-                closed: false,
-                restart: None,
-                transit: false,
-            };
-            let report = runner::run(&lossy, "tune", &scenario, "node-failure", &run, &mut |_| {})?;
-            rows.push(TuneRow {
-                probe_interval_ms: interval,
-                probe_misses_max: misses,
-                mttr_p50_ms: report.mttr_ms.p50,
-                mttr_p95_ms: report.mttr_ms.p95,
-                samples: report.mttr_ms.samples,
-                false_down_per_link_hour,
-                control_bytes_per_node_per_second: report.control_bytes_per_node_per_second,
-            });
-            progress(rows.len(), total);
+            for &suspect in &options.suspect_ms {
+                let mut sim_config = SimConfig::new(options.seed);
+                sim_config.protocol.probe_interval_ms = interval;
+                sim_config.protocol.probe_misses_max = misses;
+                sim_config.protocol.suspect_probe_interval_ms = suspect;
+                rows.push(tune_row(&lossy, sim_config, options)?);
+                progress(rows.len(), total);
+            }
         }
     }
     let within: Vec<usize> = (0..rows.len())
@@ -121,6 +110,36 @@ pub fn tune(
             .min_by(|&a, &b| rows[a].mttr_p95_ms.total_cmp(&rows[b].mttr_p95_ms))
     };
     Ok((rows, best.unwrap_or(0)))
+}
+
+/// One combination's soak and node-failure iterations.
+fn tune_row(
+    lossy: &Topology,
+    sim_config: SimConfig,
+    options: &TuneOptions,
+) -> Result<TuneRow, runner::RunError> {
+    let false_down_per_link_hour = soak(lossy, &sim_config, options.soak)?;
+    let protocol = sim_config.protocol.clone();
+    let mut run = RunOptions::new(options.seed);
+    run.sim = sim_config;
+    run.iterations = options.iterations;
+    let scenario = Scenario::NodeFailure {
+        count: crate::scenario::Count::Nodes(1),
+        closed: false,
+        restart: None,
+        transit: false,
+    };
+    let report = runner::run(lossy, "tune", &scenario, "node-failure", &run, &mut |_| {})?;
+    Ok(TuneRow {
+        probe_interval_ms: protocol.probe_interval_ms,
+        probe_misses_max: protocol.probe_misses_max,
+        suspect_probe_interval_ms: protocol.suspect_probe_interval_ms,
+        mttr_p50_ms: report.mttr_ms.p50,
+        mttr_p95_ms: report.mttr_ms.p95,
+        samples: report.mttr_ms.samples,
+        false_down_per_link_hour,
+        control_bytes_per_node_per_second: report.control_bytes_per_node_per_second,
+    })
 }
 
 /// False neighbour-down events per link per hour over `duration` without faults.
