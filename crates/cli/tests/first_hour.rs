@@ -272,7 +272,7 @@ fn twin_tune_reports_progress_off_a_terminal() {
     let text = stderr(&output);
     assert_eq!(code(&output), 0, "{text}");
     assert!(
-        text.contains("twin tune: 2 timer combinations (2 probe intervals x 1 miss thresholds)")
+        text.contains("twin tune: 2 timer combinations (2 probe intervals x 1 miss thresholds x 1 suspicion paces)")
             && text.contains("twin tune: 1/2 combinations in ")
             && text.contains("twin tune: 2/2 combinations in ")
             && text.contains(" s left"),
