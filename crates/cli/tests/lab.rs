@@ -576,9 +576,13 @@ fn a_budgeted_sampled_run_heals_and_reports_its_cgroups() {
         "0.5",
         "--node-memory",
         "128M",
-        // The nodes' timers, and the twin's next to them: 100 ms probes, 3 missed.
+        // The nodes' timers, and the twin's next to them: 100 ms probes, 3 missed. ETX
+        // costs keep each flow on its fewest hops: with the measured metric a node
+        // starved by its CPU budget on a loaded host answers a millisecond late, which
+        // costs as much as a hop, and a flow that left the victim before the kill healed
+        // in 40 ms, the probable cause of a run where both sampled flows did.
         "--node-protocol",
-        "probe_interval_ms=100",
+        "probe_interval_ms=100,link_cost=\"etx\"",
     ];
     let output = run(&args);
     let text = stderr(&output);
