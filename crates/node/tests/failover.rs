@@ -13,8 +13,8 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
-use common::{eventually, issue, write_config, Api};
-use x0tta6bl4_node::{load_config, NodeConfig, NodeHandle};
+use common::{config_with, eventually, issue, write_config_with, Api};
+use x0tta6bl4_node::{load_config, NodeHandle};
 use x0tta6bl4_proto::measure::flow_outage_us;
 
 /// Set in a child process: the configuration file of the node it runs.
@@ -43,25 +43,8 @@ fn child_node_process() {
         .unwrap();
 }
 
-/// Write the configuration file of node `name` with ETX link costs; returns its path.
-fn etx_config(
-    dir: &Path,
-    name: &str,
-    listen: SocketAddr,
-    api: SocketAddr,
-    peers: &[SocketAddr],
-) -> std::path::PathBuf {
-    let path = write_config(dir, name, listen, api, peers);
-    let text = std::fs::read_to_string(&path).unwrap();
-    std::fs::write(&path, text + "[protocol]\nlink_cost = \"etx\"\n").unwrap();
-    path
-}
-
-/// An in-process node's configuration (ports picked by the OS), with ETX link costs.
-fn config(dir: &Path, name: &str, peers: &[SocketAddr]) -> NodeConfig {
-    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
-    load_config(&etx_config(dir, name, any, any, peers)).unwrap()
-}
+/// ETX link costs for every node of the test (see the module's documentation).
+const ETX: &str = "[protocol]\nlink_cost = \"etx\"\n";
 
 /// A node in a child process, killed (SIGKILL) on drop.
 struct Child {
@@ -80,7 +63,7 @@ impl Child {
             .unwrap()
             .local_addr()
             .unwrap();
-        let path = etx_config(dir, name, quic, api, &[]);
+        let path = write_config_with(dir, name, quic, api, &[], ETX);
         let process = Command::new(std::env::current_exe().unwrap())
             .args([
                 "child_node_process",
@@ -123,13 +106,13 @@ async fn flow_heals_around_a_killed_node() {
     issue(dir.path(), &["a", "b", "c", "d", "e"]);
     let mut b = Child::start(dir.path(), "b");
     let c = Child::start(dir.path(), "c");
-    let a = NodeHandle::start(config(dir.path(), "a", &[b.quic, c.quic]))
+    let a = NodeHandle::start(config_with(dir.path(), "a", &[b.quic, c.quic], ETX))
         .await
         .unwrap();
-    let e = NodeHandle::start(config(dir.path(), "e", &[c.quic]))
+    let e = NodeHandle::start(config_with(dir.path(), "e", &[c.quic], ETX))
         .await
         .unwrap();
-    let d = NodeHandle::start(config(dir.path(), "d", &[b.quic, e.quic_addr()]))
+    let d = NodeHandle::start(config_with(dir.path(), "d", &[b.quic, e.quic_addr()], ETX))
         .await
         .unwrap();
     let (api_a, api_d) = (Api::new(&a), Api::new(&d));

@@ -11,22 +11,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{eventually, issue, restart, write_config, Api};
+use common::{config_with, eventually, issue, restart, write_config, Api};
 use tokio::net::UdpSocket;
 use x0tta6bl4_node::probe_path::{self, HEADER_BYTES, HELLO, HELLO_ANSWER};
-use x0tta6bl4_node::{load_config, NodeConfig, NodeHandle};
+use x0tta6bl4_node::{load_config, NodeHandle};
 use x0tta6bl4_proto::{Message, NodeName};
-
-/// Node `name`'s configuration with `extra` TOML appended (ports picked by the OS).
-fn config_with(dir: &Path, name: &str, peers: &[SocketAddr], extra: &str) -> NodeConfig {
-    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
-    let path = write_config(dir, name, any, any, peers);
-    let mut text = std::fs::read_to_string(&path).unwrap();
-    // Tables after `[identity]` (the last table `write_config` writes).
-    text.push_str(extra);
-    std::fs::write(&path, text).unwrap();
-    load_config(&path).unwrap()
-}
 
 /// The value of the series `series` (name and labels, as exposed) on `api`'s `/metrics`.
 async fn metric(api: &Api, series: &str) -> u64 {

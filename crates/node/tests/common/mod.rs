@@ -35,8 +35,14 @@ pub fn issue(dir: &Path, names: &[&str]) {
 /// Write a configuration file for node `name` (ports picked by the OS) and load it as
 /// the CLI would.
 pub fn config(dir: &Path, name: &str, peers: &[SocketAddr]) -> NodeConfig {
+    config_with(dir, name, peers, "")
+}
+
+/// [`config`] with `extra` TOML appended: tables after `[identity]`, the last table
+/// [`write_config`] writes (e.g. `"[protocol]\nprobe_interval_ms = 200\n"`).
+pub fn config_with(dir: &Path, name: &str, peers: &[SocketAddr], extra: &str) -> NodeConfig {
     let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
-    load_config(&write_config(dir, name, any, any, peers)).unwrap()
+    load_config(&write_config_with(dir, name, any, any, peers, extra)).unwrap()
 }
 
 /// Write the configuration file of node `name`; returns its path.
@@ -47,9 +53,21 @@ pub fn write_config(
     api_listen: SocketAddr,
     peers: &[SocketAddr],
 ) -> PathBuf {
+    write_config_with(dir, name, listen, api_listen, peers, "")
+}
+
+/// [`write_config`] with `extra` TOML appended (see [`config_with`]).
+pub fn write_config_with(
+    dir: &Path,
+    name: &str,
+    listen: SocketAddr,
+    api_listen: SocketAddr,
+    peers: &[SocketAddr],
+    extra: &str,
+) -> PathBuf {
     let peers: Vec<String> = peers.iter().map(|p| format!("\"{p}\"")).collect();
     let text = format!(
-        "listen = \"{listen}\"\napi_listen = \"{api_listen}\"\npeers = [{}]\n[identity]\ndir = \"{name}\"\n",
+        "listen = \"{listen}\"\napi_listen = \"{api_listen}\"\npeers = [{}]\n[identity]\ndir = \"{name}\"\n{extra}",
         peers.join(", ")
     );
     let path = dir.join(format!("{name}.toml"));
