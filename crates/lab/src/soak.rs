@@ -145,7 +145,7 @@ pub async fn soak(
     progress: &mut (dyn FnMut(&str) + Send),
 ) -> Result<SoakReport, LabError> {
     let loss = parse_loss(&options.loss)?;
-    let (_, topology) = crate::run::prepare(&crate::run::Options {
+    let run_options = crate::run::Options {
         topology: options.topology.clone(),
         nodes: options.nodes,
         scenario: "node-kill".into(),
@@ -158,7 +158,8 @@ pub async fn soak(
         budget: Default::default(),
         protocol: options.protocol.clone(),
         routings: Vec::new(),
-    })?;
+    };
+    let (_, topology) = crate::run::prepare(&run_options)?;
     if let Some(e) = crate::not_root_message(crate::effective_uid()) {
         return Err(e);
     }
@@ -183,10 +184,8 @@ pub async fn soak(
         routers: BTreeMap::new(),
         api_abuse: None,
     };
-    let mut sections = toml::Table::new();
-    if !options.protocol.is_empty() {
-        sections.insert("protocol".into(), options.protocol.clone().into());
-    }
+    // Every soaked x0tta6bl4 router costs links as the protocol does (no predictor).
+    let sections = crate::run::node_sections(&run_options, Routing::Cost, workspace.path(), None)?;
     for kind in kinds {
         let mut fleet = Fleet::new(
             kind,
