@@ -746,17 +746,22 @@ pub async fn tune_cmd(args: &TwinTuneArgs) -> anyhow::Result<ExitCode> {
             "use probe intervals of 5 to 60000 ms and miss thresholds of 2 to 100",
         ));
     }
-    let shortest = args.intervals_ms.iter().copied().min().unwrap_or(0);
-    if let Some(bad) = args
-        .suspect_ms
-        .iter()
-        .find(|&&c| c != 0 && !(2..=shortest).contains(&c))
-    {
-        return Err(usage(
-            format!("suspicion pace {bad} ms out of range"),
-            "--suspect-ms",
-            format!("use 0 (off) or 2 up to the shortest probe interval ({shortest} ms)"),
-        ));
+    // Each suspicion pace against each probe interval, by the node's own check.
+    for &probe_interval_ms in &args.intervals_ms {
+        for &suspect_probe_interval_ms in &args.suspect_ms {
+            let protocol = x0tta6bl4_proto::Config {
+                probe_interval_ms,
+                suspect_probe_interval_ms,
+                ..Default::default()
+            };
+            protocol.validate().map_err(|e| {
+                usage(
+                    e.to_string(),
+                    "--suspect-ms",
+                    "use 0 (off) or 2 up to the shortest of --intervals-ms",
+                )
+            })?;
+        }
     }
     let options = TuneOptions {
         loss,
